@@ -1,0 +1,92 @@
+"""One exception tree for everything a user can get wrong.
+
+Every error convgraph raises on bad input is a :class:`ConvgraphError`. The CLI prints its
+message as
+one paragraph and exits with its ``exit_status``; nothing else escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a spec file: 1-based line and column, as editors show them."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+    def shifted(self, columns: int) -> Location:
+        """The location ``columns`` characters further along the same line."""
+        return Location(self.file, self.line, self.column + columns)
+
+
+class ConvgraphError(Exception):
+    """Base of every error caused by user input, data or the environment."""
+
+    exit_status = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.hint:
+            text += f" Fix: {self.hint}"
+        return text
+
+
+class SpecError(ConvgraphError):
+    """A spec that cannot be read or does not describe a valid network (exit status 2).
+
+    The message names the file, the line:column of the offending YAML node and, where known,
+    the layer, so that an editor can jump straight to it.
+    """
+
+    exit_status = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        location: Location | None = None,
+        layer: str | None = None,
+        hint: str | None = None,
+    ):
+        super().__init__(message, hint=hint)
+        self.location = location
+        self.layer = layer
+
+    def __str__(self) -> str:
+        prefix = f"{self.location}: " if self.location else ""
+        where = f"layer '{self.layer}': " if self.layer else ""
+        return prefix + where + super().__str__()
+
+
+class ShapeError(SpecError):
+    """A spec whose layers do not fit together (impossible or non-whole volumes)."""
+
+
+class KernelBuildError(ConvgraphError):
+    """Generated OpenCL code that the device compiler rejected."""
+
+    exit_status = 3
+
+
+class DeviceError(ConvgraphError):
+    """No usable OpenCL device, an unknown device name, or a device fault."""
+
+    exit_status = 4
+
+
+class DataError(ConvgraphError):
+    """A missing, truncated or corrupt data set or checkpoint file."""
+
+    exit_status = 5

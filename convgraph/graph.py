@@ -1,0 +1,200 @@
+"""The graph IR: a networkx DiGraph with one node per layer, and the passes that check it.
+
+Node data: ``op`` (registered name), ``attrs`` (normalised hyperparameters), ``inputs`` (ordered
+input names; edges alone cannot hold ``add(x, x)``), ``layer`` (the LayerDef, for located errors).
+Shape inference (shapes.py) adds ``output``, ``params``, ``flops`` and friends.
+Passes are small functions taking the graph first.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from convgraph.errors import SpecError
+from convgraph.ops.base import REGISTRY, LayerDef, suggest
+from convgraph.spec import Spec
+
+
+def build_graph(spec: Spec) -> nx.DiGraph:
+    """Turn a parsed spec into a checked DAG with a single input and a single output."""
+    graph = nx.DiGraph(
+        name=spec.name,
+        source=spec.source,
+        form=spec.form,
+        train=spec.train,
+        rounding=spec.rounding,
+        description=spec.description,
+    )
+    for order, layer in enumerate(spec.layers):
+        if layer.name in graph:
+            first = graph.nodes[layer.name]["layer"].location
+            raise SpecError(
+                f"two layers are named '{layer.name}' (the other is at line {first.line}).",
+                location=layer.location,
+                layer=layer.name,
+                hint="give each node its own name.",
+            )
+        graph.add_node(
+            layer.name,
+            op=layer.op,
+            attrs=layer.attrs,
+            inputs=list(layer.inputs),
+            layer=layer,
+            order=order,
+        )
+    for layer in spec.layers:
+        check_arity(layer)
+        for source, where in zip(layer.inputs, layer.input_locations):
+            if source not in graph:
+                raise SpecError(
+                    f"unknown input '{source}'.{suggest(source, graph.nodes)}",
+                    location=where,
+                    layer=layer.name,
+                )
+            graph.add_edge(source, layer.name)
+    check_acyclic(graph)
+    check_single_input(graph)
+    graph.graph["output"] = check_single_output(graph, spec.output)
+    return graph
+
+
+def check_arity(layer: LayerDef) -> None:
+    op = REGISTRY[layer.op]
+    count = len(layer.inputs)
+    if count < op.min_inputs or (op.max_inputs is not None and count > op.max_inputs):
+        wanted = (
+            f"exactly {op.min_inputs}"
+            if op.min_inputs == op.max_inputs
+            else f"at least {op.min_inputs}"
+        )
+        raise layer.error(
+            f"takes {wanted} input(s), but {count} are given.",
+            hint="list the layers it joins under 'inputs:'."
+            if op.max_inputs is None
+            else "give it one input.",
+            kind=SpecError,
+        )
+
+
+def check_acyclic(graph: nx.DiGraph) -> None:
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return
+    names = [edge[0] for edge in cycle]
+    layer = graph.nodes[names[0]]["layer"]
+    raise SpecError(
+        "the graph has a cycle: " + " -> ".join(names + [names[0]]) + ".",
+        location=layer.location,
+        layer=layer.name,
+        hint="a CNN is acyclic: make one of these inputs an earlier node.",
+    )
+
+
+def check_single_input(graph: nx.DiGraph) -> None:
+    sources = [n for n, data in graph.nodes(data=True) if data["op"] == "input"]
+    if len(sources) != 1:
+        layer = graph.nodes[sources[1]]["layer"]
+        raise SpecError(
+            "a network has exactly one input layer.", location=layer.location, layer=layer.name
+        )
+
+
+def check_single_output(graph: nx.DiGraph, declared: str | None) -> str:
+    """The output node; every other node must feed it (no dangling or unused nodes)."""
+    sinks = [n for n in graph if graph.out_degree(n) == 0]
+    if declared is not None:
+        if declared not in graph:
+            raise SpecError(
+                f"the output '{declared}' is not a node.{suggest(declared, graph)}",
+                location=_first_location(graph),
+            )
+        output = declared
+    elif len(sinks) == 1:
+        output = sinks[0]
+    else:
+        names = ", ".join(f"'{s}'" for s in sinks)
+        layer = graph.nodes[sinks[0]]["layer"]
+        raise SpecError(
+            f"the graph has no single output: {names} all feed nothing.",
+            location=layer.location,
+            layer=layer.name,
+            hint="connect the dangling nodes, remove them, or name the output with 'output: NAME'.",
+        )
+    feeding = nx.ancestors(graph, output) | {output}
+    for name in sorted(set(graph) - feeding, key=lambda n: graph.nodes[n]["order"]):
+        layer = graph.nodes[name]["layer"]
+        raise SpecError(
+            f"node '{name}' is unused: nothing leads from it to the output '{output}'.",
+            location=layer.location,
+            layer=name,
+            hint="use it as an input of a later node, or remove it.",
+        )
+    return output
+
+
+def _first_location(graph):
+    return next(iter(graph.nodes.values()))["layer"].location
+
+
+def ordered(graph: nx.DiGraph) -> list[str]:
+    """Nodes in a topological order that follows the spec wherever it can."""
+    return list(nx.lexicographical_topological_sort(graph, key=lambda n: graph.nodes[n]["order"]))
+
+
+# ----------------------------------------------------------------------------- passes
+
+
+def insert_flatten(graph: nx.DiGraph) -> None:
+    """Make the implicit flatten before an fc that reads a volume explicit (needs shapes)."""
+    from convgraph.shapes import annotate
+
+    for name in ordered(graph):
+        data = graph.nodes[name]
+        if data["op"] != "fc":
+            continue
+        (source,) = data["inputs"]
+        volume = graph.nodes[source]["output"]
+        if volume.width == volume.height == 1:
+            continue
+        flat = f"{name}_flatten"
+        while flat in graph:
+            flat += "_"
+        layer = data["layer"]
+        flat_layer = LayerDef(
+            flat, "flatten", {}, [source], layer.location, {}, [layer.where()], "inserted before fc"
+        )
+        graph.add_node(
+            flat,
+            op="flatten",
+            attrs={},
+            inputs=[source],
+            layer=flat_layer,
+            order=data["order"] - 0.5,
+            inserted=True,
+        )
+        graph.remove_edge(source, name)
+        graph.add_edge(source, flat)
+        graph.add_edge(flat, name)
+        data["inputs"] = [flat]  # the LayerDef keeps what the spec wrote
+        annotate(graph, flat)
+
+
+FUSABLE_EPILOGUES = ("relu", "leakyrelu", "sigmoid", "tanh")
+
+
+def mark_fusions(graph: nx.DiGraph) -> None:
+    """Mark activations that can run inside the conv/fc kernel feeding them (bias + activation)."""
+    for name in ordered(graph):
+        data = graph.nodes[name]
+        if data["op"] not in FUSABLE_EPILOGUES:
+            continue
+        (source,) = data["inputs"]
+        producer = graph.nodes[source]
+        if (
+            producer["op"] in ("conv", "fc")
+            and graph.out_degree(source) == 1
+            and source != graph.graph["output"]
+        ):
+            producer["epilogue"] = name
+            data["fused_into"] = source

@@ -1,0 +1,59 @@
+"""Ops that join branches: elementwise add (residuals) and concatenation along depth."""
+
+from __future__ import annotations
+
+from convgraph.ops.base import Op, Volume, register
+
+
+@register
+class Add(Op):
+    name = "add"
+    aliases = ("sum", "residual")
+    summary = "Elementwise sum of two or more volumes of the same size (residual connections)."
+    min_inputs, max_inputs = 2, None
+
+    def infer(self, layer, inputs):
+        first = inputs[0]
+        for name, vol in zip(layer.inputs[1:], inputs[1:]):
+            if vol == first:
+                continue
+            if vol.depth != first.depth and vol[:2] == first[:2]:
+                raise layer.error(
+                    f"depth mismatch: input '{name}' is {vol} but input '{layer.inputs[0]}' is "
+                    f"{first}; add needs equal volumes.",
+                    hint=f"project the narrower branch with a 1x1 conv to depth "
+                    f"{max(vol.depth, first.depth)}.",
+                )
+            raise layer.error(
+                f"volume mismatch: input '{name}' is {vol} but input '{layer.inputs[0]}' is "
+                f"{first}; add needs equal volumes.",
+                hint="give the shortcut the same stride as the main branch (e.g. a 1x1 conv "
+                "with that stride).",
+            )
+        return first, {}
+
+    def flops(self, layer, inputs, output, derived):
+        return (len(inputs) - 1) * output.elements
+
+
+@register
+class Concat(Op):
+    name = "concat"
+    aliases = ("concatenate",)
+    summary = "Stack two or more volumes of the same width and height along depth."
+    min_inputs, max_inputs = 2, None
+
+    def infer(self, layer, inputs):
+        first = inputs[0]
+        for name, vol in zip(layer.inputs[1:], inputs[1:]):
+            if vol[:2] != first[:2]:
+                raise layer.error(
+                    f"spatial mismatch: input '{name}' is {vol.width}x{vol.height} but input "
+                    f"'{layer.inputs[0]}' is {first.width}x{first.height}; concat joins along "
+                    "depth and needs equal width and height.",
+                    hint="pool or stride the larger branch, or pad the smaller one, to match.",
+                )
+        return Volume(first.width, first.height, sum(x.depth for x in inputs)), {}
+
+    def flops(self, layer, inputs, output, derived):
+        return 0

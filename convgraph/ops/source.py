@@ -1,0 +1,21 @@
+"""The network's input volume (INPUT)."""
+
+from __future__ import annotations
+
+from convgraph.ops import values as v
+from convgraph.ops.base import Op, Param, register
+
+
+@register
+class Input(Op):
+    name = "input"
+    summary = "The input volume, width x height x depth (e.g. 32x32x3)."
+    positional = ("shape",)
+    params = {"shape": Param(v.volume, doc="WxHxD, e.g. 32x32x3")}
+    min_inputs, max_inputs = 0, 0
+
+    def infer(self, layer, inputs):
+        return layer.attrs["shape"], {}
+
+    def flops(self, layer, inputs, output, derived):
+        return 0

@@ -1,0 +1,99 @@
+"""Sliding-window arithmetic shared by conv and pool: output extent, padding, rounding, fixes.
+
+Along one axis, a window of ``kernel`` taps spaced ``dilation`` apart covers
+``extent = dilation * (kernel - 1) + 1`` inputs; with padding ``before``/``after`` and stride ``S``
+the
+output size is ``(W - extent + before + after) / S + 1``, as in the ConvNet notes. It must be whole
+unless the layer (or the spec) opts into ``floor`` or ``ceil`` rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from convgraph.ops.base import LayerDef
+
+
+@dataclass(frozen=True)
+class Window:
+    """How one axis of a conv/pool window maps onto its input."""
+
+    output: int
+    pad_before: int
+    pad_after: int  # the padding the layer declared (or 'same' resolved to)
+
+
+def window_extent(kernel: int, dilation: int = 1) -> int:
+    return dilation * (kernel - 1) + 1
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's 'same': output ceil(size / stride), any odd extra padding after."""
+    output = -(-size // stride)
+    total = max((output - 1) * stride + window_extent(kernel, dilation) - size, 0)
+    return total // 2, total - total // 2
+
+
+def slide(
+    layer: LayerDef,
+    axis: str,
+    size: int,
+    kernel: int,
+    stride: int,
+    pad,
+    dilation: int,
+    rounding: str,
+) -> Window:
+    """Output size along ``axis`` ('width' or 'height'), or a ShapeError that says how to fix it."""
+    extent = window_extent(kernel, dilation)
+    if pad == "same":
+        before, after = same_padding(size, kernel, stride, dilation)
+        return Window(-(-size // stride), before, after)
+    padded = size + 2 * pad
+    if extent > padded:
+        what = f"kernel {axis} {kernel}" + (f" (dilated to {extent})" if dilation > 1 else "")
+        raise layer.error(
+            f"{what} is larger than its padded input {axis} {size} + 2*{pad} = {padded}.",
+            attr="size",
+            hint=f"use a kernel of at most {padded}, or pad "
+            f"{math.ceil((extent - size) / 2)} or more, or pad: same.",
+        )
+    span = padded - extent
+    if span % stride == 0:
+        return Window(span // stride + 1, pad, pad)
+    if rounding == "floor":
+        return Window(span // stride + 1, pad, pad)
+    if rounding == "ceil":
+        output = -(-span // stride) + 1
+        if (output - 1) * stride >= size + pad:  # last window must start inside the input
+            output -= 1
+        return Window(output, pad, pad)
+    formula = f"({size} - {extent} + 2*{pad})/{stride} + 1 = {span / stride + 1:g}"
+    raise layer.error(
+        f"output {axis} {formula} is not a whole number.",
+        attr="stride" if "stride" in layer.attr_locations else None,
+        hint=_whole_fix(size, extent, stride, pad, span),
+    )
+
+
+def _whole_fix(size: int, extent: int, stride: int, pad: int, span: int) -> str:
+    """Name the nearest padding and the largest stride that make the output whole."""
+    fixes = []
+    candidates = [
+        p
+        for p in range(0, extent + stride)
+        if size + 2 * p >= extent and (size + 2 * p - extent) % stride == 0
+    ]
+    if candidates:
+        best = min(candidates, key=lambda p: (abs(p - pad), p))
+        fixes.append(f"pad {best} would make it {(size + 2 * best - extent) // stride + 1}")
+    for s in range(stride - 1, 0, -1):
+        if span % s == 0:
+            fixes.append(f"stride {s} would make it {span // s + 1}")
+            break
+    fixes.append(
+        f"or set 'rounding: floor' ({span // stride + 1}) or 'rounding: ceil' "
+        "on this layer or for the whole spec"
+    )
+    return "; ".join(fixes) + "."

@@ -1,0 +1,59 @@
+"""Shape inference: every node's output volume, parameters, FLOPs and activation memory.
+
+Works through the graph in topological order; each op's pure shape rule (ops/) raises a located
+ShapeError when a layer cannot work (non-whole output, kernel larger than its input, mismatches).
+"""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+
+from convgraph.graph import ordered
+from convgraph.ops.base import REGISTRY
+
+BYTES_PER_VALUE = 4  # fp32 activations
+
+
+def infer_shapes(graph: nx.DiGraph) -> nx.DiGraph:
+    """Annotate every node in place; returns the graph for chaining."""
+    for name in ordered(graph):
+        annotate(graph, name)
+    return graph
+
+
+def annotate(graph: nx.DiGraph, name: str) -> None:
+    data = graph.nodes[name]
+    op = REGISTRY[data["op"]]
+    layer = data["layer"]
+    inputs = [graph.nodes[source]["output"] for source in data["inputs"]]
+    output, derived = op.infer(layer, inputs)
+    if min(output) < 1:
+        raise layer.error(f"output volume {output} is empty.")
+    param_shapes = op.parameter_shapes(layer, inputs, output)
+    buffer_shapes = op.buffer_shapes(layer, inputs, output)
+    data.update(
+        output=output,
+        derived=derived,
+        param_shapes=param_shapes,
+        buffer_shapes=buffer_shapes,
+        params=sum(math.prod(shape) for shape in param_shapes.values()),
+        buffers=sum(math.prod(shape) for shape in buffer_shapes.values()),
+        macs=op.macs(layer, inputs, output, derived),
+        flops=op.flops(layer, inputs, output, derived),
+        activation_bytes=output.elements * BYTES_PER_VALUE,
+    )
+
+
+def totals(graph: nx.DiGraph) -> dict:
+    """Per-image totals over the whole network."""
+    nodes = [graph.nodes[n] for n in graph]
+    return {
+        "params": sum(d["params"] for d in nodes),
+        "buffers": sum(d["buffers"] for d in nodes),
+        "macs": sum(d["macs"] for d in nodes),
+        "flops": sum(d["flops"] for d in nodes),
+        "activation_bytes": sum(d["activation_bytes"] for d in nodes),
+        "param_bytes": sum(d["params"] + d["buffers"] for d in nodes) * BYTES_PER_VALUE,
+    }

@@ -1,0 +1,74 @@
+"""Specs: strict YAML in, a checked list of layers out (see forms.py for the three forms)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from convgraph.errors import Location, SpecError
+from convgraph.spec.forms import Spec, read_spec
+from convgraph.spec.yamlload import YamlMap, load_yaml_file, load_yaml_text
+
+__all__ = ["Spec", "load_spec", "parse_override"]
+
+
+def load_spec(source, overrides=()) -> Spec:
+    """Read a spec from a file path or a dict, apply ``KEY=VALUE`` overrides, and check it.
+
+    >>> spec = load_spec({"input": "32x32x3", "pattern": "[INPUT-CONV(12, 3, pad=1)-RELU-FC(10)]"})
+    >>> [layer.name for layer in spec.layers]
+    ['input', 'conv1', 'relu1', 'fc1']
+    """
+    if isinstance(source, dict):
+        name = str(source.get("name", "<dict>"))
+        data = load_yaml_text(yaml.safe_dump(source, sort_keys=False), name)
+    else:
+        name = os.fspath(source)
+        if not Path(name).is_file():
+            raise SpecError(
+                "no such spec file." if not Path(name).exists() else "this is not a file.",
+                location=Location(name, 1, 1),
+                hint="give the path of a .yaml spec (see specs/ for examples).",
+            )
+        data = load_yaml_file(name)
+    for override in overrides:
+        apply_override(data, *parse_override(override))
+    return read_spec(data, name)
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """``train.lr=0.1`` -> (['train', 'lr'], 0.1); a bare training key means ``train.KEY``."""
+    where = Location("<command line>", 1, 1)
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(
+            f"override '{text}' is not KEY=VALUE.",
+            location=where,
+            hint="e.g. --set lr=0.05 or --set train.epochs=3.",
+        )
+    path = key.strip().split(".")
+    if len(path) == 1:
+        path = ["train", *path] if path[0] not in ("name", "input", "rounding") else path
+    value = load_yaml_text(raw, "<command line>") if raw.strip() else None
+    return path, value
+
+
+def apply_override(data, path: list[str], value) -> None:
+    where = Location("<command line>", 1, 1)
+    if not isinstance(data, YamlMap):
+        return  # read_spec reports the real problem
+    target = data
+    for part in path[:-1]:
+        if part not in target or target[part] is None:
+            target[part] = YamlMap(where)
+            target.key_locations[part] = where
+        target = target[part]
+        if not isinstance(target, YamlMap):
+            raise SpecError(
+                f"cannot override inside '{part}': it is not a mapping.", location=where
+            )
+    target[path[-1]] = value
+    target.key_locations[path[-1]] = where
+    target.value_locations[path[-1]] = where

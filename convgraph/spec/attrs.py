@@ -1,0 +1,127 @@
+"""Turning what a spec wrote for one layer into a LayerDef with checked, normalised attributes.
+
+All three spec forms end here, so one function decides what a layer's hyperparameters mean:
+op defaults < the spec's ``defaults:`` for that op < what an alias implies (``avgpool``) < what the
+layer itself says.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from convgraph.errors import Location, SpecError
+from convgraph.ops.base import REGISTRY, LayerDef, alias_preset, canonical_op_name, suggest
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+@dataclass
+class Written:
+    """A value as the spec wrote it, with where it stands."""
+
+    value: object
+    location: Location
+
+
+@dataclass
+class Defaults:
+    """The spec-wide settings every layer starts from."""
+
+    rounding: str = "exact"
+    per_op: dict[str, dict[str, Written]] = field(default_factory=dict)
+
+
+def resolve_op(written: object, location: Location, layer: str | None = None) -> str:
+    """The registered op name for a written one, or a SpecError with a suggestion."""
+    op = canonical_op_name(written) if isinstance(written, str) else None
+    if op is None:
+        from convgraph.ops.base import known_op_names
+
+        raise SpecError(
+            f"unknown op '{written}'.{suggest(str(written), known_op_names())}",
+            location=location,
+            layer=layer,
+            hint="known ops: " + ", ".join(sorted(REGISTRY)) + ".",
+        )
+    return op
+
+
+def read_attr(op: str, key: str, written: Written, layer: str | None, context: str = ""):
+    """Parse one attribute value with its Param reader, or raise a located SpecError."""
+    param = REGISTRY[op].params[key]
+    try:
+        return param.parse(written.value)
+    except ValueError as why:
+        shown = "nothing" if written.value is None else repr(written.value)
+        note = f" ({context})" if context else ""
+        raise SpecError(
+            f"({op}) '{key}' expects {why}, got {shown}.{note}",
+            location=written.location,
+            layer=layer,
+        ) from None
+
+
+def check_keys(op: str, given, location_of, layer: str | None, extra=()) -> None:
+    """Reject keys the op does not know, suggesting the nearest one."""
+    known = set(REGISTRY[op].params) | set(extra)
+    for key in given:
+        if key not in known:
+            choices = ", ".join(sorted(known)) or "none"
+            raise SpecError(
+                f"({op}) unknown key '{key}'.{suggest(key, known)}",
+                location=location_of(key),
+                layer=layer,
+                hint=f"{op} takes: {choices}.",
+            )
+
+
+def make_layer(
+    name: str,
+    written_op: str,
+    op_location: Location,
+    given: dict[str, Written],
+    defaults: Defaults,
+    inputs: list[str],
+    input_locations: list[Location],
+    context: str = "",
+) -> LayerDef:
+    """Build a LayerDef for ``name`` from its written attributes; raises SpecError."""
+    op = resolve_op(written_op, op_location, name)
+    spec = REGISTRY[op]
+    check_keys(op, given, lambda key: given[key].location, name)
+    chosen: dict[str, Written] = dict(defaults.per_op.get(op, {}))
+    chosen.update({k: Written(v, op_location) for k, v in alias_preset(written_op).items()})
+    chosen.update(given)
+    attrs, locations = {}, {}
+    for key, param in spec.params.items():
+        if key in chosen:
+            attrs[key] = read_attr(op, key, chosen[key], name, context)
+            locations[key] = chosen[key].location
+        elif param.required:
+            raise SpecError(
+                f"({op}) missing required '{key}' ({param.doc}).",
+                location=op_location,
+                layer=name,
+                hint=f"add '{key}: ...' to this layer, or set it for every {op} under "
+                f"'defaults: {{{op}: {{{key}: ...}}}}'.",
+            )
+        else:
+            attrs[key] = param.default
+    if "rounding" in attrs and attrs["rounding"] is None:
+        attrs["rounding"] = defaults.rounding
+    if op == "pool" and attrs["stride"] is None:
+        attrs["stride"] = attrs["size"]
+    return LayerDef(
+        name, op, attrs, list(inputs), op_location, locations, list(input_locations), context
+    )
+
+
+def check_name(name: object, location: Location) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise SpecError(
+            f"'{name}' is not a valid layer name.",
+            location=location,
+            hint="use letters, digits and '_', starting with a letter (e.g. conv1).",
+        )
+    return name

@@ -1,0 +1,157 @@
+"""What a compiled network is, for people (a table) and for programs (one JSON object)."""
+
+from __future__ import annotations
+
+import networkx as nx
+from rich.console import Console
+from rich.table import Table
+
+from convgraph.graph import ordered
+from convgraph.ops.base import REGISTRY, Volume
+from convgraph.shapes import totals
+
+
+def plain(value):
+    """Attribute values as JSON/YAML-friendly data: tuples -> lists, volumes -> [w, h, d]."""
+    if isinstance(value, tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def describe_attrs(op: str, attrs: dict, rounding: str = "exact") -> str:
+    """The hyperparameters that differ from the op's defaults, compactly: 'filters=12 size=3'.
+
+    ``rounding`` is the spec-wide setting, shown only where a layer departs from it."""
+    params = REGISTRY[op].params
+    shown = []
+    for key, value in attrs.items():
+        default = params[key].default if key in params else None
+        if value == default or (key == "rounding" and value == rounding):
+            continue
+        if key == "stride" and op == "pool" and value == attrs.get("size"):
+            continue
+        if isinstance(value, Volume):
+            text = str(value)
+        elif isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+            text = str(value[0])
+        elif isinstance(value, tuple) and len(value) == 2:
+            text = f"{value[0]}x{value[1]}"
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+        shown.append(f"{key}={text}")
+    return " ".join(shown)
+
+
+def node_record(graph: nx.DiGraph, name: str) -> dict:
+    data = graph.nodes[name]
+    record = {
+        "name": name,
+        "op": data["op"],
+        "inputs": list(data["inputs"]),
+        "output_shape": list(data["output"]),
+        "params": data["params"],
+        "flops": data["flops"],
+        "macs": data["macs"],
+        "activation_bytes": data["activation_bytes"],
+        "attrs": plain(data["attrs"]),
+        "param_shapes": {k: list(v) for k, v in data["param_shapes"].items()},
+    }
+    if data.get("epilogue"):
+        record["fused_epilogue"] = data["epilogue"]
+    if data.get("fused_into"):
+        record["fused_into"] = data["fused_into"]
+    return record
+
+
+def summary_json(graph: nx.DiGraph) -> dict:
+    """The stable machine-readable summary (see the README's `compile --json` contract)."""
+    sums = totals(graph)
+    names = ordered(graph)
+    return {
+        "name": graph.graph["name"],
+        "source": graph.graph["source"],
+        "input": list(graph.nodes[names[0]]["output"]),
+        "output": graph.graph["output"],
+        "nodes": [node_record(graph, n) for n in names],
+        "total_params": sums["params"],
+        "total_buffers": sums["buffers"],
+        "total_flops": sums["flops"],
+        "total_macs": sums["macs"],
+        "activation_bytes": sums["activation_bytes"],
+        "param_bytes": sums["param_bytes"],
+    }
+
+
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23M'."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}{unit}"
+    return f"{n:g}{unit}" if isinstance(n, float) else f"{n}{unit}"
+
+
+def mib(n: int) -> str:
+    if n < 2**10:
+        return f"{n} B"
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def summary_table(graph: nx.DiGraph) -> Table:
+    sums = totals(graph)
+    title = f"{graph.graph['name']}  ({graph.graph['source']}"
+    title += (
+        f", rounding: {graph.graph['rounding']})" if graph.graph["rounding"] != "exact" else ")"
+    )
+    table = Table(title=title, title_justify="left")
+    for column, justify in (
+        ("layer", "left"),
+        ("op", "left"),
+        ("hyperparameters", "left"),
+        ("output", "right"),
+        ("params", "right"),
+        ("FLOPs", "right"),
+        ("memory", "right"),
+    ):
+        table.add_column(column, justify=justify, no_wrap=column != "hyperparameters")
+    for name in ordered(graph):
+        data = graph.nodes[name]
+        op = (
+            data["op"]
+            + (f" +{graph.nodes[data['epilogue']]['op']}" if data.get("epilogue") else "")
+            + (" (fused)" if data.get("fused_into") else "")
+        )
+        hyper = describe_attrs(data["op"], data["attrs"], graph.graph["rounding"])
+        table.add_row(
+            name,
+            op,
+            hyper,
+            str(data["output"]),
+            f"{data['params']:,}",
+            human(data["flops"]),
+            mib(data["activation_bytes"]),
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        "",
+        "",
+        f"{sums['params']:,}",
+        human(sums["flops"]),
+        mib(sums["activation_bytes"]),
+    )
+    return table
+
+
+def print_summary(graph: nx.DiGraph, console: Console | None = None) -> None:
+    console = console or Console(width=None if Console().is_terminal else 140)
+    sums = totals(graph)
+    console.print(summary_table(graph))
+    console.print(
+        f"{len(graph)} layers, {sums['params']:,} parameters ({mib(sums['param_bytes'])}), "
+        f"{human(sums['flops'], ' FLOPs')} per image forward (multiply-add = 2), "
+        f"{mib(sums['activation_bytes'])} of activations per image.",
+        highlight=False,
+    )
