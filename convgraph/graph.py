@@ -198,3 +198,18 @@ def mark_fusions(graph: nx.DiGraph) -> None:
         ):
             producer["epilogue"] = name
             data["fused_into"] = source
+
+
+def signature(graph: nx.DiGraph) -> list[tuple]:
+    """What makes two graphs the same network: every node's name, op, attributes, inputs and
+    output volume, in topological order. Two specs describe one network iff these are equal."""
+    return [
+        (
+            name,
+            graph.nodes[name]["op"],
+            tuple(sorted(graph.nodes[name]["attrs"].items())),
+            tuple(graph.nodes[name]["inputs"]),
+            graph.nodes[name].get("output"),
+        )
+        for name in ordered(graph)
+    ]

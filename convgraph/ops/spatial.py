@@ -73,12 +73,14 @@ def slide(
     raise layer.error(
         f"output {axis} {formula} is not a whole number.",
         attr="stride" if "stride" in layer.attr_locations else None,
-        hint=_whole_fix(size, extent, stride, pad, span),
+        hint=_whole_fix(size, kernel, dilation, stride, pad),
     )
 
 
-def _whole_fix(size: int, extent: int, stride: int, pad: int, span: int) -> str:
-    """Name the nearest padding and the largest stride that make the output whole."""
+def _whole_fix(size: int, kernel: int, dilation: int, stride: int, pad: int) -> str:
+    """Name the nearest padding (or kernel size) and the largest stride that make it whole."""
+    extent = window_extent(kernel, dilation)
+    span = size + 2 * pad - extent
     fixes = []
     candidates = [
         p
@@ -88,6 +90,11 @@ def _whole_fix(size: int, extent: int, stride: int, pad: int, span: int) -> str:
     if candidates:
         best = min(candidates, key=lambda p: (abs(p - pad), p))
         fixes.append(f"pad {best} would make it {(size + 2 * best - extent) // stride + 1}")
+    if not candidates and dilation == 1:  # parity: no padding helps, a kernel one off does
+        for k in (kernel - 1, kernel + 1):
+            if k >= 1 and size + 2 * pad >= k and (size + 2 * pad - k) % stride == 0:
+                fixes.append(f"size {k} would make it {(size + 2 * pad - k) // stride + 1}")
+                break
     for s in range(stride - 1, 0, -1):
         if span % s == 0:
             fixes.append(f"stride {s} would make it {span // s + 1}")

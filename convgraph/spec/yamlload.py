@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -26,6 +27,23 @@ _LEADING_ZERO_INT = re.compile(r"[-+]?0[0-9]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _NON_FINITE = re.compile(r"[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
 _SEXAGESIMAL = re.compile(r"[-+]?[0-9]+(:[0-5]?[0-9])+(\.[0-9]*)?")
+
+
+@dataclass(frozen=True)
+class TextLocation(Location):
+    """Where a multi-line string value starts, plus where each of its characters stands.
+
+    A folded (``>-``) or wrapped pattern continues on later lines, so ``shifted(n)`` looks up the
+    n-th character rather than counting columns along the first line.
+    """
+
+    places: tuple = field(default=(), compare=False, repr=False)
+
+    def shifted(self, columns: int) -> Location:
+        if 0 <= columns < len(self.places):
+            line, column = self.places[columns]
+            return Location(self.file, line, column)
+        return super().shifted(columns)
 
 
 class YamlMap(dict):
@@ -78,12 +96,25 @@ def load_yaml_text(text: str, filename: str = "<spec>"):
             location=Location(filename, 1, 1),
         )
     try:
-        return _build(yaml.parse(text, Loader=yaml.SafeLoader), filename)
+        return _build(yaml.parse(text, Loader=yaml.SafeLoader), filename, text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Location(filename, mark.line + 1, mark.column + 1) if mark else None
         problem = exc.problem or exc.context or "malformed YAML"
+        if exc.problem and exc.context and exc.context_mark and exc.problem_mark:
+            start = exc.context_mark
+            problem += f" ({exc.context} that starts at line {start.line + 1}, column "
+            problem += f"{start.column + 1})"
         raise SpecError(f"this is not valid YAML: {problem}.", location=where) from None
+    except yaml.reader.ReaderError as exc:  # a control character, anywhere in the text
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise SpecError(
+            f"this is not valid YAML: character #x{exc.character:02x} is not allowed "
+            f"({exc.reason}).",
+            location=Location(filename, line, column),
+            hint="remove it, or write it as an escape such as \\t inside double quotes.",
+        ) from None
     except yaml.YAMLError as exc:  # unmarked reader errors, e.g. control characters
         raise SpecError(
             f"this is not valid YAML: {exc}", location=Location(filename, 1, 1)
@@ -110,7 +141,12 @@ def load_yaml_file(path) -> object:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise SpecError("the spec is not UTF-8 text.", location=Location(name, line, 1)) from None
+        before = raw[raw.rfind(b"\n", 0, exc.start) + 1 : exc.start]  # valid UTF-8 up to here
+        raise SpecError(
+            f"the spec is not UTF-8 text (byte 0x{raw[exc.start]:02x}).",
+            location=Location(name, line, len(before.decode("utf-8")) + 1),
+            hint="save the file as UTF-8.",
+        ) from None
     return load_yaml_text(text, name)
 
 
@@ -136,7 +172,7 @@ def _reject_anchor_and_tag(event, filename: str) -> None:
         )
 
 
-def _build(events, filename: str):
+def _build(events, filename: str, text: str = ""):
     """Turn a PyYAML event stream into YamlMap/YamlList/scalars, iteratively."""
     stack: list = []  # open containers; a YamlMap is paired with its pending key
     pending_key: list = []
@@ -188,11 +224,46 @@ def _build(events, filename: str):
             if event.style in ("'", '"'):  # point at the text, not the quote
                 loc = loc.shifted(1)
             value = _scalar(event, loc)
+            if isinstance(value, str) and event.start_mark.line != event.end_mark.line:
+                loc = TextLocation(loc.file, loc.line, loc.column, _places(text, event, value))
             if not stack:
                 root = value
             else:
                 _attach(stack, pending_key, value, loc, filename)
     return root
+
+
+def _places(text: str, event, value: str) -> tuple:
+    """(line, column) of each character of a multi-line string value, and of its end.
+
+    Folding and indentation change only white space, so the value's other characters appear in
+    the source in order; anything else (escapes in quoted strings) gives () and plain shifting.
+    """
+    mark = event.start_mark
+    pos, line, column = mark.index, mark.line + 1, mark.column + 1
+    if event.style in ("|", ">"):  # the content starts on the line after the '>-' header
+        newline = text.find("\n", pos, event.end_mark.index)
+        if newline < 0:
+            return ()
+        pos, line, column = newline + 1, line + 1, 1
+    elif event.style in ("'", '"'):
+        pos, column = pos + 1, column + 1
+    places: list = []
+    for char in value:
+        if char.isspace():
+            places.append(places[-1][:1] + (places[-1][1] + 1,) if places else (line, column))
+            continue
+        while pos < event.end_mark.index and text[pos] != char:
+            if not text[pos].isspace():
+                return ()
+            line, column = (line + 1, 1) if text[pos] == "\n" else (line, column + 1)
+            pos += 1
+        if pos >= event.end_mark.index:
+            return ()
+        places.append((line, column))
+        pos, column = pos + 1, column + 1
+    places.append((line, column))
+    return tuple(places)
 
 
 def _attach(stack, pending_key, value, loc: Location, filename: str) -> None:

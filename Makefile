@@ -1,0 +1,34 @@
+# The two quick-start commands: `make demo` and `make test`. Each sets up what is missing first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup system demo test test-all lint clean
+
+setup: system $(VENV)/.installed
+
+system:
+	@.ci/install-system-packages
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(BIN)/convgraph compile specs/seed.yaml
+	$(BIN)/convgraph check specs/*.yaml
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-all: setup  # the slow tiers too (Oclgrind sweeps, fuzzing, accuracy)
+	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check convgraph tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

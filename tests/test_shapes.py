@@ -1,0 +1,176 @@
+"""Every op's shape rule, parameter count and FLOPs against hand-computed values, and the published
+totals of well-known networks."""
+
+from __future__ import annotations
+
+import pytest
+
+from convgraph.ops.base import REGISTRY, Volume
+from convgraph.pipeline import analyse
+from convgraph.shapes import totals
+
+from .conftest import SPECS
+
+
+def single(input_volume: str, layer: str, rounding: str = "exact"):
+    """Analyse INPUT -> layer and return the layer's node data."""
+    graph = analyse({"input": input_volume, "rounding": rounding, "pattern": f"[INPUT-{layer}]"})
+    (name,) = [n for n in graph if n != "input" and not graph.nodes[n].get("inserted")]
+    return graph.nodes[name]
+
+
+# (input, layer, expected output WxHxD, params, MACs) -- each worked out by hand from
+# (W - F + 2P)/S + 1 and the parameter-sharing formula K * (C/groups * F_h * F_w) + K.
+CASES = [
+    # the notes' examples: AlexNet's first layer and a VGG pool
+    ("227x227x3", "CONV(96, 11, stride=4)", "55x55x96", 96 * 363 + 96, 55 * 55 * 96 * 363),
+    ("224x224x64", "POOL(2)", "112x112x64", 0, 0),
+    ("32x32x3", "CONV(12, 3, pad=1)", "32x32x12", 12 * 27 + 12, 32 * 32 * 12 * 27),
+    ("32x32x3", "CONV(12, 3, pad=1, bias=false)", "32x32x12", 12 * 27, 32 * 32 * 12 * 27),
+    ("32x32x3", "CONV(8, 5)", "28x28x8", 8 * 75 + 8, 28 * 28 * 8 * 75),
+    ("31x31x3", "CONV(4, 3, stride=2)", "15x15x4", 4 * 27 + 4, 15 * 15 * 4 * 27),
+    ("32x32x3", "CONV(4, 3, stride=3, pad=2)", "12x12x4", 4 * 27 + 4, 12 * 12 * 4 * 27),
+    # non-square kernel (WxH = 5x3), input and stride
+    ("20x10x2", "CONV(3, 5x3)", "16x8x3", 3 * 2 * 15 + 3, 16 * 8 * 3 * 30),
+    ("21x11x1", "CONV(2, 3, stride=2x1, pad=1x0)", "11x9x2", 2 * 9 + 2, 11 * 9 * 2 * 9),
+    # 'same': ceil(W / S), the odd extra padding after
+    ("28x28x1", "CONV(32, 5, pad=same)", "28x28x32", 32 * 25 + 32, 28 * 28 * 32 * 25),
+    ("28x28x1", "CONV(2, 5, stride=2, pad=same)", "14x14x2", 2 * 25 + 2, 14 * 14 * 2 * 25),
+    ("7x7x1", "CONV(1, 2, stride=3, pad=same)", "3x3x1", 5, 9 * 4),
+    ("32x32x3", "CONV(4, 3, pad=valid)", "30x30x4", 4 * 27 + 4, 30 * 30 * 4 * 27),
+    # dilation 2: a 3x3 kernel covers 5x5
+    ("32x32x3", "CONV(4, 3, dilation=2)", "28x28x4", 4 * 27 + 4, 28 * 28 * 4 * 27),
+    ("32x32x3", "CONV(4, 3, dilation=2, pad=same)", "32x32x4", 4 * 27 + 4, 32 * 32 * 4 * 27),
+    # groups and depthwise
+    ("16x16x32", "CONV(64, 3, pad=1, groups=4)", "16x16x64", 64 * 8 * 9 + 64, 256 * 64 * 72),
+    ("16x16x32", "CONV(32, 3, pad=1, groups=depthwise)", "16x16x32", 32 * 9 + 32, 256 * 32 * 9),
+    ("16x16x32", "CONV(64, 1)", "16x16x64", 64 * 32 + 64, 256 * 64 * 32),
+    # pooling
+    ("31x31x8", "POOL(3, 2)", "15x15x8", 0, 0),
+    ("32x32x8", "POOL(3, 1, pad=1)", "32x32x8", 0, 0),
+    ("32x32x8", "POOL(2, mode=avg)", "16x16x8", 0, 0),
+    ("10x6x3", "AVGPOOL(2x3, 2x3)", "5x2x3", 0, 0),
+    ("15x15x8", "POOL(2, pad=same)", "8x8x8", 0, 0),
+    ("9x9x4", "GAP", "1x1x4", 0, 0),
+    # fc reads the whole volume, flattened
+    ("7x7x512", "FC(4096)", "1x1x4096", 25088 * 4096 + 4096, 25088 * 4096),
+    ("1x1x10", "FC(3, bias=false)", "1x1x3", 30, 30),
+    ("5x5x16", "FLATTEN", "1x1x400", 0, 0),
+    # volume-preserving ops
+    ("8x6x5", "RELU", "8x6x5", 0, 0),
+    ("8x6x5", "LEAKYRELU(0.1)", "8x6x5", 0, 0),
+    ("8x6x5", "SIGMOID", "8x6x5", 0, 0),
+    ("8x6x5", "TANH", "8x6x5", 0, 0),
+    ("1x1x10", "SOFTMAX", "1x1x10", 0, 0),
+    ("8x6x5", "BN", "8x6x5", 10, 0),
+    ("8x6x5", "DROPOUT(0.3)", "8x6x5", 0, 0),
+]
+
+
+@pytest.mark.parametrize(("volume", "layer", "output", "params", "macs"), CASES,
+                         ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_shape_rule(volume, layer, output, params, macs):
+    node = single(volume, layer)
+    assert str(node["output"]) == output
+    assert node["params"] == params
+    assert node["macs"] == macs
+    if node["op"] in ("conv", "fc"):
+        assert node["flops"] == 2 * macs  # a multiply-add counts as 2
+    assert node["activation_bytes"] == 4 * node["output"].elements
+
+
+def test_every_registered_op_has_a_shape_case():
+    covered = {single(volume, layer)["op"] for volume, layer, *_ in CASES}
+    assert covered | {"input", "add", "concat"} == set(REGISTRY)
+
+
+@pytest.mark.parametrize(("rounding", "expected"), [("floor", 3), ("ceil", 4)])
+def test_rounding_pool(rounding, expected):
+    assert single("7x7x1", "POOL(2)", rounding)["output"] == Volume(expected, expected, 1)
+
+
+def test_rounding_ceil_never_starts_a_window_in_the_padding():
+    # PyTorch's ceil_mode rule: (5 + 2*1 - 2)/2 + 1 = 3.5 -> 4, but the 4th window would start at
+    # 6 = W + pad, wholly in the padding, so the output is 3
+    assert single("5x5x1", "POOL(2, 2, pad=1)", "ceil")["output"].width == 3
+    # (6 + 2 - 3)/2 + 1 = 3.5 -> 4: the 4th window starts at 6 < 6 + 1, inside, so it stays
+    assert single("6x6x1", "POOL(3, 2, pad=1)", "ceil")["output"].width == 4
+
+
+def test_rounding_per_layer_overrides_global():
+    graph = analyse({"input": "7x7x1", "rounding": "floor",
+                     "pattern": "[INPUT-POOL(2)-POOL(2, rounding=ceil)]"})
+    assert graph.nodes["pool1"]["output"].width == 3
+    assert graph.nodes["pool2"]["output"].width == 2
+
+
+def test_same_padding_is_asymmetric_bottom_right():
+    node = single("28x28x1", "CONV(2, 5, stride=2, pad=same)")
+    # total (14 - 1)*2 + 5 - 28 = 3: 1 before, 2 after
+    assert (node["derived"]["pad_left"], node["derived"]["pad_right"]) == (1, 2)
+    assert (node["derived"]["pad_top"], node["derived"]["pad_bottom"]) == (1, 2)
+
+
+def test_add_and_concat():
+    graph = analyse({
+        "input": "8x8x4",
+        "nodes": {
+            "a": {"op": "conv", "filters": 6, "size": 3, "pad": 1, "inputs": ["input"]},
+            "b": {"op": "conv", "filters": 6, "size": 1, "inputs": ["input"]},
+            "sum": {"op": "add", "inputs": ["a", "b"]},
+            "cat": {"op": "concat", "inputs": ["sum", "input", "a"]},
+        },
+    })
+    assert graph.nodes["sum"]["output"] == Volume(8, 8, 6)
+    assert graph.nodes["sum"]["flops"] == 8 * 8 * 6
+    assert graph.nodes["cat"]["output"] == Volume(8, 8, 16)
+
+
+def test_conv_weight_shapes_follow_pytorch():
+    node = single("16x12x8", "CONV(6, 5x3, groups=2)")
+    assert node["param_shapes"] == {"weight": (6, 4, 3, 5), "bias": (6,)}  # (K, C/g, kh, kw)
+    fc = single("4x3x2", "FC(5)")
+    assert fc["param_shapes"] == {"weight": (5, 24), "bias": (5,)}
+    bn = single("4x3x2", "BN")
+    assert bn["param_shapes"] == {"weight": (2,), "bias": (2,)}
+    assert bn["buffer_shapes"] == {"running_mean": (2,), "running_var": (2,)}
+
+
+def spec_totals(name: str) -> dict:
+    return totals(analyse(SPECS / f"{name}.yaml"))
+
+
+def test_vgg16_matches_published_counts():
+    sums = spec_totals("vgg16")
+    assert sums["params"] == 138_357_544  # torchvision vgg16
+    assert round(sums["macs"] / 1e9, 2) == 15.47  # torchvision: 15.47 GFLOPS (multiply-adds)
+
+
+def test_resnet18_matches_published_counts():
+    sums = spec_totals("resnet18")
+    assert sums["params"] == 11_689_512  # torchvision resnet18
+    assert round(sums["macs"] / 1e9, 2) == 1.81  # torchvision: 1.81 GFLOPS (multiply-adds)
+    # running mean and variance of 20 batchnorms: stem, 4 per stage, +1 projection in 2-4
+    assert sums["buffers"] == 2 * (64 + 4 * 64 + 5 * 128 + 5 * 256 + 5 * 512)
+
+
+def test_resnet18_volumes():
+    graph = analyse(SPECS / "resnet18.yaml")
+    expected = {"conv1": "112x112x64", "maxpool": "56x56x64", "layer1/block2/relu2": "56x56x64",
+                "layer2/block1/downsample": "28x28x128", "layer3/block2/relu2": "14x14x256",
+                "layer4/block2/relu2": "7x7x512", "avgpool": "1x1x512", "fc": "1x1x1000"}
+    assert {n: str(graph.nodes[n]["output"]) for n in expected} == expected
+    assert "layer1/block1/downsample" not in graph  # switched off: identity shortcut
+
+
+def test_small_published_networks():
+    assert spec_totals("lenet5")["params"] == 156 + 2416 + 48120 + 10164 + 850
+    assert spec_totals("fashion_convnet")["params"] == 832 + 51264 + 3136 * 1024 + 1024 + 10250
+    # conv1 432 + bn 32, blocks 4,672 / 14,528 / 57,728, fc 650
+    assert spec_totals("resnet8")["params"] == 78_042
+
+
+def test_seed_network_volumes_are_the_notes():
+    graph = analyse(SPECS / "seed.yaml")
+    volumes = [str(graph.nodes[n]["output"]) for n in ("input", "conv1", "relu1", "pool1", "fc1")]
+    assert volumes == ["32x32x3", "32x32x12", "32x32x12", "16x16x12", "1x1x10"]
