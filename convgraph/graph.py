@@ -96,7 +96,12 @@ def check_single_input(graph: nx.DiGraph) -> None:
     if len(sources) != 1:
         layer = graph.nodes[sources[1]]["layer"]
         raise SpecError(
-            "a network has exactly one input layer.", location=layer.location, layer=layer.name
+            "a network has exactly one input layer, but "
+            + " and ".join(f"'{name}'" for name in sources)
+            + " are inputs.",
+            location=layer.location,
+            layer=layer.name,
+            hint="keep one input node and start every branch from it.",
         )
 
 

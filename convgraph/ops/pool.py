@@ -39,8 +39,8 @@ class Pool(Op):
                         hint=f"use pad {k // 2} or less.",
                     )
         pad_w, pad_h = ("same", "same") if a["pad"] == "same" else a["pad"]
-        across = slide(layer, "width", x.width, kw, sw, pad_w, 1, a["rounding"])
-        down = slide(layer, "height", x.height, kh, sh, pad_h, 1, a["rounding"])
+        across = slide(layer, "width", x.width, kw, sw, pad_w, 1, a["rounding"], kw // 2)
+        down = slide(layer, "height", x.height, kh, sh, pad_h, 1, a["rounding"], kh // 2)
         derived = {
             "pad_left": across.pad_before,
             "pad_right": across.pad_after,

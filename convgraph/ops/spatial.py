@@ -44,8 +44,11 @@ def slide(
     pad,
     dilation: int,
     rounding: str,
+    max_pad: int | None = None,
 ) -> Window:
-    """Output size along ``axis`` ('width' or 'height'), or a ShapeError that says how to fix it."""
+    """Output size along ``axis`` ('width' or 'height'), or a ShapeError that says how to fix it.
+
+    ``max_pad`` is the most padding the op allows (pooling: half the window); fixes respect it."""
     extent = window_extent(kernel, dilation)
     if pad == "same":
         before, after = same_padding(size, kernel, stride, dilation)
@@ -73,11 +76,13 @@ def slide(
     raise layer.error(
         f"output {axis} {formula} is not a whole number.",
         attr="stride" if "stride" in layer.attr_locations else None,
-        hint=_whole_fix(size, kernel, dilation, stride, pad),
+        hint=_whole_fix(size, kernel, dilation, stride, pad, max_pad),
     )
 
 
-def _whole_fix(size: int, kernel: int, dilation: int, stride: int, pad: int) -> str:
+def _whole_fix(
+    size: int, kernel: int, dilation: int, stride: int, pad: int, max_pad: int | None = None
+) -> str:
     """Name the nearest padding (or kernel size) and the largest stride that make it whole."""
     extent = window_extent(kernel, dilation)
     span = size + 2 * pad - extent
@@ -85,7 +90,9 @@ def _whole_fix(size: int, kernel: int, dilation: int, stride: int, pad: int) -> 
     candidates = [
         p
         for p in range(0, extent + stride)
-        if size + 2 * p >= extent and (size + 2 * p - extent) % stride == 0
+        if (max_pad is None or p <= max_pad)
+        and size + 2 * p >= extent
+        and (size + 2 * p - extent) % stride == 0
     ]
     if candidates:
         best = min(candidates, key=lambda p: (abs(p - pad), p))
@@ -104,3 +111,42 @@ def _whole_fix(size: int, kernel: int, dilation: int, stride: int, pad: int) -> 
         "on this layer or for the whole spec"
     )
     return "; ".join(fixes) + "."
+
+
+def reference_windows(x, node: dict, fill: float = 0.0, declared_fill: float | None = None):
+    """(N, C, H, W) -> the (N, C, OUT_H, OUT_W, kh, kw) windows a conv/pool node reads (a view).
+
+    Padding takes ``fill``; under ceil rounding the overhang past the declared padding takes
+    ``fill`` too, unless ``declared_fill`` is given, which then fills only the declared padding.
+    """
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    attrs, derived, out = node["attrs"], node["derived"], node["output"]
+    (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
+    dw, dh = attrs.get("dilation", (1, 1))
+    ext_h, ext_w = window_extent(kh, dh), window_extent(kw, dw)
+    top, left = derived["pad_top"], derived["pad_left"]
+    need_h, need_w = (out.height - 1) * sh + ext_h, (out.width - 1) * sw + ext_w
+    height, width = x.shape[2], x.shape[3]
+    if declared_fill is not None:
+        x = np.pad(x, ((0, 0), (0, 0), (top, derived["pad_bottom"]),
+                       (left, derived["pad_right"])), constant_values=declared_fill)
+        top = left = 0
+        height, width = x.shape[2], x.shape[3]
+    bottom, right = max(need_h - height - top, 0), max(need_w - width - left, 0)
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
+    padded = padded[:, :, :need_h, :need_w]
+    view = sliding_window_view(padded, (ext_h, ext_w), axis=(2, 3))
+    return view[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def choose_tile(extent: int, largest: int) -> int:
+    """Pixels per work-item along a row: a divisor of the row near ``largest`` if there is one
+    (no partial tile), else ``largest`` (the last tile is guarded)."""
+    if extent <= largest:
+        return extent
+    for tile in range(largest, (largest + 1) // 2 - 1, -1):
+        if extent % tile == 0:
+            return tile
+    return largest

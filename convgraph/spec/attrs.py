@@ -18,10 +18,11 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
 
 @dataclass
 class Written:
-    """A value as the spec wrote it, with where it stands."""
+    """A value as the spec wrote it, with where it stands (and where its key stands, if named)."""
 
     value: object
     location: Location
+    key_location: Location | None = None
 
 
 @dataclass
@@ -89,7 +90,7 @@ def make_layer(
     """Build a LayerDef for ``name`` from its written attributes; raises SpecError."""
     op = resolve_op(written_op, op_location, name)
     spec = REGISTRY[op]
-    check_keys(op, given, lambda key: given[key].location, name)
+    check_keys(op, given, lambda key: given[key].key_location or given[key].location, name)
     chosen: dict[str, Written] = dict(defaults.per_op.get(op, {}))
     chosen.update({k: Written(v, op_location) for k, v in alias_preset(written_op).items()})
     chosen.update(given)

@@ -63,6 +63,12 @@ class Spec:
 
 def read_spec(data, source: str) -> Spec:
     """Check the top level of a loaded spec and dispatch on its form."""
+    if data is None:  # only comments
+        raise SpecError(
+            "the spec is empty: expected a mapping with 'input' and one of 'pattern', 'layers' "
+            "or 'nodes'.",
+            location=Location(source, 1, 1),
+        )
     if not isinstance(data, YamlMap):
         raise SpecError(
             "a spec must be a YAML mapping with 'input' and one of 'pattern', 'layers' or 'nodes'.",
@@ -211,12 +217,13 @@ def _pattern_attrs(item: PatternLayer, op: str, where: Location) -> dict[str, Wr
         for key, (value, offset) in zip(positional, item.args)
     }
     for key, (value, offset) in item.kwargs.items():
+        key_where = where.shifted(item.key_offsets.get(key, offset))
         if key in given:
             raise SpecError(
                 f"({op}) '{key}' is given both by position and by name.",
-                location=where.shifted(offset),
+                location=key_where,
             )
-        given[key] = Written(value, where.shifted(offset))
+        given[key] = Written(value, where.shifted(offset), key_where)
     return given
 
 
@@ -275,7 +282,11 @@ def _list_entry(entry, location: Location) -> tuple[str, Location, dict[str, Wri
             location=location,
         )
     if "op" in entry:
-        given = {k: Written(val, entry.where(k)) for k, val in entry.items() if k != "op"}
+        given = {
+            k: Written(val, entry.where(k), entry.where_key(k))
+            for k, val in entry.items()
+            if k != "op"
+        }
         return entry["op"], entry.where("op"), given
     if len(entry) != 1:
         keys = list(entry)
@@ -292,7 +303,10 @@ def _list_entry(entry, location: Location) -> tuple[str, Location, dict[str, Wri
         return (
             written_op,
             where,
-            {k: Written(val, settings.where(k)) for k, val in settings.items()},
+            {
+                k: Written(val, settings.where(k), settings.where_key(k))
+                for k, val in settings.items()
+            },
         )
     op = resolve_op(written_op, where)
     values = list(settings) if isinstance(settings, YamlList) else [settings]
@@ -321,6 +335,12 @@ def _read_layer_list(data: YamlMap, defaults: Defaults) -> list[LayerDef]:
     for index, entry in enumerate(entries):
         written_op, location, given = _list_entry(entry, entries.where(index))
         op = resolve_op(written_op, location)
+        if op == "input" and index:
+            raise SpecError(
+                "the input layer must be the first entry.",
+                location=location,
+                hint="move it to the top of 'layers:', or give the volume as 'input: WxHxD'.",
+            )
         name = name_of(op)
         if "name" in given:
             name = check_name(given.pop("name").value, location)
@@ -333,8 +353,6 @@ def _read_layer_list(data: YamlMap, defaults: Defaults) -> list[LayerDef]:
             )
         names[name] = location
         if op == "input":
-            if index:
-                raise SpecError("the input layer must be the first entry.", location=location)
             layers.append(
                 _input_layer(given.get("shape"), _top_input(data), location, defaults, name)
             )
@@ -385,17 +403,35 @@ def _read_graph(
             hint="keep one of the two.",
         )
     _expand_body(nodes, "", ["input"], {}, blocks, defaults, result, stack=())
-    return _resolve_aliases(result, output)
+    layers, resolved = _resolve_aliases(result, output)
+    names = [layer.name for layer in layers]
+    if resolved is not None and resolved not in names:
+        raise SpecError(
+            f"the output '{output}' is not a node.{suggest(output, names)}",
+            location=data.where("output"),
+            hint="name one of the nodes under 'nodes:' (or a block instance).",
+        )
+    return layers, resolved
 
 
-def _substitute(value, params: dict[str, Written], location: Location, context: str):
+def _substitute(
+    value, params: dict[str, Written], location: Location, context: str, layer: str | None = None
+):
     """Replace a whole-value ``$name`` by the block argument ``name``."""
     if isinstance(value, str) and value.startswith("$"):
         key = value[1:]
+        if not context:
+            raise SpecError(
+                f"'{value}' refers to a block parameter, but this node is not inside a block.",
+                location=location,
+                layer=layer,
+                hint="write the value itself, or move the node into a block under 'blocks:'.",
+            )
         if key not in params:
             raise SpecError(
                 f"'{value}' names no parameter of this block.{suggest(key, params)}",
                 location=location,
+                layer=layer,
                 hint=f"the block's parameters are: {', '.join(params) or 'none'} ({context}).",
             )
         return params[key].value, params[key].location if params[key].location else location
@@ -451,6 +487,7 @@ def _expand_body(
         scoped = prefix + name
         if isinstance(node, str):
             written_op, op_where, given = _list_entry(node, nodes.where(name))
+            op_value_where = op_where
             node = YamlMap(nodes.where(name))
         elif isinstance(node, YamlMap):
             if ("op" in node) == ("block" in node):
@@ -461,13 +498,16 @@ def _expand_body(
                     hint="e.g. conv1: {op: conv, filters: 16, size: 3}.",
                 )
             written_op, op_where, given = None, where, {}
+            op_value_where = node.where("op")
             for key, value in node.items():
                 if key in NODE_KEYS:
                     continue
-                value, value_where = _substitute(value, params, node.where(key), context)
-                given[key] = Written(value, value_where)
+                value, value_where = _substitute(value, params, node.where(key), context, scoped)
+                given[key] = Written(value, value_where, node.where_key(key))
             if "op" in node:
-                written_op, _ = _substitute(node["op"], params, node.where("op"), context)
+                written_op, op_value_where = _substitute(
+                    node["op"], params, node.where("op"), context, scoped
+                )
         else:
             raise SpecError(
                 "a node must be a mapping (op: ..., inputs: [...]) or a layer "
@@ -490,7 +530,9 @@ def _expand_body(
                 )
         previous = scoped
         if "when" in node:
-            keep, when_where = _substitute(node["when"], params, node.where("when"), context)
+            keep, when_where = _substitute(
+                node["when"], params, node.where("when"), context, scoped
+            )
             if not isinstance(keep, bool):
                 raise SpecError(
                     f"'when' expects true or false, got {keep!r}.",
@@ -513,7 +555,7 @@ def _expand_body(
             )
             continue
         if written_op == "input" or (
-            isinstance(written_op, str) and resolve_op(written_op, op_where, scoped) == "input"
+            written_op is not None and resolve_op(written_op, op_value_where, scoped) == "input"
         ):
             if prefix:
                 raise SpecError("a block cannot hold an input node.", location=where, layer=scoped)
@@ -523,7 +565,10 @@ def _expand_body(
                     location=node.where_key("inputs"),
                     layer=scoped,
                 )
-            result.layers.insert(0, _input_layer(given.get("shape"), None, where, defaults, scoped))
+            first = sum(layer.op == "input" for layer in result.layers)  # keep spec order
+            result.layers.insert(
+                first, _input_layer(given.get("shape"), None, where, defaults, scoped)
+            )
             if scoped != "input":
                 result.aliases["input"] = (scoped, where)
             continue
@@ -545,8 +590,10 @@ def _instantiate(
     outer_context: str,
 ) -> None:
     """Expand ``node`` (``block: basic, filters: 32, ...``) under the prefix ``scoped/``."""
-    block_name, where = _substitute(node["block"], outer_params, node.where("block"), outer_context)
-    if block_name not in blocks:
+    block_name, where = _substitute(
+        node["block"], outer_params, node.where("block"), outer_context, scoped
+    )
+    if not isinstance(block_name, str) or block_name not in blocks:
         raise SpecError(
             f"unknown block '{block_name}'.{suggest(str(block_name), blocks)}",
             location=where,
@@ -594,7 +641,7 @@ def _instantiate(
     for key, default in declared.items():
         if key in args:
             value, value_where = _substitute(
-                args[key], outer_params, node.where(key), outer_context
+                args[key], outer_params, node.where(key), outer_context, scoped
             )
             params[key] = Written(value, value_where)
         elif default is None:
@@ -635,7 +682,7 @@ def _instantiate(
         context,
     )
     output = block.get("output", list(block["nodes"])[-1])
-    if output not in block["nodes"]:
+    if not isinstance(output, str) or output not in block["nodes"]:
         raise SpecError(
             f"block output '{output}' is not one of its nodes."
             f"{suggest(str(output), block['nodes'])}",

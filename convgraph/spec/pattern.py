@@ -43,6 +43,7 @@ class PatternLayer:
     offset: int
     args: list = field(default_factory=list)  # [(value, offset)]
     kwargs: dict = field(default_factory=dict)  # name -> (value, offset)
+    key_offsets: dict = field(default_factory=dict)  # name -> offset of the name itself
 
 
 def tokenize(text: str, where: Location) -> list[Token]:
@@ -70,7 +71,14 @@ def parse_pattern(text: str, where: Location) -> list[PatternLayer]:
     >>> [layer.op for layer in parse_pattern("[INPUT-[CONV-RELU]*2-FC]", Location("s", 1, 1))]
     ['INPUT', 'CONV', 'RELU', 'CONV', 'RELU', 'FC']
     """
-    parser = _Parser(tokenize(text, where), where, len(text))
+    tokens = tokenize(text, where)
+    if not tokens:
+        raise SpecError(
+            "the pattern is empty.",
+            location=where,
+            hint="write layers such as [INPUT-CONV-RELU-POOL-FC].",
+        )
+    parser = _Parser(tokens, where, len(text))
     layers = parser.sequence(depth=0)
     if parser.pos < len(parser.tokens):
         token = parser.tokens[parser.pos]
@@ -146,7 +154,12 @@ class _Parser:
         elif token.kind == "word":
             layers = [self.layer()]
         else:
-            raise self.fail(token.offset, f"expected a layer name or '[', found '{token.text}'")
+            before = self.tokens[self.pos - 1].text if self.pos else ""
+            raise self.fail(
+                token.offset,
+                f"expected a layer name or '[', found '{token.text}'",
+                f"remove the trailing '{before}'." if before in ("-", "->") else None,
+            )
         if self.at("?"):  # the notes' optional marker: POOL? means the layer is present
             self.pos += 1
         if self.at("*"):
@@ -177,6 +190,7 @@ class _Parser:
                 if token.text in layer.kwargs:
                     raise self.fail(token.offset, f"'{token.text}' is given twice")
                 layer.kwargs[token.text] = self.value()
+                layer.key_offsets[token.text] = token.offset
             else:
                 if layer.kwargs:
                     raise self.fail(
@@ -210,4 +224,6 @@ def _literal(token: Token):
 
 
 def _copy(layer: PatternLayer) -> PatternLayer:
-    return PatternLayer(layer.op, layer.offset, list(layer.args), dict(layer.kwargs))
+    return PatternLayer(
+        layer.op, layer.offset, list(layer.args), dict(layer.kwargs), dict(layer.key_offsets)
+    )
