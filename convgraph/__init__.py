@@ -20,3 +20,10 @@ __all__ = [
     "DeviceError",
     "DataError",
 ]
+
+
+def compile(spec, device=None, batch=64, overrides=()):  # noqa: A001 - the API's own verb
+    """Compile a spec for an OpenCL device; see convgraph.model.compile."""
+    from convgraph.model import compile as compile_model
+
+    return compile_model(spec, device=device, batch=batch, overrides=overrides)

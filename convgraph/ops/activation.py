@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, register
 
 
 class Elementwise(Op):
     flops_per_element = 1
+    code = ""  # the ACT_* constant of common.cl
 
     def infer(self, layer, inputs):
         return inputs[0], {}
@@ -15,11 +18,25 @@ class Elementwise(Op):
     def flops(self, layer, inputs, output, derived):
         return self.flops_per_element * output.elements
 
+    def lower(self, ctx) -> None:
+        ctx.pixel_launch("elementwise", "ACTIVATION_FORWARD",
+                         {"X": ctx.input_layout(), "Y": ctx.output_layout},
+                         [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+                         {"ACTIVATION": self.code,
+                          "SLOPE": float(ctx.attrs.get("slope", 0.0))}, ctx.node["flops"])
+
+    def reference(self, node, inputs, params):
+        return self.function(np.asarray(inputs[0], np.float64), **node["attrs"])
+
 
 @register
 class Relu(Elementwise):
     name = "relu"
     summary = "max(0, x)."
+    code = "ACT_RELU"
+
+    def function(self, x):
+        return np.maximum(x, 0.0)
 
 
 @register
@@ -30,6 +47,10 @@ class LeakyRelu(Elementwise):
     positional = ("slope",)
     params = {"slope": Param(v.number(0.0, 1.0), default=0.01, doc="slope for x < 0")}
     flops_per_element = 2
+    code = "ACT_LEAKY_RELU"
+
+    def function(self, x, slope):
+        return np.where(x > 0, x, x * slope)
 
 
 @register
@@ -37,6 +58,10 @@ class Sigmoid(Elementwise):
     name = "sigmoid"
     summary = "1 / (1 + exp(-x))."
     flops_per_element = 4
+    code = "ACT_SIGMOID"
+
+    def function(self, x):
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 @register
@@ -44,6 +69,10 @@ class Tanh(Elementwise):
     name = "tanh"
     summary = "tanh(x)."
     flops_per_element = 4
+    code = "ACT_TANH"
+
+    def function(self, x):
+        return np.tanh(x)
 
 
 @register
@@ -51,3 +80,17 @@ class Softmax(Elementwise):
     name = "softmax"
     summary = "exp(x) / sum(exp(x)) along depth, at each (x, y)."
     flops_per_element = 4  # subtract max, exp, sum, divide
+
+    def lower(self, ctx) -> None:
+        x, y = ctx.input_layout(), ctx.output_layout
+        volume = x.volume
+        ctx.launch("reduction", "SOFTMAX_FORWARD",
+                   {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
+                    **x.defines("X"), **y.defines("Y")},
+                   (volume.width, volume.height), 1,
+                   [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+                   None, ctx.node["flops"], 8 * volume.elements)
+
+    def function(self, x):
+        shifted = np.exp(x - x.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)

@@ -90,6 +90,7 @@ class Op:
     min_inputs: int = 1
     max_inputs: int | None = 1
     summary: str = ""
+    inference_identity: bool = False  # does nothing in inference (dropout): shares its input
 
     def infer(self, layer: LayerDef, inputs: list[Volume]) -> tuple[Volume, dict]:
         """Output volume for these input volumes, plus derived values (e.g. resolved padding)."""
@@ -114,6 +115,25 @@ class Op:
     def flops(self, layer: LayerDef, inputs: list[Volume], output: Volume, derived: dict) -> int:
         """Forward floating-point operations per image; a multiply-add counts as 2."""
         return 2 * self.macs(layer, inputs, output, derived)
+
+
+    # --- code generation and references (see codegen/plan.py) ---
+
+    def input_halo(self, node: dict, volume: Volume) -> tuple[int, int, int, int] | None:
+        """The zero halo (top, bottom, left, right) this node reads around its first input."""
+        return None
+
+    def lower(self, ctx) -> None:
+        """Add this node's specialised kernels and launches to the plan (``ctx``: a Lowering)."""
+        raise NotImplementedError(f"op '{self.name}' has no OpenCL lowering")
+
+    def device_params(self, node: dict, params: dict, input_layout, output_layout) -> dict:
+        """This node's parameters (PyTorch layouts, by name) re-laid for its kernels."""
+        return {}
+
+    def reference(self, node: dict, inputs: list, params: dict):
+        """The living definition: float64 numpy forward on (N, D, H, W) arrays."""
+        raise NotImplementedError
 
 
 REGISTRY: dict[str, Op] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from convgraph.ops import values as v
 from convgraph.ops.base import LayerDef, Op, Param, Volume, register
-from convgraph.ops.spatial import slide
+from convgraph.ops.spatial import choose_tile, reference_windows, slide
 
 
 def resolved_groups(layer: LayerDef, depth: int) -> int:
@@ -82,3 +82,84 @@ class Conv(Op):
     def macs(self, layer, inputs, output, derived):
         kw, kh = layer.attrs["size"]
         return output.elements * (inputs[0].depth // derived["groups"]) * kh * kw
+
+    def input_halo(self, node, volume):
+        return _conv_input_halo(node, volume)
+
+    def lower(self, ctx) -> None:
+        attrs, derived, node = ctx.attrs, ctx.derived, ctx.node
+        x, y = ctx.input_layout(), ctx.output_layout
+        groups = derived["groups"]
+        k_alloc = _filters_allocated(node, y)
+        if groups == 1:
+            width = ctx.vector_width(y)
+        else:
+            width = ctx.profile.max_vector
+            while (attrs["filters"] // groups) % width:
+                width //= 2
+        out = node["output"]
+        tile = choose_tile(out.width, ctx.profile.conv_tile_pixels)
+        (kw, kh), (sw, sh), (dw, dh) = attrs["size"], attrs["stride"], attrs["dilation"]
+        activation, slope = ctx.epilogue()
+        defines = {
+            "IN_CHANNELS": x.volume.depth, "FILTERS": attrs["filters"], "GROUPS": groups,
+            "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw,
+            "DILATION_H": dh, "DILATION_W": dw, "PAD_TOP": derived["pad_top"],
+            "PAD_LEFT": derived["pad_left"], "OUT_H": out.height, "OUT_W": out.width,
+            "K_ALLOC": k_alloc, "VECTOR_WIDTH": width, "TILE_PIXELS": tile,
+            "HAS_BIAS": int(attrs["bias"]), "EPILOGUE": activation, "EPILOGUE_SLOPE": slope,
+            **x.defines("X"), **y.defines("Y"),
+        }
+        args = [("tensor", ctx.input_storage()), ("param", ctx.name, "weight"),
+                ("param", ctx.name, "bias"), ("tensor", ctx.output_storage)]
+        moved = 4 * (x.volume.elements + out.elements)
+        ctx.launch("conv", "CONV_FORWARD", defines,
+                   (k_alloc // width, -(-out.width // tile), out.height), 2, args,
+                   ctx.profile.conv_local, node["flops"], moved)
+
+    def device_params(self, node, params, input_layout, output_layout):
+        import numpy as np
+
+        groups = node["derived"]["groups"]
+        weight = np.asarray(params["weight"], np.float32)  # (K, C/g, kh, kw)
+        k, cg, kh, kw = weight.shape
+        k_alloc = _filters_allocated(node, output_layout)
+        # -> (g, kh, kw, C/g, K/g): VECTOR_WIDTH consecutive filters are one load
+        grouped = weight.reshape(groups, k // groups, cg, kh, kw).transpose(0, 3, 4, 2, 1)
+        device = np.zeros((groups, kh, kw, cg, k_alloc // groups), np.float32)
+        device[..., : k // groups] = grouped
+        bias = np.zeros(k_alloc, np.float32)
+        if node["attrs"]["bias"]:
+            bias[:k] = params["bias"]
+        return {"weight": device, "bias": bias}
+
+    def reference(self, node, inputs, params):
+        import numpy as np
+
+        (x,) = inputs
+        groups = node["derived"]["groups"]
+        windows = reference_windows(np.asarray(x, np.float64), node)  # (N, C, H', W', kh, kw)
+        weight = np.asarray(params["weight"], np.float64)
+        k, cg = weight.shape[:2]
+        kg = k // groups
+        parts = [np.einsum("nchwij,kcij->nkhw", windows[:, g * cg:(g + 1) * cg],
+                           weight[g * kg:(g + 1) * kg], optimize=True) for g in range(groups)]
+        out = np.concatenate(parts, axis=1)
+        if node["attrs"]["bias"]:
+            out += np.asarray(params["bias"], np.float64)[None, :, None, None]
+        return out
+
+
+def _filters_allocated(node: dict, output_layout) -> int:
+    """Filters as stored: padded to the output's channel stride when ungrouped (so every vector of
+    filters is whole), exactly FILTERS when grouped (the vector width divides filters/groups)."""
+    return output_layout.stride_c if node["derived"]["groups"] == 1 else node["attrs"]["filters"]
+
+
+def _conv_input_halo(node: dict, volume: Volume) -> tuple[int, int, int, int]:
+    """The zero halo this conv reads around its input: its padding, plus any ceil overhang."""
+    attrs, derived, out = node["attrs"], node["derived"], node["output"]
+    (kw, kh), (sw, sh), (dw, dh) = attrs["size"], attrs["stride"], attrs["dilation"]
+    bottom = (out.height - 1) * sh + dh * (kh - 1) + 1 - volume.height - derived["pad_top"]
+    right = (out.width - 1) * sw + dw * (kw - 1) + 1 - volume.width - derived["pad_left"]
+    return (derived["pad_top"], max(bottom, 0), derived["pad_left"], max(right, 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, Volume, register
 
@@ -30,6 +32,44 @@ class Dense(Op):
     def macs(self, layer, inputs, output, derived):
         return inputs[0].elements * output.depth
 
+    def lower(self, ctx) -> None:
+        # x is the stored input: the volume itself when a flatten was elided (no copy)
+        x, y = ctx.input_layout(), ctx.output_layout
+        width = ctx.vector_width(y)
+        rows = ctx.profile.dense_tile_rows
+        activation, slope = ctx.epilogue()
+        defines = {
+            "IN_H": x.volume.height, "IN_W": x.volume.width, "IN_CHANNELS": x.volume.depth,
+            "UNITS": ctx.attrs["units"], "U_ALLOC": y.stride_c, "VECTOR_WIDTH": width,
+            "TILE_ROWS": rows, "HAS_BIAS": int(ctx.attrs["bias"]), "EPILOGUE": activation,
+            "EPILOGUE_SLOPE": slope, **x.defines("X"), **y.defines("Y"),
+        }
+        args = [("tensor", ctx.input_storage()), ("param", ctx.name, "weight"),
+                ("param", ctx.name, "bias"), ("tensor", ctx.output_storage), ("batch",)]
+        moved = 4 * (x.volume.elements + y.stride_c)
+        ctx.launch("dense", "DENSE_FORWARD", defines, (y.stride_c // width, 1), 1, args,
+                   None, ctx.node["flops"], moved, batch_divisor=rows)
+
+    def device_params(self, node, params, input_layout, output_layout):
+        # PyTorch's (units, C*H*W) in (c, h, w) order -> (H*W*C, U_ALLOC) in (h, w, c) order
+        volume = input_layout.volume
+        weight = np.asarray(params["weight"], np.float32)
+        units = weight.shape[0]
+        hwc = weight.reshape(units, volume.depth, volume.height, volume.width).transpose(2, 3, 1, 0)
+        device = np.zeros((volume.elements, output_layout.stride_c), np.float32)
+        device[:, :units] = hwc.reshape(volume.elements, units)
+        bias = np.zeros(output_layout.stride_c, np.float32)
+        if node["attrs"]["bias"]:
+            bias[:units] = params["bias"]
+        return {"weight": device, "bias": bias}
+
+    def reference(self, node, inputs, params):
+        x = np.asarray(inputs[0], np.float64)
+        out = x.reshape(x.shape[0], -1) @ np.asarray(params["weight"], np.float64).T
+        if node["attrs"]["bias"]:
+            out += np.asarray(params["bias"], np.float64)
+        return out[:, :, None, None]
+
 
 @register
 class Flatten(Op):
@@ -41,3 +81,17 @@ class Flatten(Op):
 
     def flops(self, layer, inputs, output, derived):
         return 0
+
+    def lower(self, ctx) -> None:  # only when not read directly by an fc (see graph passes)
+        x, y = ctx.input_layout(), ctx.output_layout
+        volume = x.volume
+        defines = {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
+                   **x.defines("X"), **y.defines("Y")}
+        ctx.launch("layout", "FLATTEN_FORWARD", defines,
+                   (volume.depth, volume.width, volume.height), 2,
+                   [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+                   ctx.profile.pixel_local, 0, 8 * volume.elements)
+
+    def reference(self, node, inputs, params):
+        x = np.asarray(inputs[0], np.float64)
+        return x.reshape(x.shape[0], -1, 1, 1)

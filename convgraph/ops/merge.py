@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from convgraph.ops.base import Op, Volume, register
 
 
@@ -35,6 +37,21 @@ class Add(Op):
     def flops(self, layer, inputs, output, derived):
         return (len(inputs) - 1) * output.elements
 
+    def lower(self, ctx) -> None:
+        # y = x0 + x1, then y = y + x2, ... (one launch per extra input)
+        y = ctx.output_layout
+        first = ctx.input_storage(0)
+        for slot in range(1, len(ctx.node["inputs"])):
+            a_storage, a_layout = (first, ctx.input_layout(0)) if slot == 1 else (
+                ctx.output_storage, y)
+            ctx.pixel_launch("elementwise", "ADD_FORWARD",
+                             {"A": a_layout, "B": ctx.input_layout(slot), "Y": y},
+                             [("tensor", a_storage), ("tensor", ctx.input_storage(slot)),
+                              ("tensor", ctx.output_storage)], None, y.volume.elements)
+
+    def reference(self, node, inputs, params):
+        return sum(np.asarray(x, np.float64) for x in inputs)
+
 
 @register
 class Concat(Op):
@@ -57,3 +74,20 @@ class Concat(Op):
 
     def flops(self, layer, inputs, output, derived):
         return 0
+
+    def lower(self, ctx) -> None:
+        y = ctx.output_layout
+        offset = 0
+        for slot in range(len(ctx.node["inputs"])):
+            x = ctx.input_layout(slot)
+            volume = x.volume
+            ctx.launch("layout", "CONCAT_COPY",
+                       {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
+                        "CHANNEL_OFFSET": offset, **x.defines("X"), **y.defines("Y")},
+                       (volume.depth, volume.width, volume.height), 2,
+                       [("tensor", ctx.input_storage(slot)), ("tensor", ctx.output_storage)],
+                       ctx.profile.pixel_local, 0, 8 * volume.elements)
+            offset += volume.depth
+
+    def reference(self, node, inputs, params):
+        return np.concatenate([np.asarray(x, np.float64) for x in inputs], axis=1)

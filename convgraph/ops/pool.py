@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, Volume, register
-from convgraph.ops.spatial import slide
+from convgraph.ops.spatial import reference_windows, slide
 
 
 @register
@@ -53,6 +53,41 @@ class Pool(Op):
         kw, kh = layer.attrs["size"]
         return output.elements * kw * kh  # one compare or add per tap
 
+    def lower(self, ctx) -> None:
+        attrs, derived, node = ctx.attrs, ctx.derived, ctx.node
+        x, y = ctx.input_layout(), ctx.output_layout
+        width = ctx.vector_width(x, y)
+        out = node["output"]
+        (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
+        defines = {
+            "IS_MAX": int(attrs["mode"] == "max"), "COUNT_PAD": int(attrs["count_pad"]),
+            "IN_H": x.volume.height, "IN_W": x.volume.width, "OUT_H": out.height,
+            "OUT_W": out.width, "CHANNEL_VECTORS": y.stride_c // width, "WINDOW_H": kh,
+            "WINDOW_W": kw, "STRIDE_H": sh, "STRIDE_W": sw, "PAD_TOP": derived["pad_top"],
+            "PAD_LEFT": derived["pad_left"], "PAD_BOTTOM": derived["pad_bottom"],
+            "PAD_RIGHT": derived["pad_right"], "VECTOR_WIDTH": width,
+            **x.defines("X"), **y.defines("Y"),
+        }
+        ctx.launch("pool", "POOL_FORWARD", defines, (y.stride_c // width, out.width, out.height), 2,
+                   [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+                   ctx.profile.pixel_local, node["flops"],
+                   4 * (x.volume.elements + out.elements))
+
+    def reference(self, node, inputs, params):
+        import numpy as np
+
+        (x,) = inputs
+        x = np.asarray(x, np.float64)
+        if node["attrs"]["mode"] == "max":
+            return reference_windows(x, node, fill=-np.inf).max(axis=(-2, -1))
+        total = reference_windows(x, node, fill=0.0).sum(axis=(-2, -1))
+        ones = np.ones((1, 1) + x.shape[2:])
+        if node["attrs"]["count_pad"]:  # the window inside the declared padding
+            count = reference_windows(ones, node, fill=0.0, declared_fill=1.0).sum(axis=(-2, -1))
+        else:
+            count = reference_windows(ones, node, fill=0.0).sum(axis=(-2, -1))
+        return total / count
+
 
 @register
 class GlobalAvgPool(Op):
@@ -66,3 +101,18 @@ class GlobalAvgPool(Op):
 
     def flops(self, layer, inputs, output, derived):
         return inputs[0].elements
+
+    def lower(self, ctx) -> None:
+        x, y = ctx.input_layout(), ctx.output_layout
+        width = ctx.vector_width(x, y)
+        defines = {"IN_H": x.volume.height, "IN_W": x.volume.width,
+                   "CHANNEL_VECTORS": y.stride_c // width, "VECTOR_WIDTH": width,
+                   **x.defines("X"), **y.defines("Y")}
+        ctx.launch("pool", "GLOBAL_AVG_FORWARD", defines, (y.stride_c // width, 1), 1,
+                   [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+                   None, ctx.node["flops"], 4 * x.volume.elements)
+
+    def reference(self, node, inputs, params):
+        import numpy as np
+
+        return np.asarray(inputs[0], np.float64).mean(axis=(2, 3), keepdims=True)

@@ -1,0 +1,86 @@
+"""How an activation volume is stored on the device: NHWC, with a zero halo and padded channels.
+
+A batch of volumes WxHxD is stored as (N, alloc_h, alloc_w, stride_c): each image surrounded by
+a zero halo as wide as the largest padding any convolution reading it needs (so conv inner loops
+never check bounds), and channels padded to a multiple of the vector width the kernels use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convgraph.ops.base import Volume
+
+MAX_VECTOR = 16
+
+
+def channel_stride(depth: int) -> int:
+    """Channels padded to a multiple of 16, or to the next power of two below that."""
+    if depth >= MAX_VECTOR:
+        return -(-depth // MAX_VECTOR) * MAX_VECTOR
+    stride = 1
+    while stride < depth:
+        stride *= 2
+    return stride
+
+
+def vector_width(stride: int) -> int:
+    """The widest OpenCL vector (1, 2, 4, 8, 16) that divides ``stride``."""
+    width = MAX_VECTOR
+    while stride % width:
+        width //= 2
+    return width
+
+
+@dataclass(frozen=True)
+class Layout:
+    volume: Volume
+    stride_c: int
+    halo: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+
+    @property
+    def alloc_h(self) -> int:
+        return self.volume.height + self.halo[0] + self.halo[1]
+
+    @property
+    def alloc_w(self) -> int:
+        return self.volume.width + self.halo[2] + self.halo[3]
+
+    @property
+    def image_elements(self) -> int:
+        return self.alloc_h * self.alloc_w * self.stride_c
+
+    def bytes_for(self, batch: int) -> int:
+        return 4 * batch * self.image_elements
+
+    def defines(self, prefix: str) -> dict:
+        """The macros common.cl's AT(prefix, n, h, w, c) reads."""
+        return {
+            f"{prefix}_ALLOC_H": self.alloc_h,
+            f"{prefix}_ALLOC_W": self.alloc_w,
+            f"{prefix}_HALO_TOP": self.halo[0],
+            f"{prefix}_HALO_LEFT": self.halo[2],
+            f"{prefix}_STRIDE_C": self.stride_c,
+        }
+
+    def with_halo(self, need: tuple[int, int, int, int]) -> Layout:
+        return Layout(self.volume, self.stride_c, tuple(max(a, b) for a, b in zip(self.halo, need)))
+
+    def pack(self, x: np.ndarray) -> np.ndarray:
+        """(N, D, H, W) float array -> the device layout (N, alloc_h, alloc_w, stride_c), float32."""
+        n = x.shape[0]
+        out = np.zeros((n, self.alloc_h, self.alloc_w, self.stride_c), np.float32)
+        top, _, left, _ = self.halo
+        h, w, d = self.volume.height, self.volume.width, self.volume.depth
+        out[:, top:top + h, left:left + w, :d] = x.transpose(0, 2, 3, 1)
+        return out
+
+    def unpack(self, data: np.ndarray, batch: int) -> np.ndarray:
+        """The device layout -> (N, D, H, W) float32."""
+        data = data[: batch * self.image_elements].reshape(
+            batch, self.alloc_h, self.alloc_w, self.stride_c)
+        top, _, left, _ = self.halo
+        h, w, d = self.volume.height, self.volume.width, self.volume.depth
+        return np.ascontiguousarray(data[:, top:top + h, left:left + w, :d].transpose(0, 3, 1, 2))

@@ -1,0 +1,259 @@
+"""Planning: which tensor lives where, which kernels run in which order, with what sizes.
+
+plan_forward(graph, profile) walks the graph in topological order and asks each node's op to
+lower itself (ops/<family>.py ``lower``) into specialised kernels and launches. Nodes that do no
+work in inference share their input's storage: dropout, an activation fused into the conv/fc
+before it, a flatten read directly by its fc. Storage is then packed into buffers by liveness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from convgraph.codegen.layout import Layout, channel_stride, vector_width
+from convgraph.codegen.profile import DeviceProfile
+from convgraph.graph import ordered
+from convgraph.ops.base import REGISTRY
+
+
+@dataclass
+class KernelSpec:
+    """One specialised kernel in the program: a family file, a selector and its defines."""
+
+    name: str
+    family: str  # kernels/<family>.cl
+    selector: str  # the #define choosing one kernel of the file
+    defines: dict
+    layers: list[str] = field(default_factory=list)
+
+    def identity(self) -> tuple:
+        return (self.family, self.selector, tuple(sorted(self.defines.items())))
+
+
+@dataclass
+class Launch:
+    """One kernel launch. ``global_size[batch_axis]`` is per image: it is multiplied by the
+    number of images at launch time, so one plan serves every batch up to the planned one."""
+
+    kernel: str
+    node: str
+    global_size: tuple[int, ...]
+    batch_axis: int | None
+    local_size: tuple[int, ...] | None
+    args: list  # ("tensor", storage) | ("param", node, name) | ("batch",)
+    flops: int = 0  # per image, for --profile
+    bytes: int = 0  # per image moved to and from memory, for --profile
+    batch_divisor: int = 1  # global_size[batch_axis] counts groups of this many images
+
+    def sizes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        size = list(self.global_size)
+        if self.batch_axis is not None:
+            size[self.batch_axis] *= -(-batch // self.batch_divisor)
+        if self.local_size is None:
+            return tuple(size), None
+        return tuple(-(-g // l) * l for g, l in zip(size, self.local_size)), self.local_size
+
+
+@dataclass
+class Plan:
+    storage_of: dict[str, str]  # node -> the node whose tensor it reads/writes
+    layouts: dict[str, Layout]  # storage -> layout
+    kernels: dict[str, KernelSpec]
+    launches: list[Launch]
+    buffer_of: dict[str, int]  # storage -> buffer index
+    buffer_elements: list[int]  # per image, per buffer
+    input: str
+    output: str
+
+    def layout_of(self, node: str) -> Layout:
+        return self.layouts[self.storage_of[node]]
+
+    def activation_bytes(self, batch: int) -> int:
+        return 4 * batch * sum(self.buffer_elements)
+
+
+class Lowering:
+    """What an op's ``lower`` sees of one node, and how it adds kernels and launches."""
+
+    def __init__(self, planner: _Planner, name: str):
+        self.planner = planner
+        self.name = name
+        self.node = planner.graph.nodes[name]
+        self.profile = planner.profile
+
+    @property
+    def attrs(self) -> dict:
+        return self.node["attrs"]
+
+    @property
+    def derived(self) -> dict:
+        return self.node["derived"]
+
+    def input_storage(self, slot: int = 0) -> str:
+        return self.planner.storage_of[self.node["inputs"][slot]]
+
+    def input_layout(self, slot: int = 0) -> Layout:
+        return self.planner.layouts[self.input_storage(slot)]
+
+    @property
+    def output_storage(self) -> str:
+        return self.planner.storage_of[self.name]
+
+    @property
+    def output_layout(self) -> Layout:
+        return self.planner.layouts[self.output_storage]
+
+    def epilogue(self) -> tuple[str, float]:
+        """The activation fused into this node's kernel, as (ACT_* name, slope)."""
+        fused = self.node.get("epilogue")
+        if not fused:
+            return "ACT_NONE", 0.0
+        data = self.planner.graph.nodes[fused]
+        return ACTIVATION_CODES[data["op"]], float(data["attrs"].get("slope", 0.0))
+
+    def launch(self, family: str, selector: str, defines: dict, global_size, batch_axis,
+               args: list, local_size=None, flops: int = 0, moved: int = 0,
+               batch_divisor: int = 1) -> None:
+        """Add one launch of a kernel specialised by ``defines`` (shared when identical)."""
+        spec = KernelSpec("", family, selector, dict(defines))
+        kernel = self.planner.add_kernel(spec, self.name)
+        local = None
+        if local_size is not None:
+            local = tuple(min(size, max(1, g)) for size, g in zip(local_size, global_size))
+        self.planner.launches.append(Launch(kernel, self.name, tuple(global_size), batch_axis,
+                                            local, args, flops, moved, batch_divisor))
+
+    def vector_width(self, *layouts: Layout) -> int:
+        """The widest vector the device profile allows that divides every channel stride."""
+        width = self.profile.max_vector
+        for layout in layouts:
+            width = min(width, vector_width(layout.stride_c))
+        return width
+
+    def pixel_launch(self, family: str, selector: str, layouts: dict[str, Layout], args: list,
+                     defines: dict | None = None, flops: int = 0) -> None:
+        """A kernel with one work-item per (channel vector, pixel), as in elementwise.cl."""
+        first = next(iter(layouts.values()))
+        width = self.vector_width(*layouts.values())
+        volume = first.volume
+        every = {"HEIGHT": volume.height, "WIDTH": volume.width,
+                 "CHANNEL_VECTORS": first.stride_c // width, "VECTOR_WIDTH": width}
+        for prefix, layout in layouts.items():
+            every.update(layout.defines(prefix))
+        every.update(defines or {})
+        moved = 4 * volume.width * volume.height * first.stride_c * len(layouts)
+        self.launch(family, selector, every, (first.stride_c // width, volume.width,
+                                              volume.height), 2, args,
+                    self.profile.pixel_local, flops, moved)
+
+
+ACTIVATION_CODES = {"relu": "ACT_RELU", "leakyrelu": "ACT_LEAKY_RELU", "sigmoid": "ACT_SIGMOID",
+                    "tanh": "ACT_TANH"}
+
+
+def passes_through(graph: nx.DiGraph, name: str) -> bool:
+    """Nodes that do no work in inference and share their input's tensor."""
+    data = graph.nodes[name]
+    return bool(data.get("fused_into")) or REGISTRY[data["op"]].inference_identity
+
+
+class _Planner:
+    def __init__(self, graph: nx.DiGraph, profile: DeviceProfile):
+        self.graph = graph
+        self.profile = profile
+        self.storage_of: dict[str, str] = {}
+        self.layouts: dict[str, Layout] = {}
+        self.kernels: dict[str, KernelSpec] = {}
+        self._by_identity: dict[tuple, str] = {}
+        self.launches: list[Launch] = []
+
+    def add_kernel(self, spec: KernelSpec, node: str) -> str:
+        key = spec.identity()
+        if key in self._by_identity:
+            name = self._by_identity[key]
+            self.kernels[name].layers.append(node)
+            return name
+        base = "k_" + "".join(ch if ch.isalnum() else "_" for ch in node) + f"_{spec.selector}"
+        name = base.lower()
+        while name in self.kernels:
+            name += "_"
+        spec.name = name
+        spec.layers.append(node)
+        self.kernels[name] = spec
+        self._by_identity[key] = name
+        return name
+
+
+def plan_forward(graph: nx.DiGraph, profile: DeviceProfile) -> Plan:
+    """Storage, layouts, kernels and launches for inference on a device with ``profile``."""
+    planner = _Planner(graph, profile)
+    names = ordered(graph)
+    for name in names:
+        data = graph.nodes[name]
+        if passes_through(graph, name):
+            planner.storage_of[name] = planner.storage_of[data["inputs"][0]]
+        else:
+            planner.storage_of[name] = name
+            volume = data["output"]
+            planner.layouts[name] = Layout(volume, channel_stride(volume.depth))
+    for name in names:  # halos: each tensor gets the widest padding any reader needs
+        data = graph.nodes[name]
+        if passes_through(graph, name) or not data["inputs"]:
+            continue
+        need = REGISTRY[data["op"]].input_halo(data, graph.nodes[data["inputs"][0]]["output"])
+        if need is not None:
+            source = planner.storage_of[data["inputs"][0]]
+            planner.layouts[source] = planner.layouts[source].with_halo(need)
+    for name in names:
+        if passes_through(graph, name):
+            continue
+        REGISTRY[graph.nodes[name]["op"]].lower(Lowering(planner, name))
+    output = planner.storage_of[graph.graph["output"]]
+    buffer_of, sizes = assign_buffers(planner, names, output)
+    return Plan(planner.storage_of, planner.layouts, planner.kernels, planner.launches,
+                buffer_of, sizes, planner.storage_of[names[0]], output)
+
+
+def assign_buffers(planner: _Planner, names: list[str], output: str):
+    """Share buffers between tensors whose lifetimes do not overlap (inference).
+
+    A tensor with a zero halo only shares with tensors of the identical layout, so the halo, written
+    once as zeros, stays zero. The input and output keep their own buffers.
+    """
+    position = {launch_index: launch for launch_index, launch in enumerate(planner.launches)}
+    first, last = {}, {}
+    for index, launch in position.items():
+        for arg in launch.args:
+            if arg[0] == "tensor":
+                first.setdefault(arg[1], index)
+                last[arg[1]] = index
+    input_storage = planner.storage_of[names[0]]
+    first[input_storage] = -1
+    for storage in (input_storage, output):
+        last[storage] = len(planner.launches) + 1
+    order = sorted(first, key=lambda s: (first[s], s))
+    buffers: list[dict] = []  # {"layout", "free_after", "elements"}
+    buffer_of = {}
+    for storage in order:
+        layout = planner.layouts[storage]
+        haloed = any(layout.halo)
+        choice = None
+        for index, buffer in enumerate(buffers):
+            if buffer["free_after"] >= first[storage] or buffer["pinned"]:
+                continue
+            if (haloed or buffer["haloed"]) and buffer["layout"] != layout:
+                continue
+            if choice is None or abs(buffer["elements"] - layout.image_elements) < abs(
+                    buffers[choice]["elements"] - layout.image_elements):
+                choice = index
+        if choice is None:
+            buffers.append({"layout": layout, "elements": 0, "free_after": -2, "haloed": haloed,
+                            "pinned": storage in (input_storage, output)})
+            choice = len(buffers) - 1
+        buffer = buffers[choice]
+        buffer["elements"] = max(buffer["elements"], layout.image_elements)
+        buffer["free_after"] = last[storage]
+        buffer_of[storage] = choice
+    return buffer_of, [b["elements"] for b in buffers]

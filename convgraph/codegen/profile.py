@@ -1,0 +1,37 @@
+"""Per-device code-generation parameters: tile sizes and work-group shapes.
+
+The kernels are the same on every device; these numbers specialise them. A CPU (PoCL) wants few,
+fat work-items with wide vectors and register tiles; a GPU wants many work-items grouped for
+coalesced loads. `convgraph tune` (performance issue) will refine them per device and persist them;
+until then each device type gets the defaults below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from convgraph.runtime.devices import DeviceInfo
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    family: str
+    conv_tile_pixels: int  # output pixels per work-item in conv
+    dense_tile_rows: int  # images per work-item in fc
+    max_vector: int  # widest vector the kernels may use
+    conv_local: tuple[int, int, int] | None  # work-group shape of conv launches (None: driver's)
+    pixel_local: tuple[int, int, int] | None  # of the pixel-wise kernels
+    build_options: tuple[str, ...] = ("-cl-mad-enable",)
+
+    def key(self) -> str:
+        return repr(self)
+
+
+CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=8, max_vector=16,
+                    conv_local=None, pixel_local=None)
+GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
+                    conv_local=(4, 4, 4), pixel_local=(4, 8, 4))
+
+
+def profile_for(info: DeviceInfo) -> DeviceProfile:
+    return GPU if info.type == "gpu" else CPU

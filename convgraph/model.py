@@ -1,0 +1,142 @@
+"""The compiled model: spec -> graph -> shapes -> plan -> kernels -> run, behind one object.
+
+>>> import numpy as np, convgraph                                       # doctest: +SKIP
+>>> model = convgraph.compile("specs/seed.yaml", device="cpu")         # doctest: +SKIP
+>>> model.forward(np.zeros((2, 3, 32, 32), np.float32)).shape         # doctest: +SKIP
+(2, 10)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convgraph.codegen.plan import Plan, plan_forward
+from convgraph.codegen.profile import DeviceProfile, profile_for
+from convgraph.codegen.source import program_source
+from convgraph.errors import DataError
+from convgraph.graph import ordered
+from convgraph.ops.base import REGISTRY
+from convgraph.params import check_params, initial_params
+from convgraph.pipeline import analyse
+from convgraph.runtime.devices import DeviceInfo, select_device
+from convgraph.runtime.executor import Executor
+from convgraph.runtime.program import BuildResult, build_program
+
+
+class Model:
+    """A network compiled for one OpenCL device; ``forward`` runs batches of up to ``batch``."""
+
+    def __init__(self, graph, info: DeviceInfo, device, profile: DeviceProfile, plan: Plan,
+                 source: str, build: BuildResult, context, queue, batch: int):
+        self.graph, self.info, self.device, self.profile = graph, info, device, profile
+        self.plan, self.source, self.build = plan, source, build
+        self.context, self.queue = context, queue
+        self.batch = batch
+        self.executor = Executor(context, queue, device, info, plan, build.program)
+        train = graph.graph["train"]
+        self._params: dict[str, np.ndarray] = {}
+        self.set_params(initial_params(graph, train["init"], train["seed"]))
+
+    # ------------------------------------------------------------------ parameters
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters, PyTorch-named and shaped (``conv1.weight``, ...)."""
+        return {key: value.copy() for key, value in self._params.items()}
+
+    def set_params(self, params: dict) -> None:
+        check_params(self.graph, params)
+        self._params = {key: np.asarray(value, np.float32).copy()
+                        for key, value in params.items()}
+        device = {}
+        for name in ordered(self.graph):
+            data = self.graph.nodes[name]
+            own = {key.rsplit(".", 1)[1]: value for key, value in self._params.items()
+                   if key.rsplit(".", 1)[0] == name}
+            if self.plan.storage_of[name] != name:  # does no work here (fused or identity)
+                continue
+            relaid = REGISTRY[data["op"]].device_params(
+                data, own, self._input_layout(name), self.plan.layout_of(name))
+            for key, value in relaid.items():
+                device[(name, key)] = value
+        self.executor.upload_params(device)
+        self.executor.check_memory(self.batch, self.param_bytes)
+
+    def _input_layout(self, name: str):
+        inputs = self.graph.nodes[name]["inputs"]
+        return self.plan.layout_of(inputs[0]) if inputs else None
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(buffer.size for buffer in self.executor.params.values())
+
+    def device_memory(self, batch: int | None = None) -> int:
+        """Bytes on the device: parameters plus the (liveness-shared) activation buffers."""
+        return self.param_bytes + self.plan.activation_bytes(batch or self.batch)
+
+    # ------------------------------------------------------------------ running
+
+    def forward(self, x) -> np.ndarray:
+        """Run inference on ``x`` (batch, depth, height, width); returns (batch, classes) for a
+        network ending in 1x1xD, else (batch, depth, height, width)."""
+        x = self._check_input(x)
+        outputs = [self._forward_batch(x[start:start + self.batch])
+                   for start in range(0, x.shape[0], self.batch)]
+        out = np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+        volume = self.graph.nodes[self.graph.graph["output"]]["output"]
+        return out.reshape(out.shape[0], -1) if volume.width == volume.height == 1 else out
+
+    def _forward_batch(self, x: np.ndarray) -> np.ndarray:
+        self.executor.allocate(self.batch)
+        self._staging = self.plan.layouts[self.plan.input].pack(x)
+        self.executor.write_input(self._staging)
+        self.executor.enqueue(x.shape[0])
+        return self.executor.read_tensor(self.plan.output, x.shape[0])
+
+    def _check_input(self, x) -> np.ndarray:
+        volume = self.graph.nodes[ordered(self.graph)[0]]["output"]
+        x = np.asarray(x)
+        expected = (volume.depth, volume.height, volume.width)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise DataError(f"the input batch has shape {x.shape}, but '{self.graph.graph['name']}'"
+                            f" takes (batch, {volume.depth}, {volume.height}, {volume.width}) "
+                            f"(depth, height, width of {volume}).")
+        if not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"the input batch holds {x.dtype} values, not numbers.")
+        return np.ascontiguousarray(x, np.float32)
+
+    # ------------------------------------------------------------------ description
+
+    def kernel_records(self) -> list[dict]:
+        """The launches of one forward pass at the planned batch (for --json and the plan file)."""
+        records = []
+        for launch, local in zip(self.plan.launches, self.executor.local_sizes):
+            global_size, _ = launch.sizes(self.batch)
+            records.append({"name": launch.kernel, "node": launch.node,
+                            "global_size": list(global_size),
+                            "local_size": list(local) if local else None})
+        return records
+
+
+def compile(spec, device: str | None = None, batch: int = 64, overrides=()) -> Model:  # noqa: A001
+    """Compile a spec (path or dict) for a device (``P:D``, a name fragment, or the default).
+
+    Parameters are initialised from the spec's ``train: init/seed``; replace them with
+    ``model.set_params``.
+    """
+    import pyopencl as cl
+
+    graph = analyse(spec, overrides)
+    info, cl_device = select_device(device)
+    profile = profile_for(info)
+    plan = plan_forward(graph, profile)
+    source = program_source(plan, graph.graph["name"])
+    context = cl.Context([cl_device])
+    queue = cl.CommandQueue(context, cl_device,
+                            properties=cl.command_queue_properties.PROFILING_ENABLE)
+    build = build_program(context, cl_device, info, source, list(profile.build_options))
+    if batch < 1:
+        raise DataError(f"batch must be at least 1, got {batch}.")
+    return Model(graph, info, cl_device, profile, plan, source, build, context, queue, batch)

@@ -1,0 +1,72 @@
+"""Model parameters on the host: named and shaped as PyTorch and ONNX name and shape them.
+
+``<node>.weight`` and ``<node>.bias`` for conv and fc (conv weights (filters, depth // groups,
+kernel_h, kernel_w), fc weights (units, inputs) with inputs in (depth, height, width) order), and
+``.weight``, ``.bias``, ``.running_mean``, ``.running_var`` for batchnorm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+
+from convgraph.errors import DataError
+from convgraph.graph import ordered
+
+
+def expected_shapes(graph: nx.DiGraph) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for name in ordered(graph):
+        data = graph.nodes[name]
+        for key, shape in {**data["param_shapes"], **data["buffer_shapes"]}.items():
+            shapes[f"{name}.{key}"] = tuple(shape)
+    return shapes
+
+
+def initial_params(graph: nx.DiGraph, init: str = "he", seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded He (normal, fan-in) or Glorot (uniform) weights; zero biases; batchnorm at 1/0."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for key, shape in expected_shapes(graph).items():
+        field = key.rsplit(".", 1)[1]
+        if field == "weight" and len(shape) > 1:
+            fan_in = math.prod(shape[1:])
+            fan_out = shape[0] * math.prod(shape[2:])
+            if init == "glorot":
+                bound = math.sqrt(6.0 / (fan_in + fan_out))
+                value = rng.uniform(-bound, bound, shape)
+            else:
+                value = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+        elif field in ("weight", "running_var"):
+            value = np.ones(shape)
+        else:
+            value = np.zeros(shape)
+        params[key] = value.astype(np.float32)
+    return params
+
+
+def check_params(graph: nx.DiGraph, params: dict, source: str = "the parameters") -> None:
+    """Every expected array present with its shape, nothing unknown, all finite."""
+    shapes = expected_shapes(graph)
+    missing = [key for key in shapes if key not in params]
+    unknown = [key for key in params if key not in shapes]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
+        if unknown:
+            parts.append("unknown " + ", ".join(unknown[:6]) + (" ..." if len(unknown) > 6 else ""))
+        raise DataError(f"{source} do not fit the model '{graph.graph['name']}': "
+                        + "; ".join(parts) + ".",
+                        hint="weights are named <node>.weight, <node>.bias (batchnorm also "
+                             ".running_mean, .running_var); see 'convgraph compile --json'.")
+    for key, shape in shapes.items():
+        array = np.asarray(params[key])
+        if array.shape != shape:
+            raise DataError(f"{source}: '{key}' has shape {array.shape}, but the model needs "
+                            f"{shape}.", hint="conv weights are (filters, depth // groups, "
+                            "kernel_h, kernel_w); fc weights (units, inputs).")
+        if not np.all(np.isfinite(array)):
+            raise DataError(f"{source}: '{key}' holds NaN or infinite values.")

@@ -1,0 +1,150 @@
+"""Finding and choosing an OpenCL device, and describing what it can do.
+
+``--device`` (or ``CONVGRAPH_DEVICE``) takes ``P:D`` (platform and device index) or a
+case-insensitive fragment of the platform or device name or type (``pocl``, ``nvidia``, ``gpu``,
+``cpu``). Without one, the first GPU is used, else the first CPU. Nothing ever falls back silently
+to another device than the one asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass
+
+from convgraph.errors import DeviceError
+
+INSTALL_HINT = (
+    "install an OpenCL platform: on Debian/Ubuntu 'apt-get install pocl-opencl-icd' runs on the "
+    "CPU; for a GPU install the vendor's OpenCL ICD (NVIDIA's driver ships libnvidia-opencl.so.1, "
+    "registered in /etc/OpenCL/vendors/nvidia.icd)."
+)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What convgraph needs to know about a device to generate code for it."""
+
+    index: str  # "P:D"
+    platform: str
+    name: str
+    type: str  # "gpu", "cpu", "accelerator", "other"
+    vendor: str
+    driver_version: str
+    opencl_version: str
+    opencl_c_version: tuple[int, int]
+    compute_units: int
+    global_memory: int
+    max_alloc: int
+    local_memory: int
+    max_work_group_size: int
+    max_work_item_sizes: tuple[int, ...]
+    fp64: bool
+    fp16: bool
+    image_support: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.index} {self.name} ({self.platform})"
+
+    def as_json(self) -> dict:
+        record = asdict(self)
+        record["opencl_c_version"] = "%d.%d" % self.opencl_c_version
+        return record
+
+
+def _type_name(cl, device_type: int) -> str:
+    if device_type & cl.device_type.GPU:
+        return "gpu"
+    if device_type & cl.device_type.CPU:
+        return "cpu"
+    if device_type & cl.device_type.ACCELERATOR:
+        return "accelerator"
+    return "other"
+
+
+def _c_version(text: str) -> tuple[int, int]:
+    match = re.search(r"(\d+)\.(\d+)", text or "")
+    return (int(match.group(1)), int(match.group(2))) if match else (1, 2)
+
+
+def _describe(cl, p: int, d: int, platform, device) -> DeviceInfo:
+    extensions = device.extensions.split()
+    return DeviceInfo(
+        index=f"{p}:{d}",
+        platform=platform.name.strip(),
+        name=device.name.strip(),
+        type=_type_name(cl, device.type),
+        vendor=device.vendor.strip(),
+        driver_version=device.driver_version.strip(),
+        opencl_version=device.version.strip(),
+        opencl_c_version=_c_version(device.opencl_c_version),
+        compute_units=device.max_compute_units,
+        global_memory=device.global_mem_size,
+        max_alloc=device.max_mem_alloc_size,
+        local_memory=device.local_mem_size,
+        max_work_group_size=device.max_work_group_size,
+        max_work_item_sizes=tuple(device.max_work_item_sizes),
+        fp64="cl_khr_fp64" in extensions or device.double_fp_config != 0,
+        fp16="cl_khr_fp16" in extensions,
+        image_support=bool(device.image_support),
+    )
+
+
+def _platforms():
+    import pyopencl as cl
+
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:  # the ICD loader reports "no platforms" as an error
+        platforms = []
+    return cl, platforms
+
+
+def list_devices() -> list[tuple[DeviceInfo, object]]:
+    """Every (description, pyopencl device) on every platform, in P:D order."""
+    cl, platforms = _platforms()
+    found = []
+    for p, platform in enumerate(platforms):
+        try:
+            devices = platform.get_devices()
+        except cl.Error:
+            continue
+        for d, device in enumerate(devices):
+            found.append((_describe(cl, p, d, platform, device), device))
+    return found
+
+
+def select_device(request: str | None = None) -> tuple[DeviceInfo, object]:
+    """The device a user asked for (argument, else CONVGRAPH_DEVICE, else the default).
+
+    >>> info, device = select_device("cpu")  # doctest: +SKIP
+    """
+    request = request if request is not None else os.environ.get("CONVGRAPH_DEVICE") or None
+    found = list_devices()
+    if not found:
+        raise DeviceError("no OpenCL platform or device was found.", hint=INSTALL_HINT)
+    if request is None:
+        for wanted in ("gpu", "cpu"):
+            for info, device in found:
+                if info.type == wanted:
+                    return info, device
+        return found[0]
+    text = request.strip().lower()
+    if re.fullmatch(r"\d+:\d+", text):
+        matches = [pair for pair in found if pair[0].index == text]
+    elif text.isdigit():
+        matches = [found[int(text)]] if int(text) < len(found) else []
+    else:
+        matches = [
+            pair for pair in found
+            if text == pair[0].type or text in pair[0].name.lower()
+            or text in pair[0].platform.lower() or text in pair[0].vendor.lower()
+        ]
+    if not matches:
+        available = "; ".join(info.label + f" [{info.type}]" for info, _ in found)
+        raise DeviceError(
+            f"no OpenCL device matches '{request}'. Available: {available}.",
+            hint="pass --device P:D or a part of a name shown by 'convgraph devices'.",
+        )
+    return matches[0]

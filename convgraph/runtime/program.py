@@ -1,0 +1,117 @@
+"""Building a model's OpenCL program once, with an on-disk cache of device binaries.
+
+The cache key covers the source, the build options, the platform, the device, its driver and
+OpenCL versions and pyopencl's version, so a change to any of them rebuilds. A build failure
+saves the source, the options and the compiler log, and names the layer and kernel at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from convgraph.codegen.source import kernel_at_line
+from convgraph.errors import KernelBuildError
+from convgraph.runtime.devices import DeviceInfo
+
+os.environ.setdefault("PYOPENCL_NO_CACHE", "1")  # we keep our own cache, keyed as above
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("CONVGRAPH_CACHE")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "convgraph"
+
+
+@dataclass
+class BuildResult:
+    program: object
+    cache_hit: bool
+    seconds: float
+    key: str
+
+
+def build_key(source: str, options: list[str], info: DeviceInfo) -> str:
+    import pyopencl
+
+    material = "\0".join([source, " ".join(options), info.platform, info.name, info.vendor,
+                          info.driver_version, info.opencl_version, pyopencl.VERSION_TEXT])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def build_program(context, device, info: DeviceInfo, source: str, options: list[str]
+                  ) -> BuildResult:
+    """Build (or load from the cache) the program for one device."""
+    import pyopencl as cl
+
+    start = time.perf_counter()
+    key = build_key(source, options, info)
+    cached = cache_dir() / "programs" / f"{key}.bin"
+    if cached.is_file():
+        try:
+            program = cl.Program(context, [device], [cached.read_bytes()])
+            program.build(options=options, devices=[device])
+            return BuildResult(program, True, time.perf_counter() - start, key)
+        except (cl.Error, OSError):
+            cached.unlink(missing_ok=True)  # stale or corrupt: rebuild below
+    program = cl.Program(context, source)
+    try:
+        program.build(options=options, devices=[device])
+    except cl.Error as exc:
+        raise _build_failure(program, device, info, source, options, exc, key) from None
+    _store(cached, program)
+    return BuildResult(program, False, time.perf_counter() - start, key)
+
+
+def _store(path: Path, program) -> None:
+    """Write the binary atomically; a cache that cannot be written only costs a rebuild."""
+    try:
+        (binary,) = program.get_info(__import__("pyopencl").program_info.BINARIES)
+        if not binary:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+            handle.write(binary)
+        os.replace(handle.name, path)
+    except (OSError, ValueError):
+        pass
+
+
+def _build_failure(program, device, info, source, options, exc, key) -> KernelBuildError:
+    try:
+        log = program.get_build_info(device, __import__("pyopencl").program_build_info.LOG)
+    except Exception:  # noqa: BLE001 - the log is a courtesy; the failure is what matters
+        log = str(exc)
+    folder = cache_dir() / "failures"
+    saved = ""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / f"build-{key[:12]}"
+        stem.with_suffix(".cl").write_text(source)
+        stem.with_suffix(".log").write_text(
+            f"device: {info.label}\ndriver: {info.driver_version}\noptions: {' '.join(options)}"
+            f"\n\n{log}")
+        saved = f" The source, options and compiler log are saved in {stem}.cl and {stem}.log."
+    except OSError:
+        pass
+    culprit = ""
+    match = re.search(r":(\d+):\d+: error", log or "")
+    if match:
+        banner = kernel_at_line(source, int(match.group(1)))
+        if banner:
+            culprit = " The first error is in " + banner.strip("/* =").strip() + "."
+    first_error = next((line.strip() for line in (log or "").splitlines() if "error" in line),
+                       str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    return KernelBuildError(
+        f"the OpenCL compiler of {info.label} rejected the generated kernels: "
+        f"{first_error}.{culprit}{saved}",
+        hint="this is a bug in convgraph's code generation or in the device's compiler; "
+             "report it with those files, or try another device with --device.",
+    )

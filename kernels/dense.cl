@@ -1,0 +1,85 @@
+/* dense.cl -- fully connected layer (fc), forward.
+ *
+ * Data layout:
+ *   x  the input volume (N, X_ALLOC_H, X_ALLOC_W, X_STRIDE_C), IN_H x IN_W x IN_CHANNELS used;
+ *      a volume is flattened implicitly (no copy)
+ *   w  (IN_H * IN_W * IN_CHANNELS, U_ALLOC), row (h * IN_W + w) * IN_CHANNELS + c: VECTOR_WIDTH
+ *      units are one contiguous load (the host permutes PyTorch's (units, C*H*W) weights)
+ *   b  (U_ALLOC), zero beyond UNITS
+ *   y  (N, Y_ALLOC_H, Y_ALLOC_W, Y_STRIDE_C), a 1x1xUNITS volume
+ *
+ * A GEMM with register tiles: work-item (ut, bt) computes TILE_ROWS images times VECTOR_WIDTH
+ * units. The batch size is a run-time argument, so one build serves every batch up to the plan's;
+ * rows past it clamp their reads and skip their stores.
+ */
+
+#ifndef KERNEL_NAME
+#define KERNEL_NAME dense_forward
+#define IN_H 1
+#define IN_W 1
+#define IN_CHANNELS 64
+#define UNITS 10
+#define U_ALLOC 16
+#define X_ALLOC_H 1
+#define X_ALLOC_W 1
+#define X_HALO_TOP 0
+#define X_HALO_LEFT 0
+#define X_STRIDE_C 64
+#define Y_ALLOC_H 1
+#define Y_ALLOC_W 1
+#define Y_HALO_TOP 0
+#define Y_HALO_LEFT 0
+#define Y_STRIDE_C 16
+#define VECTOR_WIDTH 16
+#define TILE_ROWS 4
+#define HAS_BIAS 1
+#define EPILOGUE ACT_NONE
+#define EPILOGUE_SLOPE 0.0f
+#endif
+
+#define U_TILES (U_ALLOC / VECTOR_WIDTH)
+#define realV CONCAT(float, VECTOR_WIDTH)
+#define LOADV CONCAT(vload, VECTOR_WIDTH)
+#define STOREV CONCAT(vstore, VECTOR_WIDTH)
+
+__kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict w,
+                          __global const float *restrict b, __global float *restrict y,
+                          const int batch)
+{
+    const int ut = get_global_id(0);
+    const int bt = get_global_id(1);
+    if (ut >= U_TILES || bt * TILE_ROWS >= batch) return;
+    const int u0 = ut * VECTOR_WIDTH;
+
+    int image[TILE_ROWS];
+    realV acc[TILE_ROWS];
+#pragma unroll
+    for (int r = 0; r < TILE_ROWS; ++r) {
+        image[r] = AT(X, min(bt * TILE_ROWS + r, batch - 1), 0, 0, 0);
+        acc[r] = (realV)(0.0f);
+    }
+    for (int h = 0; h < IN_H; ++h) {
+        for (int v = 0; v < IN_W; ++v) {
+            const int pixel = (h * X_ALLOC_W + v) * X_STRIDE_C;
+            __global const float *wp = w + (h * IN_W + v) * IN_CHANNELS * U_ALLOC + u0;
+            for (int c = 0; c < IN_CHANNELS; ++c) {
+                const realV wv = LOADV(0, wp + c * U_ALLOC);
+#pragma unroll
+                for (int r = 0; r < TILE_ROWS; ++r)
+                    acc[r] = fma((realV)(x[image[r] + pixel + c]), wv, acc[r]);
+            }
+        }
+    }
+#if HAS_BIAS
+    const realV bias = LOADV(0, b + u0);
+#else
+    const realV bias = (realV)(0.0f);
+#endif
+#pragma unroll
+    for (int r = 0; r < TILE_ROWS; ++r) {
+        if (bt * TILE_ROWS + r < batch) {
+            const realV v = acc[r] + bias;
+            STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, y + AT(Y, bt * TILE_ROWS + r, 0, 0, u0));
+        }
+    }
+}

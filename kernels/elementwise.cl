@@ -1,0 +1,55 @@
+/* elementwise.cl -- activations and the elementwise add of residual connections; forward.
+ *
+ * Data layout: every tensor (N, *_ALLOC_H, *_ALLOC_W, *_STRIDE_C) with its own halo (see
+ * common.cl). Work-item (ct, w, n * HEIGHT + h) handles VECTOR_WIDTH channels of one pixel;
+ * VECTOR_WIDTH divides the channel stride, so the padding channels are processed too (they stay
+ * finite and are never read as data).
+ */
+
+#ifndef KERNEL_NAME
+#define KERNEL_NAME activation_forward
+#define ACTIVATION_FORWARD 1
+#define ACTIVATION ACT_RELU
+#define SLOPE 0.0f
+#define HEIGHT 4
+#define WIDTH 4
+#define CHANNEL_VECTORS 1
+#define VECTOR_WIDTH 16
+#define X_ALLOC_H 4
+#define X_ALLOC_W 4
+#define X_HALO_TOP 0
+#define X_HALO_LEFT 0
+#define X_STRIDE_C 16
+#define Y_ALLOC_H 4
+#define Y_ALLOC_W 4
+#define Y_HALO_TOP 0
+#define Y_HALO_LEFT 0
+#define Y_STRIDE_C 16
+#endif
+
+#define realV CONCAT(float, VECTOR_WIDTH)
+#define LOADV CONCAT(vload, VECTOR_WIDTH)
+#define STOREV CONCAT(vstore, VECTOR_WIDTH)
+
+#if defined(ACTIVATION_FORWARD)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict y)
+{
+    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
+    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
+    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+    const realV v = LOADV(0, x + AT(X, n, h, w, c0));
+    STOREV(ACTIVATE(v, ACTIVATION, SLOPE), 0, y + AT(Y, n, h, w, c0));
+}
+#endif
+
+#if defined(ADD_FORWARD)
+/* y = a + b; a sum of more inputs is a chain of these, y = y + next (so no restrict here) */
+__kernel void KERNEL_NAME(__global const float *a, __global const float *b, __global float *y)
+{
+    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
+    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
+    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+    const realV sum = LOADV(0, a + AT(A, n, h, w, c0)) + LOADV(0, b + AT(B, n, h, w, c0));
+    STOREV(sum, 0, y + AT(Y, n, h, w, c0));
+}
+#endif

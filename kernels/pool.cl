@@ -1,0 +1,97 @@
+/* pool.cl -- max and average pooling over windows, and global average pooling; forward.
+ *
+ * Data layout: x (N, X_ALLOC_H, X_ALLOC_W, X_STRIDE_C), y likewise with Y_*; channels are pooled
+ * independently, VECTOR_WIDTH at a time (VECTOR_WIDTH divides both channel strides).
+ *
+ * POOL_FORWARD: work-item (ct, ow, n * OUT_H + oh) pools one output pixel for VECTOR_WIDTH
+ * channels. Taps outside the input (padding, or past the end under ceil rounding) are skipped:
+ * max ignores them, avg divides by the taps inside unless COUNT_PAD (then by the window inside the
+ * declared padding, as PyTorch's count_include_pad does).
+ * GLOBAL_AVG_FORWARD: work-item (ct, n) averages a whole IN_H x IN_W slice.
+ */
+
+#ifndef KERNEL_NAME
+#define KERNEL_NAME pool_forward
+#define POOL_FORWARD 1
+#define IS_MAX 1
+#define COUNT_PAD 0
+#define IN_H 8
+#define IN_W 8
+#define OUT_H 4
+#define OUT_W 4
+#define CHANNEL_VECTORS 1
+#define WINDOW_H 2
+#define WINDOW_W 2
+#define STRIDE_H 2
+#define STRIDE_W 2
+#define PAD_TOP 0
+#define PAD_LEFT 0
+#define PAD_BOTTOM 0
+#define PAD_RIGHT 0
+#define X_ALLOC_H 8
+#define X_ALLOC_W 8
+#define X_HALO_TOP 0
+#define X_HALO_LEFT 0
+#define X_STRIDE_C 16
+#define Y_ALLOC_H 4
+#define Y_ALLOC_W 4
+#define Y_HALO_TOP 0
+#define Y_HALO_LEFT 0
+#define Y_STRIDE_C 16
+#define VECTOR_WIDTH 16
+#endif
+
+#define realV CONCAT(float, VECTOR_WIDTH)
+#define LOADV CONCAT(vload, VECTOR_WIDTH)
+#define STOREV CONCAT(vstore, VECTOR_WIDTH)
+
+#if defined(POOL_FORWARD)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict y)
+{
+    const int ct = get_global_id(0);
+    const int ow = get_global_id(1);
+    const int row = get_global_id(2);
+    if (ct >= CHANNEL_VECTORS || ow >= OUT_W) return;
+    const int n = row / OUT_H;
+    const int oh = row % OUT_H;
+    const int c0 = ct * VECTOR_WIDTH;
+    const int top = oh * STRIDE_H - PAD_TOP;
+    const int left = ow * STRIDE_W - PAD_LEFT;
+    realV result = (realV)(IS_MAX ? -INFINITY : 0.0f);
+    int taps = 0;
+    for (int r = 0; r < WINDOW_H; ++r) {
+        const int ih = top + r;
+        if (ih < 0 || ih >= IN_H) continue;
+        for (int s = 0; s < WINDOW_W; ++s) {
+            const int iw = left + s;
+            if (iw < 0 || iw >= IN_W) continue;
+            const realV v = LOADV(0, x + AT(X, n, ih, iw, c0));
+            result = IS_MAX ? fmax(result, v) : result + v;
+            ++taps;
+        }
+    }
+#if !IS_MAX
+#if COUNT_PAD
+    /* the window clipped to the declared padding (not to the ceil-rounding overhang) */
+    const int h_end = min(top + WINDOW_H, IN_H + PAD_BOTTOM), w_end = min(left + WINDOW_W, IN_W + PAD_RIGHT);
+    taps = (h_end - top) * (w_end - left);
+#endif
+    result = result / (float)taps;
+#endif
+    STOREV(result, 0, y + AT(Y, n, oh, ow, c0));
+}
+#endif
+
+#if defined(GLOBAL_AVG_FORWARD)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict y)
+{
+    const int ct = get_global_id(0);
+    const int n = get_global_id(1);
+    if (ct >= CHANNEL_VECTORS) return;
+    const int c0 = ct * VECTOR_WIDTH;
+    realV sum = (realV)(0.0f);
+    for (int h = 0; h < IN_H; ++h)
+        for (int v = 0; v < IN_W; ++v) sum += LOADV(0, x + AT(X, n, h, v, c0));
+    STOREV(sum * (1.0f / (float)(IN_H * IN_W)), 0, y + AT(Y, n, 0, 0, c0));
+}
+#endif
