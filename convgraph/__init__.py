@@ -22,8 +22,9 @@ __all__ = [
 ]
 
 
-def compile(spec, device=None, batch=64, overrides=()):  # noqa: A001 - the API's own verb
+def compile(spec, device=None, batch=64, overrides=(), share_buffers=True):  # noqa: A001
     """Compile a spec for an OpenCL device; see convgraph.model.compile."""
     from convgraph.model import compile as compile_model
 
-    return compile_model(spec, device=device, batch=batch, overrides=overrides)
+    return compile_model(spec, device=device, batch=batch, overrides=overrides,
+                         share_buffers=share_buffers)

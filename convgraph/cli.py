@@ -13,9 +13,20 @@ import sys
 import traceback
 from pathlib import Path
 
+import numpy as np
+
 from convgraph import __version__
-from convgraph.errors import ConvgraphError
+from convgraph.errors import ConvgraphError, DataError
 from convgraph.pipeline import analyse
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", metavar="DEVICE", default=None,
+                        help="OpenCL device: P:D index or a name fragment (pocl, nvidia, gpu, "
+                             "cpu); default $CONVGRAPH_DEVICE, else the first GPU, else the first "
+                             "CPU (see 'convgraph devices')")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="the batch size to plan for (default: the spec's train: batch)")
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -63,8 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="draw the network to FILE.svg/.png/.pdf (Graphviz) or FILE.dot",
     )
+    compile_.add_argument("--no-kernels", action="store_true",
+                          help="only check and summarise; generate no OpenCL (needs no device)")
+    _add_device(compile_)
     _add_overrides(compile_)
     compile_.set_defaults(handler=command_compile)
+
+    run = commands.add_parser(
+        "run", help="run a compiled model: inference (--predict), a kernel self-test (--verify) "
+                    "or a per-layer profile (--profile)",
+        description="Compile SPEC (a spec file or a directory written by 'compile -o') for a "
+                    "device and run it.")
+    run.add_argument("spec", help="a spec (.yaml) or a compiled directory")
+    run.add_argument("--weights", metavar="FILE.npz",
+                     help="parameters named <node>.weight etc. (default: the spec's seeded init)")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--predict", metavar="INPUT",
+                      help="run inference on a .npy/.npz batch (batch, depth, height, width) "
+                           "and print class scores")
+    mode.add_argument("--verify", action="store_true",
+                      help="check every generated kernel against the numpy reference")
+    mode.add_argument("--profile", action="store_true",
+                      help="time every layer: ms, GFLOP/s, GB/s, fraction of the device peak")
+    run.add_argument("--output", metavar="FILE.npy", help="with --predict: save the scores")
+    run.add_argument("--top", type=int, default=5, help="with --predict: classes shown per image")
+    _add_device(run)
+    _add_overrides(run)
+    run.set_defaults(handler=command_run)
+
+    devices = commands.add_parser("devices", help="list every OpenCL platform and device",
+                                  description="List every OpenCL platform and device.")
+    devices.add_argument("--json", action="store_true", help="print one JSON object")
+    devices.set_defaults(handler=command_devices)
 
     check = commands.add_parser(
         "check",
@@ -83,32 +124,72 @@ def command_compile(args) -> int:
     from convgraph.summary import print_summary, summary_json
 
     graph = analyse(args.spec, args.overrides)
+    model = None
+    if not args.no_kernels and not args.expand:
+        model = compile_model(graph, args)
     if args.output:
-        write_artifact(graph, Path(args.output))
+        write_artifact(graph, Path(args.output), model)
     if args.graph:
         note = draw(graph, args.graph)
         print(note, file=sys.stderr if args.json or args.expand else sys.stdout)
     if args.json:
-        print(json.dumps(summary_json(graph), indent=2))
+        summary = summary_json(graph)
+        if model is not None:
+            summary.update(model_json(model))
+        print(json.dumps(summary, indent=2))
     elif args.expand:
         print(expanded_yaml(graph.graph["spec"]), end="")
     else:
         print_summary(graph)
+        if model is not None:
+            print(model_line(model))
         if args.output:
             print(f"wrote the compiled artifact to {args.output}/")
     return 0
 
 
-def write_artifact(graph, directory: Path) -> None:
+def compile_model(graph, args, share_buffers: bool = True):
+    from convgraph.model import compile as compile_graph
+
+    batch = args.batch if args.batch is not None else graph.graph["train"]["batch"]
+    return compile_graph(graph, device=args.device, batch=batch, share_buffers=share_buffers)
+
+
+def model_json(model) -> dict:
+    return {
+        "device": model.info.as_json(),
+        "batch": model.batch,
+        "kernels": model.kernel_records(),
+        "build": {"seconds": round(model.build.seconds, 3), "cache_hit": model.build.cache_hit},
+        "peak_device_memory": model.device_memory(),
+    }
+
+
+def model_line(model) -> str:
+    from convgraph.summary import mib
+
+    state = "from the cache" if model.build.cache_hit else "built"
+    return (f"{len(model.plan.kernels)} kernels, {len(model.plan.launches)} launches per pass; "
+            f"program {state} in {model.build.seconds:.2f} s for {model.info.label}; peak device "
+            f"memory at batch {model.batch}: {mib(model.device_memory())} (parameters "
+            f"{mib(model.param_bytes)}, activations shared by liveness).")
+
+
+def write_artifact(graph, directory: Path, model=None) -> None:
     """The compiled artifact: what the compiler decided, as files a person can read."""
     from rich.console import Console
 
     from convgraph.spec.expand import expanded_yaml
-    from convgraph.summary import print_summary, summary_json
+    from convgraph.summary import plan_text, print_summary, summary_json
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "graph.json").write_text(json.dumps(summary_json(graph), indent=2) + "\n")
+        summary = summary_json(graph)
+        if model is not None:
+            summary.update(model_json(model))
+            (directory / "kernels.cl").write_text(model.source)
+            (directory / "plan.txt").write_text(plan_text(model))
+        (directory / "graph.json").write_text(json.dumps(summary, indent=2) + "\n")
         (directory / "spec.yaml").write_text(expanded_yaml(graph.graph["spec"]))
         with open(directory / "summary.txt", "w") as handle:
             print_summary(graph, Console(file=handle, width=140, color_system=None))
@@ -135,6 +216,140 @@ def command_check(args) -> int:
             f"{sums['params']:,} parameters, {sums['flops'] / 1e6:,.1f} MFLOPs per image"
         )
     return status
+
+
+def resolve_spec(path: str) -> str:
+    """A compiled directory (from 'compile -o') stands for the spec it holds."""
+    folder = Path(path)
+    if folder.is_dir():
+        if not (folder / "spec.yaml").is_file():
+            raise ConvgraphError(f"{path} is a directory without spec.yaml, so it is not a "
+                                 "compiled model.", hint="give a spec file, or a directory "
+                                 "written by 'convgraph compile SPEC -o DIR'.")
+        return str(folder / "spec.yaml")
+    return path
+
+
+def command_run(args) -> int:
+    from convgraph.params import load_arrays
+
+    graph = analyse(resolve_spec(args.spec), args.overrides)
+    if not (args.predict or args.verify or args.profile):
+        raise ConvgraphError(
+            "nothing to run: training is not available yet, so 'run' needs --predict INPUT, "
+            "--verify or --profile.", hint="e.g. convgraph run SPEC --verify.")
+    model = compile_model(graph, args, share_buffers=not args.verify)
+    if args.weights:
+        model.set_params(load_arrays(args.weights))
+    if args.verify:
+        return run_verify(model)
+    if args.profile:
+        return run_profile(model)
+    inputs = load_arrays(args.predict, "input")
+    if "x" not in inputs and len(inputs) != 1:
+        raise DataError(f"{args.predict} holds {', '.join(inputs)}; convgraph reads the array "
+                        "named 'x' (or the only one).")
+    x = inputs.get("x", next(iter(inputs.values())))
+    scores = model.forward(x)
+    if args.output:
+        np.save(args.output, scores)
+    print_predictions(scores, args.top)
+    return 0
+
+
+def print_predictions(scores, top: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"class scores ({scores.shape[0]} images)", title_justify="left")
+    table.add_column("image", justify="right")
+    table.add_column("class", justify="right")
+    table.add_column(f"top {top} (class: score)")
+    flat = scores.reshape(scores.shape[0], -1)
+    for index, row in enumerate(flat):
+        best = np.argsort(-row, kind="stable")[:top]
+        table.add_row(str(index), str(best[0]), "  ".join(f"{c}: {row[c]:.4g}" for c in best))
+    Console(width=None if Console().is_terminal else 140).print(table)
+
+
+def run_verify(model) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from convgraph.runtime.inspect import TOLERANCE, verify_model
+
+    checks = verify_model(model)
+    table = Table(title=f"kernels of '{model.graph.graph['name']}' against the numpy reference "
+                        f"on {model.info.label}", title_justify="left")
+    for column in ("layer", "op", "kernels", "max rel. error", "result"):
+        table.add_column(column, justify="right" if column == "max rel. error" else "left")
+    for check in checks:
+        table.add_row(check.node, check.op, ", ".join(check.kernels), f"{check.error:.2e}",
+                      "pass" if check.passed else "FAIL")
+    console = Console(width=None if Console().is_terminal else 160)
+    console.print(table)
+    failed = [c for c in checks if not c.passed]
+    worst = max((c.error for c in checks), default=0.0)
+    console.print(f"{len(checks) - len(failed)} passed, {len(failed)} failed; worst error "
+                  f"{worst:.2e} (tolerance {TOLERANCE:g}: max |device - numpy| / max |numpy|).",
+                  highlight=False)
+    return 1 if failed else 0
+
+
+def run_profile(model) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from convgraph.runtime.inspect import profile_model
+
+    timings, total, peak_flops, peak_bytes = profile_model(model)
+    table = Table(title=f"'{model.graph.graph['name']}' forward, batch {model.batch}, on "
+                        f"{model.info.label} (median of 10)", title_justify="left")
+    for column in ("layer", "op", "ms", "GFLOP/s", "GB/s", "of peak"):
+        table.add_column(column, justify="left" if column in ("layer", "op") else "right")
+    for t in timings:
+        table.add_row(t.node, t.op, f"{t.milliseconds:.3f}", f"{t.gflops:.1f}",
+                      f"{t.gbytes:.1f}", f"{100 * t.peak_fraction:.0f}%")
+    table.add_section()
+    table.add_row("total", "", f"{total:.3f}", "", "", "")
+    console = Console(width=None if Console().is_terminal else 140)
+    console.print(table)
+    console.print(f"{model.batch / total * 1000:,.0f} images/s; device peak measured now: "
+                  f"{peak_flops:.0f} GFLOP/s (fp32 fma), {peak_bytes:.1f} GB/s (copy). 'of peak' "
+                  "is the larger of the two fractions.", highlight=False)
+    return 0
+
+
+def command_devices(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from convgraph.runtime.devices import list_devices, select_device
+    from convgraph.summary import mib
+
+    found = list_devices()
+    default = select_device()[0].index if found else None
+    if args.json:
+        print(json.dumps({"default": default,
+                          "devices": [info.as_json() for info, _ in found]}, indent=2))
+        return 0
+    if not found:
+        select_device()  # raises the error that says how to install a platform
+    table = Table(title="OpenCL devices", title_justify="left")
+    for column in ("P:D", "platform", "device", "type", "units", "global mem", "local mem",
+                   "max wg", "OpenCL", "fp64"):
+        table.add_column(column)
+    for info, _ in found:
+        mark = " *" if info.index == default else ""
+        table.add_row(info.index + mark, info.platform, info.name, info.type,
+                      str(info.compute_units), mib(info.global_memory), mib(info.local_memory),
+                      str(info.max_work_group_size), " ".join(info.opencl_version.split()[:2]),
+                      "yes" if info.fp64 else "no")
+    console = Console(width=None if Console().is_terminal else 160)
+    console.print(table)
+    console.print("* the default (first GPU, else first CPU); choose with --device P:D or a "
+                  "name fragment, or CONVGRAPH_DEVICE.", highlight=False)
+    return 0
 
 
 def main(argv=None) -> int:

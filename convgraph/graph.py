@@ -189,20 +189,23 @@ FUSABLE_EPILOGUES = ("relu", "leakyrelu", "sigmoid", "tanh")
 
 
 def mark_fusions(graph: nx.DiGraph) -> None:
-    """Mark activations that can run inside the conv/fc kernel feeding them (bias + activation)."""
+    """Mark work that can run inside another node's kernel: an activation inside the conv, fc or
+    batchnorm feeding it (bias + activation epilogue), and a flatten inside the fc reading it."""
+    output = graph.graph["output"]
     for name in ordered(graph):
         data = graph.nodes[name]
-        if data["op"] not in FUSABLE_EPILOGUES:
+        if len(data["inputs"]) != 1:
             continue
         (source,) = data["inputs"]
         producer = graph.nodes[source]
-        if (
-            producer["op"] in ("conv", "fc")
-            and graph.out_degree(source) == 1
-            and source != graph.graph["output"]
-        ):
+        if graph.out_degree(source) != 1 or source == output:
+            continue
+        if (data["op"] in FUSABLE_EPILOGUES and producer["op"] in ("conv", "fc", "batchnorm")
+                and not producer.get("epilogue")):
             producer["epilogue"] = name
             data["fused_into"] = source
+        elif data["op"] == "fc" and producer["op"] == "flatten":
+            producer["fused_into"] = name
 
 
 def signature(graph: nx.DiGraph) -> list[tuple]:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 
 from convgraph.codegen.plan import Plan, plan_forward
@@ -120,23 +121,25 @@ class Model:
         return records
 
 
-def compile(spec, device: str | None = None, batch: int = 64, overrides=()) -> Model:  # noqa: A001
-    """Compile a spec (path or dict) for a device (``P:D``, a name fragment, or the default).
+def compile(spec, device: str | None = None, batch: int = 64, overrides=(),  # noqa: A001
+            share_buffers: bool = True) -> Model:
+    """Compile a spec (path, dict or analysed graph) for a device (``P:D``, a name fragment, or
+    the default), planned for batches of up to ``batch`` images.
 
     Parameters are initialised from the spec's ``train: init/seed``; replace them with
     ``model.set_params``.
     """
     import pyopencl as cl
 
-    graph = analyse(spec, overrides)
+    if batch < 1:
+        raise DataError(f"batch must be at least 1, got {batch}.")
+    graph = spec if isinstance(spec, nx.DiGraph) else analyse(spec, overrides)
     info, cl_device = select_device(device)
     profile = profile_for(info)
-    plan = plan_forward(graph, profile)
+    plan = plan_forward(graph, profile, share_buffers)
     source = program_source(plan, graph.graph["name"])
     context = cl.Context([cl_device])
     queue = cl.CommandQueue(context, cl_device,
                             properties=cl.command_queue_properties.PROFILING_ENABLE)
     build = build_program(context, cl_device, info, source, list(profile.build_options))
-    if batch < 1:
-        raise DataError(f"batch must be at least 1, got {batch}.")
     return Model(graph, info, cl_device, profile, plan, source, build, context, queue, batch)

@@ -70,3 +70,37 @@ def check_params(graph: nx.DiGraph, params: dict, source: str = "the parameters"
                             "kernel_h, kernel_w); fc weights (units, inputs).")
         if not np.all(np.isfinite(array)):
             raise DataError(f"{source}: '{key}' holds NaN or infinite values.")
+
+
+def load_arrays(path, what: str = "weights") -> dict[str, np.ndarray]:
+    """Arrays from a .npz (never unpickling) or a single .npy; DataError naming the file."""
+    import zipfile
+
+    try:
+        if str(path).endswith(".npy"):
+            return {"x": np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise DataError(f"{path} is a single array; {what} need a .npz of named arrays.")
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise DataError(f"the {what} file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise DataError(f"the {what} file {path} is a directory.") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz/.npy file ({exc}).",
+                        hint="it may be truncated or corrupt, or hold pickled objects, which "
+                             "convgraph never loads.") from None
+
+
+def save_arrays(path, arrays: dict) -> None:
+    """Write a .npz atomically (write, then rename), so a crash never leaves half a file."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".npz", delete=False) as handle:
+        np.savez(handle, **arrays)
+    os.replace(handle.name, target)

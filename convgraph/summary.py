@@ -155,3 +155,22 @@ def print_summary(graph: nx.DiGraph, console: Console | None = None) -> None:
         f"{mib(sums['activation_bytes'])} of activations per image.",
         highlight=False,
     )
+
+
+def plan_text(model) -> str:
+    """The plan as a person reads it: buffers, then every launch in order with its sizes."""
+    plan = model.plan
+    lines = [f"# plan of '{model.graph.graph['name']}' for {model.info.label}, batch {model.batch}",
+             "", "## buffers (shared by liveness; per image: elements x 4 bytes)"]
+    for index, elements in enumerate(plan.buffer_elements):
+        users = [s for s, b in plan.buffer_of.items() if b == index]
+        lines.append(f"buffer {index}: {elements * 4 * model.batch:,} bytes, holds "
+                     + ", ".join(f"{s} ({plan.layouts[s].volume}, halo {plan.layouts[s].halo}, "
+                                 f"channels {plan.layouts[s].stride_c})" for s in users))
+    lines += ["", "## launches, in order"]
+    for launch, record in zip(plan.launches, model.kernel_records()):
+        args = ", ".join(":".join(map(str, arg)) for arg in launch.args)
+        lines.append(f"{record['node']}: {record['name']} global {tuple(record['global_size'])} "
+                     f"local {tuple(record['local_size']) if record['local_size'] else 'auto'} "
+                     f"({args})")
+    return "\n".join(lines) + "\n"

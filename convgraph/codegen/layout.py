@@ -66,10 +66,11 @@ class Layout:
         }
 
     def with_halo(self, need: tuple[int, int, int, int]) -> Layout:
-        return Layout(self.volume, self.stride_c, tuple(max(a, b) for a, b in zip(self.halo, need)))
+        widest = tuple(max(a, b) for a, b in zip(self.halo, need))
+        return Layout(self.volume, self.stride_c, widest)
 
     def pack(self, x: np.ndarray) -> np.ndarray:
-        """(N, D, H, W) float array -> the device layout (N, alloc_h, alloc_w, stride_c), float32."""
+        """(N, D, H, W) array -> the device layout (N, alloc_h, alloc_w, stride_c), float32."""
         n = x.shape[0]
         out = np.zeros((n, self.alloc_h, self.alloc_w, self.stride_c), np.float32)
         top, _, left, _ = self.halo

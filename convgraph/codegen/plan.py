@@ -53,7 +53,7 @@ class Launch:
             size[self.batch_axis] *= -(-batch // self.batch_divisor)
         if self.local_size is None:
             return tuple(size), None
-        return tuple(-(-g // l) * l for g, l in zip(size, self.local_size)), self.local_size
+        return tuple(-(-g // w) * w for g, w in zip(size, self.local_size)), self.local_size
 
 
 @dataclass
@@ -186,8 +186,11 @@ class _Planner:
         return name
 
 
-def plan_forward(graph: nx.DiGraph, profile: DeviceProfile) -> Plan:
-    """Storage, layouts, kernels and launches for inference on a device with ``profile``."""
+def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool = True) -> Plan:
+    """Storage, layouts, kernels and launches for inference on a device with ``profile``.
+
+    ``share_buffers=False`` keeps every tensor in its own buffer, so all can be read back after a
+    pass (``convgraph run --verify``)."""
     planner = _Planner(graph, profile)
     names = ordered(graph)
     for name in names:
@@ -211,12 +214,12 @@ def plan_forward(graph: nx.DiGraph, profile: DeviceProfile) -> Plan:
             continue
         REGISTRY[graph.nodes[name]["op"]].lower(Lowering(planner, name))
     output = planner.storage_of[graph.graph["output"]]
-    buffer_of, sizes = assign_buffers(planner, names, output)
+    buffer_of, sizes = assign_buffers(planner, names, output, share_buffers)
     return Plan(planner.storage_of, planner.layouts, planner.kernels, planner.launches,
                 buffer_of, sizes, planner.storage_of[names[0]], output)
 
 
-def assign_buffers(planner: _Planner, names: list[str], output: str):
+def assign_buffers(planner: _Planner, names: list[str], output: str, share: bool = True):
     """Share buffers between tensors whose lifetimes do not overlap (inference).
 
     A tensor with a zero halo only shares with tensors of the identical layout, so the halo, written
@@ -240,8 +243,9 @@ def assign_buffers(planner: _Planner, names: list[str], output: str):
         layout = planner.layouts[storage]
         haloed = any(layout.halo)
         choice = None
+        pinned = storage in (input_storage, output)
         for index, buffer in enumerate(buffers):
-            if buffer["free_after"] >= first[storage] or buffer["pinned"]:
+            if not share or pinned or buffer["pinned"] or buffer["free_after"] >= first[storage]:
                 continue
             if (haloed or buffer["haloed"]) and buffer["layout"] != layout:
                 continue
@@ -250,7 +254,7 @@ def assign_buffers(planner: _Planner, names: list[str], output: str):
                 choice = index
         if choice is None:
             buffers.append({"layout": layout, "elements": 0, "free_after": -2, "haloed": haloed,
-                            "pinned": storage in (input_storage, output)})
+                            "pinned": pinned})
             choice = len(buffers) - 1
         buffer = buffers[choice]
         buffer["elements"] = max(buffer["elements"], layout.image_elements)

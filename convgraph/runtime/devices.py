@@ -49,7 +49,7 @@ class DeviceInfo:
 
     def as_json(self) -> dict:
         record = asdict(self)
-        record["opencl_c_version"] = "%d.%d" % self.opencl_c_version
+        record["opencl_c_version"] = "{}.{}".format(*self.opencl_c_version)
         return record
 
 

@@ -1,0 +1,178 @@
+"""Checking and timing a compiled model on its device: `convgraph run --verify` and `--profile`.
+
+verify_model runs one batch with every tensor kept, then checks each kernel's output against the
+numpy reference computed from the *device's own inputs* to that layer, so an error is pinned to
+the kernel that made it. profile_model times every launch with OpenCL events and sets it against
+the device's measured peak FLOP rate and bandwidth.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import numpy as np
+
+from convgraph.codegen.plan import KernelSpec
+from convgraph.codegen.source import kernel_file, kernel_instance
+from convgraph.graph import ordered
+from convgraph.ops.base import REGISTRY
+from convgraph.reference import node_params
+
+TOLERANCE = 1e-4  # max |device - reference| / max |reference|, float32 against float64
+
+
+def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+    """The error metric of every kernel check: max absolute error over the largest magnitude."""
+    value = np.asarray(value, np.float64)
+    reference = np.asarray(reference, np.float64)
+    if value.shape != reference.shape:
+        raise ValueError(f"shapes differ: {value.shape} vs {reference.shape}")
+    if not np.all(np.isfinite(value)):
+        return float("inf")
+    scale = max(float(np.abs(reference).max(initial=0.0)), 1e-30)
+    return float(np.abs(value - reference).max(initial=0.0)) / scale
+
+
+@dataclass
+class Check:
+    node: str
+    op: str
+    kernels: list[str]
+    error: float
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= TOLERANCE
+
+
+def random_params(model, seed: int = 0) -> dict:
+    """Parameters with nothing left at a trivial value: random biases and batchnorm statistics."""
+    rng = np.random.default_rng(seed)
+    params = model.params
+    for key, value in params.items():
+        field = key.rsplit(".", 1)[1]
+        if field == "running_var":
+            params[key] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
+        elif field in ("bias", "running_mean") or (field == "weight" and value.ndim == 1):
+            params[key] = rng.normal(0.0, 0.5, value.shape).astype(np.float32)
+    return params
+
+
+def verify_model(model, batch: int = 2, seed: int = 0) -> list[Check]:
+    """Every kernel of ``model`` (compiled with share_buffers=False) against numpy, per layer."""
+    graph, plan, executor = model.graph, model.plan, model.executor
+    rng = np.random.default_rng(seed)
+    volume = graph.nodes[ordered(graph)[0]]["output"]
+    x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
+    params = random_params(model, seed)
+    model.set_params(params)
+    model.forward(x)
+    kernels_of: dict[str, list[str]] = {}
+    for launch in plan.launches:
+        kernels_of.setdefault(launch.node, [])
+        if launch.kernel not in kernels_of[launch.node]:
+            kernels_of[launch.node].append(launch.kernel)
+    checks = []
+    for name in ordered(graph):
+        if name not in kernels_of:
+            continue
+        data = graph.nodes[name]
+        inputs = [executor.read_tensor(plan.storage_of[source], batch) for source in data["inputs"]]
+        expected = REGISTRY[data["op"]].reference(data, inputs, node_params(params, name))
+        if data.get("epilogue"):
+            fused = graph.nodes[data["epilogue"]]
+            expected = REGISTRY[fused["op"]].reference(fused, [expected], {})
+        value = executor.read_tensor(plan.storage_of[name], batch)
+        op = data["op"] + (f"+{graph.nodes[data['epilogue']]['op']}" if data.get("epilogue")
+                           else "")
+        checks.append(Check(name, op, kernels_of[name], relative_error(value, expected)))
+    return checks
+
+
+# ---------------------------------------------------------------------------- profiling
+
+@dataclass
+class Timing:
+    node: str
+    op: str
+    milliseconds: float
+    gflops: float
+    gbytes: float
+    peak_fraction: float
+
+
+def _peak(model) -> tuple[float, float]:
+    """The device's measured fp32 FMA rate (GFLOP/s) and copy bandwidth (GB/s)."""
+    import pyopencl as cl
+
+    rounds = 256
+    fma = KernelSpec("convgraph_peak_fma", "peak", "PEAK_FMA", {"ROUNDS": rounds})
+    copy = KernelSpec("convgraph_peak_copy", "peak", "PEAK_COPY", {})
+    source = "\n".join([kernel_file("common"), kernel_instance(fma), kernel_instance(copy)])
+    program = cl.Program(model.context, source).build(devices=[model.device])
+    items = 64 * model.info.compute_units * 16
+    out = cl.Buffer(model.context, cl.mem_flags.WRITE_ONLY, 4 * items)
+    kernel = program.convgraph_peak_fma
+    kernel.set_args(out, np.float32(0.5))
+    floats = 1 << 24
+    src = cl.Buffer(model.context, cl.mem_flags.READ_WRITE, 4 * floats)
+    dst = cl.Buffer(model.context, cl.mem_flags.READ_WRITE, 4 * floats)
+    cl.enqueue_fill_buffer(model.queue, src, np.float32(1), 0, 4 * floats)
+    copier = program.convgraph_peak_copy
+    copier.set_args(src, dst)
+    best_flops = best_bytes = 0.0
+    for _ in range(5):
+        event = cl.enqueue_nd_range_kernel(model.queue, kernel, (items,), None)
+        event.wait()
+        seconds = (event.profile.end - event.profile.start) * 1e-9
+        best_flops = max(best_flops, items * 16 * 8 * 2 * rounds / seconds / 1e9)
+        event = cl.enqueue_nd_range_kernel(model.queue, copier, (floats // 4,), None)
+        event.wait()
+        seconds = (event.profile.end - event.profile.start) * 1e-9
+        best_bytes = max(best_bytes, 2 * 4 * floats / seconds / 1e9)
+    return best_flops, best_bytes
+
+
+def profile_model(model, batch: int | None = None, repeats: int = 10
+                  ) -> tuple[list[Timing], float, float, float]:
+    """Per-layer median times over ``repeats`` forward passes (after a warm-up).
+
+    Returns (timings, total milliseconds, peak GFLOP/s, peak GB/s)."""
+    batch = batch or model.batch
+    volume = model.graph.nodes[ordered(model.graph)[0]]["output"]
+    x = np.random.default_rng(0).normal(
+        size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
+    model.forward(x)  # warm-up: first launches compile on some drivers
+    samples: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        events: list = []
+        model.executor.allocate(model.batch)
+        model.executor.write_input(model.plan.layouts[model.plan.input].pack(x))
+        model.executor.enqueue(batch, events)
+        model.queue.finish()
+        per_node: dict[str, float] = {}
+        for launch, event in zip(model.plan.launches, events):
+            per_node[launch.node] = per_node.get(launch.node, 0.0) + (
+                event.profile.end - event.profile.start) * 1e-6
+        for node, ms in per_node.items():
+            samples.setdefault(node, []).append(ms)
+    peak_flops, peak_bytes = _peak(model)
+    flops: dict[str, int] = {}
+    moved: dict[str, int] = {}
+    for launch in model.plan.launches:
+        flops[launch.node] = flops.get(launch.node, 0) + launch.flops * batch
+        moved[launch.node] = moved.get(launch.node, 0) + launch.bytes * batch
+    timings = []
+    for node, values in samples.items():
+        ms = statistics.median(values)
+        gflops = flops[node] / ms / 1e6 if ms else 0.0
+        gbytes = moved[node] / ms / 1e6 if ms else 0.0
+        fraction = max(gflops / peak_flops if peak_flops else 0.0,
+                       gbytes / peak_bytes if peak_bytes else 0.0)
+        data = model.graph.nodes[node]
+        op = data["op"] + (f"+{model.graph.nodes[data['epilogue']]['op']}"
+                           if data.get("epilogue") else "")
+        timings.append(Timing(node, op, ms, gflops, gbytes, fraction))
+    total = sum(t.milliseconds for t in timings)
+    return timings, total, peak_flops, peak_bytes
