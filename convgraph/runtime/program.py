@@ -102,7 +102,8 @@ def _build_failure(program, device, info, source, options, exc, key) -> KernelBu
     except OSError:
         pass
     culprit = ""
-    match = re.search(r":(\d+):\d+: error", log or "")
+    match = re.search(r"\.cl:(\d+):\d+:", log or "") or re.search(r":(\d+):\d+: error",
+                                                                    log or "")
     if match:
         banner = kernel_at_line(source, int(match.group(1)))
         if banner:
