@@ -26,3 +26,13 @@ def test_op_is_documented(name):
 def test_train_keys_are_documented():
     for key in TRAIN_PARAMS:
         assert f"`{key}`" in README
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in root.glob("convgraph/**/__init__.py")}
+    assert found | {"convgraph.kernels"} == listed
