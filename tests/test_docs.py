@@ -34,5 +34,6 @@ def test_every_subpackage_ships_in_the_wheel():
     root = Path(__file__).resolve().parent.parent
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
         "packages"])
-    found = {".".join(p.parent.relative_to(root).parts) for p in root.glob("convgraph/**/__init__.py")}
+    found = {".".join(p.parent.relative_to(root).parts)
+             for p in root.glob("convgraph/**/__init__.py")}
     assert found | {"convgraph.kernels"} == listed

@@ -1,0 +1,1 @@
+"""Running generated code: OpenCL devices, program builds and caching, execution, checks."""
