@@ -69,7 +69,7 @@ class Model:
 
     @property
     def param_bytes(self) -> int:
-        return sum(buffer.size for buffer in self.executor.params.values())
+        return self.executor.param_bytes
 
     def device_memory(self, batch: int | None = None) -> int:
         """Bytes on the device: parameters plus the (liveness-shared) activation buffers."""
@@ -113,7 +113,8 @@ class Model:
     def kernel_records(self) -> list[dict]:
         """The launches of one forward pass at the planned batch (for --json and the plan file)."""
         records = []
-        for launch, local in zip(self.plan.launches, self.executor.local_sizes):
+        for launch in self.plan.launches:
+            local = self.executor.local_sizes.get(id(launch), self.executor._legal_local(launch))
             global_size, _ = launch.sizes(self.batch)
             records.append({"name": launch.kernel, "node": launch.node,
                             "global_size": list(global_size),

@@ -1,4 +1,4 @@
-/* conv.cl -- 2-D convolution, forward.
+/* conv.cl -- 2-D convolution: forward, and the gradients of its input and of its weights.
  *
  * Data layout (NHWC, see common.cl):
  *   x  (N, X_ALLOC_H, X_ALLOC_W, X_STRIDE_C), a zero halo of at least the padding around each image
@@ -13,10 +13,24 @@
  * CPU (PoCL) wide vectors and register tiles win; a GPU gets its own tile sizes from the profile.
  * Reads never leave the halo, so the inner loop has no bounds checks; the last pixel tile of a row
  * clamps its reads and skips its stores past OUT_W.
+ *
+ * CONV_BACKWARD_DATA: dx = the transposed convolution of dy. Work-item (ct, pt, n * IN_H + ih)
+ *   computes dx for TILE_PIXELS input pixels of row ih times CHANNEL_TILE input channels, keeping
+ *   VECTOR_WIDTH-wide partial sums over filters (contiguous in both dy and w, so the forward
+ *   weight layout serves) and reducing them at the end. Taps that fall between strides or outside
+ *   dy are masked. ACCUMULATE adds to dx (a tensor read by several layers) instead of writing it.
+ * CONV_BACKWARD_WEIGHTS: dw = sum over images and output pixels of x (window) * dy. Work-item
+ *   (kt, ct, r * KERNEL_W + s) computes CHANNEL_TILE input channels times VECTOR_WIDTH filters of
+ *   one tap; x reads stay inside the halo, as in the forward pass. The batch is an argument.
  */
 
 #ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME conv_forward
+#define CONV_FORWARD 1
+#define IN_H 8
+#define IN_W 8
+#define CHANNEL_TILE 4
+#define ACCUMULATE 0
 #define IN_CHANNELS 8
 #define FILTERS 16
 #define GROUPS 1
@@ -54,9 +68,11 @@
 #define K_TILES (K_ALLOC / VECTOR_WIDTH)
 #define PIXEL_TILES ((OUT_W + TILE_PIXELS - 1) / TILE_PIXELS)
 #define realV CONCAT(float, VECTOR_WIDTH)
-#define LOADV CONCAT(vload, VECTOR_WIDTH)
-#define STOREV CONCAT(vstore, VECTOR_WIDTH)
+#define LOADV VLOAD(VECTOR_WIDTH)
+#define STOREV VSTORE(VECTOR_WIDTH)
+#define HSUM CONCAT(hsum, VECTOR_WIDTH)
 
+#if defined(CONV_FORWARD)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict w,
                           __global const float *restrict b, __global float *restrict y)
 {
@@ -110,3 +126,107 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
         }
     }
 }
+#endif
+
+#if defined(CONV_BACKWARD_DATA)
+__kernel void KERNEL_NAME(__global const float *restrict dy, __global const float *restrict w,
+                          __global float *restrict dx)
+{
+    const int ct = get_global_id(0);
+    const int pt = get_global_id(1);
+    const int row = get_global_id(2);
+    const int in_tiles = (IN_W + TILE_PIXELS - 1) / TILE_PIXELS;
+    if (ct >= IN_CHANNELS / CHANNEL_TILE || pt >= in_tiles) return;
+    const int n = row / IN_H;
+    const int ih = row % IN_H;
+    const int c0 = ct * CHANNEL_TILE;
+    const int group = c0 / C_PER_GROUP; /* CHANNEL_TILE divides C_PER_GROUP */
+    const int first_pixel = pt * TILE_PIXELS;
+    __global const float *filters = w + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP);
+    const int k_base = group * K_PER_GROUP;
+
+    realV acc[TILE_PIXELS][CHANNEL_TILE];
+#pragma unroll
+    for (int p = 0; p < TILE_PIXELS; ++p)
+#pragma unroll
+        for (int i = 0; i < CHANNEL_TILE; ++i) acc[p][i] = (realV)(0.0f);
+
+    for (int r = 0; r < KERNEL_H; ++r) {
+        const int oh_scaled = ih + PAD_TOP - r * DILATION_H;
+        if (oh_scaled < 0 || oh_scaled % STRIDE_H != 0 || oh_scaled / STRIDE_H >= OUT_H) continue;
+        const int oh = oh_scaled / STRIDE_H;
+        for (int s = 0; s < KERNEL_W; ++s) {
+            int at[TILE_PIXELS];
+            float keep[TILE_PIXELS];
+#pragma unroll
+            for (int p = 0; p < TILE_PIXELS; ++p) {
+                const int ow_scaled = min(first_pixel + p, IN_W - 1) + PAD_LEFT - s * DILATION_W;
+                const int ok = ow_scaled >= 0 && ow_scaled % STRIDE_W == 0
+                               && ow_scaled / STRIDE_W < OUT_W;
+                at[p] = ok ? AT(Y, n, oh, ow_scaled / STRIDE_W, k_base) : AT(Y, n, oh, 0, k_base);
+                keep[p] = ok ? 1.0f : 0.0f;
+            }
+            __global const float *wrs = filters + (r * KERNEL_W + s) * C_PER_GROUP * K_PER_GROUP
+                                        + (c0 - group * C_PER_GROUP) * K_PER_GROUP;
+            for (int k = 0; k < K_PER_GROUP; k += VECTOR_WIDTH) {
+                realV g[TILE_PIXELS];
+#pragma unroll
+                for (int p = 0; p < TILE_PIXELS; ++p) g[p] = LOADV(0, dy + at[p] + k) * keep[p];
+#pragma unroll
+                for (int i = 0; i < CHANNEL_TILE; ++i) {
+                    const realV wv = LOADV(0, wrs + i * K_PER_GROUP + k);
+#pragma unroll
+                    for (int p = 0; p < TILE_PIXELS; ++p) acc[p][i] = fma(g[p], wv, acc[p][i]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int p = 0; p < TILE_PIXELS; ++p) {
+        if (first_pixel + p >= IN_W) continue;
+        __global float *out = dx + AT(X, n, ih, first_pixel + p, c0);
+#pragma unroll
+        for (int i = 0; i < CHANNEL_TILE; ++i)
+            out[i] = (ACCUMULATE ? out[i] : 0.0f) + HSUM(acc[p][i]);
+    }
+}
+#endif
+
+#if defined(CONV_BACKWARD_WEIGHTS)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict dy,
+                          __global float *restrict dw, const int batch)
+{
+    const int kt = get_global_id(0);
+    const int ct = get_global_id(1);
+    const int tap = get_global_id(2);
+    if (kt >= K_TILES || ct >= IN_CHANNELS / CHANNEL_TILE) return;
+    const int r = tap / KERNEL_W;
+    const int s = tap % KERNEL_W;
+    const int k0 = kt * VECTOR_WIDTH;
+    const int group = k0 / K_PER_GROUP;
+    const int c0 = ct * CHANNEL_TILE;
+#if GROUPS > 1
+    if (c0 / C_PER_GROUP != group) return; /* no weight joins filters and channels of two groups */
+#endif
+    realV acc[CHANNEL_TILE];
+#pragma unroll
+    for (int i = 0; i < CHANNEL_TILE; ++i) acc[i] = (realV)(0.0f);
+    for (int n = 0; n < batch; ++n) {
+        for (int oh = 0; oh < OUT_H; ++oh) {
+            const int ih = oh * STRIDE_H - PAD_TOP + r * DILATION_H;
+            for (int ow = 0; ow < OUT_W; ++ow) {
+                const int iw = ow * STRIDE_W - PAD_LEFT + s * DILATION_W;
+                const realV g = LOADV(0, dy + AT(Y, n, oh, ow, k0));
+                __global const float *xp = x + AT(X, n, ih, iw, c0);
+#pragma unroll
+                for (int i = 0; i < CHANNEL_TILE; ++i) acc[i] = fma((realV)(xp[i]), g, acc[i]);
+            }
+        }
+    }
+    __global float *out = dw + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
+                          + (tap * C_PER_GROUP + (c0 - group * C_PER_GROUP)) * K_PER_GROUP
+                          + (k0 - group * K_PER_GROUP);
+#pragma unroll
+    for (int i = 0; i < CHANNEL_TILE; ++i) STOREV(acc[i], 0, out + i * K_PER_GROUP);
+}
+#endif

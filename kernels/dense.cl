@@ -8,13 +8,21 @@
  *   b  (U_ALLOC), zero beyond UNITS
  *   y  (N, Y_ALLOC_H, Y_ALLOC_W, Y_STRIDE_C), a 1x1xUNITS volume
  *
- * A GEMM with register tiles: work-item (ut, bt) computes TILE_ROWS images times VECTOR_WIDTH
- * units. The batch size is a run-time argument, so one build serves every batch up to the plan's;
- * rows past it clamp their reads and skip their stores.
+ * DENSE_FORWARD: a GEMM with register tiles: work-item (ut, bt) computes TILE_ROWS images times
+ * VECTOR_WIDTH units. The batch size is a run-time argument, so one build serves every batch up to
+ * the plan's; rows past it clamp their reads and skip their stores.
+ * DENSE_BACKWARD_DATA: dx = dy w^T. Work-item (it, bt) computes INPUT_TILE consecutive inputs (one
+ *   pixel's channels) for TILE_ROWS images, with VECTOR_WIDTH-wide partial sums over units
+ *   reduced at the end; dx is written in x's own layout (a volume, when the flatten was elided).
+ * DENSE_BACKWARD_WEIGHTS: dw = x^T dy. Work-item (ut, it) computes INPUT_TILE rows of w times
+ *   VECTOR_WIDTH units, summing over the batch.
  */
 
 #ifndef KERNEL_NAME
 #define KERNEL_NAME dense_forward
+#define DENSE_FORWARD 1
+#define INPUT_TILE 4
+#define ACCUMULATE 0
 #define IN_H 1
 #define IN_W 1
 #define IN_CHANNELS 64
@@ -39,9 +47,12 @@
 
 #define U_TILES (U_ALLOC / VECTOR_WIDTH)
 #define realV CONCAT(float, VECTOR_WIDTH)
-#define LOADV CONCAT(vload, VECTOR_WIDTH)
-#define STOREV CONCAT(vstore, VECTOR_WIDTH)
+#define LOADV VLOAD(VECTOR_WIDTH)
+#define STOREV VSTORE(VECTOR_WIDTH)
+#define HSUM CONCAT(hsum, VECTOR_WIDTH)
+#define IN_TOTAL (IN_H * IN_W * IN_CHANNELS)
 
+#if defined(DENSE_FORWARD)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict w,
                           __global const float *restrict b, __global float *restrict y,
                           const int batch)
@@ -83,3 +94,68 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
         }
     }
 }
+#endif
+
+#if defined(DENSE_BACKWARD_DATA)
+__kernel void KERNEL_NAME(__global const float *restrict dy, __global const float *restrict w,
+                          __global float *restrict dx, const int batch)
+{
+    const int it = get_global_id(0);
+    const int bt = get_global_id(1);
+    if (it >= IN_TOTAL / INPUT_TILE || bt * TILE_ROWS >= batch) return;
+    const int i0 = it * INPUT_TILE; /* INPUT_TILE divides IN_CHANNELS: one pixel's channels */
+    const int pixel = i0 / IN_CHANNELS;
+    const int c0 = i0 % IN_CHANNELS;
+    realV acc[TILE_ROWS][INPUT_TILE];
+#pragma unroll
+    for (int r = 0; r < TILE_ROWS; ++r)
+#pragma unroll
+        for (int i = 0; i < INPUT_TILE; ++i) acc[r][i] = (realV)(0.0f);
+    for (int u = 0; u < U_ALLOC; u += VECTOR_WIDTH) {
+        realV g[TILE_ROWS];
+#pragma unroll
+        for (int r = 0; r < TILE_ROWS; ++r)
+            g[r] = LOADV(0, dy + AT(Y, min(bt * TILE_ROWS + r, batch - 1), 0, 0, u));
+#pragma unroll
+        for (int i = 0; i < INPUT_TILE; ++i) {
+            const realV wv = LOADV(0, w + (i0 + i) * U_ALLOC + u);
+#pragma unroll
+            for (int r = 0; r < TILE_ROWS; ++r) acc[r][i] = fma(g[r], wv, acc[r][i]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < TILE_ROWS; ++r) {
+        if (bt * TILE_ROWS + r >= batch) continue;
+        __global float *out = dx + AT(X, bt * TILE_ROWS + r, pixel / IN_W, pixel % IN_W, c0);
+#pragma unroll
+        for (int i = 0; i < INPUT_TILE; ++i)
+            out[i] = (ACCUMULATE ? out[i] : 0.0f) + HSUM(acc[r][i]);
+    }
+}
+#endif
+
+#if defined(DENSE_BACKWARD_WEIGHTS)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict dy,
+                          __global float *restrict dw, const int batch)
+{
+    const int ut = get_global_id(0);
+    const int it = get_global_id(1);
+    if (ut >= U_TILES || it >= IN_TOTAL / INPUT_TILE) return;
+    const int u0 = ut * VECTOR_WIDTH;
+    const int i0 = it * INPUT_TILE;
+    const int pixel = i0 / IN_CHANNELS;
+    const int offset = AT(X, 0, pixel / IN_W, pixel % IN_W, i0 % IN_CHANNELS);
+    const int image = X_ALLOC_H * X_ALLOC_W * X_STRIDE_C;
+    realV acc[INPUT_TILE];
+#pragma unroll
+    for (int i = 0; i < INPUT_TILE; ++i) acc[i] = (realV)(0.0f);
+    for (int n = 0; n < batch; ++n) {
+        const realV g = LOADV(0, dy + AT(Y, n, 0, 0, u0));
+        __global const float *xp = x + n * image + offset;
+#pragma unroll
+        for (int i = 0; i < INPUT_TILE; ++i) acc[i] = fma((realV)(xp[i]), g, acc[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < INPUT_TILE; ++i) STOREV(acc[i], 0, dw + (i0 + i) * U_ALLOC + u0);
+}
+#endif

@@ -4,11 +4,20 @@
  * common.cl). Work-item (ct, w, n * HEIGHT + h) handles VECTOR_WIDTH channels of one pixel;
  * VECTOR_WIDTH divides the channel stride, so the padding channels are processed too (they stay
  * finite and are never read as data).
+ *
+ * ACTIVATION_BACKWARD: dx = f'(y) dy, from the activation's output y (in place when dx is dy).
+ * GRADIENT_COPY: y = x, or y += x with ACCUMULATE (the backward of add, and eval-mode dropout).
+ * DROPOUT_FORWARD / DROPOUT_BACKWARD: keep each value with probability 1 - RATE, scaled by
+ *   1 / (1 - RATE); the mask is a hash of (seed, the value's logical index), recomputed backward.
  */
 
 #ifndef KERNEL_NAME
 #define KERNEL_NAME activation_forward
 #define ACTIVATION_FORWARD 1
+#define ACCUMULATE 0
+#define RATE 0.5f
+#define SALT 0
+#define CHANNELS 16
 #define ACTIVATION ACT_RELU
 #define SLOPE 0.0f
 #define HEIGHT 4
@@ -28,8 +37,8 @@
 #endif
 
 #define realV CONCAT(float, VECTOR_WIDTH)
-#define LOADV CONCAT(vload, VECTOR_WIDTH)
-#define STOREV CONCAT(vstore, VECTOR_WIDTH)
+#define LOADV VLOAD(VECTOR_WIDTH)
+#define STOREV VSTORE(VECTOR_WIDTH)
 
 #if defined(ACTIVATION_FORWARD)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict y)
@@ -51,5 +60,53 @@ __kernel void KERNEL_NAME(__global const float *a, __global const float *b, __gl
     const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
     const realV sum = LOADV(0, a + AT(A, n, h, w, c0)) + LOADV(0, b + AT(B, n, h, w, c0));
     STOREV(sum, 0, y + AT(Y, n, h, w, c0));
+}
+#endif
+
+#if defined(ACTIVATION_BACKWARD)
+/* y: the activation's output; g: dL/dy; dx: dL/dx (may be g itself, so no restrict) */
+__kernel void KERNEL_NAME(__global const float *y, __global const float *g, __global float *dx)
+{
+    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
+    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
+    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+    const realV out = LOADV(0, y + AT(Y, n, h, w, c0));
+    realV grad = ACTIVATE_BACKWARD(out, LOADV(0, g + AT(Y, n, h, w, c0)), ACTIVATION, SLOPE);
+#if ACCUMULATE
+    grad += LOADV(0, dx + AT(X, n, h, w, c0));
+#endif
+    STOREV(grad, 0, dx + AT(X, n, h, w, c0));
+}
+#endif
+
+#if defined(GRADIENT_COPY)
+__kernel void KERNEL_NAME(__global const float *x, __global float *y)
+{
+    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
+    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
+    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+    realV v = LOADV(0, x + AT(X, n, h, w, c0));
+#if ACCUMULATE
+    v += LOADV(0, y + AT(Y, n, h, w, c0));
+#endif
+    STOREV(v, 0, y + AT(Y, n, h, w, c0));
+}
+#endif
+
+#if defined(DROPOUT_FORWARD) || defined(DROPOUT_BACKWARD)
+/* x is the input (forward) or dL/dy (backward); y the output or dL/dx */
+__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict y,
+                          const uint seed)
+{
+    const int c = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
+    if (c >= CHANNELS || w >= WIDTH) return;
+    const int n = row / HEIGHT, h = row % HEIGHT;
+    const uint index = (uint)(((n * HEIGHT + h) * WIDTH + w) * CHANNELS + c);
+    const float keep = uniform_hash(seed + SALT, index) >= RATE ? 1.0f / (1.0f - RATE) : 0.0f;
+    float v = x[AT(X, n, h, w, c)] * keep;
+#if ACCUMULATE
+    v += y[AT(Y, n, h, w, c)];
+#endif
+    y[AT(Y, n, h, w, c)] = v;
 }
 #endif

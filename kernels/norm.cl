@@ -1,13 +1,23 @@
-/* norm.cl -- batch normalisation; forward in inference mode (running statistics).
+/* norm.cl -- batch normalisation: inference (running statistics), training, and its gradients.
  *
  * Data layout: x, y (N, *_ALLOC_H, *_ALLOC_W, *_STRIDE_C); gamma, beta, mean, variance
  * (STRIDE_C), zero-padded past CHANNELS. Work-item (ct, w, n * HEIGHT + h) normalises
  * VECTOR_WIDTH channels of one pixel: y = (x - mean) / sqrt(variance + EPSILON) * gamma + beta.
+ *
+ * Training: BATCHNORM_STATS, work-item ct per VECTOR_WIDTH channels, computes the batch mean and
+ *   1 / sqrt(biased variance + EPSILON) over (batch, height, width) into `saved`, and moves the
+ *   running statistics by MOMENTUM (with the unbiased variance, as PyTorch does); then
+ *   BATCHNORM_TRAIN normalises with the batch statistics, like BATCHNORM_INFERENCE.
+ * BATCHNORM_BACKWARD_REDUCE: per channel, dbeta = sum dy and dgamma = sum dy * xhat.
+ * BATCHNORM_BACKWARD_DATA: dx = gamma / sqrt(var + eps) / M * (M dy - dbeta - xhat dgamma),
+ *   M = batch * height * width, xhat recomputed from x and the saved statistics.
  */
 
 #ifndef KERNEL_NAME
 #define KERNEL_NAME batchnorm_forward
 #define BATCHNORM_INFERENCE 1
+#define MOMENTUM 0.1f
+#define ACCUMULATE 0
 #define EPSILON 1e-5f
 #define HEIGHT 4
 #define WIDTH 4
@@ -28,8 +38,8 @@
 #endif
 
 #define realV CONCAT(float, VECTOR_WIDTH)
-#define LOADV CONCAT(vload, VECTOR_WIDTH)
-#define STOREV CONCAT(vstore, VECTOR_WIDTH)
+#define LOADV VLOAD(VECTOR_WIDTH)
+#define STOREV VSTORE(VECTOR_WIDTH)
 
 #if defined(BATCHNORM_INFERENCE)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict gamma,
@@ -43,5 +53,96 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     const realV v = (LOADV(0, x + AT(X, n, h, w, c0)) - LOADV(0, mean + c0)) * scale
                     + LOADV(0, beta + c0);
     STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, y + AT(Y, n, h, w, c0));
+}
+#endif
+
+#if defined(BATCHNORM_STATS)
+/* saved: mean (STRIDE_C values) then 1/std (STRIDE_C values) */
+__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict saved,
+                          __global float *restrict mean, __global float *restrict variance,
+                          const int batch)
+{
+    const int ct = get_global_id(0);
+    if (ct >= CHANNEL_VECTORS) return;
+    const int c0 = ct * VECTOR_WIDTH;
+    const float count = (float)(batch * HEIGHT * WIDTH);
+    realV sum = (realV)(0.0f);
+    for (int n = 0; n < batch; ++n)
+        for (int h = 0; h < HEIGHT; ++h)
+            for (int w = 0; w < WIDTH; ++w) sum += LOADV(0, x + AT(X, n, h, w, c0));
+    const realV mu = sum / count;
+    realV squares = (realV)(0.0f);
+    for (int n = 0; n < batch; ++n)
+        for (int h = 0; h < HEIGHT; ++h)
+            for (int w = 0; w < WIDTH; ++w) {
+                const realV d = LOADV(0, x + AT(X, n, h, w, c0)) - mu;
+                squares += d * d;
+            }
+    const realV var = squares / count;
+    STOREV(mu, 0, saved + c0);
+    STOREV(rsqrt(var + EPSILON), 0, saved + X_STRIDE_C + c0);
+    const realV unbiased = count > 1.0f ? squares / (count - 1.0f) : var;
+    STOREV((1.0f - MOMENTUM) * LOADV(0, mean + c0) + MOMENTUM * mu, 0, mean + c0);
+    STOREV((1.0f - MOMENTUM) * LOADV(0, variance + c0) + MOMENTUM * unbiased, 0, variance + c0);
+}
+#endif
+
+#if defined(BATCHNORM_TRAIN)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict gamma,
+                          __global const float *restrict beta, __global const float *restrict saved,
+                          __global float *restrict y)
+{
+    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
+    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
+    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+    const realV scale = LOADV(0, gamma + c0) * LOADV(0, saved + X_STRIDE_C + c0);
+    const realV v = (LOADV(0, x + AT(X, n, h, w, c0)) - LOADV(0, saved + c0)) * scale
+                    + LOADV(0, beta + c0);
+    STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, y + AT(Y, n, h, w, c0));
+}
+#endif
+
+#if defined(BATCHNORM_BACKWARD_REDUCE)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict dy,
+                          __global const float *restrict saved, __global float *restrict dgamma,
+                          __global float *restrict dbeta, const int batch)
+{
+    const int ct = get_global_id(0);
+    if (ct >= CHANNEL_VECTORS) return;
+    const int c0 = ct * VECTOR_WIDTH;
+    const realV mu = LOADV(0, saved + c0), inverse = LOADV(0, saved + X_STRIDE_C + c0);
+    realV sum_dy = (realV)(0.0f), sum_dy_xhat = (realV)(0.0f);
+    for (int n = 0; n < batch; ++n)
+        for (int h = 0; h < HEIGHT; ++h)
+            for (int w = 0; w < WIDTH; ++w) {
+                const realV g = LOADV(0, dy + AT(Y, n, h, w, c0));
+                sum_dy += g;
+                sum_dy_xhat += g * (LOADV(0, x + AT(X, n, h, w, c0)) - mu) * inverse;
+            }
+    STOREV(sum_dy_xhat, 0, dgamma + c0);
+    STOREV(sum_dy, 0, dbeta + c0);
+}
+#endif
+
+#if defined(BATCHNORM_BACKWARD_DATA)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict dy,
+                          __global const float *restrict gamma, __global const float *restrict saved,
+                          __global const float *restrict dgamma, __global const float *restrict dbeta,
+                          __global float *restrict dx, const int batch)
+{
+    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
+    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
+    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+    if (n >= batch) return;
+    const float count = (float)(batch * HEIGHT * WIDTH);
+    const realV inverse = LOADV(0, saved + X_STRIDE_C + c0);
+    const realV xhat = (LOADV(0, x + AT(X, n, h, w, c0)) - LOADV(0, saved + c0)) * inverse;
+    realV grad = LOADV(0, gamma + c0) * inverse / count
+                 * (count * LOADV(0, dy + AT(Y, n, h, w, c0)) - LOADV(0, dbeta + c0)
+                    - xhat * LOADV(0, dgamma + c0));
+#if ACCUMULATE
+    grad += LOADV(0, dx + AT(X, n, h, w, c0));
+#endif
+    STOREV(grad, 0, dx + AT(X, n, h, w, c0));
 }
 #endif

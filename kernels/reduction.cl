@@ -1,13 +1,23 @@
-/* reduction.cl -- softmax along depth; forward.
+/* reduction.cl -- reductions: softmax along depth, the loss, sums over the batch.
  *
- * Data layout: x, y (N, *_ALLOC_H, *_ALLOC_W, *_STRIDE_C). Work-item (w, n * HEIGHT + h) computes
- * the softmax of the CHANNELS values of one pixel, subtracting their maximum first so that exp
- * never overflows, and writes zeros to the padding channels.
+ * Data layout: x, y (N, *_ALLOC_H, *_ALLOC_W, *_STRIDE_C).
+ * SOFTMAX_FORWARD: work-item (w, n * HEIGHT + h) computes the softmax of the CHANNELS values of one
+ *   pixel, subtracting their maximum first so that exp never overflows, and writes zeros to the
+ *   padding channels. SOFTMAX_BACKWARD: dx = y (dy - sum(dy y)) per pixel.
+ * SOFTMAX_CROSS_ENTROPY: work-item n takes image n's CHANNELS logits and its label, and writes
+ *   its loss (with label smoothing SMOOTHING), whether its top class is the label, and the
+ *   gradient of the batch-mean loss, (softmax - target) / batch, into dlogits (zero padding).
+ * CHANNEL_SUM: work-item ct sums dy over images and pixels for VECTOR_WIDTH channels (bias
+ *   gradients).
  */
 
 #ifndef KERNEL_NAME
 #define KERNEL_NAME softmax_forward
 #define SOFTMAX_FORWARD 1
+#define SMOOTHING 0.0f
+#define ACCUMULATE 0
+#define VECTOR_WIDTH 16
+#define CHANNEL_VECTORS 1
 #define HEIGHT 1
 #define WIDTH 1
 #define CHANNELS 10
@@ -38,5 +48,73 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global float *rest
     const float inverse = 1.0f / total;
     for (int c = 0; c < CHANNELS; ++c) out[c] = exp(in[c] - top) * inverse;
     for (int c = CHANNELS; c < Y_STRIDE_C; ++c) out[c] = 0.0f;
+}
+#endif
+
+#define realV CONCAT(float, VECTOR_WIDTH)
+#define LOADV VLOAD(VECTOR_WIDTH)
+#define STOREV VSTORE(VECTOR_WIDTH)
+
+#if defined(SOFTMAX_BACKWARD)
+/* y: softmax output, g: dL/dy (layout Y); dx: layout X */
+__kernel void KERNEL_NAME(__global const float *restrict y, __global const float *restrict g,
+                          __global float *restrict dx)
+{
+    const int w = get_global_id(0), row = get_global_id(1);
+    if (w >= WIDTH) return;
+    const int n = row / HEIGHT, h = row % HEIGHT;
+    __global const float *out = y + AT(Y, n, h, w, 0);
+    __global const float *grad = g + AT(Y, n, h, w, 0);
+    __global float *result = dx + AT(X, n, h, w, 0);
+    float dot_product = 0.0f;
+    for (int c = 0; c < CHANNELS; ++c) dot_product += grad[c] * out[c];
+    for (int c = 0; c < CHANNELS; ++c)
+        result[c] = (ACCUMULATE ? result[c] : 0.0f) + out[c] * (grad[c] - dot_product);
+}
+#endif
+
+#if defined(SOFTMAX_CROSS_ENTROPY)
+__kernel void KERNEL_NAME(__global const float *restrict logits, __global const int *restrict labels,
+                          __global float *restrict dlogits, __global float *restrict losses,
+                          __global float *restrict correct, const int batch)
+{
+    const int n = get_global_id(0);
+    if (n >= batch) return;
+    __global const float *z = logits + AT(X, n, 0, 0, 0);
+    __global float *grad = dlogits + AT(X, n, 0, 0, 0);
+    const int label = labels[n];
+    float top = z[0];
+    int best = 0;
+    for (int c = 1; c < CHANNELS; ++c)
+        if (z[c] > top) { top = z[c]; best = c; }
+    float total = 0.0f;
+    for (int c = 0; c < CHANNELS; ++c) total += exp(z[c] - top);
+    const float log_total = log(total);
+    const float off = SMOOTHING / (float)CHANNELS;
+    float loss = 0.0f;
+    for (int c = 0; c < CHANNELS; ++c) {
+        const float target = (c == label ? 1.0f - SMOOTHING : 0.0f) + off;
+        const float log_p = z[c] - top - log_total;
+        loss -= target * log_p;
+        grad[c] = (exp(log_p) - target) / (float)batch;
+    }
+    for (int c = CHANNELS; c < X_STRIDE_C; ++c) grad[c] = 0.0f;
+    losses[n] = loss;
+    correct[n] = best == label ? 1.0f : 0.0f;
+}
+#endif
+
+#if defined(CHANNEL_SUM)
+__kernel void KERNEL_NAME(__global const float *restrict dy, __global float *restrict sum,
+                          const int batch)
+{
+    const int ct = get_global_id(0);
+    if (ct >= CHANNEL_VECTORS) return;
+    const int c0 = ct * VECTOR_WIDTH;
+    realV total = (realV)(0.0f);
+    for (int n = 0; n < batch; ++n)
+        for (int h = 0; h < HEIGHT; ++h)
+            for (int w = 0; w < WIDTH; ++w) total += LOADV(0, dy + AT(Y, n, h, w, c0));
+    STOREV(total, 0, sum + c0);
 }
 #endif

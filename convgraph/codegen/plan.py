@@ -73,6 +73,22 @@ class Plan:
     def activation_bytes(self, batch: int) -> int:
         return 4 * batch * sum(self.buffer_elements)
 
+    def launch_groups(self) -> dict[str, list[Launch]]:
+        return {"forward": self.launches}
+
+    def buffer_sizes(self, batch: int) -> dict[str, int]:
+        """Bytes of every per-batch device buffer, by name."""
+        return {f"act{index}": 4 * batch * elements
+                for index, elements in enumerate(self.buffer_elements)}
+
+    def buffer_name(self, arg: tuple) -> str | None:
+        """The device buffer a launch argument names (None for scalars)."""
+        if arg[0] == "tensor":
+            return f"act{self.buffer_of[arg[1]]}"
+        if arg[0] == "param":
+            return f"param:{arg[1]}:{arg[2]}"
+        return None
+
 
 class Lowering:
     """What an op's ``lower`` sees of one node, and how it adds kernels and launches."""

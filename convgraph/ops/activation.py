@@ -19,14 +19,34 @@ class Elementwise(Op):
         return self.flops_per_element * output.elements
 
     def lower(self, ctx) -> None:
-        ctx.pixel_launch("elementwise", "ACTIVATION_FORWARD",
-                         {"X": ctx.input_layout(), "Y": ctx.output_layout},
-                         [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-                         {"ACTIVATION": self.code,
-                          "SLOPE": float(ctx.attrs.get("slope", 0.0))}, ctx.node["flops"])
+        ctx.pixel_launch(
+            "elementwise",
+            "ACTIVATION_FORWARD",
+            {"X": ctx.input_layout(), "Y": ctx.output_layout},
+            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+            {"ACTIVATION": self.code, "SLOPE": float(ctx.attrs.get("slope", 0.0))},
+            ctx.node["flops"],
+        )
 
     def reference(self, node, inputs, params):
         return self.function(np.asarray(inputs[0], np.float64), **node["attrs"])
+
+    def lower_backward(self, ctx) -> None:
+        grad, accumulate = ctx.input_grad()
+        ctx.pixel_launch(
+            "elementwise",
+            "ACTIVATION_BACKWARD",
+            {"Y": ctx.output_layout, "X": ctx.input_layout()},
+            [("tensor", ctx.output_storage), ctx.output_grad, grad],
+            {
+                "ACTIVATION": self.code,
+                "SLOPE": float(ctx.attrs.get("slope", 0.0)),
+                "ACCUMULATE": accumulate,
+            },
+        )
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        return [grad * self.derivative(output, **node["attrs"])], {}
 
 
 @register
@@ -37,6 +57,9 @@ class Relu(Elementwise):
 
     def function(self, x):
         return np.maximum(x, 0.0)
+
+    def derivative(self, y):  # from the output, as the kernels compute it
+        return (y > 0).astype(np.float64)
 
 
 @register
@@ -52,6 +75,9 @@ class LeakyRelu(Elementwise):
     def function(self, x, slope):
         return np.where(x > 0, x, x * slope)
 
+    def derivative(self, y, slope):
+        return np.where(y > 0, 1.0, slope)
+
 
 @register
 class Sigmoid(Elementwise):
@@ -62,6 +88,9 @@ class Sigmoid(Elementwise):
 
     def function(self, x):
         return 1.0 / (1.0 + np.exp(-x))
+
+    def derivative(self, y):
+        return y * (1.0 - y)
 
 
 @register
@@ -74,6 +103,9 @@ class Tanh(Elementwise):
     def function(self, x):
         return np.tanh(x)
 
+    def derivative(self, y):
+        return 1.0 - y * y
+
 
 @register
 class Softmax(Elementwise):
@@ -84,13 +116,48 @@ class Softmax(Elementwise):
     def lower(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
         volume = x.volume
-        ctx.launch("reduction", "SOFTMAX_FORWARD",
-                   {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
-                    **x.defines("X"), **y.defines("Y")},
-                   (volume.width, volume.height), 1,
-                   [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-                   None, ctx.node["flops"], 8 * volume.elements)
+        ctx.launch(
+            "reduction",
+            "SOFTMAX_FORWARD",
+            {
+                "HEIGHT": volume.height,
+                "WIDTH": volume.width,
+                "CHANNELS": volume.depth,
+                **x.defines("X"),
+                **y.defines("Y"),
+            },
+            (volume.width, volume.height),
+            1,
+            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+            None,
+            ctx.node["flops"],
+            8 * volume.elements,
+        )
 
     def function(self, x):
         shifted = np.exp(x - x.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
+
+    def lower_backward(self, ctx) -> None:
+        x, y = ctx.input_layout(), ctx.output_layout
+        grad, accumulate = ctx.input_grad()
+        volume = x.volume
+        ctx.launch(
+            "reduction",
+            "SOFTMAX_BACKWARD",
+            {
+                "HEIGHT": volume.height,
+                "WIDTH": volume.width,
+                "CHANNELS": volume.depth,
+                "ACCUMULATE": accumulate,
+                **x.defines("X"),
+                **y.defines("Y"),
+            },
+            (volume.width, volume.height),
+            1,
+            [("tensor", ctx.output_storage), ctx.output_grad, grad],
+        )
+
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        return [output * (grad - (grad * output).sum(axis=1, keepdims=True))], {}

@@ -116,7 +116,6 @@ class Op:
         """Forward floating-point operations per image; a multiply-add counts as 2."""
         return 2 * self.macs(layer, inputs, output, derived)
 
-
     # --- code generation and references (see codegen/plan.py) ---
 
     def input_halo(self, node: dict, volume: Volume) -> tuple[int, int, int, int] | None:
@@ -127,12 +126,34 @@ class Op:
         """Add this node's specialised kernels and launches to the plan (``ctx``: a Lowering)."""
         raise NotImplementedError(f"op '{self.name}' has no OpenCL lowering")
 
+    def lower_train(self, ctx) -> None:
+        """The forward kernels in training mode (most ops: the inference ones)."""
+        self.lower(ctx)
+
+    def lower_backward(self, ctx) -> None:
+        """Add the kernels that turn dL/d(output) into dL/d(inputs) and parameter gradients."""
+        raise NotImplementedError(f"op '{self.name}' has no backward lowering")
+
     def device_params(self, node: dict, params: dict, input_layout, output_layout) -> dict:
         """This node's parameters (PyTorch layouts, by name) re-laid for its kernels."""
         return {}
 
+    def host_params(self, node: dict, device: dict, input_layout, output_layout) -> dict:
+        """The inverse of ``device_params``: device arrays back to PyTorch layouts."""
+        return {}
+
     def reference(self, node: dict, inputs: list, params: dict):
         """The living definition: float64 numpy forward on (N, D, H, W) arrays."""
+        raise NotImplementedError
+
+    def reference_train(self, node: dict, inputs: list, params: dict, seed: int):
+        """The forward pass in training mode (batch statistics, dropout); ``seed`` is the step's
+        dropout seed."""
+        return self.reference(node, inputs, params)
+
+    def reference_backward(self, node: dict, inputs: list, output, grad, params: dict,
+                           seed: int) -> tuple[list, dict]:
+        """(dL/d inputs, dL/d params) from dL/d output, all float64 numpy."""
         raise NotImplementedError
 
 

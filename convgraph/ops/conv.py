@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from convgraph.ops import values as v
 from convgraph.ops.base import LayerDef, Op, Param, Volume, register
-from convgraph.ops.spatial import choose_tile, reference_windows, slide
+from convgraph.ops.spatial import choose_tile, reference_unwindow, reference_windows, slide
 
 
 def resolved_groups(layer: LayerDef, depth: int) -> int:
@@ -87,35 +89,67 @@ class Conv(Op):
         return _conv_input_halo(node, volume)
 
     def lower(self, ctx) -> None:
-        attrs, derived, node = ctx.attrs, ctx.derived, ctx.node
-        x, y = ctx.input_layout(), ctx.output_layout
-        groups = derived["groups"]
-        k_alloc = _filters_allocated(node, y)
-        if groups == 1:
-            width = ctx.vector_width(y)
-        else:
-            width = ctx.profile.max_vector
-            while (attrs["filters"] // groups) % width:
-                width //= 2
-        out = node["output"]
-        tile = choose_tile(out.width, ctx.profile.conv_tile_pixels)
-        (kw, kh), (sw, sh), (dw, dh) = attrs["size"], attrs["stride"], attrs["dilation"]
-        activation, slope = ctx.epilogue()
-        defines = {
-            "IN_CHANNELS": x.volume.depth, "FILTERS": attrs["filters"], "GROUPS": groups,
-            "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw,
-            "DILATION_H": dh, "DILATION_W": dw, "PAD_TOP": derived["pad_top"],
-            "PAD_LEFT": derived["pad_left"], "OUT_H": out.height, "OUT_W": out.width,
-            "K_ALLOC": k_alloc, "VECTOR_WIDTH": width, "TILE_PIXELS": tile,
-            "HAS_BIAS": int(attrs["bias"]), "EPILOGUE": activation, "EPILOGUE_SLOPE": slope,
-            **x.defines("X"), **y.defines("Y"),
-        }
-        args = [("tensor", ctx.input_storage()), ("param", ctx.name, "weight"),
-                ("param", ctx.name, "bias"), ("tensor", ctx.output_storage)]
-        moved = 4 * (x.volume.elements + out.elements)
-        ctx.launch("conv", "CONV_FORWARD", defines,
-                   (k_alloc // width, -(-out.width // tile), out.height), 2, args,
-                   ctx.profile.conv_local, node["flops"], moved)
+        defines, grid, width = _conv_defines(ctx)
+        args = [
+            ("tensor", ctx.input_storage()),
+            ("param", ctx.name, "weight"),
+            ("param", ctx.name, "bias"),
+            ("tensor", ctx.output_storage),
+        ]
+        moved = 4 * (ctx.input_layout().volume.elements + ctx.node["output"].elements)
+        ctx.launch(
+            "conv",
+            "CONV_FORWARD",
+            defines,
+            grid,
+            2,
+            args,
+            ctx.profile.conv_local,
+            ctx.node["flops"],
+            moved,
+        )
+
+    def lower_backward(self, ctx) -> None:
+        from convgraph.codegen.training import channel_sum
+
+        defines, _, width = _conv_defines(ctx)
+        x = ctx.input_layout()
+        groups = ctx.derived["groups"]
+        tile = 4
+        while (x.volume.depth // groups) % tile:
+            tile //= 2
+        (kw, kh) = ctx.attrs["size"]
+        defines.update({"CHANNEL_TILE": tile, "IN_H": x.volume.height, "IN_W": x.volume.width})
+        ctx.launch(
+            "conv",
+            "CONV_BACKWARD_WEIGHTS",
+            defines,
+            (defines["K_ALLOC"] // width, x.volume.depth // tile, kh * kw),
+            None,
+            [
+                ("tensor", ctx.input_storage()),
+                ctx.output_grad,
+                ("pgrad", ctx.name, "weight"),
+                ("batch",),
+            ],
+            None,
+            ctx.node["flops"],
+        )
+        if ctx.attrs["bias"]:
+            channel_sum(ctx, ctx.output_grad, ctx.output_layout, ("pgrad", ctx.name, "bias"))
+        if ctx.needs_grad():
+            grad, accumulate = ctx.input_grad()
+            pixels = choose_tile(x.volume.width, ctx.profile.conv_tile_pixels // 2 or 1)
+            ctx.launch(
+                "conv",
+                "CONV_BACKWARD_DATA",
+                {**defines, "ACCUMULATE": accumulate, "TILE_PIXELS": pixels},
+                (x.volume.depth // tile, -(-x.volume.width // pixels), x.volume.height),
+                2,
+                [ctx.output_grad, ("param", ctx.name, "weight"), grad],
+                None,
+                ctx.node["flops"],
+            )
 
     def device_params(self, node, params, input_layout, output_layout):
         import numpy as np
@@ -128,7 +162,7 @@ class Conv(Op):
         grouped = weight.reshape(groups, k // groups, cg, kh, kw).transpose(0, 3, 4, 2, 1)
         device = np.zeros((groups, kh, kw, cg, k_alloc // groups), np.float32)
         device[..., : k // groups] = grouped
-        bias = np.zeros(k_alloc, np.float32)
+        bias = np.zeros(output_layout.stride_c, np.float32)  # whole vectors: summed as grads
         if node["attrs"]["bias"]:
             bias[:k] = params["bias"]
         return {"weight": device, "bias": bias}
@@ -142,12 +176,92 @@ class Conv(Op):
         weight = np.asarray(params["weight"], np.float64)
         k, cg = weight.shape[:2]
         kg = k // groups
-        parts = [np.einsum("nchwij,kcij->nkhw", windows[:, g * cg:(g + 1) * cg],
-                           weight[g * kg:(g + 1) * kg], optimize=True) for g in range(groups)]
+        parts = [
+            np.einsum(
+                "nchwij,kcij->nkhw",
+                windows[:, g * cg : (g + 1) * cg],
+                weight[g * kg : (g + 1) * kg],
+                optimize=True,
+            )
+            for g in range(groups)
+        ]
         out = np.concatenate(parts, axis=1)
         if node["attrs"]["bias"]:
             out += np.asarray(params["bias"], np.float64)[None, :, None, None]
         return out
+
+    def host_params(self, node, device, input_layout, output_layout):
+        groups = node["derived"]["groups"]
+        k = node["attrs"]["filters"]
+        kw, kh = node["attrs"]["size"]
+        cg = input_layout.volume.depth // groups
+        k_alloc = _filters_allocated(node, output_layout)
+        relaid = np.asarray(device["weight"]).reshape(groups, kh, kw, cg, k_alloc // groups)
+        weight = relaid[..., : k // groups].transpose(0, 4, 3, 1, 2).reshape(k, cg, kh, kw)
+        host = {"weight": np.ascontiguousarray(weight)}
+        if node["attrs"]["bias"]:
+            host["bias"] = np.asarray(device["bias"])[:k].copy()
+        return host
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        (x,) = inputs
+        groups = node["derived"]["groups"]
+        windows = reference_windows(np.asarray(x, np.float64), node)
+        weight = np.asarray(params["weight"], np.float64)
+        k, cg = weight.shape[:2]
+        kg = k // groups
+        d_weight = np.concatenate([np.einsum("nkhw,nchwij->kcij", grad[:, g * kg:(g + 1) * kg],
+                                             windows[:, g * cg:(g + 1) * cg], optimize=True)
+                                   for g in range(groups)])
+        d_windows = np.concatenate([np.einsum("nkhw,kcij->nchwij", grad[:, g * kg:(g + 1) * kg],
+                                              weight[g * kg:(g + 1) * kg], optimize=True)
+                                    for g in range(groups)], axis=1)
+        d_params = {"weight": d_weight}
+        if node["attrs"]["bias"]:
+            d_params["bias"] = grad.sum(axis=(0, 2, 3))
+        return [reference_unwindow(d_windows, node, x.shape)], d_params
+
+
+def _conv_defines(ctx):
+    """The constants every conv kernel is specialised with, the forward grid and vector width."""
+    attrs, derived, node = ctx.attrs, ctx.derived, ctx.node
+    x, y = ctx.input_layout(), ctx.output_layout
+    groups = derived["groups"]
+    k_alloc = _filters_allocated(node, y)
+    if groups == 1:
+        width = ctx.vector_width(y)
+    else:
+        width = ctx.profile.max_vector
+        while (attrs["filters"] // groups) % width:
+            width //= 2
+    out = node["output"]
+    tile = choose_tile(out.width, ctx.profile.conv_tile_pixels)
+    (kw, kh), (sw, sh), (dw, dh) = attrs["size"], attrs["stride"], attrs["dilation"]
+    activation, slope = ctx.epilogue()
+    defines = {
+        "IN_CHANNELS": x.volume.depth,
+        "FILTERS": attrs["filters"],
+        "GROUPS": groups,
+        "KERNEL_H": kh,
+        "KERNEL_W": kw,
+        "STRIDE_H": sh,
+        "STRIDE_W": sw,
+        "DILATION_H": dh,
+        "DILATION_W": dw,
+        "PAD_TOP": derived["pad_top"],
+        "PAD_LEFT": derived["pad_left"],
+        "OUT_H": out.height,
+        "OUT_W": out.width,
+        "K_ALLOC": k_alloc,
+        "VECTOR_WIDTH": width,
+        "TILE_PIXELS": tile,
+        "HAS_BIAS": int(attrs["bias"]),
+        "EPILOGUE": activation,
+        "EPILOGUE_SLOPE": slope,
+        **x.defines("X"),
+        **y.defines("Y"),
+    }
+    return defines, (k_alloc // width, -(-out.width // tile), out.height), width
 
 
 def _filters_allocated(node: dict, output_layout) -> int:

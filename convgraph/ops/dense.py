@@ -39,16 +39,39 @@ class Dense(Op):
         rows = ctx.profile.dense_tile_rows
         activation, slope = ctx.epilogue()
         defines = {
-            "IN_H": x.volume.height, "IN_W": x.volume.width, "IN_CHANNELS": x.volume.depth,
-            "UNITS": ctx.attrs["units"], "U_ALLOC": y.stride_c, "VECTOR_WIDTH": width,
-            "TILE_ROWS": rows, "HAS_BIAS": int(ctx.attrs["bias"]), "EPILOGUE": activation,
-            "EPILOGUE_SLOPE": slope, **x.defines("X"), **y.defines("Y"),
+            "IN_H": x.volume.height,
+            "IN_W": x.volume.width,
+            "IN_CHANNELS": x.volume.depth,
+            "UNITS": ctx.attrs["units"],
+            "U_ALLOC": y.stride_c,
+            "VECTOR_WIDTH": width,
+            "TILE_ROWS": rows,
+            "HAS_BIAS": int(ctx.attrs["bias"]),
+            "EPILOGUE": activation,
+            "EPILOGUE_SLOPE": slope,
+            **x.defines("X"),
+            **y.defines("Y"),
         }
-        args = [("tensor", ctx.input_storage()), ("param", ctx.name, "weight"),
-                ("param", ctx.name, "bias"), ("tensor", ctx.output_storage), ("batch",)]
+        args = [
+            ("tensor", ctx.input_storage()),
+            ("param", ctx.name, "weight"),
+            ("param", ctx.name, "bias"),
+            ("tensor", ctx.output_storage),
+            ("batch",),
+        ]
         moved = 4 * (x.volume.elements + y.stride_c)
-        ctx.launch("dense", "DENSE_FORWARD", defines, (y.stride_c // width, 1), 1, args,
-                   None, ctx.node["flops"], moved, batch_divisor=rows)
+        ctx.launch(
+            "dense",
+            "DENSE_FORWARD",
+            defines,
+            (y.stride_c // width, 1),
+            1,
+            args,
+            None,
+            ctx.node["flops"],
+            moved,
+            batch_divisor=rows,
+        )
 
     def device_params(self, node, params, input_layout, output_layout):
         # PyTorch's (units, C*H*W) in (c, h, w) order -> (H*W*C, U_ALLOC) in (h, w, c) order
@@ -70,6 +93,79 @@ class Dense(Op):
             out += np.asarray(params["bias"], np.float64)
         return out[:, :, None, None]
 
+    def lower_backward(self, ctx) -> None:
+        from convgraph.codegen.training import channel_sum
+
+        x, y = ctx.input_layout(), ctx.output_layout
+        width = ctx.vector_width(y)
+        rows = ctx.profile.dense_tile_rows
+        tile = 4
+        while x.volume.depth % tile:
+            tile //= 2
+        defines = {
+            "IN_H": x.volume.height,
+            "IN_W": x.volume.width,
+            "IN_CHANNELS": x.volume.depth,
+            "UNITS": ctx.attrs["units"],
+            "U_ALLOC": y.stride_c,
+            "VECTOR_WIDTH": width,
+            "TILE_ROWS": rows,
+            "INPUT_TILE": tile,
+            **x.defines("X"),
+            **y.defines("Y"),
+        }
+        inputs = x.volume.elements // tile
+        ctx.launch(
+            "dense",
+            "DENSE_BACKWARD_WEIGHTS",
+            defines,
+            (y.stride_c // width, inputs),
+            None,
+            [
+                ("tensor", ctx.input_storage()),
+                ctx.output_grad,
+                ("pgrad", ctx.name, "weight"),
+                ("batch",),
+            ],
+            None,
+            ctx.node["flops"],
+        )
+        if ctx.attrs["bias"]:
+            channel_sum(ctx, ctx.output_grad, y, ("pgrad", ctx.name, "bias"))
+        if ctx.needs_grad():
+            grad, accumulate = ctx.input_grad()
+            ctx.launch(
+                "dense",
+                "DENSE_BACKWARD_DATA",
+                {**defines, "ACCUMULATE": accumulate},
+                (inputs, 1),
+                1,
+                [ctx.output_grad, ("param", ctx.name, "weight"), grad, ("batch",)],
+                None,
+                ctx.node["flops"],
+                batch_divisor=rows,
+            )
+
+    def host_params(self, node, device, input_layout, output_layout):
+        volume = input_layout.volume
+        units = node["attrs"]["units"]
+        relaid = np.asarray(device["weight"]).reshape(volume.elements, -1)[:, :units]
+        weight = relaid.reshape(volume.height, volume.width, volume.depth, units)
+        host = {"weight": np.ascontiguousarray(weight.transpose(3, 2, 0, 1).reshape(units, -1))}
+        if node["attrs"]["bias"]:
+            host["bias"] = np.asarray(device["bias"])[:units].copy()
+        return host
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        x = np.asarray(inputs[0], np.float64)
+        flat = x.reshape(x.shape[0], -1)
+        dy = grad.reshape(grad.shape[0], -1)
+        weight = np.asarray(params["weight"], np.float64)
+        d_params = {"weight": dy.T @ flat}
+        if node["attrs"]["bias"]:
+            d_params["bias"] = dy.sum(axis=0)
+        return [(dy @ weight).reshape(x.shape)], d_params
+
 
 @register
 class Flatten(Op):
@@ -85,13 +181,50 @@ class Flatten(Op):
     def lower(self, ctx) -> None:  # only when not read directly by an fc (see graph passes)
         x, y = ctx.input_layout(), ctx.output_layout
         volume = x.volume
-        defines = {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
-                   **x.defines("X"), **y.defines("Y")}
-        ctx.launch("layout", "FLATTEN_FORWARD", defines,
-                   (volume.depth, volume.width, volume.height), 2,
-                   [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-                   ctx.profile.pixel_local, 0, 8 * volume.elements)
+        defines = {
+            "HEIGHT": volume.height,
+            "WIDTH": volume.width,
+            "CHANNELS": volume.depth,
+            **x.defines("X"),
+            **y.defines("Y"),
+        }
+        ctx.launch(
+            "layout",
+            "FLATTEN_FORWARD",
+            defines,
+            (volume.depth, volume.width, volume.height),
+            2,
+            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+            ctx.profile.pixel_local,
+            0,
+            8 * volume.elements,
+        )
 
     def reference(self, node, inputs, params):
         x = np.asarray(inputs[0], np.float64)
         return x.reshape(x.shape[0], -1, 1, 1)
+
+    def lower_backward(self, ctx) -> None:
+        x, y = ctx.input_layout(), ctx.output_layout
+        grad, accumulate = ctx.input_grad()
+        volume = x.volume
+        ctx.launch(
+            "layout",
+            "FLATTEN_BACKWARD",
+            {
+                "HEIGHT": volume.height,
+                "WIDTH": volume.width,
+                "CHANNELS": volume.depth,
+                "ACCUMULATE": accumulate,
+                **x.defines("X"),
+                **y.defines("Y"),
+            },
+            (volume.depth, volume.width, volume.height),
+            2,
+            [ctx.output_grad, grad],
+            ctx.profile.pixel_local,
+        )
+
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        return [grad.reshape(inputs[0].shape)], {}

@@ -42,15 +42,40 @@ class Add(Op):
         y = ctx.output_layout
         first = ctx.input_storage(0)
         for slot in range(1, len(ctx.node["inputs"])):
-            a_storage, a_layout = (first, ctx.input_layout(0)) if slot == 1 else (
-                ctx.output_storage, y)
-            ctx.pixel_launch("elementwise", "ADD_FORWARD",
-                             {"A": a_layout, "B": ctx.input_layout(slot), "Y": y},
-                             [("tensor", a_storage), ("tensor", ctx.input_storage(slot)),
-                              ("tensor", ctx.output_storage)], None, y.volume.elements)
+            a_storage, a_layout = (
+                (first, ctx.input_layout(0)) if slot == 1 else (ctx.output_storage, y)
+            )
+            ctx.pixel_launch(
+                "elementwise",
+                "ADD_FORWARD",
+                {"A": a_layout, "B": ctx.input_layout(slot), "Y": y},
+                [
+                    ("tensor", a_storage),
+                    ("tensor", ctx.input_storage(slot)),
+                    ("tensor", ctx.output_storage),
+                ],
+                None,
+                y.volume.elements,
+            )
 
     def reference(self, node, inputs, params):
         return sum(np.asarray(x, np.float64) for x in inputs)
+
+    def lower_backward(self, ctx) -> None:
+        for slot in range(len(ctx.node["inputs"])):
+            if not ctx.needs_grad(slot):
+                continue
+            grad, accumulate = ctx.input_grad(slot)
+            ctx.pixel_launch(
+                "elementwise",
+                "GRADIENT_COPY",
+                {"X": ctx.output_layout, "Y": ctx.input_layout(slot)},
+                [ctx.output_grad, grad],
+                {"ACCUMULATE": accumulate},
+            )
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        return [grad.copy() for _ in inputs], {}
 
 
 @register
@@ -81,13 +106,57 @@ class Concat(Op):
         for slot in range(len(ctx.node["inputs"])):
             x = ctx.input_layout(slot)
             volume = x.volume
-            ctx.launch("layout", "CONCAT_COPY",
-                       {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
-                        "CHANNEL_OFFSET": offset, **x.defines("X"), **y.defines("Y")},
-                       (volume.depth, volume.width, volume.height), 2,
-                       [("tensor", ctx.input_storage(slot)), ("tensor", ctx.output_storage)],
-                       ctx.profile.pixel_local, 0, 8 * volume.elements)
+            ctx.launch(
+                "layout",
+                "CONCAT_COPY",
+                {
+                    "HEIGHT": volume.height,
+                    "WIDTH": volume.width,
+                    "CHANNELS": volume.depth,
+                    "CHANNEL_OFFSET": offset,
+                    **x.defines("X"),
+                    **y.defines("Y"),
+                },
+                (volume.depth, volume.width, volume.height),
+                2,
+                [("tensor", ctx.input_storage(slot)), ("tensor", ctx.output_storage)],
+                ctx.profile.pixel_local,
+                0,
+                8 * volume.elements,
+            )
             offset += volume.depth
 
     def reference(self, node, inputs, params):
         return np.concatenate([np.asarray(x, np.float64) for x in inputs], axis=1)
+
+    def lower_backward(self, ctx) -> None:
+        y = ctx.output_layout
+        offset = 0
+        for slot in range(len(ctx.node["inputs"])):
+            x = ctx.input_layout(slot)
+            volume = x.volume
+            if ctx.needs_grad(slot):
+                grad, accumulate = ctx.input_grad(slot)
+                ctx.launch(
+                    "layout",
+                    "CONCAT_BACKWARD",
+                    {
+                        "HEIGHT": volume.height,
+                        "WIDTH": volume.width,
+                        "CHANNELS": volume.depth,
+                        "CHANNEL_OFFSET": offset,
+                        "ACCUMULATE": accumulate,
+                        **x.defines("X"),
+                        **y.defines("Y"),
+                    },
+                    (volume.depth, volume.width, volume.height),
+                    2,
+                    [ctx.output_grad, grad],
+                    ctx.profile.pixel_local,
+                )
+            offset += volume.depth
+
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        edges = np.cumsum([x.shape[1] for x in inputs])[:-1]
+        return [part.copy() for part in np.split(grad, edges, axis=1)], {}

@@ -37,19 +37,27 @@ class BatchNorm(Op):
     def lower(self, ctx) -> None:
         activation, slope = ctx.epilogue()
         args = [("tensor", ctx.input_storage())]
-        args += [("param", ctx.name, key) for key in ("weight", "bias", "running_mean",
-                                                      "running_var")]
-        ctx.pixel_launch("norm", "BATCHNORM_INFERENCE",
-                         {"X": ctx.input_layout(), "Y": ctx.output_layout},
-                         args + [("tensor", ctx.output_storage)],
-                         {"EPSILON": ctx.attrs["eps"], "EPILOGUE": activation,
-                          "EPILOGUE_SLOPE": slope}, ctx.node["flops"])
+        args += [
+            ("param", ctx.name, key) for key in ("weight", "bias", "running_mean", "running_var")
+        ]
+        ctx.pixel_launch(
+            "norm",
+            "BATCHNORM_INFERENCE",
+            {"X": ctx.input_layout(), "Y": ctx.output_layout},
+            args + [("tensor", ctx.output_storage)],
+            {"EPSILON": ctx.attrs["eps"], "EPILOGUE": activation, "EPILOGUE_SLOPE": slope},
+            ctx.node["flops"],
+        )
 
     def device_params(self, node, params, input_layout, output_layout):
         # padding channels get gamma 0, variance 1: they come out as 0, never NaN
         out = {}
-        for key, fill in (("weight", 0.0), ("bias", 0.0), ("running_mean", 0.0),
-                          ("running_var", 1.0)):
+        for key, fill in (
+            ("weight", 0.0),
+            ("bias", 0.0),
+            ("running_mean", 0.0),
+            ("running_var", 1.0),
+        ):
             padded = np.full(output_layout.stride_c, fill, np.float32)
             padded[: output_layout.volume.depth] = params[key]
             out[key] = padded
@@ -62,6 +70,140 @@ class BatchNorm(Op):
         x = np.asarray(inputs[0], np.float64)
         scale = channel("weight") / np.sqrt(channel("running_var") + node["attrs"]["eps"])
         return (x - channel("running_mean")) * scale + channel("bias")
+
+    def _pixel_defines(self, ctx) -> dict:
+        activation, slope = ctx.epilogue()
+        return {
+            "EPSILON": ctx.attrs["eps"],
+            "MOMENTUM": ctx.attrs["momentum"],
+            "EPILOGUE": activation,
+            "EPILOGUE_SLOPE": slope,
+        }
+
+    def lower_train(self, ctx) -> None:
+        x, y = ctx.input_layout(), ctx.output_layout
+        width = ctx.vector_width(x, y)
+        saved = ctx.saved()
+        volume = x.volume
+        ctx.launch(
+            "norm",
+            "BATCHNORM_STATS",
+            {
+                "HEIGHT": volume.height,
+                "WIDTH": volume.width,
+                "VECTOR_WIDTH": width,
+                "CHANNEL_VECTORS": x.stride_c // width,
+                **self._pixel_defines(ctx),
+                **x.defines("X"),
+                **y.defines("Y"),
+            },
+            (x.stride_c // width,),
+            None,
+            [
+                ("tensor", ctx.input_storage()),
+                saved,
+                ("param", ctx.name, "running_mean"),
+                ("param", ctx.name, "running_var"),
+                ("batch",),
+            ],
+        )
+        ctx.pixel_launch(
+            "norm",
+            "BATCHNORM_TRAIN",
+            {"X": x, "Y": y},
+            [
+                ("tensor", ctx.input_storage()),
+                ("param", ctx.name, "weight"),
+                ("param", ctx.name, "bias"),
+                saved,
+                ("tensor", ctx.output_storage),
+            ],
+            self._pixel_defines(ctx),
+            ctx.node["flops"],
+        )
+
+    def lower_backward(self, ctx) -> None:
+        x, y = ctx.input_layout(), ctx.output_layout
+        width = ctx.vector_width(x, y)
+        saved = ("saved", ctx.name)
+        volume = x.volume
+        ctx.launch(
+            "norm",
+            "BATCHNORM_BACKWARD_REDUCE",
+            {
+                "HEIGHT": volume.height,
+                "WIDTH": volume.width,
+                "VECTOR_WIDTH": width,
+                "CHANNEL_VECTORS": x.stride_c // width,
+                **self._pixel_defines(ctx),
+                **x.defines("X"),
+                **y.defines("Y"),
+            },
+            (x.stride_c // width,),
+            None,
+            [
+                ("tensor", ctx.input_storage()),
+                ctx.output_grad,
+                saved,
+                ("pgrad", ctx.name, "weight"),
+                ("pgrad", ctx.name, "bias"),
+                ("batch",),
+            ],
+        )
+        if ctx.needs_grad():
+            grad, accumulate = ctx.input_grad()
+            ctx.pixel_launch(
+                "norm",
+                "BATCHNORM_BACKWARD_DATA",
+                {"X": x, "Y": y},
+                [
+                    ("tensor", ctx.input_storage()),
+                    ctx.output_grad,
+                    ("param", ctx.name, "weight"),
+                    saved,
+                    ("pgrad", ctx.name, "weight"),
+                    ("pgrad", ctx.name, "bias"),
+                    grad,
+                    ("batch",),
+                ],
+                {**self._pixel_defines(ctx), "ACCUMULATE": accumulate},
+            )
+
+    def host_params(self, node, device, input_layout, output_layout):
+        depth = output_layout.volume.depth
+        return {key: np.asarray(value)[:depth].copy() for key, value in device.items()}
+
+    def reference_train(self, node, inputs, params, seed):
+        x = np.asarray(inputs[0], np.float64)
+        mean = x.mean(axis=(0, 2, 3), keepdims=True)
+        var = x.var(axis=(0, 2, 3), keepdims=True)
+        xhat = (x - mean) / np.sqrt(var + node["attrs"]["eps"])
+        gamma = np.asarray(params["weight"], np.float64)[None, :, None, None]
+        beta = np.asarray(params["bias"], np.float64)[None, :, None, None]
+        return xhat * gamma + beta
+
+    def reference_running_stats(self, node, inputs, params):
+        """The running statistics after one training-mode pass (PyTorch's update)."""
+        x = np.asarray(inputs[0], np.float64)
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        momentum = node["attrs"]["momentum"]
+        unbiased = x.var(axis=(0, 2, 3)) * (count / max(count - 1, 1))
+        return {"running_mean": (1 - momentum) * params["running_mean"]
+                + momentum * x.mean(axis=(0, 2, 3)),
+                "running_var": (1 - momentum) * params["running_var"] + momentum * unbiased}
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        x = np.asarray(inputs[0], np.float64)
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        mean = x.mean(axis=(0, 2, 3), keepdims=True)
+        inverse = 1.0 / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + node["attrs"]["eps"])
+        xhat = (x - mean) * inverse
+        gamma = np.asarray(params["weight"], np.float64)[None, :, None, None]
+        d_beta = grad.sum(axis=(0, 2, 3))
+        d_gamma = (grad * xhat).sum(axis=(0, 2, 3))
+        dx = gamma * inverse / count * (count * grad - d_beta[None, :, None, None]
+                                        - xhat * d_gamma[None, :, None, None])
+        return [dx], {"weight": d_gamma, "bias": d_beta}
 
 
 @register
@@ -86,3 +228,99 @@ class Dropout(Op):
 
     def reference(self, node, inputs, params):
         return np.asarray(inputs[0], np.float64)  # inference
+
+    def _launch(self, ctx, selector: str, source, target, accumulate: int) -> None:
+        x, y = ctx.input_layout(), ctx.output_layout
+        volume = x.volume
+        # a salt per node, so that two dropouts never drop the same positions
+        salt = ctx.planner.graph.nodes[ctx.name]["order"] * 7919
+        ctx.launch(
+            "elementwise",
+            selector,
+            {
+                "HEIGHT": volume.height,
+                "WIDTH": volume.width,
+                "CHANNELS": volume.depth,
+                "RATE": float(ctx.attrs["rate"]),
+                "SALT": int(salt),
+                "ACCUMULATE": accumulate,
+                **x.defines("X"),
+                **y.defines("Y"),
+            },
+            (volume.depth, volume.width, volume.height),
+            2,
+            [source, target, ("seed",)],
+            ctx.profile.pixel_local,
+        )
+
+    def lower_eval(self, ctx) -> None:  # training plans keep dropout's own tensor: copy it
+        ctx.pixel_launch(
+            "elementwise",
+            "GRADIENT_COPY",
+            {"X": ctx.input_layout(), "Y": ctx.output_layout},
+            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+            {"ACCUMULATE": 0},
+        )
+
+    def lower_train(self, ctx) -> None:
+        self._launch(
+            ctx,
+            "DROPOUT_FORWARD",
+            ("tensor", ctx.input_storage()),
+            ("tensor", ctx.output_storage),
+            0,
+        )
+
+    def lower_backward(self, ctx) -> None:
+        grad, accumulate = ctx.input_grad()
+        # x/y layouts swap roles backward: read dL/dy (output layout), write dL/dx
+        x, y = ctx.input_layout(), ctx.output_layout
+        volume = x.volume
+        salt = ctx.planner.graph.nodes[ctx.name]["order"] * 7919
+        ctx.launch(
+            "elementwise",
+            "DROPOUT_BACKWARD",
+            {
+                "HEIGHT": volume.height,
+                "WIDTH": volume.width,
+                "CHANNELS": volume.depth,
+                "RATE": float(ctx.attrs["rate"]),
+                "SALT": int(salt),
+                "ACCUMULATE": accumulate,
+                **y.defines("X"),
+                **x.defines("Y"),
+            },
+            (volume.depth, volume.width, volume.height),
+            2,
+            [ctx.output_grad, grad, ("seed",)],
+            ctx.profile.pixel_local,
+        )
+
+
+    def mask(self, node, shape, seed: int):
+        """The kernels' keep/scale factor for every value of an (N, D, H, W) batch."""
+        n, d, h, w = shape
+        index = np.arange(n * h * w * d, dtype=np.uint64).reshape(n, h, w, d)
+        salt = node["order"] * 7919
+        uniform = uniform_hash((seed + int(salt)) % 2**32, index).transpose(0, 3, 1, 2)
+        rate = node["attrs"]["rate"]
+        return np.where(uniform >= np.float32(rate), 1.0 / (1.0 - np.float32(rate)), 0.0)
+
+    def reference_train(self, node, inputs, params, seed):
+        x = np.asarray(inputs[0], np.float64)
+        return x * self.mask(node, x.shape, seed)
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        return [grad * self.mask(node, grad.shape, seed)], {}
+
+
+def uniform_hash(seed: int, index: np.ndarray) -> np.ndarray:
+    """common.cl's uniform_hash in numpy: the same 32-bit arithmetic, so masks match exactly."""
+    mask = np.uint64(0xFFFFFFFF)
+    h = ((index * np.uint64(0x9E3779B9)) & mask) ^ np.uint64(seed)
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x7FEB352D)) & mask
+    h ^= h >> np.uint64(15)
+    h = (h * np.uint64(0x846CA68B)) & mask
+    h ^= h >> np.uint64(16)
+    return (h >> np.uint64(8)).astype(np.float32) * np.float32(1.0 / 16777216.0)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, Volume, register
-from convgraph.ops.spatial import reference_windows, slide
+from convgraph.ops.spatial import reference_unwindow, reference_windows, slide
 
 
 @register
@@ -60,18 +62,36 @@ class Pool(Op):
         out = node["output"]
         (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
         defines = {
-            "IS_MAX": int(attrs["mode"] == "max"), "COUNT_PAD": int(attrs["count_pad"]),
-            "IN_H": x.volume.height, "IN_W": x.volume.width, "OUT_H": out.height,
-            "OUT_W": out.width, "CHANNEL_VECTORS": y.stride_c // width, "WINDOW_H": kh,
-            "WINDOW_W": kw, "STRIDE_H": sh, "STRIDE_W": sw, "PAD_TOP": derived["pad_top"],
-            "PAD_LEFT": derived["pad_left"], "PAD_BOTTOM": derived["pad_bottom"],
-            "PAD_RIGHT": derived["pad_right"], "VECTOR_WIDTH": width,
-            **x.defines("X"), **y.defines("Y"),
+            "IS_MAX": int(attrs["mode"] == "max"),
+            "COUNT_PAD": int(attrs["count_pad"]),
+            "IN_H": x.volume.height,
+            "IN_W": x.volume.width,
+            "OUT_H": out.height,
+            "OUT_W": out.width,
+            "CHANNEL_VECTORS": y.stride_c // width,
+            "WINDOW_H": kh,
+            "WINDOW_W": kw,
+            "STRIDE_H": sh,
+            "STRIDE_W": sw,
+            "PAD_TOP": derived["pad_top"],
+            "PAD_LEFT": derived["pad_left"],
+            "PAD_BOTTOM": derived["pad_bottom"],
+            "PAD_RIGHT": derived["pad_right"],
+            "VECTOR_WIDTH": width,
+            **x.defines("X"),
+            **y.defines("Y"),
         }
-        ctx.launch("pool", "POOL_FORWARD", defines, (y.stride_c // width, out.width, out.height), 2,
-                   [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-                   ctx.profile.pixel_local, node["flops"],
-                   4 * (x.volume.elements + out.elements))
+        ctx.launch(
+            "pool",
+            "POOL_FORWARD",
+            defines,
+            (y.stride_c // width, out.width, out.height),
+            2,
+            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+            ctx.profile.pixel_local,
+            node["flops"],
+            4 * (x.volume.elements + out.elements),
+        )
 
     def reference(self, node, inputs, params):
         import numpy as np
@@ -87,6 +107,64 @@ class Pool(Op):
         else:
             count = reference_windows(ones, node, fill=0.0).sum(axis=(-2, -1))
         return total / count
+
+    def lower_backward(self, ctx) -> None:
+        attrs, derived = ctx.attrs, ctx.derived
+        x, y = ctx.input_layout(), ctx.output_layout
+        grad, accumulate = ctx.input_grad()
+        width = ctx.vector_width(x, y)
+        out = ctx.node["output"]
+        (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
+        defines = {
+            "IS_MAX": int(attrs["mode"] == "max"),
+            "COUNT_PAD": int(attrs["count_pad"]),
+            "IN_H": x.volume.height,
+            "IN_W": x.volume.width,
+            "OUT_H": out.height,
+            "OUT_W": out.width,
+            "CHANNEL_VECTORS": x.stride_c // width,
+            "WINDOW_H": kh,
+            "WINDOW_W": kw,
+            "STRIDE_H": sh,
+            "STRIDE_W": sw,
+            "PAD_TOP": derived["pad_top"],
+            "PAD_LEFT": derived["pad_left"],
+            "PAD_BOTTOM": derived["pad_bottom"],
+            "PAD_RIGHT": derived["pad_right"],
+            "VECTOR_WIDTH": width,
+            "ACCUMULATE": accumulate,
+            **x.defines("X"),
+            **y.defines("Y"),
+        }
+        ctx.launch(
+            "pool",
+            "POOL_BACKWARD",
+            defines,
+            (x.stride_c // width, x.volume.width, x.volume.height),
+            2,
+            [("tensor", ctx.input_storage()), ctx.output_grad, grad],
+            ctx.profile.pixel_local,
+        )
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        (x,) = inputs
+        x = np.asarray(x, np.float64)
+        if node["attrs"]["mode"] == "max":
+            windows = reference_windows(x, node, fill=-np.inf)
+            flat = windows.reshape(windows.shape[:4] + (-1,))
+            first = flat.argmax(axis=-1)  # the first maximum in scan order, as PyTorch
+            one_hot = np.zeros(flat.shape)
+            np.put_along_axis(one_hot, first[..., None], 1.0, axis=-1)
+            d_windows = (one_hot * grad[..., None]).reshape(windows.shape)
+        else:
+            ones = np.ones((1, 1) + x.shape[2:])
+            inside = reference_windows(ones, node, fill=0.0)
+            if node["attrs"]["count_pad"]:
+                count = reference_windows(ones, node, fill=0.0, declared_fill=1.0)
+            else:
+                count = inside
+            d_windows = inside * (grad / count.sum(axis=(-2, -1)))[..., None, None]
+        return [reference_unwindow(d_windows, node, x.shape)], {}
 
 
 @register
@@ -105,14 +183,55 @@ class GlobalAvgPool(Op):
     def lower(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
         width = ctx.vector_width(x, y)
-        defines = {"IN_H": x.volume.height, "IN_W": x.volume.width,
-                   "CHANNEL_VECTORS": y.stride_c // width, "VECTOR_WIDTH": width,
-                   **x.defines("X"), **y.defines("Y")}
-        ctx.launch("pool", "GLOBAL_AVG_FORWARD", defines, (y.stride_c // width, 1), 1,
-                   [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-                   None, ctx.node["flops"], 4 * x.volume.elements)
+        defines = {
+            "IN_H": x.volume.height,
+            "IN_W": x.volume.width,
+            "CHANNEL_VECTORS": y.stride_c // width,
+            "VECTOR_WIDTH": width,
+            **x.defines("X"),
+            **y.defines("Y"),
+        }
+        ctx.launch(
+            "pool",
+            "GLOBAL_AVG_FORWARD",
+            defines,
+            (y.stride_c // width, 1),
+            1,
+            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+            None,
+            ctx.node["flops"],
+            4 * x.volume.elements,
+        )
 
     def reference(self, node, inputs, params):
         import numpy as np
 
         return np.asarray(inputs[0], np.float64).mean(axis=(2, 3), keepdims=True)
+
+    def lower_backward(self, ctx) -> None:
+        x, y = ctx.input_layout(), ctx.output_layout
+        grad, accumulate = ctx.input_grad()
+        width = ctx.vector_width(x, y)
+        defines = {
+            "IN_H": x.volume.height,
+            "IN_W": x.volume.width,
+            "CHANNEL_VECTORS": x.stride_c // width,
+            "VECTOR_WIDTH": width,
+            "ACCUMULATE": accumulate,
+            **x.defines("X"),
+            **y.defines("Y"),
+        }
+        ctx.launch(
+            "pool",
+            "GLOBAL_AVG_BACKWARD",
+            defines,
+            (x.stride_c // width, x.volume.width, x.volume.height),
+            2,
+            [ctx.output_grad, grad],
+            ctx.profile.pixel_local,
+        )
+
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        x = inputs[0]
+        return [np.broadcast_to(grad / (x.shape[2] * x.shape[3]), x.shape).copy()], {}

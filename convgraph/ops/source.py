@@ -25,3 +25,7 @@ class Input(Op):
 
     def reference(self, node, inputs, params):
         return inputs[0]
+
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        return [], {}

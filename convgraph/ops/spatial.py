@@ -130,8 +130,11 @@ def reference_windows(x, node: dict, fill: float = 0.0, declared_fill: float | N
     need_h, need_w = (out.height - 1) * sh + ext_h, (out.width - 1) * sw + ext_w
     height, width = x.shape[2], x.shape[3]
     if declared_fill is not None:
-        x = np.pad(x, ((0, 0), (0, 0), (top, derived["pad_bottom"]),
-                       (left, derived["pad_right"])), constant_values=declared_fill)
+        x = np.pad(
+            x,
+            ((0, 0), (0, 0), (top, derived["pad_bottom"]), (left, derived["pad_right"])),
+            constant_values=declared_fill,
+        )
         top = left = 0
         height, width = x.shape[2], x.shape[3]
     bottom, right = max(need_h - height - top, 0), max(need_w - width - left, 0)
@@ -150,3 +153,23 @@ def choose_tile(extent: int, largest: int) -> int:
         if extent % tile == 0:
             return tile
     return largest
+
+
+def reference_unwindow(window_grads, node: dict, input_shape):
+    """The adjoint of reference_windows: add each window's (N, C, OUT_H, OUT_W, kh, kw) gradients
+    back onto the (N, C, H, W) input they were read from (padding dropped)."""
+    import numpy as np
+
+    attrs, derived, out = node["attrs"], node["derived"], node["output"]
+    (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
+    dw, dh = attrs.get("dilation", (1, 1))
+    top, left = derived["pad_top"], derived["pad_left"]
+    height, width = input_shape[2], input_shape[3]
+    need_h = (out.height - 1) * sh + window_extent(kh, dh)
+    need_w = (out.width - 1) * sw + window_extent(kw, dw)
+    padded = np.zeros(input_shape[:2] + (max(need_h, top + height), max(need_w, left + width)))
+    for i in range(kh):
+        for j in range(kw):
+            padded[:, :, i * dh:i * dh + sh * (out.height - 1) + 1:sh,
+                   j * dw:j * dw + sw * (out.width - 1) + 1:sw] += window_grads[..., i, j]
+    return padded[:, :, top:top + height, left:left + width]

@@ -29,16 +29,16 @@ class Executor:
         self.context, self.queue, self.device, self.info = context, queue, device, info
         self.plan, self.program = plan, program
         self.batch = 0
-        self.buffers: list = []
-        self.params: dict[tuple[str, str], object] = {}
-        self.kernels: list = []
-        self.local_sizes = [self._legal_local(launch) for launch in plan.launches]
+        self.buffers: dict[str, object] = {}  # per-batch buffers
+        self.fixed: dict[str, object] = {}  # parameters, optimizer state: any batch
+        self.kernels: dict[str, list] = {}
+        self.local_sizes: dict[int, tuple | None] = {}
 
     # ------------------------------------------------------------------ memory
 
     def check_memory(self, batch: int, param_bytes: int) -> int:
         """Refuse, before allocating, what the device cannot hold; returns the bytes needed."""
-        per_buffer = [4 * batch * elements for elements in self.plan.buffer_elements]
+        per_buffer = list(self.plan.buffer_sizes(batch).values())
         total = sum(per_buffer) + param_bytes
         biggest = max(per_buffer, default=0)
         if biggest > self.info.max_alloc:
@@ -54,56 +54,76 @@ class Executor:
         return total
 
     def allocate(self, batch: int) -> None:
-        """Activation buffers for ``batch`` images, zero-filled (halos must read as zeros)."""
+        """Per-batch buffers for ``batch`` images, zero-filled (halos must read as zeros)."""
         if batch == self.batch:
             return
         cl = self.cl
-        self.buffers = []
+        self.buffers = {}
         try:
-            for elements in self.plan.buffer_elements:
-                size = max(4, 4 * batch * elements)
+            for name, size in self.plan.buffer_sizes(batch).items():
+                size = max(4, size)
                 buffer = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, size)
                 cl.enqueue_fill_buffer(self.queue, buffer, np.float32(0), 0, size)
-                self.buffers.append(buffer)
+                self.buffers[name] = buffer
             self.queue.finish()
         except cl.Error as exc:
             raise DeviceError(
-                f"{self.info.label} could not allocate the activations for batch {batch}: "
-                f"{exc.what() if hasattr(exc, 'what') else exc}.",
+                f"{self.info.label} could not allocate the buffers for batch {batch}: {exc}.",
                 hint="use a smaller batch, or another device (--device).") from None
         self.batch = batch
         self._bind()
 
-    def upload_params(self, device_params: dict[tuple[str, str], np.ndarray]) -> None:
+    def upload(self, arrays: dict[str, np.ndarray]) -> None:
+        """Create or overwrite fixed-size buffers (parameters, optimizer state) by name."""
         cl = self.cl
-        for key, array in device_params.items():
-            data = np.ascontiguousarray(array, np.float32)
-            if key in self.params and self.params[key].size == max(4, data.nbytes):
-                cl.enqueue_copy(self.queue, self.params[key], data, is_blocking=False)
+        for name, array in arrays.items():
+            data = np.ascontiguousarray(array)
+            if data.size == 0:
+                data = np.zeros(1, data.dtype)
+            if name in self.fixed and self.fixed[name].size == data.nbytes:
+                cl.enqueue_copy(self.queue, self.fixed[name], data, is_blocking=False)
             else:
-                self.params[key] = cl.Buffer(self.context, cl.mem_flags.READ_ONLY
-                                             | cl.mem_flags.COPY_HOST_PTR,
-                                             hostbuf=data if data.size else np.zeros(1, np.float32))
+                self.fixed[name] = cl.Buffer(self.context, cl.mem_flags.READ_WRITE
+                                             | cl.mem_flags.COPY_HOST_PTR, hostbuf=data)
         self.queue.finish()
         if self.batch:
             self._bind()
 
+    def upload_params(self, device_params: dict[tuple[str, str], np.ndarray]) -> None:
+        self.upload({f"param:{node}:{key}": np.asarray(value, np.float32)
+                     for (node, key), value in device_params.items()})
+
+    def download(self, name: str, dtype=np.float32) -> np.ndarray:
+        buffer = self.fixed.get(name) or self.buffers[name]
+        host = np.empty(buffer.size // np.dtype(dtype).itemsize, dtype)
+        self.cl.enqueue_copy(self.queue, host, buffer, is_blocking=True)
+        return host
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(b.size for name, b in self.fixed.items() if name.startswith("param:"))
+
+    def buffer(self, name: str):
+        return self.buffers[name] if name in self.buffers else self.fixed[name]
+
     def tensor_buffer(self, storage: str):
-        return self.buffers[self.plan.buffer_of[storage]]
+        return self.buffer(self.plan.buffer_name(("tensor", storage)))
 
     # ------------------------------------------------------------------ launches
 
     def _bind(self) -> None:
-        """One kernel object per launch with its buffers bound, so a forward pass only enqueues."""
-        self.kernels = []
-        for launch in self.plan.launches:
-            kernel = self.cl.Kernel(self.program, launch.kernel)
-            for index, arg in enumerate(launch.args):
-                if arg[0] == "tensor":
-                    kernel.set_arg(index, self.tensor_buffer(arg[1]))
-                elif arg[0] == "param":
-                    kernel.set_arg(index, self.params[(arg[1], arg[2])])
-            self.kernels.append(kernel)
+        """One kernel object per launch with its buffers bound, so a pass only enqueues."""
+        self.kernels = {}
+        for group, launches in self.plan.launch_groups().items():
+            bound = []
+            for launch in launches:
+                kernel = self.cl.Kernel(self.program, launch.kernel)
+                for index, arg in enumerate(launch.args):
+                    name = self.plan.buffer_name(arg)
+                    if name is not None:
+                        kernel.set_arg(index, self.buffer(name))
+                bound.append(kernel)
+            self.kernels[group] = bound
 
     def _legal_local(self, launch: Launch):
         """The plan's work-group shape clipped to this device's limits (None: the driver's)."""
@@ -118,20 +138,26 @@ class Executor:
             sizes[axis] = max(1, sizes[axis] // 2)
         return tuple(sizes)
 
-    def enqueue(self, batch: int, events: list | None = None) -> None:
-        """Enqueue every launch for ``batch`` images (at most the allocated batch)."""
+    def enqueue(self, batch: int, events: list | None = None, group: str = "forward",
+                scalars: dict | None = None) -> None:
+        """Enqueue the launches of ``group`` for ``batch`` images (at most the allocated batch).
+
+        ``scalars`` gives the run-time arguments other than the batch (seed, lr, ...)."""
         cl = self.cl
-        for index, (launch, kernel) in enumerate(zip(self.plan.launches, self.kernels)):
+        values = {"batch": np.int32(batch), **(scalars or {})}
+        launches = self.plan.launch_groups()[group]
+        for launch, kernel in zip(launches, self.kernels[group]):
             for slot, arg in enumerate(launch.args):
-                if arg[0] == "batch":
-                    kernel.set_arg(slot, np.int32(batch))
+                if self.plan.buffer_name(arg) is None:
+                    kernel.set_arg(slot, values[arg[0]])
             global_size, _ = launch.sizes(batch)
-            local = self.local_sizes[index]
-            if local is not None:
-                global_size = tuple(-(-g // size) * size for g, size in zip(global_size, local))
+            key = id(launch)
+            local = self.local_sizes.setdefault(key, self._legal_local(launch))
             while True:
+                padded = global_size if local is None else tuple(
+                    -(-g // size) * size for g, size in zip(global_size, local))
                 try:
-                    event = cl.enqueue_nd_range_kernel(self.queue, kernel, global_size, local)
+                    event = cl.enqueue_nd_range_kernel(self.queue, kernel, padded, local)
                     break
                 except cl.Error as exc:  # too big a work-group here: halve it and retry
                     if local is None or not any(code in str(exc) for code in INVALID_LOCAL):
@@ -141,12 +167,7 @@ class Executor:
                             hint="try a smaller batch or another device (--device).") from None
                     local = None if math.prod(local) <= 1 else tuple(
                         max(1, size // 2) for size in local)
-                    self.local_sizes[index] = local
-                    if local is not None:
-                        global_size = tuple(-(-g // size) * size
-                                            for g, size in zip(launch.sizes(batch)[0], local))
-                    else:
-                        global_size = launch.sizes(batch)[0]
+                    self.local_sizes[key] = local
             if events is not None:
                 events.append(event)
 
@@ -154,8 +175,9 @@ class Executor:
         self.cl.enqueue_copy(self.queue, self.tensor_buffer(self.plan.input), packed,
                              is_blocking=False)
 
-    def read_tensor(self, storage: str, batch: int) -> np.ndarray:
+    def read_tensor(self, storage: str, batch: int, kind: str = "tensor") -> np.ndarray:
         layout = self.plan.layouts[storage]
         host = np.empty(batch * layout.image_elements, np.float32)
-        self.cl.enqueue_copy(self.queue, host, self.tensor_buffer(storage), is_blocking=True)
+        buffer = self.buffer(self.plan.buffer_name((kind, storage)))
+        self.cl.enqueue_copy(self.queue, host, buffer, is_blocking=True)
         return layout.unpack(host, batch)

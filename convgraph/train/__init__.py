@@ -1,0 +1,1 @@
+"""Training: the on-device session, schedules, checkpoints and the loop."""

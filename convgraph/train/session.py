@@ -1,0 +1,253 @@
+"""A network being trained on one device: parameters, gradients and optimizer state stay there.
+
+A step uploads one batch (images and labels), enqueues the training-mode forward pass, the loss,
+the backward pass and the optimizer step back to back, and reads back only the batch's summed
+loss and number of correct answers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from convgraph.codegen.profile import profile_for
+from convgraph.codegen.source import program_source
+from convgraph.codegen.training import TrainingPlan, plan_training
+from convgraph.errors import ConvgraphError, DataError
+from convgraph.graph import ordered
+from convgraph.ops.base import REGISTRY
+from convgraph.params import check_params, initial_params
+from convgraph.runtime.devices import select_device
+from convgraph.runtime.executor import Executor
+from convgraph.runtime.program import build_program
+
+
+class TrainingDiverged(ConvgraphError):
+    """The loss became NaN or infinite."""
+
+    exit_status = 6
+
+
+@dataclass
+class StepResult:
+    loss: float  # summed over the batch
+    correct: float
+    count: int
+
+
+class TrainingSession:
+    """Compile ``graph`` for training on a device and hold its state there."""
+
+    def __init__(self, graph: nx.DiGraph, device: str | None = None, batch: int = 64):
+        import pyopencl as cl
+
+        self.graph = graph
+        self.train = dict(graph.graph["train"])
+        self.info, self.device = select_device(device)
+        self.profile = profile_for(self.info)
+        self.plan: TrainingPlan = plan_training(graph, self.profile, self.train["optimizer"],
+                                                self.train)
+        self.source = program_source(self.plan, graph.graph["name"] + " (training)")
+        self.context = cl.Context([self.device])
+        self.queue = cl.CommandQueue(self.context, self.device)
+        self.build = build_program(self.context, self.device, self.info, self.source,
+                                   list(self.profile.build_options))
+        self.batch = batch
+        self.executor = Executor(self.context, self.queue, self.device, self.info, self.plan,
+                                 self.build.program)
+        self.step_count = 0
+        fixed = sum(self.plan.fixed_sizes().values())
+        self.executor.check_memory(batch, fixed)
+        self.set_params(initial_params(graph, self.train["init"], self.train["seed"]))
+        self.reset_optimizer()
+        self.executor.allocate(batch)
+
+    # ------------------------------------------------------------------ parameters and state
+
+    def _layouts(self, name: str):
+        inputs = self.graph.nodes[name]["inputs"]
+        return (self.plan.layout_of(inputs[0]) if inputs else None, self.plan.layout_of(name))
+
+    def set_params(self, params: dict) -> None:
+        check_params(self.graph, params)
+        arrays = {}
+        for name in ordered(self.graph):
+            data = self.graph.nodes[name]
+            own = {key.rsplit(".", 1)[1]: value for key, value in params.items()
+                   if key.rsplit(".", 1)[0] == name}
+            if not own:
+                continue
+            relaid = REGISTRY[data["op"]].device_params(data, own, *self._layouts(name))
+            arrays.update({f"param:{name}:{key}": np.asarray(value, np.float32)
+                           for key, value in relaid.items()})
+        self.executor.upload(arrays)
+
+    def _to_host(self, buffer_of, keys=None) -> dict[str, np.ndarray]:
+        """Download the device arrays ``buffer_of(node, key)`` names and re-lay them as
+        PyTorch's (all parameters, or only ``keys``)."""
+        host = {}
+        for name in ordered(self.graph):
+            data = self.graph.nodes[name]
+            wanted = [key for (node, key) in self.plan.param_sizes
+                      if node == name and (keys is None or (node, key) in keys)]
+            if not wanted:
+                continue
+            device = {key: self.executor.download(buffer_of(name, key)) for key in wanted}
+            relaid = REGISTRY[data["op"]].host_params(data, _fill(data, device),
+                                                      *self._layouts(name))
+            host.update({f"{name}.{key}": value for key, value in relaid.items()
+                         if key in wanted})
+        return host
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The current parameters (and batchnorm statistics), PyTorch-named and shaped."""
+        return self._to_host(lambda node, key: f"param:{node}:{key}")
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Momentum (SGD) or first and second moments (Adam), named ``<param>/<slot>``."""
+        state = {}
+        for slot in range(self.plan.optimizer_slots):
+            part = self._to_host(lambda node, key, s=slot: f"state:{node}:{key}:{s}",
+                                 set(self.plan.trainable))
+            state.update({f"{key}/{slot}": value for key, value in part.items()})
+        return state
+
+    def reset_optimizer(self) -> None:
+        zeros = {}
+        for node, key in self.plan.trainable:
+            count = self.plan.param_sizes[(node, key)]
+            for slot in range(self.plan.optimizer_slots):
+                zeros[f"state:{node}:{key}:{slot}"] = np.zeros(count, np.float32)
+            zeros[f"pgrad:{node}:{key}"] = np.zeros(count, np.float32)
+        zeros.update({f"saved:{node}": np.zeros(count, np.float32)
+                      for node, count in self.plan.saved.items()})
+        self.executor.upload(zeros)
+
+    def load_optimizer_state(self, state: dict) -> None:
+        arrays = {}
+        for slot in range(self.plan.optimizer_slots):
+            for node, key in self.plan.trainable:
+                name = f"{node}.{key}/{slot}"
+                if name not in state:
+                    raise DataError(f"the optimizer state lacks '{name}'.")
+                data = self.graph.nodes[node]
+                relaid = REGISTRY[data["op"]].device_params(
+                    data, _host_fill(data, {key: state[name]}), *self._layouts(node))
+                arrays[f"state:{node}:{key}:{slot}"] = np.asarray(relaid[key], np.float32)
+        self.executor.upload(arrays)
+
+    # ------------------------------------------------------------------ running
+
+    def _write_batch(self, x: np.ndarray, labels: np.ndarray | None) -> int:
+        count = x.shape[0]
+        if count > self.batch:
+            raise DataError(f"a batch of {count} images is larger than the planned {self.batch}.")
+        self._staging = self.plan.layouts[self.plan.input].pack(x)
+        cl = self.executor.cl
+        cl.enqueue_copy(self.queue, self.executor.buffer(f"act:{self.plan.input}"),
+                        self._staging, is_blocking=False)
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.min(initial=0) < 0 or labels.max(initial=0) >= self.plan.classes:
+                raise DataError(f"labels must lie in [0, {self.plan.classes}), got "
+                                f"{labels.min()}..{labels.max()}.")
+            self._labels = np.ascontiguousarray(labels, np.int32)
+            cl.enqueue_copy(self.queue, self.executor.buffer("labels"), self._labels,
+                            is_blocking=False)
+        return count
+
+    def _read_metrics(self, count: int) -> StepResult:
+        losses = np.empty(self.batch, np.float32)
+        correct = np.empty(self.batch, np.float32)
+        cl = self.executor.cl
+        cl.enqueue_copy(self.queue, losses, self.executor.buffer("losses"), is_blocking=False)
+        cl.enqueue_copy(self.queue, correct, self.executor.buffer("correct"), is_blocking=True)
+        return StepResult(float(losses[:count].sum(dtype=np.float64)),
+                          float(correct[:count].sum()), count)
+
+    def step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
+        """One optimizer step on one batch; returns its summed loss and correct count."""
+        count = self._write_batch(x, labels)
+        self.step_count += 1
+        scalars = self._scalars(lr)
+        self.executor.enqueue(count, group="train", scalars=scalars)
+        result = self._read_metrics(count)
+        if not math.isfinite(result.loss):
+            raise TrainingDiverged(
+                f"the loss became {result.loss} at step {self.step_count}"
+                f"{self._first_non_finite(count)}; training stopped before the optimizer "
+                "step could spread it.",
+                hint="lower the learning rate (--lr), add batchnorm, or check the data "
+                     "normalisation; the last checkpoint is kept.")
+        self.executor.enqueue(count, group="step", scalars=scalars)
+        return result
+
+    def gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+        """Run the forward and backward passes without an optimizer step (batchnorm's running
+        statistics still move), and return the gradient of every node's output and of every
+        trainable parameter, PyTorch-shaped: what tests and --verify compare with numpy."""
+        count = self._write_batch(x, labels)
+        self.step_count += 1
+        self.executor.enqueue(count, group="train", scalars=self._scalars(1.0))
+        grads = {name: self.executor.read_tensor(self.plan.storage_of[name], count, "grad")
+                 for name in ordered(self.graph)[1:] if not self.graph.nodes[name].get("fused_into")}
+        param_grads = self._to_host(lambda node, key: f"pgrad:{node}:{key}",
+                                    set(self.plan.trainable))
+        return grads, param_grads
+
+    def dropout_seed(self) -> int:
+        """The dropout seed of the current step (the kernels add a per-layer salt)."""
+        return int((self.train["seed"] * 1_000_003 + self.step_count * 7_919) % 2**32)
+
+    def _scalars(self, lr: float) -> dict:
+        beta1, beta2 = self.train["betas"]
+        return {"seed": np.uint32(self.dropout_seed()), "lr": np.float32(lr),
+                "correction1": np.float32(1.0 - beta1 ** self.step_count),
+                "correction2": np.float32(1.0 - beta2 ** self.step_count)}
+
+    def _first_non_finite(self, count: int) -> str:
+        """Which layer's values went non-finite first, in forward order, for the message."""
+        for name in ordered(self.graph):
+            storage = self.plan.storage_of[name]
+            values = self.executor.read_tensor(storage, count)
+            if not np.all(np.isfinite(values)):
+                return f" (the first non-finite values are the output of layer '{name}')"
+        for name in reversed(ordered(self.graph)):
+            storage = self.plan.storage_of[name]
+            values = self.executor.read_tensor(storage, count, kind="grad")
+            if not np.all(np.isfinite(values)):
+                return f" (the first non-finite gradient is that of layer '{name}')"
+        return ""
+
+    def evaluate_batch(self, x: np.ndarray, labels: np.ndarray) -> StepResult:
+        """Loss and correct count of one batch in inference mode (running statistics)."""
+        count = self._write_batch(x, labels)
+        self.executor.enqueue(count, group="evaluate")  # ends with the loss
+        return self._read_metrics(count)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        count = self._write_batch(x, np.zeros(x.shape[0], np.int32))
+        self.executor.enqueue(count, group="evaluate")
+        return self.executor.read_tensor(self.plan.logits, count).reshape(count, -1)
+
+
+def _fill(data: dict, device: dict) -> dict:
+    """host_params wants every key the op has; absent ones (not downloaded) are zeros."""
+    full = dict(device)
+    for key in data["param_shapes"]:
+        full.setdefault(key, np.zeros(1, np.float32))
+    for key in data["buffer_shapes"]:
+        full.setdefault(key, np.zeros(1, np.float32))
+    return full
+
+
+def _host_fill(data: dict, given: dict) -> dict:
+    """device_params wants every parameter; the ones not given are zeros of their shape."""
+    full = {key: np.zeros(shape, np.float32)
+            for key, shape in {**data["param_shapes"], **data["buffer_shapes"]}.items()}
+    full.update(given)
+    return full
