@@ -194,7 +194,8 @@ class TrainingSession:
         self.step_count += 1
         self.executor.enqueue(count, group="train", scalars=self._scalars(1.0))
         grads = {name: self.executor.read_tensor(self.plan.storage_of[name], count, "grad")
-                 for name in ordered(self.graph)[1:] if not self.graph.nodes[name].get("fused_into")}
+                 for name in ordered(self.graph)[1:]
+                 if not self.graph.nodes[name].get("fused_into")}
         param_grads = self._to_host(lambda node, key: f"pgrad:{node}:{key}",
                                     set(self.plan.trainable))
         return grads, param_grads
