@@ -29,6 +29,35 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
                         help="the batch size to plan for (default: the spec's train: batch)")
 
 
+def _add_training(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training (overriding the spec's train: section)")
+    group.add_argument("--epochs", type=int)
+    group.add_argument("--lr", type=float, help="learning rate")
+    group.add_argument("--seed", type=int)
+    group.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    group.add_argument("--dataset", help="embedded, fashion-mnist, mnist, cifar10, npz, folder")
+    group.add_argument("--data", metavar="PATH", help="the data set's file or folder")
+    group.add_argument("--checkpoint-dir", metavar="DIR",
+                       help="save last.npz (every epoch, and on Ctrl-C) and best.npz here")
+    group.add_argument("--resume", action="store_true",
+                       help="continue from DIR/last.npz (same network required)")
+    group.add_argument("--metrics", metavar="FILE", help="append one JSON object per epoch")
+    group.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy curves")
+    group.add_argument("--save", metavar="FILE.npz", help="write the final weights")
+    group.add_argument("--limit", type=int, metavar="N",
+                       help="use only the first N training images (quick trials)")
+
+
+def _training_overrides(args) -> list[str]:
+    """The dedicated flags, as --set overrides of train: (applied after the --set ones)."""
+    pairs = [("epochs", getattr(args, "epochs", None)), ("lr", getattr(args, "lr", None)),
+             ("seed", getattr(args, "seed", None)),
+             ("optimizer", getattr(args, "optimizer", None)),
+             ("dataset", getattr(args, "dataset", None)), ("data", getattr(args, "data", None)),
+             ("batch", getattr(args, "batch", None))]
+    return [f"train.{key}={json.dumps(value)}" for key, value in pairs if value is not None]
+
+
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
@@ -81,10 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.set_defaults(handler=command_compile)
 
     run = commands.add_parser(
-        "run", help="run a compiled model: inference (--predict), a kernel self-test (--verify) "
-                    "or a per-layer profile (--profile)",
+        "run", help="train a model on its data set (the default), or run inference "
+                    "(--predict), a kernel self-test (--verify) or a per-layer profile (--profile)",
         description="Compile SPEC (a spec file or a directory written by 'compile -o') for a "
-                    "device and run it.")
+                    "device and train it as its train: section says (every setting can be "
+                    "overridden here), or run it with --predict, --verify or --profile.")
     run.add_argument("spec", help="a spec (.yaml) or a compiled directory")
     run.add_argument("--weights", metavar="FILE.npz",
                      help="parameters named <node>.weight etc. (default: the spec's seeded init)")
@@ -98,9 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time every layer: ms, GFLOP/s, GB/s, fraction of the device peak")
     run.add_argument("--output", metavar="FILE.npy", help="with --predict: save the scores")
     run.add_argument("--top", type=int, default=5, help="with --predict: classes shown per image")
+    _add_training(run)
     _add_device(run)
     _add_overrides(run)
     run.set_defaults(handler=command_run)
+
+    evaluate = commands.add_parser(
+        "eval", help="test loss and accuracy of trained weights on a data set",
+        description="Evaluate SPEC with WEIGHTS (a weights .npz or a checkpoint) on the test "
+                    "split of its data set.")
+    evaluate.add_argument("spec", help="a spec (.yaml) or a compiled directory")
+    evaluate.add_argument("--weights", metavar="FILE.npz", required=True)
+    evaluate.add_argument("--dataset", help="override train: dataset")
+    evaluate.add_argument("--data", metavar="PATH", help="the data set's file or folder")
+    evaluate.add_argument("--confusion", action="store_true", help="print the confusion matrix")
+    _add_device(evaluate)
+    _add_overrides(evaluate)
+    evaluate.set_defaults(handler=command_eval)
 
     devices = commands.add_parser("devices", help="list every OpenCL platform and device",
                                   description="List every OpenCL platform and device.")
@@ -231,20 +275,18 @@ def resolve_spec(path: str) -> str:
 
 
 def command_run(args) -> int:
-    from convgraph.params import load_arrays
-
-    graph = analyse(resolve_spec(args.spec), args.overrides)
+    graph = analyse(resolve_spec(args.spec), args.overrides + _training_overrides(args))
     if not (args.predict or args.verify or args.profile):
-        raise ConvgraphError(
-            "nothing to run: training is not available yet, so 'run' needs --predict INPUT, "
-            "--verify or --profile.", hint="e.g. convgraph run SPEC --verify.")
+        return run_training(graph, args)
     model = compile_model(graph, args, share_buffers=not args.verify)
     if args.weights:
-        model.set_params(load_arrays(args.weights))
+        model.set_params(load_weights(args.weights))
     if args.verify:
         return run_verify(model)
     if args.profile:
         return run_profile(model)
+    from convgraph.params import load_arrays
+
     inputs = load_arrays(args.predict, "input")
     if "x" not in inputs and len(inputs) != 1:
         raise DataError(f"{args.predict} holds {', '.join(inputs)}; convgraph reads the array "
@@ -255,6 +297,145 @@ def command_run(args) -> int:
         np.save(args.output, scores)
     print_predictions(scores, args.top)
     return 0
+
+
+def load_weights(path) -> dict:
+    """Parameters from a weights .npz or from a checkpoint's param/ arrays."""
+    from convgraph.params import load_arrays
+    from convgraph.train.checkpoint import load_checkpoint
+
+    arrays = load_arrays(path)
+    if "header" in arrays:
+        return load_checkpoint(path)[0]
+    return arrays
+
+
+def load_data(graph, split: str):
+    from convgraph.data import load_dataset
+
+    train = graph.graph["train"]
+    first = graph.nodes[next(iter(graph))]["output"]
+    logits = graph.graph["output"]
+    classes = graph.nodes[logits]["output"].depth
+    # the data set is fixed (seed 0) whatever the training seed, so runs stay comparable
+    data = load_dataset(train["dataset"], train["data"], split, first, classes, 0)
+    if data.note and split == "train":
+        print(f"note: {data.note}", file=sys.stderr)
+    return data
+
+
+def run_training(graph, args) -> int:
+    from convgraph.data import Dataset
+    from convgraph.summary import mib
+    from convgraph.train.loop import Interrupted, Trainer
+    from convgraph.train.report import EpochBar, console, epoch_line, plot_history
+    from convgraph.train.session import TrainingSession
+
+    train = graph.graph["train"]
+    out = console()
+    train_data, test_data = load_data(graph, "train"), load_data(graph, "test")
+    if args.limit:
+        train_data = Dataset(train_data.name, train_data.x[: args.limit],
+                             train_data.y[: args.limit], train_data.classes,
+                             train_data.class_names)
+    session = TrainingSession(graph, device=args.device, batch=train["batch"])
+    trainer = Trainer(session, train_data, test_data, args.checkpoint_dir, args.metrics)
+    if args.weights:
+        session.set_params(load_weights(args.weights))
+    if args.resume and trainer.resume():
+        out.print(f"resumed from {args.checkpoint_dir}/last.npz at epoch "
+                  f"{trainer.progress.epoch + 1}, batch {trainer.progress.batch}.",
+                  highlight=False)
+    state = "from the cache" if session.build.cache_hit else "built"
+    out.print(f"training '{graph.graph['name']}' on {session.info.label}: "
+              f"{len(train_data.y):,} training and {len(test_data.y):,} test images "
+              f"({train_data.name}), batch {session.batch}, {train['epochs']} epochs, "
+              f"{train['optimizer']} lr {train['lr']:g}; {len(session.plan.kernels)} kernels "
+              f"{state} in {session.build.seconds:.2f} s; device memory "
+              f"{mib(session.device_memory())}.", highlight=False)
+    with EpochBar(out, train["epochs"]) as bar:
+        def on_batch(done, total, loss, accuracy, speed):
+            bar.update(trainer.progress.epoch, done, total, loss, accuracy, speed)
+
+        try:
+            trainer.fit(report=lambda record: out.print(epoch_line(record), highlight=False),
+                        on_batch=on_batch)
+        except Interrupted:
+            where = f" to {args.checkpoint_dir}/last.npz" if args.checkpoint_dir else ""
+            print(f"convgraph: interrupted; saved the training state{where}"
+                  + (" (resume with --resume)." if where else
+                     " nowhere (no --checkpoint-dir)."), file=sys.stderr)
+            return 130
+    history = trainer.progress.history
+    if args.save:
+        from convgraph.params import save_arrays
+
+        save_arrays(args.save, session.params)
+    if args.plot:
+        plot_history(history, args.plot, f"{graph.graph['name']} on {train_data.name}")
+    if history and history[-1].get("test_accuracy") is not None:
+        out.print(f"final test accuracy {history[-1]['test_accuracy']:.4f} "
+                  f"(best {trainer.progress.best_accuracy:.4f}) after {len(history)} epochs.",
+                  highlight=False)
+    return 0
+
+
+def command_eval(args) -> int:
+    from rich.table import Table
+
+    from convgraph.train.loop import Trainer
+    from convgraph.train.report import console
+    from convgraph.train.session import TrainingSession
+
+    overrides = args.overrides + _training_overrides(args)
+    graph = analyse(resolve_spec(args.spec), overrides)
+    test_data = load_data(graph, "test")
+    train = graph.graph["train"]
+    session = TrainingSession(graph, device=args.device, batch=train["batch"])
+    session.set_params(load_weights(args.weights))
+    trainer = Trainer(session, test_data)
+    stats = _checkpoint_stats(args.weights)
+    if stats is not None:
+        trainer.mean, trainer.std = stats
+    elif train["normalize"]:
+        trainer.mean, trainer.std = _train_stats(graph)
+    result = trainer.evaluate(test_data)
+    out = console()
+    right = int((result.predictions == result.labels).sum())
+    out.print(f"{graph.graph['name']} on {test_data.name}: test loss {result.loss:.4f}, "
+              f"test accuracy {result.accuracy:.4f} ({right:,} of {len(result.labels):,}).",
+              highlight=False)
+    if args.confusion:
+        matrix = result.confusion(session.plan.classes)
+        names = test_data.class_names or [str(c) for c in range(session.plan.classes)]
+        table = Table(title="confusion matrix (rows: true class, columns: predicted)",
+                      title_justify="left")
+        table.add_column("true \\ predicted")
+        for name in names:
+            table.add_column(str(name)[:10], justify="right")
+        for name, row in zip(names, matrix):
+            table.add_row(str(name), *(str(v) for v in row))
+        out.print(table)
+    return 0
+
+
+def _checkpoint_stats(path):
+    """The normalisation a checkpoint was trained with, if the file is one."""
+    from convgraph.params import load_arrays
+    from convgraph.train.checkpoint import load_checkpoint
+
+    if "header" not in load_arrays(path):
+        return None
+    header = load_checkpoint(path)[2]
+    if header.get("mean") is None:
+        return None
+    return np.array(header["mean"]), np.array(header["std"])
+
+
+def _train_stats(graph):
+    from convgraph.data import channel_stats
+
+    return channel_stats(load_data(graph, "train"))
 
 
 def print_predictions(scores, top: int) -> None:

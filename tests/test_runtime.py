@@ -239,11 +239,6 @@ def test_run_profile_table(cli):
     assert "conv1" in out and "GFLOP/s" in out and "images/s" in out
 
 
-def test_run_without_a_mode_says_what_to_do(cli):
-    status, _, err = cli("run", SPECS / "seed.yaml")
-    assert status == 1 and "--predict" in err
-
-
 def test_unknown_device_on_the_command_line(cli):
     status, _, err = cli("compile", SPECS / "seed.yaml", "--device", "quantum")
     assert status == 4 and "no OpenCL device matches 'quantum'" in err

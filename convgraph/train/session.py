@@ -140,6 +140,11 @@ class TrainingSession:
                 arrays[f"state:{node}:{key}:{slot}"] = np.asarray(relaid[key], np.float32)
         self.executor.upload(arrays)
 
+    def device_memory(self) -> int:
+        """Bytes held on the device: parameters, gradients, optimizer state, activations."""
+        return (sum(self.plan.fixed_sizes().values())
+                + sum(self.plan.buffer_sizes(self.batch).values()))
+
     # ------------------------------------------------------------------ running
 
     def _write_batch(self, x: np.ndarray, labels: np.ndarray | None) -> int:
@@ -229,6 +234,11 @@ class TrainingSession:
         count = self._write_batch(x, labels)
         self.executor.enqueue(count, group="evaluate")  # ends with the loss
         return self._read_metrics(count)
+
+    def last_predictions(self, count: int) -> np.ndarray:
+        """The top class of each image of the last evaluated batch."""
+        logits = self.executor.read_tensor(self.plan.logits, count)
+        return logits.reshape(count, -1).argmax(axis=1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         count = self._write_batch(x, np.zeros(x.shape[0], np.int32))

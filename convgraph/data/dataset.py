@@ -1,0 +1,141 @@
+"""The in-memory data set every loader returns, and the checks shared by the loaders.
+
+Images are kept in PyTorch's (N, depth, height, width) order, which is also the order of
+convgraph's activation buffers, so a batch can be copied to a device without a transpose.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from convgraph.errors import DataError
+from convgraph.ops.base import Volume
+
+
+@dataclass
+class Dataset:
+    """One split of a data set, fully in memory.
+
+    Attributes
+    ----------
+    name : str
+        What to call it in messages and logs, e.g. ``"fashion-mnist (train)"``.
+    x : numpy.ndarray
+        Images, shape (N, depth, height, width). ``uint8`` (0..255) as stored by every file loader
+        and the embedded generator, or ``float32`` from an ``.npz`` that holds floats; float pixels
+        are used as they are (not divided by 255).
+    y : numpy.ndarray
+        Labels, shape (N,), ``int64``, each in ``[0, classes)``.
+    classes : int
+        Number of classes (the width of the network's output).
+    class_names : list of str, optional
+        A name per class where the data set provides them.
+    note : str, optional
+        Something the user should be told about how the data was read (printed by the runtime),
+        e.g. that a folder without train/test sub-folders serves both splits.
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    classes: int
+    class_names: list[str] | None = None
+    note: str | None = None
+
+    def __post_init__(self):
+        # A loader bug should fail here, not as a confusing shape error deep in training.
+        if self.x.ndim != 4:
+            raise ValueError(f"Dataset.x must be (N, D, H, W), got shape {self.x.shape}")
+        if self.y.shape != (self.x.shape[0],):
+            raise ValueError(f"Dataset.y must be ({self.x.shape[0]},), got {self.y.shape}")
+        if self.x.dtype not in (np.uint8, np.float32):
+            raise ValueError(f"Dataset.x must be uint8 or float32, got {self.x.dtype}")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def volume(self) -> Volume:
+        """The volume of one image, width x height x depth as specs write it."""
+        _, depth, height, width = self.x.shape
+        return Volume(int(width), int(height), int(depth))
+
+
+def describe(volume: Volume, classes: int) -> str:
+    """``"28x28x1 images in 10 classes"`` -- the phrase used by every mismatch message."""
+    return f"{volume} images in {classes} class{'es' if classes != 1 else ''}"
+
+
+def check_fits(what: str, found: Volume, found_classes: int, volume: Volume, classes: int):
+    """Raise DataError unless a data set's image volume and class count are the spec's.
+
+    Parameters
+    ----------
+    what : str
+        The data set and where it came from, e.g. ``"fashion-mnist (/usr/share/...)"``.
+    found, found_classes : Volume, int
+        What the data set holds.
+    volume, classes : Volume, int
+        The spec's input volume and the number of classes its output layer produces.
+    """
+    if tuple(found) == tuple(volume) and found_classes == classes:
+        return
+    raise DataError(
+        f"{what} holds {describe(found, found_classes)}, but the spec's input is {volume} and "
+        f"its output has {classes} classes.",
+        hint=f"set the spec's input to {found} and its last layer to {found_classes} units, "
+        "or train on a data set that matches the spec (train: {dataset: ...}).",
+    )
+
+
+def check_labels(y: np.ndarray, classes: int, where: str) -> np.ndarray:
+    """Return ``y`` as int64 after checking every label is in ``[0, classes)``.
+
+    ``where`` names the file the labels came from, for the message.
+    """
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        index = int(np.flatnonzero(y == bad)[0])
+        raise DataError(
+            f"{where}: label {bad} (record {index}) is outside 0..{classes - 1}; the data set "
+            f"should hold {classes} classes, numbered from 0.",
+            hint="check the file is not corrupt, or make the spec's last layer wide enough "
+            "for every class.",
+        )
+    return y.astype(np.int64, copy=False)
+
+
+def read_file(path: str, what: str) -> bytes:
+    """All bytes of ``path``; a missing or unreadable file becomes a DataError naming it."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise DataError(f"{what} file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} file {path} is a directory, not a file.") from None
+    except OSError as why:
+        raise DataError(f"{what} file {path} cannot be read: {why.strerror or why}.") from None
+
+
+def require_dir(path: str, what: str, hint: str | None = None) -> str:
+    """``path`` if it is an existing directory, else a DataError saying what it should hold."""
+    if not os.path.exists(path):
+        raise DataError(f"{what}: the folder {path} does not exist.", hint=hint)
+    if not os.path.isdir(path):
+        raise DataError(f"{what}: {path} is a file, but a folder is expected.", hint=hint)
+    return path
+
+
+def listing(folder: str, limit: int = 8) -> str:
+    """A short, sorted list of what a folder holds, for 'file not found' messages."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return "(it cannot be listed)"
+    if not names:
+        return "(it is empty)"
+    shown = ", ".join(names[:limit])
+    return f"({shown}{', ...' if len(names) > limit else ''})"

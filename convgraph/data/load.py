@@ -1,0 +1,73 @@
+"""``load_dataset``: one entry point from the spec's ``train:`` settings to a checked Dataset."""
+
+from __future__ import annotations
+
+from convgraph.errors import DataError
+from convgraph.ops.base import Volume, suggest
+from convgraph.spec.train import DATASETS
+
+from .cifar import load_cifar10
+from .dataset import Dataset, check_fits
+from .embedded import load_embedded
+from .folder import load_folder
+from .idx import load_idx_dataset
+from .npz import load_npz
+
+KINDS = DATASETS  # the spec's choices for train.dataset, one list for both
+SPLITS = ("train", "test")
+
+
+def load_dataset(kind: str, path: str | None, split: str, volume: Volume, classes: int,
+                 seed: int = 0) -> Dataset:
+    """Load one split of a data set and check it fits the spec.
+
+    Parameters
+    ----------
+    kind : str
+        ``embedded``, ``fashion-mnist``, ``mnist``, ``cifar10``, ``npz`` or ``folder`` (the
+        spec's ``train.dataset``).
+    path : str or None
+        The spec's ``train.data``: a folder (IDX files, CIFAR-10 batches, class folders) or an
+        ``.npz`` file. None uses the default location where there is one (Fashion-MNIST:
+        ``/usr/share/datasets/fashion-mnist``); the embedded set ignores it.
+    split : str
+        ``train`` or ``test``.
+    volume : Volume
+        The spec's input volume; the images must have exactly this width, height and depth.
+    classes : int
+        The number of classes the network outputs; the data set must have exactly as many.
+    seed : int
+        Only for ``embedded``: which generated data set (each split has its own stream).
+
+    Returns
+    -------
+    Dataset
+        x uint8 (or float32 from a float .npz), (N, depth, height, width); y int64.
+
+    Raises
+    ------
+    DataError
+        A missing, unreadable, truncated or corrupt file, a wrong magic number, a label out of
+        range, or a data set whose images or classes do not fit the spec; the message names the
+        file and what is wrong.
+    """
+    kind = str(kind).lower()
+    if kind not in KINDS:
+        raise DataError(f"unknown data set '{kind}'.{suggest(kind, KINDS)}",
+                        hint="choose one of: " + ", ".join(KINDS) + ".")
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    volume = Volume(*volume)
+    if kind == "embedded":
+        data = load_embedded(split, volume, classes, seed)
+    elif kind in ("fashion-mnist", "mnist"):
+        data = load_idx_dataset(kind, path, split)
+    elif kind == "cifar10":
+        data = load_cifar10(path, split)
+    elif kind == "npz":
+        data = load_npz(path, split, volume, classes)
+    else:
+        data = load_folder(path, split, volume, classes)
+    where = kind if path is None or kind == "embedded" else f"{kind} ({path})"
+    check_fits(where, data.volume(), data.classes, volume, classes)
+    return data

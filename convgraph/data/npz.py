@@ -1,0 +1,108 @@
+"""Any data set saved with ``numpy.savez``: ``x``, ``y`` and optionally ``x_test``, ``y_test``.
+
+``x`` is (N, D, H, W), or (N, H, W) for one channel; ``y`` is (N,) integer labels. The file is
+opened with ``allow_pickle=False``: an object array (which numpy stores as a pickle) is refused
+rather than unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+
+from convgraph.errors import DataError
+from convgraph.ops.base import Volume
+
+from .dataset import Dataset, check_labels
+
+_HINT = ("save it with numpy.savez(path, x=images, y=labels, x_test=..., y_test=...), images "
+         "(N, depth, height, width) as uint8 0..255 or float32, labels (N,) integers from 0.")
+
+
+def _images(x: np.ndarray, path: str, key: str, volume: Volume) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[:, None, :, :]  # (N, H, W): one channel
+    if x.ndim != 4:
+        raise DataError(f"{path}: '{key}' has shape {x.shape}; expected (N, depth, height, "
+                        "width) or (N, height, width).", hint=_HINT)
+    n, d, h, w = x.shape
+    if (w, h, d) != tuple(volume) and x.shape[1:] == (volume.height, volume.width, volume.depth):
+        # The commonest mistake: images saved channels-last, as TensorFlow and PIL hold them.
+        raise DataError(
+            f"{path}: '{key}' has shape {x.shape}, which looks like channels-last (N, height, "
+            f"width, depth) for the spec's {volume} input; convgraph expects (N, depth, height, "
+            "width).",
+            hint=f"save x.transpose(0, 3, 1, 2) instead of x as '{key}'.",
+        )
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if x.dtype.kind == "f":
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if x.dtype.kind in "iub" and x.size and 0 <= int(x.min()) and int(x.max()) <= 255:
+        return x.astype(np.uint8)  # integer pixels 0..255 stored in a wider type
+    raise DataError(f"{path}: '{key}' has dtype {x.dtype}; pixels must be uint8 (0..255), "
+                    "integers in 0..255, or floats.", hint=_HINT)
+
+
+def _labels(y: np.ndarray, n: int, classes: int, path: str, key: str) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{path}: '{key}' has shape {y.shape}, but there are {n:,} images, so "
+                        f"it should be ({n},).", hint=_HINT)
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{path}: '{key}' has dtype {y.dtype}; labels must be integers.",
+                        hint=_HINT)
+    return check_labels(y, classes, f"{path} ('{key}')")
+
+
+def load_npz(path: str | None, split: str, volume: Volume, classes: int) -> Dataset:
+    """Load ``split`` from an ``.npz`` file; the spec's ``classes`` bounds the labels."""
+    if path is None:
+        raise DataError("the npz data set needs a file.", hint="pass --data FILE.npz; " + _HINT)
+    if os.path.isdir(path):
+        raise DataError(f"the npz data set {path} is a folder, but an .npz file is expected.",
+                        hint=_HINT)
+    if not os.path.exists(path):
+        raise DataError(f"npz file {path} does not exist.", hint="pass --data FILE.npz.")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+    except OSError as why:
+        raise DataError(f"npz file {path} cannot be read: {why.strerror or why}.") from None
+    if not head.startswith(b"PK"):
+        # numpy would try it as a pickle and fail with a misleading message
+        raise DataError(f"{path} is not an .npz file (it does not start like a zip archive).",
+                        hint=_HINT)
+    xkey, ykey = ("x", "y") if split == "train" else ("x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as archive:  # a zip, so an NpzFile
+            missing = [k for k in (xkey, ykey) if k not in archive.files]
+            if missing:
+                if split == "test":
+                    message = (f"{path} has no test split: it lacks "
+                               f"{' and '.join(repr(k) for k in missing)} (it holds "
+                               f"{', '.join(archive.files) or 'nothing'}).")
+                    hint = "save the test images and labels as x_test and y_test."
+                else:
+                    message = (f"{path} lacks {' and '.join(repr(k) for k in missing)} (it "
+                               f"holds {', '.join(archive.files) or 'nothing'}).")
+                    hint = _HINT
+                raise DataError(message, hint=hint)
+            x, y = archive[xkey], archive[ykey]
+    except DataError:
+        raise
+    except ValueError as why:
+        if "pickle" in str(why).lower():
+            raise DataError(
+                f"{path} holds an object array ('{xkey}' or '{ykey}'), which numpy stores as "
+                "a pickle; pickled arrays are not loaded (unpickling can run code).",
+                hint="save plain numeric arrays: " + _HINT,
+            ) from None
+        raise DataError(f"{path} is not a readable .npz file ({why}).", hint=_HINT) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as why:
+        raise DataError(f"{path} is not a readable .npz file; it may be truncated or corrupt "
+                        f"({why}).", hint=_HINT) from None
+    images = _images(x, path, xkey, volume)
+    labels = _labels(y, len(images), classes, path, ykey)
+    return Dataset(f"npz {os.path.basename(path)} ({split})", images, labels, classes)

@@ -1,0 +1,84 @@
+"""What a person sees of training: a progress bar per epoch, one line per epoch, plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from convgraph.errors import ConvgraphError
+
+
+def console() -> Console:
+    return Console(stderr=False, width=None if Console().is_terminal else 140)
+
+
+class EpochBar:
+    """A rich progress bar for the epoch in progress: images/s, loss, accuracy, ETA."""
+
+    def __init__(self, out: Console, epochs: int):
+        self.out, self.epochs = out, epochs
+        self.bar = Progress(TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                            BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[speed]:,.0f} img/s  "
+                                       "loss {task.fields[loss]:.4f}  "
+                                       "acc {task.fields[accuracy]:.4f}"),
+                            TimeRemainingColumn(), console=out, transient=True,
+                            disable=not out.is_terminal)
+        self.task = None
+        self.epoch = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def update(self, epoch: int, done: int, total: int, loss: float, accuracy: float,
+               speed: float) -> None:
+        if self.epoch != epoch:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task("", total=total, epoch=epoch + 1, epochs=self.epochs,
+                                          loss=loss, accuracy=accuracy, speed=speed)
+            self.epoch = epoch
+        self.bar.update(self.task, completed=done, loss=loss, accuracy=accuracy, speed=speed)
+
+
+def epoch_line(record) -> str:
+    test = (f", test loss {record.test_loss:.4f}, test accuracy {record.test_accuracy:.4f}"
+            if record.test_accuracy is not None else "")
+    return (f"epoch {record.epoch}: train loss {record.train_loss:.4f}, train accuracy "
+            f"{record.train_accuracy:.4f}{test}; {record.images_per_s:,.0f} images/s, "
+            f"{record.seconds:.1f} s, lr {record.lr:.4g}")
+
+
+def plot_history(history: list[dict], path: str, title: str) -> None:
+    """Loss and accuracy curves (train and test) per epoch, as an image."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConvgraphError("--plot needs matplotlib, which is not installed.",
+                             hint="pip install matplotlib (or pip install -e '.[plot]').") from None
+    epochs = [r["epoch"] for r in history]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    accuracy_axis.plot(epochs, [r["train_accuracy"] for r in history], "o-", label="train")
+    if any(r.get("test_loss") is not None for r in history):
+        loss_axis.plot(epochs, [r["test_loss"] for r in history], "s-", label="test")
+        accuracy_axis.plot(epochs, [r["test_accuracy"] for r in history], "s-", label="test")
+    for axis, name in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(name)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,318 @@
+"""Training as a whole: a device step against the same step in numpy, determinism, resume,
+checkpoints, divergence, schedules and the `run` / `eval` commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from convgraph.data import Dataset
+from convgraph.errors import DataError
+from convgraph.pipeline import analyse
+from convgraph.reference import reference_gradients
+from convgraph.runtime.inspect import relative_error
+from convgraph.train.checkpoint import load_checkpoint, network_hash, save_checkpoint
+from convgraph.train.loop import Interrupted, Trainer
+from convgraph.train.schedule import learning_rate
+from convgraph.train.session import TrainingDiverged, TrainingSession
+
+from .conftest import SPECS
+
+pytestmark = [pytest.mark.device, pytest.mark.timeout(300)]
+
+# conv, batchnorm, relu, pool, add and concat: the graph the issue asks a numpy step of
+SMALL = {
+    "name": "small",
+    "input": "9x7x3",
+    "nodes": {
+        "conv": {"op": "conv", "filters": 6, "size": 3, "pad": 1, "inputs": ["input"]},
+        "bn": {"op": "batchnorm"},
+        "relu": "relu",
+        "side": {"op": "conv", "filters": 6, "size": 1, "inputs": ["input"]},
+        "sum": {"op": "add", "inputs": ["relu", "side"]},
+        "both": {"op": "concat", "inputs": ["sum", "conv"]},
+        "pool": {"op": "pool", "size": 2, "rounding": "floor"},
+        "fc": {"op": "fc", "units": 4},
+    },
+}
+
+
+def _random_params(session, rng):
+    params = session.params
+    for key, value in params.items():
+        if key.endswith("running_var"):
+            params[key] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
+        elif key.endswith(("bias", "running_mean")) or value.ndim == 1:
+            params[key] = rng.normal(0.0, 0.5, value.shape).astype(np.float32)
+    return params
+
+
+def _batch(graph, rng, count):
+    volume = graph.nodes["input"]["output"]
+    x = rng.normal(size=(count, volume.depth, volume.height, volume.width)).astype(np.float32)
+    classes = graph.nodes[graph.graph["output"]]["output"].depth
+    return x, rng.integers(0, classes, count)
+
+
+def _numpy_sgd(params, grads, velocity, lr, momentum, nesterov, decay):
+    updated = dict(params)
+    for key, grad in grads.items():
+        g = grad + decay * params[key]
+        velocity[key] = momentum * velocity.get(key, 0.0) + g
+        updated[key] = params[key] - lr * (g + momentum * velocity[key] if nesterov
+                                           else velocity[key])
+    return updated
+
+
+def _numpy_adam(params, grads, moments, step, lr, betas, decay, decoupled):
+    updated = dict(params)
+    beta1, beta2 = betas
+    for key, grad in grads.items():
+        weight = params[key]
+        if decoupled:
+            weight = weight - lr * decay * weight
+        else:
+            grad = grad + decay * weight
+        first, second = moments.get(key, (0.0, 0.0))
+        first = beta1 * first + (1 - beta1) * grad
+        second = beta2 * second + (1 - beta2) * grad * grad
+        moments[key] = (first, second)
+        updated[key] = weight - lr * (first / (1 - beta1 ** step)) / (
+            np.sqrt(second / (1 - beta2 ** step)) + 1e-8)
+    return updated
+
+
+@pytest.mark.parametrize(("optimizer", "extra"), [
+    ("sgd", ["momentum=0.9", "weight_decay=0.01"]),
+    ("sgd", ["momentum=0.9", "nesterov=true"]),
+    ("adam", ["weight_decay=0.001"]),
+    ("adamw", ["weight_decay=0.1"]),
+])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_training_steps_match_numpy(optimizer, extra, batch):
+    """Two full steps (forward, loss, backward, update) on the device against numpy float64."""
+    graph = analyse(SMALL, [f"optimizer={optimizer}", "label_smoothing=0.1", *extra])
+    train = graph.graph["train"]
+    session = TrainingSession(graph, batch=batch)
+    rng = np.random.default_rng(batch)
+    params = {k: v.astype(np.float64) for k, v in _random_params(session, rng).items()}
+    session.set_params(params)
+    state: dict = {}
+    trainable = {f"{n}.{k}" for n, k in session.plan.trainable}
+    for step in (1, 2):
+        x, y = _batch(graph, rng, batch)
+        lr = 0.05
+        losses, correct, _, _, grads = reference_gradients(graph, params, x, y, 0, 0.1)
+        result = session.step(x, y, lr)
+        assert result.loss == pytest.approx(losses.sum(), rel=1e-4)
+        assert result.correct == correct.sum()
+        grads = {k: v for k, v in grads.items() if k in trainable}
+        if optimizer == "sgd":
+            updated = _numpy_sgd(params, grads, state, lr, train["momentum"], train["nesterov"],
+                                 train["weight_decay"])
+        else:
+            updated = _numpy_adam(params, grads, state, step, lr, train["betas"],
+                                  train["weight_decay"], optimizer == "adamw")
+        for node in ("bn",):  # running statistics move as PyTorch moves them
+            from convgraph.ops.base import REGISTRY
+            from convgraph.reference import node_params
+
+            data = graph.nodes[node]
+            inputs = [reference_gradients(graph, params, x, y)[2][data["inputs"][0]]]
+            moved = REGISTRY["batchnorm"].reference_running_stats(
+                data, inputs, node_params(params, node))
+            updated.update({f"{node}.{k}": v for k, v in moved.items()})
+        params = updated
+        device = session.params
+        for key, value in params.items():
+            assert relative_error(device[key], value) < 1e-4, (step, key)
+
+
+def test_device_gradients_of_the_example_networks():
+    for name in ("fashion_convnet_bn", "resnet8", "lenet5"):
+        graph = analyse(SPECS / f"{name}.yaml")
+        session = TrainingSession(graph, batch=3)
+        rng = np.random.default_rng(3)
+        params = _random_params(session, rng)
+        session.set_params(params)
+        x, y = _batch(graph, rng, 3)
+        grads, param_grads = session.gradients(x, y)
+        _, _, _, expected, expected_params = reference_gradients(
+            graph, params, x, y, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
+        for node, grad in grads.items():
+            assert relative_error(grad, expected[node]) < 1e-4, (name, node)
+        for key, grad in param_grads.items():
+            assert relative_error(grad, expected_params[key]) < 1e-4, (name, key)
+
+
+# ---------------------------------------------------------------------------- the loop
+
+def _tiny_data(seed=0, count=96, classes=4):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, count)
+    x = rng.integers(0, 60, (count, 1, 8, 8)).astype(np.uint8)
+    for c in range(classes):  # a learnable signal: a bright quadrant per class
+        rows, cols = divmod(c, 2)
+        x[labels == c, 0, rows * 4:rows * 4 + 4, cols * 4:cols * 4 + 4] += 150
+    return Dataset("tiny", x, labels.astype(np.int64), classes)
+
+
+TINY = {"name": "tiny", "input": "8x8x1",
+        "pattern": "[INPUT-CONV(4, 3, pad=1)-BN-RELU-POOL-DROPOUT(0.2)-FC(4)]",
+        "train": {"epochs": 3, "batch": 16, "lr": 0.05, "seed": 5}}
+
+
+def _trainer(tmp_path=None, **kwargs):
+    graph = analyse(TINY)
+    session = TrainingSession(graph, batch=16)
+    return Trainer(session, _tiny_data(), _tiny_data(1, 32),
+                   checkpoint_dir=tmp_path / "ck" if tmp_path else None, **kwargs)
+
+
+def test_training_learns_and_is_deterministic():
+    first, second = _trainer(), _trainer()
+    records = first.fit()
+    second.fit()
+    assert records[-1].train_accuracy > 0.6 and records[-1].test_accuracy > 0.6
+    assert records[-1].train_loss < records[0].train_loss
+    for key, value in first.session.params.items():
+        np.testing.assert_array_equal(value, second.session.params[key])
+
+
+def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
+    straight = _trainer()
+    straight.fit()
+    broken = _trainer(tmp_path)
+
+    def stop_mid_epoch(done, total, *_):
+        if broken.progress.epoch == 1 and done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        broken.fit(on_batch=stop_mid_epoch)
+    resumed = _trainer(tmp_path)
+    assert resumed.resume()
+    assert (resumed.progress.epoch, resumed.progress.batch) == (1, 2)
+    resumed.fit()
+    for key, value in straight.session.params.items():
+        np.testing.assert_array_equal(value, resumed.session.params[key])
+    assert len(resumed.progress.history) == 3
+
+
+def test_checkpoints_keep_last_and_best(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.fit(epochs=2)
+    params, optimizer, header = load_checkpoint(tmp_path / "ck" / "last.npz",
+                                                network_hash(trainer.graph))
+    assert header["epoch"] == 2 and header["step"] == 2 * 6
+    assert set(params) == set(trainer.session.params)
+    assert any(key.endswith("/0") for key in optimizer)
+    best = load_checkpoint(tmp_path / "ck" / "best.npz")[2]
+    assert best["best_accuracy"] == max(r["test_accuracy"] for r in header["history"])
+
+
+def test_corrupt_truncated_and_foreign_checkpoints_are_refused(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.fit(epochs=1)
+    last = tmp_path / "ck" / "last.npz"
+    data = bytearray(last.read_bytes())
+    flipped = tmp_path / "flipped.npz"
+    data[len(data) // 2] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="checksum|corrupt"):
+        load_checkpoint(flipped)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_checkpoint(truncated)
+    other = analyse({**TINY, "pattern": "[INPUT-CONV(5, 3, pad=1)-RELU-POOL-FC(4)]"})
+    with pytest.raises(DataError, match="different network"):
+        load_checkpoint(last, network_hash(other))
+    assert load_checkpoint(last)[2]["epoch"] == 1  # the good one is still usable
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.npz"
+    save_checkpoint(path, {"a.weight": np.ones(3)}, {}, {"epoch": 1})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"a.weight": np.zeros(3)}, {}, {"epoch": 2})
+    monkeypatch.undo()
+    params, _, header = load_checkpoint(path)
+    assert header["epoch"] == 1 and params["a.weight"].tolist() == [1, 1, 1]
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_a_diverging_loss_stops_with_the_layer(tmp_path):
+    graph = analyse({**TINY, "pattern": "[INPUT-CONV(4, 3, pad=1)-RELU-FC(16)-RELU-FC(4)]"})
+    session = TrainingSession(graph, batch=16)
+    trainer = Trainer(session, _tiny_data(), None, checkpoint_dir=tmp_path / "ck")
+    trainer.fit(epochs=1)
+    good = load_checkpoint(tmp_path / "ck" / "last.npz")[0]
+    params = session.params
+    params["fc1.weight"] = np.full_like(params["fc1.weight"], 3e38)  # finite, overflows at once
+    session.set_params(params)
+    with pytest.raises(TrainingDiverged) as caught:
+        trainer.fit(epochs=2)
+    assert "output of layer 'fc1'" in str(caught.value) and "--lr" in str(caught.value)
+    kept = load_checkpoint(tmp_path / "ck" / "last.npz")[0]  # the last good one stays
+    for key, value in good.items():
+        np.testing.assert_array_equal(value, kept[key])
+
+
+@pytest.mark.parametrize(("settings", "epoch", "step", "expected"), [
+    ({"schedule": "constant"}, 3, 5, 0.1),
+    ({"schedule": "step", "step_epochs": 2, "gamma": 0.1}, 3, 0, 0.01),
+    ({"schedule": "cosine"}, 5, 0, 0.05),
+    ({"schedule": "cosine"}, 10, 0, 0.0),
+    ({"schedule": "constant", "warmup_epochs": 2}, 0, 0, 0.01),
+    ({"schedule": "constant", "warmup_epochs": 2}, 1, 0, 0.055),
+])
+def test_learning_rate_schedules(settings, epoch, step, expected):
+    train = {"lr": 0.1, "epochs": 10, "warmup_epochs": 0, "step_epochs": 10, "gamma": 0.1,
+             **settings}
+    assert learning_rate(train, epoch, step, 10) == pytest.approx(expected, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------- the commands
+
+def test_run_trains_and_eval_reports(cli, tmp_path):
+    metrics = tmp_path / "m.jsonl"
+    status, out, err = cli("run", SPECS / "seed.yaml", "--epochs", "2", "--limit", "640",
+                           "--checkpoint-dir", tmp_path / "ck", "--metrics", metrics,
+                           "--save", tmp_path / "w.npz")
+    assert status == 0, err
+    assert "epoch 2:" in out and "final test accuracy" in out
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+            "images_per_s", "seconds"} <= set(lines[0])
+    status, out, err = cli("eval", SPECS / "seed.yaml", "--weights", tmp_path / "ck" / "last.npz",
+                           "--confusion")
+    assert status == 0, err
+    assert f"test accuracy {lines[-1]['test_accuracy']:.4f}" in out
+    assert "confusion matrix" in out
+    status, out, _ = cli("run", SPECS / "seed.yaml", "--weights", tmp_path / "w.npz",
+                         "--verify")
+    assert status == 0
+
+
+def test_run_refuses_data_that_does_not_fit(cli, tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 28, 28), np.uint8), y=np.zeros(4, np.int64))
+    status, _, err = cli("run", SPECS / "seed.yaml", "--dataset", "npz", "--data",
+                         tmp_path / "d.npz", "--epochs", "1")
+    assert status == 5 and "32x32x3" in err and "Traceback" not in err
+
+
+def test_run_plot(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    status, _, err = cli("run", SPECS / "seed.yaml", "--epochs", "1", "--limit", "256",
+                         "--plot", tmp_path / "curves.png")
+    assert status == 0, err
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
