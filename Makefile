@@ -17,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
-demo: setup
+demo: setup  # the main job: train the seed network on the embedded data set (no download)
 	$(BIN)/convgraph compile specs/seed.yaml
-	$(BIN)/convgraph check specs/*.yaml
+	$(BIN)/convgraph run specs/seed.yaml --checkpoint-dir out/seed --metrics out/seed/metrics.jsonl
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

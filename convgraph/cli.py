@@ -281,6 +281,7 @@ def command_run(args) -> int:
     model = compile_model(graph, args, share_buffers=not args.verify)
     if args.weights:
         model.set_params(load_weights(args.weights))
+        model.normalization = _checkpoint_stats(args.weights)  # inputs prepared as in training
     if args.verify:
         return run_verify(model)
     if args.profile:
@@ -367,10 +368,10 @@ def run_training(graph, args) -> int:
                      " nowhere (no --checkpoint-dir)."), file=sys.stderr)
             return 130
     history = trainer.progress.history
-    if args.save:
-        from convgraph.params import save_arrays
+    if args.save:  # a checkpoint without optimizer state: weights plus the normalisation
+        from convgraph.train.checkpoint import save_checkpoint
 
-        save_arrays(args.save, session.params)
+        save_checkpoint(args.save, session.params, {}, trainer.header())
     if args.plot:
         plot_history(history, args.plot, f"{graph.graph['name']} on {train_data.name}")
     if history and history[-1].get("test_accuracy") is not None:

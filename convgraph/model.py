@@ -35,6 +35,7 @@ class Model:
         self.batch = batch
         self.executor = Executor(context, queue, device, info, plan, build.program)
         train = graph.graph["train"]
+        self.normalization: tuple[np.ndarray, np.ndarray] | None = None  # (mean, std) per channel
         self._params: dict[str, np.ndarray] = {}
         self.set_params(initial_params(graph, train["init"], train["seed"]))
 
@@ -79,7 +80,10 @@ class Model:
 
     def forward(self, x) -> np.ndarray:
         """Run inference on ``x`` (batch, depth, height, width); returns (batch, classes) for a
-        network ending in 1x1xD, else (batch, depth, height, width)."""
+        network ending in 1x1xD, else (batch, depth, height, width).
+
+        After ``fit`` (or with ``normalization`` set) inputs are prepared as in training: uint8
+        pixels scaled to [0, 1], then standardised per channel."""
         x = self._check_input(x)
         outputs = [self._forward_batch(x[start:start + self.batch])
                    for start in range(0, x.shape[0], self.batch)]
@@ -106,7 +110,40 @@ class Model:
                             f"(depth, height, width of {volume}).")
         if not np.issubdtype(x.dtype, np.number):
             raise DataError(f"the input batch holds {x.dtype} values, not numbers.")
+        if self.normalization is not None:
+            from convgraph.data import as_unit
+
+            mean, std = self.normalization
+            x = (as_unit(x) - np.asarray(mean, np.float32)[None, :, None, None]) / np.asarray(
+                std, np.float32)[None, :, None, None]
         return np.ascontiguousarray(x, np.float32)
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, data, epochs: int | None = None, test_data=None, checkpoint_dir=None,
+            resume: bool = False, metrics_file=None, report=None):
+        """Train on the device with the spec's ``train:`` settings; returns one record per epoch.
+
+        ``data`` (and ``test_data``) is a convgraph.data.Dataset or an ``(x, y)`` pair with x as
+        (N, depth, height, width) uint8 or float32 and y as (N,) class indices. The trained
+        weights replace this model's.
+
+        >>> records = model.fit((x, y), epochs=2, test_data=(x_test, y_test))  # doctest: +SKIP
+        """
+        from convgraph.train.loop import Trainer
+        from convgraph.train.session import TrainingSession
+
+        session = TrainingSession(self.graph, device=self.info.index, batch=self.batch)
+        session.set_params(self._params)
+        trainer = Trainer(session, _as_dataset(data, self.graph),
+                          None if test_data is None else _as_dataset(test_data, self.graph),
+                          checkpoint_dir, metrics_file)
+        if resume:
+            trainer.resume()
+        records = trainer.fit(epochs, report=report)
+        self.set_params(session.params)
+        self.normalization = None if trainer.mean is None else (trainer.mean, trainer.std)
+        return records
 
     # ------------------------------------------------------------------ description
 
@@ -120,6 +157,19 @@ class Model:
                             "global_size": list(global_size),
                             "local_size": list(local) if local else None})
         return records
+
+
+def _as_dataset(data, graph):
+    from convgraph.data import Dataset
+
+    if isinstance(data, Dataset):
+        return data
+    x, y = data
+    classes = graph.nodes[graph.graph["output"]]["output"].depth
+    x = np.asarray(x)
+    if x.dtype not in (np.uint8, np.float32):
+        x = x.astype(np.float32)
+    return Dataset("arrays", x, np.asarray(y, np.int64), classes)
 
 
 def compile(spec, device: str | None = None, batch: int = 64, overrides=(),  # noqa: A001

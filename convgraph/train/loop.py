@@ -90,7 +90,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _header(self) -> dict:
+    def header(self) -> dict:
         p = self.progress
         return {"spec": self.graph.graph["name"], "network": network_hash(self.graph),
                 "epoch": p.epoch, "batch": p.batch, "step": p.step, "loss_sum": p.loss_sum,
@@ -105,7 +105,7 @@ class Trainer:
             return
         last = self.checkpoint_dir / "last.npz"
         save_checkpoint(last, self.session.params, self.session.optimizer_state(),
-                        self._header())
+                        self.header())
         if best:  # copy, then rename: best.npz is never half-written either
             temporary = self.checkpoint_dir / ".best.npz.tmp"
             shutil.copyfile(last, temporary)
