@@ -193,6 +193,9 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global const floa
 #endif
 
 #if defined(CONV_BACKWARD_WEIGHTS)
+#define realC CONCAT(float, CHANNEL_TILE)
+#define LOADC VLOAD(CHANNEL_TILE)
+#define STOREC VSTORE(CHANNEL_TILE)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict dy,
                           __global float *restrict dw, const int batch)
 {
@@ -208,18 +211,22 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #if GROUPS > 1
     if (c0 / C_PER_GROUP != group) return; /* no weight joins filters and channels of two groups */
 #endif
+    /* a GEMM over output pixels: each step loads VECTOR_WIDTH gradients and CHANNEL_TILE inputs
+     * as two vectors and does CHANNEL_TILE vector fmas */
     realV acc[CHANNEL_TILE];
 #pragma unroll
     for (int i = 0; i < CHANNEL_TILE; ++i) acc[i] = (realV)(0.0f);
     for (int n = 0; n < batch; ++n) {
         for (int oh = 0; oh < OUT_H; ++oh) {
             const int ih = oh * STRIDE_H - PAD_TOP + r * DILATION_H;
+            __global const float *xrow = x + AT(X, n, ih, s * DILATION_W - PAD_LEFT, c0);
+            __global const float *grow = dy + AT(Y, n, oh, 0, k0);
             for (int ow = 0; ow < OUT_W; ++ow) {
-                const int iw = ow * STRIDE_W - PAD_LEFT + s * DILATION_W;
-                const realV g = LOADV(0, dy + AT(Y, n, oh, ow, k0));
-                __global const float *xp = x + AT(X, n, ih, iw, c0);
+                const realV g = LOADV(0, grow + ow * Y_STRIDE_C);
+                float xs[CHANNEL_TILE];
+                STOREC(LOADC(0, xrow + ow * STRIDE_W * X_STRIDE_C), 0, xs);
 #pragma unroll
-                for (int i = 0; i < CHANNEL_TILE; ++i) acc[i] = fma((realV)(xp[i]), g, acc[i]);
+                for (int i = 0; i < CHANNEL_TILE; ++i) acc[i] = fma((realV)(xs[i]), g, acc[i]);
             }
         }
     }

@@ -137,7 +137,17 @@ class Lowering:
         kernel = self.planner.add_kernel(spec, self.name)
         local = None
         if local_size is not None:
-            local = tuple(min(size, max(1, g)) for size, g in zip(local_size, global_size))
+            local = [min(size, max(1, g)) for size, g in zip(local_size, global_size)]
+            if batch_axis is not None:
+                # Never round the batch axis up to whole work-groups: the kernels check the other
+                # axes but not the row, so a partial group would write past the last image (past
+                # the buffer at the planned batch). The largest power of two dividing the rows of
+                # one image still divides them after the executor halves it.
+                width = 1
+                while width * 2 <= local[batch_axis] and global_size[batch_axis] % (width * 2) == 0:
+                    width *= 2
+                local[batch_axis] = width
+            local = tuple(local)
         self.planner.launches.append(Launch(kernel, self.name, tuple(global_size), batch_axis,
                                             local, args, flops, moved, batch_divisor))
 

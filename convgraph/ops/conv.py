@@ -118,13 +118,16 @@ class Conv(Op):
         tile = 4
         while (x.volume.depth // groups) % tile:
             tile //= 2
+        wide = 16  # grad-weights loads CHANNEL_TILE inputs as one vector: the wider the better
+        while (x.volume.depth // groups) % wide:
+            wide //= 2
         (kw, kh) = ctx.attrs["size"]
         defines.update({"CHANNEL_TILE": tile, "IN_H": x.volume.height, "IN_W": x.volume.width})
         ctx.launch(
             "conv",
             "CONV_BACKWARD_WEIGHTS",
-            defines,
-            (defines["K_ALLOC"] // width, x.volume.depth // tile, kh * kw),
+            {**defines, "CHANNEL_TILE": wide},
+            (defines["K_ALLOC"] // width, x.volume.depth // wide, kh * kw),
             None,
             [
                 ("tensor", ctx.input_storage()),

@@ -52,7 +52,8 @@ class TrainingSession:
                                                 self.train)
         self.source = program_source(self.plan, graph.graph["name"] + " (training)")
         self.context = cl.Context([self.device])
-        self.queue = cl.CommandQueue(self.context, self.device)
+        self.queue = cl.CommandQueue(
+            self.context, self.device, properties=cl.command_queue_properties.PROFILING_ENABLE)
         self.build = build_program(self.context, self.device, self.info, self.source,
                                    list(self.profile.build_options))
         self.batch = batch
