@@ -80,7 +80,6 @@ def selected_devices() -> tuple:
     return tuple(sorted(chosen, key=lambda info: tuple(map(int, info.index.split(":")))))
 
 
-
 def device_params() -> list:
     """pytest.param per selected device (its ``P:D`` index, for ``convgraph.compile(device=)``),
     or one skipped param when there is none."""

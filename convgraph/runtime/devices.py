@@ -140,6 +140,8 @@ def select_device(request: str | None = None) -> tuple[DeviceInfo, object]:
             pair for pair in found
             if text == pair[0].type or text in pair[0].name.lower()
             or text in pair[0].platform.lower() or text in pair[0].vendor.lower()
+            # PoCL names itself only in its version strings ("OpenCL 3.0 PoCL 3.1 ...")
+            or text in pair[0].opencl_version.lower() or text in pair[0].driver_version.lower()
         ]
     if not matches:
         available = "; ".join(info.label + f" [{info.type}]" for info, _ in found)
