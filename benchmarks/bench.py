@@ -76,7 +76,6 @@ class ConvgraphTrainer:
 class TorchTrainer:
     def __init__(self, graph, batch, params):
         import torch
-
         from torch_model import GraphModule
 
         self.torch = torch
@@ -120,9 +119,9 @@ def training(graph, params, batch, device, repeats) -> dict:
 def inference(graph, params, batch, device, repeats) -> dict:
     import onnxruntime
     import torch
+    from torch_model import GraphModule
 
     import convgraph
-    from torch_model import GraphModule
 
     model = convgraph.compile(graph, device=device, batch=batch)
     model.set_params(params)
