@@ -458,11 +458,17 @@ def run_verify(model) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from convgraph.runtime.inspect import TOLERANCE, verify_model
+    from convgraph.errors import SpecError
+    from convgraph.runtime.inspect import TOLERANCE, verify_model, verify_training
 
     checks = verify_model(model)
+    try:  # the backward kernels too, where the network can be trained
+        checks += verify_training(model.graph, model.info.index)
+    except SpecError:
+        pass  # no class scores to train on (e.g. a network ending in a volume)
     table = Table(title=f"kernels of '{model.graph.graph['name']}' against the numpy reference "
-                        f"on {model.info.label}", title_justify="left")
+                        f"on {model.info.label} (forward, then gradients)",
+                  title_justify="left")
     for column in ("layer", "op", "kernels", "max rel. error", "result"):
         table.add_column(column, justify="right" if column == "max rel. error" else "left")
     for check in checks:

@@ -176,3 +176,37 @@ def profile_model(model, batch: int | None = None, repeats: int = 10
         timings.append(Timing(node, op, ms, gflops, gbytes, fraction))
     total = sum(t.milliseconds for t in timings)
     return timings, total, peak_flops, peak_bytes
+
+
+def verify_training(graph, device: str | None = None, batch: int = 2, seed: int = 0
+                    ) -> list[Check]:
+    """Every backward kernel: the device's gradients of one training step (each layer's output
+    and each parameter) against a float64 numpy forward and backward pass from the same
+    parameters and batch."""
+    from convgraph.reference import reference_gradients
+    from convgraph.train.session import TrainingSession
+
+    session = TrainingSession(graph, device=device, batch=batch)
+    rng = np.random.default_rng(seed)
+    params = random_params(session, seed)
+    session.set_params(params)
+    volume = graph.nodes[ordered(graph)[0]]["output"]
+    x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
+    labels = rng.integers(0, session.plan.classes, batch)
+    grads, param_grads = session.gradients(x, labels)
+    _, _, _, expected, expected_params = reference_gradients(
+        graph, params, x, labels, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
+    kernels_of: dict[str, list[str]] = {}
+    for launch in session.plan.groups["train"]:
+        if launch.kernel not in kernels_of.setdefault(launch.node, []):
+            kernels_of[launch.node].append(launch.kernel)
+    checks = []
+    for name, grad in grads.items():
+        if name in expected:
+            checks.append(Check(f"d {name}", graph.nodes[name]["op"],
+                                kernels_of.get(name, []), relative_error(grad, expected[name])))
+    for key, grad in param_grads.items():
+        node = key.rsplit(".", 1)[0]
+        checks.append(Check(f"d {key}", graph.nodes[node]["op"], kernels_of.get(node, []),
+                            relative_error(grad, expected_params[key])))
+    return checks
