@@ -14,15 +14,19 @@
 #if defined(PEAK_FMA)
 __kernel void KERNEL_NAME(__global float *out, const float seed)
 {
-    float16 a = (float16)(seed), b = (float16)(seed * 0.5f), c = (float16)(1.0001f);
-    float16 d = a + 1.0f, e = b + 1.0f, f = a - 1.0f, g = b - 1.0f, h = a * 0.5f;
-    float16 i = b * 0.5f, j = a * 0.25f;
+    /* lanes and chains all start apart, and every lane reaches the output, so no compiler can
+     * fold the chains together or drop lanes */
+    const float16 lanes = (float16)(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f,
+                                    10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f) * 1e-3f
+                          + (float)get_global_id(0) * 1e-7f + seed;
+    float16 a = lanes, d = lanes + 0.1f, e = lanes + 0.2f, f = lanes + 0.3f, g = lanes + 0.4f;
+    float16 h = lanes + 0.5f, i = lanes + 0.6f, j = lanes + 0.7f;
+    const float16 b = lanes * 0.5f, c = (float16)(0.9999f);
     for (int round = 0; round < ROUNDS; ++round) {
         a = fma(a, c, b); d = fma(d, c, b); e = fma(e, c, b); f = fma(f, c, b);
         g = fma(g, c, b); h = fma(h, c, b); i = fma(i, c, b); j = fma(j, c, b);
     }
-    const float16 total = a + d + e + f + g + h + i + j;
-    out[get_global_id(0)] = total.s0 + total.s7 + total.sf;
+    out[get_global_id(0)] = hsum16(a + d + e + f + g + h + i + j);
 }
 #endif
 
