@@ -9,7 +9,7 @@
  *
  * An implicit GEMM with register tiles: work-item (kt, pt, n * OUT_H + oh) computes TILE_PIXELS
  * consecutive output pixels of row oh times VECTOR_WIDTH output channels starting at
- * kt * VECTOR_WIDTH, reducing over (r, s, c) in registers. No local memory and no barriers: on a
+ * kt * VECTOR_WIDTH, reducing over (r, s, c) in registers, CHANNEL_STEP input channels per load. No local memory and no barriers: on a
  * CPU (PoCL) wide vectors and register tiles win; a GPU gets its own tile sizes from the profile.
  * Reads never leave the halo, so the inner loop has no bounds checks; the last pixel tile of a row
  * clamps its reads and skips its stores past OUT_W.
@@ -30,6 +30,7 @@
 #define IN_H 8
 #define IN_W 8
 #define CHANNEL_TILE 4
+#define CHANNEL_STEP 4
 #define ACCUMULATE 0
 #define IN_CHANNELS 8
 #define FILTERS 16
@@ -104,11 +105,20 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
         for (int s = 0; s < KERNEL_W; ++s) {
             const int tap = (r * DILATION_H * X_ALLOC_W + s * DILATION_W) * X_STRIDE_C;
             __global const float *wrs = filters + (r * KERNEL_W + s) * C_PER_GROUP * K_PER_GROUP;
-            for (int c = 0; c < C_PER_GROUP; ++c) {
-                const realV wv = LOADV(0, wrs + c * K_PER_GROUP);
+            /* CHANNEL_STEP channels at a time: one vector load per pixel serves that many fmas */
+            for (int c = 0; c < C_PER_GROUP; c += CHANNEL_STEP) {
+                realV wv[CHANNEL_STEP];
 #pragma unroll
-                for (int p = 0; p < TILE_PIXELS; ++p)
-                    acc[p] = fma((realV)(x[window[p] + tap + c]), wv, acc[p]);
+                for (int j = 0; j < CHANNEL_STEP; ++j)
+                    wv[j] = LOADV(0, wrs + (c + j) * K_PER_GROUP);
+#pragma unroll
+                for (int p = 0; p < TILE_PIXELS; ++p) {
+                    float xs[CHANNEL_STEP];
+                    VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, x + window[p] + tap + c), 0, xs);
+#pragma unroll
+                    for (int j = 0; j < CHANNEL_STEP; ++j)
+                        acc[p] = fma((realV)(xs[j]), wv[j], acc[p]);
+                }
             }
         }
     }

@@ -241,7 +241,11 @@ def _conv_defines(ctx):
     tile = choose_tile(out.width, ctx.profile.conv_tile_pixels)
     (kw, kh), (sw, sh), (dw, dh) = attrs["size"], attrs["stride"], attrs["dilation"]
     activation, slope = ctx.epilogue()
+    step = 4  # input channels read per vector load in the forward kernel
+    while (x.volume.depth // groups) % step:
+        step //= 2
     defines = {
+        "CHANNEL_STEP": step,
         "IN_CHANNELS": x.volume.depth,
         "FILTERS": attrs["filters"],
         "GROUPS": groups,
