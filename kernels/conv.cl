@@ -20,8 +20,10 @@
  *   weight layout serves) and reducing them at the end. Taps that fall between strides or outside
  *   dy are masked. ACCUMULATE adds to dx (a tensor read by several layers) instead of writing it.
  * CONV_BACKWARD_WEIGHTS: dw = sum over images and output pixels of x (window) * dy. Work-item
- *   (kt, ct, r * KERNEL_W + s) computes CHANNEL_TILE input channels times VECTOR_WIDTH filters of
- *   one tap; x reads stay inside the halo, as in the forward pass. The batch is an argument.
+ *   (kt, ct, split * taps + r * KERNEL_W + s) computes CHANNEL_TILE input channels times
+ *   VECTOR_WIDTH filters of one tap over IMAGES_PER_SPLIT images, into that split's partial
+ *   weights (the work-items of one split share images, which stay in cache); x reads stay
+ *   inside the halo, as in the forward pass. The batch is an argument.
  */
 
 #ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
@@ -31,6 +33,7 @@
 #define IN_W 8
 #define CHANNEL_TILE 4
 #define CHANNEL_STEP 4
+#define IMAGES_PER_SPLIT 2
 #define ACCUMULATE 0
 #define IN_CHANNELS 8
 #define FILTERS 16
@@ -211,8 +214,11 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 {
     const int kt = get_global_id(0);
     const int ct = get_global_id(1);
-    const int tap = get_global_id(2);
+    const int tap = get_global_id(2) % (KERNEL_H * KERNEL_W);
+    const int split = get_global_id(2) / (KERNEL_H * KERNEL_W);
     if (kt >= K_TILES || ct >= IN_CHANNELS / CHANNEL_TILE) return;
+    const int first_image = split * IMAGES_PER_SPLIT;
+    const int last_image = min(batch, first_image + IMAGES_PER_SPLIT);
     const int r = tap / KERNEL_W;
     const int s = tap % KERNEL_W;
     const int k0 = kt * VECTOR_WIDTH;
@@ -226,7 +232,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     realV acc[CHANNEL_TILE];
 #pragma unroll
     for (int i = 0; i < CHANNEL_TILE; ++i) acc[i] = (realV)(0.0f);
-    for (int n = 0; n < batch; ++n) {
+    for (int n = first_image; n < last_image; ++n) {
         for (int oh = 0; oh < OUT_H; ++oh) {
             const int ih = oh * STRIDE_H - PAD_TOP + r * DILATION_H;
             __global const float *xrow = x + AT(X, n, ih, s * DILATION_W - PAD_LEFT, c0);
@@ -240,7 +246,9 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
             }
         }
     }
-    __global float *out = dw + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
+    /* each split of the batch writes its own partial sums; SUM_SPLITS adds them up */
+    __global float *out = dw + split * (GROUPS * KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
+                          + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
                           + (tap * C_PER_GROUP + (c0 - group * C_PER_GROUP)) * K_PER_GROUP
                           + (k0 - group * K_PER_GROUP);
 #pragma unroll

@@ -9,6 +9,8 @@
  *   gradient of the batch-mean loss, (softmax - target) / batch, into dlogits (zero padding).
  * CHANNEL_SUM: work-item ct sums dy over images and pixels for VECTOR_WIDTH channels (bias
  *   gradients).
+ * SUM_SPLITS: work-item i adds up element i of the ceil(batch / IMAGES_PER_SPLIT) partial results
+ *   that a kernel split over the batch wrote, ELEMENTS apart.
  */
 
 #ifndef KERNEL_NAME
@@ -18,6 +20,8 @@
 #define ACCUMULATE 0
 #define VECTOR_WIDTH 16
 #define CHANNEL_VECTORS 1
+#define ELEMENTS 16
+#define IMAGES_PER_SPLIT 2
 #define HEIGHT 1
 #define WIDTH 1
 #define CHANNELS 10
@@ -116,5 +120,18 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global float *res
         for (int h = 0; h < HEIGHT; ++h)
             for (int w = 0; w < WIDTH; ++w) total += LOADV(0, dy + AT(Y, n, h, w, c0));
     STOREV(total, 0, sum + c0);
+}
+#endif
+
+#if defined(SUM_SPLITS)
+__kernel void KERNEL_NAME(__global const float *restrict partial, __global float *restrict total,
+                          const int batch)
+{
+    const int i = get_global_id(0);
+    if (i >= ELEMENTS) return;
+    const int splits = (batch + IMAGES_PER_SPLIT - 1) / IMAGES_PER_SPLIT;
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += partial[s * ELEMENTS + i];
+    total[i] = sum;
 }
 #endif

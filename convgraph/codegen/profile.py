@@ -22,6 +22,7 @@ class DeviceProfile:
     conv_local: tuple[int, int, int] | None  # work-group shape of conv launches (None: driver's)
     pixel_local: tuple[int, int, int] | None  # of the pixel-wise kernels
     build_options: tuple[str, ...] = ("-cl-mad-enable",)
+    images_per_split: int = 2  # batch split of weight-gradient sums (each split: partial sums)
 
     def key(self) -> str:
         return repr(self)
@@ -30,7 +31,7 @@ class DeviceProfile:
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_local=None, pixel_local=None)
 GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
-                    conv_local=(4, 4, 4), pixel_local=(4, 8, 4))
+                    conv_local=(4, 4, 4), pixel_local=(4, 8, 4), images_per_split=1)
 
 
 # Oclgrind simulates a device to find bugs: its uninitialised-value checker cannot follow the

@@ -37,6 +37,8 @@ class TrainingPlan:
     param_sizes: dict[tuple[str, str], int]  # elements of every device parameter
     saved: dict[str, int] = field(default_factory=dict)  # batchnorm node -> saved stat elements
     optimizer_slots: int = 1
+    scratch: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # (node, key) -> (elements per split, images per split): partial sums split over the batch
 
     # the interface the Executor reads
     def launch_groups(self) -> dict[str, list[Launch]]:
@@ -48,6 +50,8 @@ class TrainingPlan:
             sizes[f"act:{storage}"] = layout.bytes_for(batch)
             sizes[f"grad:{storage}"] = layout.bytes_for(batch)
         sizes.update({"labels": 4 * batch, "losses": 4 * batch, "correct": 4 * batch})
+        for (node, key), (elements, images) in self.scratch.items():
+            sizes[f"scratch:{node}:{key}"] = 4 * elements * -(-batch // images)
         return sizes
 
     def fixed_sizes(self) -> dict[str, int]:
@@ -67,7 +71,7 @@ class TrainingPlan:
             return f"act:{arg[1]}"
         if kind == "grad":
             return f"grad:{arg[1]}"
-        if kind in ("param", "pgrad"):
+        if kind in ("param", "pgrad", "scratch"):
             return f"{kind}:{arg[1]}:{arg[2]}"
         if kind == "state":
             return f"state:{arg[1]}:{arg[2]}:{arg[3]}"
@@ -109,6 +113,21 @@ class TrainLowering(Lowering):
     def param_elements(self, key: str) -> int:
         return self.training.param_sizes[(self.name, key)]
 
+    def split_sum(self, key: str) -> tuple[tuple, int]:
+        """A scratch buffer for partial sums of parameter ``key`` over splits of the batch, and
+        the images per split; call sum_splits afterwards to add them into its gradient."""
+        images = self.profile.images_per_split
+        self.training.scratch[(self.name, key)] = (self.param_elements(key), images)
+        return ("scratch", self.name, key), images
+
+    def sum_splits(self, key: str) -> None:
+        elements = self.param_elements(key)
+        images = self.training.scratch[(self.name, key)][1]
+        self.launch("reduction", "SUM_SPLITS",
+                    {"ELEMENTS": elements, "IMAGES_PER_SPLIT": images},
+                    (elements,), None,
+                    [("scratch", self.name, key), ("pgrad", self.name, key), ("batch",)])
+
 
 class _TrainingPlanner(_Planner):
     def __init__(self, graph, profile, param_sizes):
@@ -116,6 +135,7 @@ class _TrainingPlanner(_Planner):
         self.param_sizes = param_sizes
         self.written: set[str] = set()
         self.saved: dict[str, int] = {}
+        self.scratch: dict[tuple[str, str], tuple[int, int]] = {}
         self.input_storage = ""
 
 
@@ -198,7 +218,8 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
     classes = graph.nodes[logits_node]["output"].depth
     return TrainingPlan(planner.storage_of, planner.layouts, planner.kernels, groups,
                         planner.input_storage, logits, classes, trainable, planner.param_sizes,
-                        planner.saved, 2 if optimizer in ("adam", "adamw") else 1)
+                        planner.saved, 2 if optimizer in ("adam", "adamw") else 1,
+                        planner.scratch)
 
 
 def _logits_node(graph: nx.DiGraph) -> str:

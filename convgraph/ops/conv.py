@@ -123,21 +123,19 @@ class Conv(Op):
             wide //= 2
         (kw, kh) = ctx.attrs["size"]
         defines.update({"CHANNEL_TILE": tile, "IN_H": x.volume.height, "IN_W": x.volume.width})
+        partial, images = ctx.split_sum("weight")
         ctx.launch(
             "conv",
             "CONV_BACKWARD_WEIGHTS",
-            {**defines, "CHANNEL_TILE": wide},
+            {**defines, "CHANNEL_TILE": wide, "IMAGES_PER_SPLIT": images},
             (defines["K_ALLOC"] // width, x.volume.depth // wide, kh * kw),
-            None,
-            [
-                ("tensor", ctx.input_storage()),
-                ctx.output_grad,
-                ("pgrad", ctx.name, "weight"),
-                ("batch",),
-            ],
+            2,
+            [("tensor", ctx.input_storage()), ctx.output_grad, partial, ("batch",)],
             None,
             ctx.node["flops"],
+            batch_divisor=images,
         )
+        ctx.sum_splits("weight")
         if ctx.attrs["bias"]:
             channel_sum(ctx, ctx.output_grad, ctx.output_layout, ("pgrad", ctx.name, "bias"))
         if ctx.needs_grad():

@@ -87,30 +87,59 @@ def _whole_fix(
     extent = window_extent(kernel, dilation)
     span = size + 2 * pad - extent
     fixes = []
-    candidates = [
-        p
-        for p in range(0, extent + stride)
-        if (max_pad is None or p <= max_pad)
-        and size + 2 * p >= extent
-        and (size + 2 * p - extent) % stride == 0
-    ]
-    if candidates:
-        best = min(candidates, key=lambda p: (abs(p - pad), p))
+    best = _nearest_whole_pad(size, extent, stride, pad, max_pad)
+    if best is not None:
         fixes.append(f"pad {best} would make it {(size + 2 * best - extent) // stride + 1}")
-    if not candidates and dilation == 1:  # parity: no padding helps, a kernel one off does
+    if best is None and dilation == 1:  # parity: no padding helps, a kernel one off does
         for k in (kernel - 1, kernel + 1):
             if k >= 1 and size + 2 * pad >= k and (size + 2 * pad - k) % stride == 0:
                 fixes.append(f"size {k} would make it {(size + 2 * pad - k) // stride + 1}")
                 break
-    for s in range(stride - 1, 0, -1):
-        if span % s == 0:
-            fixes.append(f"stride {s} would make it {span // s + 1}")
-            break
+    smaller = _largest_divisor_below(span, stride)
+    if smaller is not None:
+        fixes.append(f"stride {smaller} would make it {span // smaller + 1}")
     fixes.append(
         f"or set 'rounding: floor' ({span // stride + 1}) or 'rounding: ceil' "
         "on this layer or for the whole spec"
     )
     return "; ".join(fixes) + "."
+
+
+def _nearest_whole_pad(
+    size: int, extent: int, stride: int, pad: int, max_pad: int | None
+) -> int | None:
+    """The padding p nearest ``pad`` (the smaller of two) with 0 <= p < extent + stride, p <=
+    max_pad, size + 2p >= extent and (size + 2p - extent) % stride == 0, or None.
+
+    Solved rather than searched (sizes reach 2**20): the solutions of 2p = extent - size
+    (mod stride) are one residue class modulo ``step``.
+    """
+    low = max(0, -(-(extent - size) // 2))
+    high = extent + stride - 1 if max_pad is None else min(extent + stride - 1, max_pad)
+    target = extent - size
+    if stride % 2 == 0 and target % 2:
+        return None
+    step = stride if stride % 2 else stride // 2
+    first = target * pow(2, -1, stride) % stride if stride % 2 else (target // 2) % step
+    near = []
+    for anchor in (low, pad, high):  # the members of the class next to each end and to pad
+        k = (anchor - first) // step
+        near += [first + k * step, first + (k + 1) * step]
+    found = [p for p in near if low <= p <= high]
+    return min(found, key=lambda p: (abs(p - pad), p)) if found else None
+
+
+def _largest_divisor_below(number: int, bound: int) -> int | None:
+    """The largest divisor of ``number`` (>= 0) below ``bound``, or None."""
+    if number == 0:
+        return bound - 1 if bound > 1 else None
+    best = None
+    for d in range(1, math.isqrt(number) + 1):
+        if number % d == 0:
+            for divisor in (d, number // d):
+                if divisor < bound and (best is None or divisor > best):
+                    best = divisor
+    return best
 
 
 def reference_windows(x, node: dict, fill: float = 0.0, declared_fill: float | None = None):

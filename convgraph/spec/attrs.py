@@ -33,6 +33,13 @@ class Defaults:
     per_op: dict[str, dict[str, Written]] = field(default_factory=dict)
 
 
+def shown(value: object) -> str:
+    """``value`` as a message quotes it, with line breaks and other invisible characters escaped
+    so that an error stays one line: ``'re\\nlu'``."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def resolve_op(written: object, location: Location, layer: str | None = None) -> str:
     """The registered op name for a written one, or a SpecError with a suggestion."""
     op = canonical_op_name(written) if isinstance(written, str) else None
@@ -40,7 +47,7 @@ def resolve_op(written: object, location: Location, layer: str | None = None) ->
         from convgraph.ops.base import known_op_names
 
         raise SpecError(
-            f"unknown op '{written}'.{suggest(str(written), known_op_names())}",
+            f"unknown op '{shown(written)}'.{suggest(str(written), known_op_names())}",
             location=location,
             layer=layer,
             hint="known ops: " + ", ".join(sorted(REGISTRY)) + ".",
@@ -121,7 +128,7 @@ def make_layer(
 def check_name(name: object, location: Location) -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise SpecError(
-            f"'{name}' is not a valid layer name.",
+            f"'{shown(name)}' is not a valid layer name.",
             location=location,
             hint="use letters, digits and '_', starting with a letter (e.g. conv1).",
         )

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from convgraph.errors import Location, SpecError
-from convgraph.ops.base import REGISTRY, LayerDef, suggest
+from convgraph.ops.base import REGISTRY, LayerDef, canonical_op_name, suggest
 from convgraph.spec.attrs import (
     Defaults,
     Written,
@@ -23,8 +23,9 @@ from convgraph.spec.attrs import (
     make_layer,
     read_attr,
     resolve_op,
+    shown,
 )
-from convgraph.spec.pattern import PatternLayer, parse_pattern
+from convgraph.spec.pattern import MAX_LAYERS, PatternLayer, parse_pattern
 from convgraph.spec.train import read_train
 from convgraph.spec.yamlload import YamlList, YamlMap
 
@@ -422,14 +423,15 @@ def _substitute(
         key = value[1:]
         if not context:
             raise SpecError(
-                f"'{value}' refers to a block parameter, but this node is not inside a block.",
+                f"'{shown(value)}' refers to a block parameter, but this node is not inside a "
+                "block.",
                 location=location,
                 layer=layer,
                 hint="write the value itself, or move the node into a block under 'blocks:'.",
             )
         if key not in params:
             raise SpecError(
-                f"'{value}' names no parameter of this block.{suggest(key, params)}",
+                f"'{shown(value)}' names no parameter of this block.{suggest(key, params)}",
                 location=location,
                 layer=layer,
                 hint=f"the block's parameters are: {', '.join(params) or 'none'} ({context}).",
@@ -474,6 +476,14 @@ def _expand_body(
     for name, node in nodes.items():
         where = nodes.where_key(name)
         check_name(name, where)
+        if len(result.layers) + len(result.aliases) > MAX_LAYERS:  # blocks of blocks multiply
+            raise SpecError(
+                f"the network expands to more than {MAX_LAYERS} nodes"
+                + (f" ({context})." if context else "."),
+                location=where,
+                layer=prefix + name,
+                hint="a network needs far fewer; check blocks that instantiate other blocks.",
+            )
         if name in formal_inputs or (
             not prefix
             and name == "input"
@@ -540,6 +550,13 @@ def _expand_body(
                     layer=scoped,
                 )
             if not keep:
+                if isinstance(written_op, str) and canonical_op_name(written_op) == "input":
+                    raise SpecError(
+                        "the input node cannot be switched off by 'when'.",
+                        location=when_where,
+                        layer=scoped,
+                        hint="remove 'when' from the input node.",
+                    )
                 if len(inputs) != 1:
                     raise SpecError(
                         "a node switched off by 'when' passes its input through, so "
@@ -595,7 +612,7 @@ def _instantiate(
     )
     if not isinstance(block_name, str) or block_name not in blocks:
         raise SpecError(
-            f"unknown block '{block_name}'.{suggest(str(block_name), blocks)}",
+            f"unknown block '{shown(block_name)}'.{suggest(str(block_name), blocks)}",
             location=where,
             layer=scoped,
             hint="blocks defined: " + (", ".join(blocks) or "none") + ".",
@@ -614,6 +631,12 @@ def _instantiate(
             f"block '{block_name}' must be a mapping with 'nodes:' (and optional "
             "'params:', 'inputs:', 'output:').",
             location=definition,
+        )
+    if not block["nodes"]:
+        raise SpecError(
+            f"block '{block_name}' has no nodes.",
+            location=block.where("nodes"),
+            hint="add at least one node under its 'nodes:'.",
         )
     for key in block:
         if key not in ("params", "inputs", "nodes", "output", "description"):
@@ -660,6 +683,8 @@ def _instantiate(
         raise SpecError(
             "a block's 'inputs' must be a list of names.", location=block.where("inputs")
         )
+    for name in formal:
+        check_name(name, block.where("inputs"))
     if len(formal) != len(inputs):
         raise SpecError(
             f"block '{block_name}' takes {len(formal)} input(s) "
@@ -684,7 +709,7 @@ def _instantiate(
     output = block.get("output", list(block["nodes"])[-1])
     if not isinstance(output, str) or output not in block["nodes"]:
         raise SpecError(
-            f"block output '{output}' is not one of its nodes."
+            f"block output '{shown(output)}' is not one of its nodes."
             f"{suggest(str(output), block['nodes'])}",
             location=block.where("output"),
         )
@@ -695,16 +720,22 @@ def _resolve_aliases(result: _Expansion, output: str | None) -> tuple[list[Layer
     """Point every input (and the output) at a real layer: through block outputs, formal inputs
     and switched-off nodes."""
 
+    resolved: dict[str, str] = {}  # so that long chains of aliases are walked once
+
     def resolve(name: str) -> str:
-        seen = []
-        while name in result.aliases:
+        seen: dict[str, None] = {}
+        while name in result.aliases and name not in resolved:
             if name in seen:
                 raise SpecError(
-                    "these names only stand for each other: " + " -> ".join(seen + [name]) + ".",
+                    "these names only stand for each other: "
+                    + " -> ".join([*seen, name])
+                    + ".",
                     location=result.aliases[name][1],
                 )
-            seen.append(name)
+            seen[name] = None
             name = result.aliases[name][0]
+        name = resolved.get(name, name)
+        resolved.update(dict.fromkeys(seen, name))
         return name
 
     for layer in result.layers:

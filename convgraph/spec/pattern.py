@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from convgraph.errors import Location, SpecError
+from convgraph.spec.yamlload import MAX_INT_DIGITS
 
 MAX_REPEAT = 1000
 MAX_LAYERS = 10_000
@@ -165,7 +166,12 @@ class _Parser:
         if self.at("*"):
             star = self.take("*")
             count = self.take(kind="number")
-            if not count.text.isdigit() or not 0 <= int(count.text) <= MAX_REPEAT:
+            digits = count.text.lstrip("0")  # int() of thousands of digits raises ValueError
+            if (
+                not count.text.isdigit()
+                or len(digits) > len(str(MAX_REPEAT))
+                or not 0 <= int(count.text) <= MAX_REPEAT
+            ):
                 raise self.fail(
                     count.offset,
                     f"a repeat count must be a whole number from 0 to "
@@ -208,6 +214,12 @@ class _Parser:
         token = self.peek()
         if token is None or token.kind not in ("number", "word"):
             raise self.fail(token.offset if token else self.end, "expected a value")
+        if token.text.isdigit() and len(token.text.lstrip("0")) > MAX_INT_DIGITS:
+            raise self.fail(
+                token.offset,
+                f"the number {token.text[:20]}... ({len(token.text)} digits) is too large to be "
+                "a size or count",
+            )
         self.pos += 1
         return _literal(token), token.offset
 

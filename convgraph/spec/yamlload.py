@@ -166,7 +166,7 @@ def _reject_anchor_and_tag(event, filename: str) -> None:
     tag = getattr(event, "tag", None)
     if tag is not None:
         raise SpecError(
-            f"YAML tags ('{tag}') are not allowed in specs; values are plain data.",
+            f"YAML tags ({tag!r}) are not allowed in specs; values are plain data.",
             location=_location(filename, event.start_mark),
             hint="remove the tag, and quote the value if it must stay a string.",
         )
@@ -283,6 +283,12 @@ def _attach(stack, pending_key, value, loc: Location, filename: str) -> None:
                 location=loc,
                 hint="quote the key if it is meant as a name.",
             )
+        if not value.isprintable():  # a line break would split the one-line error messages
+            raise SpecError(
+                f"the key {value!r} holds a line break, tab or other invisible character.",
+                location=loc,
+                hint="write keys as plain text on one line.",
+            )
         if value == "<<":
             raise SpecError(
                 "YAML merge keys ('<<') are not allowed in specs.",
@@ -323,6 +329,13 @@ def _scalar(event, loc: Location):
             location=loc,
             hint="write true or false, or quote it if you mean the text.",
         )
+    integer = _INT.fullmatch(text) or _LEADING_ZERO_INT.fullmatch(text)
+    if integer and len(text.lstrip("+-")) > MAX_INT_DIGITS:  # int() refuses over 4,300 digits
+        raise SpecError(
+            f"the integer {text[:20]}... ({len(text)} digits) is too large to be a size "
+            "or count.",
+            location=loc,
+        )
     if _LEADING_ZERO_INT.fullmatch(text):
         raise SpecError(
             f"'{text}' has a leading zero, which YAML 1.1 reads as octal "
@@ -337,12 +350,6 @@ def _scalar(event, loc: Location):
             hint="quote it if you mean the text.",
         )
     if _INT.fullmatch(text):
-        if len(text.lstrip("+-")) > MAX_INT_DIGITS:
-            raise SpecError(
-                f"the integer {text[:20]}... ({len(text)} digits) is too large to be a size "
-                "or count.",
-                location=loc,
-            )
         return int(text)
     if _NON_FINITE.fullmatch(text):
         raise SpecError(
