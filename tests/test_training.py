@@ -130,11 +130,38 @@ def test_training_steps_match_numpy(optimizer, extra, batch):
             assert relative_error(device[key], value) < 1e-4, (step, key)
 
 
+# every op's backward kernels, in the variants the examples lack
+EVERY_OP = {
+    "input": "11x9x4",
+    "pattern": "[INPUT-CONV(6, 3, stride=2, pad=1, groups=2)-LEAKYRELU(0.1)"
+               "-CONV(6, 3, pad=same, groups=depthwise)-SIGMOID-CONV(8, 3, dilation=2, pad=2)-TANH"
+               "-AVGPOOL(3, 2, pad=1, count_pad=true, rounding=ceil)"
+               "-CONV(16, 1, groups=depthwise)-GAP-FC(5)-SOFTMAX]",
+}
+BRANCHES = {
+    "input": "10x9x3",
+    "nodes": {
+        "a": {"op": "conv", "filters": 4, "size": "5x3", "pad": "2x1", "inputs": ["input"]},
+        "b": {"op": "pool", "size": 3, "stride": 1, "pad": 1, "inputs": ["input"]},
+        "c": {"op": "conv", "filters": 3, "size": 1, "bias": False, "inputs": ["input"]},
+        "s": {"op": "softmax", "inputs": ["c"]},
+        "cat": {"op": "concat", "inputs": ["a", "b", "s"]},
+        "sum": {"op": "add", "inputs": ["cat", "cat"]},
+        "m": {"op": "pool", "size": 3, "stride": 2, "rounding": "ceil"},
+        "f": "flatten",
+        "r": "relu",
+        "d": {"op": "dropout", "rate": 0.3},
+        "o": {"op": "fc", "units": 4},
+    },
+}
+
+
 @pytest.mark.parametrize("name", ["seed", "lenet5", "fashion_convnet", "fashion_convnet_bn",
-                                  "vgg_cifar", "resnet8"])
+                                  "vgg_cifar", "resnet8", "every_op", "branches"])
 def test_device_gradients_of_the_example_networks(name):
     """Every layer's output gradient and every parameter gradient of one training step."""
-    graph = analyse(SPECS / f"{name}.yaml")
+    given = {"every_op": EVERY_OP, "branches": BRANCHES}
+    graph = analyse(given.get(name, SPECS / f"{name}.yaml"))
     session = TrainingSession(graph, batch=3)
     rng = np.random.default_rng(3)
     params = _random_params(session, rng)

@@ -124,11 +124,14 @@ class Conv(Op):
         (kw, kh) = ctx.attrs["size"]
         defines.update({"CHANNEL_TILE": tile, "IN_H": x.volume.height, "IN_W": x.volume.width})
         partial, images = ctx.split_sum("weight")
+        # few input channels (a first layer): one work-item covers every tap of a channel
+        all_taps = wide < 4 and kh * kw <= 27
         ctx.launch(
             "conv",
-            "CONV_BACKWARD_WEIGHTS",
+            "CONV_BACKWARD_WEIGHTS_TAPS" if all_taps else "CONV_BACKWARD_WEIGHTS",
             {**defines, "CHANNEL_TILE": wide, "IMAGES_PER_SPLIT": images},
-            (defines["K_ALLOC"] // width, x.volume.depth // wide, kh * kw),
+            (defines["K_ALLOC"] // width, x.volume.depth // (1 if all_taps else wide),
+             1 if all_taps else kh * kw),
             2,
             [("tensor", ctx.input_storage()), ctx.output_grad, partial, ("batch",)],
             None,

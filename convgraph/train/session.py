@@ -199,9 +199,11 @@ class TrainingSession:
         count = self._write_batch(x, labels)
         self.step_count += 1
         self.executor.enqueue(count, group="train", scalars=self._scalars(1.0))
+        names = ordered(self.graph)
+        last = max(i for i, n in enumerate(names) if self.plan.storage_of[n] == self.plan.logits)
         grads = {name: self.executor.read_tensor(self.plan.storage_of[name], count, "grad")
-                 for name in ordered(self.graph)[1:]
-                 if not self.graph.nodes[name].get("fused_into")}
+                 for name in names[1:last + 1]
+                 if not self.graph.nodes[name].get("fused_into")}  # none past the logits
         param_grads = self._to_host(lambda node, key: f"pgrad:{node}:{key}",
                                     set(self.plan.trainable))
         return grads, param_grads
