@@ -37,7 +37,8 @@ GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
 # Oclgrind simulates a device to find bugs: its uninitialised-value checker cannot follow the
 # LLVM 'freeze' instructions the optimiser emits, so it gets unoptimised code.
 OCLGRIND = DeviceProfile("oclgrind", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
-                         conv_local=None, pixel_local=None, build_options=("-cl-opt-disable",))
+                         conv_local=None, pixel_local=None, images_per_split=1,
+                         build_options=("-cl-opt-disable",))
 
 
 def profile_for(info: DeviceInfo) -> DeviceProfile:
