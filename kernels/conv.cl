@@ -25,8 +25,8 @@
  *   weights (the work-items of one split share images, which stay in cache); x reads stay
  *   inside the halo, as in the forward pass. The batch is an argument.
  * CONV_BACKWARD_WEIGHTS_TAPS: the same for layers with few input channels (the first layer):
- *   work-item (kt, c, split) computes every tap of one input channel, so each gradient vector it
- *   loads serves KERNEL_H * KERNEL_W fmas instead of one.
+ *   work-item (kt, c * ROW_GROUPS + rg, split) computes TAP_ROWS kernel rows (all their taps) of
+ *   one input channel, so each gradient vector it loads serves TAP_ROWS * KERNEL_W fmas.
  */
 
 #ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
@@ -37,6 +37,7 @@
 #define CHANNEL_TILE 4
 #define CHANNEL_STEP 4
 #define IMAGES_PER_SPLIT 2
+#define TAP_ROWS 1
 #define ACCUMULATE 0
 #define IN_CHANNELS 8
 #define FILTERS 16
@@ -264,7 +265,8 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
                           __global float *restrict dw, const int batch)
 {
     const int kt = get_global_id(0);
-    const int c = get_global_id(1);
+    const int c = get_global_id(1) / (KERNEL_H / TAP_ROWS);
+    const int r0 = get_global_id(1) % (KERNEL_H / TAP_ROWS) * TAP_ROWS;
     const int split = get_global_id(2);
     if (kt >= K_TILES || c >= IN_CHANNELS) return;
     const int k0 = kt * VECTOR_WIDTH;
@@ -274,18 +276,19 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #endif
     const int first_image = split * IMAGES_PER_SPLIT;
     const int last_image = min(batch, first_image + IMAGES_PER_SPLIT);
-    realV acc[KERNEL_H * KERNEL_W];
+    realV acc[TAP_ROWS * KERNEL_W];
 #pragma unroll
-    for (int t = 0; t < KERNEL_H * KERNEL_W; ++t) acc[t] = (realV)(0.0f);
+    for (int t = 0; t < TAP_ROWS * KERNEL_W; ++t) acc[t] = (realV)(0.0f);
     for (int n = first_image; n < last_image; ++n) {
         for (int oh = 0; oh < OUT_H; ++oh) {
-            __global const float *xrow = x + AT(X, n, oh * STRIDE_H - PAD_TOP, -PAD_LEFT, c);
+            __global const float *xrow =
+                x + AT(X, n, oh * STRIDE_H - PAD_TOP + r0 * DILATION_H, -PAD_LEFT, c);
             __global const float *grow = dy + AT(Y, n, oh, 0, k0);
             for (int ow = 0; ow < OUT_W; ++ow) {
                 const realV g = LOADV(0, grow + ow * Y_STRIDE_C);
                 __global const float *xp = xrow + ow * STRIDE_W * X_STRIDE_C;
 #pragma unroll
-                for (int r = 0; r < KERNEL_H; ++r)
+                for (int r = 0; r < TAP_ROWS; ++r)
 #pragma unroll
                     for (int s = 0; s < KERNEL_W; ++s)
                         acc[r * KERNEL_W + s] = fma(
@@ -296,9 +299,10 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     }
     __global float *out = dw + split * (GROUPS * KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
                           + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
-                          + (c - group * C_PER_GROUP) * K_PER_GROUP + (k0 - group * K_PER_GROUP);
+                          + (r0 * KERNEL_W * C_PER_GROUP + c - group * C_PER_GROUP) * K_PER_GROUP
+                          + (k0 - group * K_PER_GROUP);
 #pragma unroll
-    for (int t = 0; t < KERNEL_H * KERNEL_W; ++t)
+    for (int t = 0; t < TAP_ROWS * KERNEL_W; ++t)
         STOREV(acc[t], 0, out + t * C_PER_GROUP * K_PER_GROUP);
 }
 #endif

@@ -125,12 +125,16 @@ class Conv(Op):
         defines.update({"CHANNEL_TILE": tile, "IN_H": x.volume.height, "IN_W": x.volume.width})
         partial, images = ctx.split_sum("weight")
         # few input channels (a first layer): one work-item covers every tap of a channel
-        all_taps = wide < 4 and kh * kw <= 27
+        all_taps = wide < 4
+        # whole kernel rows per work-item, at most 9 taps: more accumulators spill (a 5x5
+        # kernel in one work-item took 12 ms, by rows 1.6 ms)
+        rows = kh if kh * kw <= 9 else 1
         ctx.launch(
             "conv",
             "CONV_BACKWARD_WEIGHTS_TAPS" if all_taps else "CONV_BACKWARD_WEIGHTS",
-            {**defines, "CHANNEL_TILE": wide, "IMAGES_PER_SPLIT": images},
-            (defines["K_ALLOC"] // width, x.volume.depth // (1 if all_taps else wide),
+            {**defines, "CHANNEL_TILE": wide, "IMAGES_PER_SPLIT": images, "TAP_ROWS": rows},
+            (defines["K_ALLOC"] // width,
+             x.volume.depth * (kh // rows) if all_taps else x.volume.depth // wide,
              1 if all_taps else kh * kw),
             2,
             [("tensor", ctx.input_storage()), ctx.output_grad, partial, ("batch",)],
