@@ -12,7 +12,7 @@ from convgraph.data import Dataset
 from convgraph.errors import DataError
 from convgraph.pipeline import analyse
 from convgraph.reference import reference_gradients
-from convgraph.runtime.inspect import relative_error
+from convgraph.runtime.inspect import relative_error, verify_training_locally
 from convgraph.train.checkpoint import load_checkpoint, network_hash, save_checkpoint
 from convgraph.train.loop import Interrupted, Trainer
 from convgraph.train.schedule import learning_rate
@@ -350,20 +350,17 @@ def test_run_plot(cli, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg16", "resnet18"])
 def test_one_training_step_of_the_imagenet_networks(name):
-    """VGG-16 and ResNet-18 train too (their data is an image folder): one step's gradients at
-    batch 1 against numpy. Slow: ~30 GFLOPs of float64 numpy. The first convolutions' weight
-    gradients are float32 sums of 224 * 224 = 50,176 terms, which cancel: 4e-4 was seen on an
-    H200, so these get 1e-3 (every shorter sum keeps 1e-4)."""
+    """VGG-16 and ResNet-18 train too (their data is an image folder): every layer's backward
+    kernels of one step at batch 1, checked layer by layer from the device's own activations and
+    output gradients (rounding compounds through 16+ layers, so a whole-network comparison
+    would test float32, not the kernels). Slow: about 40 s of float64 numpy each."""
     graph = analyse(SPECS / f"{name}.yaml")
     session = TrainingSession(graph, batch=1)
     rng = np.random.default_rng(4)
-    params = _random_params(session, rng)
-    session.set_params(params)
+    session.set_params(_random_params(session, rng))
     x, y = _batch(graph, rng, 1)
-    grads, param_grads = session.gradients(x, y)
-    _, _, _, expected, expected_params = reference_gradients(graph, params, x, y,
-                                                             session.dropout_seed())
-    for key, grad in param_grads.items():
-        node = graph.nodes[key.rsplit(".", 1)[0]]
-        terms = node["output"].width * node["output"].height
-        assert relative_error(grad, expected_params[key]) < (1e-3 if terms > 10_000 else 1e-4), key
+    checks = verify_training_locally(session, x, y)
+    assert len(checks) > 20
+    for check in checks:
+        # the first layers' weight gradients sum 112 * 112 or 224 * 224 float32 products
+        assert check.error < 1e-3, (check.node, check.error)

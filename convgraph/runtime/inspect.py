@@ -210,3 +210,53 @@ def verify_training(graph, device: str | None = None, batch: int = 2, seed: int 
         checks.append(Check(f"d {key}", graph.nodes[node]["op"], kernels_of.get(node, []),
                             relative_error(grad, expected_params[key])))
     return checks
+
+
+def verify_training_locally(session, x, labels) -> list[Check]:
+    """Every layer's backward kernels on their own: after one device step's forward and
+    backward passes, each layer's parameter gradients (and its input gradient, where that input
+    feeds only this layer) are recomputed in float64 from the device's own activations and
+    output gradient, so rounding does not build up through deep networks as in a whole-network
+    comparison."""
+    from convgraph.reference import node_params
+
+    graph, plan = session.graph, session.plan
+    count = x.shape[0]
+    grads, param_grads = session.gradients(x, labels)
+    params = session.params
+    value = {}
+
+    def activation(name):
+        storage = plan.storage_of[name]
+        if storage not in value:
+            value[storage] = session.executor.read_tensor(storage, count)
+        return value[storage]
+
+    checks = []
+    for name in ordered(graph):
+        data = graph.nodes[name]
+        if name not in grads or not data["inputs"] or plan.storage_of[name] != name:
+            continue
+        op = REGISTRY[data["op"]]
+        inputs = [activation(source) for source in data["inputs"]]
+        d_inputs, d_params = op.reference_backward(
+            data, inputs, activation(name), grads[name].astype(np.float64),
+            node_params(params, name), session.dropout_seed())
+        for key, expected in d_params.items():
+            if f"{name}.{key}" in param_grads:
+                checks.append(Check(f"d {name}.{key}", data["op"], [],
+                                    relative_error(param_grads[f"{name}.{key}"], expected)))
+        for source, expected in zip(data["inputs"], d_inputs):
+            storage = plan.storage_of[source]
+            readers = [n for n in graph if storage in (plan.storage_of[i] for i in
+                                                        graph.nodes[n]["inputs"])]
+            if len(readers) != 1 or data["inputs"].count(source) != 1 or source not in grads:
+                continue  # its gradient also holds other layers' parts
+            producer = graph.nodes[storage]
+            if producer.get("epilogue"):  # converted in place by the fused activation
+                fused = graph.nodes[producer["epilogue"]]
+                expected = REGISTRY[fused["op"]].reference_backward(
+                    fused, [None], activation(source), expected, {}, 0)[0][0]
+            checks.append(Check(f"d {source} (from {name})", data["op"], [],
+                                relative_error(grads[source], expected)))
+    return checks
