@@ -14,6 +14,10 @@
  * Reads never leave the halo, so the inner loop has no bounds checks; the last pixel tile of a row
  * clamps its reads and skips its stores past OUT_W.
  *
+ * For stride 1, dx is itself a convolution of dy (zero halo as wide as the kernel less the
+ *   padding) with the weights flipped in space and filters and channels swapped: CONV_FORWARD
+ *   computes it from weights that CONV_TRANSPOSE_WEIGHTS lays out, work-item (filter, channel,
+ *   group * taps + tap) each.
  * CONV_BACKWARD_DATA: dx = the transposed convolution of dy. Work-item (ct, pt, n * IN_H + ih)
  *   computes dx for TILE_PIXELS input pixels of row ih times CHANNEL_TILE input channels, keeping
  *   VECTOR_WIDTH-wide partial sums over filters (contiguous in both dy and w, so the forward
@@ -139,7 +143,12 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     for (int p = 0; p < TILE_PIXELS; ++p) {
         if (first_pixel + p < OUT_W) {
             const realV v = acc[p] + bias;
-            STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, y + AT(Y, n, oh, first_pixel + p, k0));
+            __global float *out = y + AT(Y, n, oh, first_pixel + p, k0);
+#if ACCUMULATE /* as the gradient of a stride-1 conv's input: dx += ... */
+            STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE) + LOADV(0, out), 0, out);
+#else
+            STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, out);
+#endif
         }
     }
 }
@@ -304,5 +313,21 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #pragma unroll
     for (int t = 0; t < TAP_ROWS * KERNEL_W; ++t)
         STOREV(acc[t], 0, out + t * C_PER_GROUP * K_PER_GROUP);
+}
+#endif
+
+#if defined(CONV_TRANSPOSE_WEIGHTS)
+/* w (GROUPS, KERNEL_H, KERNEL_W, C_PER_GROUP, K_PER_GROUP) -> wt (GROUPS, KERNEL_H, KERNEL_W,
+ * FILTERS / GROUPS, TRANSPOSED_ALLOC / GROUPS), flipped in space; padding entries stay zero */
+__kernel void KERNEL_NAME(__global const float *restrict w, __global float *restrict wt)
+{
+    const int kk = get_global_id(0);
+    const int c = get_global_id(1);
+    const int g = get_global_id(2) / (KERNEL_H * KERNEL_W);
+    const int tap = get_global_id(2) % (KERNEL_H * KERNEL_W);
+    if (kk >= FILTERS / GROUPS || c >= C_PER_GROUP) return;
+    const int flipped = (KERNEL_H - 1 - tap / KERNEL_W) * KERNEL_W + (KERNEL_W - 1 - tap % KERNEL_W);
+    wt[((g * KERNEL_H * KERNEL_W + flipped) * (FILTERS / GROUPS) + kk) * (TRANSPOSED_ALLOC / GROUPS) + c] =
+        w[((g * KERNEL_H * KERNEL_W + tap) * C_PER_GROUP + c) * K_PER_GROUP + kk];
 }
 #endif

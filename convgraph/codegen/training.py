@@ -39,6 +39,7 @@ class TrainingPlan:
     optimizer_slots: int = 1
     scratch: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     # (node, key) -> (elements per split, images per split): partial sums split over the batch
+    work: dict[tuple[str, str], int] = field(default_factory=dict)  # fixed scratch, elements
 
     # the interface the Executor reads
     def launch_groups(self) -> dict[str, list[Launch]]:
@@ -63,6 +64,7 @@ class TrainingPlan:
             for slot in range(self.optimizer_slots):
                 sizes[f"state:{node}:{key}:{slot}"] = count
         sizes.update({f"saved:{node}": 4 * count for node, count in self.saved.items()})
+        sizes.update({f"work:{node}:{key}": 4 * count for (node, key), count in self.work.items()})
         return sizes
 
     def buffer_name(self, arg: tuple) -> str | None:
@@ -71,7 +73,7 @@ class TrainingPlan:
             return f"act:{arg[1]}"
         if kind == "grad":
             return f"grad:{arg[1]}"
-        if kind in ("param", "pgrad", "scratch"):
+        if kind in ("param", "pgrad", "scratch", "work"):
             return f"{kind}:{arg[1]}:{arg[2]}"
         if kind == "state":
             return f"state:{arg[1]}:{arg[2]}:{arg[3]}"
@@ -120,6 +122,11 @@ class TrainLowering(Lowering):
         self.training.scratch[(self.name, key)] = (self.param_elements(key), images)
         return ("scratch", self.name, key), images
 
+    def work_buffer(self, key: str, elements: int) -> tuple:
+        """A batch-independent scratch buffer of this node (e.g. re-laid weights)."""
+        self.training.work[(self.name, key)] = elements
+        return ("work", self.name, key)
+
     def sum_splits(self, key: str) -> None:
         elements = self.param_elements(key)
         images = self.training.scratch[(self.name, key)][1]
@@ -136,6 +143,7 @@ class _TrainingPlanner(_Planner):
         self.written: set[str] = set()
         self.saved: dict[str, int] = {}
         self.scratch: dict[tuple[str, str], tuple[int, int]] = {}
+        self.work: dict[tuple[str, str], int] = {}
         self.input_storage = ""
 
 
@@ -176,6 +184,9 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
         if need is not None:
             source = planner.storage_of[data["inputs"][0]]
             planner.layouts[source] = planner.layouts[source].with_halo(need)
+        need = REGISTRY[data["op"]].output_grad_halo(data)  # the gradient shares the layout
+        if need is not None:
+            planner.layouts[name] = planner.layouts[name].with_halo(need)
     planner.param_sizes = _param_sizes(
         graph, lambda n: planner.layouts[planner.storage_of[n]])
     planner.input_storage = planner.storage_of[names[0]]
@@ -219,7 +230,7 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
     return TrainingPlan(planner.storage_of, planner.layouts, planner.kernels, groups,
                         planner.input_storage, logits, classes, trainable, planner.param_sizes,
                         planner.saved, 2 if optimizer in ("adam", "adamw") else 1,
-                        planner.scratch)
+                        planner.scratch, planner.work)
 
 
 def _logits_node(graph: nx.DiGraph) -> str:

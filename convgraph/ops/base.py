@@ -122,6 +122,10 @@ class Op:
         """The zero halo (top, bottom, left, right) this node reads around its first input."""
         return None
 
+    def output_grad_halo(self, node: dict) -> tuple[int, int, int, int] | None:
+        """The zero halo this node's backward pass reads around the gradient of its output."""
+        return None
+
     def lower(self, ctx) -> None:
         """Add this node's specialised kernels and launches to the plan (``ctx``: a Lowering)."""
         raise NotImplementedError(f"op '{self.name}' has no OpenCL lowering")

@@ -88,6 +88,11 @@ class Conv(Op):
     def input_halo(self, node, volume):
         return _conv_input_halo(node, volume)
 
+    def output_grad_halo(self, node):
+        if node["attrs"]["stride"] != (1, 1):
+            return None
+        return _transposed_padding(node)
+
     def lower(self, ctx) -> None:
         defines, grid, width = _conv_defines(ctx)
         args = [
@@ -145,7 +150,9 @@ class Conv(Op):
         ctx.sum_splits("weight")
         if ctx.attrs["bias"]:
             channel_sum(ctx, ctx.output_grad, ctx.output_layout, ("pgrad", ctx.name, "bias"))
-        if ctx.needs_grad():
+        if ctx.needs_grad() and ctx.attrs["stride"] == (1, 1):
+            _lower_transposed_conv(ctx)
+        elif ctx.needs_grad():
             grad, accumulate = ctx.input_grad()
             pixels = choose_tile(x.volume.width, ctx.profile.conv_tile_pixels // 2 or 1)
             ctx.launch(
@@ -274,6 +281,53 @@ def _conv_defines(ctx):
         **y.defines("Y"),
     }
     return defines, (k_alloc // width, -(-out.width // tile), out.height), width
+
+
+def _transposed_padding(node: dict) -> tuple[int, int, int, int]:
+    """dx of a stride-1 conv is a conv of dy padded (top, bottom, left, right) by this much."""
+    attrs, derived = node["attrs"], node["derived"]
+    (kw, kh), (dw, dh) = attrs["size"], attrs["dilation"]
+    return (max((kh - 1) * dh - derived["pad_top"], 0),
+            max((kh - 1) * dh - derived["pad_bottom"], 0),
+            max((kw - 1) * dw - derived["pad_left"], 0),
+            max((kw - 1) * dw - derived["pad_right"], 0))
+
+
+def _lower_transposed_conv(ctx) -> None:
+    """dx of a stride-1 conv: the forward kernel run on dy with flipped, transposed weights."""
+    attrs, derived = ctx.attrs, ctx.derived
+    x, y = ctx.input_layout(), ctx.output_layout
+    groups = derived["groups"]
+    filters, channels = attrs["filters"], x.volume.depth
+    (kw, kh), (dw, dh) = attrs["size"], attrs["dilation"]
+    if groups == 1:
+        alloc, width = x.stride_c, ctx.vector_width(x)
+    else:
+        alloc, width = channels, ctx.profile.max_vector
+        while (channels // groups) % width:
+            width //= 2
+    defines, _, _ = _conv_defines(ctx)
+    transposed = ctx.work_buffer("weight_t", groups * kh * kw * (filters // groups)
+                                 * (alloc // groups))
+    ctx.launch("conv", "CONV_TRANSPOSE_WEIGHTS", {**defines, "TRANSPOSED_ALLOC": alloc},
+               (filters // groups, channels // groups, groups * kh * kw), None,
+               [("param", ctx.name, "weight"), transposed])
+    step = 4
+    while (filters // groups) % step:
+        step //= 2
+    top, _, left, _ = _transposed_padding(ctx.node)
+    grad, accumulate = ctx.input_grad()
+    tile = choose_tile(x.volume.width, ctx.profile.conv_tile_pixels)
+    ctx.launch("conv", "CONV_FORWARD", {
+        "CHANNEL_STEP": step, "IN_CHANNELS": filters, "FILTERS": channels, "GROUPS": groups,
+        "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": 1, "STRIDE_W": 1, "DILATION_H": dh,
+        "DILATION_W": dw, "PAD_TOP": top, "PAD_LEFT": left, "OUT_H": x.volume.height,
+        "OUT_W": x.volume.width, "K_ALLOC": alloc, "VECTOR_WIDTH": width, "TILE_PIXELS": tile,
+        "HAS_BIAS": 0, "EPILOGUE": "ACT_NONE", "EPILOGUE_SLOPE": 0.0, "ACCUMULATE": accumulate,
+        **y.defines("X"), **x.defines("Y"),
+    }, (alloc // width, -(-x.volume.width // tile), x.volume.height), 2,
+        [ctx.output_grad, transposed, transposed, grad], ctx.profile.conv_local,
+        ctx.node["flops"])
 
 
 def _filters_allocated(node: dict, output_layout) -> int:

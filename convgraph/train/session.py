@@ -126,6 +126,8 @@ class TrainingSession:
             zeros[f"pgrad:{node}:{key}"] = np.zeros(count, np.float32)
         zeros.update({f"saved:{node}": np.zeros(count, np.float32)
                       for node, count in self.plan.saved.items()})
+        zeros.update({f"work:{node}:{key}": np.zeros(count, np.float32)  # padding stays zero
+                      for (node, key), count in self.plan.work.items()})
         self.executor.upload(zeros)
 
     def load_optimizer_state(self, state: dict) -> None:
