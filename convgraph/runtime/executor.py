@@ -62,8 +62,10 @@ class Executor:
         try:
             for name, size in self.plan.buffer_sizes(batch).items():
                 size = max(4, size)
-                buffer = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, size)
-                cl.enqueue_fill_buffer(self.queue, buffer, np.float32(0), 0, size)
+                # zeros copied in, not clEnqueueFillBuffer: Oclgrind then reports every later
+                # kernel's writes to the buffer as uninitialised
+                flags = cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR
+                buffer = cl.Buffer(self.context, flags, hostbuf=np.zeros(size // 4, np.float32))
                 self.buffers[name] = buffer
             self.queue.finish()
         except cl.Error as exc:
