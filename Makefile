@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system demo test test-all lint clean
+.PHONY: setup system demo test test-all oclgrind lint clean
 
 setup: system $(VENV)/.installed
 
@@ -26,6 +26,9 @@ test: setup
 
 test-all: setup  # the slow tiers too (Oclgrind sweeps, fuzzing, accuracy)
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+oclgrind: setup  # every kernel of the harness under Oclgrind on a simulated small device (hours)
+	OCLGRIND_SWEEP=1 $(BIN)/python -m pytest -m slow tests/test_oclgrind.py
 
 lint: setup
 	$(BIN)/ruff check convgraph tests benchmarks
