@@ -28,7 +28,7 @@ class DeviceProfile:
         return repr(self)
 
 
-CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
+CPU = DeviceProfile("cpu", conv_tile_pixels=16, dense_tile_rows=16, max_vector=16,
                     conv_local=None, pixel_local=None)
 GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
                     conv_local=(4, 4, 4), pixel_local=(4, 8, 4), images_per_split=1)
