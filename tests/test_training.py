@@ -364,3 +364,36 @@ def test_one_training_step_of_the_imagenet_networks(name):
     for check in checks:
         # the first layers' weight gradients sum 112 * 112 or 224 * 224 float32 products
         assert check.error < 1e-3, (check.node, check.error)
+
+
+SAVER = """
+import sys, numpy as np
+from convgraph.train.checkpoint import save_checkpoint
+path, n = sys.argv[1], 0
+print("ready", flush=True)
+while True:  # save forever, each time with other values; the parent kills us mid-save
+    n += 1
+    save_checkpoint(path, {"a.weight": np.full(2_000_000, n, np.float32)}, {}, {"epoch": n})
+"""
+
+
+def test_a_kill_during_saving_leaves_a_whole_checkpoint(tmp_path):
+    """SIGKILL at random moments while a checkpoint is being rewritten: what is on disk always
+    loads (old or new, never half), and no temporary file is mistaken for it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "last.npz"
+    save_checkpoint(path, {"a.weight": np.zeros(2_000_000, np.float32)}, {}, {"epoch": 0})
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        child = subprocess.Popen([sys.executable, "-c", SAVER, str(path)],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        params, _, header = load_checkpoint(path)
+        assert params["a.weight"].min() == params["a.weight"].max() == header["epoch"]
