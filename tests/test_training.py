@@ -397,3 +397,5 @@ def test_a_kill_during_saving_leaves_a_whole_checkpoint(tmp_path):
         child.wait()
         params, _, header = load_checkpoint(path)
         assert params["a.weight"].min() == params["a.weight"].max() == header["epoch"]
+    save_checkpoint(path, {"a.weight": np.ones(3, np.float32)}, {}, {"epoch": 9})
+    assert [p.name for p in tmp_path.iterdir()] == ["last.npz"]  # killed saves' leftovers gone

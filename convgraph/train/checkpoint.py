@@ -51,6 +51,8 @@ def save_checkpoint(path, params: dict, optimizer: dict, header: dict) -> None:
     meta = dict(header, format=FORMAT, checksum=_checksum(arrays))
     arrays["header"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a save that was killed
+        stale.unlink(missing_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.",
                                          suffix=".tmp", delete=False)
     try:
