@@ -15,6 +15,7 @@ frameworks alternated, because this machine is shared and noisy.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import statistics
@@ -187,7 +188,10 @@ def conv_layers(session, batch: int, repeats: int = 5) -> list[dict]:
         for launch, event in zip(launches, events):
             if graph.nodes[launch.node]["op"] != "conv":
                 continue
-            kind = "forward" if "conv_forward" in launch.kernel else "backward"
+            # the forward pass reads activations; stride-1 input gradients reuse the forward
+            # kernel but read gradients
+            forward = launch.args[0][0] == "tensor" and "conv_forward" in launch.kernel
+            kind = "forward" if forward else "backward"
             key = (launch.node, kind)
             per[key] = per.get(key, 0.0) + (event.profile.end - event.profile.start) * 1e-9
         for key, seconds in per.items():
@@ -228,6 +232,31 @@ def compile_times(spec: Path, device: str | None) -> dict:
     return {"cold_s": cold, "warm_s": warm}
 
 
+def measure_model(label: str, args, repeats: int) -> dict:
+    """Training, inference and conv-layer figures of one model (run in a child process)."""
+    import torch
+
+    import convgraph
+    from convgraph.params import initial_params
+
+    torch.set_num_threads(THREADS)
+    torch.set_num_interop_threads(1)
+    graph = convgraph.analyse(ROOT / "specs" / f"{MODELS[label]}.yaml")
+    params = initial_params(graph, "he", 0)
+    record: dict = {"training": [], "inference": [], "conv_layers": []}
+    for batch in (64,) if args.quick else (64, 128):
+        result = training(graph, params, batch, args.device, repeats)
+        session = result.pop("session")
+        if batch == 64 and label in ("M3", "M4"):  # while this session is the live one
+            record["conv_layers"] = conv_layers(session, 64)
+        del session
+        record["training"].append({"model": label, "batch": batch, **result})
+    for batch in (64,) if args.quick else (64, 256):
+        result = inference(graph, params, batch, args.device, repeats)
+        record["inference"].append({"model": label, "batch": batch, **result})
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -235,50 +264,54 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="batch 64 only, fewer repeats")
+    parser.add_argument("--child", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    faulthandler.enable()
+    repeats = 3 if args.quick else args.repeats
+    if args.child:  # one model in its own process: a clean device and allocator for each
+        Path(args.child).write_text(json.dumps(measure_model(args.models, args, repeats),
+                                               default=float))
+        return
 
     import torch
 
-    import convgraph
-    from convgraph.params import initial_params
     from convgraph.runtime.devices import select_device
     from convgraph.summary import mib
 
-    torch.set_num_threads(THREADS)
-    torch.set_num_interop_threads(1)
-    repeats = 3 if args.quick else args.repeats
     sgemm = numpy_sgemm_gflops()
     info = select_device(args.device)[0]
     print(f"device: {info.label}; PyTorch {torch.__version__} and onnxruntime with {THREADS} "
           f"threads; numpy sgemm (n=2048) {sgemm:.0f} GFLOP/s\n")
     records: dict = {"device": info.label, "sgemm_gflops": sgemm, "training": [],
-                     "inference": [], "conv_layers": {}, "compile": {}, "memory": {}}
-    train_batches = (64,) if args.quick else (64, 128)
-    infer_batches = (64,) if args.quick else (64, 256)
+                     "inference": [], "conv_layers": {}, "compile": {}}
     print(f"{'model':<5} {'mode':<9} {'batch':>5} {'convgraph':>10} {'torch':>9} {'ratio':>6} "
           f"{'onnxrt':>9} {'ratio':>6} {'memory':>10}")
     for label in args.models.split(","):
-        spec = ROOT / "specs" / f"{MODELS[label]}.yaml"
-        graph = convgraph.analyse(spec)
-        params = initial_params(graph, "he", 0)
-        session = None
-        for batch in train_batches:
-            result = training(graph, params, batch, args.device, repeats)
-            session = result.pop("session") if batch == 64 else session
-            records["training"].append({"model": label, "batch": batch, **result})
-            print(f"{label:<5} {'train':<9} {batch:>5} {result['convgraph_img_s']:>10,.0f} "
-                  f"{result['torch_img_s']:>9,.0f} {result['ratio']:>6.2f} {'':>9} {'':>6} "
+        with tempfile.TemporaryDirectory() as folder:
+            result_file = Path(folder) / "result.json"
+            command = [sys.executable, __file__, "--models", label, "--child", str(result_file),
+                       "--repeats", str(args.repeats)] + (["--quick"] if args.quick else []) + (
+                       ["--device", args.device] if args.device else [])
+            done = subprocess.run(command, capture_output=True, text=True)
+            if not result_file.exists():
+                raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
+            record = json.loads(result_file.read_text())
+        for result in record["training"]:
+            records["training"].append(result)
+            print(f"{label:<5} {'train':<9} {result['batch']:>5} "
+                  f"{result['convgraph_img_s']:>10,.0f} {result['torch_img_s']:>9,.0f} "
+                  f"{result['ratio']:>6.2f} {'':>9} {'':>6} "
                   f"{mib(result['memory_bytes']):>10}", flush=True)
-        for batch in infer_batches:
-            result = inference(graph, params, batch, args.device, repeats)
-            records["inference"].append({"model": label, "batch": batch, **result})
-            print(f"{label:<5} {'inference':<9} {batch:>5} {result['convgraph_img_s']:>10,.0f} "
-                  f"{result['torch_img_s']:>9,.0f} {result['ratio']:>6.2f} "
-                  f"{result['onnx_img_s']:>9,.0f} {result['ratio_onnx']:>6.2f} "
-                  f"{mib(result['memory_bytes']):>10}", flush=True)
-        if label in ("M3", "M4") and session is not None:
-            records["conv_layers"][label] = conv_layers(session, 64)
-        records["compile"][label] = compile_times(spec, args.device)
+        for result in record["inference"]:
+            records["inference"].append(result)
+            print(f"{label:<5} {'inference':<9} {result['batch']:>5} "
+                  f"{result['convgraph_img_s']:>10,.0f} {result['torch_img_s']:>9,.0f} "
+                  f"{result['ratio']:>6.2f} {result['onnx_img_s']:>9,.0f} "
+                  f"{result['ratio_onnx']:>6.2f} {mib(result['memory_bytes']):>10}", flush=True)
+        if record["conv_layers"]:
+            records["conv_layers"][label] = record["conv_layers"]
+        records["compile"][label] = compile_times(ROOT / "specs" / f"{MODELS[label]}.yaml",
+                                                  args.device)
     for label, rows in records["conv_layers"].items():
         print(f"\n{label} conv layers, batch 64 (GFLOP/s and fraction of sgemm {sgemm:.0f}):")
         print(f"  {'layer':<14} {'volumes':<24} {'forward':>8} {'of sgemm':>8} {'backward':>9} "

@@ -156,6 +156,17 @@ BRANCHES = {
 }
 
 
+def test_a_step_at_a_realistic_batch():
+    """Batch 64 of ResNet-8 (every kernel kind, strided gathers included): a too-large private
+    tile once crashed PoCL here only at such batches, never at the tests' small ones."""
+    graph = analyse(SPECS / "resnet8.yaml")
+    session = TrainingSession(graph, batch=64)
+    x, y = _batch(graph, np.random.default_rng(0), 64)
+    first = session.step(x, y, 0.01)
+    second = session.step(x, y, 0.01)
+    assert np.isfinite(first.loss) and second.loss < first.loss
+
+
 @pytest.mark.parametrize("name", ["seed", "lenet5", "fashion_convnet", "fashion_convnet_bn",
                                   "vgg_cifar", "resnet8", "every_op", "branches"])
 def test_device_gradients_of_the_example_networks(name):

@@ -23,6 +23,10 @@ class DeviceProfile:
     pixel_local: tuple[int, int, int] | None  # of the pixel-wise kernels
     build_options: tuple[str, ...] = ("-cl-mad-enable",)
     images_per_split: int = 2  # batch split of weight-gradient sums (each split: partial sums)
+    # input pixels per work-item of the strided conv input-gradient gather: its private
+    # tile is 4 x this many vectors, and PoCL replicates private arrays across a work-group (8
+    # segfaulted ResNet-8 at batch 64)
+    grad_tile_pixels: int = 4
 
     def key(self) -> str:
         return repr(self)

@@ -154,7 +154,7 @@ class Conv(Op):
             _lower_transposed_conv(ctx)
         elif ctx.needs_grad():
             grad, accumulate = ctx.input_grad()
-            pixels = choose_tile(x.volume.width, ctx.profile.conv_tile_pixels // 2 or 1)
+            pixels = choose_tile(x.volume.width, ctx.profile.grad_tile_pixels)
             ctx.launch(
                 "conv",
                 "CONV_BACKWARD_DATA",
