@@ -158,6 +158,18 @@ class Lowering:
             width = min(width, vector_width(layout.stride_c))
         return width
 
+    def channel_launch(self, family: str, selector: str, layouts: dict[str, Layout], args: list,
+                       defines: dict | None = None) -> None:
+        """A kernel with one work-item per channel vector, reducing over images and pixels."""
+        first = next(iter(layouts.values()))
+        width = self.vector_width(*layouts.values())
+        every = {"HEIGHT": first.volume.height, "WIDTH": first.volume.width,
+                 "CHANNEL_VECTORS": first.stride_c // width, "VECTOR_WIDTH": width}
+        for prefix, layout in layouts.items():
+            every.update(layout.defines(prefix))
+        every.update(defines or {})
+        self.launch(family, selector, every, (first.stride_c // width,), None, args)
+
     def pixel_launch(self, family: str, selector: str, layouts: dict[str, Layout], args: list,
                      defines: dict | None = None, flops: int = 0) -> None:
         """A kernel with one work-item per (channel vector, pixel), as in elementwise.cl."""

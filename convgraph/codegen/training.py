@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from convgraph.codegen.layout import Layout, channel_stride, vector_width
+from convgraph.codegen.layout import Layout, channel_stride
 from convgraph.codegen.plan import ACTIVATION_CODES, KernelSpec, Launch, Lowering, _Planner
 from convgraph.codegen.profile import DeviceProfile
 from convgraph.errors import SpecError
@@ -294,10 +294,5 @@ def _lower_optimizer(planner, node: str, key: str, optimizer: str, train: dict) 
 
 def channel_sum(ctx: TrainLowering, grad: tuple, layout: Layout, target: tuple) -> None:
     """target = dy summed over images and pixels, per channel (bias gradients)."""
-    width = min(ctx.profile.max_vector, vector_width(layout.stride_c))
-    volume = layout.volume
-    ctx.launch("reduction", "CHANNEL_SUM",
-               {"HEIGHT": volume.height, "WIDTH": volume.width, "VECTOR_WIDTH": width,
-                "CHANNEL_VECTORS": layout.stride_c // width, "CHANNELS": volume.depth,
-                **layout.defines("Y")},
-               (layout.stride_c // width,), None, [grad, target, ("batch",)])
+    ctx.channel_launch("reduction", "CHANNEL_SUM", {"Y": layout}, [grad, target, ("batch",)],
+                       {"CHANNELS": layout.volume.depth})

@@ -32,26 +32,24 @@ class Dense(Op):
     def macs(self, layer, inputs, output, derived):
         return inputs[0].elements * output.depth
 
-    def lower(self, ctx) -> None:
-        # x is the stored input: the volume itself when a flatten was elided (no copy)
+    def _defines(self, ctx) -> tuple[dict, int, int]:
+        """Shapes, layouts, vector width and row tile of every fc kernel; x is the stored input:
+        the volume itself when a flatten was elided (no copy)."""
         x, y = ctx.input_layout(), ctx.output_layout
         width = ctx.vector_width(y)
         rows = ctx.profile.dense_tile_rows
+        return {
+            "IN_H": x.volume.height, "IN_W": x.volume.width, "IN_CHANNELS": x.volume.depth,
+            "UNITS": ctx.attrs["units"], "U_ALLOC": y.stride_c, "VECTOR_WIDTH": width,
+            "TILE_ROWS": rows, **x.defines("X"), **y.defines("Y"),
+        }, width, rows
+
+    def lower(self, ctx) -> None:
+        x, y = ctx.input_layout(), ctx.output_layout
+        defines, width, rows = self._defines(ctx)
         activation, slope = ctx.epilogue()
-        defines = {
-            "IN_H": x.volume.height,
-            "IN_W": x.volume.width,
-            "IN_CHANNELS": x.volume.depth,
-            "UNITS": ctx.attrs["units"],
-            "U_ALLOC": y.stride_c,
-            "VECTOR_WIDTH": width,
-            "TILE_ROWS": rows,
-            "HAS_BIAS": int(ctx.attrs["bias"]),
-            "EPILOGUE": activation,
-            "EPILOGUE_SLOPE": slope,
-            **x.defines("X"),
-            **y.defines("Y"),
-        }
+        defines.update({"HAS_BIAS": int(ctx.attrs["bias"]), "EPILOGUE": activation,
+                        "EPILOGUE_SLOPE": slope})
         args = [
             ("tensor", ctx.input_storage()),
             ("param", ctx.name, "weight"),
@@ -97,23 +95,11 @@ class Dense(Op):
         from convgraph.codegen.training import channel_sum
 
         x, y = ctx.input_layout(), ctx.output_layout
-        width = ctx.vector_width(y)
-        rows = ctx.profile.dense_tile_rows
-        tile = 4
+        defines, width, rows = self._defines(ctx)
+        tile = 4  # inputs per work-item of the gradient kernels: one pixel's channels
         while x.volume.depth % tile:
             tile //= 2
-        defines = {
-            "IN_H": x.volume.height,
-            "IN_W": x.volume.width,
-            "IN_CHANNELS": x.volume.depth,
-            "UNITS": ctx.attrs["units"],
-            "U_ALLOC": y.stride_c,
-            "VECTOR_WIDTH": width,
-            "TILE_ROWS": rows,
-            "INPUT_TILE": tile,
-            **x.defines("X"),
-            **y.defines("Y"),
-        }
+        defines["INPUT_TILE"] = tile
         inputs = x.volume.elements // tile
         ctx.launch(
             "dense",

@@ -82,31 +82,12 @@ class BatchNorm(Op):
 
     def lower_train(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
-        width = ctx.vector_width(x, y)
         saved = ctx.saved()
-        volume = x.volume
-        ctx.launch(
-            "norm",
-            "BATCHNORM_STATS",
-            {
-                "HEIGHT": volume.height,
-                "WIDTH": volume.width,
-                "VECTOR_WIDTH": width,
-                "CHANNEL_VECTORS": x.stride_c // width,
-                **self._pixel_defines(ctx),
-                **x.defines("X"),
-                **y.defines("Y"),
-            },
-            (x.stride_c // width,),
-            None,
-            [
-                ("tensor", ctx.input_storage()),
-                saved,
-                ("param", ctx.name, "running_mean"),
-                ("param", ctx.name, "running_var"),
-                ("batch",),
-            ],
-        )
+        ctx.channel_launch(
+            "norm", "BATCHNORM_STATS", {"X": x, "Y": y},
+            [("tensor", ctx.input_storage()), saved, ("param", ctx.name, "running_mean"),
+             ("param", ctx.name, "running_var"), ("batch",)],
+            self._pixel_defines(ctx))
         ctx.pixel_launch(
             "norm",
             "BATCHNORM_TRAIN",
@@ -124,32 +105,12 @@ class BatchNorm(Op):
 
     def lower_backward(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
-        width = ctx.vector_width(x, y)
         saved = ("saved", ctx.name)
-        volume = x.volume
-        ctx.launch(
-            "norm",
-            "BATCHNORM_BACKWARD_REDUCE",
-            {
-                "HEIGHT": volume.height,
-                "WIDTH": volume.width,
-                "VECTOR_WIDTH": width,
-                "CHANNEL_VECTORS": x.stride_c // width,
-                **self._pixel_defines(ctx),
-                **x.defines("X"),
-                **y.defines("Y"),
-            },
-            (x.stride_c // width,),
-            None,
-            [
-                ("tensor", ctx.input_storage()),
-                ctx.output_grad,
-                saved,
-                ("pgrad", ctx.name, "weight"),
-                ("pgrad", ctx.name, "bias"),
-                ("batch",),
-            ],
-        )
+        ctx.channel_launch(
+            "norm", "BATCHNORM_BACKWARD_REDUCE", {"X": x, "Y": y},
+            [("tensor", ctx.input_storage()), ctx.output_grad, saved,
+             ("pgrad", ctx.name, "weight"), ("pgrad", ctx.name, "bias"), ("batch",)],
+            self._pixel_defines(ctx))
         if ctx.needs_grad():
             grad, accumulate = ctx.input_grad()
             ctx.pixel_launch(

@@ -55,43 +55,29 @@ class Pool(Op):
         kw, kh = layer.attrs["size"]
         return output.elements * kw * kh  # one compare or add per tap
 
-    def lower(self, ctx) -> None:
-        attrs, derived, node = ctx.attrs, ctx.derived, ctx.node
+    def _defines(self, ctx) -> tuple[dict, int]:
+        """The window, layouts and vector width both pooling kernels are specialised with."""
+        attrs, derived, out = ctx.attrs, ctx.derived, ctx.node["output"]
         x, y = ctx.input_layout(), ctx.output_layout
         width = ctx.vector_width(x, y)
-        out = node["output"]
         (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
-        defines = {
-            "IS_MAX": int(attrs["mode"] == "max"),
-            "COUNT_PAD": int(attrs["count_pad"]),
-            "IN_H": x.volume.height,
-            "IN_W": x.volume.width,
-            "OUT_H": out.height,
-            "OUT_W": out.width,
-            "CHANNEL_VECTORS": y.stride_c // width,
-            "WINDOW_H": kh,
-            "WINDOW_W": kw,
-            "STRIDE_H": sh,
-            "STRIDE_W": sw,
-            "PAD_TOP": derived["pad_top"],
-            "PAD_LEFT": derived["pad_left"],
-            "PAD_BOTTOM": derived["pad_bottom"],
-            "PAD_RIGHT": derived["pad_right"],
-            "VECTOR_WIDTH": width,
-            **x.defines("X"),
-            **y.defines("Y"),
-        }
-        ctx.launch(
-            "pool",
-            "POOL_FORWARD",
-            defines,
-            (y.stride_c // width, out.width, out.height),
-            2,
-            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-            ctx.profile.pixel_local,
-            node["flops"],
-            4 * (x.volume.elements + out.elements),
-        )
+        return {
+            "IS_MAX": int(attrs["mode"] == "max"), "COUNT_PAD": int(attrs["count_pad"]),
+            "IN_H": x.volume.height, "IN_W": x.volume.width, "OUT_H": out.height,
+            "OUT_W": out.width, "CHANNEL_VECTORS": y.stride_c // width, "WINDOW_H": kh,
+            "WINDOW_W": kw, "STRIDE_H": sh, "STRIDE_W": sw, "PAD_TOP": derived["pad_top"],
+            "PAD_LEFT": derived["pad_left"], "PAD_BOTTOM": derived["pad_bottom"],
+            "PAD_RIGHT": derived["pad_right"], "VECTOR_WIDTH": width,
+            **x.defines("X"), **y.defines("Y"),
+        }, width
+
+    def lower(self, ctx) -> None:
+        x, y, out = ctx.input_layout(), ctx.output_layout, ctx.node["output"]
+        defines, width = self._defines(ctx)
+        ctx.launch("pool", "POOL_FORWARD", defines, (y.stride_c // width, out.width, out.height),
+                   2, [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+                   ctx.profile.pixel_local, ctx.node["flops"],
+                   4 * (x.volume.elements + out.elements))
 
     def reference(self, node, inputs, params):
         import numpy as np
@@ -109,33 +95,10 @@ class Pool(Op):
         return total / count
 
     def lower_backward(self, ctx) -> None:
-        attrs, derived = ctx.attrs, ctx.derived
-        x, y = ctx.input_layout(), ctx.output_layout
+        x = ctx.input_layout()
         grad, accumulate = ctx.input_grad()
-        width = ctx.vector_width(x, y)
-        out = ctx.node["output"]
-        (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
-        defines = {
-            "IS_MAX": int(attrs["mode"] == "max"),
-            "COUNT_PAD": int(attrs["count_pad"]),
-            "IN_H": x.volume.height,
-            "IN_W": x.volume.width,
-            "OUT_H": out.height,
-            "OUT_W": out.width,
-            "CHANNEL_VECTORS": x.stride_c // width,
-            "WINDOW_H": kh,
-            "WINDOW_W": kw,
-            "STRIDE_H": sh,
-            "STRIDE_W": sw,
-            "PAD_TOP": derived["pad_top"],
-            "PAD_LEFT": derived["pad_left"],
-            "PAD_BOTTOM": derived["pad_bottom"],
-            "PAD_RIGHT": derived["pad_right"],
-            "VECTOR_WIDTH": width,
-            "ACCUMULATE": accumulate,
-            **x.defines("X"),
-            **y.defines("Y"),
-        }
+        defines, width = self._defines(ctx)
+        defines["ACCUMULATE"] = accumulate
         ctx.launch(
             "pool",
             "POOL_BACKWARD",
