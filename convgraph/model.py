@@ -151,7 +151,7 @@ class Model:
         """The launches of one forward pass at the planned batch (for --json and the plan file)."""
         records = []
         for launch in self.plan.launches:
-            local = self.executor.local_sizes.get(id(launch), self.executor._legal_local(launch))
+            local = self.executor.local_sizes.get(id(launch), self.executor.legal_local(launch))
             global_size, _ = launch.sizes(self.batch)
             records.append({"name": launch.kernel, "node": launch.node,
                             "global_size": list(global_size),

@@ -190,29 +190,17 @@ class Dropout(Op):
     def reference(self, node, inputs, params):
         return np.asarray(inputs[0], np.float64)  # inference
 
-    def _launch(self, ctx, selector: str, source, target, accumulate: int) -> None:
-        x, y = ctx.input_layout(), ctx.output_layout
-        volume = x.volume
+    def _launch(self, ctx, selector: str, source, target, read, written, accumulate: int):
+        """DROPOUT_FORWARD or _BACKWARD: ``source`` (layout ``read``) masked into ``target``."""
+        volume = read.volume
         # a salt per node, so that two dropouts never drop the same positions
         salt = ctx.planner.graph.nodes[ctx.name]["order"] * 7919
-        ctx.launch(
-            "elementwise",
-            selector,
-            {
-                "HEIGHT": volume.height,
-                "WIDTH": volume.width,
-                "CHANNELS": volume.depth,
-                "RATE": float(ctx.attrs["rate"]),
-                "SALT": int(salt),
-                "ACCUMULATE": accumulate,
-                **x.defines("X"),
-                **y.defines("Y"),
-            },
-            (volume.depth, volume.width, volume.height),
-            2,
-            [source, target, ("seed",)],
-            ctx.profile.pixel_local,
-        )
+        ctx.launch("elementwise", selector,
+                   {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
+                    "RATE": float(ctx.attrs["rate"]), "SALT": int(salt),
+                    "ACCUMULATE": accumulate, **read.defines("X"), **written.defines("Y")},
+                   (volume.depth, volume.width, volume.height), 2, [source, target, ("seed",)],
+                   ctx.profile.pixel_local)
 
     def lower_eval(self, ctx) -> None:  # training plans keep dropout's own tensor: copy it
         ctx.pixel_launch(
@@ -224,39 +212,13 @@ class Dropout(Op):
         )
 
     def lower_train(self, ctx) -> None:
-        self._launch(
-            ctx,
-            "DROPOUT_FORWARD",
-            ("tensor", ctx.input_storage()),
-            ("tensor", ctx.output_storage),
-            0,
-        )
+        self._launch(ctx, "DROPOUT_FORWARD", ("tensor", ctx.input_storage()),
+                     ("tensor", ctx.output_storage), ctx.input_layout(), ctx.output_layout, 0)
 
     def lower_backward(self, ctx) -> None:
-        grad, accumulate = ctx.input_grad()
-        # x/y layouts swap roles backward: read dL/dy (output layout), write dL/dx
-        x, y = ctx.input_layout(), ctx.output_layout
-        volume = x.volume
-        salt = ctx.planner.graph.nodes[ctx.name]["order"] * 7919
-        ctx.launch(
-            "elementwise",
-            "DROPOUT_BACKWARD",
-            {
-                "HEIGHT": volume.height,
-                "WIDTH": volume.width,
-                "CHANNELS": volume.depth,
-                "RATE": float(ctx.attrs["rate"]),
-                "SALT": int(salt),
-                "ACCUMULATE": accumulate,
-                **y.defines("X"),
-                **x.defines("Y"),
-            },
-            (volume.depth, volume.width, volume.height),
-            2,
-            [ctx.output_grad, grad, ("seed",)],
-            ctx.profile.pixel_local,
-        )
-
+        grad, accumulate = ctx.input_grad()  # reads dL/dy, writes dL/dx
+        self._launch(ctx, "DROPOUT_BACKWARD", ctx.output_grad, grad, ctx.output_layout,
+                     ctx.input_layout(), accumulate)
 
     def mask(self, node, shape, seed: int):
         """The kernels' keep/scale factor for every value of an (N, D, H, W) batch."""

@@ -127,7 +127,7 @@ class Executor:
                 bound.append(kernel)
             self.kernels[group] = bound
 
-    def _legal_local(self, launch: Launch):
+    def legal_local(self, launch: Launch):
         """The plan's work-group shape clipped to this device's limits (None: the driver's)."""
         if launch.local_size is None:
             return None
@@ -154,7 +154,7 @@ class Executor:
                     kernel.set_arg(slot, values[arg[0]])
             global_size, _ = launch.sizes(batch)
             key = id(launch)
-            local = self.local_sizes.setdefault(key, self._legal_local(launch))
+            local = self.local_sizes.setdefault(key, self.legal_local(launch))
             while True:
                 padded = global_size if local is None else tuple(
                     -(-g // size) * size for g, size in zip(global_size, local))

@@ -59,7 +59,6 @@ class Spec:
     train: dict
     rounding: str = "exact"
     description: str = ""
-    blocks: dict = field(default_factory=dict)
 
 
 def read_spec(data, source: str) -> Spec:
@@ -126,7 +125,6 @@ def read_spec(data, source: str) -> Spec:
         read_train(data.get("train"), data.where("train")),
         defaults.rounding,
         description,
-        dict(data.get("blocks") or {}),
     )
 
 
