@@ -16,8 +16,7 @@ from convgraph.codegen.profile import DeviceProfile, profile_for
 from convgraph.codegen.source import program_source
 from convgraph.errors import DataError
 from convgraph.graph import ordered
-from convgraph.ops.base import REGISTRY
-from convgraph.params import check_params, initial_params
+from convgraph.params import check_params, initial_params, to_device_layouts
 from convgraph.pipeline import analyse
 from convgraph.runtime.devices import DeviceInfo, select_device
 from convgraph.runtime.executor import Executor
@@ -50,23 +49,9 @@ class Model:
         check_params(self.graph, params)
         self._params = {key: np.asarray(value, np.float32).copy()
                         for key, value in params.items()}
-        device = {}
-        for name in ordered(self.graph):
-            data = self.graph.nodes[name]
-            own = {key.rsplit(".", 1)[1]: value for key, value in self._params.items()
-                   if key.rsplit(".", 1)[0] == name}
-            if self.plan.storage_of[name] != name:  # does no work here (fused or identity)
-                continue
-            relaid = REGISTRY[data["op"]].device_params(
-                data, own, self._input_layout(name), self.plan.layout_of(name))
-            for key, value in relaid.items():
-                device[(name, key)] = value
+        device = to_device_layouts(self.graph, self._params, self.plan.layout_of)
         self.executor.upload_params(device)
         self.executor.check_memory(self.batch, self.param_bytes)
-
-    def _input_layout(self, name: str):
-        inputs = self.graph.nodes[name]["inputs"]
-        return self.plan.layout_of(inputs[0]) if inputs else None
 
     @property
     def param_bytes(self) -> int:

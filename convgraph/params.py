@@ -104,3 +104,24 @@ def save_arrays(path, arrays: dict) -> None:
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".npz", delete=False) as handle:
         np.savez(handle, **arrays)
     os.replace(handle.name, target)
+
+
+def to_device_layouts(graph: nx.DiGraph, params: dict, layout_of
+                      ) -> dict[tuple[str, str], np.ndarray]:
+    """Every node's parameters re-laid by its op for the kernels (``device_params``), as float32,
+    keyed (node, name); ``layout_of(node)`` gives a node's stored layout."""
+    from convgraph.ops.base import REGISTRY
+    from convgraph.reference import node_params
+
+    arrays = {}
+    for name in ordered(graph):
+        own = node_params(params, name)
+        if not own:
+            continue
+        data = graph.nodes[name]
+        inputs = data["inputs"]
+        relaid = REGISTRY[data["op"]].device_params(
+            data, own, layout_of(inputs[0]) if inputs else None, layout_of(name))
+        arrays.update({(name, key): np.asarray(value, np.float32)
+                       for key, value in relaid.items()})
+    return arrays

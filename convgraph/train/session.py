@@ -19,7 +19,7 @@ from convgraph.codegen.training import TrainingPlan, plan_training
 from convgraph.errors import ConvgraphError, DataError
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
-from convgraph.params import check_params, initial_params
+from convgraph.params import check_params, initial_params, to_device_layouts
 from convgraph.runtime.devices import select_device
 from convgraph.runtime.executor import Executor
 from convgraph.runtime.program import build_program
@@ -74,16 +74,8 @@ class TrainingSession:
 
     def set_params(self, params: dict) -> None:
         check_params(self.graph, params)
-        arrays = {}
-        for name in ordered(self.graph):
-            data = self.graph.nodes[name]
-            own = {key.rsplit(".", 1)[1]: value for key, value in params.items()
-                   if key.rsplit(".", 1)[0] == name}
-            if not own:
-                continue
-            relaid = REGISTRY[data["op"]].device_params(data, own, *self._layouts(name))
-            arrays.update({f"param:{name}:{key}": np.asarray(value, np.float32)
-                           for key, value in relaid.items()})
+        arrays = {f"param:{name}:{key}": value for (name, key), value
+                  in to_device_layouts(self.graph, params, self.plan.layout_of).items()}
         self.executor.upload(arrays)
 
     def _to_host(self, buffer_of, keys=None) -> dict[str, np.ndarray]:
