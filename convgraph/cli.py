@@ -146,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(evaluate)
     evaluate.set_defaults(handler=command_eval)
 
+    tune = commands.add_parser(
+        "tune", help="time each kernel's tile sizes on the device and keep the fastest",
+        description="For every tunable kernel of SPEC (training and inference), time the tile "
+                    "sizes and work-group shapes it allows on the device, within a time budget, "
+                    "and store the fastest in this device's tuning file, which every later "
+                    "compile for the device reads. Tuning changes speed only: every setting is "
+                    "a tested kernel.")
+    tune.add_argument("specs", nargs="+", metavar="SPEC")
+    tune.add_argument("--budget", type=float, default=120.0, metavar="SECONDS",
+                      help="time allowed per spec (default 120); untimed kernels keep defaults")
+    tune.add_argument("--mode", choices=("both", "train", "infer"), default="both",
+                      help="tune the training kernels, the inference kernels, or both")
+    tune.add_argument("--reset", action="store_true",
+                      help="forget this device's tuning first")
+    tune.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_device(tune)
+    _add_overrides(tune)
+    tune.set_defaults(handler=command_tune)
+
     devices = commands.add_parser("devices", help="list every OpenCL platform and device",
                                   description="List every OpenCL platform and device.")
     devices.add_argument("--json", action="store_true", help="print one JSON object")
@@ -505,6 +524,64 @@ def run_profile(model) -> int:
     console.print(f"{model.batch / total * 1000:,.0f} images/s; device peak measured now: "
                   f"{peak_flops:.0f} GFLOP/s (fp32 fma), {peak_bytes:.1f} GB/s (copy). 'of peak' "
                   "is the larger of the two fractions.", highlight=False)
+    return 0
+
+
+def command_tune(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from convgraph.codegen.tuning import forget_tuning
+    from convgraph.runtime.devices import select_device
+    from convgraph.runtime.tune import tune
+
+    graphs = [analyse(spec, args.overrides) for spec in args.specs]  # all checked first
+    info = select_device(args.device)[0]
+    if args.reset:
+        forget_tuning(info)
+    modes = ("train", "infer") if args.mode == "both" else (args.mode,)
+    console = Console(stderr=True)
+    reports = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
+                  TimeElapsedColumn(), console=console, disable=args.json) as progress:
+        for graph in graphs:
+            task = progress.add_task(f"tuning {graph.graph['name']}", total=None, now="")
+
+            def advance(done, total, text, task=task):
+                progress.update(task, completed=done, total=total, now=text)
+
+            batch = args.batch if args.batch is not None else graph.graph["train"]["batch"]
+            reports.append((graph, tune(graph, device=args.device, batch=batch,
+                                        budget=args.budget, modes=modes, progress=advance)))
+    if args.json:
+        print(json.dumps({"device": info.label, "models": [{
+            "model": graph.graph["name"], "file": report.path, "seconds": report.seconds,
+            "not_reached": len(report.skipped),
+            "sites": [{"layer": r.site.node, "mode": r.mode, "kernel": r.site.selector,
+                       "key": r.site.key,
+                       "default_ms": r.default_ms, "tuned_ms": r.best_ms, "tried": r.tried,
+                       "knobs": r.best} for r in report.results]}
+            for graph, report in reports]}, indent=2))
+        return 0
+    out = Console(width=None if Console().is_terminal else 160)
+    for graph, report in reports:
+        table = Table(title=f"{graph.graph['name']} on {info.label}", title_justify="left")
+        for column in ("layer", "for", "kernel", "default ms", "tuned ms", "speedup", "GFLOP/s",
+                       "tried", "settings"):
+            table.add_column(column, justify="right" if "ms" in column or column in (
+                "speedup", "GFLOP/s", "tried") else "left")
+        for r in report.results:
+            gflops = r.flops / r.best_ms / 1e6 if r.best_ms and r.flops else 0.0
+            table.add_row(r.site.node, r.mode, r.site.selector, f"{r.default_ms:.3f}",
+                          f"{r.best_ms:.3f}",
+                          f"{r.speedup:.2f}x", f"{gflops:.1f}" if gflops else "", str(r.tried),
+                          " ".join(f"{k.lower()}={v}" for k, v in r.best.items()))
+        out.print(table)
+        skipped = (f"; {len(report.skipped)} kernels not reached in the budget keep their "
+                   "defaults" if report.skipped else "")
+        out.print(f"{len(report.results)} kernels tuned in {report.seconds:.0f} s{skipped}; "
+                  f"saved to {report.path or '(nothing)'}.", highlight=False)
     return 0
 
 

@@ -8,9 +8,11 @@
  *   y  (N, Y_ALLOC_H, Y_ALLOC_W, Y_STRIDE_C)
  *
  * An implicit GEMM with register tiles: work-item (kt, pt, n * OUT_H + oh) computes TILE_PIXELS
- * consecutive output pixels of row oh times VECTOR_WIDTH output channels starting at
- * kt * VECTOR_WIDTH, reducing over (r, s, c) in registers, CHANNEL_STEP input channels per load. No local memory and no barriers: on a
- * CPU (PoCL) wide vectors and register tiles win; a GPU gets its own tile sizes from the profile.
+ * consecutive output pixels of row oh times FILTER_VECTORS vectors of VECTOR_WIDTH output
+ * channels starting at kt * VECTOR_WIDTH * FILTER_VECTORS, reducing over (r, s, c) in registers,
+ * CHANNEL_STEP input channels per load. No local memory and no barriers: on a CPU (PoCL) wide
+ * vectors and register tiles win; a GPU gets its own tile sizes. The tile sizes are chosen per
+ * layer and device by `convgraph tune` (codegen/tuning.py), else from the device profile.
  * Reads never leave the halo, so the inner loop has no bounds checks; the last pixel tile of a row
  * clamps its reads and skips its stores past OUT_W.
  *
@@ -40,6 +42,7 @@
 #define IN_W 8
 #define CHANNEL_TILE 4
 #define CHANNEL_STEP 4
+#define FILTER_VECTORS 1
 #define IMAGES_PER_SPLIT 2
 #define TAP_ROWS 1
 #define ACCUMULATE 0
@@ -85,17 +88,20 @@
 #define HSUM CONCAT(hsum, VECTOR_WIDTH)
 
 #if defined(CONV_FORWARD)
+/* FILTER_VECTORS vectors of filters per work-item: TILE_PIXELS x FILTER_VECTORS accumulators,
+ * each input value loaded once serves FILTER_VECTORS vector fmas */
+#define FILTERS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict w,
                           __global const float *restrict b, __global float *restrict y)
 {
     const int kt = get_global_id(0);
     const int pt = get_global_id(1);
     const int row = get_global_id(2);
-    if (kt >= K_TILES || pt >= PIXEL_TILES) return; /* global sizes are rounded up */
+    if (kt >= K_ALLOC / FILTERS_PER_ITEM || pt >= PIXEL_TILES) return; /* sizes rounded up */
     const int n = row / OUT_H;
     const int oh = row % OUT_H;
-    const int k0 = kt * VECTOR_WIDTH;
-    const int group = k0 / K_PER_GROUP; /* VECTOR_WIDTH divides K_PER_GROUP */
+    const int k0 = kt * FILTERS_PER_ITEM;
+    const int group = k0 / K_PER_GROUP; /* FILTERS_PER_ITEM divides K_PER_GROUP */
     const int first_pixel = pt * TILE_PIXELS;
 
     /* where each pixel's window starts in x (top-left tap, first channel of the group) */
@@ -108,9 +114,11 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     __global const float *filters = w + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
                                     + (k0 - group * K_PER_GROUP);
 
-    realV acc[TILE_PIXELS];
+    realV acc[TILE_PIXELS][FILTER_VECTORS];
 #pragma unroll
-    for (int p = 0; p < TILE_PIXELS; ++p) acc[p] = (realV)(0.0f);
+    for (int p = 0; p < TILE_PIXELS; ++p)
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f) acc[p][f] = (realV)(0.0f);
 
     for (int r = 0; r < KERNEL_H; ++r) {
         for (int s = 0; s < KERNEL_W; ++s) {
@@ -118,37 +126,44 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
             __global const float *wrs = filters + (r * KERNEL_W + s) * C_PER_GROUP * K_PER_GROUP;
             /* CHANNEL_STEP channels at a time: one vector load per pixel serves that many fmas */
             for (int c = 0; c < C_PER_GROUP; c += CHANNEL_STEP) {
-                realV wv[CHANNEL_STEP];
+                realV wv[CHANNEL_STEP][FILTER_VECTORS];
 #pragma unroll
                 for (int j = 0; j < CHANNEL_STEP; ++j)
-                    wv[j] = LOADV(0, wrs + (c + j) * K_PER_GROUP);
+#pragma unroll
+                    for (int f = 0; f < FILTER_VECTORS; ++f)
+                        wv[j][f] = LOADV(0, wrs + (c + j) * K_PER_GROUP + f * VECTOR_WIDTH);
 #pragma unroll
                 for (int p = 0; p < TILE_PIXELS; ++p) {
                     float xs[CHANNEL_STEP];
                     VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, x + window[p] + tap + c), 0, xs);
 #pragma unroll
                     for (int j = 0; j < CHANNEL_STEP; ++j)
-                        acc[p] = fma((realV)(xs[j]), wv[j], acc[p]);
+#pragma unroll
+                        for (int f = 0; f < FILTER_VECTORS; ++f)
+                            acc[p][f] = fma((realV)(xs[j]), wv[j][f], acc[p][f]);
                 }
             }
         }
     }
 
+#pragma unroll
+    for (int f = 0; f < FILTER_VECTORS; ++f) {
 #if HAS_BIAS
-    const realV bias = LOADV(0, b + k0);
+        const realV bias = LOADV(0, b + k0 + f * VECTOR_WIDTH);
 #else
-    const realV bias = (realV)(0.0f);
+        const realV bias = (realV)(0.0f);
 #endif
 #pragma unroll
-    for (int p = 0; p < TILE_PIXELS; ++p) {
-        if (first_pixel + p < OUT_W) {
-            const realV v = acc[p] + bias;
-            __global float *out = y + AT(Y, n, oh, first_pixel + p, k0);
+        for (int p = 0; p < TILE_PIXELS; ++p) {
+            if (first_pixel + p < OUT_W) {
+                const realV v = acc[p][f] + bias;
+                __global float *out = y + AT(Y, n, oh, first_pixel + p, k0 + f * VECTOR_WIDTH);
 #if ACCUMULATE /* as the gradient of a stride-1 conv's input: dx += ... */
-            STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE) + LOADV(0, out), 0, out);
+                STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE) + LOADV(0, out), 0, out);
 #else
-            STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, out);
+                STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, out);
 #endif
+            }
         }
     }
 }

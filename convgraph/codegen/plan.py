@@ -8,12 +8,14 @@ before it, a flatten read directly by its fc. Storage is then packed into buffer
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
 
 from convgraph.codegen.layout import Layout, channel_stride, vector_width
 from convgraph.codegen.profile import DeviceProfile
+from convgraph.codegen.tuning import Site, site_key
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 
@@ -46,6 +48,7 @@ class Launch:
     flops: int = 0  # per image, for --profile
     bytes: int = 0  # per image moved to and from memory, for --profile
     batch_divisor: int = 1  # global_size[batch_axis] counts groups of this many images
+    site: str | None = None  # the tuning site whose knobs specialised this launch
 
     def sizes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         size = list(self.global_size)
@@ -66,6 +69,7 @@ class Plan:
     buffer_elements: list[int]  # per image, per buffer
     input: str
     output: str
+    sites: dict[str, Site] = field(default_factory=dict)  # tunable kernel sites by key
 
     def layout_of(self, node: str) -> Layout:
         return self.layouts[self.storage_of[node]]
@@ -129,13 +133,24 @@ class Lowering:
         data = self.planner.graph.nodes[fused]
         return ACTIVATION_CODES[data["op"]], float(data["attrs"].get("slope", 0.0))
 
+    def tuned(self, selector: str, shape: dict, space: list[dict]) -> tuple[str, dict]:
+        """(site key, knobs) for a kernel specialised by ``shape``: the device's tuned choice
+        among ``space`` (every setting the kernel supports here, the default first)."""
+        space = tuple(dict.fromkeys(tuple(sorted(k.items())) for k in space))
+        space = tuple(dict(items) for items in space)
+        key = site_key(selector, shape)
+        self.planner.sites.setdefault(key, Site(key, self.name, selector, space))
+        return key, self.profile.tuning.choice(key, space)
+
     def launch(self, family: str, selector: str, defines: dict, global_size, batch_axis,
                args: list, local_size=None, flops: int = 0, moved: int = 0,
-               batch_divisor: int = 1) -> None:
+               batch_divisor: int = 1, site: str | None = None) -> None:
         """Add one launch of a kernel specialised by ``defines`` (shared when identical)."""
         spec = KernelSpec("", family, selector, dict(defines))
         kernel = self.planner.add_kernel(spec, self.name)
         local = None
+        if local_size is None and batch_axis is not None and self.profile.batch_free_local:
+            local_size = _batch_free_local(global_size, batch_axis)
         if local_size is not None:
             local = [min(size, max(1, g)) for size, g in zip(local_size, global_size)]
             if batch_axis is not None:
@@ -149,7 +164,7 @@ class Lowering:
                 local[batch_axis] = width
             local = tuple(local)
         self.planner.launches.append(Launch(kernel, self.name, tuple(global_size), batch_axis,
-                                            local, args, flops, moved, batch_divisor))
+                                            local, args, flops, moved, batch_divisor, site))
 
     def vector_width(self, *layouts: Layout) -> int:
         """The widest vector the device profile allows that divides every channel stride."""
@@ -187,6 +202,18 @@ class Lowering:
                     self.profile.pixel_local, flops, moved)
 
 
+def _batch_free_local(global_size, batch_axis: int, most: int = 4096) -> tuple[int, ...]:
+    """A work-group of one image's whole extent on the other axes and one row on the batch
+    axis. PoCL compiles a kernel once per work-group shape, and the shape it picks itself
+    follows the global size: every new batch size (a last partial batch, evaluation) cost M3
+    3.8 s of recompiling until the shape stopped depending on the batch."""
+    local = [1 if axis == batch_axis else size for axis, size in enumerate(global_size)]
+    while math.prod(local) > most:
+        axis = max(range(len(local)), key=lambda a: local[a])
+        local[axis] = -(-local[axis] // 2)
+    return tuple(local)
+
+
 ACTIVATION_CODES = {"relu": "ACT_RELU", "leakyrelu": "ACT_LEAKY_RELU", "sigmoid": "ACT_SIGMOID",
                     "tanh": "ACT_TANH"}
 
@@ -206,6 +233,7 @@ class _Planner:
         self.kernels: dict[str, KernelSpec] = {}
         self._by_identity: dict[tuple, str] = {}
         self.launches: list[Launch] = []
+        self.sites: dict[str, Site] = {}
 
     def add_kernel(self, spec: KernelSpec, node: str) -> str:
         key = spec.identity()
@@ -254,7 +282,7 @@ def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool 
     output = planner.storage_of[graph.graph["output"]]
     buffer_of, sizes = assign_buffers(planner, names, output, share_buffers)
     return Plan(planner.storage_of, planner.layouts, planner.kernels, planner.launches,
-                buffer_of, sizes, planner.storage_of[names[0]], output)
+                buffer_of, sizes, planner.storage_of[names[0]], output, planner.sites)
 
 
 def assign_buffers(planner: _Planner, names: list[str], output: str, share: bool = True):

@@ -2,14 +2,15 @@
 
 The kernels are the same on every device; these numbers specialise them. A CPU (PoCL) wants few,
 fat work-items with wide vectors and register tiles; a GPU wants many work-items grouped for
-coalesced loads. `convgraph tune` (performance issue) will refine them per device and persist them;
-until then each device type gets the defaults below.
+coalesced loads. These are the defaults; `convgraph tune` times the alternatives each kernel site
+allows and keeps the fastest per device (codegen/tuning.py), which ``profile_for`` attaches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from convgraph.codegen.tuning import Tuning, load_tuning
 from convgraph.runtime.devices import DeviceInfo
 
 
@@ -27,13 +28,14 @@ class DeviceProfile:
     # tile is 4 x this many vectors, and PoCL replicates private arrays across a work-group (8
     # segfaulted ResNet-8 at batch 64)
     grad_tile_pixels: int = 4
-
-    def key(self) -> str:
-        return repr(self)
+    # launches with no work-group shape of their own get one that does not depend on the batch
+    # (see plan._batch_free_local): PoCL recompiles a kernel for every new shape
+    batch_free_local: bool = False
+    tuning: Tuning = field(default_factory=Tuning)  # per-site choices measured on the device
 
 
 CPU = DeviceProfile("cpu", conv_tile_pixels=16, dense_tile_rows=16, max_vector=16,
-                    conv_local=None, pixel_local=None)
+                    conv_local=None, pixel_local=None, batch_free_local=True)
 GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
                     conv_local=(4, 4, 4), pixel_local=(4, 8, 4), images_per_split=1)
 
@@ -45,7 +47,17 @@ OCLGRIND = DeviceProfile("oclgrind", conv_tile_pixels=4, dense_tile_rows=4, max_
                          build_options=("-cl-opt-disable",))
 
 
-def profile_for(info: DeviceInfo) -> DeviceProfile:
+def base_profile(info: DeviceInfo) -> DeviceProfile:
+    """The device family's defaults, without tuning."""
     if "oclgrind" in info.platform.lower():
         return OCLGRIND
     return GPU if info.type == "gpu" else CPU
+
+
+def profile_for(info: DeviceInfo, tuned: bool = True) -> DeviceProfile:
+    """The defaults with this device's tuning table (or the closest tuned device's) attached.
+    Oclgrind checks the default kernels: a simulator's timings mean nothing."""
+    profile = base_profile(info)
+    if not tuned or profile is OCLGRIND:
+        return profile
+    return replace(profile, tuning=load_tuning(info))

@@ -40,6 +40,7 @@ class TrainingPlan:
     scratch: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     # (node, key) -> (elements per split, images per split): partial sums split over the batch
     work: dict[tuple[str, str], int] = field(default_factory=dict)  # fixed scratch, elements
+    sites: dict = field(default_factory=dict)  # tunable kernel sites by key (codegen/tuning.py)
 
     # the interface the Executor reads
     def launch_groups(self) -> dict[str, list[Launch]]:
@@ -115,10 +116,11 @@ class TrainLowering(Lowering):
     def param_elements(self, key: str) -> int:
         return self.training.param_sizes[(self.name, key)]
 
-    def split_sum(self, key: str) -> tuple[tuple, int]:
-        """A scratch buffer for partial sums of parameter ``key`` over splits of the batch, and
-        the images per split; call sum_splits afterwards to add them into its gradient."""
-        images = self.profile.images_per_split
+    def split_sum(self, key: str, images: int | None = None) -> tuple[tuple, int]:
+        """A scratch buffer for partial sums of parameter ``key`` over splits of the batch of
+        ``images`` each (the profile's default), and the images per split; call sum_splits
+        afterwards to add them into its gradient."""
+        images = images or self.profile.images_per_split
         self.training.scratch[(self.name, key)] = (self.param_elements(key), images)
         return ("scratch", self.name, key), images
 
@@ -147,7 +149,7 @@ class _TrainingPlanner(_Planner):
         self.input_storage = ""
 
 
-def _param_sizes(graph: nx.DiGraph, layouts_of) -> dict[tuple[str, str], int]:
+def param_sizes(graph: nx.DiGraph, layouts_of) -> dict[tuple[str, str], int]:
     """Elements of every device parameter, from each op's own re-layout of zero arrays."""
     sizes = {}
     for name in ordered(graph):
@@ -187,7 +189,7 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
         need = REGISTRY[data["op"]].output_grad_halo(data)  # the gradient shares the layout
         if need is not None:
             planner.layouts[name] = planner.layouts[name].with_halo(need)
-    planner.param_sizes = _param_sizes(
+    planner.param_sizes = param_sizes(
         graph, lambda n: planner.layouts[planner.storage_of[n]])
     planner.input_storage = planner.storage_of[names[0]]
     logits_node = _logits_node(graph)
@@ -230,7 +232,7 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
     return TrainingPlan(planner.storage_of, planner.layouts, planner.kernels, groups,
                         planner.input_storage, logits, classes, trainable, planner.param_sizes,
                         planner.saved, 2 if optimizer in ("adam", "adamw") else 1,
-                        planner.scratch, planner.work)
+                        planner.scratch, planner.work, planner.sites)
 
 
 def _logits_node(graph: nx.DiGraph) -> str:

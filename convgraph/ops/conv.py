@@ -94,7 +94,11 @@ class Conv(Op):
         return _transposed_padding(node)
 
     def lower(self, ctx) -> None:
-        defines, grid, width = _conv_defines(ctx)
+        defines, _, width = _conv_defines(ctx)
+        y = ctx.output_layout
+        defines, grid, local, site = _tuned_forward(
+            ctx, defines, width, ctx.input_layout().volume.depth // ctx.derived["groups"],
+            _filters_allocated(ctx.node, y) // ctx.derived["groups"], ctx.node["output"].width)
         args = [
             ("tensor", ctx.input_storage()),
             ("param", ctx.name, "weight"),
@@ -109,9 +113,10 @@ class Conv(Op):
             grid,
             2,
             args,
-            ctx.profile.conv_local,
+            local,
             ctx.node["flops"],
             moved,
+            site=site,
         )
 
     def lower_backward(self, ctx) -> None:
@@ -128,16 +133,24 @@ class Conv(Op):
             wide //= 2
         (kw, kh) = ctx.attrs["size"]
         defines.update({"CHANNEL_TILE": tile, "IN_H": x.volume.height, "IN_W": x.volume.width})
-        partial, images = ctx.split_sum("weight")
         # few input channels (a first layer): one work-item covers every tap of a channel
         all_taps = wide < 4
+        selector = "CONV_BACKWARD_WEIGHTS_TAPS" if all_taps else "CONV_BACKWARD_WEIGHTS"
+        cin = x.volume.depth // groups
+        site, knobs = ctx.tuned(selector, defines, [
+            {"CHANNEL_TILE": channels, "IMAGES_PER_SPLIT": images}
+            for channels in ([wide] if all_taps else [wide, 8, 4, 16])
+            if all_taps or (channels <= wide and cin % channels == 0)
+            for images in (ctx.profile.images_per_split, 1, 2, 4)])
+        partial, images = ctx.split_sum("weight", knobs["IMAGES_PER_SPLIT"])
+        wide = knobs["CHANNEL_TILE"]
         # whole kernel rows per work-item, at most 9 taps: more accumulators spill (a 5x5
         # kernel in one work-item took 12 ms, by rows 1.6 ms)
         rows = kh if kh * kw <= 9 else 1
         ctx.launch(
             "conv",
-            "CONV_BACKWARD_WEIGHTS_TAPS" if all_taps else "CONV_BACKWARD_WEIGHTS",
-            {**defines, "CHANNEL_TILE": wide, "IMAGES_PER_SPLIT": images, "TAP_ROWS": rows},
+            selector,
+            {**defines, **knobs, "TAP_ROWS": rows},
             (defines["K_ALLOC"] // width,
              x.volume.depth * (kh // rows) if all_taps else x.volume.depth // wide,
              1 if all_taps else kh * kw),
@@ -146,6 +159,7 @@ class Conv(Op):
             None,
             ctx.node["flops"],
             batch_divisor=images,
+            site=site,
         )
         ctx.sum_splits("weight")
         if ctx.attrs["bias"]:
@@ -154,16 +168,25 @@ class Conv(Op):
             _lower_transposed_conv(ctx)
         elif ctx.needs_grad():
             grad, accumulate = ctx.input_grad()
-            pixels = choose_tile(x.volume.width, ctx.profile.grad_tile_pixels)
+            defines["ACCUMULATE"] = accumulate
+            # PoCL replicates private arrays across a work-group: the private tile is
+            # TILE_PIXELS x CHANNEL_TILE vectors, kept at most 16 (8 x 4 crashed ResNet-8)
+            site, knobs = ctx.tuned("CONV_BACKWARD_DATA", defines, [
+                {"TILE_PIXELS": choose_tile(x.volume.width, pixels), "CHANNEL_TILE": channels}
+                for pixels in (ctx.profile.grad_tile_pixels, 2, 4, 8)
+                for channels in (tile, 1, 2, 4)
+                if channels <= tile and pixels * channels <= 16])
             ctx.launch(
                 "conv",
                 "CONV_BACKWARD_DATA",
-                {**defines, "ACCUMULATE": accumulate, "TILE_PIXELS": pixels},
-                (x.volume.depth // tile, -(-x.volume.width // pixels), x.volume.height),
+                {**defines, **knobs},
+                (x.volume.depth // knobs["CHANNEL_TILE"],
+                 -(-x.volume.width // knobs["TILE_PIXELS"]), x.volume.height),
                 2,
                 [ctx.output_grad, ("param", ctx.name, "weight"), grad],
                 None,
                 ctx.node["flops"],
+                site=site,
             )
 
     def device_params(self, node, params, input_layout, output_layout):
@@ -250,14 +273,9 @@ def _conv_defines(ctx):
         while (attrs["filters"] // groups) % width:
             width //= 2
     out = node["output"]
-    tile = choose_tile(out.width, ctx.profile.conv_tile_pixels)
     (kw, kh), (sw, sh), (dw, dh) = attrs["size"], attrs["stride"], attrs["dilation"]
     activation, slope = ctx.epilogue()
-    step = 4  # input channels read per vector load in the forward kernel
-    while (x.volume.depth // groups) % step:
-        step //= 2
     defines = {
-        "CHANNEL_STEP": step,
         "IN_CHANNELS": x.volume.depth,
         "FILTERS": attrs["filters"],
         "GROUPS": groups,
@@ -273,14 +291,60 @@ def _conv_defines(ctx):
         "OUT_W": out.width,
         "K_ALLOC": k_alloc,
         "VECTOR_WIDTH": width,
-        "TILE_PIXELS": tile,
         "HAS_BIAS": int(attrs["bias"]),
         "EPILOGUE": activation,
         "EPILOGUE_SLOPE": slope,
         **x.defines("X"),
         **y.defines("Y"),
     }
-    return defines, (k_alloc // width, -(-out.width // tile), out.height), width
+    return defines, None, width
+
+
+def _tuned_forward(ctx, shape: dict, width: int, channels: int, filters: int, out_width: int):
+    """The forward kernel's knobs for one site (its defines, grid, work-group and site key):
+    pixels per work-item, vectors of filters per work-item, channels per load, vector width,
+    and on a GPU the work-group shape. ``channels``/``filters``: per group, as stored."""
+    profile = ctx.profile
+    # channels per load: 8 won on every 32-128 channel layer of VGG-CIFAR on PoCL (1.2-1.5x
+    # over 4, `convgraph tune`); the GPU profile's 4-wide vectors keep 4
+    default_step = max(step for step in (profile.max_vector // 2, 4, 2, 1)
+                       if channels % step == 0 and step <= 8)
+    gpu = profile.conv_local is not None
+    locals_ = [_local_text(profile.conv_local)]
+    if gpu:
+        locals_ += ["4,4,4", "1,8,8", "8,8,1", "16,4,1", "2,4,16", "driver"]
+    space = []
+    for vector in (width, 16, 8, 4):
+        if vector > width or filters % vector:
+            continue
+        for pixels in (profile.conv_tile_pixels, 4, 8, 16, 2, 1):
+            tile = choose_tile(out_width, pixels)
+            for vectors in (1, 2, 4):
+                # accumulators in vector registers: 32 on AVX-512, and a GPU's private memory
+                if filters % (vector * vectors) or tile * vectors * vector > 256:
+                    continue
+                for step in (default_step, 16, 8, 4, 2):
+                    if channels % step or step > max(default_step * 2, 8):
+                        continue
+                    for local in locals_:
+                        space.append({"TILE_PIXELS": tile, "FILTER_VECTORS": vectors,
+                                      "CHANNEL_STEP": step, "VECTOR_WIDTH": vector,
+                                      "LOCAL": local})
+    shape = {key: value for key, value in shape.items() if key != "VECTOR_WIDTH"}
+    site, knobs = ctx.tuned("CONV_FORWARD", shape, space)
+    defines = {**shape, **{k: v for k, v in knobs.items() if k != "LOCAL"}}
+    per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
+    grid = (shape["K_ALLOC"] // per_item, -(-out_width // knobs["TILE_PIXELS"]), shape["OUT_H"])
+    return defines, grid, _local_tuple(knobs["LOCAL"]), site
+
+
+def _local_text(local) -> str:
+    """A work-group shape as a tuning knob (JSON-stable text): "4,4,4", or "driver"."""
+    return "driver" if local is None else ",".join(map(str, local))
+
+
+def _local_tuple(text: str):
+    return None if text == "driver" else tuple(int(n) for n in text.split(","))
 
 
 def _transposed_padding(node: dict) -> tuple[int, int, int, int]:
@@ -312,22 +376,21 @@ def _lower_transposed_conv(ctx) -> None:
     ctx.launch("conv", "CONV_TRANSPOSE_WEIGHTS", {**defines, "TRANSPOSED_ALLOC": alloc},
                (filters // groups, channels // groups, groups * kh * kw), None,
                [("param", ctx.name, "weight"), transposed])
-    step = 4
-    while (filters // groups) % step:
-        step //= 2
     top, _, left, _ = _transposed_padding(ctx.node)
     grad, accumulate = ctx.input_grad()
-    tile = choose_tile(x.volume.width, ctx.profile.conv_tile_pixels)
-    ctx.launch("conv", "CONV_FORWARD", {
-        "CHANNEL_STEP": step, "IN_CHANNELS": filters, "FILTERS": channels, "GROUPS": groups,
+    shape = {
+        "IN_CHANNELS": filters, "FILTERS": channels, "GROUPS": groups,
         "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": 1, "STRIDE_W": 1, "DILATION_H": dh,
         "DILATION_W": dw, "PAD_TOP": top, "PAD_LEFT": left, "OUT_H": x.volume.height,
-        "OUT_W": x.volume.width, "K_ALLOC": alloc, "VECTOR_WIDTH": width, "TILE_PIXELS": tile,
+        "OUT_W": x.volume.width, "K_ALLOC": alloc,
         "HAS_BIAS": 0, "EPILOGUE": "ACT_NONE", "EPILOGUE_SLOPE": 0.0, "ACCUMULATE": accumulate,
         **y.defines("X"), **x.defines("Y"),
-    }, (alloc // width, -(-x.volume.width // tile), x.volume.height), 2,
-        [ctx.output_grad, transposed, transposed, grad], ctx.profile.conv_local,
-        ctx.node["flops"])
+    }
+    defines, grid, local, site = _tuned_forward(ctx, shape, width, filters // groups,
+                                                alloc // groups, x.volume.width)
+    ctx.launch("conv", "CONV_FORWARD", defines, grid, 2,
+               [ctx.output_grad, transposed, transposed, grad], local, ctx.node["flops"],
+               site=site)
 
 
 def _filters_allocated(node: dict, output_layout) -> int:

@@ -1,0 +1,184 @@
+"""`convgraph tune`: time each kernel site's settings on the device and keep the fastest.
+
+For every tunable site of a network's training (or inference) plan, heaviest first, the tuner
+re-plans the network with one candidate setting for that site, builds a small program holding
+only that site's kernels, runs their launches on zero-filled buffers of the planned sizes and
+takes the median of several timed runs. The search walks one knob at a time from the default
+(coordinate descent, a second sweep if time allows), inside a time budget; sites the budget does
+not reach keep their defaults. The winners go to the device's tuning file (codegen/tuning.py),
+which every later compile on this device reads.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+
+from convgraph.codegen.plan import KernelSpec, Launch
+from convgraph.codegen.profile import profile_for
+from convgraph.codegen.source import program_source
+from convgraph.codegen.training import param_sizes
+from convgraph.codegen.tuning import Site, Tuning, save_tuning
+from convgraph.errors import ConvgraphError
+from convgraph.runtime.devices import select_device
+from convgraph.runtime.executor import Executor
+from convgraph.runtime.program import build_program
+
+
+@dataclass
+class SiteResult:
+    site: Site
+    mode: str  # "train" or "infer": training lays gradients out with halos, so sites differ
+    default_ms: float
+    best_ms: float
+    best: dict
+    tried: int
+    flops: int
+
+    @property
+    def speedup(self) -> float:
+        return self.default_ms / self.best_ms if self.best_ms else 1.0
+
+
+@dataclass
+class TuneReport:
+    device: str
+    path: str = ""
+    results: list[SiteResult] = field(default_factory=list)
+    skipped: list[Site] = field(default_factory=list)  # not reached within the budget
+    seconds: float = 0.0
+
+
+class _ProbePlan:
+    """The part of a plan one site needs: its kernels, its launches and the buffers they
+    touch, each sized as in the whole plan (the Executor's plan interface)."""
+
+    def __init__(self, graph, plan, launches: list[Launch], batch: int):
+        self.launches = launches
+        self.kernels: dict[str, KernelSpec] = {
+            launch.kernel: plan.kernels[launch.kernel] for launch in launches}
+        self._name = plan.buffer_name
+        sizes = dict(plan.buffer_sizes(batch))
+        if hasattr(plan, "fixed_sizes"):
+            sizes.update(plan.fixed_sizes())
+        else:  # an inference plan's parameters live outside its buffer table
+            sizes.update({f"param:{node}:{key}": 4 * count
+                          for (node, key), count in param_sizes(graph, plan.layout_of).items()})
+        used = {self._name(arg) for launch in launches for arg in launch.args} - {None}
+        self._sizes = {name: sizes[name] for name in used}
+
+    def launch_groups(self) -> dict[str, list[Launch]]:
+        return {"probe": self.launches}
+
+    def buffer_sizes(self, batch: int) -> dict[str, int]:
+        return self._sizes
+
+    def buffer_name(self, arg: tuple) -> str | None:
+        return self._name(arg)
+
+
+def tune(graph, device: str | None = None, batch: int = 64, budget: float = 120.0,
+         modes: tuple[str, ...] = ("train", "infer"), repeats: int = 5,
+         progress=None) -> TuneReport:
+    """Tune every kernel site of ``graph``'s training and/or inference plan on ``device`` within
+    ``budget`` seconds and save the winners; ``progress(done, total, text)`` follows the sites.
+    (Training and inference sites differ: training lays gradients out with halos.)"""
+    import pyopencl as cl
+
+    from convgraph.codegen.plan import plan_forward
+    from convgraph.codegen.training import plan_training
+
+    start = time.perf_counter()
+    info, cl_device = select_device(device)
+    base = replace(profile_for(info, tuned=False), tuning=Tuning())
+    train = graph.graph["train"]
+
+    def plan_with(tuning: Tuning, mode: str):
+        profile = replace(base, tuning=tuning)
+        if mode == "train":
+            return plan_training(graph, profile, train["optimizer"], train)
+        return plan_forward(graph, profile)
+
+    context = cl.Context([cl_device])
+    queue = cl.CommandQueue(context, cl_device,
+                            properties=cl.command_queue_properties.PROFILING_ENABLE)
+    mode_of: dict[str, str] = {}
+    flops_of: dict[str, int] = {}
+    every: dict[str, Site] = {}
+    for mode in modes:
+        default_plan = plan_with(Tuning(), mode)
+        for key, site in default_plan.sites.items():
+            if key not in every:
+                every[key], mode_of[key] = site, mode
+                flops_of[key] = _site_flops(default_plan, key)
+    sites = sorted(every.values(), key=lambda s: -flops_of[s.key])
+    report = TuneReport(info.label)
+    found: dict[str, dict] = {}
+    deadline = start + budget
+
+    def measure(tuning: Tuning, site: Site) -> float:
+        plan = plan_with(tuning, mode_of[site.key])
+        launches = [launch for group in plan.launch_groups().values() for launch in group
+                    if launch.site == site.key]
+        probe = _ProbePlan(graph, plan, launches, batch)
+        source = program_source(probe, f"tuning {site.node}")
+        built = build_program(context, cl_device, info, source, list(base.build_options))
+        executor = Executor(context, queue, cl_device, info, probe, built.program)
+        executor.allocate(batch)
+        executor.enqueue(batch, group="probe")  # the first launch compiles on some drivers
+        queue.finish()
+        samples = []
+        for _ in range(repeats):
+            events: list = []
+            executor.enqueue(batch, events, group="probe")
+            queue.finish()
+            samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
+        return statistics.median(samples)
+
+    for done, site in enumerate(sites):
+        if time.perf_counter() >= deadline:
+            report.skipped.extend(sites[done:])
+            break
+        times: dict[tuple, float] = {}
+
+        def timed(knobs: dict, site=site, times=times) -> float:
+            key = tuple(sorted(knobs.items()))
+            if key not in times:
+                try:
+                    times[key] = measure(Tuning().with_choice(site.key, knobs), site)
+                except ConvgraphError:
+                    times[key] = float("inf")  # a setting this device cannot run
+            return times[key]
+
+        best = site.default
+        best_ms = default_ms = timed(best)
+        for _ in range(2):  # coordinate descent: each knob in turn, others fixed
+            improved = False
+            for knob in site.default:
+                for value in sorted({k[knob] for k in site.space}, key=str):
+                    candidate = {**best, knob: value}
+                    if candidate not in site.space or time.perf_counter() >= deadline:
+                        continue
+                    ms = timed(candidate)
+                    if ms < best_ms * 0.98:  # noise: a setting must win clearly to move
+                        best, best_ms, improved = candidate, ms, True
+            if not improved:
+                break
+        flops = flops_of[site.key] * batch
+        report.results.append(SiteResult(site, mode_of[site.key], default_ms, best_ms, best,
+                                         len(times), flops))
+        found[site.key] = {"knobs": best, "ms": round(best_ms, 4),
+                           "default_ms": round(default_ms, 4), "node": site.node,
+                           "kernel": site.selector, "batch": batch}
+        if progress:
+            progress(done + 1, len(sites), f"{site.node} {site.selector}")
+    if found:
+        report.path = str(save_tuning(info, found))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _site_flops(plan, key: str) -> int:
+    return sum(launch.flops for group in plan.launch_groups().values() for launch in group
+               if launch.site == key)

@@ -1,0 +1,191 @@
+"""Tuning: every setting a kernel site offers the tuner is a correct kernel, the tuning file
+round-trips, borrows from the closest tuned device and ignores stale or corrupt entries, and
+`convgraph tune` measures, saves and is then used by compile.
+
+Each variant of a case sets every site of the network at once to one entry of its space (the
+i-th, spread over the space), so one compile checks many sites. CI runs a spread of variants;
+the slow tier (``-m slow``) runs every entry of every space."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import convgraph
+from convgraph.codegen.plan import plan_forward
+from convgraph.codegen.profile import profile_for
+from convgraph.codegen.training import plan_training
+from convgraph.codegen.tuning import (
+    Tuning,
+    closeness,
+    device_key,
+    load_tuning,
+    save_tuning,
+    tuning_file,
+)
+from convgraph.pipeline import analyse
+from convgraph.reference import reference_gradients
+from convgraph.runtime.devices import select_device
+from convgraph.runtime.inspect import relative_error
+from convgraph.train.session import TrainingSession
+from tests.test_kernels import check_forward, input_batch, poison, random_params
+
+CASES = {
+    # odd widths (partial pixel tiles), stride 2, 1x1, a 5x5 with groups, a first layer
+    "plain": {"input": "13x7x3", "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(32, 3, pad=1)"
+                                            "-CONV(16, 3, stride=2, pad=1)-RELU-FC(3)]"},
+    "mixed": {"input": "9x6x8", "pattern": "[INPUT-CONV(32, 1)-RELU-CONV(16, 5, pad=2, groups=2)"
+                                           "-CONV(24, 3, dilation=2, pad=2)-FC(4)]"},
+}
+SPREAD = 4  # variants per case in CI
+
+
+@pytest.fixture
+def tuning_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVGRAPH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _sites(graph):
+    info = select_device()[0]
+    base = profile_for(info, tuned=False)
+    sites = dict(plan_forward(graph, base).sites)
+    sites.update(plan_training(graph, base).sites)
+    return info, sites
+
+
+def _variant(sites, index: int, count: int) -> dict:
+    """Tuning entries that give every site entry ``index`` of ``count`` spread over its space."""
+    return {key: {"knobs": site.space[index * len(site.space) // count]}
+            for key, site in sites.items()}
+
+
+def _check_variant(name: str, index: int, count: int) -> None:
+    graph = analyse(CASES[name])
+    info, sites = _sites(graph)
+    save_tuning(info, _variant(sites, index, count))
+    for batch in (1, 3) if count > SPREAD else (1 + 2 * (index % 2),):
+        model = convgraph.compile(CASES[name], batch=batch, share_buffers=False)
+        assert model.profile.tuning.source == "tuned on this device"
+        params = random_params(model, index)
+        model.set_params(params)
+        poison(model)
+        check_forward(model, params, input_batch(model, batch, index),
+                      what=f"{name} variant {index}/{count} batch {batch}")
+
+        session = TrainingSession(graph, batch=batch)
+        session.set_params(params)
+        rng = np.random.default_rng(index)
+        x = input_batch(model, batch, 50 + index)
+        y = rng.integers(0, session.plan.classes, batch)
+        grads, param_grads = session.gradients(x, y)
+        *_, expected, expected_params = reference_gradients(
+            graph, params, x, y, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
+        for node, grad in grads.items():
+            assert relative_error(grad, expected[node]) < 1e-4, (name, index, node)
+        for key, grad in param_grads.items():
+            assert relative_error(grad, expected_params[key]) < 1e-4, (name, index, key)
+
+
+def _largest_space(name: str) -> int:
+    return max(len(site.space) for site in _sites(analyse(CASES[name]))[1].values())
+
+
+@pytest.mark.parametrize("index", range(SPREAD))
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_tuning_choices_compute_what_numpy_does(tuning_cache, name, index):
+    _check_variant(name, index, SPREAD)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_tuning_choice_computes_what_numpy_does(tuning_cache, name):
+    count = _largest_space(name)
+    for index in range(count):
+        _check_variant(name, index, count)
+
+
+def test_spaces_start_with_the_default_and_hold_only_legal_settings():
+    graph = analyse(CASES["plain"])
+    _, sites = _sites(graph)
+    assert {site.selector for site in sites.values()} >= {
+        "CONV_FORWARD", "CONV_BACKWARD_WEIGHTS", "CONV_BACKWARD_DATA",
+        "CONV_BACKWARD_WEIGHTS_TAPS"}
+    for site in sites.values():
+        assert len({json.dumps(k, sort_keys=True) for k in site.space}) == len(site.space)
+        if site.selector == "CONV_FORWARD":
+            for knobs in site.space:
+                assert knobs["TILE_PIXELS"] * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"] <= 256
+
+
+# ---------------------------------------------------------------------------- the tuning file
+
+def test_the_tuning_file_round_trips_and_ignores_what_no_longer_applies(tuning_cache):
+    graph = analyse(CASES["plain"])
+    info, sites = _sites(graph)
+    key, site = next((k, s) for k, s in sites.items() if len(s.space) > 1)
+    assert load_tuning(info).source == "defaults"
+    save_tuning(info, {key: {"knobs": site.space[1]}})
+    tuning = load_tuning(info)
+    assert tuning.source == "tuned on this device"
+    assert tuning.choice(key, site.space) == site.space[1]
+    # a setting the kernel no longer offers (kernels changed since tuning) falls back
+    stale = Tuning({key: {"knobs": {"TILE_PIXELS": 999}}})
+    assert stale.choice(key, site.space) == site.default
+    # a corrupt file is ignored, never fatal
+    tuning_file(info).write_text("{not json")
+    assert load_tuning(info).source == "defaults"
+
+
+def test_an_untuned_device_borrows_the_closest_tuned_one(tuning_cache):
+    info = select_device()[0]
+    other_driver = replace(info, driver_version=info.driver_version + "-other")
+    other_vendor = replace(info, name="another cpu", vendor="elsewhere", platform="elsewhere")
+    gpu = replace(info, type="gpu", name="a gpu")
+    save_tuning(other_vendor, {"k": {"knobs": {"A": 1}}})
+    save_tuning(gpu, {"k": {"knobs": {"A": 2}}})
+    assert load_tuning(info).entries["k"]["knobs"] == {"A": 1}  # same type beats another type
+    save_tuning(other_driver, {"k": {"knobs": {"A": 3}}})
+    borrowed = load_tuning(info)
+    assert borrowed.entries["k"]["knobs"] == {"A": 3}  # the same device under another driver
+    assert borrowed.source.startswith("borrowed from")
+    assert closeness(device_key(info), device_key(gpu)) == 0
+
+
+# ---------------------------------------------------------------------------- the command
+
+def test_tune_measures_saves_and_compile_uses_it(tuning_cache, cli, write_spec):
+    spec = write_spec("""
+        input: 12x12x8
+        pattern: "[INPUT-CONV(16, 3, pad=1)-RELU-POOL-FC(4)]"
+        train: {batch: 8}
+    """)
+    status, out, err = cli("tune", spec, "--budget", "60", "--json")
+    assert status == 0, err
+    report = json.loads(out)["models"][0]
+    assert report["sites"] and report["not_reached"] == 0
+    for site in report["sites"]:
+        assert site["tuned_ms"] <= site["default_ms"] and site["tried"] >= 1
+    saved = json.loads(open(report["file"]).read())["entries"]
+    assert {site["key"] for site in report["sites"]} == set(saved)
+    model = convgraph.compile(str(spec), batch=8)
+    assert model.profile.tuning.source == "tuned on this device"
+    conv = next(s for s in report["sites"] if s["kernel"] == "CONV_FORWARD"
+                and s["key"] in model.plan.sites)
+    kernel = next(k for k in model.plan.kernels.values() if k.selector == "CONV_FORWARD")
+    for knob, value in conv["knobs"].items():
+        if knob != "LOCAL":
+            assert kernel.defines[knob] == value
+
+
+def test_tune_with_no_time_keeps_defaults_and_says_so(tuning_cache, cli, write_spec):
+    spec = write_spec("""
+        input: 8x8x4
+        pattern: "[INPUT-CONV(8, 3, pad=1)-FC(2)]"
+    """)
+    status, out, err = cli("tune", spec, "--budget", "0")
+    assert status == 0, err
+    assert "not reached in the budget keep their defaults" in out
