@@ -3,6 +3,11 @@ onnxruntime on the CPU, measured side by side in one run.
 
     pip install -e '.[bench]'           # torch==2.13.0 (a CPU build) and onnxruntime
     python benchmarks/bench.py [--models M1,M2,M3,M4] [--device pocl] [--json FILE] [--quick]
+                               [--tune SECONDS | --no-tune]
+
+First each model is tuned on the device (`convgraph tune`, --tune seconds per model, default
+120; the device's tuning file is kept, so a second run re-tunes quickly from cached builds);
+--no-tune measures the untuned defaults.
 
 Prints, per model: training images/s (forward + backward + SGD-momentum step, steady state) at
 batch 64 and 128, inference images/s at batch 64 and 256, each with the ratio to PyTorch (and
@@ -18,6 +23,7 @@ import argparse
 import faulthandler
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -214,14 +220,30 @@ def conv_layers(session, batch: int, repeats: int = 5) -> list[dict]:
     return rows
 
 
+def tune_model(spec: Path, device: str | None, budget: float) -> float:
+    """Run `convgraph tune` on one model (its own process); returns the seconds it took."""
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "convgraph.cli", "tune", str(spec), "--budget", str(budget),
+               "--batch", "64", "--json"] + (["--device", device] if device else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"tuning {spec.name} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
 def compile_times(spec: Path, device: str | None) -> dict:
-    """Seconds to compile and run a first batch in a fresh process: cold caches, then warm."""
+    """Seconds to compile and run a first batch in a fresh process: cold caches (no program
+    binaries, no PoCL kernel cache; the device's tuning file is kept), then warm."""
     code = ("import time, numpy as np, convgraph; t = time.perf_counter(); "
             f"m = convgraph.compile({str(spec)!r}, device={device!r}, batch=64); "
             "v = m.graph.nodes['input']['output']; "
             "m.forward(np.zeros((1, v.depth, v.height, v.width), np.float32)); "
             "print(time.perf_counter() - t)")
+    from convgraph.codegen.tuning import tuning_dir
+
     with tempfile.TemporaryDirectory() as cache:
+        if tuning_dir().is_dir():
+            shutil.copytree(tuning_dir(), cache + "/convgraph/tuning")
         env = dict(os.environ, CONVGRAPH_CACHE=cache + "/convgraph",
                    POCL_CACHE_DIR=cache + "/pocl")
         run = [sys.executable, "-c", code]
@@ -264,6 +286,9 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="batch 64 only, fewer repeats")
+    parser.add_argument("--tune", type=float, default=120.0, metavar="SECONDS",
+                        help="tune each model on the device first, in this many seconds")
+    parser.add_argument("--no-tune", action="store_true", help="measure the untuned defaults")
     parser.add_argument("--child", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     faulthandler.enable()
@@ -283,7 +308,13 @@ def main() -> None:
     print(f"device: {info.label}; PyTorch {torch.__version__} and onnxruntime with {THREADS} "
           f"threads; numpy sgemm (n=2048) {sgemm:.0f} GFLOP/s\n")
     records: dict = {"device": info.label, "sgemm_gflops": sgemm, "training": [],
-                     "inference": [], "conv_layers": {}, "compile": {}}
+                     "inference": [], "conv_layers": {}, "compile": {}, "tuning_s": {}}
+    if not args.no_tune:
+        for label in args.models.split(","):
+            spec = ROOT / "specs" / f"{MODELS[label]}.yaml"
+            records["tuning_s"][label] = tune_model(spec, args.device, args.tune)
+        print("tuned (convgraph tune, seconds): " + ", ".join(
+            f"{label} {seconds:.0f}" for label, seconds in records["tuning_s"].items()) + "\n")
     print(f"{'model':<5} {'mode':<9} {'batch':>5} {'convgraph':>10} {'torch':>9} {'ratio':>6} "
           f"{'onnxrt':>9} {'ratio':>6} {'memory':>10}")
     for label in args.models.split(","):

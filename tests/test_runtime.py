@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.device, pytest.mark.timeout(300)]
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
+    """An empty convgraph cache, with binaries stored even for PoCL (which has its own)."""
     monkeypatch.setenv("CONVGRAPH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONVGRAPH_BINARY_CACHE", "1")
     return tmp_path / "cache"
 
 
@@ -68,6 +70,17 @@ def test_second_compile_hits_the_cache(fresh_cache):
     assert len(list((fresh_cache / "programs").glob("*.bin"))) == 1
     x = np.random.default_rng(0).normal(size=(3, 1, 28, 28)).astype(np.float32)
     np.testing.assert_array_equal(first.forward(x), second.forward(x))
+
+
+def test_pocl_keeps_its_own_cache(fresh_cache, monkeypatch):
+    """Asking PoCL for a binary compiles every kernel once more; its own cache serves instead."""
+    monkeypatch.delenv("CONVGRAPH_BINARY_CACHE")
+    model = convgraph.compile(SPECS / "seed.yaml", batch=2)
+    stored = list((fresh_cache / "programs").glob("*.bin"))
+    if model.info.platform == "Portable Computing Language":
+        assert stored == [] and model.build.cache_hit is False
+    else:
+        assert len(stored) == 1
 
 
 def test_cache_key_changes_with_the_source(fresh_cache):
