@@ -117,8 +117,9 @@ def tune(graph, device: str | None = None, batch: int = 64, budget: float = 120.
     found: dict[str, dict] = {}
     deadline = start + budget
 
-    def measure(tuning: Tuning, site: Site) -> float:
-        plan = plan_with(tuning, mode_of[site.key])
+    def runner(knobs: dict, site: Site):
+        """A function timing the site's launches with ``knobs`` (built and warmed up once)."""
+        plan = plan_with(Tuning().with_choice(site.key, knobs), mode_of[site.key])
         launches = [launch for group in plan.launch_groups().values() for launch in group
                     if launch.site == site.key]
         probe = _ProbePlan(graph, plan, launches, batch)
@@ -128,25 +129,31 @@ def tune(graph, device: str | None = None, batch: int = 64, budget: float = 120.
         executor.allocate(batch)
         executor.enqueue(batch, group="probe")  # the first launch compiles on some drivers
         queue.finish()
-        samples = []
-        for _ in range(repeats):
-            events: list = []
-            executor.enqueue(batch, events, group="probe")
-            queue.finish()
-            samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
-        return statistics.median(samples)
+
+        def run() -> float:
+            samples = []
+            for _ in range(repeats):
+                events: list = []
+                executor.enqueue(batch, events, group="probe")
+                queue.finish()
+                samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
+            return statistics.median(samples)
+
+        return run
 
     for done, site in enumerate(sites):
         if time.perf_counter() >= deadline:
             report.skipped.extend(sites[done:])
             break
         times: dict[tuple, float] = {}
+        runners: dict[tuple, object] = {}
 
-        def timed(knobs: dict, site=site, times=times) -> float:
+        def timed(knobs: dict, site=site, times=times, runners=runners) -> float:
             key = tuple(sorted(knobs.items()))
             if key not in times:
                 try:
-                    times[key] = measure(Tuning().with_choice(site.key, knobs), site)
+                    runners[key] = runner(knobs, site)
+                    times[key] = runners[key]()
                 except ConvgraphError:
                     times[key] = float("inf")  # a setting this device cannot run
             return times[key]
@@ -165,6 +172,16 @@ def tune(graph, device: str | None = None, batch: int = 64, budget: float = 120.
                         best, best_ms, improved = candidate, ms, True
             if not improved:
                 break
+        if best != site.default:
+            # a shared machine's load comes and goes: the winner must beat the default again,
+            # timed alternately with it
+            pair = [runners[tuple(sorted(k.items()))] for k in (site.default, best)]
+            rounds = [[run() for run in pair] for _ in range(3)]
+            default_ms = statistics.median(r[0] for r in rounds)
+            best_ms = statistics.median(r[1] for r in rounds)
+            if best_ms >= default_ms:
+                best, best_ms = site.default, default_ms
+        runners.clear()
         flops = flops_of[site.key] * batch
         report.results.append(SiteResult(site, mode_of[site.key], default_ms, best_ms, best,
                                          len(times), flops))
