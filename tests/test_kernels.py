@@ -18,6 +18,12 @@ where ``reference`` is ``reference.reference_forward``, the float64 numpy forwar
 graph with the same parameters, and any non-finite device value counts as an infinite error. The
 output shape is compared too.
 
+Every case's backward kernels are checked the same way (test_op_backward): the case is made
+trainable (``backward_spec``), one training step's forward and backward passes run on the device
+(``TrainingSession.gradients``), and the gradient of every node's output and of every parameter
+is held to the same tolerance against ``reference.reference_gradients``, the float64 numpy
+forward and backward pass with the same parameters, batch, labels and dropout seed.
+
 Besides the cases: a selection of them with the other device family's code-generation profile
 (GPU tiles and work-groups on a CPU, and the reverse), partial batches, shared against separate
 buffers, and every network in specs/ as a whole against the same reference.
@@ -25,6 +31,7 @@ buffers, and every network in specs/ as a whole against the same reference.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -35,18 +42,26 @@ import convgraph
 from convgraph.codegen import profile as profiles
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
-from convgraph.reference import reference_forward
+from convgraph.pipeline import analyse
+from convgraph.reference import reference_forward, reference_gradients
 from convgraph.runtime.devices import select_device
 from convgraph.runtime.inspect import TOLERANCE, random_params, relative_error
+from convgraph.spec.expand import expanded
+from convgraph.train.session import TrainingSession
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+# seconds per device test; the Oclgrind sweep (tests/test_oclgrind.py) raises it, since a
+# simulated device runs the same kernels hundreds of times slower
+TIMEOUT = int(os.environ.get("CONVGRAPH_TEST_TIMEOUT", "120"))
 
 
 def on_devices(test):
     """A device test: run per selected device (its ``cl_device`` argument), failed if hung. The
     thread method, because a hung kernel blocks inside an OpenCL call, where the signal method's
     alarm is never handled; it ends the session after dumping every thread's stack."""
-    return pytest.mark.device(pytest.mark.timeout(120, method="thread")(test))
+    return pytest.mark.device(pytest.mark.timeout(TIMEOUT, method="thread")(test))
 
 
 # more images than one work-item's tile of rows in fc, on every profile
@@ -334,6 +349,85 @@ def test_op_kernel(cl_device, op, volume, layers, batch, index):
     model, params = prepared(spec, cl_device, batch, seed=index)
     x = input_batch(model, batch, seed=100 + index)
     check_forward(model, params, x, what=f"{op} case {volume} {layers} batch {batch}")
+
+
+HEAD_UNITS = 5  # classes of the fc head given to cases that do not end in class scores
+
+
+def backward_spec(volume, layers, name: str = "case") -> dict:
+    """The case made trainable, in graph form, so that every backward kernel of its op runs:
+
+    - its input becomes ``stem = add(input, input)``: no gradient is computed for the network's
+      input, so the op's input gradient (a conv's transposed convolution, a pool's scatter, ...)
+      runs only when it reads another tensor; an add fuses with nothing, so the case's
+      activations stay unfused, and ``d stem`` is compared like every other gradient;
+    - a network that does not end in class scores (a volume, a single score, or a softmax,
+      whose input the loss would read) gets ``head``, an fc of HEAD_UNITS units; fc flattens a
+      volume in its own kernels, as it does after any volume."""
+    case = analyse(case_spec(volume, layers, name))
+    spec = expanded(case.graph["spec"])
+    nodes = {"stem": {"op": "add", "inputs": ["input", "input"]}}
+    for node_name, node in spec["nodes"].items():
+        nodes[node_name] = {**node, "inputs": ["stem" if source == "input" else source
+                                               for source in node["inputs"]]}
+    spec["nodes"] = nodes
+    output = case.graph["output"]
+    data = case.nodes[output]
+    volume = data["output"]
+    if (volume.width, volume.height) != (1, 1) or volume.depth < 2 or data["op"] in (
+            "softmax", "input"):
+        nodes["head"] = {"op": "fc", "units": HEAD_UNITS,
+                         "inputs": ["stem" if output == "input" else output]}
+        spec["output"] = "head"
+    elif "output" in spec:
+        spec["output"] = "stem" if spec["output"] == "input" else spec["output"]
+    return spec
+
+
+def least_likely(graph, params: dict, x: np.ndarray) -> np.ndarray:
+    """Each image's least likely class as its label, so that the loss gradient softmax - label
+    is large: a confident right answer makes it p - 1 for p near 1, which float32 cannot tell
+    apart from float64 to 1e-4 (seen with random labels), whatever the kernels do."""
+    scores = reference_forward(graph, params, x)
+    return scores.reshape(x.shape[0], -1).argmin(axis=1)
+
+
+def check_gradients(session, params: dict, x: np.ndarray, labels: np.ndarray,
+                    what: str = "") -> dict[str, float]:
+    """One forward and backward pass on the device against numpy float64: the gradient of every
+    node's output and of every trainable parameter within TOLERANCE. Returns the errors."""
+    graph = session.graph
+    grads, param_grads = session.gradients(x, labels)
+    _, _, _, expected, expected_params = reference_gradients(
+        graph, params, x, labels, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
+    errors = {f"d {node}": relative_error(grad, expected[node]) for node, grad in grads.items()}
+    errors.update({f"d {key}": relative_error(grad, expected_params[key])
+                   for key, grad in param_grads.items()})
+    failed = {key: error for key, error in errors.items() if not error <= TOLERANCE}
+    if failed:
+        pytest.fail(f"{what}: gradients off (relative error > {TOLERANCE:g}): "
+                    + ", ".join(f"{key} {error:.3g}" for key, error in failed.items())
+                    + f"\nkernels: {sorted(session.plan.kernels)}")
+    return errors
+
+
+@on_devices
+@pytest.mark.parametrize(("op", "volume", "layers", "batch", "index"), CASE_PARAMS)
+def test_op_backward(cl_device, op, volume, layers, batch, index):
+    graph = analyse(backward_spec(volume, layers, name=f"{op}{index}"))
+    session = TrainingSession(graph, device=cl_device, batch=batch)
+    params = random_params(session, seed=index)
+    session.set_params(params)
+    x = input_batch(session, batch, seed=200 + index)
+    errors = check_gradients(session, params, x, least_likely(graph, params, x),
+                             what=f"{op} case {volume} {layers} batch {batch}")
+    # the op's own backward kernels ran and were checked: a gradient reached its input, and a
+    # node of the op (or the layer it is fused into) had its output gradient compared
+    if op != "input":
+        assert "d stem" in errors
+        owners = {graph.nodes[name].get("fused_into", name) for name in graph
+                  if graph.nodes[name]["op"] == op}
+        assert {f"d {name}" for name in owners} & set(errors), (owners, sorted(errors))
 
 
 # Cases also run with the other device family's code-generation profile (tile sizes, vector
