@@ -42,6 +42,8 @@ CASES = {
 }
 SPREAD = 4  # variants per case in CI
 
+pytestmark = pytest.mark.device
+
 
 @pytest.fixture
 def tuning_cache(tmp_path, monkeypatch):
