@@ -138,6 +138,11 @@ EVERY_OP = {
                "-AVGPOOL(3, 2, pad=1, count_pad=true, rounding=ceil)"
                "-CONV(16, 1, groups=depthwise)-GAP-FC(5)-SOFTMAX]",
 }
+POOLS = {  # windows that tile the input exactly (pool.cl POOL_BACKWARD_WINDOWS), max with
+    # the ties ReLU's zeros make (the first maximum in scan order takes the gradient)
+    "input": "12x12x5",
+    "pattern": "[INPUT-CONV(6, 3, pad=1)-AVGPOOL(2)-CONV(8, 3, pad=1)-RELU-POOL(3)-FC(3)]",
+}
 BRANCHES = {
     "input": "10x9x3",
     "nodes": {
@@ -168,10 +173,10 @@ def test_a_step_at_a_realistic_batch():
 
 
 @pytest.mark.parametrize("name", ["seed", "lenet5", "fashion_convnet", "fashion_convnet_bn",
-                                  "vgg_cifar", "resnet8", "every_op", "branches"])
+                                  "vgg_cifar", "resnet8", "every_op", "branches", "pools"])
 def test_device_gradients_of_the_example_networks(name):
     """Every layer's output gradient and every parameter gradient of one training step."""
-    given = {"every_op": EVERY_OP, "branches": BRANCHES}
+    given = {"every_op": EVERY_OP, "branches": BRANCHES, "pools": POOLS}
     graph = analyse(given.get(name, SPECS / f"{name}.yaml"))
     session = TrainingSession(graph, batch=3)
     rng = np.random.default_rng(3)
@@ -185,6 +190,24 @@ def test_device_gradients_of_the_example_networks(name):
         assert relative_error(grad, expected[node]) < 1e-4, node
     for key, grad in param_grads.items():
         assert relative_error(grad, expected_params[key]) < 1e-4, key
+
+
+@pytest.mark.parametrize("pool", ["POOL(2)", "POOL(3)", "POOL(3, 2, pad=1, rounding=ceil)"])
+def test_max_pool_ties_pass_the_gradient_to_the_first_maximum(pool):
+    """Integer images and weights make equal values in most windows; the gradient must go to
+    the first maximum in scan order (as PyTorch), by the window kernel (2x2 and 3x3 tiling 12x12)
+    and by the gather (overlapping windows) alike."""
+    graph = analyse({"input": "12x12x2", "pattern": f"[INPUT-CONV(4, 1, bias=false)-{pool}-FC(3)]"})
+    session = TrainingSession(graph, batch=2)
+    rng = np.random.default_rng(7)
+    params = session.params
+    params["conv1.weight"] = rng.integers(0, 2, params["conv1.weight"].shape).astype(np.float32)
+    session.set_params(params)
+    x = rng.integers(0, 3, (2, 2, 12, 12)).astype(np.float32)
+    y = np.array([0, 2])
+    grads, _ = session.gradients(x, y)
+    *_, expected, _ = reference_gradients(graph, params, x, y, session.dropout_seed(), 0.0)
+    assert relative_error(grads["conv1"], expected["conv1"]) < 1e-5
 
 
 # ---------------------------------------------------------------------------- the loop

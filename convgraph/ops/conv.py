@@ -313,6 +313,8 @@ def _tuned_forward(ctx, shape: dict, width: int, channels: int, filters: int, ou
     locals_ = [_local_text(profile.conv_local)]
     if gpu:
         locals_ += ["4,4,4", "1,8,8", "8,8,1", "16,4,1", "2,4,16", "driver"]
+    else:  # PoCL runs a work-group's items in a loop it may try to vectorise across
+        locals_ += ["1,1,1", "1,2,1", "1,4,1"]
     space = []
     for vector in (width, 16, 8, 4):
         if vector > width or filters % vector:

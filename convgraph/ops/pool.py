@@ -95,17 +95,23 @@ class Pool(Op):
         return total / count
 
     def lower_backward(self, ctx) -> None:
-        x = ctx.input_layout()
+        x, out = ctx.input_layout(), ctx.node["output"]
         grad, accumulate = ctx.input_grad()
         defines, width = self._defines(ctx)
         defines["ACCUMULATE"] = accumulate
+        args = [("tensor", ctx.input_storage()), ctx.output_grad, grad]
+        if _windows_tile_the_input(ctx.attrs, ctx.derived, x.volume, out):
+            ctx.launch("pool", "POOL_BACKWARD_WINDOWS", defines,
+                       (x.stride_c // width, out.width, out.height), 2, args,
+                       ctx.profile.pixel_local)
+            return
         ctx.launch(
             "pool",
             "POOL_BACKWARD",
             defines,
             (x.stride_c // width, x.volume.width, x.volume.height),
             2,
-            [("tensor", ctx.input_storage()), ctx.output_grad, grad],
+            args,
             ctx.profile.pixel_local,
         )
 
@@ -198,3 +204,12 @@ class GlobalAvgPool(Op):
     def reference_backward(self, node, inputs, output, grad, params, seed):
         x = inputs[0]
         return [np.broadcast_to(grad / (x.shape[2] * x.shape[3]), x.shape).copy()], {}
+
+
+def _windows_tile_the_input(attrs: dict, derived: dict, volume, out) -> bool:
+    """Windows side by side with no gap, overlap, padding or remainder, and small enough for
+    one work-item to hold (pool.cl POOL_BACKWARD_WINDOWS)."""
+    (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
+    pads = (derived["pad_top"], derived["pad_bottom"], derived["pad_left"], derived["pad_right"])
+    return ((kw, kh) == (sw, sh) and not any(pads) and kw * kh <= 9
+            and out.width * sw == volume.width and out.height * sh == volume.height)
