@@ -255,3 +255,26 @@ def test_run_profile_table(cli):
 def test_unknown_device_on_the_command_line(cli):
     status, _, err = cli("compile", SPECS / "seed.yaml", "--device", "quantum")
     assert status == 4 and "no OpenCL device matches 'quantum'" in err
+
+
+def test_cpu_work_groups_do_not_depend_on_the_batch():
+    """PoCL compiles a kernel once per work-group shape: a shape that followed the batch cost a
+    recompile of every kernel at each new batch size (a last partial batch, evaluation)."""
+    from dataclasses import replace
+
+    from convgraph.codegen.profile import CPU
+    from convgraph.codegen.training import plan_training
+    from convgraph.pipeline import analyse
+
+    graph = analyse(SPECS / "resnet8.yaml")
+    plan = plan_training(graph, replace(CPU))
+    launches = [launch for group in plan.groups.values() for launch in group]
+    batched = [launch for launch in launches if launch.batch_axis is not None]
+    assert all(launch.local_size is not None for launch in batched)
+    for launch in launches:
+        shapes = {launch.sizes(batch)[1] for batch in (1, 7, 64, 100)}
+        assert len(shapes) == 1, (launch.kernel, shapes)
+        if launch.local_size is not None:
+            for batch in (1, 7, 64, 100):
+                global_size, local = launch.sizes(batch)
+                assert all(g % w == 0 for g, w in zip(global_size, local)), launch.kernel
