@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 import convgraph
+import convgraph.model
+import convgraph.train.session
+from convgraph.codegen import profile as profiles
 from convgraph.codegen.plan import plan_forward
 from convgraph.codegen.profile import profile_for
 from convgraph.codegen.training import plan_training
@@ -51,9 +54,9 @@ def tuning_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def _sites(graph):
+def _sites(graph, base=None):
     info = select_device()[0]
-    base = profile_for(info, tuned=False)
+    base = base or profile_for(info, tuned=False)
     sites = dict(plan_forward(graph, base).sites)
     sites.update(plan_training(graph, base).sites)
     return info, sites
@@ -65,10 +68,19 @@ def _variant(sites, index: int, count: int) -> dict:
             for key, site in sites.items()}
 
 
-def _check_variant(name: str, index: int, count: int) -> None:
+def _check_variant(name: str, index: int, count: int, family=None, monkeypatch=None) -> None:
+    """Compile case ``name`` with variant ``index`` of ``count`` as this device's tuning (or,
+    with ``family``, another device family's profile tuned so, run on this device) and compare
+    its forward pass and gradients with numpy."""
     graph = analyse(CASES[name])
-    info, sites = _sites(graph)
-    save_tuning(info, _variant(sites, index, count))
+    info, sites = _sites(graph, family)
+    entries = _variant(sites, index, count)
+    if family is None:
+        save_tuning(info, entries)
+    else:
+        tuned = replace(family, tuning=Tuning(entries, "tuned on this device"))
+        for module in (convgraph.model, convgraph.train.session):
+            monkeypatch.setattr(module, "profile_for", lambda info: tuned)
     for batch in (1, 3) if count > SPREAD else (1 + 2 * (index % 2),):
         model = convgraph.compile(CASES[name], batch=batch, share_buffers=False)
         assert model.profile.tuning.source == "tuned on this device"
@@ -92,8 +104,8 @@ def _check_variant(name: str, index: int, count: int) -> None:
             assert relative_error(grad, expected_params[key]) < 1e-4, (name, index, key)
 
 
-def _largest_space(name: str) -> int:
-    return max(len(site.space) for site in _sites(analyse(CASES[name]))[1].values())
+def _largest_space(name: str, profile=None) -> int:
+    return max(len(site.space) for site in _sites(analyse(CASES[name]), profile)[1].values())
 
 
 @pytest.mark.parametrize("index", range(SPREAD))
@@ -102,12 +114,27 @@ def test_tuning_choices_compute_what_numpy_does(tuning_cache, name, index):
     _check_variant(name, index, SPREAD)
 
 
+@pytest.mark.parametrize("index", range(SPREAD))
+def test_the_other_familys_tuning_choices_compute_what_numpy_does(tuning_cache, index,
+                                                                  monkeypatch):
+    """A CPU checks the settings a GPU may be tuned to (work-group shapes included), and the
+    other way round."""
+    own = profile_for(select_device()[0], tuned=False)
+    other = profiles.CPU if own.family == "gpu" else profiles.GPU
+    _check_variant("mixed" if index % 2 else "plain", index, SPREAD, other, monkeypatch)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("family", ["own", "other"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_every_tuning_choice_computes_what_numpy_does(tuning_cache, name):
-    count = _largest_space(name)
+def test_every_tuning_choice_computes_what_numpy_does(tuning_cache, name, family, monkeypatch):
+    own = profile_for(select_device()[0], tuned=False)
+    profile = None
+    if family == "other":
+        profile = profiles.CPU if own.family == "gpu" else profiles.GPU
+    count = _largest_space(name, profile)
     for index in range(count):
-        _check_variant(name, index, count)
+        _check_variant(name, index, count, profile, monkeypatch)
 
 
 def test_spaces_start_with_the_default_and_hold_only_legal_settings():
