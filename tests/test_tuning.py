@@ -218,3 +218,17 @@ def test_tune_with_no_time_keeps_defaults_and_says_so(tuning_cache, cli, write_s
     status, out, err = cli("tune", spec, "--budget", "0")
     assert status == 0, err
     assert "not reached in the budget keep their defaults" in out
+
+
+def test_an_unwritable_tuning_file_is_a_clear_error(tmp_path, monkeypatch, cli, write_spec):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("CONVGRAPH_CACHE", str(blocker / "cache"))
+    spec = write_spec("""
+        input: 8x8x4
+        pattern: "[INPUT-CONV(8, 3, pad=1)-FC(2)]"
+    """)
+    status, out, err = cli("tune", spec, "--budget", "20", "--mode", "infer")
+    assert status == 1
+    assert "could not write the tuning file" in err and "CONVGRAPH_CACHE" in err
+    assert "Traceback" not in err

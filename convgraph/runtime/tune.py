@@ -141,59 +141,71 @@ def tune(graph, device: str | None = None, batch: int = 64, budget: float = 120.
 
         return run
 
-    for done, site in enumerate(sites):
-        if time.perf_counter() >= deadline:
-            report.skipped.extend(sites[done:])
-            break
-        times: dict[tuple, float] = {}
-        runners: dict[tuple, object] = {}
-
-        def timed(knobs: dict, site=site, times=times, runners=runners) -> float:
-            key = tuple(sorted(knobs.items()))
-            if key not in times:
-                try:
-                    runners[key] = runner(knobs, site)
-                    times[key] = runners[key]()
-                except ConvgraphError:
-                    times[key] = float("inf")  # a setting this device cannot run
-            return times[key]
-
-        best = site.default
-        best_ms = default_ms = timed(best)
-        for _ in range(2):  # coordinate descent: each knob in turn, others fixed
-            improved = False
-            for knob in site.default:
-                for value in sorted({k[knob] for k in site.space}, key=str):
-                    candidate = {**best, knob: value}
-                    if candidate not in site.space or time.perf_counter() >= deadline:
-                        continue
-                    ms = timed(candidate)
-                    if ms < best_ms * 0.98:  # noise: a setting must win clearly to move
-                        best, best_ms, improved = candidate, ms, True
-            if not improved:
+    try:
+        for done, site in enumerate(sites):
+            if time.perf_counter() >= deadline:
+                report.skipped.extend(sites[done:])
                 break
-        if best != site.default:
-            # a shared machine's load comes and goes: the winner must beat the default again,
-            # timed alternately with it
-            pair = [runners[tuple(sorted(k.items()))] for k in (site.default, best)]
-            rounds = [[run() for run in pair] for _ in range(3)]
-            default_ms = statistics.median(r[0] for r in rounds)
-            best_ms = statistics.median(r[1] for r in rounds)
-            if best_ms >= default_ms:
-                best, best_ms = site.default, default_ms
-        runners.clear()
-        flops = flops_of[site.key] * batch
-        report.results.append(SiteResult(site, mode_of[site.key], default_ms, best_ms, best,
-                                         len(times), flops))
-        found[site.key] = {"knobs": best, "ms": round(best_ms, 4),
-                           "default_ms": round(default_ms, 4), "node": site.node,
-                           "kernel": site.selector, "batch": batch}
-        if progress:
-            progress(done + 1, len(sites), f"{site.node} {site.selector}")
-    if found:
-        report.path = str(save_tuning(info, found))
+            times: dict[tuple, float] = {}
+            runners: dict[tuple, object] = {}
+
+            def timed(knobs: dict, site=site, times=times, runners=runners) -> float:
+                key = tuple(sorted(knobs.items()))
+                if key not in times:
+                    try:
+                        runners[key] = runner(knobs, site)
+                        times[key] = runners[key]()
+                    except ConvgraphError:
+                        times[key] = float("inf")  # a setting this device cannot run
+                return times[key]
+
+            best = site.default
+            best_ms = default_ms = timed(best)
+            for _ in range(2):  # coordinate descent: each knob in turn, others fixed
+                improved = False
+                for knob in site.default:
+                    for value in sorted({k[knob] for k in site.space}, key=str):
+                        candidate = {**best, knob: value}
+                        if candidate not in site.space or time.perf_counter() >= deadline:
+                            continue
+                        ms = timed(candidate)
+                        if ms < best_ms * 0.98:  # noise: a setting must win clearly to move
+                            best, best_ms, improved = candidate, ms, True
+                if not improved:
+                    break
+            if best != site.default:
+                # a shared machine's load comes and goes: the winner must beat the default again,
+                # timed alternately with it
+                pair = [runners[tuple(sorted(k.items()))] for k in (site.default, best)]
+                rounds = [[run() for run in pair] for _ in range(3)]
+                default_ms = statistics.median(r[0] for r in rounds)
+                best_ms = statistics.median(r[1] for r in rounds)
+                if best_ms >= default_ms:
+                    best, best_ms = site.default, default_ms
+            runners.clear()
+            flops = flops_of[site.key] * batch
+            report.results.append(SiteResult(site, mode_of[site.key], default_ms, best_ms, best,
+                                             len(times), flops))
+            found[site.key] = {"knobs": best, "ms": round(best_ms, 4),
+                               "default_ms": round(default_ms, 4), "node": site.node,
+                               "kernel": site.selector, "batch": batch}
+            if progress:
+                progress(done + 1, len(sites), f"{site.node} {site.selector}")
+    finally:  # what was measured before a Ctrl-C is kept
+        if found:
+            report.path = str(_save(info, found))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _save(info, found: dict):
+    try:
+        return save_tuning(info, found)
+    except OSError as exc:
+        raise ConvgraphError(
+            f"could not write the tuning file for {info.label}: {exc}.",
+            hint="make the cache directory writable, or point CONVGRAPH_CACHE elsewhere.",
+        ) from None
 
 
 def _site_flops(plan, key: str) -> int:
