@@ -16,10 +16,16 @@ from convgraph.codegen.profile import DeviceProfile, profile_for
 from convgraph.codegen.source import program_source
 from convgraph.errors import DataError
 from convgraph.graph import ordered
-from convgraph.params import check_params, initial_params, to_device_layouts
+from convgraph.params import (
+    check_params,
+    device_bytes,
+    device_param_bytes,
+    initial_params,
+    to_device_layouts,
+)
 from convgraph.pipeline import analyse
 from convgraph.runtime.devices import DeviceInfo, select_device
-from convgraph.runtime.executor import Executor
+from convgraph.runtime.executor import Executor, check_memory
 from convgraph.runtime.program import BuildResult, build_program
 
 
@@ -50,8 +56,8 @@ class Model:
         self._params = {key: np.asarray(value, np.float32).copy()
                         for key, value in params.items()}
         device = to_device_layouts(self.graph, self._params, self.plan.layout_of)
+        self.executor.check_memory(self.batch, device_bytes(device))  # before uploading
         self.executor.upload_params(device)
-        self.executor.check_memory(self.batch, self.param_bytes)
 
     @property
     def param_bytes(self) -> int:
@@ -173,6 +179,8 @@ def compile(spec, device: str | None = None, batch: int = 64, overrides=(),  # n
     info, cl_device = select_device(device)
     profile = profile_for(info)
     plan = plan_forward(graph, profile, share_buffers)
+    # what the device cannot hold is refused now, before building or allocating anything
+    check_memory(info, plan, batch, device_param_bytes(graph, plan.layout_of))
     source = program_source(plan, graph.graph["name"])
     context = cl.Context([cl_device])
     queue = cl.CommandQueue(context, cl_device,

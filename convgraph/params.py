@@ -125,3 +125,15 @@ def to_device_layouts(graph: nx.DiGraph, params: dict, layout_of
         arrays.update({(name, key): np.asarray(value, np.float32)
                        for key, value in relaid.items()})
     return arrays
+
+
+def device_bytes(arrays: dict) -> int:
+    """Bytes the device holds for these arrays (an empty one still takes one value)."""
+    return sum(max(4, np.asarray(array).nbytes) for array in arrays.values())
+
+
+def device_param_bytes(graph: nx.DiGraph, layout_of) -> int:
+    """Bytes of every parameter once re-laid for the kernels, known before anything exists on
+    the device (from zeros: the re-layout depends on shapes only)."""
+    zeros = {key: np.zeros(shape, np.float32) for key, shape in expected_shapes(graph).items()}
+    return device_bytes(to_device_layouts(graph, zeros, layout_of))

@@ -6,6 +6,7 @@ launches with no synchronisation between layers, one copy out.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -19,6 +20,84 @@ INVALID_LOCAL = ("OUT_OF_RESOURCES", "INVALID_WORK_GROUP_SIZE", "INVALID_WORK_IT
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else _mib(n)
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} bytes ({_size(n)})"
+
+
+ALLOCATION_HINT = "use a smaller batch (--batch), or another device with more memory (--device)."
+
+
+def memory_needed(plan, batch: int, param_bytes: int) -> tuple[int, int]:
+    """(total, largest single buffer) in bytes the device must hold for ``batch`` images."""
+    per_buffer = list(plan.buffer_sizes(batch).values())
+    return sum(per_buffer) + param_bytes, max(per_buffer, default=0)
+
+
+def largest_batch(plan, param_bytes: int, info: DeviceInfo, batch: int) -> int:
+    """The largest batch below ``batch`` that the device holds (0: not even one image)."""
+    def fits(count: int) -> bool:
+        total, biggest = memory_needed(plan, count, param_bytes)
+        return total <= info.global_memory and biggest <= info.max_alloc
+
+    low, high = 0, batch  # fits(low) (or low == 0), not fits(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def check_memory(info: DeviceInfo, plan, batch: int, param_bytes: int) -> int:
+    """Refuse, before anything is built or allocated, what the device cannot hold: the plan's
+    per-batch buffers plus ``param_bytes`` of fixed ones. Returns the bytes needed.
+
+    >>> check_memory(info, vgg16_plan, 100_000, vgg16_param_bytes)  # doctest: +SKIP
+    DeviceError: batch 100000 needs an estimated 5,109,699,161,280 bytes (4,758.78 GiB) of
+    device memory (527.9 MiB of parameters and state, 4,758.26 GiB of activations), more than
+    0:0 pthread-... has (13,382,144,000 bytes (12.46 GiB)), and one of its buffers alone takes
+    1,217.75 GiB, more than the largest single allocation allowed (4.00 GiB); refused before
+    allocating anything. Fix: use a batch of at most 251 (--batch), or another device ...
+    """
+    total, biggest = memory_needed(plan, batch, param_bytes)
+    if total <= info.global_memory and biggest <= info.max_alloc:
+        return total
+    fitting = largest_batch(plan, param_bytes, info, batch)
+    hint = (f"use a batch of at most {fitting} (--batch), or another device with more memory "
+            "(--device)." if fitting else "even one image does not fit: use another device "
+            "with more memory (--device).")
+    reasons = []
+    if total > info.global_memory:
+        reasons.append(f"more than {info.label} has ({_bytes(info.global_memory)})")
+    if biggest > info.max_alloc:
+        reasons.append(f"{'and ' if reasons else f'on {info.label}, '}one of its buffers alone "
+                       f"takes {_size(biggest)}, more than the largest single allocation "
+                       f"allowed ({_size(info.max_alloc)})")
+    raise DeviceError(
+        f"batch {batch} needs an estimated {_bytes(total)} of device memory ("
+        f"{_size(param_bytes)} of parameters and state, {_size(total - param_bytes)} of "
+        "activations), " + ", ".join(reasons) + "; refused before allocating anything.",
+        hint=hint)
+
+
+@contextlib.contextmanager
+def device_errors(info: DeviceInfo, what: str, hint: str = ALLOCATION_HINT):
+    """Turn an OpenCL error (pyopencl's MemoryError, LogicError, RuntimeError) or the host
+    running out of memory while ``what`` into a DeviceError that names the device and says what
+    to try."""
+    import pyopencl as cl
+
+    try:
+        yield
+    except cl.Error as exc:
+        raise DeviceError(f"{what} on {info.label} failed: {exc}.", hint=hint) from None
+    except MemoryError:
+        raise DeviceError(f"{what} on {info.label} failed: the host ran out of memory.",
+                          hint=hint) from None
 
 
 class Executor:
@@ -38,56 +117,47 @@ class Executor:
 
     def check_memory(self, batch: int, param_bytes: int) -> int:
         """Refuse, before allocating, what the device cannot hold; returns the bytes needed."""
-        per_buffer = list(self.plan.buffer_sizes(batch).values())
-        total = sum(per_buffer) + param_bytes
-        biggest = max(per_buffer, default=0)
-        if biggest > self.info.max_alloc:
-            raise DeviceError(
-                f"batch {batch} needs one buffer of {_mib(biggest)}, more than the largest "
-                f"allocation {self.info.label} allows ({_mib(self.info.max_alloc)}).",
-                hint=f"use a batch of at most {max(1, batch * self.info.max_alloc // biggest)}.")
-        if total > self.info.global_memory:
-            raise DeviceError(
-                f"batch {batch} needs {_mib(total)} of device memory ({_mib(param_bytes)} of "
-                f"parameters), more than {self.info.label} has ({_mib(self.info.global_memory)}).",
-                hint="use a smaller batch, or a device with more memory (--device).")
-        return total
+        return check_memory(self.info, self.plan, batch, param_bytes)
 
     def allocate(self, batch: int) -> None:
         """Per-batch buffers for ``batch`` images, zero-filled (halos must read as zeros)."""
         if batch == self.batch:
             return
         cl = self.cl
-        self.buffers = {}
+        self.buffers, self.batch = {}, 0
+        sizes = {name: max(4, size) for name, size in self.plan.buffer_sizes(batch).items()}
+        total = sum(sizes.values())
         try:
-            for name, size in self.plan.buffer_sizes(batch).items():
-                size = max(4, size)
+            with device_errors(self.info, f"allocating {_bytes(total)} of buffers for batch "
+                                          f"{batch}"):
                 # zeros copied in, not clEnqueueFillBuffer: Oclgrind then reports every later
-                # kernel's writes to the buffer as uninitialised
+                # kernel's writes to the buffer as uninitialised. One host array serves all.
+                zeros = np.zeros(max(sizes.values(), default=4) // 4, np.float32)
                 flags = cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR
-                buffer = cl.Buffer(self.context, flags, hostbuf=np.zeros(size // 4, np.float32))
-                self.buffers[name] = buffer
-            self.queue.finish()
-        except cl.Error as exc:
-            raise DeviceError(
-                f"{self.info.label} could not allocate the buffers for batch {batch}: {exc}.",
-                hint="use a smaller batch, or another device (--device).") from None
+                for name, size in sizes.items():
+                    self.buffers[name] = cl.Buffer(self.context, flags, size=size, hostbuf=zeros)
+                self.queue.finish()
+        except DeviceError:
+            self.buffers = {}  # give back what was allocated before the failure
+            raise
         self.batch = batch
         self._bind()
 
     def upload(self, arrays: dict[str, np.ndarray]) -> None:
         """Create or overwrite fixed-size buffers (parameters, optimizer state) by name."""
         cl = self.cl
-        for name, array in arrays.items():
-            data = np.ascontiguousarray(array)
-            if data.size == 0:
-                data = np.zeros(1, data.dtype)
-            if name in self.fixed and self.fixed[name].size == data.nbytes:
-                cl.enqueue_copy(self.queue, self.fixed[name], data, is_blocking=False)
-            else:
-                self.fixed[name] = cl.Buffer(self.context, cl.mem_flags.READ_WRITE
-                                             | cl.mem_flags.COPY_HOST_PTR, hostbuf=data)
-        self.queue.finish()
+        total = sum(max(4, np.asarray(array).nbytes) for array in arrays.values())
+        with device_errors(self.info, f"uploading {_bytes(total)} of parameters and state"):
+            for name, array in arrays.items():
+                data = np.ascontiguousarray(array)
+                if data.size == 0:
+                    data = np.zeros(1, data.dtype)
+                if name in self.fixed and self.fixed[name].size == data.nbytes:
+                    cl.enqueue_copy(self.queue, self.fixed[name], data, is_blocking=False)
+                else:
+                    self.fixed[name] = cl.Buffer(self.context, cl.mem_flags.READ_WRITE
+                                                 | cl.mem_flags.COPY_HOST_PTR, hostbuf=data)
+            self.queue.finish()
         if self.batch:
             self._bind()
 
@@ -98,7 +168,19 @@ class Executor:
     def download(self, name: str, dtype=np.float32) -> np.ndarray:
         buffer = self.fixed.get(name) or self.buffers[name]
         host = np.empty(buffer.size // np.dtype(dtype).itemsize, dtype)
-        self.cl.enqueue_copy(self.queue, host, buffer, is_blocking=True)
+        return self.read(name, host)
+
+    def write(self, name: str, host: np.ndarray) -> None:
+        """Copy ``host`` into the buffer ``name`` (without waiting: keep ``host`` alive until
+        the next blocking call)."""
+        with device_errors(self.info, f"copying to buffer '{name}'"):
+            self.cl.enqueue_copy(self.queue, self.buffer(name), host, is_blocking=False)
+
+    def read(self, name: str, host: np.ndarray) -> np.ndarray:
+        """Copy the buffer ``name`` into ``host``, after every launch before it; returns host.
+        Errors of earlier launches that the device reports only now surface here."""
+        with device_errors(self.info, f"reading buffer '{name}'"):
+            self.cl.enqueue_copy(self.queue, host, self.buffer(name), is_blocking=True)
         return host
 
     @property
@@ -164,9 +246,9 @@ class Executor:
                 except cl.Error as exc:  # too big a work-group here: halve it and retry
                     if local is None or not any(code in str(exc) for code in INVALID_LOCAL):
                         raise DeviceError(
-                            f"launching kernel {launch.kernel} (layer '{launch.node}') on "
-                            f"{self.info.label} failed: {exc}.",
-                            hint="try a smaller batch or another device (--device).") from None
+                            f"launching kernel {launch.kernel} (layer '{launch.node}') for "
+                            f"batch {batch} on {self.info.label} failed: {exc}.",
+                            hint=ALLOCATION_HINT) from None
                     local = None if math.prod(local) <= 1 else tuple(
                         max(1, size // 2) for size in local)
                     self.local_sizes[key] = local
@@ -174,12 +256,9 @@ class Executor:
                 events.append(event)
 
     def write_input(self, packed: np.ndarray) -> None:
-        self.cl.enqueue_copy(self.queue, self.tensor_buffer(self.plan.input), packed,
-                             is_blocking=False)
+        self.write(self.plan.buffer_name(("tensor", self.plan.input)), packed)
 
     def read_tensor(self, storage: str, batch: int, kind: str = "tensor") -> np.ndarray:
         layout = self.plan.layouts[storage]
         host = np.empty(batch * layout.image_elements, np.float32)
-        buffer = self.buffer(self.plan.buffer_name((kind, storage)))
-        self.cl.enqueue_copy(self.queue, host, buffer, is_blocking=True)
-        return layout.unpack(host, batch)
+        return layout.unpack(self.read(self.plan.buffer_name((kind, storage)), host), batch)

@@ -21,7 +21,7 @@ from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 from convgraph.params import check_params, initial_params, to_device_layouts
 from convgraph.runtime.devices import select_device
-from convgraph.runtime.executor import Executor
+from convgraph.runtime.executor import Executor, check_memory
 from convgraph.runtime.program import build_program
 
 
@@ -50,6 +50,8 @@ class TrainingSession:
         self.profile = profile_for(self.info)
         self.plan: TrainingPlan = plan_training(graph, self.profile, self.train["optimizer"],
                                                 self.train)
+        fixed = sum(self.plan.fixed_sizes().values())
+        check_memory(self.info, self.plan, batch, fixed)  # before building or allocating
         self.source = program_source(self.plan, graph.graph["name"] + " (training)")
         self.context = cl.Context([self.device])
         self.queue = cl.CommandQueue(
@@ -60,8 +62,6 @@ class TrainingSession:
         self.executor = Executor(self.context, self.queue, self.device, self.info, self.plan,
                                  self.build.program)
         self.step_count = 0
-        fixed = sum(self.plan.fixed_sizes().values())
-        self.executor.check_memory(batch, fixed)
         self.set_params(initial_params(graph, self.train["init"], self.train["seed"]))
         self.reset_optimizer()
         self.executor.allocate(batch)
@@ -147,25 +147,19 @@ class TrainingSession:
         if count > self.batch:
             raise DataError(f"a batch of {count} images is larger than the planned {self.batch}.")
         self._staging = self.plan.layouts[self.plan.input].pack(x)
-        cl = self.executor.cl
-        cl.enqueue_copy(self.queue, self.executor.buffer(f"act:{self.plan.input}"),
-                        self._staging, is_blocking=False)
+        self.executor.write(f"act:{self.plan.input}", self._staging)
         if labels is not None:
             labels = np.asarray(labels)
             if labels.min(initial=0) < 0 or labels.max(initial=0) >= self.plan.classes:
                 raise DataError(f"labels must lie in [0, {self.plan.classes}), got "
                                 f"{labels.min()}..{labels.max()}.")
             self._labels = np.ascontiguousarray(labels, np.int32)
-            cl.enqueue_copy(self.queue, self.executor.buffer("labels"), self._labels,
-                            is_blocking=False)
+            self.executor.write("labels", self._labels)
         return count
 
     def _read_metrics(self, count: int) -> StepResult:
-        losses = np.empty(self.batch, np.float32)
-        correct = np.empty(self.batch, np.float32)
-        cl = self.executor.cl
-        cl.enqueue_copy(self.queue, losses, self.executor.buffer("losses"), is_blocking=False)
-        cl.enqueue_copy(self.queue, correct, self.executor.buffer("correct"), is_blocking=True)
+        losses = self.executor.read("losses", np.empty(self.batch, np.float32))
+        correct = self.executor.read("correct", np.empty(self.batch, np.float32))
         return StepResult(float(losses[:count].sum(dtype=np.float64)),
                           float(correct[:count].sum()), count)
 
