@@ -96,3 +96,12 @@ def pytest_generate_tests(metafunc):
     """Any test taking ``cl_device`` runs once per selected OpenCL device."""
     if "cl_device" in metafunc.fixturenames:
         metafunc.parametrize("cl_device", device_params())
+
+
+def pytest_collection_modifyitems(config, items):
+    """$CONVGRAPH_TEST_TIMEOUT (seconds) replaces every test's timeout: a simulated device
+    (Oclgrind, tests/test_oclgrind.py) runs the same kernels hundreds of times slower."""
+    seconds = os.environ.get("CONVGRAPH_TEST_TIMEOUT")
+    if seconds:
+        for item in items:
+            item.add_marker(pytest.mark.timeout(int(seconds), method="thread"), append=False)

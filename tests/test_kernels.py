@@ -31,7 +31,6 @@ buffers, and every network in specs/ as a whole against the same reference.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -52,16 +51,11 @@ from convgraph.train.session import TrainingSession
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
-# seconds per device test; the Oclgrind sweep (tests/test_oclgrind.py) raises it, since a
-# simulated device runs the same kernels hundreds of times slower
-TIMEOUT = int(os.environ.get("CONVGRAPH_TEST_TIMEOUT", "120"))
-
-
 def on_devices(test):
     """A device test: run per selected device (its ``cl_device`` argument), failed if hung. The
     thread method, because a hung kernel blocks inside an OpenCL call, where the signal method's
     alarm is never handled; it ends the session after dumping every thread's stack."""
-    return pytest.mark.device(pytest.mark.timeout(TIMEOUT, method="thread")(test))
+    return pytest.mark.device(pytest.mark.timeout(120, method="thread")(test))
 
 
 # more images than one work-item's tile of rows in fc, on every profile

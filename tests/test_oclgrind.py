@@ -3,17 +3,28 @@ accesses, reads of uninitialised memory and data races.
 
 Oclgrind is registered as the only OpenCL platform of a child process (OCL_ICD_VENDORS), which
 checks every forward and backward kernel of a few small networks against numpy; Oclgrind exits
-0 whatever it finds, so the test asserts that its log is empty. The default run takes a quick
-subset; the full sweep runs the whole kernel harness under Oclgrind, on a simulated small device:
+0 whatever it finds, so the test asserts that its log is empty (and, so that an empty log means
+something, that the same set-up reports a faulty kernel). The default run takes a quick subset;
+the full sweep (``make oclgrind``) runs the whole kernel harness, forward and backward
+(tests/test_kernels.py), and the training steps and example networks' gradients of
+tests/test_training.py that finish in minutes there, on a simulated small device:
 
     OCLGRIND_SWEEP=1 python -m pytest -m slow tests/test_oclgrind.py
+
+With $CONVGRAPH_OCLGRIND_REPORT set, each run writes what it checked there as JSON: kernel
+launches, distinct kernel specialisations, programs, kernels of kernels/*.cl never launched,
+tests, Oclgrind reports and seconds (tests/launch_log.py counts; benchmarks/reliability.py
+reads it).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,18 +52,60 @@ CHILD = """
 import json, sys
 import convgraph
 from convgraph.runtime.inspect import verify_model, verify_training
-failed = 0
+from tests.launch_log import LaunchCounter
+counter = LaunchCounter()
+counter.install()
+failed = checked = 0
 for spec in json.loads(sys.argv[1]):
     model = convgraph.compile(spec, batch=2, share_buffers=False)
     assert "Oclgrind" in model.info.platform, model.info.label
     checks = verify_model(model) + verify_training(model.graph, batch=2)
+    checked += len(checks)
     for check in checks:
         if not check.passed:
             failed += 1
             print("FAILED", check.node, check.op, check.error)
     print(len(checks), "kernel checks on", model.info.label)
+print("LAUNCHES", json.dumps({"kernel_checks": checked, **counter.summary()}))
 sys.exit(1 if failed else 0)
 """
+
+# The sweep: the kernel harness, and the training tests that take minutes, not hours, there
+# (ResNet-8's, VGG-CIFAR's and the Fashion-MNIST convnet's gradients take 10+ minutes each
+# simulated; their kernels' variants are all in the harness's cases and the quick networks)
+SWEEP = ["tests/test_kernels.py", "tests/test_training.py::test_training_steps_match_numpy",
+         "tests/test_training.py::test_device_gradients_of_the_example_networks"]
+SWEEP_FILTER = ("not vgg16 and not resnet18 and not (gradients_of_the_example_networks and "
+                "(resnet8 or vgg_cifar or fashion_convnet))")
+SMALL_DEVICE = {"OCLGRIND_MAX_WGSIZE": "64", "OCLGRIND_LOCAL_MEM_SIZE": "16384"}
+REPORT = re.compile(r"^(\S.*?)(?: at | of size |$)", re.M)
+
+
+def oclgrind_reports(log: str) -> list[dict]:
+    """Oclgrind's log as reports: each starts on an unindented line after a blank one, e.g.
+    'Invalid write of size 4 at global memory address ...', then '\\tKernel: NAME'."""
+    reports = []
+    for block in re.split(r"\n\s*\n(?=\S)", log.strip()):
+        if not block.strip():
+            continue
+        kind = REPORT.match(block.lstrip())
+        kernel = re.search(r"^\s*Kernel: (\S+)", block, re.M)
+        reports.append({"kind": kind.group(1) if kind else block.split("\n")[0],
+                        "kernel": kernel.group(1) if kernel else None,
+                        "text": block.strip()[:2000]})
+    return reports
+
+
+def write_report(record: dict) -> None:
+    """Add ``record`` to $CONVGRAPH_OCLGRIND_REPORT (a JSON object keyed by run), if set."""
+    target = os.environ.get("CONVGRAPH_OCLGRIND_REPORT")
+    if not target:
+        return
+    path = Path(target)
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    existing[record["run"]] = record
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(existing, indent=1) + "\n")
 
 
 def run_under_oclgrind(tmp_path, argv, extra_env=None, timeout=600):
@@ -69,21 +122,64 @@ def run_under_oclgrind(tmp_path, argv, extra_env=None, timeout=600):
     return done, (log.read_text() if log.exists() else "")
 
 
-def test_kernels_are_clean_under_oclgrind(tmp_path):
-    import json
+FAULTY = """
+import numpy as np, pyopencl as cl
+context = cl.Context([cl.get_platforms()[0].get_devices()[0]])
+queue = cl.CommandQueue(context)
+program = cl.Program(context, "__kernel void shifted(__global float *x) "
+                     "{ int i = get_global_id(0); x[i + 1] = x[i]; }").build()
+data = cl.Buffer(context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR,
+                 hostbuf=np.zeros(8, np.float32))
+program.shifted(queue, (8,), None, data)
+queue.finish()
+"""
 
+
+def test_oclgrind_reports_a_faulty_kernel(tmp_path):
+    """The set-up the tests below trust: a kernel writing one past its buffer (and racing its
+    neighbour) is reported, and found in the log by oclgrind_reports."""
+    done, log = run_under_oclgrind(tmp_path, [sys.executable, "-c", FAULTY])
+    assert done.returncode == 0, done.stderr
+    reports = oclgrind_reports(log)
+    kinds = {(report["kind"], report["kernel"]) for report in reports}
+    assert ("Invalid write", "shifted") in kinds, log[:2000]
+    assert ("Read-write data race", "shifted") in kinds, log[:2000]
+
+
+def test_kernels_are_clean_under_oclgrind(tmp_path):
+    start = time.monotonic()
     done, log = run_under_oclgrind(tmp_path, [sys.executable, "-c", CHILD, json.dumps(NETWORKS)])
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("kernel checks on") == len(NETWORKS)
-    assert log.strip() == "", log[:4000]
+    counts = json.loads(done.stdout.split("LAUNCHES ", 1)[1])
+    assert counts["launches"] > 0 and counts["kernel_checks"] > 0
+    reports = oclgrind_reports(log)
+    write_report({"run": "quick", "networks": len(NETWORKS), **counts, "reports": len(reports),
+                  "report_samples": reports[:20],
+                  "seconds": round(time.monotonic() - start, 1)})
+    assert reports == [], log[:4000]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("OCLGRIND_SWEEP"), reason="set OCLGRIND_SWEEP=1")
 def test_the_whole_kernel_harness_under_oclgrind_on_a_small_device(tmp_path):
+    """Forward and backward kernels of every case, the example networks and the training
+    steps, each checked against numpy while Oclgrind checks every launch (hours on 2 cores)."""
+    start = time.monotonic()
+    launches = tmp_path / "launches.json"
     done, log = run_under_oclgrind(
-        tmp_path, [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                   "tests/test_kernels.py", "-k", "not imagenet and not vgg16 and not resnet18"],
-        {"OCLGRIND_MAX_WGSIZE": "64", "OCLGRIND_LOCAL_MEM_SIZE": "16384"}, timeout=6 * 3600)
+        tmp_path, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   "-p", "tests.launch_log", *SWEEP, "-k", SWEEP_FILTER],
+        {**SMALL_DEVICE, "CONVGRAPH_TEST_TIMEOUT": "7200",
+         "CONVGRAPH_LAUNCH_LOG": str(launches)}, timeout=12 * 3600)
+    reports = oclgrind_reports(log)
+    record = json.loads(launches.read_text()) if launches.is_file() else {}
+    failed = sorted(k for k, v in record.get("outcomes", {}).items() if v == "failed")
+    write_report({"run": "sweep", "device": SMALL_DEVICE, "command": done.args[2:],
+                  **{k: v for k, v in record.items() if k not in ("outcomes", "durations")},
+                  "failed_tests": failed, "reports": len(reports),
+                  "report_samples": reports[:50],
+                  "seconds": round(time.monotonic() - start, 1)})
     assert done.returncode == 0, done.stdout[-4000:]
-    assert log.strip() == "", log[:4000]
+    assert record["launches"] > 0 and record["tests"]["passed"] > 0
+    assert reports == [], log[:4000]
