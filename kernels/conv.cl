@@ -21,7 +21,8 @@
  *   computes it from weights that CONV_TRANSPOSE_WEIGHTS lays out, work-item (filter, channel,
  *   group * taps + tap) each.
  * CONV_BACKWARD_DATA: dx = the transposed convolution of dy. Work-item (ct, pt, n * IN_H + ih)
- *   computes dx for TILE_PIXELS input pixels of row ih times CHANNEL_TILE input channels, keeping
+ *   computes dx for TILE_PIXELS input pixels of row ih, STRIDE_W apart (one stride phase), times
+ *   CHANNEL_TILE input channels, keeping
  *   VECTOR_WIDTH-wide partial sums over filters (contiguous in both dy and w, so the forward
  *   weight layout serves) and reducing them at the end. Taps that fall between strides or outside
  *   dy are masked. ACCUMULATE adds to dx (a tensor read by several layers) instead of writing it.
@@ -170,19 +171,26 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #endif
 
 #if defined(CONV_BACKWARD_DATA)
+/* Pixels by stride phase: a work-item's TILE_PIXELS input pixels of row ih are STRIDE_W apart
+ * (iw = phase, phase + STRIDE_W, ...), so the same kernel columns reach all of them and the
+ * others are skipped whole, not masked: a 3x3 stride-2 layer did 2x, a 1x1 stride-2 projection
+ * 4x, the useful work when neighbouring pixels were tiled together. */
+#define PHASE_PIXELS ((IN_W + STRIDE_W - 1) / STRIDE_W)
+#define PHASE_TILES ((PHASE_PIXELS + TILE_PIXELS - 1) / TILE_PIXELS)
+#define PIXEL(p) (first + (p) * STRIDE_W)
 __kernel void KERNEL_NAME(__global const float *restrict dy, __global const float *restrict w,
                           __global float *restrict dx)
 {
     const int ct = get_global_id(0);
     const int pt = get_global_id(1);
     const int row = get_global_id(2);
-    const int in_tiles = (IN_W + TILE_PIXELS - 1) / TILE_PIXELS;
-    if (ct >= IN_CHANNELS / CHANNEL_TILE || pt >= in_tiles) return;
+    if (ct >= IN_CHANNELS / CHANNEL_TILE || pt >= STRIDE_W * PHASE_TILES) return;
     const int n = row / IN_H;
     const int ih = row % IN_H;
     const int c0 = ct * CHANNEL_TILE;
     const int group = c0 / C_PER_GROUP; /* CHANNEL_TILE divides C_PER_GROUP */
-    const int first_pixel = pt * TILE_PIXELS;
+    const int phase = pt % STRIDE_W;
+    const int first = phase + STRIDE_W * (pt / STRIDE_W) * TILE_PIXELS;
     __global const float *filters = w + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP);
     const int k_base = group * K_PER_GROUP;
 
@@ -197,13 +205,14 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global const floa
         if (oh_scaled < 0 || oh_scaled % STRIDE_H != 0 || oh_scaled / STRIDE_H >= OUT_H) continue;
         const int oh = oh_scaled / STRIDE_H;
         for (int s = 0; s < KERNEL_W; ++s) {
+            const int shift = phase + PAD_LEFT - s * DILATION_W;
+            if ((shift % STRIDE_W + STRIDE_W) % STRIDE_W != 0) continue; /* misses this phase */
             int at[TILE_PIXELS];
             float keep[TILE_PIXELS];
 #pragma unroll
             for (int p = 0; p < TILE_PIXELS; ++p) {
-                const int ow_scaled = min(first_pixel + p, IN_W - 1) + PAD_LEFT - s * DILATION_W;
-                const int ok = ow_scaled >= 0 && ow_scaled % STRIDE_W == 0
-                               && ow_scaled / STRIDE_W < OUT_W;
+                const int ow_scaled = PIXEL(p) + PAD_LEFT - s * DILATION_W; /* STRIDE_W divides */
+                const int ok = ow_scaled >= 0 && ow_scaled / STRIDE_W < OUT_W && PIXEL(p) < IN_W;
                 at[p] = ok ? AT(Y, n, oh, ow_scaled / STRIDE_W, k_base) : AT(Y, n, oh, 0, k_base);
                 keep[p] = ok ? 1.0f : 0.0f;
             }
@@ -224,13 +233,14 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global const floa
     }
 #pragma unroll
     for (int p = 0; p < TILE_PIXELS; ++p) {
-        if (first_pixel + p >= IN_W) continue;
-        __global float *out = dx + AT(X, n, ih, first_pixel + p, c0);
+        if (PIXEL(p) >= IN_W) continue;
+        __global float *out = dx + AT(X, n, ih, PIXEL(p), c0);
 #pragma unroll
         for (int i = 0; i < CHANNEL_TILE; ++i)
             out[i] = (ACCUMULATE ? out[i] : 0.0f) + HSUM(acc[p][i]);
     }
 }
+#undef PIXEL
 #endif
 
 #if defined(CONV_BACKWARD_WEIGHTS)

@@ -171,8 +171,10 @@ class Conv(Op):
             defines["ACCUMULATE"] = accumulate
             # PoCL replicates private arrays across a work-group: the private tile is
             # TILE_PIXELS x CHANNEL_TILE vectors, kept at most 16 (8 x 4 crashed ResNet-8)
+            stride_w = ctx.attrs["stride"][0]
+            phase_pixels = -(-x.volume.width // stride_w)  # input pixels of one stride phase
             site, knobs = ctx.tuned("CONV_BACKWARD_DATA", defines, [
-                {"TILE_PIXELS": choose_tile(x.volume.width, pixels), "CHANNEL_TILE": channels}
+                {"TILE_PIXELS": choose_tile(phase_pixels, pixels), "CHANNEL_TILE": channels}
                 for pixels in (ctx.profile.grad_tile_pixels, 2, 4, 8)
                 for channels in (tile, 1, 2, 4)
                 if channels <= tile and pixels * channels <= 16])
@@ -181,7 +183,7 @@ class Conv(Op):
                 "CONV_BACKWARD_DATA",
                 {**defines, **knobs},
                 (x.volume.depth // knobs["CHANNEL_TILE"],
-                 -(-x.volume.width // knobs["TILE_PIXELS"]), x.volume.height),
+                 stride_w * -(-phase_pixels // knobs["TILE_PIXELS"]), x.volume.height),
                 2,
                 [ctx.output_grad, ("param", ctx.name, "weight"), grad],
                 None,
