@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system demo test test-all oclgrind lint clean
+.PHONY: setup system demo test test-all oclgrind reliability lint clean
 
 setup: system $(VENV)/.installed
 
@@ -29,6 +29,11 @@ test-all: setup  # the slow tiers too (Oclgrind sweeps, fuzzing, accuracy)
 
 oclgrind: setup  # every kernel of the harness under Oclgrind on a simulated small device (hours)
 	OCLGRIND_SWEEP=1 $(BIN)/python -m pytest -m slow tests/test_oclgrind.py
+
+# the reliability report (table + benchmarks/results/reliability.json): minutes;
+# FULL=1: 10,000 fuzzed specs and the whole Oclgrind sweep (hours)
+reliability: setup
+	$(BIN)/python benchmarks/reliability.py $(if $(FULL),--full)
 
 lint: setup
 	$(BIN)/ruff check convgraph tests benchmarks
