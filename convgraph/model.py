@@ -84,7 +84,8 @@ class Model:
 
     def _forward_batch(self, x: np.ndarray) -> np.ndarray:
         self.executor.allocate(self.batch)
-        self._staging = self.plan.layouts[self.plan.input].pack(x)
+        # the last batch's copy has finished (every step ends with a blocking read)
+        self._staging = self.plan.layouts[self.plan.input].pack(x, getattr(self, "_staging", None))
         self.executor.write_input(self._staging)
         self.executor.enqueue(x.shape[0])
         return self.executor.read_tensor(self.plan.output, x.shape[0])

@@ -69,10 +69,14 @@ class Layout:
         widest = tuple(max(a, b) for a, b in zip(self.halo, need))
         return Layout(self.volume, self.stride_c, widest)
 
-    def pack(self, x: np.ndarray) -> np.ndarray:
-        """(N, D, H, W) array -> the device layout (N, alloc_h, alloc_w, stride_c), float32."""
+    def pack(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(N, D, H, W) array -> the device layout (N, alloc_h, alloc_w, stride_c), float32.
+        ``out``, an earlier result of the same shape, is reused: its halo and padding channels
+        are still zero (a training step saves an allocation and a fill)."""
         n = x.shape[0]
-        out = np.zeros((n, self.alloc_h, self.alloc_w, self.stride_c), np.float32)
+        shape = (n, self.alloc_h, self.alloc_w, self.stride_c)
+        if out is None or out.shape != shape:
+            out = np.zeros(shape, np.float32)
         top, _, left, _ = self.halo
         h, w, d = self.volume.height, self.volume.width, self.volume.depth
         out[:, top:top + h, left:left + w, :d] = x.transpose(0, 2, 3, 1)

@@ -146,7 +146,8 @@ class TrainingSession:
         count = x.shape[0]
         if count > self.batch:
             raise DataError(f"a batch of {count} images is larger than the planned {self.batch}.")
-        self._staging = self.plan.layouts[self.plan.input].pack(x)
+        # the last batch's copy has finished (every step ends with a blocking read)
+        self._staging = self.plan.layouts[self.plan.input].pack(x, getattr(self, "_staging", None))
         self.executor.write(f"act:{self.plan.input}", self._staging)
         if labels is not None:
             labels = np.asarray(labels)
