@@ -162,6 +162,7 @@ def test_kernels_are_clean_under_oclgrind(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("OCLGRIND_SWEEP"), reason="set OCLGRIND_SWEEP=1")
+@pytest.mark.timeout(13 * 3600)  # the child has its own limit below, and per-test ones
 def test_the_whole_kernel_harness_under_oclgrind_on_a_small_device(tmp_path):
     """Forward and backward kernels of every case, the example networks and the training
     steps, each checked against numpy while Oclgrind checks every launch (hours on 2 cores)."""
