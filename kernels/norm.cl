@@ -4,11 +4,15 @@
  * (STRIDE_C), zero-padded past CHANNELS. Work-item (ct, w, n * HEIGHT + h) normalises
  * VECTOR_WIDTH channels of one pixel: y = (x - mean) / sqrt(variance + EPSILON) * gamma + beta.
  *
- * Training: BATCHNORM_STATS, work-item ct per VECTOR_WIDTH channels, computes the batch mean and
- *   1 / sqrt(biased variance + EPSILON) over (batch, height, width) into `saved`, and moves the
+ * Training: BATCHNORM_SPLIT_STATS, work-item (ct, split) per VECTOR_WIDTH channels and
+ *   IMAGES_PER_SPLIT images, computes its images' mean and sum of squared deviations (two
+ *   passes over data in cache); BATCHNORM_STATS, work-item ct, merges the splits (Chan et al.'s
+ *   parallel variance: no sum-of-squares cancellation) into the batch mean and
+ *   1 / sqrt(biased variance + EPSILON) over (batch, height, width) in `saved`, and moves the
  *   running statistics by MOMENTUM (with the unbiased variance, as PyTorch does); then
  *   BATCHNORM_TRAIN normalises with the batch statistics, like BATCHNORM_INFERENCE.
- * BATCHNORM_BACKWARD_REDUCE: per channel, dbeta = sum dy and dgamma = sum dy * xhat.
+ * BATCHNORM_BACKWARD_REDUCE: per channel, dbeta = sum dy and dgamma = sum dy * xhat, as partial
+ *   sums per split of the batch (work-item (ct, split)), added up by SUM_SPLITS.
  * BATCHNORM_BACKWARD_DATA: dx = gamma / sqrt(var + eps) / M * (M dy - dbeta - xhat dgamma),
  *   M = batch * height * width, xhat recomputed from x and the saved statistics.
  */
@@ -17,6 +21,7 @@
 #define KERNEL_NAME batchnorm_forward
 #define BATCHNORM_INFERENCE 1
 #define MOMENTUM 0.1f
+#define IMAGES_PER_SPLIT 2
 #define ACCUMULATE 0
 #define EPSILON 1e-5f
 #define HEIGHT 4
@@ -56,28 +61,59 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 }
 #endif
 
+#if defined(BATCHNORM_SPLIT_STATS)
+/* partial: per split, its mean (X_STRIDE_C values) then its sum of squared deviations */
+__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict partial,
+                          const int batch)
+{
+    const int ct = get_global_id(0);
+    const int split = get_global_id(1);
+    if (ct >= CHANNEL_VECTORS) return;
+    const int c0 = ct * VECTOR_WIDTH;
+    const int first = split * IMAGES_PER_SPLIT;
+    const int last = min(batch, first + IMAGES_PER_SPLIT);
+    const float count = (float)((last - first) * HEIGHT * WIDTH);
+    realV sum = (realV)(0.0f);
+    for (int n = first; n < last; ++n)
+        for (int h = 0; h < HEIGHT; ++h)
+            for (int w = 0; w < WIDTH; ++w) sum += LOADV(0, x + AT(X, n, h, w, c0));
+    const realV mu = sum / count;
+    realV squares = (realV)(0.0f);
+    for (int n = first; n < last; ++n)
+        for (int h = 0; h < HEIGHT; ++h)
+            for (int w = 0; w < WIDTH; ++w) {
+                const realV d = LOADV(0, x + AT(X, n, h, w, c0)) - mu;
+                squares += d * d;
+            }
+    STOREV(mu, 0, partial + split * 2 * X_STRIDE_C + c0);
+    STOREV(squares, 0, partial + split * 2 * X_STRIDE_C + X_STRIDE_C + c0);
+}
+#endif
+
 #if defined(BATCHNORM_STATS)
 /* saved: mean (STRIDE_C values) then 1/std (STRIDE_C values) */
-__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict saved,
+__kernel void KERNEL_NAME(__global const float *restrict partial, __global float *restrict saved,
                           __global float *restrict mean, __global float *restrict variance,
                           const int batch)
 {
     const int ct = get_global_id(0);
     if (ct >= CHANNEL_VECTORS) return;
     const int c0 = ct * VECTOR_WIDTH;
+    const int splits = (batch + IMAGES_PER_SPLIT - 1) / IMAGES_PER_SPLIT;
     const float count = (float)(batch * HEIGHT * WIDTH);
     realV sum = (realV)(0.0f);
-    for (int n = 0; n < batch; ++n)
-        for (int h = 0; h < HEIGHT; ++h)
-            for (int w = 0; w < WIDTH; ++w) sum += LOADV(0, x + AT(X, n, h, w, c0));
-    const realV mu = sum / count;
+    for (int s = 0; s < splits; ++s) {
+        const float images = (float)(min(batch, (s + 1) * IMAGES_PER_SPLIT) - s * IMAGES_PER_SPLIT);
+        sum += images * LOADV(0, partial + s * 2 * X_STRIDE_C + c0);
+    }
+    const realV mu = sum / (float)batch;
     realV squares = (realV)(0.0f);
-    for (int n = 0; n < batch; ++n)
-        for (int h = 0; h < HEIGHT; ++h)
-            for (int w = 0; w < WIDTH; ++w) {
-                const realV d = LOADV(0, x + AT(X, n, h, w, c0)) - mu;
-                squares += d * d;
-            }
+    for (int s = 0; s < splits; ++s) {
+        const float pixels = (float)((min(batch, (s + 1) * IMAGES_PER_SPLIT) - s * IMAGES_PER_SPLIT)
+                                     * HEIGHT * WIDTH);
+        const realV d = LOADV(0, partial + s * 2 * X_STRIDE_C + c0) - mu;
+        squares += LOADV(0, partial + s * 2 * X_STRIDE_C + X_STRIDE_C + c0) + pixels * d * d;
+    }
     const realV var = squares / count;
     STOREV(mu, 0, saved + c0);
     STOREV(rsqrt(var + EPSILON), 0, saved + X_STRIDE_C + c0);
@@ -108,11 +144,15 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
                           __global float *restrict dbeta, const int batch)
 {
     const int ct = get_global_id(0);
+    const int split = get_global_id(1);
     if (ct >= CHANNEL_VECTORS) return;
     const int c0 = ct * VECTOR_WIDTH;
+    const int last = min(batch, (split + 1) * IMAGES_PER_SPLIT);
+    dgamma += split * X_STRIDE_C; /* this split's partial sums */
+    dbeta += split * X_STRIDE_C;
     const realV mu = LOADV(0, saved + c0), inverse = LOADV(0, saved + X_STRIDE_C + c0);
     realV sum_dy = (realV)(0.0f), sum_dy_xhat = (realV)(0.0f);
-    for (int n = 0; n < batch; ++n)
+    for (int n = split * IMAGES_PER_SPLIT; n < last; ++n)
         for (int h = 0; h < HEIGHT; ++h)
             for (int w = 0; w < WIDTH; ++w) {
                 const realV g = LOADV(0, dy + AT(Y, n, h, w, c0));

@@ -7,8 +7,9 @@
  * SOFTMAX_CROSS_ENTROPY: work-item n takes image n's CHANNELS logits and its label, and writes
  *   its loss (with label smoothing SMOOTHING), whether its top class is the label, and the
  *   gradient of the batch-mean loss, (softmax - target) / batch, into dlogits (zero padding).
- * CHANNEL_SUM: work-item ct sums dy over images and pixels for VECTOR_WIDTH channels (bias
- *   gradients).
+ * CHANNEL_SUM: work-item (ct, split) sums dy over the pixels of IMAGES_PER_SPLIT images for
+ *   VECTOR_WIDTH channels into its split's partial sums, ELEMENTS apart (bias gradients; then
+ *   SUM_SPLITS).
  * SUM_SPLITS: work-item i adds up element i of the ceil(batch / IMAGES_PER_SPLIT) partial results
  *   that a kernel split over the batch wrote, ELEMENTS apart.
  */
@@ -109,17 +110,19 @@ __kernel void KERNEL_NAME(__global const float *restrict logits, __global const 
 #endif
 
 #if defined(CHANNEL_SUM)
-__kernel void KERNEL_NAME(__global const float *restrict dy, __global float *restrict sum,
+__kernel void KERNEL_NAME(__global const float *restrict dy, __global float *restrict partial,
                           const int batch)
 {
     const int ct = get_global_id(0);
+    const int split = get_global_id(1);
     if (ct >= CHANNEL_VECTORS) return;
     const int c0 = ct * VECTOR_WIDTH;
+    const int last = min(batch, (split + 1) * IMAGES_PER_SPLIT);
     realV total = (realV)(0.0f);
-    for (int n = 0; n < batch; ++n)
+    for (int n = split * IMAGES_PER_SPLIT; n < last; ++n)
         for (int h = 0; h < HEIGHT; ++h)
             for (int w = 0; w < WIDTH; ++w) total += LOADV(0, dy + AT(Y, n, h, w, c0));
-    STOREV(total, 0, sum + c0);
+    STOREV(total, 0, partial + split * ELEMENTS + c0);
 }
 #endif
 

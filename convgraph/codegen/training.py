@@ -120,9 +120,30 @@ class TrainLowering(Lowering):
         """A scratch buffer for partial sums of parameter ``key`` over splits of the batch of
         ``images`` each (the profile's default), and the images per split; call sum_splits
         afterwards to add them into its gradient."""
+        return self.split_scratch(key, self.param_elements(key), images)
+
+    def split_scratch(self, key: str, elements: int, images: int | None = None
+                      ) -> tuple[tuple, int]:
+        """A scratch buffer of ``elements`` per split of the batch (``images`` each)."""
         images = images or self.profile.images_per_split
-        self.training.scratch[(self.name, key)] = (self.param_elements(key), images)
+        self.training.scratch[(self.name, key)] = (elements, images)
         return ("scratch", self.name, key), images
+
+    def channel_split_launch(self, family: str, selector: str, layouts: dict, args: list,
+                             images: int, defines: dict | None = None) -> None:
+        """A per-channel reduction split over the batch: work-item (channel vector, split)
+        covers ``images`` images. One work-item per channel vector left the second core idle
+        and one core summing a whole tensor (16 channels: one work-item)."""
+        first = next(iter(layouts.values()))
+        width = self.vector_width(*layouts.values())
+        every = {"HEIGHT": first.volume.height, "WIDTH": first.volume.width,
+                 "CHANNEL_VECTORS": first.stride_c // width, "VECTOR_WIDTH": width,
+                 "IMAGES_PER_SPLIT": images}
+        for prefix, layout in layouts.items():
+            every.update(layout.defines(prefix))
+        every.update(defines or {})
+        self.launch(family, selector, every, (first.stride_c // width, 1), 1, args,
+                    batch_divisor=images)
 
     def work_buffer(self, key: str, elements: int) -> tuple:
         """A batch-independent scratch buffer of this node (e.g. re-laid weights)."""
@@ -295,6 +316,12 @@ def _lower_optimizer(planner, node: str, key: str, optimizer: str, train: dict) 
 
 
 def channel_sum(ctx: TrainLowering, grad: tuple, layout: Layout, target: tuple) -> None:
-    """target = dy summed over images and pixels, per channel (bias gradients)."""
-    ctx.channel_launch("reduction", "CHANNEL_SUM", {"Y": layout}, [grad, target, ("batch",)],
-                       {"CHANNELS": layout.volume.depth})
+    """target = dy summed over images and pixels, per channel (bias gradients): partial sums
+    over splits of the batch, then added up."""
+    _, node, key = target
+    partial, images = ctx.split_sum(key)
+    ctx.channel_split_launch("reduction", "CHANNEL_SUM", {"Y": layout},
+                             [grad, partial, ("batch",)], images,
+                             {"CHANNELS": layout.volume.depth,
+                              "ELEMENTS": ctx.param_elements(key)})
+    ctx.sum_splits(key)

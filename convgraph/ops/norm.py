@@ -83,11 +83,16 @@ class BatchNorm(Op):
     def lower_train(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
         saved = ctx.saved()
+        partial, images = ctx.split_scratch("stats", 2 * x.stride_c)
+        ctx.channel_split_launch(
+            "norm", "BATCHNORM_SPLIT_STATS", {"X": x, "Y": y},
+            [("tensor", ctx.input_storage()), partial, ("batch",)], images,
+            self._pixel_defines(ctx))
         ctx.channel_launch(
             "norm", "BATCHNORM_STATS", {"X": x, "Y": y},
-            [("tensor", ctx.input_storage()), saved, ("param", ctx.name, "running_mean"),
+            [partial, saved, ("param", ctx.name, "running_mean"),
              ("param", ctx.name, "running_var"), ("batch",)],
-            self._pixel_defines(ctx))
+            {**self._pixel_defines(ctx), "IMAGES_PER_SPLIT": images})
         ctx.pixel_launch(
             "norm",
             "BATCHNORM_TRAIN",
@@ -106,11 +111,16 @@ class BatchNorm(Op):
     def lower_backward(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
         saved = ("saved", ctx.name)
-        ctx.channel_launch(
+        # the kernel lays each split's partial sums X_STRIDE_C apart
+        assert ctx.param_elements("weight") == x.stride_c, "batchnorm parameters as stored"
+        dgamma, images = ctx.split_sum("weight")
+        dbeta, _ = ctx.split_sum("bias", images)
+        ctx.channel_split_launch(
             "norm", "BATCHNORM_BACKWARD_REDUCE", {"X": x, "Y": y},
-            [("tensor", ctx.input_storage()), ctx.output_grad, saved,
-             ("pgrad", ctx.name, "weight"), ("pgrad", ctx.name, "bias"), ("batch",)],
-            self._pixel_defines(ctx))
+            [("tensor", ctx.input_storage()), ctx.output_grad, saved, dgamma, dbeta,
+             ("batch",)], images, self._pixel_defines(ctx))
+        ctx.sum_splits("weight")
+        ctx.sum_splits("bias")
         if ctx.needs_grad():
             grad, accumulate = ctx.input_grad()
             ctx.pixel_launch(
