@@ -84,118 +84,132 @@ def tune(graph, device: str | None = None, batch: int = 64, budget: float = 120.
     """Tune every kernel site of ``graph``'s training and/or inference plan on ``device`` within
     ``budget`` seconds and save the winners; ``progress(done, total, text)`` follows the sites.
     (Training and inference sites differ: training lays gradients out with halos.)"""
-    import pyopencl as cl
-
-    from convgraph.codegen.plan import plan_forward
-    from convgraph.codegen.training import plan_training
-
     start = time.perf_counter()
-    info, cl_device = select_device(device)
-    base = replace(profile_for(info, tuned=False), tuning=Tuning())
-    train = graph.graph["train"]
-
-    def plan_with(tuning: Tuning, mode: str):
-        profile = replace(base, tuning=tuning)
-        if mode == "train":
-            return plan_training(graph, profile, train["optimizer"], train)
-        return plan_forward(graph, profile)
-
-    context = cl.Context([cl_device])
-    queue = cl.CommandQueue(context, cl_device,
-                            properties=cl.command_queue_properties.PROFILING_ENABLE)
-    mode_of: dict[str, str] = {}
-    flops_of: dict[str, int] = {}
-    every: dict[str, Site] = {}
-    for mode in modes:
-        default_plan = plan_with(Tuning(), mode)
-        for key, site in default_plan.sites.items():
-            if key not in every:
-                every[key], mode_of[key] = site, mode
-                flops_of[key] = _site_flops(default_plan, key)
-    sites = sorted(every.values(), key=lambda s: -flops_of[s.key])
-    report = TuneReport(info.label)
+    tuner = _Tuner(graph, device, batch, repeats)
+    sites = tuner.sites(modes)
+    report = TuneReport(tuner.info.label)
     found: dict[str, dict] = {}
-    deadline = start + budget
-
-    def runner(knobs: dict, site: Site):
-        """A function timing the site's launches with ``knobs`` (built and warmed up once)."""
-        plan = plan_with(Tuning().with_choice(site.key, knobs), mode_of[site.key])
-        launches = [launch for group in plan.launch_groups().values() for launch in group
-                    if launch.site == site.key]
-        probe = _ProbePlan(graph, plan, launches, batch)
-        source = program_source(probe, f"tuning {site.node}")
-        built = build_program(context, cl_device, info, source, list(base.build_options))
-        executor = Executor(context, queue, cl_device, info, probe, built.program)
-        executor.allocate(batch)
-        executor.enqueue(batch, group="probe")  # the first launch compiles on some drivers
-        queue.finish()
-
-        def run() -> float:
-            samples = []
-            for _ in range(repeats):
-                events: list = []
-                executor.enqueue(batch, events, group="probe")
-                queue.finish()
-                samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
-            return statistics.median(samples)
-
-        return run
-
     try:
         for done, site in enumerate(sites):
-            if time.perf_counter() >= deadline:
+            if time.perf_counter() >= start + budget:
                 report.skipped.extend(sites[done:])
                 break
-            times: dict[tuple, float] = {}
-            runners: dict[tuple, object] = {}
-
-            def timed(knobs: dict, site=site, times=times, runners=runners) -> float:
-                key = tuple(sorted(knobs.items()))
-                if key not in times:
-                    try:
-                        runners[key] = runner(knobs, site)
-                        times[key] = runners[key]()
-                    except ConvgraphError:
-                        times[key] = float("inf")  # a setting this device cannot run
-                return times[key]
-
-            best = site.default
-            best_ms = default_ms = timed(best)
-            for _ in range(2):  # coordinate descent: each knob in turn, others fixed
-                improved = False
-                for knob in site.default:
-                    for value in sorted({k[knob] for k in site.space}, key=str):
-                        candidate = {**best, knob: value}
-                        if candidate not in site.space or time.perf_counter() >= deadline:
-                            continue
-                        ms = timed(candidate)
-                        if ms < best_ms * 0.98:  # noise: a setting must win clearly to move
-                            best, best_ms, improved = candidate, ms, True
-                if not improved:
-                    break
-            if best != site.default:
-                # a shared machine's load comes and goes: the winner must beat the default again,
-                # timed alternately with it
-                pair = [runners[tuple(sorted(k.items()))] for k in (site.default, best)]
-                rounds = [[run() for run in pair] for _ in range(3)]
-                default_ms = statistics.median(r[0] for r in rounds)
-                best_ms = statistics.median(r[1] for r in rounds)
-                if best_ms >= default_ms:
-                    best, best_ms = site.default, default_ms
-            runners.clear()
-            flops = flops_of[site.key] * batch
-            report.results.append(SiteResult(site, mode_of[site.key], default_ms, best_ms, best,
-                                             len(times), flops))
-            found[site.key] = {"knobs": best, "ms": round(best_ms, 4),
-                               "default_ms": round(default_ms, 4), "node": site.node,
+            result = tuner.tune_site(site, start + budget)
+            report.results.append(result)
+            found[site.key] = {"knobs": result.best, "ms": round(result.best_ms, 4),
+                               "default_ms": round(result.default_ms, 4), "node": site.node,
                                "kernel": site.selector, "batch": batch}
             if progress:
                 progress(done + 1, len(sites), f"{site.node} {site.selector}")
     finally:  # what was measured before a Ctrl-C is kept
         if found:
-            report.path = str(_save(info, found))
+            report.path = str(_save(tuner.info, found))
     report.seconds = time.perf_counter() - start
     return report
+
+
+class _Tuner:
+    """Times one network's kernel sites on one device."""
+
+    def __init__(self, graph, device: str | None, batch: int, repeats: int):
+        import pyopencl as cl
+
+        self.graph, self.batch, self.repeats = graph, batch, repeats
+        self.info, self.device = select_device(device)
+        self.base = replace(profile_for(self.info, tuned=False), tuning=Tuning())
+        self.context = cl.Context([self.device])
+        self.queue = cl.CommandQueue(self.context, self.device,
+                                     properties=cl.command_queue_properties.PROFILING_ENABLE)
+        self.mode_of: dict[str, str] = {}
+        self.flops_of: dict[str, int] = {}
+
+    def plan_with(self, tuning: Tuning, mode: str):
+        from convgraph.codegen.plan import plan_forward
+        from convgraph.codegen.training import plan_training
+
+        profile = replace(self.base, tuning=tuning)
+        if mode == "train":
+            train = self.graph.graph["train"]
+            return plan_training(self.graph, profile, train["optimizer"], train)
+        return plan_forward(self.graph, profile)
+
+    def sites(self, modes) -> list[Site]:
+        """Every site of the plans of ``modes``, heaviest first."""
+        every: dict[str, Site] = {}
+        for mode in modes:
+            plan = self.plan_with(Tuning(), mode)
+            for key, site in plan.sites.items():
+                if key not in every:
+                    every[key], self.mode_of[key] = site, mode
+                    self.flops_of[key] = _site_flops(plan, key)
+        return sorted(every.values(), key=lambda s: -self.flops_of[s.key])
+
+    def runner(self, site: Site, knobs: dict):
+        """A function timing the site's launches with ``knobs`` (built and warmed up once)."""
+        plan = self.plan_with(Tuning().with_choice(site.key, knobs), self.mode_of[site.key])
+        launches = [launch for group in plan.launch_groups().values() for launch in group
+                    if launch.site == site.key]
+        probe = _ProbePlan(self.graph, plan, launches, self.batch)
+        built = build_program(self.context, self.device, self.info,
+                              program_source(probe, f"tuning {site.node}"),
+                              list(self.base.build_options))
+        executor = Executor(self.context, self.queue, self.device, self.info, probe,
+                            built.program)
+        executor.allocate(self.batch)
+        executor.enqueue(self.batch, group="probe")  # the first launch compiles on some drivers
+        self.queue.finish()
+
+        def run() -> float:
+            samples = []
+            for _ in range(self.repeats):
+                events: list = []
+                executor.enqueue(self.batch, events, group="probe")
+                self.queue.finish()
+                samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
+            return statistics.median(samples)
+
+        return run
+
+    def tune_site(self, site: Site, deadline: float) -> SiteResult:
+        """Coordinate descent from the default: each knob in turn, the others fixed, twice at
+        most; then the winner must beat the default again, the two timed alternately (a shared
+        machine's load comes and goes between candidates)."""
+        runs: dict[tuple, object] = {}
+        times: dict[tuple, float] = {}
+
+        def timed(knobs: dict) -> float:
+            key = tuple(sorted(knobs.items()))
+            if key not in times:
+                try:
+                    runs[key] = self.runner(site, knobs)
+                    times[key] = runs[key]()
+                except ConvgraphError:
+                    times[key] = float("inf")  # a setting this device cannot run
+            return times[key]
+
+        best = site.default
+        best_ms = default_ms = timed(best)
+        for _ in range(2):
+            improved = False
+            for knob in site.default:
+                for value in sorted({k[knob] for k in site.space}, key=str):
+                    candidate = {**best, knob: value}
+                    if candidate not in site.space or time.perf_counter() >= deadline:
+                        continue
+                    ms = timed(candidate)
+                    if ms < best_ms * 0.98:  # noise: a setting must win clearly to move
+                        best, best_ms, improved = candidate, ms, True
+            if not improved:
+                break
+        pair = [runs.get(tuple(sorted(k.items()))) for k in (site.default, best)]
+        if best != site.default and all(pair):
+            rounds = [[run() for run in pair] for _ in range(3)]
+            default_ms = statistics.median(r[0] for r in rounds)
+            best_ms = statistics.median(r[1] for r in rounds)
+            if best_ms >= default_ms:
+                best, best_ms = site.default, default_ms
+        return SiteResult(site, self.mode_of[site.key], default_ms, best_ms, best, len(times),
+                          self.flops_of[site.key] * self.batch)
 
 
 def _save(info, found: dict):
