@@ -225,17 +225,27 @@ def model_json(model) -> dict:
         "kernels": model.kernel_records(),
         "build": {"seconds": round(model.build.seconds, 3), "cache_hit": model.build.cache_hit},
         "peak_device_memory": model.device_memory(),
+        "tuning": {"source": model.profile.tuning.source, "sites": len(model.plan.sites),
+                   "tuned": tuned_sites(model)},
     }
+
+
+def tuned_sites(model) -> int:
+    """How many of the model's kernel sites the device's tuning table chose settings for."""
+    return sum(1 for key in model.plan.sites if key in model.profile.tuning.entries)
 
 
 def model_line(model) -> str:
     from convgraph.summary import mib
 
     state = "from the cache" if model.build.cache_hit else "built"
+    advice = "" if tuned_sites(model) else "; convgraph tune SPEC times them"
     return (f"{len(model.plan.kernels)} kernels, {len(model.plan.launches)} launches per pass; "
             f"program {state} in {model.build.seconds:.2f} s for {model.info.label}; peak device "
             f"memory at batch {model.batch}: {mib(model.device_memory())} (parameters "
-            f"{mib(model.param_bytes)}, activations shared by liveness).")
+            f"{mib(model.param_bytes)}, activations shared by liveness); tile sizes: "
+            f"{tuned_sites(model)} of {len(model.plan.sites)} kernel sites tuned "
+            f"({model.profile.tuning.source}{advice}).")
 
 
 def write_artifact(graph, directory: Path, model=None) -> None:
