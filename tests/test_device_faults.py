@@ -129,10 +129,10 @@ def test_a_small_device_refuses_what_a_large_one_runs(tmp_path):
         pytest.skip("oclgrind is not installed (apt-get install oclgrind)")
     argv = [sys.executable, "-m", "convgraph.cli", "compile", str(SPECS / "vgg_cifar.yaml"),
             "--batch", "64"]
-    done, log = run_under_oclgrind(tmp_path, argv, {"OCLGRIND_GLOBAL_MEM_SIZE": str(2**24)})
+    done, reports = run_under_oclgrind(tmp_path, argv, {"OCLGRIND_GLOBAL_MEM_SIZE": str(2**24)})
     err = assert_one_paragraph(done)
     assert "Oclgrind" in err and "(16,777,216 bytes (16.0 MiB))" in err, err
-    assert "use a batch of at most" in err and log == ""
+    assert "use a batch of at most" in err and reports == []
 
 
 # ---------------------------------------------------------------------------- allocation failures
