@@ -269,7 +269,15 @@ def poison(model) -> None:
             continue
         volume = layout.volume
         nan = np.full((model.batch, volume.depth, volume.height, volume.width), np.nan, np.float32)
-        cl.enqueue_copy(model.queue, executor.tensor_buffer(storage), layout.pack(nan))
+        # the whole buffer, zeros after the tensor (a shared buffer may be larger): after a
+        # write to part of a buffer, Oclgrind 21.10 reports every later read of the rest as
+        # uninitialised, even once a kernel has written it (three-kernel reproduction in
+        # tests/test_oclgrind.py)
+        buffer = executor.tensor_buffer(storage)
+        whole = np.zeros(buffer.size // 4, np.float32)
+        packed = layout.pack(nan).reshape(-1)
+        whole[:packed.size] = packed
+        cl.enqueue_copy(model.queue, buffer, whole)
     model.queue.finish()
 
 

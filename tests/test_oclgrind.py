@@ -94,10 +94,21 @@ def oclgrind_reports(stderr: str) -> list[dict]:
             continue  # the child's own output (warnings, pytest's summary)
         kind = REPORT.match(block.lstrip())
         kernel = re.search(r"^\s*Kernel: (\S+)", block, re.M)
-        reports.append({"kind": kind.group(1) if kind else block.split("\n")[0],
+        reports.append({"kind": re.sub(r" (?:to |from )?(?:global|local|private) memory "
+                                       r"address 0x[0-9a-f]+", "",
+                                       kind.group(1) if kind else block.split("\n")[0]),
                         "kernel": kernel.group(1) if kernel else None,
                         "text": block.strip()[:2000]})
     return reports
+
+
+def report_counts(reports: list[dict]) -> dict[str, int]:
+    """How many reports of each kind each kernel got, e.g. {'Invalid write in k_x': 3}."""
+    counts: dict[str, int] = {}
+    for report in reports:
+        key = f"{report['kind']} in {report['kernel']}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 def write_report(record: dict) -> None:
@@ -120,7 +131,8 @@ def run_under_oclgrind(tmp_path, argv, extra_env=None, timeout=600):
     (vendors / "oclgrind.icd").write_text(f"{ICD}\n")
     env = {key: value for key, value in os.environ.items() if key != "OCLGRIND_LOG"}
     env.update(OCL_ICD_VENDORS=str(vendors), OCLGRIND_DATA_RACES="1",
-               OCLGRIND_UNINITIALIZED="1", CONVGRAPH_CACHE=str(tmp_path / "cache"),
+               OCLGRIND_UNINITIALIZED="1", OCLGRIND_MAX_ERRORS="100000",  # not 1,000
+               CONVGRAPH_CACHE=str(tmp_path / "cache"),
                PYTHONPATH=str(ROOT), **(extra_env or {}))
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT)
@@ -156,6 +168,37 @@ def test_oclgrind_reports_a_faulty_kernel(tmp_path):
     assert all(report["kernel"] == "shifted" for report in reports)
 
 
+PARTIAL_WRITE = """
+import sys, numpy as np, pyopencl as cl
+context = cl.Context([cl.get_platforms()[0].get_devices()[0]])
+queue = cl.CommandQueue(context)
+program = cl.Program(context, "__kernel void fill(__global float *x) "
+                     "{x[get_global_id(0)] = 1.0f;}"
+                     "__kernel void relu(__global const float *x, __global float *y) "
+                     "{int i = get_global_id(0); y[i] = fmax(x[i], 0.0f);}").build()
+flags = cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR
+x = cl.Buffer(context, flags, hostbuf=np.zeros(64, np.float32))
+y = cl.Buffer(context, flags, hostbuf=np.zeros(64, np.float32))
+cl.enqueue_copy(queue, x, np.ones(int(sys.argv[1]), np.float32))  # the host writes a part
+program.fill(queue, (64,), None, x)  # a kernel writes all of x
+program.relu(queue, (64,), None, x, y)  # and another reads it
+queue.finish()
+"""
+
+
+def test_oclgrind_after_a_partial_host_write(tmp_path):
+    """Why tests/test_kernels.py's poison() writes whole buffers: after the host writes 16 of a
+    buffer's 64 floats, Oclgrind 21.10 reports reads of the other 48 as uninitialised even
+    after a kernel has written all 64; writing all 64 from the host leaves nothing to report.
+    (When an Oclgrind release stops reporting the first case, the work-around can go.)"""
+    partial, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", PARTIAL_WRITE, "16"])
+    assert partial.returncode == 0, partial.stderr[-2000:]
+    assert {(r["kind"], r["kernel"]) for r in reports} == {
+        ("Controlflow depends on uninitialized value", "relu")} and len(reports) == 48
+    whole, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", PARTIAL_WRITE, "64"])
+    assert whole.returncode == 0 and reports == [], whole.stderr[-2000:]
+
+
 def test_kernels_are_clean_under_oclgrind(tmp_path):
     start = time.monotonic()
     done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", CHILD,
@@ -165,7 +208,7 @@ def test_kernels_are_clean_under_oclgrind(tmp_path):
     counts = json.loads(done.stdout.split("LAUNCHES ", 1)[1])
     assert counts["launches"] > 0 and counts["kernel_checks"] > 0
     write_report({"run": "quick", "networks": len(NETWORKS), **counts, "reports": len(reports),
-                  "report_samples": reports[:20],
+                  "report_counts": report_counts(reports), "report_samples": reports[:20],
                   "seconds": round(time.monotonic() - start, 1)})
     assert reports == [], done.stderr[:4000]
 
@@ -188,7 +231,7 @@ def test_the_whole_kernel_harness_under_oclgrind_on_a_small_device(tmp_path):
     write_report({"run": "sweep", "device": SMALL_DEVICE, "command": done.args[2:],
                   **{k: v for k, v in record.items() if k not in ("outcomes", "durations")},
                   "failed_tests": failed, "reports": len(reports),
-                  "report_samples": reports[:50],
+                  "report_counts": report_counts(reports), "report_samples": reports[:50],
                   "seconds": round(time.monotonic() - start, 1)})
     assert done.returncode == 0, done.stdout[-4000:]
     assert record["launches"] > 0 and record["tests"]["passed"] > 0
