@@ -14,6 +14,7 @@ The CHILD script of tests/test_oclgrind.py uses ``LaunchCounter`` directly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -62,20 +63,49 @@ class LaunchCounter:
         plan = executor.plan
         launches = plan.launch_groups()[group]
         self.launches += len(launches)
-        self.networks.add(str(sorted(spec.identity() for spec in plan.kernels.values())))
+        self.networks.add(hashlib.sha1(str(sorted(
+            spec.identity() for spec in plan.kernels.values())).encode()).hexdigest())
         for launch in launches:
             spec = plan.kernels[launch.kernel]
             self.specialisations.add(spec.identity())
             self.templates[f"{spec.family}.cl {spec.selector}"] += 1
 
     def summary(self) -> dict:
-        every = kernel_templates()
-        return {"launches": self.launches, "specialisations": len(self.specialisations),
-                "programs": len(self.networks),
-                "templates_launched": len(set(every) & set(self.templates)),
-                "templates": len(every),
-                "templates_never_launched": sorted(set(every) - set(self.templates)),
-                "launches_by_template": dict(self.templates.most_common())}
+        return summarise(self.launches, {repr(s) for s in self.specialisations}, self.networks,
+                         self.templates)
+
+    def mergeable(self) -> dict:
+        """What ``merge`` needs to add this run to others (the sets, not only their sizes)."""
+        return {"specialisation_ids": sorted(repr(s) for s in self.specialisations),
+                "program_ids": sorted(self.networks)}
+
+
+def summarise(launches: int, specialisations: set, programs: set, templates: Counter) -> dict:
+    every = kernel_templates()
+    return {"launches": launches, "specialisations": len(specialisations),
+            "programs": len(programs),
+            "templates_launched": len(set(every) & set(templates)),
+            "templates": len(every),
+            "templates_never_launched": sorted(set(every) - set(templates)),
+            "launches_by_template": dict(templates.most_common())}
+
+
+def merge(records: list[dict]) -> dict:
+    """One record for runs made in parallel (the shards of the Oclgrind sweep): outcomes joined,
+    launches and tests added up, specialisations and programs counted once over all runs."""
+    outcomes = {k: v for record in records for k, v in record.get("outcomes", {}).items()}
+    counts = Counter(outcomes.values())
+    templates = sum((Counter(r.get("launches_by_template", {})) for r in records), Counter())
+    return {"exit_status": max((r.get("exit_status", 1) for r in records), default=1),
+            "seconds": max((r.get("seconds", 0) for r in records), default=0),
+            "shards": len(records),
+            "tests": {"passed": counts["passed"], "failed": counts["failed"],
+                      "skipped": counts["skipped"]},
+            "outcomes": outcomes,
+            "durations": {k: v for r in records for k, v in r.get("durations", {}).items()},
+            **summarise(sum(r.get("launches", 0) for r in records),
+                        {s for r in records for s in r.get("specialisation_ids", [])},
+                        {p for r in records for p in r.get("program_ids", [])}, templates)}
 
 
 class LaunchLog:
@@ -103,7 +133,7 @@ class LaunchLog:
                             "skipped": counts["skipped"]},
                   "outcomes": self.outcomes,
                   "durations": {k: round(v, 3) for k, v in self.durations.items()},
-                  **self.counter.summary()}
+                  **self.counter.summary(), **self.counter.mergeable()}
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.target.write_text(json.dumps(record, indent=1) + "\n")
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.launch_log import merge
+
 ICD = Path("/usr/lib/oclgrind/liboclgrind-rt-icd.so")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,9 +125,8 @@ def write_report(record: dict) -> None:
     path.write_text(json.dumps(existing, indent=1) + "\n")
 
 
-def run_under_oclgrind(tmp_path, argv, extra_env=None, timeout=600):
-    """Run ``argv`` with Oclgrind as the only OpenCL platform and its checks on; returns
-    (the completed process, Oclgrind's reports from its stderr)."""
+def oclgrind_env(tmp_path, extra_env=None) -> dict:
+    """The environment of a child with Oclgrind as its only OpenCL platform, its checks on."""
     vendors = tmp_path / "vendors"
     vendors.mkdir(exist_ok=True)
     (vendors / "oclgrind.icd").write_text(f"{ICD}\n")
@@ -134,8 +135,14 @@ def run_under_oclgrind(tmp_path, argv, extra_env=None, timeout=600):
                OCLGRIND_UNINITIALIZED="1", OCLGRIND_MAX_ERRORS="100000",  # not 1,000
                CONVGRAPH_CACHE=str(tmp_path / "cache"),
                PYTHONPATH=str(ROOT), **(extra_env or {}))
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+    return env
+
+
+def run_under_oclgrind(tmp_path, argv, extra_env=None, timeout=600):
+    """Run ``argv`` under Oclgrind; returns (the completed process, Oclgrind's reports from its
+    stderr)."""
+    done = subprocess.run(argv, env=oclgrind_env(tmp_path, extra_env), capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
     return done, oclgrind_reports(done.stderr)
 
 
@@ -213,26 +220,72 @@ def test_kernels_are_clean_under_oclgrind(tmp_path):
     assert reports == [], done.stderr[:4000]
 
 
+def sweep_tests(tmp_path) -> list[str]:
+    """The node ids of the sweep, collected as its shards will see them (under Oclgrind)."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                           "-p", "no:cacheprovider", *SWEEP, "-k", SWEEP_FILTER],
+                          env=oclgrind_env(tmp_path), capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    ids = [line for line in done.stdout.splitlines() if "::" in line]
+    assert done.returncode == 0 and ids, done.stdout[-4000:] + done.stderr[-4000:]
+    return ids
+
+
+def run_shards(tmp_path, ids: list[str], shards: int, timeout: float):
+    """Run the tests ``ids`` as ``shards`` pytest processes at once (Oclgrind simulates on one
+    core), each under Oclgrind on the small device; returns (the exit statuses, the merged
+    launch record, Oclgrind's reports)."""
+    children = []
+    for index in range(shards):
+        part = tmp_path / f"shard{index}"
+        part.mkdir()
+        (part / "tests.txt").write_text("\n".join(ids[index::shards]) + "\n")
+        env = oclgrind_env(part, {**SMALL_DEVICE, "CONVGRAPH_TEST_TIMEOUT": "7200",
+                                  "CONVGRAPH_LAUNCH_LOG": str(part / "launches.json")})
+        # -s: Oclgrind's reports reach stderr, uncaptured; @file: the shard's node ids
+        argv = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                "-p", "tests.launch_log", f"@{part / 'tests.txt'}"]
+        with open(part / "stdout", "w") as out, open(part / "stderr", "w") as err:
+            children.append((part, subprocess.Popen(argv, env=env, stdout=out, stderr=err,
+                                                    cwd=ROOT)))
+    deadline = time.monotonic() + timeout
+    statuses = []
+    for _, child in children:
+        try:
+            statuses.append(child.wait(timeout=max(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            statuses.append(child.wait())
+    records = [json.loads((part / "launches.json").read_text())
+               for part, _ in children if (part / "launches.json").is_file()]
+    reports = [report for part, _ in children
+               for report in oclgrind_reports((part / "stderr").read_text(errors="replace"))]
+    return statuses, merge(records) if len(records) == shards else {}, reports
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("OCLGRIND_SWEEP"), reason="set OCLGRIND_SWEEP=1")
-@pytest.mark.timeout(13 * 3600)  # the child has its own limit below, and per-test ones
+@pytest.mark.timeout(13 * 3600)  # the children have their own limit below, and per-test ones
 def test_the_whole_kernel_harness_under_oclgrind_on_a_small_device(tmp_path):
     """Forward and backward kernels of every case, the example networks and the training
-    steps, each checked against numpy while Oclgrind checks every launch (hours on 2 cores)."""
+    steps, each checked against numpy while Oclgrind checks every launch (hours: as many
+    shards at once as there are cores, or $OCLGRIND_SWEEP_SHARDS)."""
     start = time.monotonic()
-    launches = tmp_path / "launches.json"
-    done, reports = run_under_oclgrind(  # -s: Oclgrind's reports reach stderr, uncaptured
-        tmp_path, [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                   "-p", "tests.launch_log", *SWEEP, "-k", SWEEP_FILTER],
-        {**SMALL_DEVICE, "CONVGRAPH_TEST_TIMEOUT": "7200",
-         "CONVGRAPH_LAUNCH_LOG": str(launches)}, timeout=12 * 3600)
-    record = json.loads(launches.read_text()) if launches.is_file() else {}
+    ids = sweep_tests(tmp_path)
+    shards = max(1, min(len(ids), int(os.environ.get("OCLGRIND_SWEEP_SHARDS",
+                                                     os.cpu_count() or 1))))
+    statuses, record, reports = run_shards(tmp_path, ids, shards, timeout=12 * 3600)
     failed = sorted(k for k, v in record.get("outcomes", {}).items() if v == "failed")
-    write_report({"run": "sweep", "device": SMALL_DEVICE, "command": done.args[2:],
-                  **{k: v for k, v in record.items() if k not in ("outcomes", "durations")},
+    write_report({"run": "sweep", "device": SMALL_DEVICE, "tests_collected": len(ids),
+                  "command": ["pytest", "-q", "-s", *SWEEP, "-k", SWEEP_FILTER],
+                  **{k: v for k, v in record.items()
+                     if k not in ("outcomes", "durations", "specialisation_ids", "program_ids")},
+                  "slowest_tests": dict(sorted(record.get("durations", {}).items(),
+                                               key=lambda item: -item[1])[:10]),
                   "failed_tests": failed, "reports": len(reports),
                   "report_counts": report_counts(reports), "report_samples": reports[:50],
                   "seconds": round(time.monotonic() - start, 1)})
-    assert done.returncode == 0, done.stdout[-4000:]
-    assert record["launches"] > 0 and record["tests"]["passed"] > 0
+    assert statuses == [0] * shards, f"shard exit statuses {statuses}; failed: {failed[:20]}"
+    assert record["launches"] > 0 and not failed
+    assert record["tests"]["passed"] + record["tests"]["skipped"] == len(ids)
     assert reports == [], "\n\n".join(report["text"] for report in reports[:10])
