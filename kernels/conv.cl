@@ -19,7 +19,9 @@
  * For stride 1, dx is itself a convolution of dy (zero halo as wide as the kernel less the
  *   padding) with the weights flipped in space and filters and channels swapped: CONV_FORWARD
  *   computes it from weights that CONV_TRANSPOSE_WEIGHTS lays out, work-item (filter, channel,
- *   group * taps + tap) each.
+ *   group * taps + tap) each. It has no bias, so with GATE (an activation fused into the layer
+ *   before) b is that activation's output and dx leaves already differentiated through it,
+ *   dL/dz = f'(y) dL/dy, one pass over the tensor fewer.
  * CONV_BACKWARD_DATA: dx = the transposed convolution of dy. Work-item (ct, pt, n * IN_H + ih)
  *   computes dx for TILE_PIXELS input pixels of row ih, STRIDE_W apart (one stride phase), times
  *   CHANNEL_TILE input channels, keeping
@@ -76,6 +78,8 @@
 #define HAS_BIAS 1
 #define EPILOGUE ACT_RELU
 #define EPILOGUE_SLOPE 0.0f
+#define GATE ACT_NONE
+#define GATE_SLOPE 0.0f
 #endif
 
 /* derived values */
@@ -157,13 +161,15 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #pragma unroll
         for (int p = 0; p < TILE_PIXELS; ++p) {
             if (first_pixel + p < OUT_W) {
-                const realV v = acc[p][f] + bias;
-                __global float *out = y + AT(Y, n, oh, first_pixel + p, k0 + f * VECTOR_WIDTH);
-#if ACCUMULATE /* as the gradient of a stride-1 conv's input: dx += ... */
-                STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE) + LOADV(0, out), 0, out);
-#else
-                STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, out);
+                const int at = AT(Y, n, oh, first_pixel + p, k0 + f * VECTOR_WIDTH);
+                realV v = ACTIVATE(acc[p][f] + bias, EPILOGUE, EPILOGUE_SLOPE);
+#if defined(GATE) && GATE != ACT_NONE /* b: the activation output of the layer before (see the top) */
+                v = ACTIVATE_BACKWARD(LOADV(0, b + at), v, GATE, GATE_SLOPE);
 #endif
+#if ACCUMULATE /* as the gradient of a stride-1 conv's input: dx += ... */
+                v += LOADV(0, y + at);
+#endif
+                STOREV(v, 0, y + at);
             }
         }
     }

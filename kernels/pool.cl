@@ -16,6 +16,8 @@
  *   padding, OUT * STRIDE = IN, as 2x2 pooling of even sizes): work-item (ct, ow, n * OUT_H + oh)
  *   writes its whole window, so each window is searched once, not once per pixel (4x less work
  *   for 2x2: this pooling's backward was a fifth of the seed network's training step).
+ *   With GATE (an activation fused into the layer before, x its output) dx leaves already
+ *   differentiated through it, dL/dz = f'(x) dL/dx: one pass over the tensor fewer.
  * GLOBAL_AVG_BACKWARD: work-item (ct, w, n * IN_H + h) spreads dy / (IN_H * IN_W).
  */
 
@@ -49,6 +51,8 @@
 #define Y_HALO_LEFT 0
 #define Y_STRIDE_C 16
 #define VECTOR_WIDTH 16
+#define GATE ACT_NONE
+#define GATE_SLOPE 0.0f
 #endif
 
 #define realV CONCAT(float, VECTOR_WIDTH)
@@ -196,12 +200,18 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #else
         realV total = g * (1.0f / (float)(WINDOW_H * WINDOW_W));
 #endif
-        __global float *out =
-            dx + AT(X, n, oh * STRIDE_H + t / WINDOW_W, ow * STRIDE_W + t % WINDOW_W, c0);
-#if ACCUMULATE
-        total += LOADV(0, out);
+        const int at = AT(X, n, oh * STRIDE_H + t / WINDOW_W, ow * STRIDE_W + t % WINDOW_W, c0);
+#if defined(GATE) && GATE != ACT_NONE
+#if IS_MAX
+        total = ACTIVATE_BACKWARD(v[t], total, GATE, GATE_SLOPE);
+#else
+        total = ACTIVATE_BACKWARD(LOADV(0, x + at), total, GATE, GATE_SLOPE);
 #endif
-        STOREV(total, 0, out);
+#endif
+#if ACCUMULATE
+        total += LOADV(0, dx + at);
+#endif
+        STOREV(total, 0, dx + at);
     }
 }
 #endif

@@ -109,6 +109,23 @@ class TrainLowering(Lowering):
         self.training.written.add(storage)
         return ("grad", storage), accumulate
 
+    def input_gate(self, accumulate: int) -> tuple[str, float, tuple] | None:
+        """The activation fused into the layer before this one, for this node's input-gradient
+        kernel to differentiate as it writes (ACT name, slope, the activation's stored output),
+        sparing that layer a pass over the whole tensor; None unless that gradient is whole
+        once this kernel writes it: the first writer, and the activation's only consumer."""
+        graph = self.planner.graph
+        source = self.node["inputs"][0]
+        producer = graph.nodes[source].get("fused_into")
+        if (accumulate or not producer or graph.nodes[producer].get("epilogue") != source
+                or list(graph.successors(source)) != [self.name]
+                or list(graph.successors(producer)) != [source]):
+            return None
+        self.training.gated.add(producer)
+        data = graph.nodes[source]
+        return (ACTIVATION_CODES[data["op"]], float(data["attrs"].get("slope", 0.0)),
+                ("tensor", self.input_storage()))
+
     def saved(self) -> tuple:
         self.training.saved[self.name] = 2 * self.output_layout.stride_c
         return ("saved", self.name)
@@ -150,13 +167,17 @@ class TrainLowering(Lowering):
         self.training.work[(self.name, key)] = elements
         return ("work", self.name, key)
 
-    def sum_splits(self, key: str) -> None:
+    def sum_splits(self, key: str, site: str | None = None) -> None:
+        """Add the partial sums of ``key`` into its gradient; ``site``: the tuning site whose
+        split this is, so the tuner times the sum with the kernel (fewer images per split is
+        a faster kernel but a longer sum)."""
         elements = self.param_elements(key)
         images = self.training.scratch[(self.name, key)][1]
         self.launch("reduction", "SUM_SPLITS",
                     {"ELEMENTS": elements, "IMAGES_PER_SPLIT": images},
                     (elements,), None,
-                    [("scratch", self.name, key), ("pgrad", self.name, key), ("batch",)])
+                    [("scratch", self.name, key), ("pgrad", self.name, key), ("batch",)],
+                    site=site)
 
 
 class _TrainingPlanner(_Planner):
@@ -165,6 +186,7 @@ class _TrainingPlanner(_Planner):
         self.param_sizes = param_sizes
         self.written: set[str] = set()
         self.saved: dict[str, int] = {}
+        self.gated: set[str] = set()  # layers whose fused activation a consumer differentiates
         self.scratch: dict[tuple[str, str], tuple[int, int]] = {}
         self.work: dict[tuple[str, str], int] = {}
         self.input_storage = ""
@@ -286,7 +308,7 @@ def _lower_loss(planner: _TrainingPlanner, node: str, logits: str, train: dict) 
 def _lower_epilogue_backward(ctx: TrainLowering) -> None:
     """dL/dz = f'(y) dL/dy in place, for an activation fused into this node."""
     fused = ctx.node.get("epilogue")
-    if not fused:
+    if not fused or ctx.name in ctx.training.gated:
         return
     data = ctx.planner.graph.nodes[fused]
     layout = ctx.output_layout

@@ -141,7 +141,7 @@ class Conv(Op):
             {"CHANNEL_TILE": channels, "IMAGES_PER_SPLIT": images}
             for channels in ([wide] if all_taps else [wide, 8, 4, 16])
             if all_taps or (channels <= wide and cin % channels == 0)
-            for images in (ctx.profile.images_per_split, 1, 2, 4)])
+            for images in (ctx.profile.images_per_split, 1, 2, 4, 8, 16)])
         partial, images = ctx.split_sum("weight", knobs["IMAGES_PER_SPLIT"])
         wide = knobs["CHANNEL_TILE"]
         # whole kernel rows per work-item, at most 9 taps: more accumulators spill (a 5x5
@@ -161,7 +161,7 @@ class Conv(Op):
             batch_divisor=images,
             site=site,
         )
-        ctx.sum_splits("weight")
+        ctx.sum_splits("weight", site)
         if ctx.attrs["bias"]:
             channel_sum(ctx, ctx.output_grad, ctx.output_layout, ("pgrad", ctx.name, "bias"))
         if ctx.needs_grad() and ctx.attrs["stride"] == (1, 1):
@@ -380,18 +380,21 @@ def _lower_transposed_conv(ctx) -> None:
                [("param", ctx.name, "weight"), transposed])
     top, _, left, _ = _transposed_padding(ctx.node)
     grad, accumulate = ctx.input_grad()
+    gate = ctx.input_gate(accumulate)
     shape = {
         "IN_CHANNELS": filters, "FILTERS": channels, "GROUPS": groups,
         "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": 1, "STRIDE_W": 1, "DILATION_H": dh,
         "DILATION_W": dw, "PAD_TOP": top, "PAD_LEFT": left, "OUT_H": x.volume.height,
         "OUT_W": x.volume.width, "K_ALLOC": alloc,
         "HAS_BIAS": 0, "EPILOGUE": "ACT_NONE", "EPILOGUE_SLOPE": 0.0, "ACCUMULATE": accumulate,
+        "GATE": gate[0] if gate else "ACT_NONE", "GATE_SLOPE": gate[1] if gate else 0.0,
         **y.defines("X"), **x.defines("Y"),
     }
     defines, grid, local, site = _tuned_forward(ctx, shape, width, filters // groups,
                                                 alloc // groups, x.volume.width)
     ctx.launch("conv", "CONV_FORWARD", defines, grid, 2,
-               [ctx.output_grad, transposed, transposed, grad], local, ctx.node["flops"],
+               [ctx.output_grad, transposed, gate[2] if gate else transposed, grad], local,
+               ctx.node["flops"],
                site=site)
 
 

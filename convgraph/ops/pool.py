@@ -101,6 +101,9 @@ class Pool(Op):
         defines["ACCUMULATE"] = accumulate
         args = [("tensor", ctx.input_storage()), ctx.output_grad, grad]
         if _windows_tile_the_input(ctx.attrs, ctx.derived, x.volume, out):
+            gate = ctx.input_gate(accumulate)  # x, read anyway, is the activation's output
+            if gate:
+                defines.update({"GATE": gate[0], "GATE_SLOPE": gate[1]})
             ctx.launch("pool", "POOL_BACKWARD_WINDOWS", defines,
                        (x.stride_c // width, out.width, out.height), 2, args,
                        ctx.profile.pixel_local)
