@@ -30,8 +30,8 @@
  *   dy are masked. ACCUMULATE adds to dx (a tensor read by several layers) instead of writing it.
  * CONV_BACKWARD_WEIGHTS: dw = sum over images and output pixels of x (window) * dy. Work-item
  *   (kt, ct, split * taps + r * KERNEL_W + s) computes CHANNEL_TILE input channels times
- *   VECTOR_WIDTH filters of one tap over IMAGES_PER_SPLIT images, into that split's partial
- *   weights (the work-items of one split share images, which stay in cache); x reads stay
+ *   FILTER_VECTORS vectors of VECTOR_WIDTH filters of one tap over IMAGES_PER_SPLIT images
+ *   (each input loaded serves FILTER_VECTORS vector fmas), into that split's partial weights (the work-items of one split share images, which stay in cache); x reads stay
  *   inside the halo, as in the forward pass. The batch is an argument.
  * CONV_BACKWARD_WEIGHTS_TAPS: the same for layers with few input channels (the first layer):
  *   work-item (kt, c * ROW_GROUPS + rg, split) computes TAP_ROWS kernel rows (all their taps) of
@@ -260,33 +260,41 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     const int ct = get_global_id(1);
     const int tap = get_global_id(2) % (KERNEL_H * KERNEL_W);
     const int split = get_global_id(2) / (KERNEL_H * KERNEL_W);
-    if (kt >= K_TILES || ct >= IN_CHANNELS / CHANNEL_TILE) return;
+    if (kt >= K_TILES / FILTER_VECTORS || ct >= IN_CHANNELS / CHANNEL_TILE) return;
     const int first_image = split * IMAGES_PER_SPLIT;
     const int last_image = min(batch, first_image + IMAGES_PER_SPLIT);
     const int r = tap / KERNEL_W;
     const int s = tap % KERNEL_W;
-    const int k0 = kt * VECTOR_WIDTH;
+    const int k0 = kt * VECTOR_WIDTH * FILTER_VECTORS; /* FILTER_VECTORS divides a group's */
     const int group = k0 / K_PER_GROUP;
     const int c0 = ct * CHANNEL_TILE;
 #if GROUPS > 1
     if (c0 / C_PER_GROUP != group) return; /* no weight joins filters and channels of two groups */
 #endif
-    /* a GEMM over output pixels: each step loads VECTOR_WIDTH gradients and CHANNEL_TILE inputs
-     * as two vectors and does CHANNEL_TILE vector fmas */
-    realV acc[CHANNEL_TILE];
+    /* a GEMM over output pixels: each step loads FILTER_VECTORS vectors of gradients and
+     * CHANNEL_TILE inputs as one vector, and does CHANNEL_TILE x FILTER_VECTORS vector fmas */
+    realV acc[CHANNEL_TILE][FILTER_VECTORS];
 #pragma unroll
-    for (int i = 0; i < CHANNEL_TILE; ++i) acc[i] = (realV)(0.0f);
+    for (int i = 0; i < CHANNEL_TILE; ++i)
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f) acc[i][f] = (realV)(0.0f);
     for (int n = first_image; n < last_image; ++n) {
         for (int oh = 0; oh < OUT_H; ++oh) {
             const int ih = oh * STRIDE_H - PAD_TOP + r * DILATION_H;
             __global const float *xrow = x + AT(X, n, ih, s * DILATION_W - PAD_LEFT, c0);
             __global const float *grow = dy + AT(Y, n, oh, 0, k0);
             for (int ow = 0; ow < OUT_W; ++ow) {
-                const realV g = LOADV(0, grow + ow * Y_STRIDE_C);
+                realV g[FILTER_VECTORS];
+#pragma unroll
+                for (int f = 0; f < FILTER_VECTORS; ++f)
+                    g[f] = LOADV(0, grow + ow * Y_STRIDE_C + f * VECTOR_WIDTH);
                 float xs[CHANNEL_TILE];
                 STOREC(LOADC(0, xrow + ow * STRIDE_W * X_STRIDE_C), 0, xs);
 #pragma unroll
-                for (int i = 0; i < CHANNEL_TILE; ++i) acc[i] = fma((realV)(xs[i]), g, acc[i]);
+                for (int i = 0; i < CHANNEL_TILE; ++i)
+#pragma unroll
+                    for (int f = 0; f < FILTER_VECTORS; ++f)
+                        acc[i][f] = fma((realV)(xs[i]), g[f], acc[i][f]);
             }
         }
     }
@@ -296,7 +304,10 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
                           + (tap * C_PER_GROUP + (c0 - group * C_PER_GROUP)) * K_PER_GROUP
                           + (k0 - group * K_PER_GROUP);
 #pragma unroll
-    for (int i = 0; i < CHANNEL_TILE; ++i) STOREV(acc[i], 0, out + i * K_PER_GROUP);
+    for (int i = 0; i < CHANNEL_TILE; ++i)
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f)
+            STOREV(acc[i][f], 0, out + i * K_PER_GROUP + f * VECTOR_WIDTH);
 }
 #endif
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from convgraph.ops import values as v
@@ -136,12 +138,8 @@ class Conv(Op):
         # few input channels (a first layer): one work-item covers every tap of a channel
         all_taps = wide < 4
         selector = "CONV_BACKWARD_WEIGHTS_TAPS" if all_taps else "CONV_BACKWARD_WEIGHTS"
-        cin = x.volume.depth // groups
-        site, knobs = ctx.tuned(selector, defines, [
-            {"CHANNEL_TILE": channels, "IMAGES_PER_SPLIT": images}
-            for channels in ([wide] if all_taps else [wide, 8, 4, 16])
-            if all_taps or (channels <= wide and cin % channels == 0)
-            for images in (ctx.profile.images_per_split, 1, 2, 4, 8, 16)])
+        site, knobs = ctx.tuned(selector, defines,
+                                _weight_gradient_space(ctx, defines, width, wide, all_taps))
         partial, images = ctx.split_sum("weight", knobs["IMAGES_PER_SPLIT"])
         wide = knobs["CHANNEL_TILE"]
         # whole kernel rows per work-item, at most 9 taps: more accumulators spill (a 5x5
@@ -151,7 +149,7 @@ class Conv(Op):
             "conv",
             selector,
             {**defines, **knobs, "TAP_ROWS": rows},
-            (defines["K_ALLOC"] // width,
+            (defines["K_ALLOC"] // width // knobs["FILTER_VECTORS"],
              x.volume.depth * (kh // rows) if all_taps else x.volume.depth // wide,
              1 if all_taps else kh * kw),
             2,
@@ -357,6 +355,32 @@ def _transposed_padding(node: dict) -> tuple[int, int, int, int]:
             max((kh - 1) * dh - derived["pad_bottom"], 0),
             max((kw - 1) * dw - derived["pad_left"], 0),
             max((kw - 1) * dw - derived["pad_right"], 0))
+
+
+def _weight_gradient_space(ctx, defines: dict, width: int, wide: int, all_taps: bool
+                           ) -> list[dict]:
+    """Every setting of a weight-gradient site, the profile's default first: channels loaded as
+    one vector, vectors of filters per work-item (their product is the register tile), images
+    per batch split (each split's inputs and gradients should stay in cache; every split adds
+    a copy of the weights to SUM_SPLITS)."""
+    profile, groups = ctx.profile, ctx.derived["groups"]
+    cin = ctx.input_layout().volume.depth // groups
+    filter_vectors = defines["K_ALLOC"] // groups // width  # vectors of filters in a group
+    vectors = 1 if all_taps else max(v for v in (1, 2, 4) if v <= profile.grad_filter_vectors
+                                     and filter_vectors % v == 0)
+    channels = wide if all_taps else min(wide, 16 // vectors)  # tile: up to 16 vectors
+    images = profile.images_per_split
+    if profile.split_cache_bytes:  # as many images as fit, up to 16
+        per_image = 4 * (ctx.input_layout().image_elements + ctx.output_layout.image_elements)
+        images = max(1, min(16, 2 ** int(math.log2(max(1, profile.split_cache_bytes
+                                                          // per_image)))))
+    default = {"CHANNEL_TILE": channels, "IMAGES_PER_SPLIT": images, "FILTER_VECTORS": vectors}
+    return [default] + [
+        {"CHANNEL_TILE": c, "IMAGES_PER_SPLIT": i, "FILTER_VECTORS": v}
+        for c in ([wide] if all_taps else [wide, 8, 4, 16])
+        if all_taps or (c <= wide and cin % c == 0)
+        for i in (1, 2, 4, 8, 16)
+        for v in ([1] if all_taps else [1, 2, 4]) if filter_vectors % v == 0]
 
 
 def _lower_transposed_conv(ctx) -> None:
