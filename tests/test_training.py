@@ -139,9 +139,10 @@ EVERY_OP = {
                "-CONV(16, 1, groups=depthwise)-GAP-FC(5)-SOFTMAX]",
 }
 POOLS = {  # windows that tile the input exactly (pool.cl POOL_BACKWARD_WINDOWS), max with
-    # the ties ReLU's zeros make (the first maximum in scan order takes the gradient)
+    # the ties ReLU's zeros make (the first maximum in scan order takes the gradient); each
+    # differentiates the activation fused into the conv before it (GATE), avg and max
     "input": "12x12x5",
-    "pattern": "[INPUT-CONV(6, 3, pad=1)-AVGPOOL(2)-CONV(8, 3, pad=1)-RELU-POOL(3)-FC(3)]",
+    "pattern": "[INPUT-CONV(6, 3, pad=1)-TANH-AVGPOOL(2)-CONV(8, 3, pad=1)-RELU-POOL(3)-FC(3)]",
 }
 BRANCHES = {
     "input": "10x9x3",
