@@ -9,8 +9,9 @@
  *   y  (N, Y_ALLOC_H, Y_ALLOC_W, Y_STRIDE_C), a 1x1xUNITS volume
  *
  * DENSE_FORWARD: a GEMM with register tiles: work-item (ut, bt) computes TILE_ROWS images times
- * VECTOR_WIDTH units. The batch size is a run-time argument, so one build serves every batch up to
- * the plan's; rows past it clamp their reads and skip their stores.
+ * UNIT_VECTORS vectors of VECTOR_WIDTH units (each input value loaded serves UNIT_VECTORS vector
+ * fmas, each weight vector TILE_ROWS), CHANNEL_STEP inputs per load. The batch size is a run-time argument, so one build serves
+ * every batch up to the plan's; rows past it clamp their reads and skip their stores.
  * DENSE_BACKWARD_DATA: dx = dy w^T. Work-item (it, bt) computes INPUT_TILE consecutive inputs (one
  *   pixel's channels) for TILE_ROWS images, with VECTOR_WIDTH-wide partial sums over units
  *   reduced at the end; dx is written in x's own layout (a volume, when the flatten was elided).
@@ -40,6 +41,8 @@
 #define Y_STRIDE_C 16
 #define VECTOR_WIDTH 16
 #define TILE_ROWS 4
+#define UNIT_VECTORS 1
+#define CHANNEL_STEP 1
 #define HAS_BIAS 1
 #define EPILOGUE ACT_NONE
 #define EPILOGUE_SLOPE 0.0f
@@ -59,38 +62,56 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 {
     const int ut = get_global_id(0);
     const int bt = get_global_id(1);
-    if (ut >= U_TILES || bt * TILE_ROWS >= batch) return;
-    const int u0 = ut * VECTOR_WIDTH;
+    if (ut >= U_TILES / UNIT_VECTORS || bt * TILE_ROWS >= batch) return;
+    const int u0 = ut * VECTOR_WIDTH * UNIT_VECTORS;
 
     int image[TILE_ROWS];
-    realV acc[TILE_ROWS];
+    realV acc[TILE_ROWS][UNIT_VECTORS];
 #pragma unroll
     for (int r = 0; r < TILE_ROWS; ++r) {
         image[r] = AT(X, min(bt * TILE_ROWS + r, batch - 1), 0, 0, 0);
-        acc[r] = (realV)(0.0f);
+#pragma unroll
+        for (int f = 0; f < UNIT_VECTORS; ++f) acc[r][f] = (realV)(0.0f);
     }
     for (int h = 0; h < IN_H; ++h) {
         for (int v = 0; v < IN_W; ++v) {
             const int pixel = (h * X_ALLOC_W + v) * X_STRIDE_C;
             __global const float *wp = w + (h * IN_W + v) * IN_CHANNELS * U_ALLOC + u0;
-            for (int c = 0; c < IN_CHANNELS; ++c) {
-                const realV wv = LOADV(0, wp + c * U_ALLOC);
+            /* CHANNEL_STEP inputs at a time: one vector load per image serves that many fmas */
+            for (int c = 0; c < IN_CHANNELS; c += CHANNEL_STEP) {
+                realV wv[CHANNEL_STEP][UNIT_VECTORS];
 #pragma unroll
-                for (int r = 0; r < TILE_ROWS; ++r)
-                    acc[r] = fma((realV)(x[image[r] + pixel + c]), wv, acc[r]);
+                for (int j = 0; j < CHANNEL_STEP; ++j)
+#pragma unroll
+                    for (int f = 0; f < UNIT_VECTORS; ++f)
+                        wv[j][f] = LOADV(0, wp + (c + j) * U_ALLOC + f * VECTOR_WIDTH);
+#pragma unroll
+                for (int r = 0; r < TILE_ROWS; ++r) {
+                    float xs[CHANNEL_STEP];
+                    VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, x + image[r] + pixel + c), 0, xs);
+#pragma unroll
+                    for (int j = 0; j < CHANNEL_STEP; ++j)
+#pragma unroll
+                        for (int f = 0; f < UNIT_VECTORS; ++f)
+                            acc[r][f] = fma((realV)(xs[j]), wv[j][f], acc[r][f]);
+                }
             }
         }
     }
+#pragma unroll
+    for (int f = 0; f < UNIT_VECTORS; ++f) {
 #if HAS_BIAS
-    const realV bias = LOADV(0, b + u0);
+        const realV bias = LOADV(0, b + u0 + f * VECTOR_WIDTH);
 #else
-    const realV bias = (realV)(0.0f);
+        const realV bias = (realV)(0.0f);
 #endif
 #pragma unroll
-    for (int r = 0; r < TILE_ROWS; ++r) {
-        if (bt * TILE_ROWS + r < batch) {
-            const realV v = acc[r] + bias;
-            STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, y + AT(Y, bt * TILE_ROWS + r, 0, 0, u0));
+        for (int r = 0; r < TILE_ROWS; ++r) {
+            if (bt * TILE_ROWS + r < batch) {
+                const realV v = acc[r][f] + bias;
+                STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0,
+                       y + AT(Y, bt * TILE_ROWS + r, 0, 0, u0 + f * VECTOR_WIDTH));
+            }
         }
     }
 }

@@ -28,6 +28,8 @@ class DeviceProfile:
     # None: images_per_split), and vectors of filters per work-item
     split_cache_bytes: int | None = None
     grad_filter_vectors: int = 1
+    dense_unit_vectors: int = 1  # vectors of units per work-item in fc (at most)
+    dense_channel_step: int = 1  # inputs per load in fc (at most)
     # input pixels per work-item of the strided conv input-gradient gather: its private
     # tile is 4 x this many vectors, and PoCL replicates private arrays across a work-group (8
     # segfaulted ResNet-8 at batch 64)
@@ -40,11 +42,13 @@ class DeviceProfile:
 
 # conv tiles of 8 pixels: `convgraph tune` chose 8 for most VGG-CIFAR layers, and a 16-pixel
 # tile (x 8 channels per load) took PoCL 0.47 s to compile against 0.30 s
+# fc forward: 8 inputs per load (VGG-CIFAR fc1 at batch 64, alternating: 3.0 -> 1.9 ms);
 # weight gradients: 8 channels x 2 vectors of filters, splits of ~1 MiB (alternating timings
 # on VGG-CIFAR, batch 64: conv2 7.9 -> 6.4 ms, conv4 8.7 -> 6.5, conv6 13.7 -> 8.6-9.7)
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_local=None, pixel_local=None, batch_free_local=True,
-                    split_cache_bytes=1024 * 1024, grad_filter_vectors=2)
+                    split_cache_bytes=1024 * 1024, grad_filter_vectors=2,
+                    dense_channel_step=8)
 GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
                     conv_local=(4, 4, 4), pixel_local=(4, 8, 4), images_per_split=1)
 

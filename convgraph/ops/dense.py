@@ -58,17 +58,27 @@ class Dense(Op):
             ("batch",),
         ]
         moved = 4 * (x.volume.elements + y.stride_c)
+        vectors = y.stride_c // width
+        default = {"TILE_ROWS": rows, "CHANNEL_STEP": max(
+            step for step in (1, 2, 4, 8) if step <= ctx.profile.dense_channel_step
+            and x.volume.depth % step == 0), "UNIT_VECTORS": max(
+            v for v in (1, 2, 4) if v <= ctx.profile.dense_unit_vectors and vectors % v == 0)}
+        site, knobs = ctx.tuned("DENSE_FORWARD", defines, [default] + [  # images x units
+            {"TILE_ROWS": r, "UNIT_VECTORS": v, "CHANNEL_STEP": step}
+            for r in (4, 8, 16) for v in (1, 2, 4) for step in (1, 2, 4, 8)
+            if vectors % v == 0 and x.volume.depth % step == 0])
         ctx.launch(
             "dense",
             "DENSE_FORWARD",
-            defines,
-            (y.stride_c // width, 1),
+            {**defines, **knobs},
+            (vectors // knobs["UNIT_VECTORS"], 1),
             1,
             args,
             None,
             ctx.node["flops"],
             moved,
-            batch_divisor=rows,
+            batch_divisor=knobs["TILE_ROWS"],
+            site=site,
         )
 
     def device_params(self, node, params, input_layout, output_layout):
