@@ -163,7 +163,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
             if (first_pixel + p < OUT_W) {
                 const int at = AT(Y, n, oh, first_pixel + p, k0 + f * VECTOR_WIDTH);
                 realV v = ACTIVATE(acc[p][f] + bias, EPILOGUE, EPILOGUE_SLOPE);
-#if defined(GATE) && GATE != ACT_NONE /* b: the activation output of the layer before (see the top) */
+#if defined(GATE) && GATE != ACT_NONE /* b: the layer before's activation output */
                 v = ACTIVATE_BACKWARD(LOADV(0, b + at), v, GATE, GATE_SLOPE);
 #endif
 #if ACCUMULATE /* as the gradient of a stride-1 conv's input: dx += ... */

@@ -23,7 +23,9 @@ from collections import Counter
 from pathlib import Path
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
-SELECTOR = re.compile(r"^#if defined\((\w+)\)(?:\s*\|\|\s*defined\((\w+)\))?", re.M)
+# a kernel's own block: '#if defined(NAME)' alone on its line ('#if defined(GATE) && ...' is an
+# option inside a kernel, not one)
+SELECTOR = re.compile(r"^#if defined\((\w+)\)(?:\s*\|\|\s*defined\((\w+)\))?[ \t]*$", re.M)
 
 
 def kernel_templates() -> list[str]:
