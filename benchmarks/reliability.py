@@ -87,9 +87,10 @@ DATA_FILES = ["tests/test_data.py", "tests/test_training.py::test_run_refuses_da
               "_fit", "tests/test_runtime.py::test_run_rejects_bad_weight_files"]
 
 
-def pytest(args: list[str], env: dict, label: str, log: Path) -> tuple[dict, float]:
-    """Run pytest with the launch log; returns (its record, seconds)."""
-    record = log.parent / f"{label}.launches.json"
+def pytest(args: list[str], env: dict, label: str, log: Path, work: Path
+           ) -> tuple[dict, float]:
+    """Run pytest with the launch log (kept in ``work``); returns (its record, seconds)."""
+    record = work / f"{label}.launches.json"
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "-p", "tests.launch_log", *args]
     print(f"[{time.strftime('%H:%M:%S')}] {label}: {' '.join(command[2:])}", flush=True)
@@ -111,7 +112,7 @@ def oclgrind(full: bool, work: Path, log: Path) -> dict:
     if full:
         env["OCLGRIND_SWEEP"] = "1"
         args += ["-m", "slow or not slow"]
-    run, seconds = pytest(args, env, "oclgrind", log)
+    run, seconds = pytest(args, env, "oclgrind", log, work)
     runs = json.loads(report.read_text()) if report.is_file() else {}
     return {"tests": run.get("tests"), "outcomes": run.get("outcomes", {}),
             "exit_status": run["exit_status"], "seconds": round(seconds, 1), "runs": runs}
@@ -124,7 +125,7 @@ def fuzzing(full: bool, examples: int, work: Path, log: Path) -> dict:
     if full:
         env["CONVGRAPH_FUZZ_EXAMPLES"] = str(examples)
         args += ["-m", "slow"]
-    run, seconds = pytest(args, env, "fuzz", log)
+    run, seconds = pytest(args, env, "fuzz", log, work)
     counts = json.loads(report.read_text()) if report.is_file() else {}
     return {"tests": run.get("tests"), "exit_status": run["exit_status"],
             "seconds": round(seconds, 1),
@@ -136,7 +137,7 @@ def faults(work: Path, log: Path) -> dict:
     ids = sorted({test for group in (CHECKPOINT, DEVICE) for tests in group.values()
                   for test in tests})
     targets = sorted({test.split("[")[0] for test in ids} | set(DATA_FILES))
-    run, seconds = pytest(targets, {}, "faults", log)
+    run, seconds = pytest(targets, {}, "faults", log, work)
     outcomes = run.get("outcomes", {})
 
     def scenario(name: str, tests: list[str]) -> dict:
