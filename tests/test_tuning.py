@@ -125,6 +125,7 @@ def test_the_other_familys_tuning_choices_compute_what_numpy_does(tuning_cache, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4 * 3600)  # 120 settings, each built and checked: past the default 300 s
 @pytest.mark.parametrize("family", ["own", "other"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_tuning_choice_computes_what_numpy_does(tuning_cache, name, family, monkeypatch):
