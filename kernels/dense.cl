@@ -10,8 +10,9 @@
  *
  * DENSE_FORWARD: a GEMM with register tiles: work-item (ut, bt) computes TILE_ROWS images times
  * UNIT_VECTORS vectors of VECTOR_WIDTH units (each input value loaded serves UNIT_VECTORS vector
- * fmas, each weight vector TILE_ROWS), CHANNEL_STEP inputs per load. The batch size is a run-time argument, so one build serves
- * every batch up to the plan's; rows past it clamp their reads and skip their stores.
+ * fmas, each weight vector TILE_ROWS), CHANNEL_STEP inputs per load. The batch size is a
+ * run-time argument, so one build serves every batch up to the plan's; rows past it clamp their
+ * reads and skip their stores.
  * DENSE_BACKWARD_DATA: dx = dy w^T. Work-item (it, bt) computes INPUT_TILE consecutive inputs (one
  *   pixel's channels) for TILE_ROWS images, with VECTOR_WIDTH-wide partial sums over units
  *   reduced at the end; dx is written in x's own layout (a volume, when the flatten was elided).

@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -107,11 +108,7 @@ def oclgrind_reports(stderr: str) -> list[dict]:
 
 def report_counts(reports: list[dict]) -> dict[str, int]:
     """How many reports of each kind each kernel got, e.g. {'Invalid write in k_x': 3}."""
-    counts: dict[str, int] = {}
-    for report in reports:
-        key = f"{report['kind']} in {report['kernel']}"
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+    return dict(Counter(f"{r['kind']} in {r['kernel']}" for r in reports).most_common())
 
 
 def write_report(record: dict) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convgraph.ops.base import Volume
+from convgraph.ops.spatial import widest_dividing
 
 MAX_VECTOR = 16
 
@@ -28,10 +29,7 @@ def channel_stride(depth: int) -> int:
 
 def vector_width(stride: int) -> int:
     """The widest OpenCL vector (1, 2, 4, 8, 16) that divides ``stride``."""
-    width = MAX_VECTOR
-    while stride % width:
-        width //= 2
-    return width
+    return widest_dividing(stride, MAX_VECTOR)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,13 @@ import numpy as np
 
 from convgraph.ops import values as v
 from convgraph.ops.base import LayerDef, Op, Param, Volume, register
-from convgraph.ops.spatial import choose_tile, reference_unwindow, reference_windows, slide
+from convgraph.ops.spatial import (
+    choose_tile,
+    reference_unwindow,
+    reference_windows,
+    slide,
+    widest_dividing,
+)
 
 
 def resolved_groups(layer: LayerDef, depth: int) -> int:
@@ -127,12 +133,9 @@ class Conv(Op):
         defines, _, width = _conv_defines(ctx)
         x = ctx.input_layout()
         groups = ctx.derived["groups"]
-        tile = 4
-        while (x.volume.depth // groups) % tile:
-            tile //= 2
-        wide = 16  # grad-weights loads CHANNEL_TILE inputs as one vector: the wider the better
-        while (x.volume.depth // groups) % wide:
-            wide //= 2
+        tile = widest_dividing(x.volume.depth // groups, 4)
+        # grad-weights loads CHANNEL_TILE inputs as one vector: the wider the better
+        wide = widest_dividing(x.volume.depth // groups, 16)
         (kw, kh) = ctx.attrs["size"]
         defines.update({"CHANNEL_TILE": tile, "IN_H": x.volume.height, "IN_W": x.volume.width})
         # few input channels (a first layer): one work-item covers every tap of a channel
@@ -269,9 +272,7 @@ def _conv_defines(ctx):
     if groups == 1:
         width = ctx.vector_width(y)
     else:
-        width = ctx.profile.max_vector
-        while (attrs["filters"] // groups) % width:
-            width //= 2
+        width = widest_dividing(attrs["filters"] // groups, ctx.profile.max_vector)
     out = node["output"]
     (kw, kh), (sw, sh), (dw, dh) = attrs["size"], attrs["stride"], attrs["dilation"]
     activation, slope = ctx.epilogue()
@@ -366,8 +367,7 @@ def _weight_gradient_space(ctx, defines: dict, width: int, wide: int, all_taps: 
     profile, groups = ctx.profile, ctx.derived["groups"]
     cin = ctx.input_layout().volume.depth // groups
     filter_vectors = defines["K_ALLOC"] // groups // width  # vectors of filters in a group
-    vectors = 1 if all_taps else max(v for v in (1, 2, 4) if v <= profile.grad_filter_vectors
-                                     and filter_vectors % v == 0)
+    vectors = 1 if all_taps else widest_dividing(filter_vectors, profile.grad_filter_vectors)
     channels = wide if all_taps else min(wide, 16 // vectors)  # tile: up to 16 vectors
     images = profile.images_per_split
     if profile.split_cache_bytes:  # as many images as fit, up to 16
@@ -393,9 +393,7 @@ def _lower_transposed_conv(ctx) -> None:
     if groups == 1:
         alloc, width = x.stride_c, ctx.vector_width(x)
     else:
-        alloc, width = channels, ctx.profile.max_vector
-        while (channels // groups) % width:
-            width //= 2
+        alloc, width = channels, widest_dividing(channels // groups, ctx.profile.max_vector)
     defines, _, _ = _conv_defines(ctx)
     transposed = ctx.work_buffer("weight_t", groups * kh * kw * (filters // groups)
                                  * (alloc // groups))
@@ -404,21 +402,21 @@ def _lower_transposed_conv(ctx) -> None:
                [("param", ctx.name, "weight"), transposed])
     top, _, left, _ = _transposed_padding(ctx.node)
     grad, accumulate = ctx.input_grad()
-    gate = ctx.input_gate(accumulate)
+    # with a gate, the bias slot (no bias here) carries the activation output
+    gate, gate_slope, bias_slot = ctx.input_gate(accumulate) or ("ACT_NONE", 0.0, transposed)
     shape = {
         "IN_CHANNELS": filters, "FILTERS": channels, "GROUPS": groups,
         "KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": 1, "STRIDE_W": 1, "DILATION_H": dh,
         "DILATION_W": dw, "PAD_TOP": top, "PAD_LEFT": left, "OUT_H": x.volume.height,
         "OUT_W": x.volume.width, "K_ALLOC": alloc,
         "HAS_BIAS": 0, "EPILOGUE": "ACT_NONE", "EPILOGUE_SLOPE": 0.0, "ACCUMULATE": accumulate,
-        "GATE": gate[0] if gate else "ACT_NONE", "GATE_SLOPE": gate[1] if gate else 0.0,
+        "GATE": gate, "GATE_SLOPE": gate_slope,
         **y.defines("X"), **x.defines("Y"),
     }
     defines, grid, local, site = _tuned_forward(ctx, shape, width, filters // groups,
                                                 alloc // groups, x.volume.width)
     ctx.launch("conv", "CONV_FORWARD", defines, grid, 2,
-               [ctx.output_grad, transposed, gate[2] if gate else transposed, grad], local,
-               ctx.node["flops"],
+               [ctx.output_grad, transposed, bias_slot, grad], local, ctx.node["flops"],
                site=site)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, Volume, register
+from convgraph.ops.spatial import widest_dividing
 
 
 @register
@@ -59,10 +60,9 @@ class Dense(Op):
         ]
         moved = 4 * (x.volume.elements + y.stride_c)
         vectors = y.stride_c // width
-        default = {"TILE_ROWS": rows, "CHANNEL_STEP": max(
-            step for step in (1, 2, 4, 8) if step <= ctx.profile.dense_channel_step
-            and x.volume.depth % step == 0), "UNIT_VECTORS": max(
-            v for v in (1, 2, 4) if v <= ctx.profile.dense_unit_vectors and vectors % v == 0)}
+        default = {"TILE_ROWS": rows,
+                   "CHANNEL_STEP": widest_dividing(x.volume.depth, ctx.profile.dense_channel_step),
+                   "UNIT_VECTORS": widest_dividing(vectors, ctx.profile.dense_unit_vectors)}
         site, knobs = ctx.tuned("DENSE_FORWARD", defines, [default] + [  # images x units
             {"TILE_ROWS": r, "UNIT_VECTORS": v, "CHANNEL_STEP": step}
             for r in (4, 8, 16) for v in (1, 2, 4) for step in (1, 2, 4, 8)
@@ -106,9 +106,8 @@ class Dense(Op):
 
         x, y = ctx.input_layout(), ctx.output_layout
         defines, width, rows = self._defines(ctx)
-        tile = 4  # inputs per work-item of the gradient kernels: one pixel's channels
-        while x.volume.depth % tile:
-            tile //= 2
+        # inputs per work-item of the gradient kernels: one pixel's channels
+        tile = widest_dividing(x.volume.depth, 4)
         defines["INPUT_TILE"] = tile
         inputs = x.volume.elements // tile
         ctx.launch(

@@ -173,6 +173,15 @@ def reference_windows(x, node: dict, fill: float = 0.0, declared_fill: float | N
     return view[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
+def widest_dividing(extent: int, largest: int) -> int:
+    """The largest power of two up to ``largest`` (itself one) that divides ``extent``: vector
+    widths and tiles that leave no remainder."""
+    width = largest
+    while extent % width:
+        width //= 2
+    return width
+
+
 def choose_tile(extent: int, largest: int) -> int:
     """Pixels per work-item along a row: a divisor of the row near ``largest`` if there is one
     (no partial tile), else ``largest`` (the last tile is guarded)."""
