@@ -90,3 +90,9 @@ class DataError(ConvgraphError):
     """A missing, truncated or corrupt data set or checkpoint file."""
 
     exit_status = 5
+
+
+class TrainingDiverged(ConvgraphError):
+    """The loss became NaN or infinite."""
+
+    exit_status = 6

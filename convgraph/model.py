@@ -14,6 +14,7 @@ import numpy as np
 from convgraph.codegen.plan import Plan, plan_forward
 from convgraph.codegen.profile import DeviceProfile, profile_for
 from convgraph.codegen.source import program_source
+from convgraph.core import DeviceInfo
 from convgraph.errors import DataError
 from convgraph.graph import ordered
 from convgraph.params import (
@@ -24,7 +25,7 @@ from convgraph.params import (
     to_device_layouts,
 )
 from convgraph.pipeline import analyse
-from convgraph.runtime.devices import DeviceInfo, select_device
+from convgraph.runtime.devices import select_device
 from convgraph.runtime.executor import Executor, check_memory
 from convgraph.runtime.program import BuildResult, build_program
 

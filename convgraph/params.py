@@ -93,19 +93,6 @@ def load_arrays(path, what: str = "weights") -> dict[str, np.ndarray]:
                              "convgraph never loads.") from None
 
 
-def save_arrays(path, arrays: dict) -> None:
-    """Write a .npz atomically (write, then rename), so a crash never leaves half a file."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".npz", delete=False) as handle:
-        np.savez(handle, **arrays)
-    os.replace(handle.name, target)
-
-
 def to_device_layouts(graph: nx.DiGraph, params: dict, layout_of
                       ) -> dict[tuple[str, str], np.ndarray]:
     """Every node's parameters re-laid by its op for the kernels (``device_params``), as float32,

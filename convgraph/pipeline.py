@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import networkx as nx
 
-from convgraph.graph import build_graph, insert_flatten, mark_fusions
+from convgraph.graph import build_graph
+from convgraph.passes import insert_flatten, mark_fusions
 from convgraph.shapes import infer_shapes
 from convgraph.spec import load_spec
 

@@ -6,8 +6,9 @@ import networkx as nx
 from rich.console import Console
 from rich.table import Table
 
+from convgraph.core import Volume
 from convgraph.graph import ordered
-from convgraph.ops.base import REGISTRY, Volume
+from convgraph.ops.base import REGISTRY
 from convgraph.shapes import totals
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convgraph.core import Volume
 from convgraph.data import Dataset, batch_count, batches, channel_stats, load_dataset
 from convgraph.errors import DataError
-from convgraph.ops.base import Volume
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

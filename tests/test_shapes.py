@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from convgraph.ops.base import REGISTRY, Volume
+from convgraph.core import Volume
+from convgraph.ops.base import REGISTRY
 from convgraph.pipeline import analyse
 from convgraph.shapes import totals
 

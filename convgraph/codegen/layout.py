@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convgraph.ops.base import Volume
+from convgraph.core import Volume
 from convgraph.ops.spatial import widest_dividing
 
 MAX_VECTOR = 16

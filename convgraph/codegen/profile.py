@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from convgraph.codegen.tuning import Tuning, load_tuning
-from convgraph.runtime.devices import DeviceInfo
+from convgraph.core import DeviceInfo
 
 
 @dataclass(frozen=True)

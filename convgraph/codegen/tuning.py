@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convgraph.runtime.devices import DeviceInfo
+from convgraph.core import DeviceInfo
+from convgraph.files import atomic_write, tuning_dir
 
 FORMAT = 1
 
@@ -74,12 +73,6 @@ def device_key(info: DeviceInfo) -> dict:
     return {"platform": info.platform, "name": info.name, "vendor": info.vendor,
             "type": info.type, "driver_version": info.driver_version,
             "opencl_version": info.opencl_version}
-
-
-def tuning_dir() -> Path:
-    from convgraph.runtime.program import cache_dir
-
-    return cache_dir() / "tuning"
 
 
 def tuning_file(info: DeviceInfo) -> Path:
@@ -139,11 +132,8 @@ def save_tuning(info: DeviceInfo, entries: dict) -> Path:
     current = _read(path)
     merged = {**(current["entries"] if current else {}), **entries}
     data = {"format": FORMAT, "device": device_key(info), "entries": merged}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
-        json.dump(data, out, indent=1, sort_keys=True)
-        temporary = out.name
-    os.replace(temporary, path)
+    text = json.dumps(data, indent=1, sort_keys=True)
+    atomic_write(path, lambda handle: handle.write(text.encode()))
     return path
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convgraph.core import Volume
 from convgraph.errors import DataError
-from convgraph.ops.base import Volume
 
 
 @dataclass

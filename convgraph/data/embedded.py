@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from convgraph.core import Volume
 from convgraph.errors import DataError
-from convgraph.ops.base import Volume
 
 from .dataset import Dataset
 

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
+from convgraph.core import Volume
 from convgraph.errors import DataError
-from convgraph.ops.base import Volume
 
 from .dataset import Dataset, check_fits, listing, require_dir
 

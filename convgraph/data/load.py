@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from convgraph.core import Volume
 from convgraph.errors import DataError
-from convgraph.ops.base import Volume, suggest
+from convgraph.ops.base import suggest
 from convgraph.spec.train import DATASETS
 
 from .cifar import load_cifar10

@@ -12,8 +12,8 @@ import zipfile
 
 import numpy as np
 
+from convgraph.core import Volume
 from convgraph.errors import DataError
-from convgraph.ops.base import Volume
 
 from .dataset import Dataset, check_labels
 

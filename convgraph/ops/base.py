@@ -10,25 +10,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
+from convgraph.core import Volume  # noqa: F401 - re-exported for ops
 from convgraph.errors import Location, ShapeError, SpecError
-
-
-class Volume(NamedTuple):
-    """An activation volume of one image, written width x height x depth as in the ConvNet notes."""
-
-    width: int
-    height: int
-    depth: int
-
-    def __str__(self) -> str:
-        return f"{self.width}x{self.height}x{self.depth}"
-
-    @property
-    def elements(self) -> int:
-        return self.width * self.height * self.depth
-
 
 REQUIRED = object()  # marks a parameter with no default
 

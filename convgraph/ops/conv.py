@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 
+from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import LayerDef, Op, Param, Volume, register
+from convgraph.ops.base import LayerDef, Op, Param, register
 from convgraph.ops.spatial import (
     choose_tile,
     reference_unwindow,

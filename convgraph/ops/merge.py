@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from convgraph.ops.base import Op, Volume, register
+from convgraph.core import Volume
+from convgraph.ops.base import Op, register
 
 
 @register

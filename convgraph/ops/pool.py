@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, Volume, register
+from convgraph.ops.base import Op, Param, register
 from convgraph.ops.spatial import reference_unwindow, reference_windows, slide
 
 

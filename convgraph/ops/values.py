@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from convgraph.ops.base import Volume
+from convgraph.core import Volume
 
 MAX_SIZE = 1 << 20  # no extent, count or size in a spec may exceed this
 

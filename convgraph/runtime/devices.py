@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass
 
+from convgraph.core import DeviceInfo
 from convgraph.errors import DeviceError
 
 INSTALL_HINT = (
@@ -19,38 +19,6 @@ INSTALL_HINT = (
     "CPU; for a GPU install the vendor's OpenCL ICD (NVIDIA's driver ships libnvidia-opencl.so.1, "
     "registered in /etc/OpenCL/vendors/nvidia.icd)."
 )
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """What convgraph needs to know about a device to generate code for it."""
-
-    index: str  # "P:D"
-    platform: str
-    name: str
-    type: str  # "gpu", "cpu", "accelerator", "other"
-    vendor: str
-    driver_version: str
-    opencl_version: str
-    opencl_c_version: tuple[int, int]
-    compute_units: int
-    global_memory: int
-    max_alloc: int
-    local_memory: int
-    max_work_group_size: int
-    max_work_item_sizes: tuple[int, ...]
-    fp64: bool
-    fp16: bool
-    image_support: bool
-
-    @property
-    def label(self) -> str:
-        return f"{self.index} {self.name} ({self.platform})"
-
-    def as_json(self) -> dict:
-        record = asdict(self)
-        record["opencl_c_version"] = "{}.{}".format(*self.opencl_c_version)
-        return record
 
 
 def _type_name(cl, device_type: int) -> str:

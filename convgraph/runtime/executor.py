@@ -12,8 +12,8 @@ import math
 import numpy as np
 
 from convgraph.codegen.plan import Launch, Plan
+from convgraph.core import DeviceInfo
 from convgraph.errors import DeviceError
-from convgraph.runtime.devices import DeviceInfo
 
 INVALID_LOCAL = ("OUT_OF_RESOURCES", "INVALID_WORK_GROUP_SIZE", "INVALID_WORK_ITEM_SIZE")
 

@@ -11,24 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from convgraph.codegen.source import kernel_at_line
+from convgraph.core import DeviceInfo
 from convgraph.errors import KernelBuildError
-from convgraph.runtime.devices import DeviceInfo
+from convgraph.files import atomic_write, failures_dir, programs_dir
 
 os.environ.setdefault("PYOPENCL_NO_CACHE", "1")  # we keep our own cache, keyed as above
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("CONVGRAPH_CACHE")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "convgraph"
 
 
 @dataclass
@@ -61,7 +53,7 @@ def build_program(context, device, info: DeviceInfo, source: str, options: list[
         except cl.Error as exc:
             raise _build_failure(program, device, info, source, options, exc, key) from None
         return BuildResult(program, False, time.perf_counter() - start, key)
-    cached = cache_dir() / "programs" / f"{key}.bin"
+    cached = programs_dir() / f"{key}.bin"
     if cached.is_file():
         try:
             program = cl.Program(context, [device], [cached.read_bytes()])
@@ -93,10 +85,7 @@ def _store(path: Path, program) -> None:
         (binary,) = program.get_info(__import__("pyopencl").program_info.BINARIES)
         if not binary:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-            handle.write(binary)
-        os.replace(handle.name, path)
+        atomic_write(path, lambda handle: handle.write(binary))
     except (OSError, ValueError):
         pass
 
@@ -106,7 +95,7 @@ def _build_failure(program, device, info, source, options, exc, key) -> KernelBu
         log = program.get_build_info(device, __import__("pyopencl").program_build_info.LOG)
     except Exception:  # noqa: BLE001 - the log is a courtesy; the failure is what matters
         log = str(exc)
-    folder = cache_dir() / "failures"
+    folder = failures_dir()
     saved = ""
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import yaml
 
+from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import Volume
 from convgraph.spec.forms import Spec
 
 

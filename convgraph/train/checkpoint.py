@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import networkx as nx
 import numpy as np
 
 from convgraph.errors import DataError
+from convgraph.files import atomic_write
 from convgraph.graph import signature
 
 FORMAT = "convgraph-checkpoint-1"
@@ -53,20 +52,7 @@ def save_checkpoint(path, params: dict, optimizer: dict, header: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a save that was killed
         stale.unlink(missing_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.",
-                                         suffix=".tmp", delete=False)
-    try:
-        with handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)  # as a plainly created file would be
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)  # a full disk leaves the old file alone
-        raise
+    atomic_write(target, lambda handle: np.savez(handle, **arrays))
 
 
 def load_checkpoint(path, expected_hash: str | None = None) -> tuple[dict, dict, dict]:

@@ -16,19 +16,13 @@ import numpy as np
 from convgraph.codegen.profile import profile_for
 from convgraph.codegen.source import program_source
 from convgraph.codegen.training import TrainingPlan, plan_training
-from convgraph.errors import ConvgraphError, DataError
+from convgraph.errors import DataError, TrainingDiverged
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 from convgraph.params import check_params, initial_params, to_device_layouts
 from convgraph.runtime.devices import select_device
 from convgraph.runtime.executor import Executor, check_memory
 from convgraph.runtime.program import build_program
-
-
-class TrainingDiverged(ConvgraphError):
-    """The loss became NaN or infinite."""
-
-    exit_status = 6
 
 
 @dataclass

@@ -1,0 +1,92 @@
+"""What the code generator decides, as text: kernels and launches of every plan, for refactors.
+
+    python benchmarks/plan_snapshot.py OUT.json [NETS.json]
+
+For every spec in specs/ (and every network of NETS.json, a {name: spec dict} map), under the
+CPU, GPU and Oclgrind profiles (untuned defaults), this records the inference plan (buffers
+shared and separate) and the training plans (SGD and Adam): the whole program source and every
+launch (kernel, node, sizes, arguments by buffer name), plus the buffer tables. Two snapshots
+taken before and after a change that should not move behaviour must be equal;
+tests/test_plans.py holds today's digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from convgraph.codegen import profile as profiles  # noqa: E402
+from convgraph.codegen.plan import plan_forward  # noqa: E402
+from convgraph.codegen.source import program_source  # noqa: E402
+from convgraph.codegen.training import plan_training  # noqa: E402
+from convgraph.errors import ConvgraphError  # noqa: E402
+from convgraph.pipeline import analyse  # noqa: E402
+
+PROFILES = {"cpu": profiles.CPU, "gpu": profiles.GPU, "oclgrind": profiles.OCLGRIND}
+BATCH = 64
+
+
+def _arg_text(plan, arg) -> str:
+    name = plan.buffer_name(arg)
+    if name is not None:
+        return name
+    return "scalar:" + (arg[0] if isinstance(arg, tuple) else str(arg.name))
+
+
+def plan_text(plan, title: str) -> str:
+    """The program source, every launch of every group, and the buffer table, as text."""
+    lines = [program_source(plan, title)]
+    for group, launches in plan.launch_groups().items():
+        lines.append(f"== {group}")
+        for launch in launches:
+            args = " ".join(_arg_text(plan, arg) for arg in launch.args)
+            lines.append(f"{launch.kernel} {launch.node} g={launch.global_size} "
+                         f"b={launch.batch_axis} l={launch.local_size} f={launch.flops} "
+                         f"m={launch.bytes} d={launch.batch_divisor} s={launch.site} [{args}]")
+    sizes = dict(plan.buffer_sizes(BATCH))
+    if hasattr(plan, "fixed_sizes"):
+        sizes.update(plan.fixed_sizes())
+    lines += [f"{name} {size}" for name, size in sorted(sizes.items())]
+    return "\n".join(lines)
+
+
+def networks(extra: dict | None = None) -> dict:
+    nets = {f"spec-{path.stem}": str(path) for path in sorted((ROOT / "specs").glob("*.yaml"))}
+    nets.update(extra or {})
+    return nets
+
+
+def snapshot(nets: dict) -> dict[str, str]:
+    """{network/profile/mode: sha256 of its plan text}."""
+    digests = {}
+    for name, spec in nets.items():
+        graph = analyse(spec)
+        for family, profile in PROFILES.items():
+            texts = {"infer": plan_text(plan_forward(graph, profile), name),
+                     "separate": plan_text(plan_forward(graph, profile, False), name)}
+            for optimizer in ("sgd", "adam"):
+                try:
+                    plan = plan_training(graph, profile, optimizer, graph.graph["train"])
+                except ConvgraphError:  # not trainable (no class scores)
+                    continue
+                texts[f"train-{optimizer}"] = plan_text(plan, name + " (training)")
+            for mode, text in texts.items():
+                digests[f"{name}/{family}/{mode}"] = hashlib.sha256(text.encode()).hexdigest()
+    return digests
+
+
+def main(argv: list[str]) -> int:
+    extra = json.loads(Path(argv[1]).read_text()) if len(argv) > 1 else None
+    digests = snapshot(networks(extra))
+    Path(argv[0]).write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    print(f"{len(digests)} plans")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,152 @@
+"""What a plan is made of: specialised kernels, their launches, and the arguments of a launch.
+
+A launch argument is either a device buffer, named by what it holds (``Buffer``), or a scalar
+the runtime sets at each pass (``Scalar``). ``Buffer.name`` is the one naming function: the
+executor, the training session and the tuner find buffers by it, and nothing else composes
+names. Every kind of plan (inference, training, a tuner's probe) implements ``ExecutablePlan``,
+the interface the executor runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# What a buffer can hold. Per batch: activations (act) and their gradients (grad), the batch's
+# labels and per-image losses and correct flags, partial sums over splits of the batch (scratch).
+# Fixed: parameters (param) and their gradients (pgrad), optimizer state (state, by slot),
+# batchnorm's saved batch statistics (saved), re-laid weights (work).
+BUFFER_KINDS = ("act", "grad", "labels", "losses", "correct", "scratch",
+                "param", "pgrad", "state", "saved", "work")
+SCALAR_NAMES = ("batch", "lr", "seed", "correction1", "correction2")
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A device buffer: ``kind`` (BUFFER_KINDS), the node (or storage) it belongs to, the
+    parameter key, the optimizer slot."""
+
+    kind: str
+    node: str = ""
+    key: str = ""
+    slot: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in BUFFER_KINDS:
+            raise ValueError(f"unknown buffer kind {self.kind!r}")
+
+    @property
+    def name(self) -> str:
+        """``kind[:node[:key[:slot]]]``: 'param:conv1:weight', 'state:fc:bias:1', 'labels'."""
+        parts = [self.kind, self.node, self.key, "" if self.slot is None else str(self.slot)]
+        while parts[-1] == "":
+            parts.pop()
+        return ":".join(parts)
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A run-time scalar argument (SCALAR_NAMES): the batch's image count, the learning rate..."""
+
+    name: str
+
+    def __post_init__(self):
+        if self.name not in SCALAR_NAMES:
+            raise ValueError(f"unknown scalar {self.name!r}")
+
+
+Arg = Buffer | Scalar
+
+
+def tensor(storage: str) -> Buffer:
+    return Buffer("act", storage)
+
+
+def grad(storage: str) -> Buffer:
+    return Buffer("grad", storage)
+
+
+def param(node: str, key: str) -> Buffer:
+    return Buffer("param", node, key)
+
+
+def param_grad(node: str, key: str) -> Buffer:
+    return Buffer("pgrad", node, key)
+
+
+def state(node: str, key: str, slot: int) -> Buffer:
+    return Buffer("state", node, key, slot)
+
+
+def saved(node: str) -> Buffer:
+    return Buffer("saved", node)
+
+
+def scratch(node: str, key: str) -> Buffer:
+    return Buffer("scratch", node, key)
+
+
+def work(node: str, key: str) -> Buffer:
+    return Buffer("work", node, key)
+
+
+LABELS, LOSSES, CORRECT = Buffer("labels"), Buffer("losses"), Buffer("correct")
+BATCH, LR, SEED = Scalar("batch"), Scalar("lr"), Scalar("seed")
+CORRECTION1, CORRECTION2 = Scalar("correction1"), Scalar("correction2")
+
+
+@dataclass
+class KernelSpec:
+    """One specialised kernel in the program: a family file, a selector and its defines."""
+
+    name: str
+    family: str  # kernels/<family>.cl
+    selector: str  # the #define choosing one kernel of the file
+    defines: dict
+    layers: list[str] = field(default_factory=list)
+
+    def identity(self) -> tuple:
+        return (self.family, self.selector, tuple(sorted(self.defines.items())))
+
+
+@dataclass
+class Launch:
+    """One kernel launch. ``global_size[batch_axis]`` is per image: it is multiplied by the
+    number of images at launch time, so one plan serves every batch up to the planned one."""
+
+    kernel: str
+    node: str
+    global_size: tuple[int, ...]
+    batch_axis: int | None
+    local_size: tuple[int, ...] | None
+    args: list[Arg]
+    flops: int = 0  # per image, for --profile
+    bytes: int = 0  # per image moved to and from memory, for --profile
+    batch_divisor: int = 1  # global_size[batch_axis] counts groups of this many images
+    site: str | None = None  # the tuning site whose knobs specialised this launch
+
+    def sizes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        size = list(self.global_size)
+        if self.batch_axis is not None:
+            size[self.batch_axis] *= -(-batch // self.batch_divisor)
+        if self.local_size is None:
+            return tuple(size), None
+        return tuple(-(-g // w) * w for g, w in zip(size, self.local_size)), self.local_size
+
+
+class ExecutablePlan(Protocol):
+    """What the executor runs: inference, training and the tuner's probe plans all offer it."""
+
+    kernels: dict[str, KernelSpec]
+
+    def launch_groups(self) -> dict[str, list[Launch]]:
+        """Launches by group ('forward'; 'train', 'step', 'evaluate'; 'probe'), in order."""
+
+    def buffer_sizes(self, batch: int) -> dict[str, int]:
+        """Bytes of every buffer that depends on the batch, by buffer name."""
+
+    def fixed_sizes(self) -> dict[str, int]:
+        """Bytes of every buffer that does not (parameters, gradients, state), by name."""
+
+    def buffer_name(self, arg: Arg) -> str | None:
+        """The device buffer a launch argument names (None for scalars)."""
