@@ -1,0 +1,394 @@
+"""The graph form and its blocks: named nodes with explicit inputs, reusable sub-graphs.
+
+``nodes: {name: {op: ..., inputs: [...]}}``; ``blocks: {NAME: {params, inputs, nodes, output}}``
+instantiated by ``{block: NAME, ...}`` nodes, whose nodes are named ``<instance>/<node>``,
+``$param`` replaced by the instance's value, ``when:`` switching a node off. Blocks may use
+other blocks, up to MAX_BLOCK_DEPTH deep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from convgraph.errors import Location, SpecError
+from convgraph.ops.base import LayerDef, canonical_op_name, suggest
+from convgraph.spec.attrs import Defaults, Written, check_name, make_layer, resolve_op, shown
+from convgraph.spec.layers import input_layer, list_entry, top_input
+from convgraph.spec.pattern import MAX_LAYERS
+from convgraph.spec.yamlload import YamlList, YamlMap
+
+NODE_KEYS = ("op", "block", "inputs", "when")
+MAX_BLOCK_DEPTH = 8
+
+
+@dataclass
+class _Expansion:
+    """What expanding a graph body produces: layers, and names that stand for other names."""
+
+    layers: list[LayerDef] = field(default_factory=list)
+    aliases: dict[str, tuple[str, Location]] = field(default_factory=dict)
+
+
+def read_graph(
+    data: YamlMap, defaults: Defaults, output: str | None
+) -> tuple[list[LayerDef], str | None]:
+    nodes = data["nodes"]
+    if not isinstance(nodes, YamlMap) or not nodes:
+        raise SpecError(
+            "'nodes' must be a mapping of node names to their settings.",
+            location=data.where("nodes"),
+            hint="e.g. nodes: {conv1: {op: conv, filters: 16, size: 3}}.",
+        )
+    blocks = data.get("blocks") or YamlMap(data.location)
+    if not isinstance(blocks, YamlMap):
+        raise SpecError(
+            "'blocks' must map block names to their definitions.", location=data.where("blocks")
+        )
+    result = _Expansion()
+    has_input_node = any(isinstance(n, YamlMap) and n.get("op") == "input" for n in nodes.values())
+    if not has_input_node:
+        result.layers.append(input_layer(None, top_input(data), data.location, defaults))
+    elif "input" in data:
+        raise SpecError(
+            "the input volume is given twice (top-level 'input' and an input node).",
+            location=data.where_key("input"),
+            hint="keep one of the two.",
+        )
+    _expand_body(nodes, "", ["input"], {}, blocks, defaults, result, stack=())
+    layers, resolved = _resolve_aliases(result, output)
+    names = [layer.name for layer in layers]
+    if resolved is not None and resolved not in names:
+        raise SpecError(
+            f"the output '{output}' is not a node.{suggest(output, names)}",
+            location=data.where("output"),
+            hint="name one of the nodes under 'nodes:' (or a block instance).",
+        )
+    return layers, resolved
+
+
+def _substitute(
+    value, params: dict[str, Written], location: Location, context: str, layer: str | None = None
+):
+    """Replace a whole-value ``$name`` by the block argument ``name``."""
+    if isinstance(value, str) and value.startswith("$"):
+        key = value[1:]
+        if not context:
+            raise SpecError(
+                f"'{shown(value)}' refers to a block parameter, but this node is not inside a "
+                "block.",
+                location=location,
+                layer=layer,
+                hint="write the value itself, or move the node into a block under 'blocks:'.",
+            )
+        if key not in params:
+            raise SpecError(
+                f"'{shown(value)}' names no parameter of this block.{suggest(key, params)}",
+                location=location,
+                layer=layer,
+                hint=f"the block's parameters are: {', '.join(params) or 'none'} ({context}).",
+            )
+        return params[key].value, params[key].location if params[key].location else location
+    return value, location
+
+
+def _node_inputs(node: YamlMap, default: str, prefix: str) -> tuple[list[str], list[Location]]:
+    if "inputs" not in node:
+        return [default], [node.location]
+    raw, where = node["inputs"], node.where("inputs")
+    if isinstance(raw, str):
+        return [prefix + check_name(raw, where)], [where]
+    if not isinstance(raw, YamlList) or not raw:
+        raise SpecError(
+            "'inputs' must be a node name or a non-empty list of names.", location=where
+        )
+    return (
+        [prefix + check_name(name, raw.where(i)) for i, name in enumerate(raw)],
+        [raw.where(i) for i in range(len(raw))],
+    )
+
+
+def _expand_body(
+    nodes: YamlMap,
+    prefix: str,
+    formal_inputs: list[str],
+    params: dict[str, Written],
+    blocks: YamlMap,
+    defaults: Defaults,
+    result: _Expansion,
+    stack: tuple,
+    context: str = "",
+) -> None:
+    """Expand one graph body (the top-level nodes, or one block instance) into ``result``.
+
+    Names are scoped by ``prefix`` (``res2/``); formal inputs and node names resolve later.
+    """
+    local = set(formal_inputs) | set(nodes)
+    previous = prefix + formal_inputs[0]
+    for name, node in nodes.items():
+        where = nodes.where_key(name)
+        check_name(name, where)
+        if len(result.layers) + len(result.aliases) > MAX_LAYERS:  # blocks of blocks multiply
+            raise SpecError(
+                f"the network expands to more than {MAX_LAYERS} nodes"
+                + (f" ({context})." if context else "."),
+                location=where,
+                layer=prefix + name,
+                hint="a network needs far fewer; check blocks that instantiate other blocks.",
+            )
+        if name in formal_inputs or (
+            not prefix
+            and name == "input"
+            and not (isinstance(node, YamlMap) and node.get("op") == "input")
+        ):
+            raise SpecError(
+                f"'{name}' is the name of the input; choose another node name.",
+                location=where,
+                layer=name,
+            )
+        scoped = prefix + name
+        if isinstance(node, str):
+            written_op, op_where, given = list_entry(node, nodes.where(name))
+            op_value_where = op_where
+            node = YamlMap(nodes.where(name))
+        elif isinstance(node, YamlMap):
+            if ("op" in node) == ("block" in node):
+                raise SpecError(
+                    "a node needs exactly one of 'op' (a layer) or 'block' (a block instance).",
+                    location=where,
+                    layer=scoped,
+                    hint="e.g. conv1: {op: conv, filters: 16, size: 3}.",
+                )
+            written_op, op_where, given = None, where, {}
+            op_value_where = node.where("op")
+            for key, value in node.items():
+                if key in NODE_KEYS:
+                    continue
+                value, value_where = _substitute(value, params, node.where(key), context, scoped)
+                given[key] = Written(value, value_where, node.where_key(key))
+            if "op" in node:
+                written_op, op_value_where = _substitute(
+                    node["op"], params, node.where("op"), context, scoped
+                )
+        else:
+            raise SpecError(
+                "a node must be a mapping (op: ..., inputs: [...]) or a layer "
+                'string such as "CONV(16, 3x3, pad=1)".',
+                location=where,
+                layer=scoped,
+            )
+        inputs, input_where = _node_inputs(node, previous, prefix)
+        for local_name, place in zip(inputs, input_where):
+            bare = local_name[len(prefix) :]
+            if bare not in local:
+                hint_names = sorted(local)
+                raise SpecError(
+                    f"unknown input '{bare}'.{suggest(bare, hint_names)}",
+                    location=place,
+                    layer=scoped,
+                    hint="inputs name nodes of the same graph or block: "
+                    + ", ".join(hint_names)
+                    + ".",
+                )
+        previous = scoped
+        if "when" in node:
+            keep, when_where = _substitute(
+                node["when"], params, node.where("when"), context, scoped
+            )
+            if not isinstance(keep, bool):
+                raise SpecError(
+                    f"'when' expects true or false, got {keep!r}.",
+                    location=when_where,
+                    layer=scoped,
+                )
+            if not keep:
+                if isinstance(written_op, str) and canonical_op_name(written_op) == "input":
+                    raise SpecError(
+                        "the input node cannot be switched off by 'when'.",
+                        location=when_where,
+                        layer=scoped,
+                        hint="remove 'when' from the input node.",
+                    )
+                if len(inputs) != 1:
+                    raise SpecError(
+                        "a node switched off by 'when' passes its input through, so "
+                        "it must have exactly one input.",
+                        location=when_where,
+                        layer=scoped,
+                    )
+                result.aliases[scoped] = (inputs[0], where)
+                continue
+        if "block" in node:
+            _instantiate(
+                node, scoped, inputs, input_where, blocks, defaults, result, stack, params, context
+            )
+            continue
+        if written_op == "input" or (
+            written_op is not None and resolve_op(written_op, op_value_where, scoped) == "input"
+        ):
+            if prefix:
+                raise SpecError("a block cannot hold an input node.", location=where, layer=scoped)
+            if "inputs" in node:
+                raise SpecError(
+                    "the input node takes no 'inputs'.",
+                    location=node.where_key("inputs"),
+                    layer=scoped,
+                )
+            first = sum(layer.op == "input" for layer in result.layers)  # keep spec order
+            result.layers.insert(
+                first, input_layer(given.get("shape"), None, where, defaults, scoped)
+            )
+            if scoped != "input":
+                result.aliases["input"] = (scoped, where)
+            continue
+        result.layers.append(
+            make_layer(scoped, written_op, op_where, given, defaults, inputs, input_where, context)
+        )
+
+
+def _instantiate(
+    node: YamlMap,
+    scoped: str,
+    inputs: list[str],
+    input_where: list[Location],
+    blocks: YamlMap,
+    defaults: Defaults,
+    result: _Expansion,
+    stack: tuple,
+    outer_params: dict[str, Written],
+    outer_context: str,
+) -> None:
+    """Expand ``node`` (``block: basic, filters: 32, ...``) under the prefix ``scoped/``."""
+    block_name, where = _substitute(
+        node["block"], outer_params, node.where("block"), outer_context, scoped
+    )
+    if not isinstance(block_name, str) or block_name not in blocks:
+        raise SpecError(
+            f"unknown block '{shown(block_name)}'.{suggest(str(block_name), blocks)}",
+            location=where,
+            layer=scoped,
+            hint="blocks defined: " + (", ".join(blocks) or "none") + ".",
+        )
+    if block_name in stack or len(stack) >= MAX_BLOCK_DEPTH:
+        raise SpecError(
+            f"block '{block_name}' uses itself (through {' -> '.join(stack)}), "
+            "which would never end.",
+            location=where,
+            layer=scoped,
+        )
+    block = blocks[block_name]
+    definition = blocks.where(block_name)
+    if not isinstance(block, YamlMap) or not isinstance(block.get("nodes"), YamlMap):
+        raise SpecError(
+            f"block '{block_name}' must be a mapping with 'nodes:' (and optional "
+            "'params:', 'inputs:', 'output:').",
+            location=definition,
+        )
+    if not block["nodes"]:
+        raise SpecError(
+            f"block '{block_name}' has no nodes.",
+            location=block.where("nodes"),
+            hint="add at least one node under its 'nodes:'.",
+        )
+    for key in block:
+        if key not in ("params", "inputs", "nodes", "output", "description"):
+            raise SpecError(
+                f"unknown key '{key}' in block '{block_name}'."
+                f"{suggest(key, ('params', 'inputs', 'nodes', 'output'))}",
+                location=block.where_key(key),
+            )
+    declared = block.get("params") or YamlMap(definition)
+    if not isinstance(declared, YamlMap):
+        raise SpecError(
+            "a block's 'params' must map names to defaults (null = required).",
+            location=block.where("params"),
+        )
+    args = {k: val for k, val in node.items() if k not in NODE_KEYS}
+    params: dict[str, Written] = {}
+    for key in args:
+        if key not in declared:
+            raise SpecError(
+                f"block '{block_name}' has no parameter '{key}'.{suggest(key, declared)}",
+                location=node.where_key(key),
+                layer=scoped,
+                hint="its parameters: " + (", ".join(declared) or "none") + ".",
+            )
+    for key, default in declared.items():
+        if key in args:
+            value, value_where = _substitute(
+                args[key], outer_params, node.where(key), outer_context, scoped
+            )
+            params[key] = Written(value, value_where)
+        elif default is None:
+            raise SpecError(
+                f"block '{block_name}' needs parameter '{key}'.",
+                location=node.location,
+                layer=scoped,
+                hint=f"add '{key}: ...' to this node.",
+            )
+        else:
+            params[key] = Written(default, declared.where(key))
+    formal = block.get("inputs", ["in"])
+    if isinstance(formal, str):
+        formal = [formal]
+    if not isinstance(formal, list) or not formal or not all(isinstance(f, str) for f in formal):
+        raise SpecError(
+            "a block's 'inputs' must be a list of names.", location=block.where("inputs")
+        )
+    for name in formal:
+        check_name(name, block.where("inputs"))
+    if len(formal) != len(inputs):
+        raise SpecError(
+            f"block '{block_name}' takes {len(formal)} input(s) "
+            f"({', '.join(formal)}), but {len(inputs)} are given.",
+            location=node.where("inputs") if "inputs" in node else node.location,
+            layer=scoped,
+        )
+    for name, actual, place in zip(formal, inputs, input_where):
+        result.aliases[f"{scoped}/{name}"] = (actual, place)
+    context = f"in block '{block_name}' used as '{scoped}'"
+    _expand_body(
+        block["nodes"],
+        scoped + "/",
+        formal,
+        params,
+        blocks,
+        defaults,
+        result,
+        stack + (block_name,),
+        context,
+    )
+    output = block.get("output", list(block["nodes"])[-1])
+    if not isinstance(output, str) or output not in block["nodes"]:
+        raise SpecError(
+            f"block output '{shown(output)}' is not one of its nodes."
+            f"{suggest(str(output), block['nodes'])}",
+            location=block.where("output"),
+        )
+    result.aliases[scoped] = (f"{scoped}/{output}", node.location)
+
+
+def _resolve_aliases(result: _Expansion, output: str | None) -> tuple[list[LayerDef], str | None]:
+    """Point every input (and the output) at a real layer: through block outputs, formal inputs
+    and switched-off nodes."""
+
+    resolved: dict[str, str] = {}  # so that long chains of aliases are walked once
+
+    def resolve(name: str) -> str:
+        seen: dict[str, None] = {}
+        while name in result.aliases and name not in resolved:
+            if name in seen:
+                raise SpecError(
+                    "these names only stand for each other: "
+                    + " -> ".join([*seen, name])
+                    + ".",
+                    location=result.aliases[name][1],
+                )
+            seen[name] = None
+            name = result.aliases[name][0]
+        name = resolved.get(name, name)
+        resolved.update(dict.fromkeys(seen, name))
+        return name
+
+    for layer in result.layers:
+        layer.inputs = [resolve(name) for name in layer.inputs]
+    return result.layers, (resolve(output) if output else None)
