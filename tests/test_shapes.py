@@ -3,6 +3,10 @@ each op declares, convgraph/ops/cases.py), and the published totals of well-know
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from convgraph.core import Volume
@@ -55,6 +59,25 @@ def test_every_registered_op_has_a_shape_case():
                      if "shape" in kinds_needed(op) and name not in covered)
     assert not missing, f"ops with no shape case (Case(..., output=...) in their class): {missing}"
     assert len(SHAPE_CASES) >= 37  # as many as when the cases moved onto the ops, or more
+
+
+def test_importing_convgraph_registers_every_op_in_ops():
+    """An op class in a module of convgraph/ops/ that the package does not import is missing
+    from the registry, and so from the parser and every harness, silently: a fresh process
+    that imports convgraph knows every op that importing each module of convgraph/ops/ adds."""
+    code = ("import importlib, json, pkgutil\n"
+            "import convgraph, convgraph.ops\n"
+            "from convgraph.ops.base import REGISTRY\n"
+            "before = set(REGISTRY)\n"
+            "for module in pkgutil.iter_modules(convgraph.ops.__path__):\n"
+            "    importlib.import_module('convgraph.ops.' + module.name)\n"
+            "print(json.dumps(sorted(set(REGISTRY) - before)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    unregistered = json.loads(done.stdout)
+    assert not unregistered, (f"ops {unregistered} register only when their module is imported "
+                              f"by hand: import it in convgraph/ops/__init__.py")
 
 
 @pytest.mark.parametrize(("rounding", "expected"), [("floor", 3), ("ceil", 4)])
