@@ -11,7 +11,7 @@ import pytest
 
 from convgraph.core import Volume
 from convgraph.ops.base import REGISTRY
-from convgraph.ops.cases import cases_of, kinds_needed
+from convgraph.ops.cases import Case, cases_of, kinds_needed
 from convgraph.pipeline import analyse
 from convgraph.shapes import totals
 
@@ -59,6 +59,21 @@ def test_every_registered_op_has_a_shape_case():
                      if "shape" in kinds_needed(op) and name not in covered)
     assert not missing, f"ops with no shape case (Case(..., output=...) in their class): {missing}"
     assert len(SHAPE_CASES) >= 37  # as many as when the cases moved onto the ops, or more
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({}, "checks nothing"),
+    ({"output": "8x6x5"}, "output, params and macs together"),
+    ({"params": 0, "macs": 0}, "output, params and macs together"),
+    ({"batch": 0}, "batch is a number of images"),
+    ({"other_profile": True}, "give the case a batch"),
+    ({"batch": 1, "kinks": True}, "set grad=True"),
+])
+def test_a_case_that_would_check_less_than_it_says_is_refused(fields, message):
+    """A case declares what every harness checks; a half-declared one fails where it is
+    written, not by quietly dropping out of a harness."""
+    with pytest.raises(ValueError, match=message):
+        Case("8x6x5", "RELU", **fields)
 
 
 def test_importing_convgraph_registers_every_op_in_ops():
