@@ -3,9 +3,10 @@ differences in float64.
 
 For a random projection R of the output, L = sum(forward(x) * R); d L / d x and d L / d params
 from ``reference_backward`` (with dy = R) must match (L(v + h) - L(v - h)) / 2h at sampled
-entries: |analytic - numeric| <= 1e-6 + 1e-5 |numeric| (h = 1e-5). Kinks are kept away: inputs
-are pushed at least 0.05 from zero for ReLU-like ops, and max-pooling gets distinct values, as
-Caffe's gradient checker does.
+entries: |analytic - numeric| <= 1e-6 + 1e-5 |numeric| (h = 1e-5). The cases are every op's
+``Case(..., grad=True)`` (convgraph/ops/cases.py). Kinks are kept away: the inputs of a case
+declared with ``kinks=True`` (ReLU-like ops, pooling) are pushed at least 0.05 from zero and made
+distinct, so max-pooling has no ties, as Caffe's gradient checker does.
 """
 
 from __future__ import annotations
@@ -14,48 +15,18 @@ import numpy as np
 import pytest
 
 from convgraph.ops.base import REGISTRY
+from convgraph.ops.cases import cases_of, kinds_needed
 from convgraph.pipeline import analyse
 from convgraph.reference import node_params
 
-CASES = [
-    ("7x6x3", "CONV(4, 3, pad=1)"),
-    ("9x7x4", "CONV(6, 3, stride=2, pad=same, groups=2)"),
-    ("8x8x3", "CONV(5, 3, dilation=2, pad=2, bias=false)"),
-    ("6x5x4", "CONV(8, 3, pad=1, groups=depthwise)"),
-    ("9x7x2", "CONV(3, 5x3, stride=3x1, pad=1x0)"),
-    ("8x6x3", "POOL(2)"),
-    ("7x7x2", "POOL(3, 2, pad=1, rounding=ceil)"),
-    ("7x7x2", "AVGPOOL(3, 2, pad=1)"),
-    ("7x6x2", "AVGPOOL(3, 2, pad=1, count_pad=true, rounding=ceil)"),
-    ("5x4x3", "GAP"),
-    ("3x2x4", "FC(5)"),
-    ("1x1x6", "FC(3, bias=false)"),
-    ("3x2x4", "FLATTEN"),
-    ("4x3x2", "RELU"),
-    ("4x3x2", "LEAKYRELU(0.2)"),
-    ("4x3x2", "SIGMOID"),
-    ("4x3x2", "TANH"),
-    ("3x2x5", "SOFTMAX"),
-    ("4x3x3", "BN"),
-    ("4x3x3", "DROPOUT(0.4)"),
-]
-MULTI = [
-    {"input": "4x3x2", "nodes": {"a": {"op": "conv", "filters": 2, "size": 1, "inputs": ["input"]},
-                                 "s": {"op": "add", "inputs": ["a", "input", "a"]}}},
-    {"input": "4x3x2", "nodes": {"a": {"op": "conv", "filters": 3, "size": 1, "inputs": ["input"]},
-                                 "c": {"op": "concat", "inputs": ["input", "a"]}}},
-]
-KINKS = ("relu", "leakyrelu", "pool")
+# Every op's gradient cases (``Case(..., grad=True)`` in its class, convgraph/ops/): pattern-form
+# cases check their one layer, graph-form ones (joins) their network's output.
+GRADIENT_CASES = cases_of("gradient")
+LAYER_CASES = [(op, case) for op, _, case in GRADIENT_CASES if case.form == "pattern"]
+GRAPH_CASES = [(op, case) for op, _, case in GRADIENT_CASES if case.form != "pattern"]
 
 
-def _graph(case):
-    if isinstance(case, dict):
-        return analyse(case)
-    volume, layer = case
-    return analyse({"input": volume, "pattern": f"[INPUT-{layer}]"})
-
-
-def _check(name, graph, rng, batch=2):
+def _check(name, graph, rng, kinks=False, batch=2):
     data = graph.nodes[name]
     op = REGISTRY[data["op"]]
     shapes = {**data["param_shapes"]}
@@ -64,7 +35,7 @@ def _check(name, graph, rng, batch=2):
     for source in data["inputs"]:
         volume = graph.nodes[source]["output"]
         x = rng.normal(size=(batch, volume.depth, volume.height, volume.width))
-        if data["op"] in KINKS:  # away from the kinks of ReLU and the ties of max-pooling
+        if kinks:  # away from the kinks of ReLU and the ties of max-pooling
             x = np.sign(x) * (np.abs(x) + 0.05) + rng.permutation(x.size).reshape(x.shape) * 1e-3
         inputs.append(x)
     seed = 1234
@@ -101,23 +72,31 @@ def _sample(shape, rng, count=12):
     return [tuple(int(rng.integers(0, n)) for n in shape) for _ in range(count)]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{v}-{layer}" for v, layer in CASES])
-def test_reference_backward_matches_finite_differences(case):
-    graph = _graph(case)
-    (name,) = [n for n in graph if n != "input" and not graph.nodes[n].get("inserted")]
-    _check(name, graph, np.random.default_rng(len(case[1])))
+@pytest.mark.parametrize(("op", "case"), LAYER_CASES,
+                         ids=[f"{case.input}-{case.layers}" for _, case in LAYER_CASES])
+def test_reference_backward_matches_finite_differences(op, case):
+    graph = analyse(case.spec())
+    name = case.subject(graph)
+    assert graph.nodes[name]["op"] == op
+    _check(name, graph, np.random.default_rng(len(case.layers)), case.kinks)
 
 
-@pytest.mark.parametrize("case", MULTI, ids=["add-with-repeated-input", "concat"])
-def test_reference_backward_of_joins(case):
-    graph = _graph(case)
-    _check(graph.graph["output"], graph, np.random.default_rng(7))
+@pytest.mark.parametrize(("op", "case"), GRAPH_CASES,
+                         ids=["-".join(filter(None, (op, case.label))) for op, case in GRAPH_CASES])
+def test_reference_backward_of_joins(op, case):
+    graph = analyse(case.spec())
+    name = case.subject(graph)
+    assert graph.nodes[name]["op"] == op
+    _check(name, graph, np.random.default_rng(7), case.kinks)
 
 
 def test_every_op_with_a_backward_is_covered():
-    covered = {_graph(case).nodes[n]["op"] for case in CASES + MULTI
-               for n in _graph(case) if n != "input"}
-    assert covered | {"input"} == set(REGISTRY)
+    """A new op cannot go without: declare a ``Case(..., grad=True)`` (every op with inputs)."""
+    covered = {op for op, _, _ in GRADIENT_CASES}
+    missing = sorted(name for name, op in REGISTRY.items()
+                     if "gradient" in kinds_needed(op) and name not in covered)
+    assert not missing, f"ops with no gradient case (Case(..., grad=True)): {missing}"
+    assert len(GRADIENT_CASES) >= 22  # as many as when the cases moved onto the ops, or more
 
 
 def test_node_params_helper():

@@ -8,8 +8,9 @@ so that silence means something, that the same set-up reports faulty kernels, in
 two contexts too: OCLGRIND_LOG is not used, since each new context truncates that file, which
 kept only the last context's reports of a process). The default run takes a quick subset;
 the full sweep (``make oclgrind``) runs the whole kernel harness, forward and backward
-(tests/test_kernels.py), and the training steps and example networks' gradients of
-tests/test_training.py that finish in minutes there, on a simulated small device:
+(tests/test_kernels.py: every device case every op declares, convgraph/ops/cases.py), and the
+training steps and example networks' gradients of tests/test_training.py that finish in minutes
+there, on a simulated small device:
 
     OCLGRIND_SWEEP=1 python -m pytest -m slow tests/test_oclgrind.py
 
@@ -229,6 +230,24 @@ def sweep_tests(tmp_path) -> list[str]:
     # the whole example networks take most of the time there (VGG-CIFAR's alone, tens of
     # minutes): first, so that dealing the tests out spreads them over the shards
     return sorted(ids, key=lambda node: not any(name in node for name in HEAVY))
+
+
+def test_the_sweep_runs_every_declared_case(tmp_path):
+    """The sweep reads the op registry through the kernel harness: collected as its shards see
+    it (under Oclgrind, through its filter), it holds the forward and backward test of every
+    device case of every op, and the other-profile runs of the cases marked so (seconds)."""
+    from tests.test_kernels import CASE_PARAMS, OTHER_PROFILE_CASES
+
+    ids = sweep_tests(tmp_path)
+    wanted = [(test, param.id) for param in CASE_PARAMS
+              for test in ("test_op_kernel", "test_op_backward")]
+    wanted += [("test_op_kernel_other_profile", f"{batch}-{op}{index}")
+               for op, index, _ in OTHER_PROFILE_CASES for batch in (1, 5)]
+    collected = {(node.split("::")[-1].split("[")[0], node.split("[", 1)[1]) for node in ids
+                 if node.startswith("tests/test_kernels.py::test_op_")}
+    missing = [(test, case) for test, case in wanted
+               if not any(name == test and text.endswith(f"-{case}]") for name, text in collected)]
+    assert not missing, f"{len(missing)} declared cases the sweep leaves out: {missing[:10]}"
 
 
 def run_shards(tmp_path, ids: list[str], shards: int, timeout: float):

@@ -1,12 +1,17 @@
-"""Every op's shape rule, parameter count and FLOPs against hand-computed values, and the published
-totals of well-known networks."""
+"""Every op's shape rule, parameter count and FLOPs against hand-computed values (the shape cases
+each op declares, convgraph/ops/cases.py), and the published totals of well-known networks."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import pytest
 
 from convgraph.core import Volume
 from convgraph.ops.base import REGISTRY
+from convgraph.ops.cases import Case, cases_of, kinds_needed
 from convgraph.pipeline import analyse
 from convgraph.shapes import totals
 
@@ -20,69 +25,74 @@ def single(input_volume: str, layer: str, rounding: str = "exact"):
     return graph.nodes[name]
 
 
-# (input, layer, expected output WxHxD, params, MACs) -- each worked out by hand from
-# (W - F + 2P)/S + 1 and the parameter-sharing formula K * (C/groups * F_h * F_w) + K.
-CASES = [
-    # the notes' examples: AlexNet's first layer and a VGG pool
-    ("227x227x3", "CONV(96, 11, stride=4)", "55x55x96", 96 * 363 + 96, 55 * 55 * 96 * 363),
-    ("224x224x64", "POOL(2)", "112x112x64", 0, 0),
-    ("32x32x3", "CONV(12, 3, pad=1)", "32x32x12", 12 * 27 + 12, 32 * 32 * 12 * 27),
-    ("32x32x3", "CONV(12, 3, pad=1, bias=false)", "32x32x12", 12 * 27, 32 * 32 * 12 * 27),
-    ("32x32x3", "CONV(8, 5)", "28x28x8", 8 * 75 + 8, 28 * 28 * 8 * 75),
-    ("31x31x3", "CONV(4, 3, stride=2)", "15x15x4", 4 * 27 + 4, 15 * 15 * 4 * 27),
-    ("32x32x3", "CONV(4, 3, stride=3, pad=2)", "12x12x4", 4 * 27 + 4, 12 * 12 * 4 * 27),
-    # non-square kernel (WxH = 5x3), input and stride
-    ("20x10x2", "CONV(3, 5x3)", "16x8x3", 3 * 2 * 15 + 3, 16 * 8 * 3 * 30),
-    ("21x11x1", "CONV(2, 3, stride=2x1, pad=1x0)", "11x9x2", 2 * 9 + 2, 11 * 9 * 2 * 9),
-    # 'same': ceil(W / S), the odd extra padding after
-    ("28x28x1", "CONV(32, 5, pad=same)", "28x28x32", 32 * 25 + 32, 28 * 28 * 32 * 25),
-    ("28x28x1", "CONV(2, 5, stride=2, pad=same)", "14x14x2", 2 * 25 + 2, 14 * 14 * 2 * 25),
-    ("7x7x1", "CONV(1, 2, stride=3, pad=same)", "3x3x1", 5, 9 * 4),
-    ("32x32x3", "CONV(4, 3, pad=valid)", "30x30x4", 4 * 27 + 4, 30 * 30 * 4 * 27),
-    # dilation 2: a 3x3 kernel covers 5x5
-    ("32x32x3", "CONV(4, 3, dilation=2)", "28x28x4", 4 * 27 + 4, 28 * 28 * 4 * 27),
-    ("32x32x3", "CONV(4, 3, dilation=2, pad=same)", "32x32x4", 4 * 27 + 4, 32 * 32 * 4 * 27),
-    # groups and depthwise
-    ("16x16x32", "CONV(64, 3, pad=1, groups=4)", "16x16x64", 64 * 8 * 9 + 64, 256 * 64 * 72),
-    ("16x16x32", "CONV(32, 3, pad=1, groups=depthwise)", "16x16x32", 32 * 9 + 32, 256 * 32 * 9),
-    ("16x16x32", "CONV(64, 1)", "16x16x64", 64 * 32 + 64, 256 * 64 * 32),
-    # pooling
-    ("31x31x8", "POOL(3, 2)", "15x15x8", 0, 0),
-    ("32x32x8", "POOL(3, 1, pad=1)", "32x32x8", 0, 0),
-    ("32x32x8", "POOL(2, mode=avg)", "16x16x8", 0, 0),
-    ("10x6x3", "AVGPOOL(2x3, 2x3)", "5x2x3", 0, 0),
-    ("15x15x8", "POOL(2, pad=same)", "8x8x8", 0, 0),
-    ("9x9x4", "GAP", "1x1x4", 0, 0),
-    # fc reads the whole volume, flattened
-    ("7x7x512", "FC(4096)", "1x1x4096", 25088 * 4096 + 4096, 25088 * 4096),
-    ("1x1x10", "FC(3, bias=false)", "1x1x3", 30, 30),
-    ("5x5x16", "FLATTEN", "1x1x400", 0, 0),
-    # volume-preserving ops
-    ("8x6x5", "RELU", "8x6x5", 0, 0),
-    ("8x6x5", "LEAKYRELU(0.1)", "8x6x5", 0, 0),
-    ("8x6x5", "SIGMOID", "8x6x5", 0, 0),
-    ("8x6x5", "TANH", "8x6x5", 0, 0),
-    ("1x1x10", "SOFTMAX", "1x1x10", 0, 0),
-    ("8x6x5", "BN", "8x6x5", 10, 0),
-    ("8x6x5", "DROPOUT(0.3)", "8x6x5", 0, 0),
-]
+def case_id(op: str, case) -> str:
+    """'volume-layers' (as these ids always were), joins' volumes joined by '+'."""
+    volume = "+".join(case.input) if case.form == "join" else case.input
+    layers = case.layers if isinstance(case.layers, str) else "graph-" + "-".join(case.layers)
+    return f"{volume}-{layers}" if layers else f"{volume}-{op}"
 
 
-@pytest.mark.parametrize(("volume", "layer", "output", "params", "macs"), CASES,
-                         ids=[f"{c[0]}-{c[1]}" for c in CASES])
-def test_shape_rule(volume, layer, output, params, macs):
-    node = single(volume, layer)
-    assert str(node["output"]) == output
-    assert node["params"] == params
-    assert node["macs"] == macs
-    if node["op"] in ("conv", "fc"):
-        assert node["flops"] == 2 * macs  # a multiply-add counts as 2
+# Every op's shape cases (``Case(..., output=, params=, macs=)`` in its class, convgraph/ops/):
+# each worked out by hand from (W - F + 2P)/S + 1 and the parameter-sharing formula
+# K * (C/groups * F_h * F_w) + K.
+SHAPE_CASES = cases_of("shape")
+
+
+@pytest.mark.parametrize(("op", "case"), [(op, case) for op, _, case in SHAPE_CASES],
+                         ids=[case_id(op, case) for op, _, case in SHAPE_CASES])
+def test_shape_rule(op, case):
+    graph = analyse({**case.spec(), "rounding": "exact"})
+    node = graph.nodes[case.subject(graph)]
+    assert node["op"] == op
+    assert str(node["output"]) == case.output
+    assert node["params"] == case.params
+    assert node["macs"] == case.macs
+    if case.macs:  # conv and fc: a multiply-add counts as 2
+        assert node["flops"] == 2 * case.macs
     assert node["activation_bytes"] == 4 * node["output"].elements
 
 
 def test_every_registered_op_has_a_shape_case():
-    covered = {single(volume, layer)["op"] for volume, layer, *_ in CASES}
-    assert covered | {"input", "add", "concat"} == set(REGISTRY)
+    """A new op cannot go without: declare a ``Case(..., output=..., params=..., macs=...)``."""
+    covered = {op for op, _, _ in SHAPE_CASES}
+    missing = sorted(name for name, op in REGISTRY.items()
+                     if "shape" in kinds_needed(op) and name not in covered)
+    assert not missing, f"ops with no shape case (Case(..., output=...) in their class): {missing}"
+    assert len(SHAPE_CASES) >= 37  # as many as when the cases moved onto the ops, or more
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({}, "checks nothing"),
+    ({"output": "8x6x5"}, "output, params and macs together"),
+    ({"params": 0, "macs": 0}, "output, params and macs together"),
+    ({"batch": 0}, "batch is a number of images"),
+    ({"other_profile": True}, "give the case a batch"),
+    ({"batch": 1, "kinks": True}, "set grad=True"),
+])
+def test_a_case_that_would_check_less_than_it_says_is_refused(fields, message):
+    """A case declares what every harness checks; a half-declared one fails where it is
+    written, not by quietly dropping out of a harness."""
+    with pytest.raises(ValueError, match=message):
+        Case("8x6x5", "RELU", **fields)
+
+
+def test_importing_convgraph_registers_every_op_in_ops():
+    """An op class in a module of convgraph/ops/ that the package does not import is missing
+    from the registry, and so from the parser and every harness, silently: a fresh process
+    that imports convgraph knows every op that importing each module of convgraph/ops/ adds."""
+    code = ("import importlib, json, pkgutil\n"
+            "import convgraph, convgraph.ops\n"
+            "from convgraph.ops.base import REGISTRY\n"
+            "before = set(REGISTRY)\n"
+            "for module in pkgutil.iter_modules(convgraph.ops.__path__):\n"
+            "    importlib.import_module('convgraph.ops.' + module.name)\n"
+            "print(json.dumps(sorted(set(REGISTRY) - before)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    unregistered = json.loads(done.stdout)
+    assert not unregistered, (f"ops {unregistered} register only when their module is imported "
+                              f"by hand: import it in convgraph/ops/__init__.py")
 
 
 @pytest.mark.parametrize(("rounding", "expected"), [("floor", 3), ("ceil", 4)])

@@ -6,6 +6,7 @@ import numpy as np
 
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, register
+from convgraph.ops.cases import Case
 
 
 class Elementwise(Op):
@@ -52,6 +53,11 @@ class Elementwise(Op):
 @register
 class Relu(Elementwise):
     name = "relu"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "RELU", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "RELU", grad=True, kinks=True),
+        Case("13x9x17", "RELU", batch=7),
+    )
     summary = "max(0, x)."
     code = "ACT_RELU"
 
@@ -65,6 +71,12 @@ class Relu(Elementwise):
 @register
 class LeakyRelu(Elementwise):
     name = "leakyrelu"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "LEAKYRELU(0.1)", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "LEAKYRELU(0.2)", grad=True, kinks=True),
+        Case("5x5x3", "LEAKYRELU(0.2)", batch=1),
+        Case("7x3x20", "LEAKYRELU", batch=7),
+    )
     aliases = ("leaky_relu", "lrelu")
     summary = "x if x > 0 else slope * x."
     positional = ("slope",)
@@ -82,6 +94,11 @@ class LeakyRelu(Elementwise):
 @register
 class Sigmoid(Elementwise):
     name = "sigmoid"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "SIGMOID", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "SIGMOID", grad=True),
+        Case("7x3x20", "SIGMOID", batch=7),
+    )
     summary = "1 / (1 + exp(-x))."
     flops_per_element = 4
     code = "ACT_SIGMOID"
@@ -96,6 +113,12 @@ class Sigmoid(Elementwise):
 @register
 class Tanh(Elementwise):
     name = "tanh"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "TANH", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "TANH", grad=True),
+        Case("6x6x5", "TANH", batch=1),
+        Case("9x4x1", "TANH", batch=7, other_profile=True),
+    )
     summary = "tanh(x)."
     flops_per_element = 4
     code = "ACT_TANH"
@@ -110,6 +133,13 @@ class Tanh(Elementwise):
 @register
 class Softmax(Elementwise):
     name = "softmax"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("1x1x10", "SOFTMAX", output="1x1x10", params=0, macs=0),
+        Case("3x2x5", "SOFTMAX", grad=True),
+        Case("1x1x10", "SOFTMAX", batch=7),
+        Case("3x2x7", "SOFTMAX", batch=1, other_profile=True),
+        Case("1x1x20", "FC(33)-SOFTMAX", batch=17),  # more images than fc's tile of rows
+    )
     summary = "exp(x) / sum(exp(x)) along depth, at each (x, y)."
     flops_per_element = 4  # subtract max, exp, sum, divide
 

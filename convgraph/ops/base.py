@@ -67,6 +67,7 @@ class LayerDef:
 class Op:
     """Base class of every op. Subclasses set the class attributes and override the rules."""
 
+    cases: tuple = ()  # its test cases (ops/cases.py): every test harness reads them from here
     name: str = ""
     aliases: tuple[str, ...] = ()
     params: dict[str, Param] = {}

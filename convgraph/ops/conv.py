@@ -9,6 +9,7 @@ import numpy as np
 from convgraph.core import Volume
 from convgraph.ops import values as v
 from convgraph.ops.base import LayerDef, Op, Param, register
+from convgraph.ops.cases import Case
 from convgraph.ops.spatial import (
     choose_tile,
     reference_unwindow,
@@ -25,6 +26,92 @@ def resolved_groups(layer: LayerDef, depth: int) -> int:
 @register
 class Conv(Op):
     name = "conv"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        # shape rule: (W - F + 2P)/S + 1, and parameters K * (C/groups * F_h * F_w) + K, by hand
+        # the notes' example: AlexNet's first layer
+        Case("227x227x3", "CONV(96, 11, stride=4)", output="55x55x96", params=96 * 363 + 96,
+             macs=55 * 55 * 96 * 363),
+        Case("32x32x3", "CONV(12, 3, pad=1)", output="32x32x12", params=12 * 27 + 12,
+             macs=32 * 32 * 12 * 27),
+        Case("32x32x3", "CONV(12, 3, pad=1, bias=false)", output="32x32x12", params=12 * 27,
+             macs=32 * 32 * 12 * 27),
+        Case("32x32x3", "CONV(8, 5)", output="28x28x8", params=8 * 75 + 8, macs=28 * 28 * 8 * 75),
+        Case("31x31x3", "CONV(4, 3, stride=2)", output="15x15x4", params=4 * 27 + 4,
+             macs=15 * 15 * 4 * 27),
+        Case("32x32x3", "CONV(4, 3, stride=3, pad=2)", output="12x12x4", params=4 * 27 + 4,
+             macs=12 * 12 * 4 * 27),
+        # non-square kernel (WxH = 5x3), input and stride
+        Case("20x10x2", "CONV(3, 5x3)", output="16x8x3", params=3 * 2 * 15 + 3,
+             macs=16 * 8 * 3 * 30),
+        Case("21x11x1", "CONV(2, 3, stride=2x1, pad=1x0)", output="11x9x2", params=2 * 9 + 2,
+             macs=11 * 9 * 2 * 9),
+        # 'same': ceil(W / S), the odd extra padding after
+        Case("28x28x1", "CONV(32, 5, pad=same)", output="28x28x32", params=32 * 25 + 32,
+             macs=28 * 28 * 32 * 25),
+        Case("28x28x1", "CONV(2, 5, stride=2, pad=same)", output="14x14x2", params=2 * 25 + 2,
+             macs=14 * 14 * 2 * 25),
+        Case("7x7x1", "CONV(1, 2, stride=3, pad=same)", output="3x3x1", params=5, macs=9 * 4),
+        Case("32x32x3", "CONV(4, 3, pad=valid)", output="30x30x4", params=4 * 27 + 4,
+             macs=30 * 30 * 4 * 27),
+        # dilation 2: a 3x3 kernel covers 5x5
+        Case("32x32x3", "CONV(4, 3, dilation=2)", output="28x28x4", params=4 * 27 + 4,
+             macs=28 * 28 * 4 * 27),
+        Case("32x32x3", "CONV(4, 3, dilation=2, pad=same)", output="32x32x4", params=4 * 27 + 4,
+             macs=32 * 32 * 4 * 27),
+        # groups and depthwise
+        Case("16x16x32", "CONV(64, 3, pad=1, groups=4)", output="16x16x64",
+             params=64 * 8 * 9 + 64, macs=256 * 64 * 72),
+        Case("16x16x32", "CONV(32, 3, pad=1, groups=depthwise)", output="16x16x32",
+             params=32 * 9 + 32, macs=256 * 32 * 9),
+        Case("16x16x32", "CONV(64, 1)", output="16x16x64", params=64 * 32 + 64,
+             macs=256 * 64 * 32),
+        # finite differences of the numpy backward
+        Case("7x6x3", "CONV(4, 3, pad=1)", grad=True),
+        Case("9x7x4", "CONV(6, 3, stride=2, pad=same, groups=2)", grad=True),
+        Case("8x8x3", "CONV(5, 3, dilation=2, pad=2, bias=false)", grad=True),
+        Case("6x5x4", "CONV(8, 3, pad=1, groups=depthwise)", grad=True),
+        Case("9x7x2", "CONV(3, 5x3, stride=3x1, pad=1x0)", grad=True),
+        # device kernels; other_profile: odd heights (work-groups that do not divide the rows),
+        # partial pixel tiles, width-1 vectors
+        Case("8x8x3", "CONV(16, 1)", batch=7),  # 1x1
+        # odd width: the last pixel tile is partial
+        Case("13x9x3", "CONV(12, 3, pad=1)", batch=7, other_profile=True),
+        # depth 1, 3 filters, width 31
+        Case("31x5x1", "CONV(3, 3, pad=1)", batch=1, other_profile=True),
+        Case("12x10x17", "CONV(20, 5, pad=2)", batch=7),  # depth 17, 20 filters, 5x5
+        Case("15x15x3", "CONV(8, 7, stride=2, pad=3)", batch=1),  # 7x7, stride 2
+        Case("9x9x2", "CONV(4, 7)", batch=1),  # 7x7 valid
+        Case("15x9x4", "CONV(6, 3, stride=3, pad=valid)", batch=7),  # stride 3
+        # same: odd extra bottom/right
+        Case("13x9x3", "CONV(8, 4, stride=2, pad=same)", batch=1, other_profile=True),
+        Case("13x10x5", "CONV(4, 2, pad=same)", batch=1),  # same, stride 1: all extra bottom/right
+        Case("13x9x3", "CONV(6, 5x3, pad=2x1)", batch=7),  # non-square kernel and input, WxH pad
+        Case("13x9x3", "CONV(4, 3, stride=2x1, pad=1)", batch=1),  # WxH stride
+        Case("11x11x4", "CONV(8, 3, pad=2, dilation=2)", batch=7),  # dilation 2
+        Case("14x9x3", "CONV(5, 3x2, dilation=2x3, pad=1x0)", batch=1),  # WxH dilation
+        # groups 2, 6 filters per group
+        Case("10x10x8", "CONV(12, 3, pad=1, groups=2)", batch=7, other_profile=True),
+        Case("9x7x16", "CONV(16, 3, pad=1, groups=4)", batch=1),  # groups 4
+        Case("12x6x12", "CONV(20, 1, groups=4)", batch=1),  # groups 4, 5 filters per group
+        # depthwise
+        Case("13x9x17", "CONV(17, 3, pad=1, groups=depthwise)", batch=7, other_profile=True),
+        Case("9x9x6", "CONV(12, 3, stride=2, pad=1, groups=depthwise)", batch=1),  # depthwise x 2
+        Case("31x3x3", "CONV(12, 3, pad=same, groups=depthwise)", batch=1),  # depthwise x 4, w 31
+        Case("12x12x3", "CONV(4, 3, stride=2, rounding=floor)", batch=7),  # floor drops a column
+        Case("12x12x3", "CONV(4, 3, stride=2, rounding=ceil)", batch=1),  # ceil: overhang of 1
+        # ceil: overhang past the pad
+        Case("13x10x3", "CONV(5, 3, stride=2, pad=1, rounding=ceil)", batch=7,
+             other_profile=True),
+        Case("31x9x3", "CONV(20, 5, stride=2, pad=2)", batch=1),
+        Case("16x4x3", "CONV(48, 3, pad=1)", batch=1),  # 3 filter vectors, full pixel tiles
+        Case("6x6x3", "CONV(8, 3, pad=1, bias=false)", batch=1),
+        Case("13x9x3", "CONV(12, 3, pad=1)-RELU", batch=7),  # fused epilogues
+        Case("13x9x3", "CONV(8, 3, pad=1)-LEAKYRELU(0.2)", batch=1),
+        Case("9x9x3", "CONV(8, 1)-SIGMOID", batch=1),
+        Case("9x7x3", "CONV(20, 3, pad=same)-TANH", batch=1),
+        # conv writing into a halo
+        Case("10x10x3", "CONV(8, 3, pad=1)-CONV(12, 5, pad=2)", batch=7, other_profile=True),
+    )
     aliases = ("convolution", "conv2d")
     summary = "2-D convolution (CONV): filters slide over the input volume with shared weights."
     positional = ("filters", "size", "stride", "pad")

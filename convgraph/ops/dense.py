@@ -7,12 +7,38 @@ import numpy as np
 from convgraph.core import Volume
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, register
+from convgraph.ops.cases import Case
 from convgraph.ops.spatial import widest_dividing
 
 
 @register
 class Dense(Op):
     name = "fc"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        # shape rule: fc reads the whole volume, flattened
+        Case("7x7x512", "FC(4096)", output="1x1x4096", params=25088 * 4096 + 4096,
+             macs=25088 * 4096),
+        Case("1x1x10", "FC(3, bias=false)", output="1x1x3", params=30, macs=30),
+        # finite differences
+        Case("3x2x4", "FC(5)", grad=True),
+        Case("1x1x6", "FC(3, bias=false)", grad=True),
+        # device kernels; batch 17: more images than a work-item's tile of rows on every profile
+        # (tests/test_kernels.py checks that it still is)
+        Case("1x1x20", "FC(10)", batch=17, other_profile=True),  # more images than a tile of rows
+        Case("1x1x20", "FC(10)", batch=9),  # a partial second tile on the GPU profile
+        Case("5x3x7", "FC(33)", batch=7),  # from a volume: flatten elided
+        Case("5x3x7", "FC(1)", batch=1),
+        Case("1x1x64", "FC(1, bias=false)", batch=1),
+        Case("4x4x3", "FC(10, bias=false)", batch=1),
+        Case("1x1x3", "FC(33)", batch=17),
+        Case("1x1x17", "FC(12)-RELU", batch=7),  # fused epilogue
+        Case("6x6x3", "CONV(5, 3)-FC(20)-TANH", batch=1),
+        Case("5x3x7", {  # fc reading (through an elided flatten) a volume with a halo of 1
+            "fc": {"op": "fc", "units": 10, "inputs": ["input"]},
+            "conv": {"op": "conv", "filters": 10, "size": "7x5", "pad": 1, "inputs": ["input"]},
+            "add": {"op": "add", "inputs": ["fc", "conv"]},
+        }, batch=7, other_profile=True, label="halo"),
+    )
     aliases = ("dense", "linear", "fully_connected")
     summary = "Fully connected layer (FC): every output sees every input; output 1x1xunits."
     positional = ("units",)
@@ -166,6 +192,13 @@ class Dense(Op):
 @register
 class Flatten(Op):
     name = "flatten"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("5x5x16", "FLATTEN", output="1x1x400", params=0, macs=0),
+        Case("3x2x4", "FLATTEN", grad=True),
+        Case("5x3x7", "FLATTEN", batch=7),
+        Case("4x2x3", "FLATTEN-RELU", batch=1),
+        Case("6x6x17", "CONV(3, 3, pad=1)-FLATTEN-SIGMOID", batch=1, other_profile=True),
+    )
     summary = "Reshape a volume to 1x1x(W*H*D) in (depth, height, width) order; implicit before fc."
 
     def infer(self, layer, inputs):

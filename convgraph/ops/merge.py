@@ -6,11 +6,33 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops.base import Op, register
+from convgraph.ops.cases import Case
 
 
 @register
 class Add(Op):
     name = "add"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        # finite differences: the same input read twice accumulates both gradients
+        Case("4x3x2", {"a": {"op": "conv", "filters": 2, "size": 1, "inputs": ["input"]},
+                       "s": {"op": "add", "inputs": ["a", "input", "a"]}},
+             grad=True, label="with-repeated-input"),
+        # device kernels (the first also a shape case): joins of the input and 1x1 convs of it
+        Case(("9x7x4", "9x7x4"), "ADD", batch=7, output="9x7x4", params=0, macs=0),
+        Case(("13x5x20", "13x5x20", "13x5x20"), "ADD", batch=1),
+        Case("9x7x3", {  # add(x, x)
+            "conv": {"op": "conv", "filters": 5, "size": 3, "pad": 1, "inputs": ["input"]},
+            "add": {"op": "add", "inputs": ["conv", "conv"]},
+        }, batch=1, label="same-twice"),
+        Case("9x7x3", {"add": {"op": "add", "inputs": ["input", "input"]}}, batch=7,
+             label="input-twice"),
+        Case("9x7x4", {  # the input has a halo of 1 (read by a pad-1 conv), add's output one of 2
+            "wide": {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["input"]},
+            "narrow": {"op": "conv", "filters": 4, "size": 1, "inputs": ["input"]},
+            "add": {"op": "add", "inputs": ["wide", "narrow", "input"]},
+            "out": {"op": "conv", "filters": 6, "size": 5, "pad": 2, "inputs": ["add"]},
+        }, batch=1, other_profile=True, label="halos"),
+    )
     aliases = ("sum", "residual")
     summary = "Elementwise sum of two or more volumes of the same size (residual connections)."
     min_inputs, max_inputs = 2, None
@@ -82,6 +104,21 @@ class Add(Op):
 @register
 class Concat(Op):
     name = "concat"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        # finite differences
+        Case("4x3x2", {"a": {"op": "conv", "filters": 3, "size": 1, "inputs": ["input"]},
+                       "c": {"op": "concat", "inputs": ["input", "a"]}}, grad=True),
+        # device kernels (the first also a shape case): joins of the input and 1x1 convs of it
+        Case(("11x7x3", "11x7x5", "11x7x17"), "CONCAT", batch=7, output="11x7x25", params=0,
+             macs=0),
+        Case(("5x5x16", "5x5x1"), "CONCAT", batch=1),
+        Case("9x7x3", {  # inputs with and without a halo, concatenated into a tensor with a halo
+            "a": {"op": "conv", "filters": 5, "size": 3, "pad": 1, "inputs": ["input"]},
+            "b": {"op": "pool", "size": 3, "stride": 1, "pad": 1, "inputs": ["input"]},
+            "cat": {"op": "concat", "inputs": ["b", "a", "input", "a"]},
+            "out": {"op": "conv", "filters": 7, "size": 3, "pad": 1, "inputs": ["cat"]},
+        }, batch=1, other_profile=True, label="halos"),
+    )
     aliases = ("concatenate",)
     summary = "Stack two or more volumes of the same width and height along depth."
     min_inputs, max_inputs = 2, None

@@ -6,11 +6,21 @@ import numpy as np
 
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, register
+from convgraph.ops.cases import Case
 
 
 @register
 class BatchNorm(Op):
     name = "batchnorm"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "BN", output="8x6x5", params=10, macs=0),
+        Case("4x3x3", "BN", grad=True),
+        Case("5x7x3", "BN", batch=7),
+        Case("4x4x20", "BN", batch=1),
+        Case("4x4x20", "BN-RELU", batch=1),  # fused epilogue
+        Case("9x7x3", "CONV(12, 3, pad=1, bias=false)-BN-LEAKYRELU(0.2)", batch=7,
+             other_profile=True),
+    )
     aliases = ("bn", "batch_norm")
     summary = "Normalise each depth slice over the batch, then scale and shift (learned)."
     params = {
@@ -180,6 +190,19 @@ class BatchNorm(Op):
 @register
 class Dropout(Op):
     name = "dropout"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "DROPOUT(0.3)", output="8x6x5", params=0, macs=0),
+        Case("4x3x3", "DROPOUT(0.4)", grad=True),
+        Case("6x6x3", "DROPOUT", batch=1),  # the network is its input
+        # relu reads the conv's tensor
+        Case("8x8x3", "CONV(4, 3, pad=1)-DROPOUT(0.3)-RELU", batch=7),
+        Case("7x7x3", {  # dropout feeding two readers: both read the conv's tensor
+            "conv": {"op": "conv", "filters": 6, "size": 3, "pad": 1, "inputs": ["input"]},
+            "drop": {"op": "dropout", "rate": 0.3},
+            "relu": {"op": "relu", "inputs": ["drop"]},
+            "add": {"op": "add", "inputs": ["relu", "drop"]},
+        }, batch=1, label="branch"),
+    )
     summary = "Zero values with probability rate in training (scaling the rest); identity after."
     positional = ("rate",)
     inference_identity = True

@@ -7,12 +7,49 @@ import numpy as np
 from convgraph.core import Volume
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, register
+from convgraph.ops.cases import Case
 from convgraph.ops.spatial import reference_unwindow, reference_windows, slide
 
 
 @register
 class Pool(Op):
     name = "pool"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        # shape rule
+        Case("224x224x64", "POOL(2)", output="112x112x64", params=0, macs=0),  # a VGG pool
+        Case("31x31x8", "POOL(3, 2)", output="15x15x8", params=0, macs=0),
+        Case("32x32x8", "POOL(3, 1, pad=1)", output="32x32x8", params=0, macs=0),
+        Case("32x32x8", "POOL(2, mode=avg)", output="16x16x8", params=0, macs=0),
+        Case("10x6x3", "AVGPOOL(2x3, 2x3)", output="5x2x3", params=0, macs=0),
+        Case("15x15x8", "POOL(2, pad=same)", output="8x8x8", params=0, macs=0),
+        # finite differences (distinct inputs: no ties between a window's maxima)
+        Case("8x6x3", "POOL(2)", grad=True, kinks=True),
+        Case("7x7x2", "POOL(3, 2, pad=1, rounding=ceil)", grad=True, kinks=True),
+        Case("7x7x2", "AVGPOOL(3, 2, pad=1)", grad=True, kinks=True),
+        Case("7x6x2", "AVGPOOL(3, 2, pad=1, count_pad=true, rounding=ceil)", grad=True,
+             kinks=True),
+        # device kernels
+        Case("8x8x3", "POOL(2)", batch=7),  # max 2
+        Case("9x9x5", "POOL(3)", batch=1),  # max 3
+        Case("8x6x20", "AVGPOOL(2)", batch=7),  # avg 2
+        Case("9x9x5", "AVGPOOL(3, 2, pad=1)", batch=1, other_profile=True),  # avg 3, pad 1
+        Case("11x8x5", "POOL(2, 3)", batch=7),  # stride > size
+        Case("11x8x5", "AVGPOOL(2, 3)", batch=1),
+        Case("13x9x20", "POOL(2, pad=same)", batch=1),  # same: extra bottom/right
+        Case("13x10x5", "AVGPOOL(3, 2, pad=same)", batch=1),
+        Case("9x9x20", "POOL(3, 2, pad=1)", batch=7),  # depth 20, pad 1
+        Case("9x9x5", "AVGPOOL(3, 2, pad=1, count_pad=true)", batch=1),
+        # ceil overhang
+        Case("10x10x5", "AVGPOOL(3, 2, pad=1, count_pad=true, rounding=ceil)", batch=7,
+             other_profile=True),
+        Case("10x7x5", "POOL(3, 2, rounding=ceil)", batch=1),
+        Case("10x7x5", "AVGPOOL(3, 2, rounding=ceil)", batch=1),
+        Case("11x8x20", "POOL(2, rounding=floor)", batch=1),
+        Case("12x9x5", "POOL(3x2, 3x1)", batch=1),  # non-square windows
+        Case("13x9x20", "AVGPOOL(2x3, 1x2, rounding=floor)", batch=1),
+        # pool writing into a halo
+        Case("10x10x3", "POOL(2)-CONV(4, 3, pad=1)", batch=1, other_profile=True),
+    )
     aliases = ("maxpool", "avgpool", "pooling")
     presets = {"maxpool": {"mode": "max"}, "avgpool": {"mode": "avg"}}
     summary = "Max or average pooling (POOL) over size x size windows."
@@ -143,6 +180,13 @@ class Pool(Op):
 @register
 class GlobalAvgPool(Op):
     name = "gap"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("9x9x4", "GAP", output="1x1x4", params=0, macs=0),
+        Case("5x4x3", "GAP", grad=True),
+        Case("7x5x20", "GAP", batch=7, other_profile=True),
+        Case("1x1x3", "GAP", batch=1),
+        Case("13x9x5", "CONV(17, 3, pad=1)-GAP", batch=1),
+    )
     aliases = ("globalavgpool", "global_avg_pool", "globalpool")
     summary = "Global average pooling: each depth slice averaged to one value (1x1xD)."
 

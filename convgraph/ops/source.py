@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, register
+from convgraph.ops.cases import Case
 
 
 @register
 class Input(Op):
     name = "input"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("7x5x3", "", batch=7, output="7x5x3", params=0, macs=0),  # the network is its input
+    )
     summary = "The input volume, width x height x depth (e.g. 32x32x3)."
     positional = ("shape",)
     params = {"shape": Param(v.volume, doc="WxHxD, e.g. 32x32x3")}
