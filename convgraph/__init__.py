@@ -13,6 +13,10 @@ from convgraph.pipeline import analyse
 __version__ = "0.1.0"
 __all__ = [
     "analyse",
+    "compile",
+    "Model",
+    "Target",
+    "load_weights",
     "ConvgraphError",
     "SpecError",
     "ShapeError",
@@ -22,9 +26,28 @@ __all__ = [
 ]
 
 
-def compile(spec, device=None, batch=64, overrides=(), share_buffers=True):  # noqa: A001
-    """Compile a spec for an OpenCL device; see convgraph.model.compile."""
+def compile(spec, device=None, batch=None, overrides=(), share_buffers=True):  # noqa: A001
+    """Compile a spec for an OpenCL device (a selector or a Target), planned for ``batch``
+    (default: the spec's ``train: batch``); see convgraph.model.compile."""
     from convgraph.model import compile as compile_model
 
     return compile_model(spec, device=device, batch=batch, overrides=overrides,
                          share_buffers=share_buffers)
+
+
+def __getattr__(name: str):
+    """``Model``, ``Target`` and ``load_weights`` on first use: importing convgraph stays light
+    (no OpenCL) for ``convgraph check`` and spec tools."""
+    if name == "Model":
+        from convgraph.model import Model
+
+        return Model
+    if name == "Target":
+        from convgraph.runtime.target import Target
+
+        return Target
+    if name == "load_weights":
+        from convgraph.train.checkpoint import load_weights
+
+        return load_weights
+    raise AttributeError(f"module 'convgraph' has no attribute {name!r}")

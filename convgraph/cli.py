@@ -212,10 +212,22 @@ def command_compile(args) -> int:
 
 
 def compile_model(graph, args, share_buffers: bool = True):
+    """``convgraph.compile`` on the chosen device at the planned batch (--batch, else the spec's
+    train: batch: the rule of ``model.planned_batch``)."""
     from convgraph.model import compile as compile_graph
 
-    batch = args.batch if args.batch is not None else graph.graph["train"]["batch"]
-    return compile_graph(graph, device=args.device, batch=batch, share_buffers=share_buffers)
+    return compile_graph(graph, device=args.device, batch=args.batch,
+                         share_buffers=share_buffers)
+
+
+def console(width: int = 140, stderr: bool = False):
+    """The one console every command prints through: a terminal's own width, else (a pipe, a
+    file, a test) ``width`` columns, so tables are not cut to 80."""
+    from rich.console import Console
+
+    if stderr:
+        return Console(stderr=True)
+    return Console(width=None if Console().is_terminal else width)
 
 
 def model_json(model) -> dict:
@@ -308,9 +320,8 @@ def command_run(args) -> int:
     if not (args.predict or args.verify or args.profile):
         return run_training(graph, args)
     model = compile_model(graph, args, share_buffers=not args.verify)
-    if args.weights:
-        model.set_params(load_weights(args.weights))
-        model.normalization = _checkpoint_stats(args.weights)  # inputs prepared as in training
+    if args.weights:  # inputs prepared as in training, if the file says how
+        model.load_weights(args.weights)
     if args.verify:
         return run_verify(model)
     if args.profile:
@@ -322,85 +333,102 @@ def command_run(args) -> int:
         raise DataError(f"{args.predict} holds {', '.join(inputs)}; convgraph reads the array "
                         "named 'x' (or the only one).")
     x = inputs.get("x", next(iter(inputs.values())))
-    scores = model.forward(x)
+    scores = model.predict(x)
     if args.output:
         np.save(args.output, scores)
     print_predictions(scores, args.top)
     return 0
 
 
-def load_weights(path) -> dict:
-    """Parameters from a weights .npz or from a checkpoint's param/ arrays."""
-    from convgraph.params import load_arrays
-    from convgraph.train.checkpoint import load_checkpoint
-
-    arrays = load_arrays(path)
-    if "header" in arrays:
-        return load_checkpoint(path)[0]
-    return arrays
-
-
 def load_data(graph, split: str):
-    from convgraph.data import load_dataset
+    """The spec's data set (``Model.dataset``), saying how it was read where that matters."""
+    from convgraph.model import spec_dataset
 
-    train = graph.graph["train"]
-    first = graph.nodes[next(iter(graph))]["output"]
-    logits = graph.graph["output"]
-    classes = graph.nodes[logits]["output"].depth
-    # the data set is fixed (seed 0) whatever the training seed, so runs stay comparable
-    data = load_dataset(train["dataset"], train["data"], split, first, classes, 0)
+    data = spec_dataset(graph, split)
     if data.note and split == "train":
         print(f"note: {data.note}", file=sys.stderr)
     return data
 
 
-def run_training(graph, args) -> int:
-    from convgraph.data import Dataset
-    from convgraph.summary import mib
-    from convgraph.train.loop import Interrupted, Trainer
-    from convgraph.train.report import EpochBar, console, epoch_line, plot_history
-    from convgraph.train.session import TrainingSession
+def open_model(graph, args):
+    """A Model on the chosen device at the planned batch, built only as it is used (training
+    builds the training program, evaluation its own)."""
+    from convgraph.model import Model
 
-    train = graph.graph["train"]
+    return Model(graph, args.device, args.batch)
+
+
+class _TrainingReport:
+    """``convgraph run``'s view of training (a train.loop.Callback): the opening line, a
+    progress bar per epoch and one line per epoch."""
+
+    def __init__(self, out, args, train_data, test_data):
+        self.out, self.args = out, args
+        self.train_data, self.test_data = train_data, test_data
+        self.bar = None
+
+    def on_train_begin(self, trainer) -> None:
+        from convgraph.summary import mib
+        from convgraph.train.report import EpochBar
+
+        session, train, args = trainer.session, trainer.settings, self.args
+        if trainer.resumed:
+            self.out.print(f"resumed from {args.checkpoint_dir}/last.npz at epoch "
+                           f"{trainer.progress.epoch + 1}, batch {trainer.progress.batch}.",
+                           highlight=False)
+        state = "from the cache" if session.build.cache_hit else "built"
+        self.out.print(
+            f"training '{trainer.graph.graph['name']}' on {session.info.label}: "
+            f"{len(self.train_data.y):,} training and {len(self.test_data.y):,} test images "
+            f"({self.train_data.name}), batch {session.batch}, {train['epochs']} epochs, "
+            f"{train['optimizer']} lr {train['lr']:g}; {len(session.plan.kernels)} kernels "
+            f"{state} in {session.build.seconds:.2f} s; device memory "
+            f"{mib(session.device_memory())}.", highlight=False)
+        self.bar = EpochBar(self.out, train["epochs"]).__enter__()
+
+    def on_batch_end(self, trainer, done, total, loss, accuracy, speed) -> None:
+        self.bar.update(trainer.progress.epoch, done, total, loss, accuracy, speed)
+
+    def on_epoch_end(self, trainer, record) -> None:
+        from convgraph.train.report import epoch_line
+
+        self.out.print(epoch_line(record), highlight=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def run_training(graph, args) -> int:
+    """``convgraph run``: ``Model.fit`` on the spec's data set, reported as it goes."""
+    from convgraph.train.loop import Interrupted
+    from convgraph.train.report import plot_history
+
     out = console()
     train_data, test_data = load_data(graph, "train"), load_data(graph, "test")
+    model = open_model(graph, args)
     if args.limit:
-        train_data = Dataset(train_data.name, train_data.x[: args.limit],
-                             train_data.y[: args.limit], train_data.classes,
-                             train_data.class_names)
-    session = TrainingSession(graph, device=args.device, batch=train["batch"])
-    trainer = Trainer(session, train_data, test_data, args.checkpoint_dir, args.metrics)
-    if args.weights:
-        session.set_params(load_weights(args.weights))
-    if args.resume and trainer.resume():
-        out.print(f"resumed from {args.checkpoint_dir}/last.npz at epoch "
-                  f"{trainer.progress.epoch + 1}, batch {trainer.progress.batch}.",
-                  highlight=False)
-    state = "from the cache" if session.build.cache_hit else "built"
-    out.print(f"training '{graph.graph['name']}' on {session.info.label}: "
-              f"{len(train_data.y):,} training and {len(test_data.y):,} test images "
-              f"({train_data.name}), batch {session.batch}, {train['epochs']} epochs, "
-              f"{train['optimizer']} lr {train['lr']:g}; {len(session.plan.kernels)} kernels "
-              f"{state} in {session.build.seconds:.2f} s; device memory "
-              f"{mib(session.device_memory())}.", highlight=False)
-    with EpochBar(out, train["epochs"]) as bar:
-        def on_batch(done, total, loss, accuracy, speed):
-            bar.update(trainer.progress.epoch, done, total, loss, accuracy, speed)
-
-        try:
-            trainer.fit(report=lambda record: out.print(epoch_line(record), highlight=False),
-                        on_batch=on_batch)
-        except Interrupted:
-            where = f" to {args.checkpoint_dir}/last.npz" if args.checkpoint_dir else ""
-            print(f"convgraph: interrupted; saved the training state{where}"
-                  + (" (resume with --resume)." if where else
-                     " nowhere (no --checkpoint-dir)."), file=sys.stderr)
-            return 130
+        train_data = train_data.first(args.limit)
+    if args.weights:  # trained further from these weights (normalised as this data set is)
+        model.load_weights(args.weights)
+    report = _TrainingReport(out, args, train_data, test_data)
+    try:
+        model.fit(train_data, test_data=test_data, checkpoint_dir=args.checkpoint_dir,
+                  resume=args.resume, metrics_file=args.metrics, callbacks=[report])
+    except Interrupted:
+        report.close()
+        where = f" to {args.checkpoint_dir}/last.npz" if args.checkpoint_dir else ""
+        print(f"convgraph: interrupted; saved the training state{where}"
+              + (" (resume with --resume)." if where else
+                 " nowhere (no --checkpoint-dir)."), file=sys.stderr)
+        return 130
+    finally:
+        report.close()
+    trainer = model.trainer
     history = trainer.progress.history
     if args.save:  # a checkpoint without optimizer state: weights plus the normalisation
-        from convgraph.train.checkpoint import save_checkpoint
-
-        save_checkpoint(args.save, session.params, {}, trainer.header())
+        model.save(args.save)
     if args.plot:
         plot_history(history, args.plot, f"{graph.graph['name']} on {train_data.name}")
     if history and history[-1].get("test_accuracy") is not None:
@@ -411,33 +439,24 @@ def run_training(graph, args) -> int:
 
 
 def command_eval(args) -> int:
+    """``convgraph eval``: ``Model.evaluate`` of the weights on the spec's test split."""
     from rich.table import Table
-
-    from convgraph.train.loop import Trainer
-    from convgraph.train.report import console
-    from convgraph.train.session import TrainingSession
 
     overrides = args.overrides + _training_overrides(args)
     graph = analyse(resolve_spec(args.spec), overrides)
     test_data = load_data(graph, "test")
-    train = graph.graph["train"]
-    session = TrainingSession(graph, device=args.device, batch=train["batch"])
-    session.set_params(load_weights(args.weights))
-    trainer = Trainer(session, test_data)
-    stats = _checkpoint_stats(args.weights)
-    if stats is not None:
-        trainer.mean, trainer.std = stats
-    elif train["normalize"]:
-        trainer.mean, trainer.std = _train_stats(graph)
-    result = trainer.evaluate(test_data)
+    model = open_model(graph, args)
+    # the normalisation the weights were trained with, else the training set's
+    model.load_weights(args.weights, train_data=lambda: load_data(graph, "train"))
+    result = model.evaluate(test_data)
     out = console()
     right = int((result.predictions == result.labels).sum())
     out.print(f"{graph.graph['name']} on {test_data.name}: test loss {result.loss:.4f}, "
               f"test accuracy {result.accuracy:.4f} ({right:,} of {len(result.labels):,}).",
               highlight=False)
     if args.confusion:
-        matrix = result.confusion(session.plan.classes)
-        names = test_data.class_names or [str(c) for c in range(session.plan.classes)]
+        matrix = result.confusion(model.classes)
+        names = test_data.class_names or [str(c) for c in range(model.classes)]
         table = Table(title="confusion matrix (rows: true class, columns: predicted)",
                       title_justify="left")
         table.add_column("true \\ predicted")
@@ -449,27 +468,7 @@ def command_eval(args) -> int:
     return 0
 
 
-def _checkpoint_stats(path):
-    """The normalisation a checkpoint was trained with, if the file is one."""
-    from convgraph.params import load_arrays
-    from convgraph.train.checkpoint import load_checkpoint
-
-    if "header" not in load_arrays(path):
-        return None
-    header = load_checkpoint(path)[2]
-    if header.get("mean") is None:
-        return None
-    return np.array(header["mean"]), np.array(header["std"])
-
-
-def _train_stats(graph):
-    from convgraph.data import channel_stats
-
-    return channel_stats(load_data(graph, "train"))
-
-
 def print_predictions(scores, top: int) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"class scores ({scores.shape[0]} images)", title_justify="left")
@@ -480,19 +479,18 @@ def print_predictions(scores, top: int) -> None:
     for index, row in enumerate(flat):
         best = np.argsort(-row, kind="stable")[:top]
         table.add_row(str(index), str(best[0]), "  ".join(f"{c}: {row[c]:.4g}" for c in best))
-    Console(width=None if Console().is_terminal else 140).print(table)
+    console().print(table)
 
 
 def run_verify(model) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from convgraph.errors import SpecError
-    from convgraph.runtime.inspect import TOLERANCE, verify_model, verify_training
+    from convgraph.verify import TOLERANCE, verify_model, verify_training
 
     checks = verify_model(model)
-    try:  # the backward kernels too, where the network can be trained
-        checks += verify_training(model.graph, model.info.index)
+    try:  # the backward kernels too, where the network can be trained (on the model's target)
+        checks += verify_training(model.graph, model.target)
     except SpecError:
         pass  # no class scores to train on (e.g. a network ending in a volume)
     table = Table(title=f"kernels of '{model.graph.graph['name']}' against the numpy reference "
@@ -503,18 +501,17 @@ def run_verify(model) -> int:
     for check in checks:
         table.add_row(check.node, check.op, ", ".join(check.kernels), f"{check.error:.2e}",
                       "pass" if check.passed else "FAIL")
-    console = Console(width=None if Console().is_terminal else 160)
-    console.print(table)
+    out = console(160)
+    out.print(table)
     failed = [c for c in checks if not c.passed]
     worst = max((c.error for c in checks), default=0.0)
-    console.print(f"{len(checks) - len(failed)} passed, {len(failed)} failed; worst error "
+    out.print(f"{len(checks) - len(failed)} passed, {len(failed)} failed; worst error "
                   f"{worst:.2e} (tolerance {TOLERANCE:g}: max |device - numpy| / max |numpy|).",
                   highlight=False)
     return 1 if failed else 0
 
 
 def run_profile(model) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from convgraph.runtime.inspect import profile_model
@@ -529,40 +526,41 @@ def run_profile(model) -> int:
                       f"{t.gbytes:.1f}", f"{100 * t.peak_fraction:.0f}%")
     table.add_section()
     table.add_row("total", "", f"{total:.3f}", "", "", "")
-    console = Console(width=None if Console().is_terminal else 140)
-    console.print(table)
-    console.print(f"{model.batch / total * 1000:,.0f} images/s; device peak measured now: "
+    out = console()
+    out.print(table)
+    out.print(f"{model.batch / total * 1000:,.0f} images/s; device peak measured now: "
                   f"{peak_flops:.0f} GFLOP/s (fp32 fma), {peak_bytes:.1f} GB/s (copy). 'of peak' "
                   "is the larger of the two fractions.", highlight=False)
     return 0
 
 
 def command_tune(args) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from convgraph.codegen.tuning import forget_tuning
-    from convgraph.runtime.devices import select_device
+    from convgraph.model import planned_batch
+    from convgraph.runtime.target import Target
     from convgraph.runtime.tune import tune
 
     graphs = [analyse(spec, args.overrides) for spec in args.specs]  # all checked first
-    info = select_device(args.device)[0]
+    target = Target.open(args.device)  # one device, one context, for every spec
+    info = target.info
     if args.reset:
         forget_tuning(info)
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
-    console = Console(stderr=True)
     reports = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
-                  TimeElapsedColumn(), console=console, disable=args.json) as progress:
+                  TimeElapsedColumn(), console=console(stderr=True),
+                  disable=args.json) as progress:
         for graph in graphs:
             task = progress.add_task(f"tuning {graph.graph['name']}", total=None, now="")
 
             def advance(done, total, text, task=task):
                 progress.update(task, completed=done, total=total, now=text)
 
-            batch = args.batch if args.batch is not None else graph.graph["train"]["batch"]
-            reports.append((graph, tune(graph, device=args.device, batch=batch,
+            reports.append((graph, tune(graph, device=target,
+                                        batch=planned_batch(graph, args.batch),
                                         budget=args.budget, modes=modes, progress=advance)))
     if args.json:
         print(json.dumps({"device": info.label, "models": [{
@@ -574,7 +572,7 @@ def command_tune(args) -> int:
                        "knobs": r.best} for r in report.results]}
             for graph, report in reports]}, indent=2))
         return 0
-    out = Console(width=None if Console().is_terminal else 160)
+    out = console(160)
     for graph, report in reports:
         table = Table(title=f"{graph.graph['name']} on {info.label}", title_justify="left")
         for column in ("layer", "for", "kernel", "default ms", "tuned ms", "speedup", "GFLOP/s",
@@ -596,7 +594,6 @@ def command_tune(args) -> int:
 
 
 def command_devices(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from convgraph.runtime.devices import list_devices, select_device
@@ -620,9 +617,9 @@ def command_devices(args) -> int:
                       str(info.compute_units), mib(info.global_memory), mib(info.local_memory),
                       str(info.max_work_group_size), " ".join(info.opencl_version.split()[:2]),
                       "yes" if info.fp64 else "no")
-    console = Console(width=None if Console().is_terminal else 160)
-    console.print(table)
-    console.print("* the default (first GPU, else first CPU); choose with --device P:D or a "
+    out = console(160)
+    out.print(table)
+    out.print("* the default (first GPU, else first CPU); choose with --device P:D or a "
                   "name fragment, or CONVGRAPH_DEVICE.", highlight=False)
     return 0
 

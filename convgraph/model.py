@@ -1,21 +1,35 @@
 """The compiled model: spec -> graph -> shapes -> plan -> kernels -> run, behind one object.
 
+A Model is a network on one device (its Target, runtime/target.py) with its parameters on the
+host. What it runs is built on that target when first needed, once: the inference program
+(``forward``, ``predict``; ``convgraph.compile`` builds it at once), the training program
+(``fit``) and the inference-and-loss program (``evaluate``). Everything the command line does
+goes through these methods, so a Python user gets exactly what ``convgraph run`` and
+``convgraph eval`` print.
+
+The batch a model is planned for follows one rule (``planned_batch``): the one asked for, else
+the spec's ``train: batch``; ``fit`` trains at it.
+
 >>> import numpy as np, convgraph                                       # doctest: +SKIP
 >>> model = convgraph.compile("specs/seed.yaml", device="cpu")         # doctest: +SKIP
 >>> model.forward(np.zeros((2, 3, 32, 32), np.float32)).shape         # doctest: +SKIP
 (2, 10)
+>>> records = model.fit(model.dataset("train"), epochs=2,              # doctest: +SKIP
+...                     test_data=model.dataset("test"))
+>>> model.evaluate(model.dataset("test")).accuracy                     # doctest: +SKIP
+0.41
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import networkx as nx
 import numpy as np
 
-from convgraph.codegen.plan import Plan, plan_forward
-from convgraph.codegen.profile import DeviceProfile, profile_for
-from convgraph.codegen.source import program_source
-from convgraph.core import DeviceInfo
-from convgraph.errors import DataError
+from convgraph.codegen.plan import plan_forward
+from convgraph.codegen.profile import profile_for
+from convgraph.errors import DataError, TrainingDiverged
 from convgraph.graph import ordered
 from convgraph.params import (
     check_params,
@@ -25,40 +39,186 @@ from convgraph.params import (
     to_device_layouts,
 )
 from convgraph.pipeline import analyse
-from convgraph.runtime.devices import select_device
-from convgraph.runtime.executor import Executor, check_memory
-from convgraph.runtime.program import BuildResult, build_program
+from convgraph.runtime.executor import check_memory
+from convgraph.runtime.target import Built, Target, build
+
+
+def planned_batch(graph: nx.DiGraph, batch: int | None = None) -> int:
+    """The batch a model is planned and trained for: ``batch`` if given, else the spec's
+    ``train: batch`` (the one rule of the API and the command line alike).
+
+    >>> planned_batch(analyse({"input": "8x8x1", "pattern": "[INPUT-FC(2)]",
+    ...                        "train": {"batch": 16}}))
+    16
+    """
+    batch = graph.graph["train"]["batch"] if batch is None else batch
+    if batch < 1:
+        raise DataError(f"batch must be at least 1, got {batch}.")
+    return int(batch)
+
+
+def _open(device) -> Target:
+    """``device`` (a selector or a Target) opened; the profile is chosen through this module's
+    ``profile_for``, which tests replace to run another device family's tiles."""
+    return Target.open(device, lambda info: profile_for(info))
+
+
+@dataclass
+class _Program:
+    """A program of the model's and the parameter version it holds."""
+
+    built: Built
+    executor: object
+    uploaded: int = -1
 
 
 class Model:
-    """A network compiled for one OpenCL device; ``forward`` runs batches of up to ``batch``."""
+    """A network compiled for one OpenCL device; ``forward`` runs batches of up to ``batch``.
 
-    def __init__(self, graph, info: DeviceInfo, device, profile: DeviceProfile, plan: Plan,
-                 source: str, build: BuildResult, context, queue, batch: int):
-        self.graph, self.info, self.device, self.profile = graph, info, device, profile
-        self.plan, self.source, self.build = plan, source, build
-        self.context, self.queue = context, queue
-        self.batch = batch
-        self.executor = Executor(context, queue, device, info, plan, build.program)
-        train = graph.graph["train"]
+    Parameters
+    ----------
+    graph : networkx.DiGraph
+        An analysed network (``convgraph.analyse``).
+    device : str, Target or None
+        Where it runs: a device selector (``P:D``, a name fragment, ``gpu``, ``cpu``; None for
+        the default) or an open Target (shared with other models).
+    batch : int, optional
+        The largest batch a pass runs; default the spec's ``train: batch``.
+    share_buffers : bool
+        Let inference activations share device buffers by liveness (``--verify`` reads every
+        tensor, so it turns this off).
+
+    Nothing is built on the device until it is needed; ``convgraph.compile`` builds the
+    inference program at once.
+    """
+
+    def __init__(self, graph: nx.DiGraph, device=None, batch: int | None = None,
+                 share_buffers: bool = True):
+        self.graph = graph
+        self.batch = planned_batch(graph, batch)
+        self.target = _open(device)
+        self.share_buffers = share_buffers
         self.normalization: tuple[np.ndarray, np.ndarray] | None = None  # (mean, std) per channel
-        self._params: dict[str, np.ndarray] = {}
-        self.set_params(initial_params(graph, train["init"], train["seed"]))
+        self.trainer = None  # the Trainer of the last fit: its progress, history, checkpoints
+        self._params: dict[str, np.ndarray] | None = None  # host copy; seeded init on first use
+        self._version = 0  # counts set_params, so each program uploads only what changed
+        self._inference: _Program | None = None
+        self._training = None  # a TrainingSession, kept from one fit to the next
+        self._evaluation = None  # an EvaluationSession
+        self._evaluated = -1  # the parameter version it holds
+
+    # ------------------------------------------------------------------ the device
+
+    @property
+    def info(self):
+        return self.target.info
+
+    @property
+    def device(self):
+        return self.target.device
+
+    @property
+    def profile(self):
+        return self.target.profile
+
+    @property
+    def context(self):
+        return self.target.context
+
+    @property
+    def queue(self):
+        return self.target.queue
+
+    @property
+    def classes(self) -> int:
+        """The depth of the network's output (the class count of a classifier)."""
+        return self.graph.nodes[self.graph.graph["output"]]["output"].depth
+
+    # ------------------------------------------------------------------ the inference program
+
+    def _infer(self) -> _Program:
+        """The inference program, planned, checked against the device's memory and built on
+        first use, holding the current parameters."""
+        if self._inference is None:
+            plan = plan_forward(self.graph, self.target.profile, self.share_buffers)
+            # what the device cannot hold is refused now, before building or allocating
+            check_memory(self.info, plan, self.batch,
+                         device_param_bytes(self.graph, plan.layout_of))
+            built = build(plan, self.target, self.graph.graph["name"])
+            self._inference = _Program(built, built.executor())
+        program = self._inference
+        if program.uploaded != self._version:
+            layout_of = program.built.plan.layout_of
+            device = to_device_layouts(self.graph, self._host_params(), layout_of)
+            program.executor.check_memory(self.batch, device_bytes(device))  # before uploading
+            program.executor.upload_params(device)
+            program.uploaded = self._version
+        return program
+
+    @property
+    def plan(self):
+        return self._infer().built.plan
+
+    @property
+    def source(self) -> str:
+        return self._infer().built.source
+
+    @property
+    def build(self) -> Built:
+        """The inference program's build (``cache_hit``, ``seconds``, ``key``, ``program``)."""
+        return self._infer().built
+
+    @property
+    def executor(self):
+        return self._infer().executor
 
     # ------------------------------------------------------------------ parameters
+
+    def _host_params(self) -> dict[str, np.ndarray]:
+        if self._params is None:
+            train = self.graph.graph["train"]
+            self._params = initial_params(self.graph, train["init"], train["seed"])
+        return self._params
 
     @property
     def params(self) -> dict[str, np.ndarray]:
         """Copies of the parameters, PyTorch-named and shaped (``conv1.weight``, ...)."""
-        return {key: value.copy() for key, value in self._params.items()}
+        return {key: value.copy() for key, value in self._host_params().items()}
 
     def set_params(self, params: dict) -> None:
         check_params(self.graph, params)
         self._params = {key: np.asarray(value, np.float32).copy()
                         for key, value in params.items()}
-        device = to_device_layouts(self.graph, self._params, self.plan.layout_of)
-        self.executor.check_memory(self.batch, device_bytes(device))  # before uploading
-        self.executor.upload_params(device)
+        self._version += 1
+        if self._inference is not None:  # a built program gets them now (and checks memory)
+            self._infer()
+
+    def load_weights(self, path, train_data=None) -> None:
+        """Load a checkpoint or a weights ``.npz`` (read once, see ``load_weights``): its
+        parameters, and the input normalisation the weights were trained with; where the file
+        has none and the spec says ``normalize: true``, the statistics of ``train_data`` (a
+        Dataset, or a function returning one, called only then), else none."""
+        from convgraph.data import input_normalization
+        from convgraph.train.checkpoint import load_weights
+
+        params, saved = load_weights(path)
+        self.set_params(params)
+        self.normalization = input_normalization(self.graph.graph["train"], saved, train_data)
+
+    def save(self, path) -> None:
+        """Write the weights with the input normalisation, in the checkpoint format (what
+        ``--save`` writes; ``load_weights`` and ``convgraph eval --weights`` read it)."""
+        from convgraph.train.checkpoint import network_hash, save_checkpoint
+
+        if self.trainer is not None:
+            header = self.trainer.header()
+        else:
+            header = {"spec": self.graph.graph["name"], "network": network_hash(self.graph),
+                      "history": []}
+        mean, std = self.normalization if self.normalization is not None else (None, None)
+        header.update(mean=None if mean is None else [float(v) for v in mean],
+                      std=None if std is None else [float(v) for v in std])
+        save_checkpoint(path, self.params, {}, header)
 
     @property
     def param_bytes(self) -> int:
@@ -77,19 +237,30 @@ class Model:
         After ``fit`` (or with ``normalization`` set) inputs are prepared as in training: uint8
         pixels scaled to [0, 1], then standardised per channel."""
         x = self._check_input(x)
-        outputs = [self._forward_batch(x[start:start + self.batch])
+        program = self._infer()
+        outputs = [self._forward_batch(program, x[start:start + self.batch])
                    for start in range(0, x.shape[0], self.batch)]
         out = np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
         volume = self.graph.nodes[self.graph.graph["output"]]["output"]
         return out.reshape(out.shape[0], -1) if volume.width == volume.height == 1 else out
 
-    def _forward_batch(self, x: np.ndarray) -> np.ndarray:
-        self.executor.allocate(self.batch)
+    def predict(self, x) -> np.ndarray:
+        """The network's output for ``x``, inputs prepared as in training: what
+        ``convgraph run --predict`` prints (its class scores, for a classifier).
+
+        >>> model.predict(np.zeros((3, 3, 32, 32), np.uint8)).shape  # doctest: +SKIP
+        (3, 10)
+        """
+        return self.forward(x)
+
+    def _forward_batch(self, program: _Program, x: np.ndarray) -> np.ndarray:
+        executor, plan = program.executor, program.built.plan
+        executor.allocate(self.batch)
         # the last batch's copy has finished (every step ends with a blocking read)
-        self._staging = self.plan.layouts[self.plan.input].pack(x, getattr(self, "_staging", None))
-        self.executor.write_input(self._staging)
-        self.executor.enqueue(x.shape[0])
-        return self.executor.read_tensor(self.plan.output, x.shape[0])
+        self._staging = plan.layouts[plan.input].pack(x, getattr(self, "_staging", None))
+        executor.write_input(self._staging)
+        executor.enqueue(x.shape[0])
+        return executor.read_tensor(plan.output, x.shape[0])
 
     def _check_input(self, x) -> np.ndarray:
         volume = self.graph.nodes[ordered(self.graph)[0]]["output"]
@@ -111,45 +282,117 @@ class Model:
                 std, np.float32)[None, :, None, None]
         return np.ascontiguousarray(x, np.float32)
 
-    # ------------------------------------------------------------------ training
+    # ------------------------------------------------------------------ data, training, evaluation
+
+    def dataset(self, split: str = "train"):
+        """The ``split`` ('train' or 'test') of the data set the spec's ``train:`` section names,
+        checked to fit the network: what ``convgraph run`` and ``eval`` load (spec_dataset)."""
+        return spec_dataset(self.graph, split)
 
     def fit(self, data, epochs: int | None = None, test_data=None, checkpoint_dir=None,
-            resume: bool = False, metrics_file=None, report=None):
-        """Train on the device with the spec's ``train:`` settings; returns one record per epoch.
+            resume: bool = False, metrics_file=None, report=None, callbacks=()):
+        """Train on this model's device with the spec's ``train:`` settings, at the model's
+        batch; returns one EpochRecord per epoch trained.
 
         ``data`` (and ``test_data``) is a convgraph.data.Dataset or an ``(x, y)`` pair with x as
         (N, depth, height, width) uint8 or float32 and y as (N,) class indices. The trained
-        weights replace this model's.
+        weights and the input normalisation replace this model's (also when training is
+        interrupted or diverges: the last good weights). ``checkpoint_dir`` keeps
+        ``last.npz`` and ``best.npz``, ``resume`` continues from ``last.npz``,
+        ``metrics_file`` appends one JSON line per epoch; ``report(record)`` is called after
+        each epoch, and each of ``callbacks`` (convgraph.train.loop.Callback) at the start,
+        after each batch and after each epoch. ``self.trainer`` is the run's Trainer.
 
         >>> records = model.fit((x, y), epochs=2, test_data=(x_test, y_test))  # doctest: +SKIP
         """
-        from convgraph.train.loop import Trainer
-        from convgraph.train.session import TrainingSession
+        from convgraph.train.loop import Interrupted, Trainer
 
-        session = TrainingSession(self.graph, device=self.info.index, batch=self.batch)
-        session.set_params(self._params)
+        session = self._training_session()
         trainer = Trainer(session, _as_dataset(data, self.graph),
                           None if test_data is None else _as_dataset(test_data, self.graph),
                           checkpoint_dir, metrics_file)
+        self.trainer = trainer
         if resume:
             trainer.resume()
-        records = trainer.fit(epochs, report=report)
-        self.set_params(session.params)
-        self.normalization = None if trainer.mean is None else (trainer.mean, trainer.std)
+        try:
+            records = trainer.fit(epochs, report=report, callbacks=callbacks)
+        except (Interrupted, TrainingDiverged):
+            self._take_trained(trainer)
+            raise
+        self._take_trained(trainer)
         return records
+
+    def _training_session(self):
+        """The training program on this model's target, holding this model's parameters and
+        a fresh optimizer state; built on the first fit, reused by later ones."""
+        from convgraph.train.session import TrainingSession
+
+        session = self._training
+        if session is None:
+            session = self._training = TrainingSession(self.graph, self.target, self.batch,
+                                                       params=self._host_params())
+        else:
+            session.set_params(self._host_params())
+            session.reset_optimizer()
+            session.step_count = 0
+        return session
+
+    def _take_trained(self, trainer) -> None:
+        self.set_params(trainer.session.params)
+        self.normalization = None if trainer.mean is None else (trainer.mean, trainer.std)
+
+    def evaluate(self, data):
+        """Loss and accuracy on ``data`` (a Dataset or an ``(x, y)`` pair) in inference mode,
+        inputs prepared with the model's normalisation: what ``convgraph eval`` prints. Runs a
+        program of the inference and loss kernels only (built on first use).
+
+        Returns a convgraph.train.loop.Evaluation (``loss``, ``accuracy``, ``predictions``,
+        ``labels``, ``confusion(classes)``).
+
+        >>> model.evaluate(model.dataset("test")).accuracy  # doctest: +SKIP
+        0.9021
+        """
+        from convgraph.train.loop import evaluate
+
+        mean, std = self.normalization if self.normalization is not None else (None, None)
+        return evaluate(self._evaluation_session(), _as_dataset(data, self.graph), mean, std)
+
+    def _evaluation_session(self):
+        from convgraph.train.session import EvaluationSession
+
+        if self._evaluation is None:
+            self._evaluation = EvaluationSession(self.graph, self.target, self.batch,
+                                                 params=self._host_params())
+        elif self._evaluated != self._version:
+            self._evaluation.set_params(self._host_params())
+        self._evaluated = self._version
+        return self._evaluation
 
     # ------------------------------------------------------------------ description
 
     def kernel_records(self) -> list[dict]:
         """The launches of one forward pass at the planned batch (for --json and the plan file)."""
+        executor = self.executor
         records = []
         for launch in self.plan.launches:
-            local = self.executor.local_sizes.get(id(launch), self.executor.legal_local(launch))
+            local = executor.local_sizes.get(id(launch), executor.legal_local(launch))
             global_size, _ = launch.sizes(self.batch)
             records.append({"name": launch.kernel, "node": launch.node,
                             "global_size": list(global_size),
                             "local_size": list(local) if local else None})
         return records
+
+
+def spec_dataset(graph: nx.DiGraph, split: str = "train"):
+    """The ``split`` ('train' or 'test') of the data set the spec's ``train:`` section names
+    (``dataset``, ``data``), checked to fit the network's input volume and class count. The
+    data set is fixed (seed 0) whatever the training seed, so runs stay comparable."""
+    from convgraph.data import load_dataset
+
+    train = graph.graph["train"]
+    first = graph.nodes[ordered(graph)[0]]["output"]
+    classes = graph.nodes[graph.graph["output"]]["output"].depth
+    return load_dataset(train["dataset"], train["data"], split, first, classes, 0)
 
 
 def _as_dataset(data, graph):
@@ -165,27 +408,18 @@ def _as_dataset(data, graph):
     return Dataset("arrays", x, np.asarray(y, np.int64), classes)
 
 
-def compile(spec, device: str | None = None, batch: int = 64, overrides=(),  # noqa: A001
+def compile(spec, device=None, batch: int | None = None, overrides=(),  # noqa: A001
             share_buffers: bool = True) -> Model:
-    """Compile a spec (path, dict or analysed graph) for a device (``P:D``, a name fragment, or
-    the default), planned for batches of up to ``batch`` images.
+    """Compile a spec (path, dict or analysed graph) for a device (``P:D``, a name fragment,
+    an open Target, or the default), planned for batches of up to ``batch`` images (default:
+    the spec's ``train: batch``), and build its inference program.
 
     Parameters are initialised from the spec's ``train: init/seed``; replace them with
-    ``model.set_params``.
+    ``model.set_params`` or ``model.load_weights``.
     """
-    import pyopencl as cl
-
-    if batch < 1:
+    if batch is not None and batch < 1:
         raise DataError(f"batch must be at least 1, got {batch}.")
     graph = spec if isinstance(spec, nx.DiGraph) else analyse(spec, overrides)
-    info, cl_device = select_device(device)
-    profile = profile_for(info)
-    plan = plan_forward(graph, profile, share_buffers)
-    # what the device cannot hold is refused now, before building or allocating anything
-    check_memory(info, plan, batch, device_param_bytes(graph, plan.layout_of))
-    source = program_source(plan, graph.graph["name"])
-    context = cl.Context([cl_device])
-    queue = cl.CommandQueue(context, cl_device,
-                            properties=cl.command_queue_properties.PROFILING_ENABLE)
-    build = build_program(context, cl_device, info, source, list(profile.build_options))
-    return Model(graph, info, cl_device, profile, plan, source, build, context, queue, batch)
+    model = Model(graph, device, batch, share_buffers)
+    model._infer()
+    return model

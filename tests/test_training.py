@@ -12,11 +12,11 @@ from convgraph.data import Dataset
 from convgraph.errors import DataError, TrainingDiverged
 from convgraph.pipeline import analyse
 from convgraph.reference import reference_gradients
-from convgraph.runtime.inspect import relative_error, verify_training_locally
 from convgraph.train.checkpoint import load_checkpoint, network_hash, save_checkpoint
 from convgraph.train.loop import Interrupted, Trainer
 from convgraph.train.schedule import learning_rate
 from convgraph.train.session import TrainingSession
+from convgraph.verify import relative_error, verify_training_locally
 
 from .conftest import SPECS
 

@@ -3,12 +3,14 @@
 ``load_dataset`` reads one split of the data set named by the spec's ``train:`` section and checks
 it fits the spec's input volume and class count; ``batches`` yields the deterministic, augmented,
 normalised mini-batches of one epoch; ``channel_stats`` gives the per-channel statistics used to
-normalise. Images are (N, depth, height, width), PyTorch's order.
+normalise, and ``input_normalization`` decides which statistics a run uses. ``KINDS`` lists the
+data sets (the spec's ``train.dataset`` choices). Images are (N, depth, height, width), PyTorch's
+order.
 """
 
-from .batches import as_unit, batch_count, batches, channel_stats
+from .batches import as_unit, batch_count, batches, channel_stats, input_normalization
 from .dataset import Dataset
 from .load import KINDS, load_dataset
 
 __all__ = ["Dataset", "load_dataset", "batches", "channel_stats", "batch_count", "as_unit",
-           "KINDS"]
+           "input_normalization", "KINDS"]

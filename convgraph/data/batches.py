@@ -152,3 +152,22 @@ def channel_stats(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     std[std < 1e-12] = 1.0
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def input_normalization(settings: dict, saved=None, train_data=None):
+    """The per-channel (mean, std) inputs are standardised with, or None: the one rule of
+    training, evaluation and prediction.
+
+    The statistics the weights were trained with (``saved``, from a checkpoint) when there are
+    any; else, when the spec's ``train:`` ``settings`` say ``normalize: true``, those of the
+    training set (``train_data``: a Dataset, or a function returning one, called only then);
+    else (no statistics and no training set to take them from, or ``normalize: false``) none.
+
+    >>> input_normalization({"normalize": False}, None, None) is None
+    True
+    """
+    if saved is not None:
+        return saved
+    if not settings["normalize"] or train_data is None:
+        return None
+    return channel_stats(train_data() if callable(train_data) else train_data)

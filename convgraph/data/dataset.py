@@ -1,7 +1,9 @@
 """The in-memory data set every loader returns, and the checks shared by the loaders.
 
-Images are kept in PyTorch's (N, depth, height, width) order, which is also the order of
-convgraph's activation buffers, so a batch can be copied to a device without a transpose.
+Images are kept in PyTorch's (N, depth, height, width) order, the order of every host array
+convgraph takes and returns. The device holds activations as NHWC with halos and padded channels
+(codegen/layout.py), so the runtime packs each batch into that layout (a transpose) as it copies
+it in, and unpacks what it reads back.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def first(self, count: int) -> Dataset:
+        """The first ``count`` images (``convgraph run --limit``), names and classes kept."""
+        return Dataset(self.name, self.x[:count], self.y[:count], self.classes,
+                       self.class_names, self.note)
 
     def volume(self) -> Volume:
         """The volume of one image, width x height x depth as specs write it."""

@@ -122,3 +122,45 @@ def _build_failure(program, device, info, source, options, exc, key) -> KernelBu
         hint="this is a bug in convgraph's code generation or in the device's compiler; "
              "report it with those files, or try another device with --device.",
     )
+
+
+class SubPlan:
+    """Part of a plan as a plan of its own (the ExecutablePlan protocol of codegen/launches.py):
+    some of its launches, by group, with only the kernels they run and the buffers they touch,
+    each sized as in the whole plan. Everything else (layouts, storage_of, input, ...) is the
+    whole plan's, so a program built from it reads and writes tensors as the whole plan does.
+
+    Evaluation runs a training plan's 'evaluate' group this way (a program without backward or
+    optimizer kernels); the tuner runs one kernel site's launches.
+
+    >>> evaluation = SubPlan(training_plan, {"evaluate": training_plan.groups["evaluate"]})
+    ... # doctest: +SKIP
+    """
+
+    def __init__(self, plan, groups: dict, fixed_sizes: dict[str, int] | None = None):
+        self.whole = plan
+        self.groups = groups
+        launches = [launch for group in groups.values() for launch in group]
+        self.kernels = {launch.kernel: plan.kernels[launch.kernel] for launch in launches}
+        self.used = {plan.buffer_name(arg) for launch in launches for arg in launch.args} - {None}
+        if fixed_sizes is None:  # an inference plan's parameters: the caller sizes them
+            fixed_sizes = plan.fixed_sizes() if hasattr(plan, "fixed_sizes") else {}
+        self._fixed = {name: size for name, size in fixed_sizes.items() if name in self.used}
+
+    def __getattr__(self, name: str):
+        if name == "whole":  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.whole, name)
+
+    def launch_groups(self) -> dict:
+        return self.groups
+
+    def buffer_sizes(self, batch: int) -> dict[str, int]:
+        return {name: size for name, size in self.whole.buffer_sizes(batch).items()
+                if name in self.used}
+
+    def fixed_sizes(self) -> dict[str, int]:
+        return dict(self._fixed)
+
+    def buffer_name(self, arg) -> str | None:
+        return self.whole.buffer_name(arg)

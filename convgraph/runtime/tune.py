@@ -15,15 +15,14 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 
-from convgraph.codegen.plan import KernelSpec, Launch
+from convgraph.codegen.launches import param
+from convgraph.codegen.plan import Launch
 from convgraph.codegen.profile import profile_for
-from convgraph.codegen.source import program_source
 from convgraph.codegen.training import param_sizes
 from convgraph.codegen.tuning import Site, Tuning, save_tuning
 from convgraph.errors import ConvgraphError
-from convgraph.runtime.devices import select_device
-from convgraph.runtime.executor import Executor
-from convgraph.runtime.program import build_program
+from convgraph.runtime.program import SubPlan
+from convgraph.runtime.target import Target, build
 
 
 @dataclass
@@ -50,40 +49,36 @@ class TuneReport:
     seconds: float = 0.0
 
 
-class _ProbePlan:
-    """The part of a plan one site needs: its kernels, its launches and the buffers they
-    touch, each sized as in the whole plan (the Executor's plan interface)."""
+class _ProbePlan(SubPlan):
+    """The part of a plan one site needs (an ExecutablePlan): its kernels, its launches and the
+    buffers they touch, each sized as in the whole plan, all of them, parameters and state
+    included, allocated per batch and zero-filled (timing needs no values)."""
 
     def __init__(self, graph, plan, launches: list[Launch], batch: int):
-        self.launches = launches
-        self.kernels: dict[str, KernelSpec] = {
-            launch.kernel: plan.kernels[launch.kernel] for launch in launches}
-        self._name = plan.buffer_name
-        sizes = dict(plan.buffer_sizes(batch))
+        # TODO(merge): the inference Plan gains fixed_sizes() (ExecutablePlan); then this
+        # branch and its param_sizes call go
         if hasattr(plan, "fixed_sizes"):
-            sizes.update(plan.fixed_sizes())
+            fixed = plan.fixed_sizes()
         else:  # an inference plan's parameters live outside its buffer table
-            sizes.update({f"param:{node}:{key}": 4 * count
-                          for (node, key), count in param_sizes(graph, plan.layout_of).items()})
-        used = {self._name(arg) for launch in launches for arg in launch.args} - {None}
-        self._sizes = {name: sizes[name] for name in used}
-
-    def launch_groups(self) -> dict[str, list[Launch]]:
-        return {"probe": self.launches}
+            fixed = {param(node, key).name: 4 * count
+                     for (node, key), count in param_sizes(graph, plan.layout_of).items()}
+        super().__init__(plan, {"probe": launches}, fixed)
+        self._sizes = {**super().buffer_sizes(batch), **super().fixed_sizes()}
 
     def buffer_sizes(self, batch: int) -> dict[str, int]:
         return self._sizes
 
-    def buffer_name(self, arg: tuple) -> str | None:
-        return self._name(arg)
+    def fixed_sizes(self) -> dict[str, int]:
+        return {}
 
 
-def tune(graph, device: str | None = None, batch: int = 64, budget: float = 120.0,
+def tune(graph, device=None, batch: int = 64, budget: float = 120.0,
          modes: tuple[str, ...] = ("train", "infer"), repeats: int = 5,
          progress=None) -> TuneReport:
-    """Tune every kernel site of ``graph``'s training and/or inference plan on ``device`` within
-    ``budget`` seconds and save the winners; ``progress(done, total, text)`` follows the sites.
-    (Training and inference sites differ: training lays gradients out with halos.)"""
+    """Tune every kernel site of ``graph``'s training and/or inference plan on ``device`` (a
+    selector or a Target) within ``budget`` seconds and save the winners; ``progress(done,
+    total, text)`` follows the sites. (Training and inference sites differ: training lays
+    gradients out with halos.)"""
     start = time.perf_counter()
     tuner = _Tuner(graph, device, batch, repeats)
     sites = tuner.sites(modes)
@@ -111,15 +106,13 @@ def tune(graph, device: str | None = None, batch: int = 64, budget: float = 120.
 class _Tuner:
     """Times one network's kernel sites on one device."""
 
-    def __init__(self, graph, device: str | None, batch: int, repeats: int):
-        import pyopencl as cl
-
+    def __init__(self, graph, device, batch: int, repeats: int):
         self.graph, self.batch, self.repeats = graph, batch, repeats
-        self.info, self.device = select_device(device)
-        self.base = replace(profile_for(self.info, tuned=False), tuning=Tuning())
-        self.context = cl.Context([self.device])
-        self.queue = cl.CommandQueue(self.context, self.device,
-                                     properties=cl.command_queue_properties.PROFILING_ENABLE)
+        opened = Target.open(device)
+        # every candidate is timed against the untuned defaults, whatever is tuned already
+        self.base = replace(profile_for(opened.info, tuned=False), tuning=Tuning())
+        self.target = opened.with_profile(self.base)
+        self.info, self.queue = self.target.info, self.target.queue
         self.mode_of: dict[str, str] = {}
         self.flops_of: dict[str, int] = {}
 
@@ -150,11 +143,7 @@ class _Tuner:
         launches = [launch for group in plan.launch_groups().values() for launch in group
                     if launch.site == site.key]
         probe = _ProbePlan(self.graph, plan, launches, self.batch)
-        built = build_program(self.context, self.device, self.info,
-                              program_source(probe, f"tuning {site.node}"),
-                              list(self.base.build_options))
-        executor = Executor(self.context, self.queue, self.device, self.info, probe,
-                            built.program)
+        executor = build(probe, self.target, f"tuning {site.node}").executor()
         executor.allocate(self.batch)
         executor.enqueue(self.batch, group="probe")  # the first launch compiles on some drivers
         self.queue.finish()

@@ -6,11 +6,10 @@ the command line (``--set lr=0.05`` or the dedicated flags of ``convgraph run``)
 
 from __future__ import annotations
 
+from convgraph.data.load import KINDS as DATASETS  # the data layer owns the list
 from convgraph.errors import Location, SpecError
 from convgraph.ops import values as v
 from convgraph.ops.base import Param, suggest
-
-DATASETS = ("embedded", "fashion-mnist", "mnist", "cifar10", "npz", "folder")
 
 TRAIN_PARAMS: dict[str, Param] = {
     "loss": Param(v.choice("cross_entropy"), "cross_entropy", "softmax cross-entropy"),

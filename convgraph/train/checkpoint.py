@@ -67,6 +67,14 @@ def load_checkpoint(path, expected_hash: str | None = None) -> tuple[dict, dict,
         raise DataError(f"the checkpoint {name} is truncated or corrupt ({exc}).",
                         hint="use an earlier checkpoint (last.npz / best.npz), or start "
                              "afresh without --resume.") from None
+    return _unpack(arrays, name, expected_hash)
+
+
+def _unpack(arrays: dict, name: str, expected_hash: str | None = None
+            ) -> tuple[dict, dict, dict]:
+    """A checkpoint's arrays, as read from ``name``, checked and split into (params,
+    optimizer state, header)."""
+    arrays = dict(arrays)
     if "header" not in arrays:
         raise DataError(f"{name} is not a convgraph checkpoint (no header).")
     try:
@@ -86,3 +94,30 @@ def load_checkpoint(path, expected_hash: str | None = None) -> tuple[dict, dict,
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     optimizer = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
     return params, optimizer, header
+
+
+def saved_normalization(header: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-channel (mean, std) a checkpoint's header records the weights were trained
+    with, or None."""
+    if header.get("mean") is None:
+        return None
+    return np.array(header["mean"]), np.array(header["std"])
+
+
+def load_weights(path) -> tuple[dict, tuple[np.ndarray, np.ndarray] | None]:
+    """(params, normalisation) from a checkpoint or a plain weights ``.npz`` (arrays named
+    ``<node>.weight`` ...), reading the file once: a checkpoint gives its weights and the input
+    normalisation they were trained with (None if none), a weights file its arrays and None.
+
+    Raises DataError naming the file when it is missing, unreadable, or a checkpoint that fails
+    its checks.
+
+    >>> params, normalization = load_weights("runs/best.npz")  # doctest: +SKIP
+    """
+    from convgraph.params import load_arrays
+
+    arrays = load_arrays(path)
+    if "header" not in arrays:
+        return arrays, None
+    params, _, header = _unpack(arrays, str(path))
+    return params, saved_normalization(header)

@@ -16,9 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from convgraph.data import Dataset, batches, channel_stats
+from convgraph.data import Dataset, batches, input_normalization
 from convgraph.errors import DataError
-from convgraph.train.checkpoint import load_checkpoint, network_hash, save_checkpoint
+from convgraph.train.checkpoint import (
+    load_checkpoint,
+    network_hash,
+    save_checkpoint,
+    saved_normalization,
+)
 from convgraph.train.schedule import learning_rate
 from convgraph.train.session import TrainingSession
 
@@ -71,8 +76,43 @@ class Interrupted(Exception):
     """Ctrl-C during training, after the checkpoint was written."""
 
 
+class Callback:
+    """Hooks into training (``Model.fit(callbacks=[...])``, ``Trainer.fit``), Keras-style; each
+    one does nothing unless overridden. ``convgraph run`` draws its progress bar and epoch lines
+    through one of these."""
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """After the session is built (and resumed), before the first batch."""
+
+    def on_batch_end(self, trainer: Trainer, done: int, total: int, loss: float,
+                     accuracy: float, images_per_s: float) -> None:
+        """After each optimizer step: batches done of the epoch's total, the epoch's running
+        mean loss and accuracy, its speed."""
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        """After each epoch's evaluation, checkpoint and metrics line."""
+
+
+def evaluate(session, data: Dataset, mean=None, std=None) -> Evaluation:
+    """Loss and accuracy of ``data`` on ``session`` (a training or an evaluation session) in
+    inference mode (running statistics, no dropout), inputs standardised with ``mean`` and
+    ``std`` as in training: one implementation for the figures of every epoch,
+    ``Model.evaluate`` and ``convgraph eval``."""
+    loss_sum, predictions = 0.0, []
+    for x, y in batches(data, session.batch, seed=0, epoch=0, shuffle=False, mean=mean, std=std):
+        result = session.evaluate_batch(x, y)
+        loss_sum += result.loss
+        predictions.append(session.last_predictions(result.count))
+    predicted = np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
+    labels = np.asarray(data.y)
+    return Evaluation(loss_sum / max(len(labels), 1),
+                      float((predicted == labels).mean()) if len(labels) else 0.0,
+                      predicted, labels)
+
+
 class Trainer:
-    """Trains a TrainingSession on a Dataset; the CLI and the Python API both drive this."""
+    """Trains a TrainingSession on a Dataset; ``Model.fit`` (and so ``convgraph run``) drives
+    this."""
 
     def __init__(self, session: TrainingSession, train_data: Dataset,
                  test_data: Dataset | None = None, checkpoint_dir=None, metrics_file=None):
@@ -83,10 +123,9 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.metrics_file = Path(metrics_file) if metrics_file else None
         self.progress = Progress()
-        if self.settings["normalize"]:
-            self.mean, self.std = channel_stats(train_data)
-        else:
-            self.mean = self.std = None
+        self.resumed = False  # whether resume() found a checkpoint to continue from
+        stats = input_normalization(self.settings, None, train_data)
+        self.mean, self.std = stats if stats is not None else (None, None)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -127,8 +166,10 @@ class Trainer:
         p.loss_sum, p.correct, p.seen = header["loss_sum"], header["correct"], header["seen"]
         p.seconds, p.best_accuracy = header["seconds"], header["best_accuracy"]
         p.history = header["history"]
-        if header.get("mean") is not None:
-            self.mean, self.std = np.array(header["mean"]), np.array(header["std"])
+        saved = saved_normalization(header)
+        if saved is not None:  # the statistics the run started with win (input_normalization)
+            self.mean, self.std = saved
+        self.resumed = True
         return True
 
     # ------------------------------------------------------------------ running
@@ -136,10 +177,14 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_data.y) / self.session.batch)
 
-    def fit(self, epochs: int | None = None, report=None, on_batch=None) -> list[EpochRecord]:
+    def fit(self, epochs: int | None = None, report=None, on_batch=None,
+            callbacks=()) -> list[EpochRecord]:
         """Train to ``epochs`` (default: the spec's). ``report(record)`` is called after each
-        epoch, ``on_batch(done, total, loss, accuracy, images_per_s)`` after each batch."""
+        epoch, ``on_batch(done, total, loss, accuracy, images_per_s)`` after each batch, and
+        each Callback of ``callbacks`` at the start, after each batch and after each epoch."""
         epochs = epochs or self.settings["epochs"]
+        for callback in callbacks:
+            callback.on_train_begin(self)
         records = []
         p = self.progress
         total = self.steps_per_epoch()
@@ -160,13 +205,18 @@ class Trainer:
                     p.correct += result.correct
                     p.seen += result.count
                     p.seconds = time.perf_counter() - started
+                    figures = (p.batch, total, p.loss_sum / p.seen, p.correct / p.seen,
+                               p.seen / max(p.seconds, 1e-9))
                     if on_batch:
-                        on_batch(p.batch, total, p.loss_sum / p.seen, p.correct / p.seen,
-                                 p.seen / max(p.seconds, 1e-9))
+                        on_batch(*figures)
+                    for callback in callbacks:
+                        callback.on_batch_end(self, *figures)
                 record = self._finish_epoch(rate)
                 records.append(record)
                 if report:
                     report(record)
+                for callback in callbacks:
+                    callback.on_epoch_end(self, record)
         except KeyboardInterrupt:
             self.save()
             raise Interrupted() from None
@@ -197,14 +247,5 @@ class Trainer:
 
     def evaluate(self, data: Dataset) -> Evaluation:
         """Loss and accuracy in inference mode (running statistics, no dropout)."""
-        loss_sum, predictions = 0.0, []
-        for x, y in batches(data, self.session.batch, seed=0, epoch=0, shuffle=False,
-                            mean=self.mean, std=self.std):
-            result = self.session.evaluate_batch(x, y)
-            loss_sum += result.loss
-            predictions.append(self.session.last_predictions(result.count))
-        predicted = np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
-        labels = np.asarray(data.y)
-        return Evaluation(loss_sum / max(len(labels), 1),
-                          float((predicted == labels).mean()) if len(labels) else 0.0,
-                          predicted, labels)
+        return evaluate(self.session, data, self.mean, self.std)
+

@@ -10,10 +10,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from convgraph.errors import ConvgraphError
 
 
-def console() -> Console:
-    return Console(stderr=False, width=None if Console().is_terminal else 140)
-
-
 class EpochBar:
     """A rich progress bar for the epoch in progress: images/s, loss, accuracy, ETA."""
 

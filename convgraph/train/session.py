@@ -2,7 +2,11 @@
 
 A step uploads one batch (images and labels), enqueues the training-mode forward pass, the loss,
 the backward pass and the optimizer step back to back, and reads back only the batch's summed
-loss and number of correct answers.
+loss and number of correct answers. An EvaluationSession runs only the inference-and-loss part
+of the same plan (its 'evaluate' group), in a program of its own.
+
+Both run on a Target (runtime/target.py) they are given or open: a model's training and
+evaluation share its device, context and queue.
 """
 
 from __future__ import annotations
@@ -13,16 +17,16 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from convgraph.codegen import launches as buffers
 from convgraph.codegen.profile import profile_for
-from convgraph.codegen.source import program_source
 from convgraph.codegen.training import TrainingPlan, plan_training
 from convgraph.errors import DataError, TrainingDiverged
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 from convgraph.params import check_params, initial_params, to_device_layouts
-from convgraph.runtime.devices import select_device
-from convgraph.runtime.executor import Executor, check_memory
-from convgraph.runtime.program import build_program
+from convgraph.runtime.executor import check_memory
+from convgraph.runtime.program import SubPlan
+from convgraph.runtime.target import Target, build
 
 
 @dataclass
@@ -32,35 +36,33 @@ class StepResult:
     count: int
 
 
-class TrainingSession:
-    """Compile ``graph`` for training on a device and hold its state there."""
+def _open(device) -> Target:
+    """``device`` (a selector or a Target) opened; the profile is chosen through this module's
+    ``profile_for``, which tests replace to run another device family's tiles."""
+    return Target.open(device, lambda info: profile_for(info))
 
-    def __init__(self, graph: nx.DiGraph, device: str | None = None, batch: int = 64):
-        import pyopencl as cl
 
+class _Session:
+    """A plan built on a target with the network's parameters on the device: batches go in,
+    losses, correct counts and logits come out. (The part training and evaluation share.)"""
+
+    plan: TrainingPlan
+
+    def _start(self, graph: nx.DiGraph, device, batch: int, title: str) -> None:
+        """Check the memory, build, and allocate: ``self.plan`` is set, nothing else is."""
         self.graph = graph
         self.train = dict(graph.graph["train"])
-        self.info, self.device = select_device(device)
-        self.profile = profile_for(self.info)
-        self.plan: TrainingPlan = plan_training(graph, self.profile, self.train["optimizer"],
-                                                self.train)
+        self.target = _open(device)
+        self.info, self.device, self.profile = (self.target.info, self.target.device,
+                                                self.target.profile)
         fixed = sum(self.plan.fixed_sizes().values())
         check_memory(self.info, self.plan, batch, fixed)  # before building or allocating
-        self.source = program_source(self.plan, graph.graph["name"] + " (training)")
-        self.context = cl.Context([self.device])
-        self.queue = cl.CommandQueue(
-            self.context, self.device, properties=cl.command_queue_properties.PROFILING_ENABLE)
-        self.build = build_program(self.context, self.device, self.info, self.source,
-                                   list(self.profile.build_options))
+        self.build = build(self.plan, self.target, title)
+        self.source = self.build.source
+        self.context, self.queue = self.target.context, self.target.queue
         self.batch = batch
-        self.executor = Executor(self.context, self.queue, self.device, self.info, self.plan,
-                                 self.build.program)
+        self.executor = self.build.executor()
         self.step_count = 0
-        self.set_params(initial_params(graph, self.train["init"], self.train["seed"]))
-        self.reset_optimizer()
-        self.executor.allocate(batch)
-
-    # ------------------------------------------------------------------ parameters and state
 
     def _layouts(self, name: str):
         inputs = self.graph.nodes[name]["inputs"]
@@ -68,9 +70,104 @@ class TrainingSession:
 
     def set_params(self, params: dict) -> None:
         check_params(self.graph, params)
-        arrays = {f"param:{name}:{key}": value for (name, key), value
+        wanted = self.plan.fixed_sizes()
+        arrays = {buffers.param(name, key).name: value for (name, key), value
                   in to_device_layouts(self.graph, params, self.plan.layout_of).items()}
-        self.executor.upload(arrays)
+        self.executor.upload({name: value for name, value in arrays.items() if name in wanted})
+
+    def _write_batch(self, x: np.ndarray, labels: np.ndarray | None) -> int:
+        count = x.shape[0]
+        if count > self.batch:
+            raise DataError(f"a batch of {count} images is larger than the planned {self.batch}.")
+        # the last batch's copy has finished (every step ends with a blocking read)
+        self._staging = self.plan.layouts[self.plan.input].pack(x, getattr(self, "_staging", None))
+        self.executor.write(buffers.tensor(self.plan.input).name, self._staging)
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.min(initial=0) < 0 or labels.max(initial=0) >= self.plan.classes:
+                raise DataError(f"labels must lie in [0, {self.plan.classes}), got "
+                                f"{labels.min()}..{labels.max()}.")
+            self._labels = np.ascontiguousarray(labels, np.int32)
+            self.executor.write(buffers.LABELS.name, self._labels)
+        return count
+
+    def _read_metrics(self, count: int) -> StepResult:
+        losses = self.executor.read(buffers.LOSSES.name, np.empty(self.batch, np.float32))
+        correct = self.executor.read(buffers.CORRECT.name, np.empty(self.batch, np.float32))
+        return StepResult(float(losses[:count].sum(dtype=np.float64)),
+                          float(correct[:count].sum()), count)
+
+    def evaluate_batch(self, x: np.ndarray, labels: np.ndarray) -> StepResult:
+        """Loss and correct count of one batch in inference mode (running statistics)."""
+        count = self._write_batch(x, labels)
+        self.executor.enqueue(count, group="evaluate")  # ends with the loss
+        return self._read_metrics(count)
+
+    def last_predictions(self, count: int) -> np.ndarray:
+        """The top class of each image of the last evaluated batch."""
+        logits = self.executor.read_tensor(self.plan.logits, count)
+        return logits.reshape(count, -1).argmax(axis=1)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        count = self._write_batch(x, np.zeros(x.shape[0], np.int32))
+        self.executor.enqueue(count, group="evaluate")
+        return self.executor.read_tensor(self.plan.logits, count).reshape(count, -1)
+
+    def device_memory(self) -> int:
+        """Bytes held on the device: parameters (and, training, gradients and optimizer
+        state), activations."""
+        return (sum(self.plan.fixed_sizes().values())
+                + sum(self.plan.buffer_sizes(self.batch).values()))
+
+
+class EvaluationSession(_Session):
+    """Inference and loss only, for ``Model.evaluate`` and ``convgraph eval``: the training
+    plan's 'evaluate' group (the kernels a training run evaluates with, so the figures are the
+    same) in a program of its own, without backward or optimizer kernels or their buffers.
+
+    ``device`` is a selector or a Target; parameters start at the spec's seeded
+    initialisation unless ``params`` are given.
+    """
+
+    def __init__(self, graph: nx.DiGraph, device=None, batch: int = 64, params=None):
+        target = _open(device)
+        train = graph.graph["train"]
+        whole = plan_training(graph, target.profile, train["optimizer"], train)
+        self.plan = SubPlan(whole, {"evaluate": whole.groups["evaluate"]})
+        self._start(graph, target, batch, graph.graph["name"] + " (evaluation)")
+        parameters = {buffers.param(node, key).name for node, key in whole.param_sizes}
+        zeros = {name: np.zeros(size // 4, np.float32)  # whatever is not a parameter starts at 0
+                 for name, size in self.plan.fixed_sizes().items() if name not in parameters}
+        if zeros:
+            self.executor.upload(zeros)
+        self.set_params(params if params is not None
+                        else initial_params(graph, train["init"], train["seed"]))
+        self.executor.allocate(batch)
+
+
+class TrainingSession(_Session):
+    """Compile ``graph`` for training on a device and hold its state there.
+
+    ``device`` is a selector (``P:D``, a name fragment, None for the default) or a Target (a
+    model's, to train on its context and queue); parameters start at the spec's seeded
+    initialisation unless ``params`` are given.
+
+    >>> session = TrainingSession(graph, batch=16)  # doctest: +SKIP
+    >>> session.step(x, labels, lr=0.01).loss       # doctest: +SKIP
+    36.9
+    """
+
+    def __init__(self, graph: nx.DiGraph, device=None, batch: int = 64, params=None):
+        target = _open(device)
+        train = graph.graph["train"]
+        self.plan = plan_training(graph, target.profile, train["optimizer"], train)
+        self._start(graph, target, batch, graph.graph["name"] + " (training)")
+        self.set_params(params if params is not None
+                        else initial_params(graph, train["init"], train["seed"]))
+        self.reset_optimizer()
+        self.executor.allocate(batch)
+
+    # ------------------------------------------------------------------ parameters and state
 
     def _to_host(self, buffer_of, keys=None) -> dict[str, np.ndarray]:
         """Download the device arrays ``buffer_of(node, key)`` names and re-lay them as
@@ -92,13 +189,13 @@ class TrainingSession:
     @property
     def params(self) -> dict[str, np.ndarray]:
         """The current parameters (and batchnorm statistics), PyTorch-named and shaped."""
-        return self._to_host(lambda node, key: f"param:{node}:{key}")
+        return self._to_host(lambda node, key: buffers.param(node, key).name)
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """Momentum (SGD) or first and second moments (Adam), named ``<param>/<slot>``."""
         state = {}
         for slot in range(self.plan.optimizer_slots):
-            part = self._to_host(lambda node, key, s=slot: f"state:{node}:{key}:{s}",
+            part = self._to_host(lambda node, key, s=slot: buffers.state(node, key, s).name,
                                  set(self.plan.trainable))
             state.update({f"{key}/{slot}": value for key, value in part.items()})
         return state
@@ -108,11 +205,11 @@ class TrainingSession:
         for node, key in self.plan.trainable:
             count = self.plan.param_sizes[(node, key)]
             for slot in range(self.plan.optimizer_slots):
-                zeros[f"state:{node}:{key}:{slot}"] = np.zeros(count, np.float32)
-            zeros[f"pgrad:{node}:{key}"] = np.zeros(count, np.float32)
-        zeros.update({f"saved:{node}": np.zeros(count, np.float32)
+                zeros[buffers.state(node, key, slot).name] = np.zeros(count, np.float32)
+            zeros[buffers.param_grad(node, key).name] = np.zeros(count, np.float32)
+        zeros.update({buffers.saved(node).name: np.zeros(count, np.float32)
                       for node, count in self.plan.saved.items()})
-        zeros.update({f"work:{node}:{key}": np.zeros(count, np.float32)  # padding stays zero
+        zeros.update({buffers.work(node, key).name: np.zeros(count, np.float32)  # padding: 0
                       for (node, key), count in self.plan.work.items()})
         self.executor.upload(zeros)
 
@@ -126,37 +223,8 @@ class TrainingSession:
                 data = self.graph.nodes[node]
                 relaid = REGISTRY[data["op"]].device_params(
                     data, _host_fill(data, {key: state[name]}), *self._layouts(node))
-                arrays[f"state:{node}:{key}:{slot}"] = np.asarray(relaid[key], np.float32)
+                arrays[buffers.state(node, key, slot).name] = np.asarray(relaid[key], np.float32)
         self.executor.upload(arrays)
-
-    def device_memory(self) -> int:
-        """Bytes held on the device: parameters, gradients, optimizer state, activations."""
-        return (sum(self.plan.fixed_sizes().values())
-                + sum(self.plan.buffer_sizes(self.batch).values()))
-
-    # ------------------------------------------------------------------ running
-
-    def _write_batch(self, x: np.ndarray, labels: np.ndarray | None) -> int:
-        count = x.shape[0]
-        if count > self.batch:
-            raise DataError(f"a batch of {count} images is larger than the planned {self.batch}.")
-        # the last batch's copy has finished (every step ends with a blocking read)
-        self._staging = self.plan.layouts[self.plan.input].pack(x, getattr(self, "_staging", None))
-        self.executor.write(f"act:{self.plan.input}", self._staging)
-        if labels is not None:
-            labels = np.asarray(labels)
-            if labels.min(initial=0) < 0 or labels.max(initial=0) >= self.plan.classes:
-                raise DataError(f"labels must lie in [0, {self.plan.classes}), got "
-                                f"{labels.min()}..{labels.max()}.")
-            self._labels = np.ascontiguousarray(labels, np.int32)
-            self.executor.write("labels", self._labels)
-        return count
-
-    def _read_metrics(self, count: int) -> StepResult:
-        losses = self.executor.read("losses", np.empty(self.batch, np.float32))
-        correct = self.executor.read("correct", np.empty(self.batch, np.float32))
-        return StepResult(float(losses[:count].sum(dtype=np.float64)),
-                          float(correct[:count].sum()), count)
 
     def step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
         """One optimizer step on one batch; returns its summed loss and correct count."""
@@ -187,7 +255,7 @@ class TrainingSession:
         grads = {name: self.executor.read_tensor(self.plan.storage_of[name], count, "grad")
                  for name in names[1:last + 1]
                  if not self.graph.nodes[name].get("fused_into")}  # none past the logits
-        param_grads = self._to_host(lambda node, key: f"pgrad:{node}:{key}",
+        param_grads = self._to_host(lambda node, key: buffers.param_grad(node, key).name,
                                     set(self.plan.trainable))
         return grads, param_grads
 
@@ -214,22 +282,6 @@ class TrainingSession:
             if not np.all(np.isfinite(values)):
                 return f" (the first non-finite gradient is that of layer '{name}')"
         return ""
-
-    def evaluate_batch(self, x: np.ndarray, labels: np.ndarray) -> StepResult:
-        """Loss and correct count of one batch in inference mode (running statistics)."""
-        count = self._write_batch(x, labels)
-        self.executor.enqueue(count, group="evaluate")  # ends with the loss
-        return self._read_metrics(count)
-
-    def last_predictions(self, count: int) -> np.ndarray:
-        """The top class of each image of the last evaluated batch."""
-        logits = self.executor.read_tensor(self.plan.logits, count)
-        return logits.reshape(count, -1).argmax(axis=1)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        count = self._write_batch(x, np.zeros(x.shape[0], np.int32))
-        self.executor.enqueue(count, group="evaluate")
-        return self.executor.read_tensor(self.plan.logits, count).reshape(count, -1)
 
 
 def _fill(data: dict, device: dict) -> dict:

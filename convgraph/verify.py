@@ -1,0 +1,170 @@
+"""`convgraph run --verify`: every generated kernel checked on the device against numpy.
+
+verify_model runs one batch with every tensor kept, then checks each kernel's output against the
+numpy reference computed from the *device's own inputs* to that layer, so an error is pinned to
+the kernel that made it; verify_training does the same for the backward kernels of one training
+step. This sits above the runtime and training (it drives a Model and a TrainingSession), so it
+is a module of its own and runtime/ never imports training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convgraph.graph import ordered
+from convgraph.ops.base import REGISTRY
+from convgraph.reference import node_params
+
+TOLERANCE = 1e-4  # max |device - reference| / max |reference|, float32 against float64
+
+
+def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+    """The error metric of every kernel check: max absolute error over the largest magnitude."""
+    value = np.asarray(value, np.float64)
+    reference = np.asarray(reference, np.float64)
+    if value.shape != reference.shape:
+        raise ValueError(f"shapes differ: {value.shape} vs {reference.shape}")
+    if not np.all(np.isfinite(value)):
+        return float("inf")
+    scale = max(float(np.abs(reference).max(initial=0.0)), 1e-30)
+    return float(np.abs(value - reference).max(initial=0.0)) / scale
+
+
+@dataclass
+class Check:
+    node: str
+    op: str
+    kernels: list[str]
+    error: float
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= TOLERANCE
+
+
+def random_params(model, seed: int = 0) -> dict:
+    """Parameters with nothing left at a trivial value: random biases and batchnorm statistics."""
+    rng = np.random.default_rng(seed)
+    params = model.params
+    for key, value in params.items():
+        field = key.rsplit(".", 1)[1]
+        if field == "running_var":
+            params[key] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
+        elif field in ("bias", "running_mean") or (field == "weight" and value.ndim == 1):
+            params[key] = rng.normal(0.0, 0.5, value.shape).astype(np.float32)
+    return params
+
+
+def verify_model(model, batch: int = 2, seed: int = 0) -> list[Check]:
+    """Every kernel of ``model`` (compiled with share_buffers=False) against numpy, per layer."""
+    graph, plan, executor = model.graph, model.plan, model.executor
+    rng = np.random.default_rng(seed)
+    volume = graph.nodes[ordered(graph)[0]]["output"]
+    x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
+    params = random_params(model, seed)
+    model.set_params(params)
+    model.forward(x)
+    kernels_of: dict[str, list[str]] = {}
+    for launch in plan.launches:
+        kernels_of.setdefault(launch.node, [])
+        if launch.kernel not in kernels_of[launch.node]:
+            kernels_of[launch.node].append(launch.kernel)
+    checks = []
+    for name in ordered(graph):
+        if name not in kernels_of:
+            continue
+        data = graph.nodes[name]
+        inputs = [executor.read_tensor(plan.storage_of[source], batch) for source in data["inputs"]]
+        expected = REGISTRY[data["op"]].reference(data, inputs, node_params(params, name))
+        if data.get("epilogue"):
+            fused = graph.nodes[data["epilogue"]]
+            expected = REGISTRY[fused["op"]].reference(fused, [expected], {})
+        value = executor.read_tensor(plan.storage_of[name], batch)
+        op = data["op"] + (f"+{graph.nodes[data['epilogue']]['op']}" if data.get("epilogue")
+                           else "")
+        checks.append(Check(name, op, kernels_of[name], relative_error(value, expected)))
+    return checks
+
+
+def verify_training(graph, device=None, batch: int = 2, seed: int = 0) -> list[Check]:
+    """Every backward kernel: the device's gradients of one training step (each layer's output
+    and each parameter) against a float64 numpy forward and backward pass from the same
+    parameters and batch. ``device``: a selector or a Target (a model's, to check on its
+    context with its profile)."""
+    from convgraph.reference import reference_gradients
+    from convgraph.train.session import TrainingSession
+
+    session = TrainingSession(graph, device=device, batch=batch)
+    rng = np.random.default_rng(seed)
+    params = random_params(session, seed)
+    session.set_params(params)
+    volume = graph.nodes[ordered(graph)[0]]["output"]
+    x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
+    labels = rng.integers(0, session.plan.classes, batch)
+    grads, param_grads = session.gradients(x, labels)
+    _, _, _, expected, expected_params = reference_gradients(
+        graph, params, x, labels, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
+    kernels_of: dict[str, list[str]] = {}
+    for launch in session.plan.groups["train"]:
+        if launch.kernel not in kernels_of.setdefault(launch.node, []):
+            kernels_of[launch.node].append(launch.kernel)
+    checks = []
+    for name, grad in grads.items():
+        if name in expected:
+            checks.append(Check(f"d {name}", graph.nodes[name]["op"],
+                                kernels_of.get(name, []), relative_error(grad, expected[name])))
+    for key, grad in param_grads.items():
+        node = key.rsplit(".", 1)[0]
+        checks.append(Check(f"d {key}", graph.nodes[node]["op"], kernels_of.get(node, []),
+                            relative_error(grad, expected_params[key])))
+    return checks
+
+
+def verify_training_locally(session, x, labels) -> list[Check]:
+    """Every layer's backward kernels on their own: after one device step's forward and
+    backward passes, each layer's parameter gradients (and its input gradient, where that input
+    feeds only this layer) are recomputed in float64 from the device's own activations and
+    output gradient, so rounding does not build up through deep networks as in a whole-network
+    comparison."""
+    graph, plan = session.graph, session.plan
+    count = x.shape[0]
+    grads, param_grads = session.gradients(x, labels)
+    params = session.params
+    value = {}
+
+    def activation(name):
+        storage = plan.storage_of[name]
+        if storage not in value:
+            value[storage] = session.executor.read_tensor(storage, count)
+        return value[storage]
+
+    checks = []
+    for name in ordered(graph):
+        data = graph.nodes[name]
+        if name not in grads or not data["inputs"] or plan.storage_of[name] != name:
+            continue
+        op = REGISTRY[data["op"]]
+        inputs = [activation(source) for source in data["inputs"]]
+        d_inputs, d_params = op.reference_backward(
+            data, inputs, activation(name), grads[name].astype(np.float64),
+            node_params(params, name), session.dropout_seed())
+        for key, expected in d_params.items():
+            if f"{name}.{key}" in param_grads:
+                checks.append(Check(f"d {name}.{key}", data["op"], [],
+                                    relative_error(param_grads[f"{name}.{key}"], expected)))
+        for source, expected in zip(data["inputs"], d_inputs):
+            storage = plan.storage_of[source]
+            readers = [n for n in graph if storage in (plan.storage_of[i] for i in
+                                                        graph.nodes[n]["inputs"])]
+            if len(readers) != 1 or data["inputs"].count(source) != 1 or source not in grads:
+                continue  # its gradient also holds other layers' parts
+            producer = graph.nodes[storage]
+            if producer.get("epilogue"):  # converted in place by the fused activation
+                fused = graph.nodes[producer["epilogue"]]
+                expected = REGISTRY[fused["op"]].reference_backward(
+                    fused, [None], activation(source), expected, {}, 0)[0][0]
+            checks.append(Check(f"d {source} (from {name})", data["op"], [],
+                                relative_error(grads[source], expected)))
+    return checks
