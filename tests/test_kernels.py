@@ -11,7 +11,7 @@ given random parameters with non-trivial biases and batchnorm statistics, and ru
 batch after every activation buffer's interior has been filled with NaN (halos stay zero), so an
 output element no kernel writes shows up as NaN.
 
-The check is the one ``convgraph run --verify`` uses (``runtime.inspect.relative_error``)::
+The check is the one ``convgraph run --verify`` uses (``convgraph.verify.relative_error``)::
 
     max |device - reference| / max |reference|  <=  1e-4
 
@@ -49,9 +49,9 @@ from convgraph.ops.cases import cases_of, kinds_needed
 from convgraph.pipeline import analyse
 from convgraph.reference import reference_forward, reference_gradients
 from convgraph.runtime.devices import select_device
-from convgraph.runtime.inspect import TOLERANCE, random_params, relative_error
 from convgraph.spec.expand import expanded
 from convgraph.train.session import TrainingSession
+from convgraph.verify import TOLERANCE, random_params, relative_error
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

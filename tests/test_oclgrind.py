@@ -57,7 +57,7 @@ NETWORKS = [
 CHILD = """
 import json, sys
 import convgraph
-from convgraph.runtime.inspect import verify_model, verify_training
+from convgraph.verify import verify_model, verify_training
 from tests.launch_log import LaunchCounter
 counter = LaunchCounter()
 counter.install()

@@ -32,8 +32,8 @@ from convgraph.codegen.tuning import (
 from convgraph.pipeline import analyse
 from convgraph.reference import reference_gradients
 from convgraph.runtime.devices import select_device
-from convgraph.runtime.inspect import relative_error
 from convgraph.train.session import TrainingSession
+from convgraph.verify import relative_error
 from tests.test_kernels import check_forward, input_batch, poison, random_params
 
 CASES = {

@@ -114,15 +114,3 @@ def profile_model(model, batch: int | None = None, repeats: int = 10
         timings.append(Timing(node, op, ms, gflops, gbytes, fraction))
     total = sum(t.milliseconds for t in timings)
     return timings, total, peak_flops, peak_bytes
-
-
-def __getattr__(name: str):
-    """The kernel checks moved to convgraph.verify; their old names here still resolve
-    (lazily, so importing this module never imports training) until every caller imports
-    them from there."""
-    if name in ("TOLERANCE", "Check", "relative_error", "random_params", "verify_model",
-                "verify_training", "verify_training_locally"):
-        import convgraph.verify
-
-        return getattr(convgraph.verify, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
