@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from convgraph.errors import Location, SpecError
-from convgraph.ops.base import REGISTRY, LayerDef, canonical_op_name, suggest
+from convgraph.ops import values as v
+from convgraph.ops.base import REGISTRY, LayerDef, Param, canonical_op_name, suggest
 from convgraph.spec.attrs import (
     Defaults,
     Written,
@@ -22,12 +23,16 @@ from convgraph.spec.attrs import (
     check_name,
     make_layer,
     read_attr,
+    read_value,
     resolve_op,
     shown,
 )
 from convgraph.spec.pattern import MAX_LAYERS, PatternLayer, parse_pattern
 from convgraph.spec.train import read_train
 from convgraph.spec.yamlload import YamlList, YamlMap
+
+# the spec-wide rounding every layer with a 'rounding' attribute starts from
+SPEC_ROUNDING = Param(v.ROUNDING, default="exact", doc="exact, floor or ceil, for every layer")
 
 TOP_KEYS = (
     "name",
@@ -131,8 +136,8 @@ def read_spec(data, source: str) -> Spec:
 def _read_defaults(data: YamlMap) -> Defaults:
     defaults = Defaults()
     if "rounding" in data:
-        defaults.rounding = read_attr(
-            "conv", "rounding", Written(data["rounding"], data.where("rounding")), None
+        defaults.rounding = read_value(
+            SPEC_ROUNDING, "rounding", Written(data["rounding"], data.where("rounding"))
         )
     section = data.get("defaults")
     if section is None:
