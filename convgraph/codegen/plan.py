@@ -97,6 +97,7 @@ class Lowering:
         self.op = REGISTRY[self.node.op]
         self.families = self.op.kernels if families is None else families
         self.profile = planner.profile
+        self.epilogue_applied = False
 
     @property
     def attrs(self) -> dict:
@@ -137,6 +138,7 @@ class Lowering:
     def epilogue(self) -> tuple[str, float]:
         """The activation fused into this node's kernel, as (ACT_* name, slope)."""
         fused = self.node.epilogue
+        self.epilogue_applied = True
         if not fused:
             return "ACT_NONE", 0.0
         activation = self.planner.graph.nodes[fused]
@@ -216,6 +218,18 @@ class Lowering:
         self.launch(family, selector, every,
                     (first.stride_c // width, volume.width, volume.height), args, batch_axis=2,
                     local_size=self.profile.pixel_local, flops=flops, moved=moved)
+
+
+def lower_forward(lower, ctx: Lowering) -> None:
+    """Run one of an op's forward lowerings (``lower``, ``lower_eval``, ``lower_train``) for
+    ``ctx``'s node. An activation the passes fused into the node must be applied by its kernels
+    (they read ``ctx.epilogue()``): an op that declares ``takes_epilogue`` and does not would
+    silently drop it."""
+    lower(ctx)
+    if ctx.node.epilogue and not ctx.epilogue_applied:
+        raise OpDeclarationError(
+            f"op '{ctx.op.name}' declares takes_epilogue, but its lowering of node '{ctx.name}' "
+            f"did not apply the fused activation '{ctx.node.epilogue}' (ctx.epilogue()).")
 
 
 def _batch_free_local(global_size, batch_axis: int, most: int = 256) -> tuple[int, ...]:
@@ -308,7 +322,7 @@ def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool 
     for name in names:
         if passes_through(graph, name):
             continue
-        REGISTRY[graph.nodes[name].op].lower(Lowering(planner, name))
+        lower_forward(REGISTRY[graph.nodes[name].op].lower, Lowering(planner, name))
     output = planner.storage_of[graph.graph["output"]]
     buffer_of, sizes = assign_buffers(planner, names, output, share_buffers)
     return Plan(planner.storage_of, planner.layouts, planner.kernels, planner.launches,

@@ -34,7 +34,7 @@ from convgraph.codegen.launches import (
     work,
 )
 from convgraph.codegen.layout import Layout, channel_stride
-from convgraph.codegen.plan import Lowering, _Planner, param_sizes
+from convgraph.codegen.plan import Lowering, _Planner, lower_forward, param_sizes
 from convgraph.codegen.profile import DeviceProfile
 from convgraph.errors import SpecError
 from convgraph.graph import loss_input, ordered
@@ -246,14 +246,14 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
     groups: dict[str, list[Launch]] = {}
     planner.launches = []
     for name in lowered:  # evaluation: inference kernels, dropout as a copy; then the loss
-        REGISTRY[graph.nodes[name].op].lower_eval(TrainLowering(planner, name))
+        lower_forward(REGISTRY[graph.nodes[name].op].lower_eval, TrainLowering(planner, name))
     _lower_loss(planner, logits_node, logits, train)
     groups["evaluate"] = planner.launches
 
     planner.launches = []
     planner.written = set()
     for name in lowered:
-        REGISTRY[graph.nodes[name].op].lower_train(TrainLowering(planner, name))
+        lower_forward(REGISTRY[graph.nodes[name].op].lower_train, TrainLowering(planner, name))
     _lower_loss(planner, logits_node, logits, train)
     for name in reversed(lowered):
         if name == names[0]:
