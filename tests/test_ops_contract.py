@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from convgraph.codegen import profile as profiles
-from convgraph.codegen.launches import Buffer
+from convgraph.codegen.launches import Buffer, Scalar
 from convgraph.codegen.plan import plan_forward
 from convgraph.codegen.source import kernel_file, kernels_dir
 from convgraph.codegen.training import plan_training
@@ -144,13 +144,17 @@ def test_plans_follow_the_declarations(network):
     except ConvgraphError:  # no class scores: not trainable
         pass
     for plan in plans:
+        table = {**plan.buffer_sizes(4), **plan.fixed_sizes()}  # the ExecutablePlan protocol
         for launches in plan.launch_groups().values():
             for launch in launches:
                 family = plan.kernels[launch.kernel].family
                 op = REGISTRY[graph.nodes[launch.node]["op"]]
                 assert family in op.kernels or family in own, (launch.node, family)
-                for arg in launch.args:
-                    assert plan.buffer_name(arg) is None or isinstance(arg, Buffer)
+                for arg in launch.args:  # typed; every buffer named is in the buffer table
+                    assert isinstance(arg, Buffer | Scalar), arg
+                    name = plan.buffer_name(arg)
+                    assert (name is None) == isinstance(arg, Scalar), arg
+                    assert name is None or name in table, (launch.kernel, name)
     forward = plans[0]
     for name in ordered(graph):
         node = graph.nodes[name]
