@@ -13,9 +13,12 @@ registry, so adding an op means adding one class in ``ops/`` (and its kernels in
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from convgraph.core import Volume
 from convgraph.errors import Location, ShapeError, SpecError
@@ -163,12 +166,12 @@ class Weight:
     init: str = "zeros"
     trainable: bool = True
 
-    def initial(self, rng, scheme: str = "he"):
+    def __post_init__(self):
+        if self.init not in INIT_RULES:
+            raise ValueError(f"unknown init rule {self.init!r}: one of {', '.join(INIT_RULES)}")
+
+    def initial(self, rng: np.random.Generator, scheme: str = "he") -> np.ndarray:
         """The initial value as float64 numpy (one draw from ``rng`` for ``fan_in``)."""
-        import math
-
-        import numpy as np
-
         if self.init == "fan_in":
             fan_in = math.prod(self.shape[1:])
             fan_out = self.shape[0] * math.prod(self.shape[2:])
@@ -225,7 +228,7 @@ class Op:
         shown = []
         for key, value in attrs.items():
             default = self.params[key].default if key in self.params else None
-            if value == default or value == derived.get(key, default) or (
+            if value in (default, derived.get(key, default)) or (
                     key == "rounding" and value == rounding):
                 continue
             shown.append(f"{key}={_attr_text(value)}")
@@ -238,16 +241,10 @@ class Op:
         raise NotImplementedError
 
     def weights(self, node: Node) -> dict[str, Weight]:
-        """Every array this node holds, named as PyTorch/ONNX name them, trainable ones first."""
+        """Every array this node holds, named as PyTorch/ONNX name them, trainable ones first
+        (shape inference records the trainable ones' shapes as ``param_shapes``, the others'
+        as ``buffer_shapes``; initialisation draws them in this order)."""
         return {}
-
-    def parameter_shapes(self, node: Node) -> dict[str, tuple[int, ...]]:
-        """Trainable parameters' shapes (from ``weights``)."""
-        return {key: w.shape for key, w in self.weights(node).items() if w.trainable}
-
-    def buffer_shapes(self, node: Node) -> dict[str, tuple[int, ...]]:
-        """Non-trainable state's shapes (running statistics, from ``weights``)."""
-        return {key: w.shape for key, w in self.weights(node).items() if not w.trainable}
 
     def macs(self, node: Node) -> int:
         """Multiply-accumulates per image (conv and fc only)."""
