@@ -47,7 +47,8 @@ class Plan:
     input: str
     output: str
     sites: dict[str, Site] = field(default_factory=dict)  # tunable kernel sites by key
-    param_sizes: dict[tuple[str, str], int] = field(default_factory=dict)  # device elements
+    graph: nx.DiGraph | None = field(default=None, repr=False)  # what was planned
+    _fixed: dict[str, int] | None = field(default=None, init=False, repr=False)
 
     # the ExecutablePlan protocol (codegen/launches.py), which the executor runs
     def layout_of(self, node: str) -> Layout:
@@ -66,9 +67,14 @@ class Plan:
                 for index, elements in enumerate(self.buffer_elements)}
 
     def fixed_sizes(self) -> dict[str, int]:
-        """Bytes of the parameters as the kernels hold them, by buffer name."""
-        return {param(node, key).name: 4 * count
-                for (node, key), count in self.param_sizes.items()}
+        """Bytes of the parameters as the kernels hold them, by buffer name (worked out on
+        first use: re-laying zeros for VGG-16's 138M parameters takes seconds, and running
+        a model never needs the table)."""
+        if self._fixed is None:
+            self._fixed = {param(node, key).name: 4 * count
+                           for (node, key), count in param_sizes(self.graph,
+                                                                 self.layout_of).items()}
+        return self._fixed
 
     def buffer_name(self, arg: Arg) -> str | None:
         """The device buffer a launch argument names (None for scalars); an activation names
@@ -326,8 +332,7 @@ def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool 
     output = planner.storage_of[graph.graph["output"]]
     buffer_of, sizes = assign_buffers(planner, names, output, share_buffers)
     return Plan(planner.storage_of, planner.layouts, planner.kernels, planner.launches,
-                buffer_of, sizes, planner.storage_of[names[0]], output, planner.sites,
-                param_sizes(graph, lambda n: planner.layouts[planner.storage_of[n]]))
+                buffer_of, sizes, planner.storage_of[names[0]], output, planner.sites, graph)
 
 
 def assign_buffers(planner: _Planner, names: list[str], output: str, share: bool = True):
