@@ -196,7 +196,7 @@ def conv_layers(session, batch: int, repeats: int = 5) -> list[dict]:
                 continue
             # the forward pass reads activations; stride-1 input gradients reuse the forward
             # kernel but read gradients
-            forward = launch.args[0][0] == "tensor" and "conv_forward" in launch.kernel
+            forward = launch.args[0].kind == "act" and "conv_forward" in launch.kernel
             kind = "forward" if forward else "backward"
             key = (launch.node, kind)
             per[key] = per.get(key, 0.0) + (event.profile.end - event.profile.start) * 1e-9

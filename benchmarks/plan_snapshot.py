@@ -49,7 +49,7 @@ def plan_text(plan, title: str) -> str:
                          f"b={launch.batch_axis} l={launch.local_size} f={launch.flops} "
                          f"m={launch.bytes} d={launch.batch_divisor} s={launch.site} [{args}]")
     sizes = dict(plan.buffer_sizes(BATCH))
-    if hasattr(plan, "fixed_sizes"):
+    if "train" in plan.launch_groups():  # inference plans' parameters were not listed before
         sizes.update(plan.fixed_sizes())
     lines += [f"{name} {size}" for name, size in sorted(sizes.items())]
     return "\n".join(lines)

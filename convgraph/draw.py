@@ -10,18 +10,8 @@ import networkx as nx
 
 from convgraph.errors import ConvgraphError
 from convgraph.graph import ordered
+from convgraph.ops.base import REGISTRY
 from convgraph.summary import describe_attrs
-
-_COLOURS = {
-    "conv": "#cfe2ff",
-    "fc": "#d1e7dd",
-    "pool": "#fff3cd",
-    "gap": "#fff3cd",
-    "add": "#f8d7da",
-    "concat": "#f8d7da",
-    "input": "#e2e3e5",
-    "batchnorm": "#e0cffc",
-}
 
 
 def _quote(text: str) -> str:
@@ -42,7 +32,7 @@ def to_dot(graph: nx.DiGraph) -> str:
         label = "\n".join(
             x for x in (name, data["op"] + (f" {hyper}" if hyper else ""), str(data["output"])) if x
         )
-        colour = _COLOURS.get(data["op"], "#ffffff")
+        colour = REGISTRY[data["op"]].colour
         lines.append(f"  {_quote(name)} [label={_quote(label)}, fillcolor={_quote(colour)}];")
     for name in ordered(graph):
         for source in graph.nodes[name]["inputs"]:

@@ -7,6 +7,7 @@ one paragraph and exits with its ``exit_status``; nothing else escapes as a trac
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 
@@ -96,3 +97,11 @@ class TrainingDiverged(ConvgraphError):
     """The loss became NaN or infinite."""
 
     exit_status = 6
+
+
+def suggest(word: str, candidates) -> str:
+    """A ' did you mean ...?' clause for an error message, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(word).lower(), list(candidates), n=2, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

@@ -2,7 +2,8 @@
 
 Node data: ``op`` (registered name), ``attrs`` (normalised hyperparameters), ``inputs`` (ordered
 input names; edges alone cannot hold ``add(x, x)``), ``layer`` (the LayerDef, for located errors).
-Shape inference (shapes.py) adds ``output``, ``params``, ``flops`` and friends.
+Shape inference (shapes.py) adds ``output``, ``params``, ``flops`` and friends. Each node's data
+is an ops.base.Node, the view every Op method gets (``node.attrs``, ``node.output``...).
 Passes are small functions taking the graph first.
 """
 
@@ -10,14 +11,21 @@ from __future__ import annotations
 
 import networkx as nx
 
-from convgraph.errors import SpecError
-from convgraph.ops.base import REGISTRY, LayerDef, suggest
+from convgraph.errors import SpecError, suggest
+from convgraph.ops.base import REGISTRY, LayerDef, Node
 from convgraph.spec import Spec
 
 
-def build_graph(spec: Spec) -> nx.DiGraph:
+class Graph(nx.DiGraph):
+    """A networkx DiGraph whose node data are Nodes (a dict, as networkx keeps it, with named
+    read access), so that ``graph.nodes[name]`` is what every Op method is given."""
+
+    node_attr_dict_factory = Node
+
+
+def build_graph(spec: Spec) -> Graph:
     """Turn a parsed spec into a checked DAG with a single input and a single output."""
-    graph = nx.DiGraph(
+    graph = Graph(
         name=spec.name,
         source=spec.source,
         form=spec.form,
@@ -140,6 +148,14 @@ def check_single_output(graph: nx.DiGraph, declared: str | None) -> str:
 
 def _first_location(graph):
     return next(iter(graph.nodes.values()))["layer"].location
+
+
+def loss_input(graph: nx.DiGraph) -> str:
+    """The node whose output the loss reads: the output, or the input of an output op that
+    declares ``loss_reads_input`` (a final softmax: the cross-entropy applies its own)."""
+    output = graph.graph["output"]
+    node = graph.nodes[output]
+    return node.inputs[0] if REGISTRY[node.op].loss_reads_input else output
 
 
 def ordered(graph: nx.DiGraph) -> list[str]:

@@ -7,8 +7,6 @@ kernel_h, kernel_w), fc weights (units, inputs) with inputs in (depth, height, w
 
 from __future__ import annotations
 
-import math
-
 import networkx as nx
 import numpy as np
 
@@ -26,24 +24,15 @@ def expected_shapes(graph: nx.DiGraph) -> dict[str, tuple[int, ...]]:
 
 
 def initial_params(graph: nx.DiGraph, init: str = "he", seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded He (normal, fan-in) or Glorot (uniform) weights; zero biases; batchnorm at 1/0."""
+    """Seeded initial values, as each op declares them (ops/base.Weight): weights He (normal,
+    fan-in) or Glorot (uniform) by ``init``, biases zero, batchnorm's scale and variance one.
+    One generator draws for every weight in graph order, so a seed gives one network."""
     rng = np.random.default_rng(seed)
     params = {}
-    for key, shape in expected_shapes(graph).items():
-        field = key.rsplit(".", 1)[1]
-        if field == "weight" and len(shape) > 1:
-            fan_in = math.prod(shape[1:])
-            fan_out = shape[0] * math.prod(shape[2:])
-            if init == "glorot":
-                bound = math.sqrt(6.0 / (fan_in + fan_out))
-                value = rng.uniform(-bound, bound, shape)
-            else:
-                value = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
-        elif field in ("weight", "running_var"):
-            value = np.ones(shape)
-        else:
-            value = np.zeros(shape)
-        params[key] = value.astype(np.float32)
+    for name in ordered(graph):
+        node = graph.nodes[name]
+        for key in {**node["param_shapes"], **node["buffer_shapes"]}:
+            params[f"{name}.{key}"] = node.weights[key].initial(rng, init).astype(np.float32)
     return params
 
 

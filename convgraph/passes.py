@@ -10,61 +10,63 @@ from __future__ import annotations
 import networkx as nx
 
 from convgraph.graph import ordered
-from convgraph.ops.base import LayerDef
+from convgraph.ops.base import REGISTRY, LayerDef
 from convgraph.shapes import annotate
 
 
 def insert_flatten(graph: nx.DiGraph) -> None:
-    """Make the implicit flatten before an fc that reads a volume explicit (needs shapes)."""
+    """Make the implicit flatten before an op that reads its input as a vector (an op declaring
+    ``implicit_flatten``: fc) explicit, where that input is a volume (needs shapes)."""
     for name in ordered(graph):
-        data = graph.nodes[name]
-        if data["op"] != "fc":
+        node = graph.nodes[name]
+        flatten = REGISTRY[node.op].implicit_flatten
+        if flatten is None:
             continue
-        (source,) = data["inputs"]
+        (source,) = node.inputs
         volume = graph.nodes[source]["output"]
         if volume.width == volume.height == 1:
             continue
         flat = f"{name}_flatten"
         while flat in graph:
             flat += "_"
-        layer = data["layer"]
-        flat_layer = LayerDef(
-            flat, "flatten", {}, [source], layer.location, {}, [layer.where()], "inserted before fc"
-        )
+        layer = node.layer
+        flat_layer = LayerDef(flat, flatten, {}, [source], layer.location, {}, [layer.where()],
+                              f"inserted before {node.op}")
         graph.add_node(
             flat,
-            op="flatten",
+            op=flatten,
             attrs={},
             inputs=[source],
             layer=flat_layer,
-            order=data["order"] - 0.5,
+            order=node.order - 0.5,
             inserted=True,
         )
         graph.remove_edge(source, name)
         graph.add_edge(source, flat)
         graph.add_edge(flat, name)
-        data["inputs"] = [flat]  # the LayerDef keeps what the spec wrote
+        node["inputs"] = [flat]  # the LayerDef keeps what the spec wrote
         annotate(graph, flat)
-
-
-FUSABLE_EPILOGUES = ("relu", "leakyrelu", "sigmoid", "tanh")
+        node["input_volumes"] = [graph.nodes[flat].output]
 
 
 def mark_fusions(graph: nx.DiGraph) -> None:
-    """Mark work that can run inside another node's kernel: an activation inside the conv, fc or
-    batchnorm feeding it (bias + activation epilogue), and a flatten inside the fc reading it."""
+    """Mark work that can run inside another node's kernel: an activation (an op with an
+    ``activation_code``) inside the node feeding it when that node ``takes_epilogue`` (conv,
+    fc, batchnorm: bias + activation epilogue), and a flatten inside the op that declared it
+    as its ``implicit_flatten``."""
     output = graph.graph["output"]
     for name in ordered(graph):
-        data = graph.nodes[name]
-        if len(data["inputs"]) != 1:
+        node = graph.nodes[name]
+        if len(node.inputs) != 1:
             continue
-        (source,) = data["inputs"]
+        (source,) = node.inputs
         producer = graph.nodes[source]
         if graph.out_degree(source) != 1 or source == output:
             continue
-        if (data["op"] in FUSABLE_EPILOGUES and producer["op"] in ("conv", "fc", "batchnorm")
-                and not producer.get("epilogue")):
+        op, producer_op = REGISTRY[node.op], REGISTRY[producer.op]
+        if (op.activation_code is not None and producer_op.takes_epilogue
+                and not producer.epilogue):
             producer["epilogue"] = name
-            data["fused_into"] = source
-        elif data["op"] == "fc" and producer["op"] == "flatten":
+            node["fused_into"] = source
+        elif op.implicit_flatten is not None and op.implicit_flatten == producer.op:
             producer["fused_into"] = name

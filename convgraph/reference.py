@@ -9,7 +9,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from convgraph.graph import ordered
+from convgraph.graph import loss_input, ordered
 from convgraph.ops.base import REGISTRY
 
 
@@ -54,9 +54,7 @@ def reference_gradients(graph: nx.DiGraph, params: dict, x, labels, seed: int = 
         inputs = [values[source] for source in data["inputs"]] or [np.asarray(x, np.float64)]
         values[name] = REGISTRY[data["op"]].reference_train(data, inputs,
                                                             node_params(params, name), seed)
-    logits = graph.graph["output"]
-    if graph.nodes[logits]["op"] == "softmax":  # the loss reads the logits before it
-        logits = graph.nodes[logits]["inputs"][0]
+    logits = loss_input(graph)  # before a final softmax: the loss applies its own
     losses, correct, d_logits = softmax_cross_entropy(values[logits], np.asarray(labels),
                                                       smoothing)
     grads = {logits: d_logits}

@@ -24,24 +24,24 @@ def infer_shapes(graph: nx.DiGraph) -> nx.DiGraph:
 
 
 def annotate(graph: nx.DiGraph, name: str) -> None:
-    data = graph.nodes[name]
-    op = REGISTRY[data["op"]]
-    layer = data["layer"]
-    inputs = [graph.nodes[source]["output"] for source in data["inputs"]]
-    output, derived = op.infer(layer, inputs)
+    node = graph.nodes[name]
+    op = REGISTRY[node.op]
+    node["input_volumes"] = [graph.nodes[source]["output"] for source in node.inputs]
+    output, derived = op.infer(node)
     if min(output) < 1:
-        raise layer.error(f"output volume {output} is empty.")
-    param_shapes = op.parameter_shapes(layer, inputs, output)
-    buffer_shapes = op.buffer_shapes(layer, inputs, output)
-    data.update(
-        output=output,
-        derived=derived,
+        raise node.error(f"output volume {output} is empty.")
+    node.update(output=output, derived=derived)
+    weights = op.weights(node)
+    param_shapes = {key: w.shape for key, w in weights.items() if w.trainable}
+    buffer_shapes = {key: w.shape for key, w in weights.items() if not w.trainable}
+    node.update(
+        weights=weights,
         param_shapes=param_shapes,
         buffer_shapes=buffer_shapes,
         params=sum(math.prod(shape) for shape in param_shapes.values()),
         buffers=sum(math.prod(shape) for shape in buffer_shapes.values()),
-        macs=op.macs(layer, inputs, output, derived),
-        flops=op.flops(layer, inputs, output, derived),
+        macs=op.macs(node),
+        flops=op.flops(node),
         activation_bytes=output.elements * BYTES_PER_VALUE,
     )
 

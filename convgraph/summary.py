@@ -6,7 +6,7 @@ import networkx as nx
 from rich.console import Console
 from rich.table import Table
 
-from convgraph.core import Volume
+from convgraph.codegen.launches import Buffer
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 from convgraph.shapes import totals
@@ -22,27 +22,10 @@ def plain(value):
 
 
 def describe_attrs(op: str, attrs: dict, rounding: str = "exact") -> str:
-    """The hyperparameters that differ from the op's defaults, compactly: 'filters=12 size=3'.
-
-    ``rounding`` is the spec-wide setting, shown only where a layer departs from it."""
-    params = REGISTRY[op].params
-    shown = []
-    for key, value in attrs.items():
-        default = params[key].default if key in params else None
-        if value == default or (key == "rounding" and value == rounding):
-            continue
-        if key == "stride" and op == "pool" and value == attrs.get("size"):
-            continue
-        if isinstance(value, Volume):
-            text = str(value)
-        elif isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
-            text = str(value[0])
-        elif isinstance(value, tuple) and len(value) == 2:
-            text = f"{value[0]}x{value[1]}"
-        else:
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-        shown.append(f"{key}={text}")
-    return " ".join(shown)
+    """The hyperparameters that differ from the op's defaults, compactly: 'filters=12 size=3'
+    (``Op.describe``). ``rounding`` is the spec-wide setting, shown only where a layer departs
+    from it."""
+    return REGISTRY[op].describe(attrs, rounding)
 
 
 def node_record(graph: nx.DiGraph, name: str) -> dict:
@@ -170,8 +153,16 @@ def plan_text(model) -> str:
                                  f"channels {plan.layouts[s].stride_c})" for s in users))
     lines += ["", "## launches, in order"]
     for launch, record in zip(plan.launches, model.kernel_records()):
-        args = ", ".join(":".join(map(str, arg)) for arg in launch.args)
+        args = ", ".join(map(_arg_text, launch.args))
         lines.append(f"{record['node']}: {record['name']} global {tuple(record['global_size'])} "
                      f"local {tuple(record['local_size']) if record['local_size'] else 'auto'} "
                      f"({args})")
     return "\n".join(lines) + "\n"
+
+
+def _arg_text(arg) -> str:
+    """A launch argument as the plan listing shows it: 'tensor:conv1' (the activation, whichever
+    buffer it shares), 'param:conv1:weight', 'batch'."""
+    if isinstance(arg, Buffer) and arg.kind == "act":
+        return f"tensor:{arg.node}"
+    return arg.name

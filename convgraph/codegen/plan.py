@@ -4,6 +4,8 @@ plan_forward(graph, profile) walks the graph in topological order and asks each 
 lower itself (ops/<family>.py ``lower``) into specialised kernels and launches. Nodes that do no
 work in inference share their input's storage: dropout, an activation fused into the conv/fc
 before it, a flatten read directly by its fc. Storage is then packed into buffers by liveness.
+Launch arguments are typed (codegen/launches.py); an inference plan maps each activation to the
+buffer it shares.
 """
 
 from __future__ import annotations
@@ -12,51 +14,26 @@ import math
 from dataclasses import dataclass, field
 
 import networkx as nx
+import numpy as np
 
+from convgraph.codegen.launches import (
+    BATCH,
+    SEED,
+    Arg,
+    Buffer,
+    KernelSpec,
+    Launch,
+    param,
+    param_grad,
+    tensor,
+)
 from convgraph.codegen.layout import Layout, channel_stride, vector_width
 from convgraph.codegen.profile import DeviceProfile
 from convgraph.codegen.tuning import Site, site_key
 from convgraph.graph import ordered
-from convgraph.ops.base import REGISTRY
+from convgraph.ops.base import REGISTRY, OpDeclarationError
 
-
-@dataclass
-class KernelSpec:
-    """One specialised kernel in the program: a family file, a selector and its defines."""
-
-    name: str
-    family: str  # kernels/<family>.cl
-    selector: str  # the #define choosing one kernel of the file
-    defines: dict
-    layers: list[str] = field(default_factory=list)
-
-    def identity(self) -> tuple:
-        return (self.family, self.selector, tuple(sorted(self.defines.items())))
-
-
-@dataclass
-class Launch:
-    """One kernel launch. ``global_size[batch_axis]`` is per image: it is multiplied by the
-    number of images at launch time, so one plan serves every batch up to the planned one."""
-
-    kernel: str
-    node: str
-    global_size: tuple[int, ...]
-    batch_axis: int | None
-    local_size: tuple[int, ...] | None
-    args: list  # ("tensor", storage) | ("param", node, name) | ("batch",)
-    flops: int = 0  # per image, for --profile
-    bytes: int = 0  # per image moved to and from memory, for --profile
-    batch_divisor: int = 1  # global_size[batch_axis] counts groups of this many images
-    site: str | None = None  # the tuning site whose knobs specialised this launch
-
-    def sizes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-        size = list(self.global_size)
-        if self.batch_axis is not None:
-            size[self.batch_axis] *= -(-batch // self.batch_divisor)
-        if self.local_size is None:
-            return tuple(size), None
-        return tuple(-(-g // w) * w for g, w in zip(size, self.local_size)), self.local_size
+__all__ = ["KernelSpec", "Launch", "Lowering", "Plan", "param_sizes", "plan_forward"]
 
 
 @dataclass
@@ -70,7 +47,10 @@ class Plan:
     input: str
     output: str
     sites: dict[str, Site] = field(default_factory=dict)  # tunable kernel sites by key
+    graph: nx.DiGraph | None = field(default=None, repr=False)  # what was planned
+    _fixed: dict[str, int] | None = field(default=None, init=False, repr=False)
 
+    # the ExecutablePlan protocol (codegen/launches.py), which the executor runs
     def layout_of(self, node: str) -> Layout:
         return self.layouts[self.storage_of[node]]
 
@@ -81,38 +61,74 @@ class Plan:
         return {"forward": self.launches}
 
     def buffer_sizes(self, batch: int) -> dict[str, int]:
-        """Bytes of every per-batch device buffer, by name."""
+        """Bytes of every per-batch device buffer, by name: activations share buffers
+        'act0', 'act1'... by liveness."""
         return {f"act{index}": 4 * batch * elements
                 for index, elements in enumerate(self.buffer_elements)}
 
-    def buffer_name(self, arg: tuple) -> str | None:
-        """The device buffer a launch argument names (None for scalars)."""
-        if arg[0] == "tensor":
-            return f"act{self.buffer_of[arg[1]]}"
-        if arg[0] == "param":
-            return f"param:{arg[1]}:{arg[2]}"
-        return None
+    def fixed_sizes(self) -> dict[str, int]:
+        """Bytes of the parameters as the kernels hold them, by buffer name (worked out on
+        first use: re-laying zeros for VGG-16's 138M parameters takes seconds, and running
+        a model never needs the table)."""
+        if self._fixed is None:
+            self._fixed = {param(node, key).name: 4 * count
+                           for (node, key), count in param_sizes(self.graph,
+                                                                 self.layout_of).items()}
+        return self._fixed
+
+    def buffer_name(self, arg: Arg) -> str | None:
+        """The device buffer a launch argument names (None for scalars); an activation names
+        the buffer it shares."""
+        if not isinstance(arg, Buffer):
+            return None
+        if arg.kind == "act":
+            return f"act{self.buffer_of[arg.node]}"
+        return arg.name
 
 
 class Lowering:
-    """What an op's ``lower`` sees of one node, and how it adds kernels and launches."""
+    """What an op's ``lower`` sees of one node, and how it adds kernels and launches.
 
-    def __init__(self, planner: _Planner, name: str):
+    ``ctx.node`` is the node's view every Op method gets (ops/base.Node). Launch arguments come
+    from here: ``ctx.input_tensor(slot)``, ``ctx.output_tensor``, ``ctx.param(key)``,
+    ``ctx.BATCH``; ``families``: the kernel files launches may come from (the op's declared
+    ``kernels``; the planner's own launches name theirs)."""
+
+    BATCH, SEED = BATCH, SEED
+
+    def __init__(self, planner: _Planner, name: str, families: tuple[str, ...] | None = None):
         self.planner = planner
         self.name = name
         self.node = planner.graph.nodes[name]
+        self.op = REGISTRY[self.node.op]
+        self.families = self.op.kernels if families is None else families
         self.profile = planner.profile
+        self.epilogue_applied = False
 
     @property
     def attrs(self) -> dict:
-        return self.node["attrs"]
+        return self.node.attrs
 
     @property
     def derived(self) -> dict:
-        return self.node["derived"]
+        return self.node.derived
 
     def input_storage(self, slot: int = 0) -> str:
-        return self.planner.storage_of[self.node["inputs"][slot]]
+        return self.planner.storage_of[self.node.inputs[slot]]
+
+    def input_tensor(self, slot: int = 0) -> Buffer:
+        return tensor(self.input_storage(slot))
+
+    @property
+    def output_tensor(self) -> Buffer:
+        return tensor(self.output_storage)
+
+    def param(self, key: str) -> Buffer:
+        """This node's parameter ``key``, as its kernels hold it."""
+        return param(self.name, key)
+
+    def param_grad(self, key: str) -> Buffer:
+        return param_grad(self.name, key)
 
     def input_layout(self, slot: int = 0) -> Layout:
         return self.planner.layouts[self.input_storage(slot)]
@@ -127,11 +143,12 @@ class Lowering:
 
     def epilogue(self) -> tuple[str, float]:
         """The activation fused into this node's kernel, as (ACT_* name, slope)."""
-        fused = self.node.get("epilogue")
+        fused = self.node.epilogue
+        self.epilogue_applied = True
         if not fused:
             return "ACT_NONE", 0.0
-        data = self.planner.graph.nodes[fused]
-        return ACTIVATION_CODES[data["op"]], float(data["attrs"].get("slope", 0.0))
+        activation = self.planner.graph.nodes[fused]
+        return REGISTRY[activation.op].epilogue_args(activation)
 
     def tuned(self, selector: str, shape: dict, space: list[dict]) -> tuple[str, dict]:
         """(site key, knobs) for a kernel specialised by ``shape``: the device's tuned choice
@@ -142,10 +159,17 @@ class Lowering:
         self.planner.sites.setdefault(key, Site(key, self.name, selector, space))
         return key, self.profile.tuning.choice(key, space)
 
-    def launch(self, family: str, selector: str, defines: dict, global_size, batch_axis,
-               args: list, local_size=None, flops: int = 0, moved: int = 0,
+    def launch(self, family: str, selector: str, defines: dict, global_size, args: list[Arg], *,
+               batch_axis: int | None = None, local_size=None, flops: int = 0, moved: int = 0,
                batch_divisor: int = 1, site: str | None = None) -> None:
-        """Add one launch of a kernel specialised by ``defines`` (shared when identical)."""
+        """Add one launch of kernels/<family>.cl's ``selector`` kernel specialised by
+        ``defines`` (shared when identical): ``global_size`` work-items, per image along
+        ``batch_axis``; ``flops`` and ``moved`` bytes per image, for --profile."""
+        if family not in self.families:
+            raise OpDeclarationError(
+                f"op '{self.op.name}' (node '{self.name}') launches {selector} from "
+                f"kernels/{family}.cl, but declares kernels = {self.families}: add '{family}' "
+                "to the op's kernels.")
         spec = KernelSpec("", family, selector, dict(defines))
         kernel = self.planner.add_kernel(spec, self.name)
         local = None
@@ -183,7 +207,7 @@ class Lowering:
         for prefix, layout in layouts.items():
             every.update(layout.defines(prefix))
         every.update(defines or {})
-        self.launch(family, selector, every, (first.stride_c // width,), None, args)
+        self.launch(family, selector, every, (first.stride_c // width,), args)
 
     def pixel_launch(self, family: str, selector: str, layouts: dict[str, Layout], args: list,
                      defines: dict | None = None, flops: int = 0) -> None:
@@ -197,9 +221,21 @@ class Lowering:
             every.update(layout.defines(prefix))
         every.update(defines or {})
         moved = 4 * volume.width * volume.height * first.stride_c * len(layouts)
-        self.launch(family, selector, every, (first.stride_c // width, volume.width,
-                                              volume.height), 2, args,
-                    self.profile.pixel_local, flops, moved)
+        self.launch(family, selector, every,
+                    (first.stride_c // width, volume.width, volume.height), args, batch_axis=2,
+                    local_size=self.profile.pixel_local, flops=flops, moved=moved)
+
+
+def lower_forward(lower, ctx: Lowering) -> None:
+    """Run one of an op's forward lowerings (``lower``, ``lower_eval``, ``lower_train``) for
+    ``ctx``'s node. An activation the passes fused into the node must be applied by its kernels
+    (they read ``ctx.epilogue()``): an op that declares ``takes_epilogue`` and does not would
+    silently drop it."""
+    lower(ctx)
+    if ctx.node.epilogue and not ctx.epilogue_applied:
+        raise OpDeclarationError(
+            f"op '{ctx.op.name}' declares takes_epilogue, but its lowering of node '{ctx.name}' "
+            f"did not apply the fused activation '{ctx.node.epilogue}' (ctx.epilogue()).")
 
 
 def _batch_free_local(global_size, batch_axis: int, most: int = 256) -> tuple[int, ...]:
@@ -217,14 +253,25 @@ def _batch_free_local(global_size, batch_axis: int, most: int = 256) -> tuple[in
     return tuple(local)
 
 
-ACTIVATION_CODES = {"relu": "ACT_RELU", "leakyrelu": "ACT_LEAKY_RELU", "sigmoid": "ACT_SIGMOID",
-                    "tanh": "ACT_TANH"}
-
-
 def passes_through(graph: nx.DiGraph, name: str) -> bool:
     """Nodes that do no work in inference and share their input's tensor."""
-    data = graph.nodes[name]
-    return bool(data.get("fused_into")) or REGISTRY[data["op"]].inference_identity
+    node = graph.nodes[name]
+    return bool(node.fused_into) or REGISTRY[node.op].inference_identity
+
+
+def param_sizes(graph: nx.DiGraph, layouts_of) -> dict[tuple[str, str], int]:
+    """Elements of every device parameter, from each op's own re-layout of zero arrays."""
+    sizes = {}
+    for name in ordered(graph):
+        node = graph.nodes[name]
+        shapes = {key: weight.shape for key, weight in node.weights.items()}
+        if not shapes:
+            continue
+        zeros = {key: np.zeros(shape, np.float32) for key, shape in shapes.items()}
+        relaid = REGISTRY[node.op].device_params(
+            node, zeros, layouts_of(node.inputs[0]) if node.inputs else None, layouts_of(name))
+        sizes.update({(name, key): int(np.asarray(value).size) for key, value in relaid.items()})
+    return sizes
 
 
 class _Planner:
@@ -271,21 +318,21 @@ def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool 
             volume = data["output"]
             planner.layouts[name] = Layout(volume, channel_stride(volume.depth))
     for name in names:  # halos: each tensor gets the widest padding any reader needs
-        data = graph.nodes[name]
-        if passes_through(graph, name) or not data["inputs"]:
+        node = graph.nodes[name]
+        if passes_through(graph, name) or not node.inputs:
             continue
-        need = REGISTRY[data["op"]].input_halo(data, graph.nodes[data["inputs"][0]]["output"])
+        need = REGISTRY[node.op].input_halo(node)
         if need is not None:
-            source = planner.storage_of[data["inputs"][0]]
+            source = planner.storage_of[node.inputs[0]]
             planner.layouts[source] = planner.layouts[source].with_halo(need)
     for name in names:
         if passes_through(graph, name):
             continue
-        REGISTRY[graph.nodes[name]["op"]].lower(Lowering(planner, name))
+        lower_forward(REGISTRY[graph.nodes[name].op].lower, Lowering(planner, name))
     output = planner.storage_of[graph.graph["output"]]
     buffer_of, sizes = assign_buffers(planner, names, output, share_buffers)
     return Plan(planner.storage_of, planner.layouts, planner.kernels, planner.launches,
-                buffer_of, sizes, planner.storage_of[names[0]], output, planner.sites)
+                buffer_of, sizes, planner.storage_of[names[0]], output, planner.sites, graph)
 
 
 def assign_buffers(planner: _Planner, names: list[str], output: str, share: bool = True):
@@ -298,9 +345,9 @@ def assign_buffers(planner: _Planner, names: list[str], output: str, share: bool
     first, last = {}, {}
     for index, launch in position.items():
         for arg in launch.args:
-            if arg[0] == "tensor":
-                first.setdefault(arg[1], index)
-                last[arg[1]] = index
+            if isinstance(arg, Buffer) and arg.kind == "act":
+                first.setdefault(arg.node, index)
+                last[arg.node] = index
     input_storage = planner.storage_of[names[0]]
     first[input_storage] = -1
     for storage in (input_storage, output):

@@ -12,16 +12,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import networkx as nx
-import numpy as np
 
+from convgraph.codegen.launches import (
+    CORRECT,
+    CORRECTION1,
+    CORRECTION2,
+    LABELS,
+    LOSSES,
+    LR,
+    Arg,
+    Buffer,
+    KernelSpec,
+    Launch,
+    grad,
+    param,
+    param_grad,
+    saved,
+    scratch,
+    state,
+    tensor,
+    work,
+)
 from convgraph.codegen.layout import Layout, channel_stride
-from convgraph.codegen.plan import ACTIVATION_CODES, KernelSpec, Launch, Lowering, _Planner
+from convgraph.codegen.plan import Lowering, _Planner, lower_forward, param_sizes
 from convgraph.codegen.profile import DeviceProfile
 from convgraph.errors import SpecError
-from convgraph.graph import ordered
+from convgraph.graph import loss_input, ordered
 from convgraph.ops.base import REGISTRY
 
-TRAINABLE = {"conv": ("weight", "bias"), "fc": ("weight", "bias"), "batchnorm": ("weight", "bias")}
+__all__ = ["TrainLowering", "TrainingPlan", "param_sizes", "plan_training"]
 
 
 @dataclass
@@ -42,47 +61,36 @@ class TrainingPlan:
     work: dict[tuple[str, str], int] = field(default_factory=dict)  # fixed scratch, elements
     sites: dict = field(default_factory=dict)  # tunable kernel sites by key (codegen/tuning.py)
 
-    # the interface the Executor reads
+    # the ExecutablePlan protocol (codegen/launches.py), which the executor runs
     def launch_groups(self) -> dict[str, list[Launch]]:
         return self.groups
 
     def buffer_sizes(self, batch: int) -> dict[str, int]:
         sizes = {}
         for storage, layout in self.layouts.items():
-            sizes[f"act:{storage}"] = layout.bytes_for(batch)
-            sizes[f"grad:{storage}"] = layout.bytes_for(batch)
-        sizes.update({"labels": 4 * batch, "losses": 4 * batch, "correct": 4 * batch})
+            sizes[tensor(storage).name] = layout.bytes_for(batch)
+            sizes[grad(storage).name] = layout.bytes_for(batch)
+        sizes.update({buffer.name: 4 * batch for buffer in (LABELS, LOSSES, CORRECT)})
         for (node, key), (elements, images) in self.scratch.items():
-            sizes[f"scratch:{node}:{key}"] = 4 * elements * -(-batch // images)
+            sizes[scratch(node, key).name] = 4 * elements * -(-batch // images)
         return sizes
 
     def fixed_sizes(self) -> dict[str, int]:
         """Bytes of the buffers that do not depend on the batch."""
-        sizes = {f"param:{n}:{k}": 4 * c for (n, k), c in self.param_sizes.items()}
+        sizes = {param(n, k).name: 4 * c for (n, k), c in self.param_sizes.items()}
         for node, key in self.trainable:
             count = 4 * self.param_sizes[(node, key)]
-            sizes[f"pgrad:{node}:{key}"] = count
+            sizes[param_grad(node, key).name] = count
             for slot in range(self.optimizer_slots):
-                sizes[f"state:{node}:{key}:{slot}"] = count
-        sizes.update({f"saved:{node}": 4 * count for node, count in self.saved.items()})
-        sizes.update({f"work:{node}:{key}": 4 * count for (node, key), count in self.work.items()})
+                sizes[state(node, key, slot).name] = count
+        sizes.update({saved(node).name: 4 * count for node, count in self.saved.items()})
+        sizes.update({work(node, key).name: 4 * count
+                      for (node, key), count in self.work.items()})
         return sizes
 
-    def buffer_name(self, arg: tuple) -> str | None:
-        kind = arg[0]
-        if kind == "tensor":
-            return f"act:{arg[1]}"
-        if kind == "grad":
-            return f"grad:{arg[1]}"
-        if kind in ("param", "pgrad", "scratch", "work"):
-            return f"{kind}:{arg[1]}:{arg[2]}"
-        if kind == "state":
-            return f"state:{arg[1]}:{arg[2]}:{arg[3]}"
-        if kind == "saved":
-            return f"saved:{arg[1]}"
-        if kind in ("labels", "losses", "correct"):
-            return kind
-        return None
+    def buffer_name(self, arg: Arg) -> str | None:
+        """Every buffer of a training plan is its own: the name is the argument's."""
+        return arg.name if isinstance(arg, Buffer) else None
 
     def layout_of(self, node: str) -> Layout:
         return self.layouts[self.storage_of[node]]
@@ -91,60 +99,61 @@ class TrainingPlan:
 class TrainLowering(Lowering):
     """Lowering for training: adds gradient buffers and whether to add to them."""
 
-    def __init__(self, planner: _TrainingPlanner, name: str):
-        super().__init__(planner, name)
+    def __init__(self, planner: _TrainingPlanner, name: str,
+                 families: tuple[str, ...] | None = None):
+        super().__init__(planner, name, families)
         self.training = planner
 
     @property
-    def output_grad(self) -> tuple:
-        return ("grad", self.output_storage)
+    def output_grad(self) -> Buffer:
+        return grad(self.output_storage)
 
     def needs_grad(self, slot: int = 0) -> bool:
         return self.input_storage(slot) != self.training.input_storage
 
-    def input_grad(self, slot: int = 0) -> tuple[tuple, int]:
+    def input_grad(self, slot: int = 0) -> tuple[Buffer, int]:
         """The gradient buffer of input ``slot`` and 1 if this launch must add to it."""
         storage = self.input_storage(slot)
         accumulate = int(storage in self.training.written)
         self.training.written.add(storage)
-        return ("grad", storage), accumulate
+        return grad(storage), accumulate
 
-    def input_gate(self, accumulate: int) -> tuple[str, float, tuple] | None:
+    def input_gate(self, accumulate: int) -> tuple[str, float, Buffer] | None:
         """The activation fused into the layer before this one, for this node's input-gradient
         kernel to differentiate as it writes (ACT name, slope, the activation's stored output),
         sparing that layer a pass over the whole tensor; None unless that gradient is whole
         once this kernel writes it: the first writer, and the activation's only consumer."""
         graph = self.planner.graph
-        source = self.node["inputs"][0]
-        producer = graph.nodes[source].get("fused_into")
-        if (accumulate or not producer or graph.nodes[producer].get("epilogue") != source
+        source = self.node.inputs[0]
+        producer = graph.nodes[source].fused_into
+        if (accumulate or not producer or graph.nodes[producer].epilogue != source
                 or list(graph.successors(source)) != [self.name]
                 or list(graph.successors(producer)) != [source]):
             return None
         self.training.gated.add(producer)
-        data = graph.nodes[source]
-        return (ACTIVATION_CODES[data["op"]], float(data["attrs"].get("slope", 0.0)),
-                ("tensor", self.input_storage()))
+        activation = graph.nodes[source]
+        return (*REGISTRY[activation.op].epilogue_args(activation), self.input_tensor())
 
-    def saved(self) -> tuple:
+    def saved(self) -> Buffer:
+        """This node's saved batch statistics (mean and inverse deviation per channel)."""
         self.training.saved[self.name] = 2 * self.output_layout.stride_c
-        return ("saved", self.name)
+        return saved(self.name)
 
     def param_elements(self, key: str) -> int:
         return self.training.param_sizes[(self.name, key)]
 
-    def split_sum(self, key: str, images: int | None = None) -> tuple[tuple, int]:
+    def split_sum(self, key: str, images: int | None = None) -> tuple[Buffer, int]:
         """A scratch buffer for partial sums of parameter ``key`` over splits of the batch of
         ``images`` each (the profile's default), and the images per split; call sum_splits
         afterwards to add them into its gradient."""
         return self.split_scratch(key, self.param_elements(key), images)
 
     def split_scratch(self, key: str, elements: int, images: int | None = None
-                      ) -> tuple[tuple, int]:
+                      ) -> tuple[Buffer, int]:
         """A scratch buffer of ``elements`` per split of the batch (``images`` each)."""
         images = images or self.profile.images_per_split
         self.training.scratch[(self.name, key)] = (elements, images)
-        return ("scratch", self.name, key), images
+        return scratch(self.name, key), images
 
     def channel_split_launch(self, family: str, selector: str, layouts: dict, args: list,
                              images: int, defines: dict | None = None) -> None:
@@ -159,13 +168,13 @@ class TrainLowering(Lowering):
         for prefix, layout in layouts.items():
             every.update(layout.defines(prefix))
         every.update(defines or {})
-        self.launch(family, selector, every, (first.stride_c // width, 1), 1, args,
+        self.launch(family, selector, every, (first.stride_c // width, 1), args, batch_axis=1,
                     batch_divisor=images)
 
-    def work_buffer(self, key: str, elements: int) -> tuple:
+    def work_buffer(self, key: str, elements: int) -> Buffer:
         """A batch-independent scratch buffer of this node (e.g. re-laid weights)."""
         self.training.work[(self.name, key)] = elements
-        return ("work", self.name, key)
+        return work(self.name, key)
 
     def sum_splits(self, key: str, site: str | None = None) -> None:
         """Add the partial sums of ``key`` into its gradient; ``site``: the tuning site whose
@@ -175,9 +184,18 @@ class TrainLowering(Lowering):
         images = self.training.scratch[(self.name, key)][1]
         self.launch("reduction", "SUM_SPLITS",
                     {"ELEMENTS": elements, "IMAGES_PER_SPLIT": images},
-                    (elements,), None,
-                    [("scratch", self.name, key), ("pgrad", self.name, key), ("batch",)],
+                    (elements,), [scratch(self.name, key), self.param_grad(key), self.BATCH],
                     site=site)
+
+    def channel_sum(self, dy: Buffer, layout: Layout, key: str) -> None:
+        """The gradient of parameter ``key`` = ``dy`` (``layout``) summed over images and pixels,
+        per channel (bias gradients): partial sums over splits of the batch, then added up."""
+        partial, images = self.split_sum(key)
+        self.channel_split_launch("reduction", "CHANNEL_SUM", {"Y": layout},
+                                  [dy, partial, self.BATCH], images,
+                                  {"CHANNELS": layout.volume.depth,
+                                   "ELEMENTS": self.param_elements(key)})
+        self.sum_splits(key)
 
 
 class _TrainingPlanner(_Planner):
@@ -192,22 +210,6 @@ class _TrainingPlanner(_Planner):
         self.input_storage = ""
 
 
-def param_sizes(graph: nx.DiGraph, layouts_of) -> dict[tuple[str, str], int]:
-    """Elements of every device parameter, from each op's own re-layout of zero arrays."""
-    sizes = {}
-    for name in ordered(graph):
-        data = graph.nodes[name]
-        shapes = {**data["param_shapes"], **data["buffer_shapes"]}
-        if not shapes:
-            continue
-        zeros = {key: np.zeros(shape, np.float32) for key, shape in shapes.items()}
-        inputs = data["inputs"]
-        relaid = REGISTRY[data["op"]].device_params(
-            data, zeros, layouts_of(inputs[0]) if inputs else None, layouts_of(name))
-        sizes.update({(name, key): int(np.asarray(value).size) for key, value in relaid.items()})
-    return sizes
-
-
 def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "sgd",
                   train: dict | None = None) -> TrainingPlan:
     """The kernels and launches of one training step, and of evaluation, for ``graph``."""
@@ -215,21 +217,22 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
     names = ordered(graph)
     planner = _TrainingPlanner(graph, profile, {})
     for name in names:
-        data = graph.nodes[name]
-        if data.get("fused_into"):  # fused activations and flattens read by fc share storage
-            planner.storage_of[name] = planner.storage_of[data["inputs"][0]]
+        node = graph.nodes[name]
+        if node.fused_into:  # fused activations and flattens read by fc share storage
+            planner.storage_of[name] = planner.storage_of[node.inputs[0]]
         else:
             planner.storage_of[name] = name
-            planner.layouts[name] = Layout(data["output"], channel_stride(data["output"].depth))
+            planner.layouts[name] = Layout(node.output, channel_stride(node.output.depth))
     for name in names:
-        data = graph.nodes[name]
-        if data.get("fused_into") or not data["inputs"]:
+        node = graph.nodes[name]
+        if node.fused_into or not node.inputs:
             continue
-        need = REGISTRY[data["op"]].input_halo(data, graph.nodes[data["inputs"][0]]["output"])
+        op = REGISTRY[node.op]
+        need = op.input_halo(node)
         if need is not None:
-            source = planner.storage_of[data["inputs"][0]]
+            source = planner.storage_of[node.inputs[0]]
             planner.layouts[source] = planner.layouts[source].with_halo(need)
-        need = REGISTRY[data["op"]].output_grad_halo(data)  # the gradient shares the layout
+        need = op.output_grad_halo(node)  # the gradient shares the layout
         if need is not None:
             planner.layouts[name] = planner.layouts[name].with_halo(need)
     planner.param_sizes = param_sizes(
@@ -237,41 +240,35 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
     planner.input_storage = planner.storage_of[names[0]]
     logits_node = _logits_node(graph)
     logits = planner.storage_of[logits_node]
-    work = [n for n in names if not graph.nodes[n].get("fused_into")]
+    last = names.index(logits_node)  # nothing after the node the loss reads is lowered
+    lowered = [n for n in names[: last + 1] if not graph.nodes[n].fused_into]
 
     groups: dict[str, list[Launch]] = {}
     planner.launches = []
-    for name in work:  # evaluation: inference kernels, dropout as a copy; then the loss
-        if names.index(name) > names.index(logits_node):
-            break
-        op = REGISTRY[graph.nodes[name]["op"]]
-        (op.lower_eval if hasattr(op, "lower_eval") else op.lower)(TrainLowering(planner, name))
+    for name in lowered:  # evaluation: inference kernels, dropout as a copy; then the loss
+        lower_forward(REGISTRY[graph.nodes[name].op].lower_eval, TrainLowering(planner, name))
     _lower_loss(planner, logits_node, logits, train)
     groups["evaluate"] = planner.launches
 
     planner.launches = []
     planner.written = set()
-    for name in work:
-        if names.index(name) > names.index(logits_node):
-            break
-        REGISTRY[graph.nodes[name]["op"]].lower_train(TrainLowering(planner, name))
+    for name in lowered:
+        lower_forward(REGISTRY[graph.nodes[name].op].lower_train, TrainLowering(planner, name))
     _lower_loss(planner, logits_node, logits, train)
-    for name in reversed(work):
-        if names.index(name) > names.index(logits_node) or name == names[0]:
+    for name in reversed(lowered):
+        if name == names[0]:
             continue
-        ctx = TrainLowering(planner, name)
-        _lower_epilogue_backward(ctx)
-        REGISTRY[graph.nodes[name]["op"]].lower_backward(ctx)
+        _lower_epilogue_backward(planner, name)
+        REGISTRY[graph.nodes[name].op].lower_backward(TrainLowering(planner, name))
     groups["train"] = planner.launches
 
     trainable = [(node, key) for node, key in planner.param_sizes
-                 if key in TRAINABLE.get(graph.nodes[node]["op"], ())
-                 and (key != "bias" or graph.nodes[node]["attrs"].get("bias", True))]
+                 if key in graph.nodes[node].weights and graph.nodes[node].weights[key].trainable]
     planner.launches = []
     for node, key in trainable:
         _lower_optimizer(planner, node, key, optimizer, train)
     groups["step"] = planner.launches
-    classes = graph.nodes[logits_node]["output"].depth
+    classes = graph.nodes[logits_node].output.depth
     return TrainingPlan(planner.storage_of, planner.layouts, planner.kernels, groups,
                         planner.input_storage, logits, classes, trainable, planner.param_sizes,
                         planner.saved, 2 if optimizer in ("adam", "adamw") else 1,
@@ -279,71 +276,58 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
 
 
 def _logits_node(graph: nx.DiGraph) -> str:
-    """The node whose output the loss reads: the output, or the input of a final softmax."""
-    output = graph.graph["output"]
-    data = graph.nodes[output]
-    if data["op"] == "softmax":
-        output = data["inputs"][0]
-        data = graph.nodes[output]
-    volume = data["output"]
+    """The node whose output the loss reads (graph.loss_input), checked to be class scores."""
+    name = loss_input(graph)
+    node = graph.nodes[name]
+    volume = node.output
     if volume.width != 1 or volume.height != 1:
         raise SpecError(
-            f"training needs class scores (a 1x1xD output), but '{output}' outputs {volume}.",
-            location=data["layer"].location, layer=output,
+            f"training needs class scores (a 1x1xD output), but '{name}' outputs {volume}.",
+            location=node.layer.location, layer=name,
             hint="end the network with fc (or gap) to one score per class.")
-    return output
+    return name
 
 
 def _lower_loss(planner: _TrainingPlanner, node: str, logits: str, train: dict) -> None:
     layout = planner.layouts[logits]
-    ctx = TrainLowering(planner, node)
+    ctx = TrainLowering(planner, node, families=("reduction",))
     planner.written.add(logits)
     ctx.launch("reduction", "SOFTMAX_CROSS_ENTROPY",
                {"CHANNELS": layout.volume.depth, "SMOOTHING": float(train["label_smoothing"]),
                 **layout.defines("X")},
-               (1,), 0, [("tensor", logits), ("labels",), ("grad", logits), ("losses",),
-                         ("correct",), ("batch",)])
+               (1,), [tensor(logits), LABELS, grad(logits), LOSSES, CORRECT, ctx.BATCH],
+               batch_axis=0)
 
 
-def _lower_epilogue_backward(ctx: TrainLowering) -> None:
-    """dL/dz = f'(y) dL/dy in place, for an activation fused into this node."""
-    fused = ctx.node.get("epilogue")
-    if not fused or ctx.name in ctx.training.gated:
+def _lower_epilogue_backward(planner: _TrainingPlanner, name: str) -> None:
+    """dL/dz = f'(y) dL/dy in place, for an activation fused into node ``name``: the
+    activation's own kernel, on the node's output and gradient."""
+    fused = planner.graph.nodes[name].epilogue
+    if not fused or name in planner.gated:
         return
-    data = ctx.planner.graph.nodes[fused]
+    activation = planner.graph.nodes[fused]
+    op = REGISTRY[activation.op]
+    ctx = TrainLowering(planner, name, families=op.kernels)
+    code, slope = op.epilogue_args(activation)
     layout = ctx.output_layout
     ctx.pixel_launch("elementwise", "ACTIVATION_BACKWARD", {"Y": layout, "X": layout},
-                     [("tensor", ctx.output_storage), ctx.output_grad, ctx.output_grad],
-                     {"ACTIVATION": ACTIVATION_CODES[data["op"]],
-                      "SLOPE": float(data["attrs"].get("slope", 0.0)), "ACCUMULATE": 0})
+                     [ctx.output_tensor, ctx.output_grad, ctx.output_grad],
+                     {"ACTIVATION": code, "SLOPE": slope, "ACCUMULATE": 0})
 
 
 def _lower_optimizer(planner, node: str, key: str, optimizer: str, train: dict) -> None:
     count = planner.param_sizes[(node, key)]
-    ctx = TrainLowering(planner, node)
+    ctx = TrainLowering(planner, node, families=("optim",))
     defines = {"COUNT": count, "WEIGHT_DECAY": float(train["weight_decay"])}
-    target = [("param", node, key), ("pgrad", node, key)]
+    target = [param(node, key), param_grad(node, key)]
     if optimizer == "sgd":
         defines.update({"MOMENTUM": float(train["momentum"]),
                         "NESTEROV": int(train["nesterov"])})
-        ctx.launch("optim", "SGD_STEP", defines, (count,), None,
-                   target + [("state", node, key, 0), ("lr",)])
+        ctx.launch("optim", "SGD_STEP", defines, (count,), target + [state(node, key, 0), LR])
     else:
         beta1, beta2 = train["betas"]
         defines.update({"BETA1": float(beta1), "BETA2": float(beta2),
                         "DECOUPLED": int(optimizer == "adamw"), "ADAM_EPSILON": 1e-8})
-        ctx.launch("optim", "ADAM_STEP", defines, (count,), None,
-                   target + [("state", node, key, 0), ("state", node, key, 1), ("lr",),
-                             ("correction1",), ("correction2",)])
-
-
-def channel_sum(ctx: TrainLowering, grad: tuple, layout: Layout, target: tuple) -> None:
-    """target = dy summed over images and pixels, per channel (bias gradients): partial sums
-    over splits of the batch, then added up."""
-    _, node, key = target
-    partial, images = ctx.split_sum(key)
-    ctx.channel_split_launch("reduction", "CHANNEL_SUM", {"Y": layout},
-                             [grad, partial, ("batch",)], images,
-                             {"CHANNELS": layout.volume.depth,
-                              "ELEMENTS": ctx.param_elements(key)})
-    ctx.sum_splits(key)
+        ctx.launch("optim", "ADAM_STEP", defines, (count,),
+                   target + [state(node, key, 0), state(node, key, 1), LR, CORRECTION1,
+                             CORRECTION2])

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from convgraph.core import Volume
-from convgraph.errors import DataError
-from convgraph.ops.base import suggest
+from convgraph.errors import DataError, suggest
 
 from .cifar import load_cifar10
 from .dataset import Dataset, check_fits

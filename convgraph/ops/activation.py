@@ -10,44 +10,45 @@ from convgraph.ops.cases import Case
 
 
 class Elementwise(Op):
+    """An activation: elementwise.cl's ACTIVATION_FORWARD/_BACKWARD with its ``activation_code``
+    (which also lets it run fused as the epilogue of a conv, fc or batchnorm before it)."""
+
     flops_per_element = 1
-    code = ""  # the ACT_* constant of common.cl
+    kernels = ("elementwise",)
 
-    def infer(self, layer, inputs):
-        return inputs[0], {}
+    def infer(self, node):
+        return node.input_volumes[0], {}
 
-    def flops(self, layer, inputs, output, derived):
-        return self.flops_per_element * output.elements
+    def flops(self, node):
+        return self.flops_per_element * node.output.elements
 
     def lower(self, ctx) -> None:
+        code, slope = self.epilogue_args(ctx.node)
         ctx.pixel_launch(
             "elementwise",
             "ACTIVATION_FORWARD",
             {"X": ctx.input_layout(), "Y": ctx.output_layout},
-            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-            {"ACTIVATION": self.code, "SLOPE": float(ctx.attrs.get("slope", 0.0))},
-            ctx.node["flops"],
+            [ctx.input_tensor(), ctx.output_tensor],
+            {"ACTIVATION": code, "SLOPE": slope},
+            ctx.node.flops,
         )
 
     def reference(self, node, inputs, params):
-        return self.function(np.asarray(inputs[0], np.float64), **node["attrs"])
+        return self.function(np.asarray(inputs[0], np.float64), **node.attrs)
 
     def lower_backward(self, ctx) -> None:
         grad, accumulate = ctx.input_grad()
+        code, slope = self.epilogue_args(ctx.node)
         ctx.pixel_launch(
             "elementwise",
             "ACTIVATION_BACKWARD",
             {"Y": ctx.output_layout, "X": ctx.input_layout()},
-            [("tensor", ctx.output_storage), ctx.output_grad, grad],
-            {
-                "ACTIVATION": self.code,
-                "SLOPE": float(ctx.attrs.get("slope", 0.0)),
-                "ACCUMULATE": accumulate,
-            },
+            [ctx.output_tensor, ctx.output_grad, grad],
+            {"ACTIVATION": code, "SLOPE": slope, "ACCUMULATE": accumulate},
         )
 
     def reference_backward(self, node, inputs, output, grad, params, seed):
-        return [grad * self.derivative(output, **node["attrs"])], {}
+        return [grad * self.derivative(output, **node.attrs)], {}
 
 
 @register
@@ -59,7 +60,7 @@ class Relu(Elementwise):
         Case("13x9x17", "RELU", batch=7),
     )
     summary = "max(0, x)."
-    code = "ACT_RELU"
+    activation_code = "ACT_RELU"
 
     def function(self, x):
         return np.maximum(x, 0.0)
@@ -82,7 +83,10 @@ class LeakyRelu(Elementwise):
     positional = ("slope",)
     params = {"slope": Param(v.number(0.0, 1.0), default=0.01, doc="slope for x < 0")}
     flops_per_element = 2
-    code = "ACT_LEAKY_RELU"
+    activation_code = "ACT_LEAKY_RELU"
+
+    def epilogue_args(self, node):
+        return self.activation_code, float(node.attrs["slope"])
 
     def function(self, x, slope):
         return np.where(x > 0, x, x * slope)
@@ -101,7 +105,7 @@ class Sigmoid(Elementwise):
     )
     summary = "1 / (1 + exp(-x))."
     flops_per_element = 4
-    code = "ACT_SIGMOID"
+    activation_code = "ACT_SIGMOID"
 
     def function(self, x):
         return 1.0 / (1.0 + np.exp(-x))
@@ -121,7 +125,7 @@ class Tanh(Elementwise):
     )
     summary = "tanh(x)."
     flops_per_element = 4
-    code = "ACT_TANH"
+    activation_code = "ACT_TANH"
 
     def function(self, x):
         return np.tanh(x)
@@ -142,6 +146,8 @@ class Softmax(Elementwise):
     )
     summary = "exp(x) / sum(exp(x)) along depth, at each (x, y)."
     flops_per_element = 4  # subtract max, exp, sum, divide
+    kernels = ("reduction",)
+    loss_reads_input = True  # the cross-entropy kernel applies its own softmax
 
     def lower(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
@@ -157,11 +163,10 @@ class Softmax(Elementwise):
                 **y.defines("Y"),
             },
             (volume.width, volume.height),
-            1,
-            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-            None,
-            ctx.node["flops"],
-            8 * volume.elements,
+            [ctx.input_tensor(), ctx.output_tensor],
+            batch_axis=1,
+            flops=ctx.node.flops,
+            moved=8 * volume.elements,
         )
 
     def function(self, x):
@@ -184,8 +189,8 @@ class Softmax(Elementwise):
                 **y.defines("Y"),
             },
             (volume.width, volume.height),
-            1,
-            [("tensor", ctx.output_storage), ctx.output_grad, grad],
+            [ctx.output_tensor, ctx.output_grad, grad],
+            batch_axis=1,
         )
 
 

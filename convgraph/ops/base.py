@@ -1,19 +1,26 @@
 """The op contract and registry: everything convgraph knows about a layer type lives in its Op.
 
-An op declares its parameter schema (types, defaults, ranges), how many inputs it takes, its pure
-shape rule, its parameter shapes and its FLOPs. The spec parser, shape inference, the summary and
-the tests all read the registry, so adding an op means adding one class in ``ops/``.
+An op declares its parameter schema (types, defaults, ranges, defaults derived from other
+attributes), how many inputs it takes, its pure shape rule, its weights (shape, trainable, how
+each starts), its FLOPs, its numpy reference forward and backward, its lowerings and the kernel
+files they use, what the graph passes may do with it (fuse it as an epilogue, take one, read a
+volume through an implicit flatten, let the loss read its input), and how the summary and the
+drawing show it. Every Op method gets one view of its node, a ``Node``. The spec parser, shape
+inference, passes, planners, reference, initialisation, summary, drawing and tests all read the
+registry, so adding an op means adding one class in ``ops/`` (and its kernels in kernels/).
 """
 
 from __future__ import annotations
 
-import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from convgraph.core import Volume  # noqa: F401 - re-exported for ops
-from convgraph.errors import Location, ShapeError, SpecError
+import numpy as np
+
+from convgraph.core import Volume
+from convgraph.errors import Location, ShapeError, SpecError, suggest  # noqa: F401
 
 REQUIRED = object()  # marks a parameter with no default
 
@@ -64,8 +71,124 @@ class LayerDef:
         return kind(f"({self.op}) {message}", location=self.where(attr), layer=self.name, hint=hint)
 
 
+class Node(dict):
+    """One node of the graph, as every Op method sees it: ``node.attrs``, ``node.output``...
+
+    networkx keeps each node's data in a dict (``graph.nodes[name]``); the graph convgraph
+    builds (graph.py) makes that dict a Node, so the data passes add stay where networkx keeps
+    them and each Op method gets one view of its node, whichever stage calls it. Keys: ``op``,
+    ``attrs``, ``inputs``, ``layer``, ``order``; shape inference adds ``input_volumes``,
+    ``output``, ``derived``, ``weights``, ``param_shapes``, ``flops``...; passes add
+    ``epilogue`` and ``fused_into``. Before shape inference reaches a node, ``output`` is None
+    and ``derived`` empty (what ``infer`` computes).
+    """
+
+    @property
+    def name(self) -> str:
+        return self["layer"].name
+
+    @property
+    def op(self) -> str:  # the registered name; REGISTRY[node.op] is the Op
+        return self["op"]
+
+    @property
+    def attrs(self) -> dict:
+        return self["attrs"]
+
+    @property
+    def derived(self) -> dict:
+        return self.get("derived", {})
+
+    @property
+    def inputs(self) -> list[str]:
+        """The names of the nodes this one reads, in order (``add(x, x)`` reads x twice)."""
+        return self["inputs"]
+
+    @property
+    def input_volumes(self) -> list[Volume]:
+        return self["input_volumes"]
+
+    @property
+    def output(self) -> Volume | None:
+        return self.get("output")
+
+    @property
+    def weights(self) -> dict[str, Weight]:
+        return self.get("weights", {})
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.get("param_shapes", {})
+
+    @property
+    def flops(self) -> int:
+        return self.get("flops", 0)
+
+    @property
+    def order(self) -> float:
+        return self["order"]
+
+    @property
+    def layer(self) -> LayerDef:
+        return self["layer"]
+
+    @property
+    def epilogue(self) -> str | None:
+        """The activation node fused into this node's kernel (passes.mark_fusions)."""
+        return self.get("epilogue")
+
+    @property
+    def fused_into(self) -> str | None:
+        """The node whose kernel does this node's work (a fused activation or flatten)."""
+        return self.get("fused_into")
+
+    def error(self, message: str, **kwargs) -> SpecError:
+        """A located error about this node (see LayerDef.error: ``attr``, ``hint``, ``kind``)."""
+        return self.layer.error(message, **kwargs)
+
+
+INIT_RULES = ("fan_in", "ones", "zeros")
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One array an op holds per node: a trainable parameter or non-trainable state.
+
+    ``shape`` as PyTorch and ONNX shape it; ``init``: how it starts (INIT_RULES): ``fan_in``
+    (He normal or Glorot uniform, by the run's ``init`` choice; fan-in = product of every axis
+    but the first, fan-out = first axis x the kernel axes), ``ones`` or ``zeros``.
+    ``trainable``: has a gradient and optimizer state (parameters); state that is not
+    (running statistics) is counted as buffers.
+    """
+
+    shape: tuple[int, ...]
+    init: str = "zeros"
+    trainable: bool = True
+
+    def __post_init__(self):
+        if self.init not in INIT_RULES:
+            raise ValueError(f"unknown init rule {self.init!r}: one of {', '.join(INIT_RULES)}")
+
+    def initial(self, rng: np.random.Generator, scheme: str = "he") -> np.ndarray:
+        """The initial value as float64 numpy (one draw from ``rng`` for ``fan_in``)."""
+        if self.init == "fan_in":
+            fan_in = math.prod(self.shape[1:])
+            fan_out = self.shape[0] * math.prod(self.shape[2:])
+            if scheme == "glorot":
+                bound = math.sqrt(6.0 / (fan_in + fan_out))
+                return rng.uniform(-bound, bound, self.shape)
+            return rng.normal(0.0, math.sqrt(2.0 / fan_in), self.shape)
+        return (np.ones if self.init == "ones" else np.zeros)(self.shape)
+
+
 class Op:
-    """Base class of every op. Subclasses set the class attributes and override the rules."""
+    """Base class of every op. Subclasses set the class attributes and override the rules.
+
+    Every method gets the node it works on as a ``Node`` (``node.attrs``, ``node.derived``,
+    ``node.input_volumes``, ``node.output``, ``node.error(...)``); lowerings get a ctx whose
+    ``ctx.node`` is that same Node. What passes, training, initialisation, the summary and the
+    drawing need to know about an op is declared here, never in a table outside ops/.
+    """
 
     cases: tuple = ()  # its test cases (ops/cases.py): every test harness reads them from here
     name: str = ""
@@ -76,45 +199,82 @@ class Op:
     min_inputs: int = 1
     max_inputs: int | None = 1
     summary: str = ""
-    inference_identity: bool = False  # does nothing in inference (dropout): shares its input
+    colour: str = "#ffffff"  # its box in the drawing (draw.py)
 
-    def infer(self, layer: LayerDef, inputs: list[Volume]) -> tuple[Volume, dict]:
-        """Output volume for these input volumes, plus derived values (e.g. resolved padding)."""
+    # --- what the graph passes and the planners read ---
+    kernels: tuple[str, ...] = ()  # the kernels/<family>.cl files its lowerings launch from
+    inference_identity: bool = False  # does nothing in inference (dropout): shares its input
+    # the ACT_* constant of kernels/common.cl computing this activation: set, the op can run as
+    # the epilogue of the node before it (one that ``takes_epilogue``)
+    activation_code: str | None = None
+    takes_epilogue: bool = False  # its kernels can apply a fused activation (ctx.epilogue())
+    # the op this one reads a volume through (fc: "flatten"): passes insert it before this op
+    # where the input is not 1x1 already, then fuse it into this op's kernel
+    implicit_flatten: str | None = None
+    # as the network's output, the loss reads this op's input (softmax: the cross-entropy
+    # kernel applies its own), and training stops before it
+    loss_reads_input: bool = False
+
+    def derived_defaults(self, attrs: dict) -> dict:
+        """Defaults that follow from other attributes, for params declared with default None
+        (pool: ``stride`` = ``size``); the parser fills them, the summary hides them."""
+        return {}
+
+    def describe(self, attrs: dict, rounding: str = "exact") -> str:
+        """The hyperparameters that differ from the defaults, compactly: 'filters=12 size=3'
+        (for the summary table and the drawing). ``rounding``: the spec-wide setting, shown
+        only where a layer departs from it."""
+        derived = self.derived_defaults(attrs)
+        shown = []
+        for key, value in attrs.items():
+            default = self.params[key].default if key in self.params else None
+            if value in (default, derived.get(key, default)) or (
+                    key == "rounding" and value == rounding):
+                continue
+            shown.append(f"{key}={_attr_text(value)}")
+        return " ".join(shown)
+
+    # --- shapes (shapes.py) ---
+
+    def infer(self, node: Node) -> tuple[Volume, dict]:
+        """Output volume for ``node.input_volumes``, plus derived values (e.g. resolved padding)."""
         raise NotImplementedError
 
-    def parameter_shapes(
-        self, layer: LayerDef, inputs: list[Volume], output: Volume
-    ) -> dict[str, tuple[int, ...]]:
-        """Trainable parameters, named and shaped as PyTorch/ONNX name and shape them."""
+    def weights(self, node: Node) -> dict[str, Weight]:
+        """Every array this node holds, named as PyTorch/ONNX name them, trainable ones first
+        (shape inference records the trainable ones' shapes as ``param_shapes``, the others'
+        as ``buffer_shapes``; initialisation draws them in this order)."""
         return {}
 
-    def buffer_shapes(
-        self, layer: LayerDef, inputs: list[Volume], output: Volume
-    ) -> dict[str, tuple[int, ...]]:
-        """Non-trainable state (running statistics)."""
-        return {}
-
-    def macs(self, layer: LayerDef, inputs: list[Volume], output: Volume, derived: dict) -> int:
+    def macs(self, node: Node) -> int:
         """Multiply-accumulates per image (conv and fc only)."""
         return 0
 
-    def flops(self, layer: LayerDef, inputs: list[Volume], output: Volume, derived: dict) -> int:
+    def flops(self, node: Node) -> int:
         """Forward floating-point operations per image; a multiply-add counts as 2."""
-        return 2 * self.macs(layer, inputs, output, derived)
+        return 2 * self.macs(node)
 
     # --- code generation and references (see codegen/plan.py) ---
 
-    def input_halo(self, node: dict, volume: Volume) -> tuple[int, int, int, int] | None:
+    def epilogue_args(self, node: Node) -> tuple[str, float]:
+        """(ACT_* code, its slope) of this activation run inside another kernel."""
+        return self.activation_code, 0.0
+
+    def input_halo(self, node: Node) -> tuple[int, int, int, int] | None:
         """The zero halo (top, bottom, left, right) this node reads around its first input."""
         return None
 
-    def output_grad_halo(self, node: dict) -> tuple[int, int, int, int] | None:
+    def output_grad_halo(self, node: Node) -> tuple[int, int, int, int] | None:
         """The zero halo this node's backward pass reads around the gradient of its output."""
         return None
 
     def lower(self, ctx) -> None:
         """Add this node's specialised kernels and launches to the plan (``ctx``: a Lowering)."""
         raise NotImplementedError(f"op '{self.name}' has no OpenCL lowering")
+
+    def lower_eval(self, ctx) -> None:
+        """Evaluation inside a training plan (most ops: the inference kernels)."""
+        self.lower(ctx)
 
     def lower_train(self, ctx) -> None:
         """The forward kernels in training mode (most ops: the inference ones)."""
@@ -124,53 +284,114 @@ class Op:
         """Add the kernels that turn dL/d(output) into dL/d(inputs) and parameter gradients."""
         raise NotImplementedError(f"op '{self.name}' has no backward lowering")
 
-    def device_params(self, node: dict, params: dict, input_layout, output_layout) -> dict:
+    def device_params(self, node: Node, params: dict, input_layout, output_layout) -> dict:
         """This node's parameters (PyTorch layouts, by name) re-laid for its kernels."""
         return {}
 
-    def host_params(self, node: dict, device: dict, input_layout, output_layout) -> dict:
+    def host_params(self, node: Node, device: dict, input_layout, output_layout) -> dict:
         """The inverse of ``device_params``: device arrays back to PyTorch layouts."""
         return {}
 
-    def reference(self, node: dict, inputs: list, params: dict):
+    def reference(self, node: Node, inputs: list, params: dict):
         """The living definition: float64 numpy forward on (N, D, H, W) arrays."""
         raise NotImplementedError
 
-    def reference_train(self, node: dict, inputs: list, params: dict, seed: int):
+    def reference_train(self, node: Node, inputs: list, params: dict, seed: int):
         """The forward pass in training mode (batch statistics, dropout); ``seed`` is the step's
         dropout seed."""
         return self.reference(node, inputs, params)
 
-    def reference_backward(self, node: dict, inputs: list, output, grad, params: dict,
+    def reference_backward(self, node: Node, inputs: list, output, grad, params: dict,
                            seed: int) -> tuple[list, dict]:
         """(dL/d inputs, dL/d params) from dL/d output, all float64 numpy."""
         raise NotImplementedError
+
+
+def _attr_text(value) -> str:
+    if isinstance(value, Volume):
+        return str(value)
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return str(value[0])
+    if isinstance(value, tuple) and len(value) == 2:
+        return f"{value[0]}x{value[1]}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 REGISTRY: dict[str, Op] = {}
 _ALIASES: dict[str, str] = {}
 
 
+class OpDeclarationError(TypeError):
+    """An op class that does not declare what the contract needs (a programming error, raised
+    at import, when the class registers)."""
+
+
 def register(cls: type[Op]) -> type[Op]:
-    """Class decorator: make an op known to the parser, shape inference and tests."""
+    """Class decorator: make an op known to the parser, shape inference and tests.
+
+    Checks the declarations first, so that an op missing one fails here, naming what is
+    missing, and never as a KeyError deep in code generation."""
     op = cls()
+    for problem in declaration_problems(op):
+        raise OpDeclarationError(f"op class {cls.__name__} ('{op.name}'): {problem}")
     REGISTRY[op.name] = op
     for alias in (op.name, *op.aliases):
         _ALIASES[alias] = op.name
     return cls
 
 
+def declaration_problems(op: Op) -> list[str]:
+    """What an op's declarations lack or contradict (empty when complete); the checks that
+    need files (kernels/, common.cl) are in tests/test_ops_contract.py."""
+    problems = []
+    cls = type(op)
+
+    def overrides(method: str) -> bool:
+        return getattr(cls, method) is not getattr(Op, method)
+
+    if not op.name or op.name != op.name.lower():
+        problems.append("needs a lower-case 'name'.")
+    def same_class(other: Op) -> bool:  # the same class imported again (a reload)
+        return (type(other).__module__, type(other).__qualname__) == (
+            cls.__module__, cls.__qualname__)
+
+    for alias in (op.name, *op.aliases):
+        owner = _ALIASES.get(alias)
+        if owner is not None and (owner != op.name or not same_class(REGISTRY[owner])):
+            problems.append(f"the name '{alias}' is already op '{owner}'.")
+    for key, param in op.params.items():
+        if not isinstance(param, Param):
+            problems.append(f"params['{key}'] is not a Param.")
+    unknown = [key for key in op.positional if key not in op.params]
+    unknown += [key for attrs in op.presets.values() for key in attrs if key not in op.params]
+    if unknown:
+        problems.append(f"positional or presets name unknown params {unknown}.")
+    if any(alias not in op.aliases for alias in op.presets):
+        problems.append("presets are keyed by aliases of the op.")
+    if op.max_inputs is not None and op.max_inputs < op.min_inputs:
+        problems.append("max_inputs is below min_inputs.")
+    if not isinstance(op.kernels, tuple) or not all(isinstance(k, str) for k in op.kernels):
+        problems.append("'kernels' must be a tuple of kernel family names (kernels/<name>.cl).")
+    elif op.min_inputs > 0 and not op.kernels and not op.inference_identity:
+        problems.append("declares no 'kernels' (the kernels/<family>.cl files it launches).")
+    needed = ["infer", "reference"]
+    if op.min_inputs > 0:  # every op but the input has a backward pass
+        needed += ["lower_backward", "reference_backward"]
+        if not op.inference_identity:
+            needed.append("lower")
+    needed += [m for m in ("device_params", "host_params") if overrides("weights")]
+    problems += [f"does not define '{method}'." for method in needed if not overrides(method)]
+    if op.activation_code is not None and not (
+            isinstance(op.activation_code, str) and op.activation_code.startswith("ACT_")):
+        problems.append("'activation_code' names an ACT_* constant of kernels/common.cl.")
+    if op.implicit_flatten is not None and not isinstance(op.implicit_flatten, str):
+        problems.append("'implicit_flatten' names the op that flattens its input.")
+    return problems
+
+
 def canonical_op_name(written: str) -> str | None:
     """The registered op for a name as written (case-insensitive, aliases allowed), or None."""
     return _ALIASES.get(written.lower().replace("-", "_"))
-
-
-def suggest(word: str, candidates) -> str:
-    """A ' did you mean ...?' clause, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(word).lower(), list(candidates), n=2, cutoff=0.6)
-    if not close:
-        return ""
-    return " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
 
 
 def alias_preset(written: str) -> dict:

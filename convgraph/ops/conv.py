@@ -8,7 +8,7 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import LayerDef, Op, Param, register
+from convgraph.ops.base import Node, Op, Param, Weight, register
 from convgraph.ops.cases import Case
 from convgraph.ops.spatial import (
     choose_tile,
@@ -19,8 +19,8 @@ from convgraph.ops.spatial import (
 )
 
 
-def resolved_groups(layer: LayerDef, depth: int) -> int:
-    return depth if layer.attrs["groups"] == "depthwise" else layer.attrs["groups"]
+def resolved_groups(node: Node, depth: int) -> int:
+    return depth if node.attrs["groups"] == "depthwise" else node.attrs["groups"]
 
 
 @register
@@ -115,6 +115,9 @@ class Conv(Op):
     aliases = ("convolution", "conv2d")
     summary = "2-D convolution (CONV): filters slide over the input volume with shared weights."
     positional = ("filters", "size", "stride", "pad")
+    kernels = ("conv", "reduction")  # reduction: SUM_SPLITS and CHANNEL_SUM of the gradients
+    takes_epilogue = True
+    colour = "#cfe2ff"
     params = {
         "filters": Param(v.integer(1), doc="number of filters = output depth"),
         "size": Param(v.pair(1), doc="kernel size, int or WxH"),
@@ -139,26 +142,26 @@ class Conv(Op):
         ),
     }
 
-    def infer(self, layer, inputs):
-        (x,) = inputs
-        a = layer.attrs
-        g = resolved_groups(layer, x.depth)
+    def infer(self, node):
+        (x,) = node.input_volumes
+        a = node.attrs
+        g = resolved_groups(node, x.depth)
         if x.depth % g:
-            raise layer.error(
+            raise node.error(
                 f"input depth {x.depth} is not divisible by groups {g}.",
                 attr="groups",
                 hint="choose groups that divide the input depth.",
             )
         if a["filters"] % g:
-            raise layer.error(
+            raise node.error(
                 f"filters {a['filters']} is not divisible by groups {g}.",
                 attr="filters",
                 hint=f"use a multiple of {g} filters, e.g. {g * max(1, a['filters'] // g)}.",
             )
         (kw, kh), (sw, sh), (dw, dh) = a["size"], a["stride"], a["dilation"]
         pad_w, pad_h = ("same", "same") if a["pad"] == "same" else a["pad"]
-        across = slide(layer, "width", x.width, kw, sw, pad_w, dw, a["rounding"])
-        down = slide(layer, "height", x.height, kh, sh, pad_h, dh, a["rounding"])
+        across = slide(node.layer, "width", x.width, kw, sw, pad_w, dw, a["rounding"])
+        down = slide(node.layer, "height", x.height, kh, sh, pad_h, dh, a["rounding"])
         derived = {
             "groups": g,
             "pad_left": across.pad_before,
@@ -168,24 +171,26 @@ class Conv(Op):
         }
         return Volume(across.output, down.output, a["filters"]), derived
 
-    def parameter_shapes(self, layer, inputs, output):
-        (x,) = inputs
-        g = resolved_groups(layer, x.depth)
-        kw, kh = layer.attrs["size"]
-        shapes = {"weight": (output.depth, x.depth // g, kh, kw)}
-        if layer.attrs["bias"]:
-            shapes["bias"] = (output.depth,)
-        return shapes
+    def weights(self, node):
+        (x,) = node.input_volumes
+        kw, kh = node.attrs["size"]
+        filters = node.output.depth
+        weights = {"weight": Weight((filters, x.depth // node.derived["groups"], kh, kw),
+                                    "fan_in")}
+        if node.attrs["bias"]:
+            weights["bias"] = Weight((filters,), "zeros")
+        return weights
 
-    def macs(self, layer, inputs, output, derived):
-        kw, kh = layer.attrs["size"]
-        return output.elements * (inputs[0].depth // derived["groups"]) * kh * kw
+    def macs(self, node):
+        kw, kh = node.attrs["size"]
+        return (node.output.elements * (node.input_volumes[0].depth // node.derived["groups"])
+                * kh * kw)
 
-    def input_halo(self, node, volume):
-        return _conv_input_halo(node, volume)
+    def input_halo(self, node):
+        return _conv_input_halo(node, node.input_volumes[0])
 
     def output_grad_halo(self, node):
-        if node["attrs"]["stride"] != (1, 1):
+        if node.attrs["stride"] != (1, 1):
             return None
         return _transposed_padding(node)
 
@@ -194,30 +199,13 @@ class Conv(Op):
         y = ctx.output_layout
         defines, grid, local, site = _tuned_forward(
             ctx, defines, width, ctx.input_layout().volume.depth // ctx.derived["groups"],
-            _filters_allocated(ctx.node, y) // ctx.derived["groups"], ctx.node["output"].width)
-        args = [
-            ("tensor", ctx.input_storage()),
-            ("param", ctx.name, "weight"),
-            ("param", ctx.name, "bias"),
-            ("tensor", ctx.output_storage),
-        ]
-        moved = 4 * (ctx.input_layout().volume.elements + ctx.node["output"].elements)
-        ctx.launch(
-            "conv",
-            "CONV_FORWARD",
-            defines,
-            grid,
-            2,
-            args,
-            local,
-            ctx.node["flops"],
-            moved,
-            site=site,
-        )
+            _filters_allocated(ctx.node, y) // ctx.derived["groups"], ctx.node.output.width)
+        args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor]
+        moved = 4 * (ctx.input_layout().volume.elements + ctx.node.output.elements)
+        ctx.launch("conv", "CONV_FORWARD", defines, grid, args, batch_axis=2, local_size=local,
+                   flops=ctx.node.flops, moved=moved, site=site)
 
     def lower_backward(self, ctx) -> None:
-        from convgraph.codegen.training import channel_sum
-
         defines, _, width = _conv_defines(ctx)
         x = ctx.input_layout()
         groups = ctx.derived["groups"]
@@ -243,16 +231,15 @@ class Conv(Op):
             (defines["K_ALLOC"] // width // knobs["FILTER_VECTORS"],
              x.volume.depth * (kh // rows) if all_taps else x.volume.depth // wide,
              1 if all_taps else kh * kw),
-            2,
-            [("tensor", ctx.input_storage()), ctx.output_grad, partial, ("batch",)],
-            None,
-            ctx.node["flops"],
+            [ctx.input_tensor(), ctx.output_grad, partial, ctx.BATCH],
+            batch_axis=2,
+            flops=ctx.node.flops,
             batch_divisor=images,
             site=site,
         )
         ctx.sum_splits("weight", site)
         if ctx.attrs["bias"]:
-            channel_sum(ctx, ctx.output_grad, ctx.output_layout, ("pgrad", ctx.name, "bias"))
+            ctx.channel_sum(ctx.output_grad, ctx.output_layout, "bias")
         if ctx.needs_grad() and ctx.attrs["stride"] == (1, 1):
             _lower_transposed_conv(ctx)
         elif ctx.needs_grad():
@@ -273,17 +260,14 @@ class Conv(Op):
                 {**defines, **knobs},
                 (x.volume.depth // knobs["CHANNEL_TILE"],
                  stride_w * -(-phase_pixels // knobs["TILE_PIXELS"]), x.volume.height),
-                2,
-                [ctx.output_grad, ("param", ctx.name, "weight"), grad],
-                None,
-                ctx.node["flops"],
+                [ctx.output_grad, ctx.param("weight"), grad],
+                batch_axis=2,
+                flops=ctx.node.flops,
                 site=site,
             )
 
     def device_params(self, node, params, input_layout, output_layout):
-        import numpy as np
-
-        groups = node["derived"]["groups"]
+        groups = node.derived["groups"]
         weight = np.asarray(params["weight"], np.float32)  # (K, C/g, kh, kw)
         k, cg, kh, kw = weight.shape
         k_alloc = _filters_allocated(node, output_layout)
@@ -292,15 +276,13 @@ class Conv(Op):
         device = np.zeros((groups, kh, kw, cg, k_alloc // groups), np.float32)
         device[..., : k // groups] = grouped
         bias = np.zeros(output_layout.stride_c, np.float32)  # whole vectors: summed as grads
-        if node["attrs"]["bias"]:
+        if node.attrs["bias"]:
             bias[:k] = params["bias"]
         return {"weight": device, "bias": bias}
 
     def reference(self, node, inputs, params):
-        import numpy as np
-
         (x,) = inputs
-        groups = node["derived"]["groups"]
+        groups = node.derived["groups"]
         windows = reference_windows(np.asarray(x, np.float64), node)  # (N, C, H', W', kh, kw)
         weight = np.asarray(params["weight"], np.float64)
         k, cg = weight.shape[:2]
@@ -315,26 +297,26 @@ class Conv(Op):
             for g in range(groups)
         ]
         out = np.concatenate(parts, axis=1)
-        if node["attrs"]["bias"]:
+        if node.attrs["bias"]:
             out += np.asarray(params["bias"], np.float64)[None, :, None, None]
         return out
 
     def host_params(self, node, device, input_layout, output_layout):
-        groups = node["derived"]["groups"]
-        k = node["attrs"]["filters"]
-        kw, kh = node["attrs"]["size"]
+        groups = node.derived["groups"]
+        k = node.attrs["filters"]
+        kw, kh = node.attrs["size"]
         cg = input_layout.volume.depth // groups
         k_alloc = _filters_allocated(node, output_layout)
         relaid = np.asarray(device["weight"]).reshape(groups, kh, kw, cg, k_alloc // groups)
         weight = relaid[..., : k // groups].transpose(0, 4, 3, 1, 2).reshape(k, cg, kh, kw)
         host = {"weight": np.ascontiguousarray(weight)}
-        if node["attrs"]["bias"]:
+        if node.attrs["bias"]:
             host["bias"] = np.asarray(device["bias"])[:k].copy()
         return host
 
     def reference_backward(self, node, inputs, output, grad, params, seed):
         (x,) = inputs
-        groups = node["derived"]["groups"]
+        groups = node.derived["groups"]
         windows = reference_windows(np.asarray(x, np.float64), node)
         weight = np.asarray(params["weight"], np.float64)
         k, cg = weight.shape[:2]
@@ -346,7 +328,7 @@ class Conv(Op):
                                               weight[g * kg:(g + 1) * kg], optimize=True)
                                     for g in range(groups)], axis=1)
         d_params = {"weight": d_weight}
-        if node["attrs"]["bias"]:
+        if node.attrs["bias"]:
             d_params["bias"] = grad.sum(axis=(0, 2, 3))
         return [reference_unwindow(d_windows, node, x.shape)], d_params
 
@@ -361,7 +343,7 @@ def _conv_defines(ctx):
         width = ctx.vector_width(y)
     else:
         width = widest_dividing(attrs["filters"] // groups, ctx.profile.max_vector)
-    out = node["output"]
+    out = node.output
     (kw, kh), (sw, sh), (dw, dh) = attrs["size"], attrs["stride"], attrs["dilation"]
     activation, slope = ctx.epilogue()
     defines = {
@@ -436,9 +418,9 @@ def _local_tuple(text: str):
     return None if text == "driver" else tuple(int(n) for n in text.split(","))
 
 
-def _transposed_padding(node: dict) -> tuple[int, int, int, int]:
+def _transposed_padding(node: Node) -> tuple[int, int, int, int]:
     """dx of a stride-1 conv is a conv of dy padded (top, bottom, left, right) by this much."""
-    attrs, derived = node["attrs"], node["derived"]
+    attrs, derived = node.attrs, node.derived
     (kw, kh), (dw, dh) = attrs["size"], attrs["dilation"]
     return (max((kh - 1) * dh - derived["pad_top"], 0),
             max((kh - 1) * dh - derived["pad_bottom"], 0),
@@ -486,8 +468,8 @@ def _lower_transposed_conv(ctx) -> None:
     transposed = ctx.work_buffer("weight_t", groups * kh * kw * (filters // groups)
                                  * (alloc // groups))
     ctx.launch("conv", "CONV_TRANSPOSE_WEIGHTS", {**defines, "TRANSPOSED_ALLOC": alloc},
-               (filters // groups, channels // groups, groups * kh * kw), None,
-               [("param", ctx.name, "weight"), transposed])
+               (filters // groups, channels // groups, groups * kh * kw),
+               [ctx.param("weight"), transposed])
     top, _, left, _ = _transposed_padding(ctx.node)
     grad, accumulate = ctx.input_grad()
     # with a gate, the bias slot (no bias here) carries the activation output
@@ -503,20 +485,20 @@ def _lower_transposed_conv(ctx) -> None:
     }
     defines, grid, local, site = _tuned_forward(ctx, shape, width, filters // groups,
                                                 alloc // groups, x.volume.width)
-    ctx.launch("conv", "CONV_FORWARD", defines, grid, 2,
-               [ctx.output_grad, transposed, bias_slot, grad], local, ctx.node["flops"],
-               site=site)
+    ctx.launch("conv", "CONV_FORWARD", defines, grid,
+               [ctx.output_grad, transposed, bias_slot, grad], batch_axis=2, local_size=local,
+               flops=ctx.node.flops, site=site)
 
 
-def _filters_allocated(node: dict, output_layout) -> int:
+def _filters_allocated(node: Node, output_layout) -> int:
     """Filters as stored: padded to the output's channel stride when ungrouped (so every vector of
     filters is whole), exactly FILTERS when grouped (the vector width divides filters/groups)."""
-    return output_layout.stride_c if node["derived"]["groups"] == 1 else node["attrs"]["filters"]
+    return output_layout.stride_c if node.derived["groups"] == 1 else node.attrs["filters"]
 
 
-def _conv_input_halo(node: dict, volume: Volume) -> tuple[int, int, int, int]:
+def _conv_input_halo(node: Node, volume: Volume) -> tuple[int, int, int, int]:
     """The zero halo this conv reads around its input: its padding, plus any ceil overhang."""
-    attrs, derived, out = node["attrs"], node["derived"], node["output"]
+    attrs, derived, out = node.attrs, node.derived, node.output
     (kw, kh), (sw, sh), (dw, dh) = attrs["size"], attrs["stride"], attrs["dilation"]
     bottom = (out.height - 1) * sh + dh * (kh - 1) + 1 - volume.height - derived["pad_top"]
     right = (out.width - 1) * sw + dw * (kw - 1) + 1 - volume.width - derived["pad_left"]

@@ -6,7 +6,7 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, register
+from convgraph.ops.base import Op, Param, Weight, register
 from convgraph.ops.cases import Case
 from convgraph.ops.spatial import widest_dividing
 
@@ -42,23 +42,28 @@ class Dense(Op):
     aliases = ("dense", "linear", "fully_connected")
     summary = "Fully connected layer (FC): every output sees every input; output 1x1xunits."
     positional = ("units",)
+    kernels = ("dense", "reduction")  # reduction: the bias gradient's CHANNEL_SUM
+    takes_epilogue = True
+    implicit_flatten = "flatten"
+    colour = "#d1e7dd"
     params = {
         "units": Param(v.integer(1), doc="number of outputs"),
         "bias": Param(v.boolean, default=True, doc="add a learned bias per output"),
     }
 
-    def infer(self, layer, inputs):
-        return Volume(1, 1, layer.attrs["units"]), {}
+    def infer(self, node):
+        return Volume(1, 1, node.attrs["units"]), {}
 
-    def parameter_shapes(self, layer, inputs, output):
+    def weights(self, node):
         # (units, inputs) with inputs flattened in (depth, height, width) order, as PyTorch does
-        shapes = {"weight": (output.depth, inputs[0].elements)}
-        if layer.attrs["bias"]:
-            shapes["bias"] = (output.depth,)
-        return shapes
+        units = node.output.depth
+        weights = {"weight": Weight((units, node.input_volumes[0].elements), "fan_in")}
+        if node.attrs["bias"]:
+            weights["bias"] = Weight((units,), "zeros")
+        return weights
 
-    def macs(self, layer, inputs, output, derived):
-        return inputs[0].elements * output.depth
+    def macs(self, node):
+        return node.input_volumes[0].elements * node.output.depth
 
     def _defines(self, ctx) -> tuple[dict, int, int]:
         """Shapes, layouts, vector width and row tile of every fc kernel; x is the stored input:
@@ -78,13 +83,8 @@ class Dense(Op):
         activation, slope = ctx.epilogue()
         defines.update({"HAS_BIAS": int(ctx.attrs["bias"]), "EPILOGUE": activation,
                         "EPILOGUE_SLOPE": slope})
-        args = [
-            ("tensor", ctx.input_storage()),
-            ("param", ctx.name, "weight"),
-            ("param", ctx.name, "bias"),
-            ("tensor", ctx.output_storage),
-            ("batch",),
-        ]
+        args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor,
+                ctx.BATCH]
         moved = 4 * (x.volume.elements + y.stride_c)
         vectors = y.stride_c // width
         default = {"TILE_ROWS": rows,
@@ -99,11 +99,10 @@ class Dense(Op):
             "DENSE_FORWARD",
             {**defines, **knobs},
             (vectors // knobs["UNIT_VECTORS"], 1),
-            1,
             args,
-            None,
-            ctx.node["flops"],
-            moved,
+            batch_axis=1,
+            flops=ctx.node.flops,
+            moved=moved,
             batch_divisor=knobs["TILE_ROWS"],
             site=site,
         )
@@ -117,20 +116,18 @@ class Dense(Op):
         device = np.zeros((volume.elements, output_layout.stride_c), np.float32)
         device[:, :units] = hwc.reshape(volume.elements, units)
         bias = np.zeros(output_layout.stride_c, np.float32)
-        if node["attrs"]["bias"]:
+        if node.attrs["bias"]:
             bias[:units] = params["bias"]
         return {"weight": device, "bias": bias}
 
     def reference(self, node, inputs, params):
         x = np.asarray(inputs[0], np.float64)
         out = x.reshape(x.shape[0], -1) @ np.asarray(params["weight"], np.float64).T
-        if node["attrs"]["bias"]:
+        if node.attrs["bias"]:
             out += np.asarray(params["bias"], np.float64)
         return out[:, :, None, None]
 
     def lower_backward(self, ctx) -> None:
-        from convgraph.codegen.training import channel_sum
-
         x, y = ctx.input_layout(), ctx.output_layout
         defines, width, rows = self._defines(ctx)
         # inputs per work-item of the gradient kernels: one pixel's channels
@@ -142,18 +139,11 @@ class Dense(Op):
             "DENSE_BACKWARD_WEIGHTS",
             defines,
             (y.stride_c // width, inputs),
-            None,
-            [
-                ("tensor", ctx.input_storage()),
-                ctx.output_grad,
-                ("pgrad", ctx.name, "weight"),
-                ("batch",),
-            ],
-            None,
-            ctx.node["flops"],
+            [ctx.input_tensor(), ctx.output_grad, ctx.param_grad("weight"), ctx.BATCH],
+            flops=ctx.node.flops,
         )
         if ctx.attrs["bias"]:
-            channel_sum(ctx, ctx.output_grad, y, ("pgrad", ctx.name, "bias"))
+            ctx.channel_sum(ctx.output_grad, y, "bias")
         if ctx.needs_grad():
             grad, accumulate = ctx.input_grad()
             ctx.launch(
@@ -161,20 +151,19 @@ class Dense(Op):
                 "DENSE_BACKWARD_DATA",
                 {**defines, "ACCUMULATE": accumulate},
                 (inputs, 1),
-                1,
-                [ctx.output_grad, ("param", ctx.name, "weight"), grad, ("batch",)],
-                None,
-                ctx.node["flops"],
+                [ctx.output_grad, ctx.param("weight"), grad, ctx.BATCH],
+                batch_axis=1,
+                flops=ctx.node.flops,
                 batch_divisor=rows,
             )
 
     def host_params(self, node, device, input_layout, output_layout):
         volume = input_layout.volume
-        units = node["attrs"]["units"]
+        units = node.attrs["units"]
         relaid = np.asarray(device["weight"]).reshape(volume.elements, -1)[:, :units]
         weight = relaid.reshape(volume.height, volume.width, volume.depth, units)
         host = {"weight": np.ascontiguousarray(weight.transpose(3, 2, 0, 1).reshape(units, -1))}
-        if node["attrs"]["bias"]:
+        if node.attrs["bias"]:
             host["bias"] = np.asarray(device["bias"])[:units].copy()
         return host
 
@@ -184,7 +173,7 @@ class Dense(Op):
         dy = grad.reshape(grad.shape[0], -1)
         weight = np.asarray(params["weight"], np.float64)
         d_params = {"weight": dy.T @ flat}
-        if node["attrs"]["bias"]:
+        if node.attrs["bias"]:
             d_params["bias"] = dy.sum(axis=0)
         return [(dy @ weight).reshape(x.shape)], d_params
 
@@ -200,11 +189,12 @@ class Flatten(Op):
         Case("6x6x17", "CONV(3, 3, pad=1)-FLATTEN-SIGMOID", batch=1, other_profile=True),
     )
     summary = "Reshape a volume to 1x1x(W*H*D) in (depth, height, width) order; implicit before fc."
+    kernels = ("layout",)
 
-    def infer(self, layer, inputs):
-        return Volume(1, 1, inputs[0].elements), {}
+    def infer(self, node):
+        return Volume(1, 1, node.input_volumes[0].elements), {}
 
-    def flops(self, layer, inputs, output, derived):
+    def flops(self, node):
         return 0
 
     def lower(self, ctx) -> None:  # only when not read directly by an fc (see graph passes)
@@ -222,11 +212,10 @@ class Flatten(Op):
             "FLATTEN_FORWARD",
             defines,
             (volume.depth, volume.width, volume.height),
-            2,
-            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-            ctx.profile.pixel_local,
-            0,
-            8 * volume.elements,
+            [ctx.input_tensor(), ctx.output_tensor],
+            batch_axis=2,
+            local_size=ctx.profile.pixel_local,
+            moved=8 * volume.elements,
         )
 
     def reference(self, node, inputs, params):
@@ -249,9 +238,9 @@ class Flatten(Op):
                 **y.defines("Y"),
             },
             (volume.depth, volume.width, volume.height),
-            2,
             [ctx.output_grad, grad],
-            ctx.profile.pixel_local,
+            batch_axis=2,
+            local_size=ctx.profile.pixel_local,
         )
 
 

@@ -36,47 +36,46 @@ class Add(Op):
     aliases = ("sum", "residual")
     summary = "Elementwise sum of two or more volumes of the same size (residual connections)."
     min_inputs, max_inputs = 2, None
+    kernels = ("elementwise",)
+    colour = "#f8d7da"
 
-    def infer(self, layer, inputs):
+    def infer(self, node):
+        inputs = node.input_volumes
         first = inputs[0]
-        for name, vol in zip(layer.inputs[1:], inputs[1:]):
+        for name, vol in zip(node.inputs[1:], inputs[1:]):
             if vol == first:
                 continue
             if vol.depth != first.depth and vol[:2] == first[:2]:
-                raise layer.error(
-                    f"depth mismatch: input '{name}' is {vol} but input '{layer.inputs[0]}' is "
+                raise node.error(
+                    f"depth mismatch: input '{name}' is {vol} but input '{node.inputs[0]}' is "
                     f"{first}; add needs equal volumes.",
                     hint=f"project the narrower branch with a 1x1 conv to depth "
                     f"{max(vol.depth, first.depth)}.",
                 )
-            raise layer.error(
-                f"volume mismatch: input '{name}' is {vol} but input '{layer.inputs[0]}' is "
+            raise node.error(
+                f"volume mismatch: input '{name}' is {vol} but input '{node.inputs[0]}' is "
                 f"{first}; add needs equal volumes.",
                 hint="give the shortcut the same stride as the main branch (e.g. a 1x1 conv "
                 "with that stride).",
             )
         return first, {}
 
-    def flops(self, layer, inputs, output, derived):
-        return (len(inputs) - 1) * output.elements
+    def flops(self, node):
+        return (len(node.inputs) - 1) * node.output.elements
 
     def lower(self, ctx) -> None:
         # y = x0 + x1, then y = y + x2, ... (one launch per extra input)
         y = ctx.output_layout
-        first = ctx.input_storage(0)
-        for slot in range(1, len(ctx.node["inputs"])):
-            a_storage, a_layout = (
-                (first, ctx.input_layout(0)) if slot == 1 else (ctx.output_storage, y)
+        first = ctx.input_tensor(0)
+        for slot in range(1, len(ctx.node.inputs)):
+            a, a_layout = (
+                (first, ctx.input_layout(0)) if slot == 1 else (ctx.output_tensor, y)
             )
             ctx.pixel_launch(
                 "elementwise",
                 "ADD_FORWARD",
                 {"A": a_layout, "B": ctx.input_layout(slot), "Y": y},
-                [
-                    ("tensor", a_storage),
-                    ("tensor", ctx.input_storage(slot)),
-                    ("tensor", ctx.output_storage),
-                ],
+                [a, ctx.input_tensor(slot), ctx.output_tensor],
                 None,
                 y.volume.elements,
             )
@@ -85,7 +84,7 @@ class Add(Op):
         return sum(np.asarray(x, np.float64) for x in inputs)
 
     def lower_backward(self, ctx) -> None:
-        for slot in range(len(ctx.node["inputs"])):
+        for slot in range(len(ctx.node.inputs)):
             if not ctx.needs_grad(slot):
                 continue
             grad, accumulate = ctx.input_grad(slot)
@@ -122,26 +121,29 @@ class Concat(Op):
     aliases = ("concatenate",)
     summary = "Stack two or more volumes of the same width and height along depth."
     min_inputs, max_inputs = 2, None
+    kernels = ("layout",)
+    colour = "#f8d7da"
 
-    def infer(self, layer, inputs):
+    def infer(self, node):
+        inputs = node.input_volumes
         first = inputs[0]
-        for name, vol in zip(layer.inputs[1:], inputs[1:]):
+        for name, vol in zip(node.inputs[1:], inputs[1:]):
             if vol[:2] != first[:2]:
-                raise layer.error(
+                raise node.error(
                     f"spatial mismatch: input '{name}' is {vol.width}x{vol.height} but input "
-                    f"'{layer.inputs[0]}' is {first.width}x{first.height}; concat joins along "
+                    f"'{node.inputs[0]}' is {first.width}x{first.height}; concat joins along "
                     "depth and needs equal width and height.",
                     hint="pool or stride the larger branch, or pad the smaller one, to match.",
                 )
         return Volume(first.width, first.height, sum(x.depth for x in inputs)), {}
 
-    def flops(self, layer, inputs, output, derived):
+    def flops(self, node):
         return 0
 
     def lower(self, ctx) -> None:
         y = ctx.output_layout
         offset = 0
-        for slot in range(len(ctx.node["inputs"])):
+        for slot in range(len(ctx.node.inputs)):
             x = ctx.input_layout(slot)
             volume = x.volume
             ctx.launch(
@@ -156,11 +158,10 @@ class Concat(Op):
                     **y.defines("Y"),
                 },
                 (volume.depth, volume.width, volume.height),
-                2,
-                [("tensor", ctx.input_storage(slot)), ("tensor", ctx.output_storage)],
-                ctx.profile.pixel_local,
-                0,
-                8 * volume.elements,
+                [ctx.input_tensor(slot), ctx.output_tensor],
+                batch_axis=2,
+                local_size=ctx.profile.pixel_local,
+                moved=8 * volume.elements,
             )
             offset += volume.depth
 
@@ -170,7 +171,7 @@ class Concat(Op):
     def lower_backward(self, ctx) -> None:
         y = ctx.output_layout
         offset = 0
-        for slot in range(len(ctx.node["inputs"])):
+        for slot in range(len(ctx.node.inputs)):
             x = ctx.input_layout(slot)
             volume = x.volume
             if ctx.needs_grad(slot):
@@ -188,9 +189,9 @@ class Concat(Op):
                         **y.defines("Y"),
                     },
                     (volume.depth, volume.width, volume.height),
-                    2,
                     [ctx.output_grad, grad],
-                    ctx.profile.pixel_local,
+                    batch_axis=2,
+                    local_size=ctx.profile.pixel_local,
                 )
             offset += volume.depth
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, register
+from convgraph.ops.base import Op, Param, Weight, register
 from convgraph.ops.cases import Case
 
 
@@ -23,6 +23,9 @@ class BatchNorm(Op):
     )
     aliases = ("bn", "batch_norm")
     summary = "Normalise each depth slice over the batch, then scale and shift (learned)."
+    kernels = ("norm", "reduction")  # reduction: SUM_SPLITS of the gradients
+    takes_epilogue = True
+    colour = "#e0cffc"
     params = {
         "eps": Param(
             v.number(0.0, 1.0, exclusive_min=True), default=1e-5, doc="added to the variance"
@@ -32,31 +35,29 @@ class BatchNorm(Op):
         ),
     }
 
-    def infer(self, layer, inputs):
-        return inputs[0], {}
+    def infer(self, node):
+        return node.input_volumes[0], {}
 
-    def parameter_shapes(self, layer, inputs, output):
-        return {"weight": (output.depth,), "bias": (output.depth,)}
+    def weights(self, node):
+        depth = node.output.depth
+        return {"weight": Weight((depth,), "ones"), "bias": Weight((depth,), "zeros"),
+                "running_mean": Weight((depth,), "zeros", trainable=False),
+                "running_var": Weight((depth,), "ones", trainable=False)}
 
-    def buffer_shapes(self, layer, inputs, output):
-        return {"running_mean": (output.depth,), "running_var": (output.depth,)}
-
-    def flops(self, layer, inputs, output, derived):
-        return 2 * output.elements  # inference: one scale, one shift
+    def flops(self, node):
+        return 2 * node.output.elements  # inference: one scale, one shift
 
     def lower(self, ctx) -> None:
         activation, slope = ctx.epilogue()
-        args = [("tensor", ctx.input_storage())]
-        args += [
-            ("param", ctx.name, key) for key in ("weight", "bias", "running_mean", "running_var")
-        ]
+        args = [ctx.input_tensor()]
+        args += [ctx.param(key) for key in ("weight", "bias", "running_mean", "running_var")]
         ctx.pixel_launch(
             "norm",
             "BATCHNORM_INFERENCE",
             {"X": ctx.input_layout(), "Y": ctx.output_layout},
-            args + [("tensor", ctx.output_storage)],
+            args + [ctx.output_tensor],
             {"EPSILON": ctx.attrs["eps"], "EPILOGUE": activation, "EPILOGUE_SLOPE": slope},
-            ctx.node["flops"],
+            ctx.node.flops,
         )
 
     def device_params(self, node, params, input_layout, output_layout):
@@ -78,7 +79,7 @@ class BatchNorm(Op):
             return np.asarray(params[key], np.float64)[None, :, None, None]
 
         x = np.asarray(inputs[0], np.float64)
-        scale = channel("weight") / np.sqrt(channel("running_var") + node["attrs"]["eps"])
+        scale = channel("weight") / np.sqrt(channel("running_var") + node.attrs["eps"])
         return (x - channel("running_mean")) * scale + channel("bias")
 
     def _pixel_defines(self, ctx) -> dict:
@@ -96,39 +97,32 @@ class BatchNorm(Op):
         partial, images = ctx.split_scratch("stats", 2 * x.stride_c)
         ctx.channel_split_launch(
             "norm", "BATCHNORM_SPLIT_STATS", {"X": x, "Y": y},
-            [("tensor", ctx.input_storage()), partial, ("batch",)], images,
-            self._pixel_defines(ctx))
+            [ctx.input_tensor(), partial, ctx.BATCH], images, self._pixel_defines(ctx))
         ctx.channel_launch(
             "norm", "BATCHNORM_STATS", {"X": x, "Y": y},
-            [partial, saved, ("param", ctx.name, "running_mean"),
-             ("param", ctx.name, "running_var"), ("batch",)],
+            [partial, saved, ctx.param("running_mean"), ctx.param("running_var"), ctx.BATCH],
             {**self._pixel_defines(ctx), "IMAGES_PER_SPLIT": images})
         ctx.pixel_launch(
             "norm",
             "BATCHNORM_TRAIN",
             {"X": x, "Y": y},
-            [
-                ("tensor", ctx.input_storage()),
-                ("param", ctx.name, "weight"),
-                ("param", ctx.name, "bias"),
-                saved,
-                ("tensor", ctx.output_storage),
-            ],
+            [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), saved,
+             ctx.output_tensor],
             self._pixel_defines(ctx),
-            ctx.node["flops"],
+            ctx.node.flops,
         )
 
     def lower_backward(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
-        saved = ("saved", ctx.name)
+        saved = ctx.saved()  # the batch statistics lower_train saved
         # the kernel lays each split's partial sums X_STRIDE_C apart
         assert ctx.param_elements("weight") == x.stride_c, "batchnorm parameters as stored"
         dgamma, images = ctx.split_sum("weight")
         dbeta, _ = ctx.split_sum("bias", images)
         ctx.channel_split_launch(
             "norm", "BATCHNORM_BACKWARD_REDUCE", {"X": x, "Y": y},
-            [("tensor", ctx.input_storage()), ctx.output_grad, saved, dgamma, dbeta,
-             ("batch",)], images, self._pixel_defines(ctx))
+            [ctx.input_tensor(), ctx.output_grad, saved, dgamma, dbeta, ctx.BATCH], images,
+            self._pixel_defines(ctx))
         ctx.sum_splits("weight")
         ctx.sum_splits("bias")
         if ctx.needs_grad():
@@ -137,16 +131,8 @@ class BatchNorm(Op):
                 "norm",
                 "BATCHNORM_BACKWARD_DATA",
                 {"X": x, "Y": y},
-                [
-                    ("tensor", ctx.input_storage()),
-                    ctx.output_grad,
-                    ("param", ctx.name, "weight"),
-                    saved,
-                    ("pgrad", ctx.name, "weight"),
-                    ("pgrad", ctx.name, "bias"),
-                    grad,
-                    ("batch",),
-                ],
+                [ctx.input_tensor(), ctx.output_grad, ctx.param("weight"), saved,
+                 ctx.param_grad("weight"), ctx.param_grad("bias"), grad, ctx.BATCH],
                 {**self._pixel_defines(ctx), "ACCUMULATE": accumulate},
             )
 
@@ -158,7 +144,7 @@ class BatchNorm(Op):
         x = np.asarray(inputs[0], np.float64)
         mean = x.mean(axis=(0, 2, 3), keepdims=True)
         var = x.var(axis=(0, 2, 3), keepdims=True)
-        xhat = (x - mean) / np.sqrt(var + node["attrs"]["eps"])
+        xhat = (x - mean) / np.sqrt(var + node.attrs["eps"])
         gamma = np.asarray(params["weight"], np.float64)[None, :, None, None]
         beta = np.asarray(params["bias"], np.float64)[None, :, None, None]
         return xhat * gamma + beta
@@ -167,7 +153,7 @@ class BatchNorm(Op):
         """The running statistics after one training-mode pass (PyTorch's update)."""
         x = np.asarray(inputs[0], np.float64)
         count = x.shape[0] * x.shape[2] * x.shape[3]
-        momentum = node["attrs"]["momentum"]
+        momentum = node.attrs["momentum"]
         unbiased = x.var(axis=(0, 2, 3)) * (count / max(count - 1, 1))
         return {"running_mean": (1 - momentum) * params["running_mean"]
                 + momentum * x.mean(axis=(0, 2, 3)),
@@ -177,7 +163,7 @@ class BatchNorm(Op):
         x = np.asarray(inputs[0], np.float64)
         count = x.shape[0] * x.shape[2] * x.shape[3]
         mean = x.mean(axis=(0, 2, 3), keepdims=True)
-        inverse = 1.0 / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + node["attrs"]["eps"])
+        inverse = 1.0 / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + node.attrs["eps"])
         xhat = (x - mean) * inverse
         gamma = np.asarray(params["weight"], np.float64)[None, :, None, None]
         d_beta = grad.sum(axis=(0, 2, 3))
@@ -206,6 +192,7 @@ class Dropout(Op):
     summary = "Zero values with probability rate in training (scaling the rest); identity after."
     positional = ("rate",)
     inference_identity = True
+    kernels = ("elementwise",)
     params = {
         "rate": Param(
             v.number(0.0, 1.0, exclusive_max=True),
@@ -214,10 +201,10 @@ class Dropout(Op):
         )
     }
 
-    def infer(self, layer, inputs):
-        return inputs[0], {}
+    def infer(self, node):
+        return node.input_volumes[0], {}
 
-    def flops(self, layer, inputs, output, derived):
+    def flops(self, node):
         return 0
 
     def reference(self, node, inputs, params):
@@ -227,26 +214,26 @@ class Dropout(Op):
         """DROPOUT_FORWARD or _BACKWARD: ``source`` (layout ``read``) masked into ``target``."""
         volume = read.volume
         # a salt per node, so that two dropouts never drop the same positions
-        salt = ctx.planner.graph.nodes[ctx.name]["order"] * 7919
+        salt = ctx.node.order * 7919
         ctx.launch("elementwise", selector,
                    {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
                     "RATE": float(ctx.attrs["rate"]), "SALT": int(salt),
                     "ACCUMULATE": accumulate, **read.defines("X"), **written.defines("Y")},
-                   (volume.depth, volume.width, volume.height), 2, [source, target, ("seed",)],
-                   ctx.profile.pixel_local)
+                   (volume.depth, volume.width, volume.height), [source, target, ctx.SEED],
+                   batch_axis=2, local_size=ctx.profile.pixel_local)
 
     def lower_eval(self, ctx) -> None:  # training plans keep dropout's own tensor: copy it
         ctx.pixel_launch(
             "elementwise",
             "GRADIENT_COPY",
             {"X": ctx.input_layout(), "Y": ctx.output_layout},
-            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
+            [ctx.input_tensor(), ctx.output_tensor],
             {"ACCUMULATE": 0},
         )
 
     def lower_train(self, ctx) -> None:
-        self._launch(ctx, "DROPOUT_FORWARD", ("tensor", ctx.input_storage()),
-                     ("tensor", ctx.output_storage), ctx.input_layout(), ctx.output_layout, 0)
+        self._launch(ctx, "DROPOUT_FORWARD", ctx.input_tensor(), ctx.output_tensor,
+                     ctx.input_layout(), ctx.output_layout, 0)
 
     def lower_backward(self, ctx) -> None:
         grad, accumulate = ctx.input_grad()  # reads dL/dy, writes dL/dx
@@ -257,9 +244,9 @@ class Dropout(Op):
         """The kernels' keep/scale factor for every value of an (N, D, H, W) batch."""
         n, d, h, w = shape
         index = np.arange(n * h * w * d, dtype=np.uint64).reshape(n, h, w, d)
-        salt = node["order"] * 7919
+        salt = node.order * 7919
         uniform = uniform_hash((seed + int(salt)) % 2**32, index).transpose(0, 3, 1, 2)
-        rate = node["attrs"]["rate"]
+        rate = node.attrs["rate"]
         return np.where(uniform >= np.float32(rate), 1.0 / (1.0 - np.float32(rate)), 0.0)
 
     def reference_train(self, node, inputs, params, seed):

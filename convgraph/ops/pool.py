@@ -54,6 +54,8 @@ class Pool(Op):
     presets = {"maxpool": {"mode": "max"}, "avgpool": {"mode": "avg"}}
     summary = "Max or average pooling (POOL) over size x size windows."
     positional = ("size", "stride")
+    kernels = ("pool",)
+    colour = "#fff3cd"
     params = {
         "mode": Param(v.choice("max", "avg"), default="max", doc="max or avg"),
         "size": Param(v.pair(1), default=(2, 2), doc="window size, int or WxH"),
@@ -65,22 +67,25 @@ class Pool(Op):
         "rounding": Param(v.ROUNDING, default=None, doc="exact, floor or ceil"),
     }
 
-    def infer(self, layer, inputs):
-        (x,) = inputs
-        a = layer.attrs
+    def derived_defaults(self, attrs):
+        return {"stride": attrs["size"]}
+
+    def infer(self, node):
+        (x,) = node.input_volumes
+        a = node.attrs
         (kw, kh), (sw, sh) = a["size"], a["stride"]
         if a["pad"] != "same":
             for pad, k, axis in ((a["pad"][0], kw, "width"), (a["pad"][1], kh, "height")):
                 if 2 * pad > k:
-                    raise layer.error(
+                    raise node.error(
                         f"padding {pad} is more than half the window {axis} {k}; some windows "
                         "would hold only padding.",
                         attr="pad",
                         hint=f"use pad {k // 2} or less.",
                     )
         pad_w, pad_h = ("same", "same") if a["pad"] == "same" else a["pad"]
-        across = slide(layer, "width", x.width, kw, sw, pad_w, 1, a["rounding"], kw // 2)
-        down = slide(layer, "height", x.height, kh, sh, pad_h, 1, a["rounding"], kh // 2)
+        across = slide(node.layer, "width", x.width, kw, sw, pad_w, 1, a["rounding"], kw // 2)
+        down = slide(node.layer, "height", x.height, kh, sh, pad_h, 1, a["rounding"], kh // 2)
         derived = {
             "pad_left": across.pad_before,
             "pad_right": across.pad_after,
@@ -89,13 +94,13 @@ class Pool(Op):
         }
         return Volume(across.output, down.output, x.depth), derived
 
-    def flops(self, layer, inputs, output, derived):
-        kw, kh = layer.attrs["size"]
-        return output.elements * kw * kh  # one compare or add per tap
+    def flops(self, node):
+        kw, kh = node.attrs["size"]
+        return node.output.elements * kw * kh  # one compare or add per tap
 
     def _defines(self, ctx) -> tuple[dict, int]:
         """The window, layouts and vector width both pooling kernels are specialised with."""
-        attrs, derived, out = ctx.attrs, ctx.derived, ctx.node["output"]
+        attrs, derived, out = ctx.attrs, ctx.derived, ctx.node.output
         x, y = ctx.input_layout(), ctx.output_layout
         width = ctx.vector_width(x, y)
         (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
@@ -110,56 +115,48 @@ class Pool(Op):
         }, width
 
     def lower(self, ctx) -> None:
-        x, y, out = ctx.input_layout(), ctx.output_layout, ctx.node["output"]
+        x, y, out = ctx.input_layout(), ctx.output_layout, ctx.node.output
         defines, width = self._defines(ctx)
         ctx.launch("pool", "POOL_FORWARD", defines, (y.stride_c // width, out.width, out.height),
-                   2, [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-                   ctx.profile.pixel_local, ctx.node["flops"],
-                   4 * (x.volume.elements + out.elements))
+                   [ctx.input_tensor(), ctx.output_tensor], batch_axis=2,
+                   local_size=ctx.profile.pixel_local, flops=ctx.node.flops,
+                   moved=4 * (x.volume.elements + out.elements))
 
     def reference(self, node, inputs, params):
-        import numpy as np
-
         (x,) = inputs
         x = np.asarray(x, np.float64)
-        if node["attrs"]["mode"] == "max":
+        if node.attrs["mode"] == "max":
             return reference_windows(x, node, fill=-np.inf).max(axis=(-2, -1))
         total = reference_windows(x, node, fill=0.0).sum(axis=(-2, -1))
         ones = np.ones((1, 1) + x.shape[2:])
-        if node["attrs"]["count_pad"]:  # the window inside the declared padding
+        if node.attrs["count_pad"]:  # the window inside the declared padding
             count = reference_windows(ones, node, fill=0.0, declared_fill=1.0).sum(axis=(-2, -1))
         else:
             count = reference_windows(ones, node, fill=0.0).sum(axis=(-2, -1))
         return total / count
 
     def lower_backward(self, ctx) -> None:
-        x, out = ctx.input_layout(), ctx.node["output"]
+        x, out = ctx.input_layout(), ctx.node.output
         grad, accumulate = ctx.input_grad()
         defines, width = self._defines(ctx)
         defines["ACCUMULATE"] = accumulate
-        args = [("tensor", ctx.input_storage()), ctx.output_grad, grad]
+        args = [ctx.input_tensor(), ctx.output_grad, grad]
         if _windows_tile_the_input(ctx.attrs, ctx.derived, x.volume, out):
             gate = ctx.input_gate(accumulate)  # x, read anyway, is the activation's output
             if gate:
                 defines.update({"GATE": gate[0], "GATE_SLOPE": gate[1]})
             ctx.launch("pool", "POOL_BACKWARD_WINDOWS", defines,
-                       (x.stride_c // width, out.width, out.height), 2, args,
-                       ctx.profile.pixel_local)
+                       (x.stride_c // width, out.width, out.height), args, batch_axis=2,
+                       local_size=ctx.profile.pixel_local)
             return
-        ctx.launch(
-            "pool",
-            "POOL_BACKWARD",
-            defines,
-            (x.stride_c // width, x.volume.width, x.volume.height),
-            2,
-            args,
-            ctx.profile.pixel_local,
-        )
+        ctx.launch("pool", "POOL_BACKWARD", defines,
+                   (x.stride_c // width, x.volume.width, x.volume.height), args, batch_axis=2,
+                   local_size=ctx.profile.pixel_local)
 
     def reference_backward(self, node, inputs, output, grad, params, seed):
         (x,) = inputs
         x = np.asarray(x, np.float64)
-        if node["attrs"]["mode"] == "max":
+        if node.attrs["mode"] == "max":
             windows = reference_windows(x, node, fill=-np.inf)
             flat = windows.reshape(windows.shape[:4] + (-1,))
             first = flat.argmax(axis=-1)  # the first maximum in scan order, as PyTorch
@@ -169,7 +166,7 @@ class Pool(Op):
         else:
             ones = np.ones((1, 1) + x.shape[2:])
             inside = reference_windows(ones, node, fill=0.0)
-            if node["attrs"]["count_pad"]:
+            if node.attrs["count_pad"]:
                 count = reference_windows(ones, node, fill=0.0, declared_fill=1.0)
             else:
                 count = inside
@@ -189,13 +186,15 @@ class GlobalAvgPool(Op):
     )
     aliases = ("globalavgpool", "global_avg_pool", "globalpool")
     summary = "Global average pooling: each depth slice averaged to one value (1x1xD)."
+    kernels = ("pool",)
+    colour = "#fff3cd"
 
-    def infer(self, layer, inputs):
-        (x,) = inputs
+    def infer(self, node):
+        (x,) = node.input_volumes
         return Volume(1, 1, x.depth), {}
 
-    def flops(self, layer, inputs, output, derived):
-        return inputs[0].elements
+    def flops(self, node):
+        return node.input_volumes[0].elements
 
     def lower(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
@@ -213,16 +212,13 @@ class GlobalAvgPool(Op):
             "GLOBAL_AVG_FORWARD",
             defines,
             (y.stride_c // width, 1),
-            1,
-            [("tensor", ctx.input_storage()), ("tensor", ctx.output_storage)],
-            None,
-            ctx.node["flops"],
-            4 * x.volume.elements,
+            [ctx.input_tensor(), ctx.output_tensor],
+            batch_axis=1,
+            flops=ctx.node.flops,
+            moved=4 * x.volume.elements,
         )
 
     def reference(self, node, inputs, params):
-        import numpy as np
-
         return np.asarray(inputs[0], np.float64).mean(axis=(2, 3), keepdims=True)
 
     def lower_backward(self, ctx) -> None:
@@ -243,9 +239,9 @@ class GlobalAvgPool(Op):
             "GLOBAL_AVG_BACKWARD",
             defines,
             (x.stride_c // width, x.volume.width, x.volume.height),
-            2,
             [ctx.output_grad, grad],
-            ctx.profile.pixel_local,
+            batch_axis=2,
+            local_size=ctx.profile.pixel_local,
         )
 
 

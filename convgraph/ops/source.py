@@ -17,11 +17,12 @@ class Input(Op):
     positional = ("shape",)
     params = {"shape": Param(v.volume, doc="WxHxD, e.g. 32x32x3")}
     min_inputs, max_inputs = 0, 0
+    colour = "#e2e3e5"
 
-    def infer(self, layer, inputs):
-        return layer.attrs["shape"], {}
+    def infer(self, node):
+        return node.attrs["shape"], {}
 
-    def flops(self, layer, inputs, output, derived):
+    def flops(self, node):
         return 0
 
     def lower(self, ctx) -> None:

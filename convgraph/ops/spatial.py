@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from convgraph.ops.base import LayerDef
+from convgraph.ops.base import LayerDef, Node
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def _largest_divisor_below(number: int, bound: int) -> int | None:
     return best
 
 
-def reference_windows(x, node: dict, fill: float = 0.0, declared_fill: float | None = None):
+def reference_windows(x, node: Node, fill: float = 0.0, declared_fill: float | None = None):
     """(N, C, H, W) -> the (N, C, OUT_H, OUT_W, kh, kw) windows a conv/pool node reads (a view).
 
     Padding takes ``fill``; under ceil rounding the overhang past the declared padding takes
@@ -151,7 +151,7 @@ def reference_windows(x, node: dict, fill: float = 0.0, declared_fill: float | N
     import numpy as np
     from numpy.lib.stride_tricks import sliding_window_view
 
-    attrs, derived, out = node["attrs"], node["derived"], node["output"]
+    attrs, derived, out = node.attrs, node.derived, node.output
     (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
     dw, dh = attrs.get("dilation", (1, 1))
     ext_h, ext_w = window_extent(kh, dh), window_extent(kw, dw)
@@ -193,12 +193,12 @@ def choose_tile(extent: int, largest: int) -> int:
     return largest
 
 
-def reference_unwindow(window_grads, node: dict, input_shape):
+def reference_unwindow(window_grads, node: Node, input_shape):
     """The adjoint of reference_windows: add each window's (N, C, OUT_H, OUT_W, kh, kw) gradients
     back onto the (N, C, H, W) input they were read from (padding dropped)."""
     import numpy as np
 
-    attrs, derived, out = node["attrs"], node["derived"], node["output"]
+    attrs, derived, out = node.attrs, node.derived, node.output
     (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
     dw, dh = attrs.get("dilation", (1, 1))
     top, left = derived["pad_top"], derived["pad_left"]

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from convgraph.codegen.plan import Launch, Plan
+from convgraph.codegen.launches import ExecutablePlan, Launch, grad, param, tensor
 from convgraph.core import DeviceInfo
 from convgraph.errors import DeviceError
 
@@ -101,7 +101,7 @@ def device_errors(info: DeviceInfo, what: str, hint: str = ALLOCATION_HINT):
 
 
 class Executor:
-    def __init__(self, context, queue, device, info: DeviceInfo, plan: Plan, program):
+    def __init__(self, context, queue, device, info: DeviceInfo, plan: ExecutablePlan, program):
         import pyopencl as cl
 
         self.cl = cl
@@ -162,7 +162,7 @@ class Executor:
             self._bind()
 
     def upload_params(self, device_params: dict[tuple[str, str], np.ndarray]) -> None:
-        self.upload({f"param:{node}:{key}": np.asarray(value, np.float32)
+        self.upload({param(node, key).name: np.asarray(value, np.float32)
                      for (node, key), value in device_params.items()})
 
     def download(self, name: str, dtype=np.float32) -> np.ndarray:
@@ -191,7 +191,7 @@ class Executor:
         return self.buffers[name] if name in self.buffers else self.fixed[name]
 
     def tensor_buffer(self, storage: str):
-        return self.buffer(self.plan.buffer_name(("tensor", storage)))
+        return self.buffer(self.plan.buffer_name(tensor(storage)))
 
     # ------------------------------------------------------------------ launches
 
@@ -218,7 +218,7 @@ class Executor:
         if key not in self._prepared_launches:
             self._prepared_launches[key] = [
                 (launch, kernel,
-                 [(slot, arg[0]) for slot, arg in enumerate(launch.args)
+                 [(slot, arg.name) for slot, arg in enumerate(launch.args)
                   if self.plan.buffer_name(arg) is None],
                  launch.sizes(batch)[0])
                 for launch, kernel in zip(self.plan.launch_groups()[group], self.kernels[group])]
@@ -273,9 +273,11 @@ class Executor:
                 events.append(event)
 
     def write_input(self, packed: np.ndarray) -> None:
-        self.write(self.plan.buffer_name(("tensor", self.plan.input)), packed)
+        self.write(self.plan.buffer_name(tensor(self.plan.input)), packed)
 
     def read_tensor(self, storage: str, batch: int, kind: str = "tensor") -> np.ndarray:
+        """The activation (``kind`` 'tensor') or its gradient ('grad') of ``storage``."""
         layout = self.plan.layouts[storage]
         host = np.empty(batch * layout.image_elements, np.float32)
-        return layout.unpack(self.read(self.plan.buffer_name((kind, storage)), host), batch)
+        buffer = grad(storage) if kind == "grad" else tensor(storage)
+        return layout.unpack(self.read(self.plan.buffer_name(buffer), host), batch)

@@ -11,7 +11,14 @@ import re
 from dataclasses import dataclass, field
 
 from convgraph.errors import Location, SpecError
-from convgraph.ops.base import REGISTRY, LayerDef, alias_preset, canonical_op_name, suggest
+from convgraph.ops.base import (
+    REGISTRY,
+    LayerDef,
+    Param,
+    alias_preset,
+    canonical_op_name,
+    suggest,
+)
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -57,14 +64,20 @@ def resolve_op(written: object, location: Location, layer: str | None = None) ->
 
 def read_attr(op: str, key: str, written: Written, layer: str | None, context: str = ""):
     """Parse one attribute value with its Param reader, or raise a located SpecError."""
-    param = REGISTRY[op].params[key]
+    return read_value(REGISTRY[op].params[key], key, written, layer, context, f"({op}) ")
+
+
+def read_value(param: Param, key: str, written: Written, layer: str | None = None,
+               context: str = "", owner: str = ""):
+    """Parse ``written`` with ``param``'s reader, or raise a located SpecError saying what
+    ``key`` expects (``owner``: what the key belongs to, e.g. '(conv) ')."""
     try:
         return param.parse(written.value)
     except ValueError as why:
         shown = "nothing" if written.value is None else repr(written.value)
         note = f" ({context})" if context else ""
         raise SpecError(
-            f"({op}) '{key}' expects {why}, got {shown}.{note}",
+            f"{owner}'{key}' expects {why}, got {shown}.{note}",
             location=written.location,
             layer=layer,
         ) from None
@@ -118,8 +131,9 @@ def make_layer(
             attrs[key] = param.default
     if "rounding" in attrs and attrs["rounding"] is None:
         attrs["rounding"] = defaults.rounding
-    if op == "pool" and attrs["stride"] is None:
-        attrs["stride"] = attrs["size"]
+    for key, value in spec.derived_defaults(attrs).items():  # pool: stride = size
+        if attrs[key] is None:
+            attrs[key] = value
     return LayerDef(
         name, op, attrs, list(inputs), op_location, locations, list(input_locations), context
     )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from convgraph.errors import Location, SpecError
-from convgraph.ops.base import LayerDef, canonical_op_name, suggest
+from convgraph.errors import Location, SpecError, suggest
+from convgraph.ops.base import LayerDef, canonical_op_name
 from convgraph.spec.attrs import Defaults, Written, check_name, make_layer, resolve_op, shown
 from convgraph.spec.layers import input_layer, list_entry, top_input
 from convgraph.spec.pattern import MAX_LAYERS

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from convgraph.errors import Location, SpecError
-from convgraph.ops.base import LayerDef, suggest
+from convgraph.errors import Location, SpecError, suggest
+from convgraph.ops import values as v
+from convgraph.ops.base import LayerDef, Param
 from convgraph.spec.attrs import (
     Defaults,
     Written,
@@ -24,6 +25,7 @@ from convgraph.spec.attrs import (
     check_name,
     make_layer,
     read_attr,
+    read_value,
     resolve_op,
 )
 from convgraph.spec.blocks import read_graph
@@ -31,6 +33,9 @@ from convgraph.spec.layers import Namer, input_layer, list_entry, pattern_attrs,
 from convgraph.spec.pattern import parse_pattern
 from convgraph.spec.train import read_train
 from convgraph.spec.yamlload import YamlList, YamlMap
+
+# the spec-wide rounding every layer with a 'rounding' attribute starts from
+SPEC_ROUNDING = Param(v.ROUNDING, default="exact", doc="exact, floor or ceil, for every layer")
 
 TOP_KEYS = (
     "name",
@@ -132,8 +137,8 @@ def read_spec(data, source: str) -> Spec:
 def _read_defaults(data: YamlMap) -> Defaults:
     defaults = Defaults()
     if "rounding" in data:
-        defaults.rounding = read_attr(
-            "conv", "rounding", Written(data["rounding"], data.where("rounding")), None
+        defaults.rounding = read_value(
+            SPEC_ROUNDING, "rounding", Written(data["rounding"], data.where("rounding"))
         )
     section = data.get("defaults")
     if section is None:

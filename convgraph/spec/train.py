@@ -7,9 +7,9 @@ the command line (``--set lr=0.05`` or the dedicated flags of ``convgraph run``)
 from __future__ import annotations
 
 from convgraph.data.load import KINDS as DATASETS  # the data layer owns the list
-from convgraph.errors import Location, SpecError
+from convgraph.errors import Location, SpecError, suggest
 from convgraph.ops import values as v
-from convgraph.ops.base import Param, suggest
+from convgraph.ops.base import Param
 
 TRAIN_PARAMS: dict[str, Param] = {
     "loss": Param(v.choice("cross_entropy"), "cross_entropy", "softmax cross-entropy"),
