@@ -28,7 +28,6 @@ import networkx as nx
 import numpy as np
 
 from convgraph.codegen.plan import plan_forward
-from convgraph.codegen.profile import profile_for
 from convgraph.errors import DataError, TrainingDiverged
 from convgraph.graph import ordered
 from convgraph.params import (
@@ -55,12 +54,6 @@ def planned_batch(graph: nx.DiGraph, batch: int | None = None) -> int:
     if batch < 1:
         raise DataError(f"batch must be at least 1, got {batch}.")
     return int(batch)
-
-
-def _open(device) -> Target:
-    """``device`` (a selector or a Target) opened; the profile is chosen through this module's
-    ``profile_for``, which tests replace to run another device family's tiles."""
-    return Target.open(device, lambda info: profile_for(info))
 
 
 @dataclass
@@ -96,7 +89,7 @@ class Model:
                  share_buffers: bool = True):
         self.graph = graph
         self.batch = planned_batch(graph, batch)
-        self.target = _open(device)
+        self.target = Target.open(device)
         self.share_buffers = share_buffers
         self.normalization: tuple[np.ndarray, np.ndarray] | None = None  # (mean, std) per channel
         self.trainer = None  # the Trainer of the last fit: its progress, history, checkpoints

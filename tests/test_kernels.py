@@ -297,14 +297,14 @@ OTHER_PROFILE_CASES = [(op, index, case) for op, index, case in DEVICE_CASES if 
                          ids=[f"{op}{index}" for op, index, _ in OTHER_PROFILE_CASES])
 @pytest.mark.parametrize("batch", [1, 5])
 def test_op_kernel_other_profile(cl_device, op, index, case, batch, monkeypatch):
-    import convgraph.model
+    import convgraph.runtime.target
 
-    own = convgraph.model.profile_for(select_device(cl_device)[0])
+    own = convgraph.runtime.target.profile_for(select_device(cl_device)[0])
     # the other family's tiles and work-groups with this device's own build options: Oclgrind
     # needs unoptimised code (the optimiser's 'freeze' stops its uninitialised-value checker)
     other = replace(profiles.CPU if own.family == "gpu" else profiles.GPU,
                     build_options=own.build_options)
-    monkeypatch.setattr(convgraph.model, "profile_for", lambda info: other)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: other)
     model, params = prepared(case.spec(name=f"{op}{index}"), cl_device, batch, seed=index)
     assert model.profile == other
     x = input_batch(model, batch, seed=100 + index)

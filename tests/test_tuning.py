@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 import convgraph
-import convgraph.model
-import convgraph.train.session
+import convgraph.runtime.target
 from convgraph.codegen import profile as profiles
 from convgraph.codegen.plan import plan_forward
 from convgraph.codegen.profile import profile_for
@@ -79,8 +78,7 @@ def _check_variant(name: str, index: int, count: int, family=None, monkeypatch=N
         save_tuning(info, entries)
     else:
         tuned = replace(family, tuning=Tuning(entries, "tuned on this device"))
-        for module in (convgraph.model, convgraph.train.session):
-            monkeypatch.setattr(module, "profile_for", lambda info: tuned)
+        monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: tuned)
     for batch in (1 + 2 * (index % 2),):  # batch 1 and 3 by turns
         model = convgraph.compile(CASES[name], batch=batch, share_buffers=False)
         assert model.profile.tuning.source == "tuned on this device"

@@ -143,8 +143,8 @@ class SubPlan:
         launches = [launch for group in groups.values() for launch in group]
         self.kernels = {launch.kernel: plan.kernels[launch.kernel] for launch in launches}
         self.used = {plan.buffer_name(arg) for launch in launches for arg in launch.args} - {None}
-        if fixed_sizes is None:  # an inference plan's parameters: the caller sizes them
-            fixed_sizes = plan.fixed_sizes() if hasattr(plan, "fixed_sizes") else {}
+        if fixed_sizes is None:
+            fixed_sizes = plan.fixed_sizes()
         self._fixed = {name: size for name, size in fixed_sizes.items() if name in self.used}
 
     def __getattr__(self, name: str):

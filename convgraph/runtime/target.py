@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from convgraph.codegen.profile import DeviceProfile
-from convgraph.codegen.profile import profile_for as _profile_for
+from convgraph.codegen.profile import DeviceProfile, profile_for
 from convgraph.codegen.source import program_source
 from convgraph.core import DeviceInfo
 from convgraph.runtime.devices import select_device
@@ -55,19 +54,20 @@ class Target:
     _opened: dict = field(default_factory=dict, repr=False)  # context and queue, shared
 
     @classmethod
-    def open(cls, device=None, profile_for=None) -> Target:
+    def open(cls, device=None, profile=None) -> Target:
         """The device a user asked for, opened: ``device`` is a selector (``P:D``, a device
         number, a name fragment or type such as ``pocl``, ``gpu``, ``cpu``; None: the
         ``CONVGRAPH_DEVICE`` variable, else the first GPU, else the first CPU) or a Target,
-        which is returned as it is. ``profile_for(info)`` chooses the profile (default: the
-        device family's defaults with the device's tuning table).
+        which is returned as it is. ``profile(info)`` chooses the profile (default: this
+        module's ``profile_for``, the device family's defaults with the device's tuning table;
+        tests replace it to run another family's tiles).
 
         Raises DeviceError when no device matches (listing those there are).
         """
         if isinstance(device, Target):
             return device
         info, cl_device = select_device(device)
-        return cls(info, cl_device, (profile_for or _profile_for)(info))
+        return cls(info, cl_device, (profile or profile_for)(info))
 
     def with_profile(self, profile: DeviceProfile) -> Target:
         """The same device, context and queue, generating code with another profile (the

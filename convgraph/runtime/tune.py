@@ -15,10 +15,8 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 
-from convgraph.codegen.launches import param
 from convgraph.codegen.plan import Launch
 from convgraph.codegen.profile import profile_for
-from convgraph.codegen.training import param_sizes
 from convgraph.codegen.tuning import Site, Tuning, save_tuning
 from convgraph.errors import ConvgraphError
 from convgraph.runtime.program import SubPlan
@@ -55,14 +53,7 @@ class _ProbePlan(SubPlan):
     included, allocated per batch and zero-filled (timing needs no values)."""
 
     def __init__(self, graph, plan, launches: list[Launch], batch: int):
-        # TODO(merge): the inference Plan gains fixed_sizes() (ExecutablePlan); then this
-        # branch and its param_sizes call go
-        if hasattr(plan, "fixed_sizes"):
-            fixed = plan.fixed_sizes()
-        else:  # an inference plan's parameters live outside its buffer table
-            fixed = {param(node, key).name: 4 * count
-                     for (node, key), count in param_sizes(graph, plan.layout_of).items()}
-        super().__init__(plan, {"probe": launches}, fixed)
+        super().__init__(plan, {"probe": launches}, plan.fixed_sizes())
         self._sizes = {**super().buffer_sizes(batch), **super().fixed_sizes()}
 
     def buffer_sizes(self, batch: int) -> dict[str, int]:

@@ -18,7 +18,6 @@ import networkx as nx
 import numpy as np
 
 from convgraph.codegen import launches as buffers
-from convgraph.codegen.profile import profile_for
 from convgraph.codegen.training import TrainingPlan, plan_training
 from convgraph.errors import DataError, TrainingDiverged
 from convgraph.graph import ordered
@@ -36,12 +35,6 @@ class StepResult:
     count: int
 
 
-def _open(device) -> Target:
-    """``device`` (a selector or a Target) opened; the profile is chosen through this module's
-    ``profile_for``, which tests replace to run another device family's tiles."""
-    return Target.open(device, lambda info: profile_for(info))
-
-
 class _Session:
     """A plan built on a target with the network's parameters on the device: batches go in,
     losses, correct counts and logits come out. (The part training and evaluation share.)"""
@@ -52,7 +45,7 @@ class _Session:
         """Check the memory, build, and allocate: ``self.plan`` is set, nothing else is."""
         self.graph = graph
         self.train = dict(graph.graph["train"])
-        self.target = _open(device)
+        self.target = Target.open(device)
         self.info, self.device, self.profile = (self.target.info, self.target.device,
                                                 self.target.profile)
         fixed = sum(self.plan.fixed_sizes().values())
@@ -130,7 +123,7 @@ class EvaluationSession(_Session):
     """
 
     def __init__(self, graph: nx.DiGraph, device=None, batch: int = 64, params=None):
-        target = _open(device)
+        target = Target.open(device)
         train = graph.graph["train"]
         whole = plan_training(graph, target.profile, train["optimizer"], train)
         self.plan = SubPlan(whole, {"evaluate": whole.groups["evaluate"]})
@@ -158,7 +151,7 @@ class TrainingSession(_Session):
     """
 
     def __init__(self, graph: nx.DiGraph, device=None, batch: int = 64, params=None):
-        target = _open(device)
+        target = Target.open(device)
         train = graph.graph["train"]
         self.plan = plan_training(graph, target.profile, train["optimizer"], train)
         self._start(graph, target, batch, graph.graph["name"] + " (training)")

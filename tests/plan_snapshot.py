@@ -1,13 +1,15 @@
-"""What the code generator decides, as text: kernels and launches of every plan, for refactors.
+"""What the code generator decides, as digests: the kernels and launches of every plan.
 
-    python benchmarks/plan_snapshot.py OUT.json [NETS.json]
+    python -m tests.plan_snapshot --update     # rewrite tests/plans.json after a deliberate change
+    python -m tests.plan_snapshot OUT.json [NETS.json]   # digests of specs/, cases and NETS
 
-For every spec in specs/ (and every network of NETS.json, a {name: spec dict} map), under the
-CPU, GPU and Oclgrind profiles (untuned defaults), this records the inference plan (buffers
-shared and separate) and the training plans (SGD and Adam): the whole program source and every
-launch (kernel, node, sizes, arguments by buffer name), plus the buffer tables. Two snapshots
-taken before and after a change that should not move behaviour must be equal;
-tests/test_plans.py holds today's digests.
+For every spec in specs/ and every network the op registry's cases declare (device cases in
+their forward and trainable form, finite-difference cases), under the CPU, GPU and Oclgrind
+profiles (untuned defaults), this digests the inference plans (buffers shared and separate) and
+the training plans (SGD and Adam): the whole program source, every launch (kernel, node, sizes,
+work-group, FLOPs, bytes, tuning site, arguments by buffer name) and the buffer tables.
+tests/test_plans.py compares them with tests/plans.json, so a refactor that should not move
+behaviour proves it did not, and a change that does move it says so in its commit.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "plans.json"
 sys.path.insert(0, str(ROOT))
 
 from convgraph.codegen import profile as profiles  # noqa: E402
@@ -56,7 +59,16 @@ def plan_text(plan, title: str) -> str:
 
 
 def networks(extra: dict | None = None) -> dict:
+    """{name: spec} for every spec in specs/ and every declared case's network (and ``extra``)."""
+    from convgraph.ops.cases import cases_of
+    from tests.test_kernels import backward_spec
+
     nets = {f"spec-{path.stem}": str(path) for path in sorted((ROOT / "specs").glob("*.yaml"))}
+    for op, index, case in cases_of("device"):
+        nets[f"device-{op}{index}"] = case.spec()
+        nets[f"backward-{op}{index}"] = backward_spec(case)
+    for op, index, case in cases_of("gradient"):
+        nets[f"gradient-{op}{index}"] = case.spec()
     nets.update(extra or {})
     return nets
 
@@ -76,14 +88,22 @@ def snapshot(nets: dict) -> dict[str, str]:
                     continue
                 texts[f"train-{optimizer}"] = plan_text(plan, name + " (training)")
             for mode, text in texts.items():
-                digests[f"{name}/{family}/{mode}"] = hashlib.sha256(text.encode()).hexdigest()
+                digests[f"{name}/{family}/{mode}"] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return digests
 
 
+def write(path: Path, digests: dict) -> None:
+    path.write_text(json.dumps(digests, indent=0, sort_keys=True) + "\n")
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--update"]:
+        write(GOLDEN, snapshot(networks()))
+        print(f"wrote {GOLDEN}")
+        return 0
     extra = json.loads(Path(argv[1]).read_text()) if len(argv) > 1 else None
     digests = snapshot(networks(extra))
-    Path(argv[0]).write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    write(Path(argv[0]), digests)
     print(f"{len(digests)} plans")
     return 0
 
