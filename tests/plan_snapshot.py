@@ -6,8 +6,9 @@
 For every spec in specs/ and every network the op registry's cases declare (device cases in
 their forward and trainable form, finite-difference cases), under the CPU, GPU and Oclgrind
 profiles (untuned defaults), this digests the inference plans (buffers shared and separate) and
-the training plans (SGD and Adam): the whole program source, every launch (kernel, node, sizes,
-work-group, FLOPs, bytes, tuning site, arguments by buffer name) and the buffer tables.
+the training plans (SGD and Adam): the program source as the compiler writes it (each kernel
+file's text standing as its name), every launch (kernel, node, sizes, work-group, FLOPs, bytes,
+tuning site, arguments by buffer name) and the buffer tables.
 tests/test_plans.py compares them with tests/plans.json, so a refactor that should not move
 behaviour proves it did not, and a change that does move it says so in its commit.
 """
@@ -24,6 +25,7 @@ GOLDEN = ROOT / "tests" / "plans.json"
 sys.path.insert(0, str(ROOT))
 
 from convgraph.codegen import profile as profiles  # noqa: E402
+from convgraph.codegen import source  # noqa: E402
 from convgraph.codegen.plan import plan_forward  # noqa: E402
 from convgraph.codegen.source import program_source  # noqa: E402
 from convgraph.codegen.training import plan_training  # noqa: E402
@@ -42,8 +44,17 @@ def _arg_text(plan, arg) -> str:
 
 
 def plan_text(plan, title: str) -> str:
-    """The program source, every launch of every group, and the buffer table, as text."""
-    lines = [program_source(plan, title)]
+    """The program source, every launch of every group, and the buffer table, as text.
+
+    The kernel files' own text stands in the source as its file name: what is digested is
+    what the compiler decides (which kernels, specialised how, in what order, launched how),
+    so a new activation's lines in common.cl or a new kernel file change no recorded plan."""
+    real = source.kernel_file
+    source.kernel_file = lambda family: f"/* kernels/{family}.cl */\n"
+    try:
+        lines = [program_source(plan, title)]
+    finally:
+        source.kernel_file = real
     for group, launches in plan.launch_groups().items():
         lines.append(f"== {group}")
         for launch in launches:
@@ -59,16 +70,25 @@ def plan_text(plan, title: str) -> str:
 
 
 def networks(extra: dict | None = None) -> dict:
-    """{name: spec} for every spec in specs/ and every declared case's network (and ``extra``)."""
+    """{key: spec} for every spec in specs/ and every declared case's network (and ``extra``).
+
+    A key names the network by its content (a spec file's text, a case's spec) as well as by
+    where it comes from, so adding, removing or reordering cases never makes another network's
+    plan look changed: only the same network planned differently does."""
     from convgraph.ops.cases import cases_of
     from tests.test_kernels import backward_spec
 
-    nets = {f"spec-{path.stem}": str(path) for path in sorted((ROOT / "specs").glob("*.yaml"))}
-    for op, index, case in cases_of("device"):
-        nets[f"device-{op}{index}"] = case.spec()
-        nets[f"backward-{op}{index}"] = backward_spec(case)
-    for op, index, case in cases_of("gradient"):
-        nets[f"gradient-{op}{index}"] = case.spec()
+    def key(label: str, content) -> str:
+        text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
+        return f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+    nets = {key(f"spec-{path.stem}", path.read_text()): str(path)
+            for path in sorted((ROOT / "specs").glob("*.yaml"))}
+    for op, _, case in cases_of("device"):
+        nets[key(f"device-{op}", case.spec())] = case.spec()
+        nets[key(f"backward-{op}", backward_spec(case))] = backward_spec(case)
+    for op, _, case in cases_of("gradient"):
+        nets[key(f"gradient-{op}", case.spec())] = case.spec()
     nets.update(extra or {})
     return nets
 
