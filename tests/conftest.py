@@ -40,6 +40,21 @@ def cli(capsys):
     return run
 
 
+
+def tiny_images(seed: int = 0, count: int = 96, classes: int = 4):
+    """(x, labels): ``count`` 8x8x1 uint8 images of ``classes`` classes that a small network can
+    learn in a few epochs (each class brightens its own quadrant)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, count)
+    x = rng.integers(0, 60, (count, 1, 8, 8)).astype(np.uint8)
+    for c in range(classes):
+        rows, cols = divmod(c, 2)
+        x[labels == c, 0, rows * 4:rows * 4 + 4, cols * 4:cols * 4 + 4] += 150
+    return x, labels
+
+
 # ---------------------------------------------------------------------------- OpenCL devices
 
 DEVICES_ENV = "CONVGRAPH_TEST_DEVICES"

@@ -16,6 +16,8 @@ from convgraph.codegen.launches import grad
 from convgraph.data import Dataset
 from convgraph.train.checkpoint import load_checkpoint
 
+from .conftest import tiny_images
+
 pytestmark = [pytest.mark.device, pytest.mark.timeout(300)]
 
 # batchnorm (running statistics), dropout (seeded per step), Adam, a warm-up and a cosine
@@ -28,16 +30,6 @@ train: {epochs: 3, batch: 16, lr: 0.01, seed: 5, dataset: npz, optimizer: adam,
 """
 LIMIT = 80  # of the 96 training images: --limit on the command line, Dataset.first in Python
 TIMINGS = ("images_per_s", "seconds")
-
-
-def _images(seed: int, count: int, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, count)
-    x = rng.integers(0, 60, (count, 1, 8, 8)).astype(np.uint8)
-    for c in range(classes):  # a learnable signal: a bright quadrant per class
-        rows, cols = divmod(c, 2)
-        x[labels == c, 0, rows * 4:rows * 4 + 4, cols * 4:cols * 4 + 4] += 150
-    return x, labels
 
 
 class _Rates:
@@ -63,8 +55,8 @@ def trained(tmp_path_factory):
     from convgraph.cli import main
 
     folder = tmp_path_factory.mktemp("api")
-    x, y = _images(0, 96)
-    x_test, y_test = _images(1, 32)
+    x, y = tiny_images(0, 96)
+    x_test, y_test = tiny_images(1, 32)
     np.savez(folder / "d.npz", x=x, y=y, x_test=x_test, y_test=y_test)
     spec = folder / "tiny.yaml"
     spec.write_text(SPEC.replace("dataset: npz,", f"dataset: npz, data: {folder / 'd.npz'},"))
@@ -142,7 +134,7 @@ def test_eval_of_plain_weights_normalises_with_the_training_set(trained, cli, tm
 def test_predict_matches_model_predict(trained, cli, tmp_path, monkeypatch):
     """--predict prints and saves what Model.predict returns; the checkpoint is read once."""
     folder, spec = trained
-    x, _ = _images(7, 5)
+    x, _ = tiny_images(7, 5)
     np.save(tmp_path / "x.npy", x)
     weights = folder / "cli.npz"
     reads = []
@@ -219,7 +211,7 @@ def test_fit_accepts_arrays_and_callbacks(trained):
     from convgraph.train.loop import Callback
 
     folder, spec = trained
-    x, y = _images(0, 32)
+    x, y = tiny_images(0, 32)
     seen = []
 
     class Log(Callback):

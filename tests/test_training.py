@@ -18,7 +18,7 @@ from convgraph.train.schedule import learning_rate
 from convgraph.train.session import TrainingSession
 from convgraph.verify import relative_error, verify_training_locally
 
-from .conftest import SPECS
+from .conftest import SPECS, tiny_images
 
 pytestmark = [pytest.mark.device, pytest.mark.timeout(300)]
 
@@ -214,12 +214,7 @@ def test_max_pool_ties_pass_the_gradient_to_the_first_maximum(pool):
 # ---------------------------------------------------------------------------- the loop
 
 def _tiny_data(seed=0, count=96, classes=4):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, count)
-    x = rng.integers(0, 60, (count, 1, 8, 8)).astype(np.uint8)
-    for c in range(classes):  # a learnable signal: a bright quadrant per class
-        rows, cols = divmod(c, 2)
-        x[labels == c, 0, rows * 4:rows * 4 + 4, cols * 4:cols * 4 + 4] += 150
+    x, labels = tiny_images(seed, count, classes)
     return Dataset("tiny", x, labels.astype(np.int64), classes)
 
 
