@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from convgraph import __version__
-from convgraph.errors import ConvgraphError, DataError
+from convgraph.errors import ConvgraphError, DataError, OutputError, UsageError
 from convgraph.pipeline import analyse
 
 
@@ -279,8 +279,9 @@ def write_artifact(graph, directory: Path, model=None) -> None:
         with open(directory / "summary.txt", "w") as handle:
             print_summary(graph, Console(file=handle, width=140, color_system=None))
     except OSError as exc:
-        raise ConvgraphError(
-            f"cannot write the compiled artifact to {directory}: {exc.strerror or exc}."
+        raise OutputError(
+            f"cannot write the compiled artifact to {directory}: {exc.strerror or exc}.",
+            hint="choose a folder you can write (it is created if missing).",
         ) from None
 
 
@@ -308,7 +309,7 @@ def resolve_spec(path: str) -> str:
     folder = Path(path)
     if folder.is_dir():
         if not (folder / "spec.yaml").is_file():
-            raise ConvgraphError(f"{path} is a directory without spec.yaml, so it is not a "
+            raise UsageError(f"{path} is a directory without spec.yaml, so it is not a "
                                  "compiled model.", hint="give a spec file, or a directory "
                                  "written by 'convgraph compile SPEC -o DIR'.")
         return str(folder / "spec.yaml")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from convgraph.errors import ConvgraphError
+from convgraph.errors import OutputError
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 from convgraph.summary import describe_attrs
@@ -65,7 +65,7 @@ def draw(graph: nx.DiGraph, path: str) -> str:
         timeout=60,
     )
     if result.returncode != 0:
-        raise ConvgraphError(
+        raise OutputError(
             f"Graphviz could not draw {target}: {result.stderr.strip()}",
             hint="use a format dot knows (svg, png, pdf) or write .dot.",
         )

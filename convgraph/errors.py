@@ -1,8 +1,24 @@
 """One exception tree for everything a user can get wrong.
 
-Every error convgraph raises on bad input is a :class:`ConvgraphError`. The CLI prints its
-message as
-one paragraph and exits with its ``exit_status``; nothing else escapes as a traceback.
+Every error convgraph raises on bad input is a :class:`ConvgraphError` subclass. The CLI prints
+its message as one paragraph and exits with its ``exit_status``; nothing else escapes as a
+traceback. The exit statuses (README, "Exit statuses"), one class each:
+
+====  =====================================================================================
+0     success
+1     ``run --verify`` found a kernel that disagrees with the reference
+2     an invalid spec (SpecError, ShapeError) or command-line value (UsageError)
+3     the device's compiler rejected the generated kernels (KernelBuildError)
+4     no usable device, an unknown device, a device fault (DeviceError)
+5     a missing, unreadable, corrupt, hostile or unfitting input file: data, weights,
+      checkpoint, --predict input (DataError)
+6     training diverged: a non-finite loss, weight or gradient (TrainingDiverged)
+7     an output cannot be written: a missing or unwritable folder, a file where a folder
+      belongs, a full disk (OutputError)
+129   hung up (SIGHUP), 130 interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM): the
+      training state saved first where there is a checkpoint folder
+70    an internal error: a bug in convgraph, never caused by input
+====  =====================================================================================
 """
 
 from __future__ import annotations
@@ -28,9 +44,10 @@ class Location:
 
 
 class ConvgraphError(Exception):
-    """Base of every error caused by user input, data or the environment."""
+    """Base of every error caused by user input, data or the environment; raise a subclass,
+    which says the exit status (the base's own 70 marks a missing one as a bug)."""
 
-    exit_status = 1
+    exit_status = 70
 
     def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(message)
@@ -105,3 +122,15 @@ def suggest(word: str, candidates) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+
+
+class UsageError(ConvgraphError):
+    """A command-line value out of range or flags that do not go together (exit status 2)."""
+
+    exit_status = 2
+
+
+class OutputError(ConvgraphError):
+    """An output that cannot be written: checked before any work starts (exit status 7)."""
+
+    exit_status = 7

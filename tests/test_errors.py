@@ -1011,3 +1011,18 @@ def test_console_entry_point_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith(f"FAIL {bad}:3:21: layer 'conv1': (conv) 'filters' expects")
+
+
+def test_no_error_is_raised_without_its_exit_status():
+    """Every raise names a ConvgraphError subclass, which says the exit status: the base's own
+    status (70) is a bug's, so a bare ``raise ConvgraphError(...)`` is one waiting to happen."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "convgraph"
+    bare = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+                    and getattr(node.exc.func, "id", None) == "ConvgraphError"):
+                bare.append(f"{path.relative_to(package.parent)}:{node.lineno}")
+    assert not bare, "raise a subclass (UsageError, DataError, OutputError...): " + ", ".join(bare)

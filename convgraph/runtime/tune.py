@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from convgraph.codegen.plan import Launch
 from convgraph.codegen.profile import profile_for
 from convgraph.codegen.tuning import Site, Tuning, save_tuning
-from convgraph.errors import ConvgraphError
+from convgraph.errors import ConvgraphError, OutputError
 from convgraph.runtime.program import SubPlan
 from convgraph.runtime.target import Target, build
 
@@ -196,7 +196,7 @@ def _save(info, found: dict):
     try:
         return save_tuning(info, found)
     except OSError as exc:
-        raise ConvgraphError(
+        raise OutputError(
             f"could not write the tuning file for {info.label}: {exc}.",
             hint="make the cache directory writable, or point CONVGRAPH_CACHE elsewhere.",
         ) from None

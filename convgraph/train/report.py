@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from convgraph.errors import ConvgraphError
+from convgraph.errors import UsageError
 
 
 class EpochBar:
@@ -59,7 +59,7 @@ def plot_history(history: list[dict], path: str, title: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConvgraphError("--plot needs matplotlib, which is not installed.",
+        raise UsageError("--plot needs matplotlib, which is not installed.",
                              hint="pip install matplotlib (or pip install -e '.[plot]').") from None
     epochs = [r["epoch"] for r in history]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
