@@ -8,6 +8,7 @@ flushed to disk, then renamed over the target, so the target is always the old f
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -62,3 +63,87 @@ def atomic_write(path, write: Callable[[IO[bytes]], None], temporary_prefix: str
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+# ----------------------------------------------------------------------------- paths from users
+#
+# Every path a user or a file names is checked before it is used: an input must be a regular
+# file (a FIFO or a device would block the read forever, /dev/zero would never end), an output's
+# folder must exist or be creatable and be writable, and both are checked before any work starts,
+# so a bad path costs nothing and never loses what a run produced.
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def readable_file(path, what: str) -> Path:
+    """``path`` (a regular file that can be read), else DataError naming ``what`` and why.
+
+    >>> readable_file("/dev/zero", "the --predict input")  # doctest: +SKIP
+    DataError: the --predict input /dev/zero is a device, not a regular file...
+    """
+    from convgraph.errors import DataError
+
+    target = Path(path)
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        raise DataError(f"{what} {target} does not exist.") from None
+    except OSError as exc:
+        raise DataError(f"{what} {target} cannot be read: {exc.strerror or exc}.") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{what} {target} is {_kind(info.st_mode)}, not a regular file.",
+                        hint="give the path of a file (convgraph reads only regular files).")
+    if not os.access(target, os.R_OK):
+        raise DataError(f"{what} {target} cannot be read: permission denied.")
+    return target
+
+
+def writable_folder(path, what: str) -> Path:
+    """``path`` as a folder convgraph can write in, created (with its parents) if missing;
+    OutputError naming ``what`` and why otherwise (a file in the way, no permission)."""
+    from convgraph.errors import OutputError
+
+    target = Path(path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{what} {target} is a file, not a folder.",
+                          hint="choose a folder (it is created if missing).") from None
+    except OSError as exc:
+        raise OutputError(f"{what} {target} cannot be created: {exc.strerror or exc}.",
+                          hint="choose a folder you can write.") from None
+    if not target.is_dir():
+        raise OutputError(f"{what} {target} is not a folder.")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {target} is not writable.",
+                          hint="choose a folder you can write.")
+    return target
+
+
+def writable_file(path, what: str) -> Path:
+    """``path`` as a file convgraph can (re)write: its folder exists or is created and is
+    writable, and the path is not a folder or a special file; OutputError otherwise."""
+    from convgraph.errors import OutputError
+
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        try:
+            mode = target.stat().st_mode
+        except OSError as exc:
+            raise OutputError(f"{what} {target} cannot be written: {exc.strerror or exc}.") \
+                from None
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"{what} {target} is {_kind(mode)}, not a file it can write.",
+                              hint="give the path of a file to (over)write.")
+    writable_folder(target.parent if str(target.parent) else Path("."), f"the folder of {what}")
+    return target
