@@ -9,7 +9,9 @@ traceback. The exit statuses (README, "Exit statuses"), one class each:
 1     ``run --verify`` found a kernel that disagrees with the reference
 2     an invalid spec (SpecError, ShapeError) or command-line value (UsageError)
 3     the device's compiler rejected the generated kernels (KernelBuildError)
-4     no usable device, an unknown device, a device fault (DeviceError)
+4     no usable device, an unknown device, a device fault, or a network, batch or data set
+      the device's or the host's memory cannot hold (refused from the shapes, before
+      allocating, with the numbers; DeviceError)
 5     a missing, unreadable, corrupt, hostile or unfitting input file: data, weights,
       checkpoint, --predict input (DataError)
 6     training diverged: a non-finite loss, weight or gradient (TrainingDiverged)

@@ -7,6 +7,8 @@ kernel_h, kernel_w), fc weights (units, inputs) with inputs in (depth, height, w
 
 from __future__ import annotations
 
+import math
+
 import networkx as nx
 import numpy as np
 
@@ -27,6 +29,7 @@ def initial_params(graph: nx.DiGraph, init: str = "he", seed: int = 0) -> dict[s
     """Seeded initial values, as each op declares them (ops/base.Weight): weights He (normal,
     fan-in) or Glorot (uniform) by ``init``, biases zero, batchnorm's scale and variance one.
     One generator draws for every weight in graph order, so a seed gives one network."""
+    check_host_params(graph)  # before drawing anything
     rng = np.random.default_rng(seed)
     params = {}
     for name in ordered(graph):
@@ -108,8 +111,50 @@ def device_bytes(arrays: dict) -> int:
     return sum(max(4, np.asarray(array).nbytes) for array in arrays.values())
 
 
+def device_param_elements(graph: nx.DiGraph, layout_of) -> dict[tuple[str, str], int]:
+    """The float count of every array ``to_device_layouts`` makes, keyed (node, name), from the
+    shapes alone (each op's ``device_param_elements``): nothing is allocated, so a network of
+    terabytes is sized in microseconds."""
+    from convgraph.ops.base import REGISTRY
+
+    counts = {}
+    for name in ordered(graph):
+        data = graph.nodes[name]
+        if not {**data["param_shapes"], **data["buffer_shapes"]}:
+            continue  # to_device_layouts skips a node without parameters
+        inputs = data["inputs"]
+        sizes = REGISTRY[data["op"]].device_param_elements(
+            data, layout_of(inputs[0]) if inputs else None, layout_of(name))
+        counts.update({(name, key): int(count) for key, count in sizes.items()})
+    return counts
+
+
 def device_param_bytes(graph: nx.DiGraph, layout_of) -> int:
     """Bytes of every parameter once re-laid for the kernels, known before anything exists on
-    the device (from zeros: the re-layout depends on shapes only)."""
-    zeros = {key: np.zeros(shape, np.float32) for key, shape in expected_shapes(graph).items()}
-    return device_bytes(to_device_layouts(graph, zeros, layout_of))
+    the device or the host (an empty array still takes one value, as in ``device_bytes``)."""
+    return sum(max(4, 4 * count) for count in device_param_elements(graph, layout_of).values())
+
+
+def host_param_bytes(graph: nx.DiGraph) -> dict[str, int]:
+    """Bytes of each host parameter array (float32), by name, from the shapes alone."""
+    return {key: 4 * math.prod(shape) for key, shape in expected_shapes(graph).items()}
+
+
+def check_host_params(graph: nx.DiGraph) -> int:
+    """Refuse (DeviceError, before allocating) parameters the host cannot hold: the float32
+    arrays plus the float64 draw of the largest one (``Weight.initial``) and a re-laid copy for
+    the device. Returns the bytes estimated."""
+    from convgraph.memory import check_host
+
+    sizes = host_param_bytes(graph)
+    total = sum(sizes.values())
+    largest = max(sizes.values(), default=0)
+    needed = 2 * total + 2 * largest  # host arrays, device re-layout, float64 temporary
+    if not sizes:
+        return 0
+    layer = max(sizes, key=sizes.get).rsplit(".", 1)[0]
+    return check_host(
+        needed, f"the parameters of '{graph.graph['name']}' (host copy, float64 draw and the "
+        "re-laid copy for the device)", list(sizes.items()),
+        hint=f"make layer '{layer}' smaller (a smaller input or more pooling before it, fewer "
+             "filters or units), or use a machine with more memory.")

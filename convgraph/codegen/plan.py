@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass, field
 
 import networkx as nx
-import numpy as np
 
 from convgraph.codegen.launches import (
     BATCH,
@@ -260,18 +259,11 @@ def passes_through(graph: nx.DiGraph, name: str) -> bool:
 
 
 def param_sizes(graph: nx.DiGraph, layouts_of) -> dict[tuple[str, str], int]:
-    """Elements of every device parameter, from each op's own re-layout of zero arrays."""
-    sizes = {}
-    for name in ordered(graph):
-        node = graph.nodes[name]
-        shapes = {key: weight.shape for key, weight in node.weights.items()}
-        if not shapes:
-            continue
-        zeros = {key: np.zeros(shape, np.float32) for key, shape in shapes.items()}
-        relaid = REGISTRY[node.op].device_params(
-            node, zeros, layouts_of(node.inputs[0]) if node.inputs else None, layouts_of(name))
-        sizes.update({(name, key): int(np.asarray(value).size) for key, value in relaid.items()})
-    return sizes
+    """Elements of every device parameter, from each op's declared sizes (nothing allocated:
+    a spec of terabytes is sized, and refused, before any array exists)."""
+    from convgraph.params import device_param_elements
+
+    return device_param_elements(graph, layouts_of)
 
 
 class _Planner:

@@ -186,6 +186,44 @@ def generate(volume: Volume, classes: int, n: int, seed: int, stream: int = 0) -
     return x, p["label"].astype(np.int64)
 
 
+def generation_bytes(volume: Volume, n: int) -> int:
+    """Host bytes ``generate`` takes at its peak, from the shapes: the uint8 images and one
+    chunk's float32 temporaries (measured with tracemalloc: about (32 + 16 x depth) bytes per
+    pixel of each image in a chunk, and the pixel grid)."""
+    chunk = min(n, max(1, _CHUNK_VALUES // max(1, volume.elements)))
+    pixels = volume.width * volume.height
+    return n * volume.elements + chunk * pixels * (40 + 16 * volume.depth) + 24 * pixels
+
+
+def largest_side(volume: Volume, n: int, budget: int) -> int:
+    """The largest s such that an s x s input of this depth is generated within ``budget``
+    bytes (0: not even MIN_SIDE)."""
+    low, high = 0, max(volume.width, volume.height)
+    while high - low > 1:
+        middle = (low + high) // 2
+        fits = generation_bytes(Volume(middle, middle, volume.depth), n) <= budget
+        low, high = (middle, high) if fits else (low, middle)
+    return low if low >= MIN_SIDE else 0
+
+
+def check_generation(split: str, volume: Volume) -> int:
+    """Refuse (DeviceError, exit status 4, before allocating) a split the host cannot hold."""
+    from convgraph.memory import MARGIN, check_host, host_available
+
+    n = SIZES[split]
+    needed = generation_bytes(volume, n)
+    available, _ = host_available()
+    side = largest_side(volume, n, int(available * MARGIN))
+    fits = (f"an input of at most {side}x{side}x{volume.depth} fits here"
+            if side else "not even the smallest input fits here")
+    return check_host(
+        needed, f"the embedded data set's {split} split ({n:,} images of {volume})",
+        [(f"{n:,} images as uint8", n * volume.elements),
+         ("the generator's float32 temporaries", needed - n * volume.elements)],
+        hint=f"{fits}; use a smaller input, or train on your own data (train: {{dataset: npz, "
+             "data: FILE}) on a machine with more memory.")
+
+
 def load_embedded(split: str, volume: Volume, classes: int, seed: int = 0) -> Dataset:
     """The embedded data set's ``split`` (10,000 train / 2,000 test images), uint8."""
     if not 2 <= classes <= len(CLASS_NAMES):
@@ -201,5 +239,6 @@ def load_embedded(split: str, volume: Volume, classes: int, seed: int = 0) -> Da
             f"pixels, but the spec's input is {volume}.",
             hint="use a larger input, or train on your own data (train: {dataset: npz}).",
         )
+    check_generation(split, volume)
     x, y = generate(volume, classes, SIZES[split], seed, _SPLIT_STREAM[split])
     return Dataset(f"embedded ({split})", x, y, classes, CLASS_NAMES[:classes])

@@ -288,6 +288,12 @@ class Op:
         """This node's parameters (PyTorch layouts, by name) re-laid for its kernels."""
         return {}
 
+    def device_param_elements(self, node: Node, input_layout, output_layout) -> dict[str, int]:
+        """The float count of each array ``device_params`` returns, from the shapes alone:
+        what the memory estimate sizes the device parameters by before anything is allocated
+        (tests/test_hostile_memory.py checks it against ``device_params`` for every case)."""
+        return {}
+
     def host_params(self, node: Node, device: dict, input_layout, output_layout) -> dict:
         """The inverse of ``device_params``: device arrays back to PyTorch layouts."""
         return {}

@@ -280,6 +280,11 @@ class Conv(Op):
             bias[:k] = params["bias"]
         return {"weight": device, "bias": bias}
 
+    def device_param_elements(self, node, input_layout, output_layout):
+        _, cg, kh, kw = node["param_shapes"]["weight"]  # (K, C/g, kh, kw)
+        weight = kh * kw * cg * _filters_allocated(node, output_layout)
+        return {"weight": weight, "bias": output_layout.stride_c}
+
     def reference(self, node, inputs, params):
         (x,) = inputs
         groups = node.derived["groups"]

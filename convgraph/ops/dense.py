@@ -120,6 +120,10 @@ class Dense(Op):
             bias[:units] = params["bias"]
         return {"weight": device, "bias": bias}
 
+    def device_param_elements(self, node, input_layout, output_layout):
+        return {"weight": input_layout.volume.elements * output_layout.stride_c,
+                "bias": output_layout.stride_c}
+
     def reference(self, node, inputs, params):
         x = np.asarray(inputs[0], np.float64)
         out = x.reshape(x.shape[0], -1) @ np.asarray(params["weight"], np.float64).T

@@ -74,6 +74,10 @@ class BatchNorm(Op):
             out[key] = padded
         return out
 
+    def device_param_elements(self, node, input_layout, output_layout):
+        return dict.fromkeys(("weight", "bias", "running_mean", "running_var"),
+                             output_layout.stride_c)
+
     def reference(self, node, inputs, params):
         def channel(key):
             return np.asarray(params[key], np.float64)[None, :, None, None]

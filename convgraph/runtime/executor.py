@@ -23,6 +23,8 @@ def _mib(n: int) -> str:
 
 
 def _size(n: int) -> str:
+    if n >= 2**40:
+        return f"{n / 2**40:,.2f} TiB"
     return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else _mib(n)
 
 
@@ -39,11 +41,22 @@ def memory_needed(plan, batch: int, param_bytes: int) -> tuple[int, int]:
     return sum(per_buffer) + param_bytes, max(per_buffer, default=0)
 
 
+def host_needed(plan, batch: int, param_bytes: int) -> int:
+    """Bytes the host holds on top of the parameters while a plan runs: the re-laid copies (and
+    optimizer zeros) made for the upload, and a batch of inputs as float32, scaled and packed."""
+    layout = plan.layouts[plan.input]
+    return param_bytes + 2 * 4 * batch * layout.image_elements
+
+
 def largest_batch(plan, param_bytes: int, info: DeviceInfo, batch: int) -> int:
-    """The largest batch below ``batch`` that the device holds (0: not even one image)."""
+    """The largest batch below ``batch`` that the device and the host hold (0: not even one
+    image)."""
+    from convgraph.memory import host_fits
+
     def fits(count: int) -> bool:
         total, biggest = memory_needed(plan, count, param_bytes)
-        return total <= info.global_memory and biggest <= info.max_alloc
+        return (total <= info.global_memory and biggest <= info.max_alloc
+                and host_fits(host_needed(plan, count, param_bytes)))
 
     low, high = 0, batch  # fits(low) (or low == 0), not fits(high)
     while high - low > 1:
@@ -54,7 +67,9 @@ def largest_batch(plan, param_bytes: int, info: DeviceInfo, batch: int) -> int:
 
 def check_memory(info: DeviceInfo, plan, batch: int, param_bytes: int) -> int:
     """Refuse, before anything is built or allocated, what the device cannot hold: the plan's
-    per-batch buffers plus ``param_bytes`` of fixed ones. Returns the bytes needed.
+    per-batch buffers plus ``param_bytes`` of fixed ones; then what the host cannot hold while
+    it runs (``host_needed``). Both are DeviceErrors (exit status 4) with the numbers and the
+    largest batch that fits. Returns the device bytes needed.
 
     >>> check_memory(info, vgg16_plan, 100_000, vgg16_param_bytes)  # doctest: +SKIP
     DeviceError: batch 100000 needs an estimated 5,109,699,161,280 bytes (4,758.78 GiB) of
@@ -63,13 +78,23 @@ def check_memory(info: DeviceInfo, plan, batch: int, param_bytes: int) -> int:
     1,217.75 GiB, more than the largest single allocation allowed (4.00 GiB); refused before
     allocating anything. Fix: use a batch of at most 251 (--batch), or another device ...
     """
+    from convgraph.memory import check_host, host_fits
+
     total, biggest = memory_needed(plan, batch, param_bytes)
-    if total <= info.global_memory and biggest <= info.max_alloc:
+    host = host_needed(plan, batch, param_bytes)
+    device_fits = total <= info.global_memory and biggest <= info.max_alloc
+    if device_fits and host_fits(host):
         return total
     fitting = largest_batch(plan, param_bytes, info, batch)
     hint = (f"use a batch of at most {fitting} (--batch), or another device with more memory "
-            "(--device)." if fitting else "even one image does not fit: use another device "
-            "with more memory (--device).")
+            "(--device)." if fitting else "even one image does not fit: use a smaller input "
+            "or network, or another device with more memory (--device).")
+    if device_fits:
+        check_host(host, f"batch {batch}", [("parameters and state, re-laid for the device",
+                                             param_bytes),
+                                            ("the input batch as float32", host - param_bytes)],
+                   hint=hint.replace("another device", "a machine"))
+        return total
     reasons = []
     if total > info.global_memory:
         reasons.append(f"more than {info.label} has ({_bytes(info.global_memory)})")
