@@ -572,7 +572,7 @@ def command_tune(args) -> int:
                        "default_ms": r.default_ms, "tuned_ms": r.best_ms, "tried": r.tried,
                        "knobs": r.best} for r in report.results]}
             for graph, report in reports]}, indent=2))
-        return 0
+        return _unsaved(reports)
     out = console(160)
     for graph, report in reports:
         table = Table(title=f"{graph.graph['name']} on {info.label}", title_justify="left")
@@ -591,6 +591,14 @@ def command_tune(args) -> int:
                    "defaults" if report.skipped else "")
         out.print(f"{len(report.results)} kernels tuned in {report.seconds:.0f} s{skipped}; "
                   f"saved to {report.path or '(nothing)'}.", highlight=False)
+    return _unsaved(reports)
+
+
+def _unsaved(reports) -> int:
+    """0, or (once every result is shown) the OutputError of a tuning table not written."""
+    for _, report in reports:
+        if report.unsaved is not None:
+            raise report.unsaved
     return 0
 
 

@@ -228,6 +228,7 @@ def test_an_unwritable_tuning_file_is_a_clear_error(tmp_path, monkeypatch, cli, 
         pattern: "[INPUT-CONV(8, 3, pad=1)-FC(2)]"
     """)
     status, out, err = cli("tune", spec, "--budget", "20", "--mode", "infer")
-    assert status == 1
+    assert status == 7  # OutputError, once the results are shown
+    assert "kernels tuned in" in out and "saved to (nothing)" in out
     assert "could not write the tuning file" in err and "CONVGRAPH_CACHE" in err
     assert "Traceback" not in err

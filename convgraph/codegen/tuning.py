@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,18 +85,92 @@ def tuning_file(info: DeviceInfo) -> Path:
     return tuning_dir() / f"{slug}-{digest}.json"
 
 
-def _read(path: Path) -> dict | None:
-    """A tuning file's contents, or None when it is unreadable or of another format (a tuning
-    table is only an optimisation: a bad one is ignored, never fatal)."""
+MAX_TABLE = 16 << 20  # bytes: a table of every site of every example network is ~100 KiB
+
+
+def warn(message: str) -> None:
+    """One line on stderr, once per process: a tuning table is an optimisation, never an
+    error."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"convgraph: warning: {message}", file=sys.stderr)
+
+
+_warned: set[str] = set()
+
+
+def _read_text(path: Path) -> str | None:
+    """The text of the regular file ``path`` (at most MAX_TABLE bytes), None when it is absent,
+    and None with a warning when it is unusable. Opened without blocking and checked on the
+    open descriptor, so a FIFO, a device (a symlink to /dev/zero) or a folder put there is
+    refused at once, never read."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
         return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    except OSError as exc:
+        if isinstance(exc, IsADirectoryError):
+            warn(f"the tuning table {path} is a folder, not a file; ignored (defaults used).")
+        else:
+            warn(f"the tuning table {path} cannot be read ({exc.strerror or exc}); ignored "
+                 "(defaults used).")
         return None
-    if not isinstance(data.get("entries"), dict) or not isinstance(data.get("device"), dict):
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            warn(f"the tuning table {path} is not a regular file; ignored (defaults used).")
+            return None
+        if info.st_size > MAX_TABLE:
+            warn(f"the tuning table {path} is {info.st_size:,} bytes, larger than any tuning "
+                 "table; ignored (defaults used).")
+            return None
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            data = handle.read(MAX_TABLE + 1)
+    except OSError as exc:
+        warn(f"the tuning table {path} cannot be read ({exc.strerror or exc}); ignored "
+             "(defaults used).")
         return None
-    return data
+    finally:
+        os.close(descriptor)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        warn(f"the tuning table {path} is not UTF-8 text; ignored (defaults used).")
+        return None
+
+
+def _valid_entries(entries: dict) -> dict:
+    """The entries of the form tuning writes (site key -> {"knobs": {name: value}}); any other
+    is dropped, so a hand-edited table can only lose entries, never stop a build."""
+    return {key: entry for key, entry in entries.items()
+            if isinstance(key, str) and isinstance(entry, dict)
+            and isinstance(entry.get("knobs"), dict)
+            and all(isinstance(name, str) for name in entry["knobs"])}
+
+
+def _read(path: Path) -> dict | None:
+    """A tuning file's contents, or None when it is absent, unusable or of another format (a
+    tuning table is only an optimisation: a bad one is a one-line warning, never fatal)."""
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        warn(f"the tuning table {path} is not valid JSON; ignored (defaults used; "
+             "'convgraph tune' rewrites it).")
+        return None
+    if (not isinstance(data, dict) or data.get("format") != FORMAT
+            or not isinstance(data.get("entries"), dict)
+            or not isinstance(data.get("device"), dict)):
+        warn(f"the tuning table {path} is not a convgraph tuning table of format {FORMAT}; "
+             "ignored (defaults used; 'convgraph tune' rewrites it).")
+        return None
+    entries = _valid_entries(data["entries"])
+    if len(entries) != len(data["entries"]):
+        warn(f"the tuning table {path} has {len(data['entries']) - len(entries)} malformed "
+             "entries; those sites use their defaults.")
+    return {**data, "entries": entries}
 
 
 def closeness(mine: dict, theirs: dict) -> int:
@@ -113,13 +190,17 @@ def load_tuning(info: DeviceInfo) -> Tuning:
         return Tuning(own["entries"], "tuned on this device")
     mine = device_key(info)
     best, best_score = None, 0
-    folder = tuning_dir()
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
-            data = _read(path)
-            score = closeness(mine, data["device"]) if data else 0
-            if score > best_score:
-                best, best_score = data, score
+    try:
+        tables = sorted(tuning_dir().glob("*.json")) if tuning_dir().is_dir() else []
+    except OSError as exc:
+        warn(f"the tuning folder {tuning_dir()} cannot be listed ({exc.strerror or exc}); "
+             "defaults used.")
+        tables = []
+    for path in tables:
+        data = _read(path)
+        score = closeness(mine, data["device"]) if data else 0
+        if score > best_score:
+            best, best_score = data, score
     if best is None:
         return Tuning()
     return Tuning(best["entries"], f"borrowed from {best['device'].get('name', '?')} "
@@ -138,8 +219,15 @@ def save_tuning(info: DeviceInfo, entries: dict) -> Path:
 
 
 def forget_tuning(info: DeviceInfo) -> bool:
+    """Remove this device's tuning table (True if there was one); what cannot be removed is a
+    warning (``tune`` then writes a new table over it, or says it cannot)."""
     path = tuning_file(info)
-    if path.exists():
-        path.unlink()
-        return True
+    try:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            return True
+        if path.exists():
+            warn(f"the tuning table {path} is not a file; left as it is.")
+    except OSError as exc:
+        warn(f"could not remove the tuning table {path} ({exc.strerror or exc}).")
     return False

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +56,14 @@ def build_program(context, device, info: DeviceInfo, source: str, options: list[
             raise _build_failure(program, device, info, source, options, exc, key) from None
         return BuildResult(program, False, time.perf_counter() - start, key)
     cached = programs_dir() / f"{key}.bin"
-    if cached.is_file():
+    binary = _load(cached)
+    if binary is not None:
         try:
-            program = cl.Program(context, [device], [cached.read_bytes()])
+            program = cl.Program(context, [device], [binary])
             program.build(options=options, devices=[device])
             return BuildResult(program, True, time.perf_counter() - start, key)
-        except (cl.Error, OSError):
-            cached.unlink(missing_ok=True)  # stale or corrupt: rebuild below
+        except cl.Error:  # the driver refuses its own old binary: rebuild below
+            _discard(cached)
     program = cl.Program(context, source)
     try:
         program.build(options=options, devices=[device])
@@ -79,15 +82,96 @@ def _caches_itself(info: DeviceInfo) -> bool:
             and os.environ.get("CONVGRAPH_BINARY_CACHE") != "1")
 
 
+# A cached binary is the driver's own format, which drivers do not check: a truncated or
+# flipped one crashes the process inside clBuildProgram (segfault, abort). So each is stored
+# behind a header holding its length and SHA-256, checked before the bytes reach the driver.
+MAGIC = b"convgraph-binary 1\n"
+MAX_BINARY = 1 << 30  # no program binary is near 1 GiB; a larger file is not one of ours
+
+
+def warn(message: str) -> None:
+    """One line on stderr, once per process: a cache is an optimisation, never an error."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"convgraph: warning: {message}", file=sys.stderr)
+
+
+_warned: set[str] = set()
+
+
+def _load(path: Path) -> bytes | None:
+    """The verified binary at ``path``, or None (absent, unusable or corrupt: a one-line
+    warning, except when simply absent). Never blocks: only a regular file is opened."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        warn(f"the program cache {path} cannot be read ({exc.strerror or exc}); rebuilding.")
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        warn(f"the program cache entry {path} is not a regular file; rebuilding without it.")
+        return None
+    if info.st_size > MAX_BINARY + 256:
+        warn(f"the cached program binary {path} is {info.st_size:,} bytes, not a binary "
+             "convgraph wrote; rebuilding.")
+        _discard(path)
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BINARY + 256)
+    except OSError as exc:
+        warn(f"the program cache {path} cannot be read ({exc.strerror or exc}); rebuilding.")
+        return None
+    binary = _verified(data)
+    if binary is None:
+        warn(f"the cached program binary {path} is corrupt (truncated or changed: its checksum "
+             "does not match); rebuilding it.")
+        _discard(path)
+    return binary
+
+
+def _verified(data: bytes) -> bytes | None:
+    """The binary inside a cache file's bytes, if its header, length and checksum hold."""
+    if not data.startswith(MAGIC):
+        return None
+    header, _, binary = data[len(MAGIC):].partition(b"\n")
+    try:
+        length, digest = header.decode("ascii").split(" ")
+        length = int(length)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if length != len(binary) or length == 0:
+        return None
+    return binary if hashlib.sha256(binary).hexdigest() == digest else None
+
+
+def _framed(binary: bytes) -> bytes:
+    return MAGIC + f"{len(binary)} {hashlib.sha256(binary).hexdigest()}\n".encode() + binary
+
+
+def _discard(path: Path) -> None:
+    try:
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    except OSError:
+        pass  # the next store replaces it
+
+
 def _store(path: Path, program) -> None:
-    """Write the binary atomically; a cache that cannot be written only costs a rebuild."""
+    """Write the binary atomically behind its checksum; a cache that cannot be written costs a
+    rebuild next time and a one-line warning now."""
     try:
         (binary,) = program.get_info(__import__("pyopencl").program_info.BINARIES)
-        if not binary:
-            return
-        atomic_write(path, lambda handle: handle.write(binary))
-    except (OSError, ValueError):
-        pass
+    except (ValueError, __import__("pyopencl").Error):
+        return
+    if not binary:
+        return
+    try:
+        atomic_write(path, lambda handle: handle.write(_framed(bytes(binary))))
+    except OSError as exc:
+        warn(f"could not store the program binary in the cache {path.parent} "
+             f"({exc.strerror or exc}); the next run builds it again.")
 
 
 def _build_failure(program, device, info, source, options, exc, key) -> KernelBuildError:
@@ -97,16 +181,15 @@ def _build_failure(program, device, info, source, options, exc, key) -> KernelBu
         log = str(exc)
     folder = failures_dir()
     saved = ""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
+    try:  # atomic writes: a FIFO or a folder in the way never blocks or stops the report
         stem = folder / f"build-{key[:12]}"
-        stem.with_suffix(".cl").write_text(source)
-        stem.with_suffix(".log").write_text(
-            f"device: {info.label}\ndriver: {info.driver_version}\noptions: {' '.join(options)}"
-            f"\n\n{log}")
+        text = (f"device: {info.label}\ndriver: {info.driver_version}\noptions: "
+                f"{' '.join(options)}\n\n{log}")
+        atomic_write(stem.with_suffix(".cl"), lambda handle: handle.write(source.encode()))
+        atomic_write(stem.with_suffix(".log"), lambda handle: handle.write(text.encode()))
         saved = f" The source, options and compiler log are saved in {stem}.cl and {stem}.log."
-    except OSError:
-        pass
+    except OSError as exc:
+        warn(f"could not save the failed build under {folder} ({exc.strerror or exc}).")
     culprit = ""
     match = re.search(r"\.cl:(\d+):\d+:", log or "") or re.search(r":(\d+):\d+: error",
                                                                     log or "")

@@ -45,6 +45,7 @@ class TuneReport:
     results: list[SiteResult] = field(default_factory=list)
     skipped: list[Site] = field(default_factory=list)  # not reached within the budget
     seconds: float = 0.0
+    unsaved: OutputError | None = None  # why the winners could not be saved (path is "")
 
 
 class _ProbePlan(SubPlan):
@@ -69,7 +70,9 @@ def tune(graph, device=None, batch: int = 64, budget: float = 120.0,
     """Tune every kernel site of ``graph``'s training and/or inference plan on ``device`` (a
     selector or a Target) within ``budget`` seconds and save the winners; ``progress(done,
     total, text)`` follows the sites. (Training and inference sites differ: training lays
-    gradients out with halos.)"""
+    gradients out with halos.) A table that cannot be written leaves ``report.path`` empty
+    and the OutputError in ``report.unsaved`` (``convgraph tune`` shows the results, then
+    exits 7 with it)."""
     start = time.perf_counter()
     tuner = _Tuner(graph, device, batch, repeats)
     sites = tuner.sites(modes)
@@ -89,7 +92,10 @@ def tune(graph, device=None, batch: int = 64, budget: float = 120.0,
                 progress(done + 1, len(sites), f"{site.node} {site.selector}")
     finally:  # what was measured before a Ctrl-C is kept
         if found:
-            report.path = str(_save(tuner.info, found))
+            try:
+                report.path = str(_save(tuner.info, found))
+            except OutputError as exc:  # the results stand; the caller says they are unsaved
+                report.unsaved = exc
     report.seconds = time.perf_counter() - start
     return report
 
