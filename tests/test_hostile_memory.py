@@ -40,6 +40,8 @@ WIDE = {"name": "wide", "input": "100000x100000x3",
         "pattern": "[INPUT-CONV(4, 3, pad=1)-RELU-FC(10)]"}
 PADDED = {"name": "padded", "input": "8x8x1",
           "pattern": "[INPUT-CONV(4, 3, pad=200000)-RELU-FC(10)]"}
+BROAD = {"name": "broad", "input": "256x256x1",  # 16 MiB of activations per image
+         "pattern": "[INPUT-CONV(64, 1)-RELU-POOL(16)-FC(2)]"}
 LARGE_IMAGES = {"name": "large", "input": "2000x2000x3",
                 "pattern": "[INPUT-CONV(4, 4, pad=1, stride=2)-RELU-POOL(10)-FC(10)]",
                 "train": {"batch": 2, "epochs": 1}}
@@ -108,8 +110,10 @@ def test_declared_device_sizes_equal_the_zero_relayout(profile):
     (WIDE, ("run", "--limit", "8"), "the embedded data set's train split"),
     (LARGE_IMAGES, ("run", "--limit", "8"), "the embedded data set's train split"),
     (LARGE_IMAGES, ("eval", "--weights", "none.npz"), "the embedded data set's test split"),
+    (BROAD, ("compile", "--batch", "65536"), "batch 65536 needs an estimated"),
+    (BROAD, ("run", "--verify", "--batch", "65536"), "batch 65536 needs an estimated"),
 ], ids=["wide-compile", "wide-verify", "pad-compile", "pad-verify", "pad-run", "wide-run",
-        "2000px-run", "2000px-eval"])
+        "2000px-run", "2000px-eval", "batch-compile", "batch-verify"])
 def test_oversized_is_refused_before_any_allocation(tmp_path, spec, command, expected):
     """Terabytes of weights or images under a 6 GiB address space: refused in seconds, with the
     estimate, what is available and what fits; exit 4."""
@@ -121,6 +125,8 @@ def test_oversized_is_refused_before_any_allocation(tmp_path, spec, command, exp
     assert "bytes (" in err and " Fix: " in err, err
     if "data set" in expected:
         assert "address-space limit" in err and "an input of at most" in err, err
+    if spec is BROAD:
+        assert "Fix: use a batch of at most " in err, err
 
 
 def test_the_suggested_input_fits(tmp_path):

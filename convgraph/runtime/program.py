@@ -125,8 +125,10 @@ def _load(path: Path) -> bytes | None:
         return None
     binary = _verified(data)
     if binary is None:
-        warn(f"the cached program binary {path} is corrupt (truncated or changed: its checksum "
-             "does not match); rebuilding it.")
+        why = ("is corrupt (truncated or changed: its length or checksum does not match)"
+               if data.startswith(MAGIC) else "has no checksum (written by an older convgraph, "
+               "or not a program binary at all), so it is not given to the driver")
+        warn(f"the cached program binary {path} {why}; rebuilding it.")
         _discard(path)
     return binary
 
