@@ -127,6 +127,33 @@ def test_oversized_is_refused_before_any_allocation(tmp_path, spec, command, exp
         assert "address-space limit" in err and "an input of at most" in err, err
     if spec is BROAD:
         assert "Fix: use a batch of at most " in err, err
+    if spec is WIDE and "device" in expected:
+        assert "Fix: even one image does not fit; at batch 64 an input of " in err, err
+    if spec is PADDED and "device" in expected:
+        assert "nor does any smaller input" in err, err
+
+
+def test_the_suggested_smaller_input_fits_the_device():
+    """The input the refusal of a 100000x100000x3 network names passes the same check (no
+    allocation: the check is from shapes), and twice its size does not."""
+    from convgraph.params import device_param_bytes
+    from convgraph.runtime.executor import check_memory, largest_input
+    from convgraph.runtime.target import Target
+
+    target = Target.open()
+    graph = analyse(WIDE)
+    plan = plan_forward(graph, target.profile)
+    volume = largest_input(plan, target.info, 64)
+    assert volume is not None and volume.depth == 3 and volume.width < 100_000
+    for side, fits in ((volume.width, True), (volume.width * 2, False)):
+        smaller = analyse({**WIDE, "input": f"{side}x{side}x3"})
+        smaller_plan = plan_forward(smaller, target.profile)
+        params = device_param_bytes(smaller, smaller_plan.layout_of)
+        if fits:
+            check_memory(target.info, smaller_plan, 64, params)
+        else:
+            with pytest.raises(DeviceError):
+                check_memory(target.info, smaller_plan, 64, params)
 
 
 def test_the_suggested_input_fits(tmp_path):

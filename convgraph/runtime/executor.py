@@ -87,8 +87,7 @@ def check_memory(info: DeviceInfo, plan, batch: int, param_bytes: int) -> int:
         return total
     fitting = largest_batch(plan, param_bytes, info, batch)
     hint = (f"use a batch of at most {fitting} (--batch), or another device with more memory "
-            "(--device)." if fitting else "even one image does not fit: use a smaller input "
-            "or network, or another device with more memory (--device).")
+            "(--device)." if fitting else _smaller_input_hint(plan, info, batch))
     if device_fits:
         check_host(host, f"batch {batch}", [("parameters and state, re-laid for the device",
                                              param_bytes),
@@ -107,6 +106,83 @@ def check_memory(info: DeviceInfo, plan, batch: int, param_bytes: int) -> int:
         f"{_size(param_bytes)} of parameters and state, {_size(total - param_bytes)} of "
         "activations), " + ", ".join(reasons) + "; refused before allocating anything.",
         hint=hint)
+
+
+def _scaled(graph, factor: int):
+    """``graph``'s network re-analysed with its input's width and height divided by ``factor``
+    (None when that input is too small or its shapes do not work out)."""
+    from dataclasses import replace
+
+    from convgraph.core import Volume
+    from convgraph.errors import SpecError
+    from convgraph.graph import build_graph
+    from convgraph.passes import insert_flatten, mark_fusions
+    from convgraph.shapes import infer_shapes
+
+    spec = graph.graph.get("spec")
+    if spec is None:
+        return None
+    layers = []
+    for layer in spec.layers:
+        if layer.op == "input":
+            shape = layer.attrs["shape"]
+            if shape.width // factor < 1 or shape.height // factor < 1:
+                return None
+            layer = replace(layer, attrs={**layer.attrs, "shape": Volume(
+                shape.width // factor, shape.height // factor, shape.depth)})
+        layers.append(layer)
+    try:
+        scaled = build_graph(replace(spec, layers=layers))
+        infer_shapes(scaled)
+        insert_flatten(scaled)
+        mark_fusions(scaled)
+    except SpecError:
+        return None
+    scaled.graph["spec"] = replace(spec, layers=layers)
+    return scaled
+
+
+def largest_input(plan, info: DeviceInfo, batch: int):
+    """The largest input (the plan's own divided by a power of two, the aspect kept) whose
+    inference plan the device and the host hold at ``batch``, as a Volume; None when no smaller
+    one does, or the plan keeps no graph (training plans)."""
+    from convgraph.codegen.plan import plan_forward
+    from convgraph.codegen.profile import base_profile
+    from convgraph.memory import host_fits
+    from convgraph.params import check_host_params, device_param_bytes
+
+    graph = getattr(plan, "graph", None)
+    if graph is None or graph.graph.get("spec") is None:
+        return None
+    first = graph.nodes[plan.input]["output"] if plan.input in graph.nodes else None
+    factor = 2
+    while first is not None and factor <= max(first.width, first.height):
+        scaled = _scaled(graph, factor)
+        factor *= 2
+        if scaled is None:
+            continue
+        try:
+            check_host_params(scaled)
+        except DeviceError:
+            continue
+        smaller = plan_forward(scaled, base_profile(info))
+        params = device_param_bytes(scaled, smaller.layout_of)
+        total, biggest = memory_needed(smaller, batch, params)
+        if (total <= info.global_memory and biggest <= info.max_alloc
+                and host_fits(host_needed(smaller, batch, params))):
+            return smaller.layouts[smaller.input].volume
+    return None
+
+
+def _smaller_input_hint(plan, info: DeviceInfo, batch: int) -> str:
+    volume = largest_input(plan, info, batch)
+    if volume is not None:
+        return (f"even one image does not fit; at batch {batch} an input of {volume} fits "
+                "(width and height halved until it does), or use another device with more "
+                "memory (--device).")
+    return ("even one image does not fit, nor does any smaller input: make the network's "
+            "largest layers smaller (filters, units, padding), or use another device with more "
+            "memory (--device).")
 
 
 @contextlib.contextmanager
