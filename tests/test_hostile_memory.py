@@ -204,6 +204,20 @@ except DeviceError as exc:
         (done.stdout, done.stderr[-2000:])
 
 
+def test_the_available_memory_is_the_tightest_limit():
+    """Under ulimit -v the address space left is what counts, not the machine's memory."""
+    script = f"""
+import resource
+resource.setrlimit(resource.RLIMIT_AS, ({LIMIT}, resource.RLIM_INFINITY))
+from convgraph.memory import host_available
+print(*host_available(), sep="|")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    available, source = done.stdout.strip().split("|")
+    assert 0 < int(available) < LIMIT and "ulimit -v" in source, done.stdout + done.stderr
+
+
 # ---------------------------------------------------------------------------- program binaries
 
 def _binary_cache(tmp_path) -> dict:
@@ -336,8 +350,8 @@ def test_a_tuning_table_that_cannot_be_written_shows_the_results_then_exits_7(tm
     finally:
         del os.environ["CONVGRAPH_CACHE"]
     table.mkdir(parents=True)
-    done = convgraph_cli("tune", spec, "--budget", "20", "--mode", "infer", env=env,
-                         limit=False)
+    done = convgraph_cli("tune", spec, "--reset", "--budget", "20", "--mode", "infer", env=env,
+                         limit=False)  # --reset cannot remove a folder (it was exit 70): warns
     assert done.returncode == 7, done.stderr[-3000:]
     assert "kernels tuned in" in done.stdout and "saved to (nothing)" in done.stdout
     lines = done.stderr.splitlines()
