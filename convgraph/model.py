@@ -256,6 +256,11 @@ class Model:
         return executor.read_tensor(plan.output, x.shape[0])
 
     def _check_input(self, x) -> np.ndarray:
+        """``x`` as the float32 (batch, depth, height, width) the device takes, prepared as in
+        training; DataError for a wrong shape, values that are not real numbers, and NaN or
+        infinite values (before or after normalisation), naming the first bad image."""
+        from convgraph.data.arrays import describe_value, first_nonfinite, place
+
         volume = self.graph.nodes[ordered(self.graph)[0]]["output"]
         x = np.asarray(x)
         expected = (volume.depth, volume.height, volume.width)
@@ -265,15 +270,31 @@ class Model:
             raise DataError(f"the input batch has shape {x.shape}, but '{self.graph.graph['name']}'"
                             f" takes (batch, {volume.depth}, {volume.height}, {volume.width}) "
                             f"(depth, height, width of {volume}).")
-        if not np.issubdtype(x.dtype, np.number):
-            raise DataError(f"the input batch holds {x.dtype} values, not numbers.")
-        if self.normalization is not None:
-            from convgraph.data import as_unit
+        if not np.issubdtype(x.dtype, np.number) or x.dtype.kind == "c":
+            raise DataError(f"the input batch holds {x.dtype} values, not real numbers.")
+        index = first_nonfinite(x)
+        if index is not None:
+            # a ReLU's max turns NaN into 0: the scores would look confident and mean nothing
+            raise DataError(f"the input batch holds {describe_value(x[index])} at "
+                            f"{place(index)}; every input value must be a finite number.",
+                            hint="replace or drop the images with NaN or infinite values.")
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+            if self.normalization is not None:
+                from convgraph.data import as_unit
 
-            mean, std = self.normalization
-            x = (as_unit(x) - np.asarray(mean, np.float32)[None, :, None, None]) / np.asarray(
-                std, np.float32)[None, :, None, None]
-        return np.ascontiguousarray(x, np.float32)
+                mean, std = self.normalization
+                x = (as_unit(x) - np.asarray(mean, np.float32)[None, :, None, None]
+                     ) / np.asarray(std, np.float32)[None, :, None, None]
+            x = np.ascontiguousarray(x, np.float32)
+        index = first_nonfinite(x)
+        if index is not None:  # finite, but too large for float32 (or for the normalisation)
+            after = " after normalisation" if self.normalization is not None else ""
+            raise DataError(f"the input batch's {place(index)} becomes "
+                            f"{describe_value(x[index])} as float32{after}: its values are far "
+                            "outside the range the network was trained on.",
+                            hint="give pixels as uint8 0..255 or floats in the training "
+                                 "data's range.")
+        return x
 
     # ------------------------------------------------------------------ data, training, evaluation
 

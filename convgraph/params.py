@@ -65,24 +65,44 @@ def check_params(graph: nx.DiGraph, params: dict, source: str = "the parameters"
 
 
 def load_arrays(path, what: str = "weights") -> dict[str, np.ndarray]:
-    """Arrays from a .npz (never unpickling) or a single .npy; DataError naming the file."""
-    import zipfile
+    """Arrays from a .npz (never unpickling) or a single .npy; DataError naming the file.
 
+    ``path`` must be a regular file (a FIFO or device is refused at once, never read), each
+    array's header is checked against the bytes the file holds before anything is allocated
+    (data/arrays.py), only plain numbers are read, and none may be NaN or infinite.
+
+    >>> load_arrays("runs/best.npz")["conv1.weight"].shape  # doctest: +SKIP
+    (8, 3, 3, 3)
+    """
+    from convgraph.data.arrays import NpzReader, describe_value, first_nonfinite, place, read_npy
+    from convgraph.files import readable_file
+
+    target = readable_file(path, f"the {what} file")
     try:
-        if str(path).endswith(".npy"):
-            return {"x": np.load(path, allow_pickle=False)}
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise DataError(f"{path} is a single array; {what} need a .npz of named arrays.")
-            return {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise DataError(f"the {what} file {path} does not exist.") from None
-    except IsADirectoryError:
-        raise DataError(f"the {what} file {path} is a directory.") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path} is not a readable .npz/.npy file ({exc}).",
-                        hint="it may be truncated or corrupt, or hold pickled objects, which "
-                             "convgraph never loads.") from None
+        with open(target, "rb") as handle:
+            head = handle.read(6)
+    except OSError as exc:
+        raise DataError(f"the {what} file {path} cannot be read: {exc.strerror or exc}.") \
+            from None
+    if str(path).endswith(".npy"):
+        arrays = {"x": read_npy(target, f"the {what} file")}
+    elif head.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path} is a single array; {what} need a .npz of named arrays.")
+    elif head.startswith(b"PK"):
+        with NpzReader(target, f"the {what} file") as archive:
+            arrays = archive.read_all()
+    else:
+        raise DataError(f"{path} is not a readable .npz/.npy file (it starts like neither a "
+                        "zip archive nor a .npy array).",
+                        hint="save it with numpy.savez (named arrays) or numpy.save.")
+    for key, array in arrays.items():
+        index = first_nonfinite(array)
+        if index is not None:
+            raise DataError(f"the {what} file {path}: '{key}' holds {describe_value(array[index])}"
+                            f" at {place(index, what == 'input')}; every value must be a finite "
+                            "number.",
+                            hint=f"replace the NaN and infinite values in {path}.")
+    return arrays
 
 
 def to_device_layouts(graph: nx.DiGraph, params: dict, layout_of

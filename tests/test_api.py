@@ -137,14 +137,16 @@ def test_predict_matches_model_predict(trained, cli, tmp_path, monkeypatch):
     x, _ = tiny_images(7, 5)
     np.save(tmp_path / "x.npy", x)
     weights = folder / "cli.npz"
+    import convgraph.params
+
     reads = []
-    real_load = np.load
+    real_load = convgraph.params.load_arrays  # every .npz/.npy convgraph reads goes through it
 
     def counted(path, *args, **kwargs):
         reads.append(str(path))
         return real_load(path, *args, **kwargs)
 
-    monkeypatch.setattr(np, "load", counted)
+    monkeypatch.setattr(convgraph.params, "load_arrays", counted)
     status, out, err = cli("run", spec, "--weights", weights, "--predict", tmp_path / "x.npy",
                            "--output", tmp_path / "scores.npy")
     assert status == 0, err

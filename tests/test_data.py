@@ -355,6 +355,51 @@ def test_npz_round_trip(tmp_path):
     assert train.y.dtype == np.int64 and train.classes == 4
 
 
+@pytest.mark.parametrize("form", ["compressed", "fortran", "big-endian", "int16", "bool",
+                                  "float64", "npy-version-2"])
+def test_npz_reader_reads_what_numpy_writes(tmp_path, form):
+    """The bounded reader (data/arrays.py) gives exactly numpy.load's arrays for every layout
+    numpy writes: deflated members, Fortran order, other byte orders and widths."""
+    from convgraph.data.arrays import NpzReader
+    from convgraph.params import load_arrays
+
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 256, (5, 2, H, W)).astype(np.uint8)
+    y = np.array([0, 1, 2, 3, 0])
+    if form == "fortran":
+        x = np.asfortranarray(x)
+    elif form == "big-endian":
+        x = (x / 255).astype(">f4")
+        y = y.astype(">i4")
+    elif form == "int16":
+        x = x.astype(np.int16)
+    elif form == "bool":
+        x = x > 127
+    elif form == "float64":
+        x = x / 255.0
+    path = tmp_path / "set.npz"
+    save = np.savez_compressed if form == "compressed" else np.savez
+    save(path, x=x, y=y)
+    if form == "npy-version-2":  # the header format numpy uses for very long headers
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as archive:
+            for key, array in (("x", x), ("y", y)):
+                with archive.open(f"{key}.npy", "w") as member:
+                    np.lib.format.write_array(member, array, version=(2, 0))
+    with NpzReader(path, "test") as archive, np.load(path) as expected:
+        for key in ("x", "y"):
+            got = archive.read(key)
+            assert got.dtype == expected[key].dtype and got.shape == expected[key].shape
+            np.testing.assert_array_equal(got, expected[key])
+    np.testing.assert_array_equal(load_arrays(path)["x"], x)
+    data = load_npz(path)
+    np.testing.assert_array_equal(data.x, x if x.dtype in (np.uint8, np.float32, ">f4")
+                                  else x.astype(data.x.dtype))
+    np.save(tmp_path / "x.npy", x)
+    np.testing.assert_array_equal(load_arrays(tmp_path / "x.npy", "input")["x"], x)
+
+
 def test_npz_one_channel_and_float(tmp_path):
     path = tmp_path / "gray.npz"
     x = np.random.default_rng(7).random((4, H, W), dtype=np.float32)

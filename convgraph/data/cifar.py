@@ -42,9 +42,11 @@ def _locate(path: str, split: str) -> tuple[str, str]:
     folders = [path, os.path.join(path, "cifar-10-batches-bin"),
                os.path.join(path, "cifar-10-batches-py")]
     for folder in folders:
-        if os.path.isfile(os.path.join(folder, first + ".bin")):
+        # lexists: a folder or FIFO of a batch's name is refused as what it is when it is read,
+        # not reported as missing
+        if os.path.lexists(os.path.join(folder, first + ".bin")):
             return "bin", folder
-        if os.path.isfile(os.path.join(folder, first)):
+        if os.path.lexists(os.path.join(folder, first)):
             return "py", folder
     raise DataError(
         f"no CIFAR-10 {split} batch in {path}: looked for {first}.bin (binary version) or "
@@ -104,13 +106,13 @@ def _class_names(folder: str, form: str) -> list[str]:
     """Names from batches.meta.txt / batches.meta when present, else the official ten."""
     if form == "bin":
         path = os.path.join(folder, "batches.meta.txt")
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             return list(CIFAR10_CLASSES)
         text = read_file(path, "CIFAR-10 meta").decode("utf-8", errors="replace")
         names = [line.strip() for line in text.splitlines() if line.strip()]
     else:
         path = os.path.join(folder, "batches.meta")
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             return list(CIFAR10_CLASSES)
         meta = safe_load(read_file(path, "CIFAR-10 meta"), path)
         raw = _entry(meta, "label_names") if isinstance(meta, dict) else None
@@ -132,7 +134,7 @@ def load_cifar10(path: str | None, split: str) -> Dataset:
     images, labels = [], []
     for name in _batch_names(split):
         file = os.path.join(folder, name + (".bin" if form == "bin" else ""))
-        if not os.path.isfile(file):
+        if not os.path.lexists(file):
             raise DataError(
                 f"CIFAR-10 batch {file} is missing (the {split} split needs "
                 f"{', '.join(_batch_names(split))}); the folder holds {listing(folder)}.",

@@ -9,12 +9,14 @@ it in, and unpacks what it reads back.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
 
 from convgraph.core import Volume
 from convgraph.errors import DataError
+from convgraph.files import readable_file
 
 
 @dataclass
@@ -115,24 +117,30 @@ def check_labels(y: np.ndarray, classes: int, where: str) -> np.ndarray:
 
 
 def read_file(path: str, what: str) -> bytes:
-    """All bytes of ``path``; a missing or unreadable file becomes a DataError naming it."""
+    """All bytes of ``path``, a regular file (files.readable_file: a FIFO, device or folder is
+    refused at once instead of blocking or never ending); else a DataError naming it."""
+    target = readable_file(path, f"{what} file")
     try:
-        with open(path, "rb") as handle:
+        with open(target, "rb") as handle:
             return handle.read()
-    except FileNotFoundError:
-        raise DataError(f"{what} file {path} does not exist.") from None
-    except IsADirectoryError:
-        raise DataError(f"{what} file {path} is a directory, not a file.") from None
     except OSError as why:
         raise DataError(f"{what} file {path} cannot be read: {why.strerror or why}.") from None
 
 
 def require_dir(path: str, what: str, hint: str | None = None) -> str:
     """``path`` if it is an existing directory, else a DataError saying what it should hold."""
-    if not os.path.exists(path):
-        raise DataError(f"{what}: the folder {path} does not exist.", hint=hint)
-    if not os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{what}: the folder {path} does not exist.", hint=hint) from None
+    except OSError as why:
+        raise DataError(f"{what}: the folder {path} cannot be read: {why.strerror or why}.",
+                        hint=hint) from None
+    if stat.S_ISREG(mode):
         raise DataError(f"{what}: {path} is a file, but a folder is expected.", hint=hint)
+    if not stat.S_ISDIR(mode):
+        raise DataError(f"{what}: {path} is a special file (a FIFO, device or socket), but a "
+                        "folder is expected.", hint=hint)
     return path
 
 

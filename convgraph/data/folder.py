@@ -10,11 +10,13 @@ would silently change what the network sees, so a different size is an error.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
 from convgraph.core import Volume
 from convgraph.errors import DataError
+from convgraph.files import readable_file
 
 from .dataset import Dataset, check_fits, listing, require_dir
 
@@ -41,25 +43,46 @@ def _class_folders(root: str) -> list[str]:
 
 
 def _image_files(folder: str) -> list[str]:
+    # every entry with an image's name that is not a folder: a FIFO, device or dangling link
+    # among them is refused when read (readable_file), never skipped in silence
     return sorted(entry.path for entry in os.scandir(folder)
-                  if entry.is_file() and not entry.name.startswith(".")
+                  if not entry.is_dir() and not entry.name.startswith(".")
                   and entry.name.lower().endswith(EXTENSIONS))
 
 
+# 8-bit modes Pillow converts to L or RGB without losing the range; 16-bit and float images
+# ("I;16", "I", "F") would be clipped or truncated to 0..255 in silence, so they are refused.
+_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
+          "HSV")
+
+
 def _read_image(Image, path: str, volume: Volume) -> np.ndarray:
-    """One image as (depth, height, width) uint8."""
+    """One image as (depth, height, width) uint8.
+
+    Its size and mode are read from the header and checked before any pixel is decoded, so a
+    file is never decoded to more than the spec's width x height; Pillow's decompression-bomb
+    guard (``Image.MAX_IMAGE_PIXELS``) is an error, not a warning."""
+    readable_file(path, "image")
+    size = mode = pixels = None
     try:
-        with Image.open(path) as image:
-            image.load()
-            size = image.size
-            if size == (volume.width, volume.height):
-                image = image.convert("L" if volume.depth == 1 else "RGB")
-                pixels = np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as why:
-        # UnidentifiedImageError and "image file is truncated" are OSErrors; some decoders
-        # report malformed headers as ValueError or SyntaxError
-        raise DataError(f"image {path} cannot be read ({why}); it may be corrupt or not an "
-                        "image.", hint="remove or replace the file.") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                size, mode = image.size, image.mode
+                if size == (volume.width, volume.height) and mode in _MODES:
+                    image.load()
+                    image = image.convert("L" if volume.depth == 1 else "RGB")
+                    pixels = np.asarray(image, dtype=np.uint8)
+    except Image.DecompressionBombWarning as why:  # DecompressionBombError is one too
+        raise DataError(
+            f"image {path} claims more pixels than the {Image.MAX_IMAGE_PIXELS:,} Pillow decodes "
+            f"safely ({why}); it is corrupt or a decompression bomb and was not decoded.",
+            hint="remove or replace the file.") from None
+    except Exception as why:  # Pillow's decoders raise many kinds on bad files
+        # UnidentifiedImageError and "image file is truncated" are OSErrors; malformed headers
+        # come as ValueError, SyntaxError, struct.error, EOFError, IndexError ...
+        raise DataError(f"image {path} cannot be read ({type(why).__name__}: {why}); it may be "
+                        "corrupt or not an image.", hint="remove or replace the file.") from None
     if size != (volume.width, volume.height):
         raise DataError(
             f"image {path} is {size[0]}x{size[1]}, but the spec's input is "
@@ -67,6 +90,13 @@ def _read_image(Image, path: str, volume: Volume) -> np.ndarray:
             "what you gave it).",
             hint=f"resize the images to {volume.width}x{volume.height} beforehand, or change the "
             "spec's input.",
+        )
+    if pixels is None:
+        raise DataError(
+            f"image {path} has mode {mode}, which is not an 8-bit image: converting it to "
+            f"{'grayscale' if volume.depth == 1 else 'RGB'} would clip or truncate its values.",
+            hint="save the images as 8-bit grayscale (L) or colour (RGB), e.g. with Pillow's "
+            "image.convert(...) after scaling them to 0..255 yourself.",
         )
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 

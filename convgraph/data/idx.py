@@ -8,6 +8,7 @@ Images are magic 2051 (ubyte, 3 dims: N, rows, cols), labels 2049 (ubyte, 1 dim:
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -15,8 +16,10 @@ import zlib
 import numpy as np
 
 from convgraph.errors import DataError
+from convgraph.files import readable_file
 
-from .dataset import Dataset, check_labels, listing, read_file, require_dir
+from .arrays import check_memory, expandable
+from .dataset import Dataset, check_labels, listing, require_dir
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -34,6 +37,12 @@ _PREFIX = {"train": "train", "test": "t10k"}
 def read_idx(path: str, magic: int) -> np.ndarray:
     """Read one IDX file of unsigned bytes, checking its magic number and its size.
 
+    The header is read first and its dimensions checked against what the file can hold before
+    anything else is read: a raw file must hold exactly the bytes they promise, a gzip file at
+    most MAX_EXPANSION times its compressed size (data/arrays.py). The data are
+    then read into one buffer of exactly that size, and one byte more is asked for: a gzip bomb
+    behind a small header is refused after reading only what the header promised.
+
     Parameters
     ----------
     path : str
@@ -47,45 +56,76 @@ def read_idx(path: str, magic: int) -> np.ndarray:
         uint8, shape (N, rows, cols) for images, (N,) for labels.
     """
     what = "images" if magic == IMAGES_MAGIC else "labels"
-    raw = read_file(path, f"IDX {what}")
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as why:
-            # BadGzipFile (an OSError), EOFError for a cut file, zlib.error for flipped bytes
-            raise DataError(
-                f"IDX {what} file {path} is a corrupt or truncated gzip file ({why}).",
-                hint="download it again (or reinstall the package that provides it).",
-            ) from None
-    if len(raw) < 4:
-        raise DataError(f"IDX {what} file {path} is truncated: it holds only {len(raw)} bytes.",
+    name = f"IDX {what} file {path}"
+    target = readable_file(path, f"IDX {what} file")
+    compressed = False
+    try:
+        size = target.stat().st_size
+        with open(target, "rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            if compressed:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as handle:
+                    return _read_idx_stream(handle, name, what, magic, expandable(size), size)
+            return _read_idx_stream(raw, name, what, magic, size, None)
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as why:
+        if isinstance(why, OSError) and not compressed:
+            raise DataError(f"{name} cannot be read: {why.strerror or why}.") from None
+        # BadGzipFile (an OSError), EOFError for a cut file, zlib.error for flipped bytes
+        raise DataError(
+            f"{name} is a corrupt or truncated gzip file ({why}).",
+            hint="download it again (or reinstall the package that provides it).",
+        ) from None
+
+
+def _read_idx_stream(handle, name: str, what: str, magic: int, most: int,
+                     compressed: int | None) -> np.ndarray:
+    """The array of an IDX stream (raw or decompressing) that can hold at most ``most`` bytes
+    (the file's size; for gzip the most its ``compressed`` size can expand to)."""
+    head = handle.read(4)
+    if len(head) < 4:
+        raise DataError(f"{name} is truncated: it holds only {len(head)} bytes.",
                         hint="download it again.")
-    found = struct.unpack(">I", raw[:4])[0]
+    found = struct.unpack(">I", head)[0]
     if found != magic:
         other = {IMAGES_MAGIC: "an images file", LABELS_MAGIC: "a labels file"}.get(found)
         looks = f" (that is {other})" if other else " (it is not an IDX file of unsigned bytes)"
         raise DataError(
-            f"IDX {what} file {path} starts with magic number {found}{looks}, but {what} files "
+            f"{name} starts with magic number {found}{looks}, but {what} files "
             f"start with {magic}.",
             hint="check the images and labels files are not swapped, renamed or corrupt.",
         )
-    dims = raw[3]
+    dims = head[3]
     header = 4 + 4 * dims
-    if len(raw) < header:
-        raise DataError(f"IDX {what} file {path} is truncated inside its header.",
+    packed = handle.read(4 * dims)
+    if len(packed) < 4 * dims:
+        raise DataError(f"{name} is truncated inside its header.", hint="download it again.")
+    shape = struct.unpack(f">{dims}I", packed)
+    expected = math.prod(shape)  # exact: four uint32 dimensions overflow int64's product
+    claim = f"its header promises {'x'.join(map(str, shape))} = {expected:,} bytes of data"
+    if header + expected > most:
+        holds = (f"its {compressed:,} gzip-compressed bytes may expand to at most {most:,} "
+                 f"(more would be a decompression bomb; it was not decompressed)"
+                 if compressed is not None else f"it holds {most - header:,}")
+        raise DataError(f"{name} is truncated or corrupt: {claim}, but {holds}.",
                         hint="download it again.")
-    shape = struct.unpack(f">{dims}I", raw[4:header])
-    expected = int(np.prod(shape, dtype=np.int64))
-    if len(raw) - header != expected:
-        state = "truncated" if len(raw) - header < expected else "longer than its header says"
-        raise DataError(
-            f"IDX {what} file {path} is {state}: its header promises "
-            f"{'x'.join(map(str, shape))} = {expected:,} bytes of data, but it holds "
-            f"{len(raw) - header:,}.",
-            hint="download it again.",
-        )
-    # copy: frees the (possibly large) decompressed buffer and gives a writable array
-    return np.frombuffer(raw, np.uint8, expected, header).reshape(shape).copy()
+    check_memory(expected, name)
+    buffer = bytearray(expected)
+    view, filled = memoryview(buffer), 0
+    while filled < expected:
+        got = handle.readinto(view[filled:])
+        if not got:
+            break
+        filled += got
+    if filled < expected:
+        raise DataError(f"{name} is truncated: {claim}, but it holds {filled:,}.",
+                        hint="download it again.")
+    if handle.read(1):
+        raise DataError(f"{name} is longer than its header says: {claim}, but more follows.",
+                        hint="download it again.")
+    return np.frombuffer(buffer, np.uint8).reshape(shape)
 
 
 def find_idx(folder: str, split: str, kind: str, dataset: str = "mnist") -> str:
@@ -96,8 +136,9 @@ def find_idx(folder: str, split: str, kind: str, dataset: str = "mnist") -> str:
     names = [stem + ext for stem in stems for ext in (".gz", "")]
     for name in names:
         candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate):
-            return candidate
+        if os.path.lexists(candidate):
+            # there, so a folder or a FIFO of that name is refused as what it is, not "missing"
+            return str(readable_file(candidate, f"the {dataset} {split} {kind} file"))
     raise DataError(
         f"the {dataset} {split} {kind} file is missing from {folder}: looked for {names[0]} or "
         f"{names[1]}; the folder holds {listing(folder)}.",

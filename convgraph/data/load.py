@@ -48,9 +48,11 @@ def load_dataset(kind: str, path: str | None, split: str, volume: Volume, classe
     Raises
     ------
     DataError
-        A missing, unreadable, truncated or corrupt file, a wrong magic number, a label out of
-        range, or a data set whose images or classes do not fit the spec; the message names the
-        file and what is wrong.
+        A missing, unreadable, truncated or corrupt file, a special file (FIFO, device, folder
+        where a file belongs), a header that claims more than the file holds, a wrong magic
+        number, a label out of range, NaN or infinite pixels, a split without images, or a data
+        set whose images or classes do not fit the spec; the message names the file and what is
+        wrong.
     """
     kind = str(kind).lower()
     if kind not in KINDS:
@@ -71,4 +73,10 @@ def load_dataset(kind: str, path: str | None, split: str, volume: Volume, classe
         data = load_folder(path, split, volume, classes)
     where = kind if path is None or kind == "embedded" else f"{kind} ({path})"
     check_fits(where, data.volume(), data.classes, volume, classes)
+    if len(data) == 0:
+        # a run on nothing would "train" without a single step and report success
+        raise DataError(f"the {split} split of {where} holds no images; a data set needs at "
+                        "least one image in each split.",
+                        hint="check the file holds the images (x / x_test in an .npz), or "
+                             "point --data at the complete data set.")
     return data

@@ -1,20 +1,21 @@
 """Any data set saved with ``numpy.savez``: ``x``, ``y`` and optionally ``x_test``, ``y_test``.
 
 ``x`` is (N, D, H, W), or (N, H, W) for one channel; ``y`` is (N,) integer labels. The file is
-opened with ``allow_pickle=False``: an object array (which numpy stores as a pickle) is refused
-rather than unpickled.
+read by data/arrays.py, within its size: an object array (which numpy stores as a pickle) is
+refused rather than unpickled, and a header's claims are checked before anything is allocated.
+Float images must be finite (NaN or an infinity is refused, naming the image).
 """
 
 from __future__ import annotations
 
 import os
-import zipfile
 
 import numpy as np
 
 from convgraph.core import Volume
 from convgraph.errors import DataError
 
+from .arrays import NpzReader, describe_value, first_nonfinite, place
 from .dataset import Dataset, check_labels
 
 _HINT = ("save it with numpy.savez(path, x=images, y=labels, x_test=..., y_test=...), images "
@@ -39,7 +40,8 @@ def _images(x: np.ndarray, path: str, key: str, volume: Volume) -> np.ndarray:
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x)
     if x.dtype.kind == "f":
-        return np.ascontiguousarray(x, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: check_finite
+            return np.ascontiguousarray(x, dtype=np.float32)
     if x.dtype.kind in "iub" and x.size and 0 <= int(x.min()) and int(x.max()) <= 255:
         return x.astype(np.uint8)  # integer pixels 0..255 stored in a wider type
     raise DataError(f"{path}: '{key}' has dtype {x.dtype}; pixels must be uint8 (0..255), "
@@ -56,28 +58,39 @@ def _labels(y: np.ndarray, n: int, classes: int, path: str, key: str) -> np.ndar
     return check_labels(y, classes, f"{path} ('{key}')")
 
 
+def check_finite(x: np.ndarray, path: str, key: str, split: str) -> None:
+    """DataError naming the file, the split and the first image (channel, row, column) that
+    holds NaN or an infinity: one would train silently into NaN weights (a ReLU's max turns NaN
+    into 0, so even the loss stays finite)."""
+    index = first_nonfinite(x)
+    if index is None:
+        return
+    bad = int((~np.isfinite(x[index[0]])).sum())
+    raise DataError(
+        f"{path}: '{key}' (the {split} split) holds {describe_value(x[index])} at "
+        f"{place(index)}"
+        f"{f' and {bad - 1:,} more non-finite values in that image' if bad > 1 else ''}; "
+        "every pixel of a data set must be a finite number.",
+        hint="replace or drop the images with NaN or infinite pixels before saving.",
+    )
+
+
 def load_npz(path: str | None, split: str, volume: Volume, classes: int) -> Dataset:
-    """Load ``split`` from an ``.npz`` file; the spec's ``classes`` bounds the labels."""
+    """Load ``split`` from an ``.npz`` file; the spec's ``classes`` bounds the labels.
+
+    Every member is read within the file's size (data/arrays.py), and float images are checked
+    to be finite."""
     if path is None:
         raise DataError("the npz data set needs a file.", hint="pass --data FILE.npz; " + _HINT)
     if os.path.isdir(path):
         raise DataError(f"the npz data set {path} is a folder, but an .npz file is expected.",
                         hint=_HINT)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise DataError(f"npz file {path} does not exist.", hint="pass --data FILE.npz.")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(6)
-    except OSError as why:
-        raise DataError(f"npz file {path} cannot be read: {why.strerror or why}.") from None
-    if not head.startswith(b"PK"):
-        # numpy would try it as a pickle and fail with a misleading message
-        raise DataError(f"{path} is not an .npz file (it does not start like a zip archive).",
-                        hint=_HINT)
     xkey, ykey = ("x", "y") if split == "train" else ("x_test", "y_test")
     try:
-        with np.load(path, allow_pickle=False) as archive:  # a zip, so an NpzFile
-            missing = [k for k in (xkey, ykey) if k not in archive.files]
+        with NpzReader(path, "the npz data set") as archive:
+            missing = [k for k in (xkey, ykey) if k not in archive]
             if missing:
                 if split == "test":
                     message = (f"{path} has no test split: it lacks "
@@ -89,20 +102,12 @@ def load_npz(path: str | None, split: str, volume: Volume, classes: int) -> Data
                                f"holds {', '.join(archive.files) or 'nothing'}).")
                     hint = _HINT
                 raise DataError(message, hint=hint)
-            x, y = archive[xkey], archive[ykey]
-    except DataError:
+            x, y = archive.read(xkey), archive.read(ykey)
+    except DataError as error:
+        if error.hint is None:
+            error.hint = _HINT
         raise
-    except ValueError as why:
-        if "pickle" in str(why).lower():
-            raise DataError(
-                f"{path} holds an object array ('{xkey}' or '{ykey}'), which numpy stores as "
-                "a pickle; pickled arrays are not loaded (unpickling can run code).",
-                hint="save plain numeric arrays: " + _HINT,
-            ) from None
-        raise DataError(f"{path} is not a readable .npz file ({why}).", hint=_HINT) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as why:
-        raise DataError(f"{path} is not a readable .npz file; it may be truncated or corrupt "
-                        f"({why}).", hint=_HINT) from None
     images = _images(x, path, xkey, volume)
+    check_finite(images, path, xkey, split)
     labels = _labels(y, len(images), classes, path, ykey)
     return Dataset(f"npz {os.path.basename(path)} ({split})", images, labels, classes)
