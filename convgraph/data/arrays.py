@@ -283,7 +283,7 @@ def first_nonfinite(array: np.ndarray) -> tuple[int, ...] | None:
     """The index of the first NaN or infinite value of ``array`` (C order), or None.
 
     Searched in chunks of the first axis, so the temporaries stay small for a big data set."""
-    if array.dtype.kind not in "fc":
+    if array.dtype.kind not in ("f", "c"):  # float or complex
         return None
     if array.ndim == 0:
         return None if np.isfinite(array) else ()
