@@ -576,6 +576,20 @@ def test_a_signal_during_a_save_lets_it_complete(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.npz"]
 
 
+def test_a_signal_held_by_a_section_that_fails_is_not_raised_later():
+    """A deferred section that ends with an error drops the signal it held (the error ends the
+    work): it must not surface as a stray interrupt in a later section of the same process."""
+    from convgraph.train import signals
+
+    with signals.handled(), pytest.raises(ValueError):
+        with signals.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            raise ValueError("a failed step")
+    with signals.deferred():  # nothing pending any more
+        pass
+
+
 # ---------------------------------------------------------------------------- resume mismatches
 
 def test_resume_says_what_it_resumes_and_refuses_what_would_be_wrong(trained, tmp_path, cli):

@@ -195,15 +195,13 @@ class FolderLock:
         return self
 
     def release(self) -> None:
-        if self.key is None:
-            return
-        held = FolderLock._held.get(self.key)
-        self.key = None
+        key, self.key = self.key, None
+        held = FolderLock._held.get(key) if key is not None else None
         if held is None:
             return
         held[1] -= 1
         if held[1] == 0:
-            del FolderLock._held[os.path.realpath(self.folder)]
+            del FolderLock._held[key]
             os.close(held[0])  # closing the last descriptor releases the flock
 
     def __enter__(self) -> FolderLock:

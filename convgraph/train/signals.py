@@ -73,6 +73,10 @@ def deferred():
     _depth += 1
     try:
         yield
+    except BaseException:
+        if _depth == 1:  # the error ends what the signal would have stopped: forget it
+            _pending = None
+        raise
     finally:
         _depth -= 1
     if _depth == 0 and _pending is not None:
