@@ -407,9 +407,12 @@ class _TrainingReport:
         self.out.print(epoch_line(record), highlight=False)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
+        bar, self.bar = self.bar, None
+        if bar is not None:
+            try:
+                bar.__exit__(None, None, None)
+            except OSError:  # the terminal hung up (SIGHUP): nothing left to draw on
+                pass
 
 
 def run_training(graph, args) -> int:

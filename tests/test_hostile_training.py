@@ -548,7 +548,11 @@ def test_a_signal_at_any_moment_gives_one_line_and_its_status(tmp_path, signum):
                 child.wait()
         assert "Traceback" not in err, (delay, err)
         assert child.returncode == status, (delay, child.returncode, err)
-        assert len(err.strip().splitlines()) == 1 and "interrupted" in err, (delay, err)
+        # one line of convgraph's (a signal during a kernel compile can also make PoCL's
+        # in-process clang print "1 error generated." first, which convgraph does not own)
+        ours = [line for line in err.splitlines() if line.startswith("convgraph:")]
+        assert len(ours) == 1 and "interrupted" in ours[0] and err.endswith(ours[0] + "\n"), \
+            (delay, err)
         if (folder / "last.npz").exists():
             load_checkpoint(folder / "last.npz")
         assert not list(folder.glob(".*.tmp")), (delay, list(folder.iterdir()))
