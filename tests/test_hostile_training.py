@@ -234,6 +234,8 @@ TAMPERED = [
     ("loss not finite", _setting("loss_sum", float("inf")), "'loss_sum'"),
     ("accuracy above 1", _setting("best_accuracy", 7.0), "'best_accuracy'"),
     ("history a dict", _setting("history", {"a": 1}), "'history'"),
+    ("history with a text accuracy", lambda h: {**h, "history": [
+        {**r, "test_accuracy": "high"} for r in h["history"]]}, "'history'"),
     ("data a list", _setting("data", [1]), "'data'"),
     ("header a list", lambda header: [header], "not an object"),
     ("header a string", lambda header: "hello", "not an object"),

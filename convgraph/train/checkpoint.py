@@ -39,6 +39,9 @@ FORMAT = "convgraph-checkpoint-2"
 FORMAT_1 = "convgraph-checkpoint-1"  # header outside the checksum; still read
 LOCK_NAME = ".convgraph.lock"
 MAX_BATCH = 1 << 20  # a batch size beyond this is not one a checkpoint can have been saved at
+# the numbers of an epoch record (train.loop.EpochRecord), each a finite number or null
+EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                "images_per_s", "seconds", "lr")
 
 
 def network_hash(graph: nx.DiGraph) -> str:
@@ -359,6 +362,12 @@ def _check_header(header: dict, name: str) -> None:
         history = header["history"]
         if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
             raise _bad(name, "history", "not a list of epoch records")
+        for index, record in enumerate(history):  # printed, plotted and compared later
+            for key in EPOCH_FIELDS:
+                value = record.get(key)
+                if value is not None and not _is_number(value):
+                    raise _bad(name, "history", f"epoch record {index + 1}: '{key}' is "
+                                                f"{json.dumps(value)[:40]}, not a finite number")
     for field in ("data", "settings"):
         if field in header and not isinstance(header[field], dict):
             raise _bad(name, field, "not an object")
