@@ -8,7 +8,6 @@ from convgraph.errors import (
     ShapeError,
     SpecError,
 )
-from convgraph.pipeline import analyse
 
 __version__ = "0.1.0"
 __all__ = [
@@ -36,8 +35,13 @@ def compile(spec, device=None, batch=None, overrides=(), share_buffers=True):  #
 
 
 def __getattr__(name: str):
-    """``Model``, ``Target`` and ``load_weights`` on first use: importing convgraph stays light
-    (no OpenCL) for ``convgraph check`` and spec tools."""
+    """``analyse``, ``Model``, ``Target`` and ``load_weights`` on first use: importing
+    convgraph stays light (no OpenCL, no networkx) for ``convgraph check`` and spec tools, and
+    so that the command line's signal handlers are in place before anything heavy loads."""
+    if name == "analyse":
+        from convgraph.pipeline import analyse
+
+        return analyse
     if name == "Model":
         from convgraph.model import Model
 

@@ -3,8 +3,15 @@
 Every ConvgraphError becomes one paragraph on stderr and its exit status (2 for a bad spec);
 nothing a user can cause ends in a traceback.
 """
+# ruff: noqa: E402 -- the signal handlers are installed before the imports
 
 from __future__ import annotations
+
+# First, before anything heavy is imported: a Ctrl-C, SIGTERM or SIGHUP while the modules below
+# load ends the process with one line and its status (130, 143, 129), not a traceback.
+from convgraph.train import signals as _signals  # stdlib only
+
+_IMPORT_HANDLERS = _signals.exit_during_imports()
 
 import argparse
 import json
@@ -18,6 +25,8 @@ import numpy as np
 from convgraph import __version__
 from convgraph.errors import ConvgraphError, DataError, OutputError, UsageError
 from convgraph.pipeline import analyse
+
+_signals.restore(_IMPORT_HANDLERS)  # main() routes them from here on
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
@@ -374,9 +383,11 @@ class _TrainingReport:
 
         session, train, args = trainer.session, trainer.settings, self.args
         if trainer.resumed:
-            self.out.print(f"resumed from {args.checkpoint_dir}/last.npz at epoch "
-                           f"{trainer.progress.epoch + 1}, batch {trainer.progress.batch}.",
-                           highlight=False)
+            self.out.print(f"resumed from {args.checkpoint_dir}/last.npz: "
+                           f"{trainer.resume_summary()}.", highlight=False, markup=False)
+        elif args.resume:
+            print(f"convgraph: nothing to resume in {args.checkpoint_dir} (no last.npz): "
+                  "starting from scratch.", file=sys.stderr)
         state = "from the cache" if session.build.cache_hit else "built"
         self.out.print(
             f"training '{trainer.graph.graph['name']}' on {session.info.label}: "
@@ -396,13 +407,32 @@ class _TrainingReport:
         self.out.print(epoch_line(record), highlight=False)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
+        bar, self.bar = self.bar, None
+        if bar is not None:
+            try:
+                bar.__exit__(None, None, None)
+            except OSError:  # the terminal hung up (SIGHUP): nothing left to draw on
+                pass
 
 
 def run_training(graph, args) -> int:
     """``convgraph run``: ``Model.fit`` on the spec's data set, reported as it goes."""
+    from convgraph.train.checkpoint import FolderLock
+
+    if args.resume and not args.checkpoint_dir:
+        raise UsageError("--resume needs --checkpoint-dir DIR (the folder whose last.npz to "
+                         "continue from).", hint="add --checkpoint-dir DIR, or leave out "
+                                                 "--resume.")
+    if args.checkpoint_dir:  # one run per folder, refused before any work
+        from convgraph.files import writable_folder
+
+        writable_folder(args.checkpoint_dir, "the --checkpoint-dir")
+        with FolderLock(args.checkpoint_dir):
+            return _run_training(graph, args)
+    return _run_training(graph, args)
+
+
+def _run_training(graph, args) -> int:
     from convgraph.train.loop import Interrupted
     from convgraph.train.report import plot_history
 
@@ -417,13 +447,10 @@ def run_training(graph, args) -> int:
     try:
         model.fit(train_data, test_data=test_data, checkpoint_dir=args.checkpoint_dir,
                   resume=args.resume, metrics_file=args.metrics, callbacks=[report])
-    except Interrupted:
+    except Interrupted as stop:
         report.close()
-        where = f" to {args.checkpoint_dir}/last.npz" if args.checkpoint_dir else ""
-        print(f"convgraph: interrupted; saved the training state{where}"
-              + (" (resume with --resume)." if where else
-                 " nowhere (no --checkpoint-dir)."), file=sys.stderr)
-        return 130
+        _say(interrupted_line(stop, args))
+        return stop.exit_status
     finally:
         report.close()
     trainer = model.trainer
@@ -437,6 +464,17 @@ def run_training(graph, args) -> int:
                   f"(best {trainer.progress.best_accuracy:.4f}) after {len(history)} epochs.",
                   highlight=False)
     return 0
+
+
+def interrupted_line(stop, args) -> str:
+    """What ``run`` says when a signal stopped training: what was saved, and how to go on."""
+    position = f"epoch {stop.epoch + 1}, batch {stop.batch}"
+    if stop.saved is None:
+        return (f"convgraph: interrupted ({stop.signal}) at {position}; the training state was "
+                "saved nowhere (no --checkpoint-dir).")
+    return (f"convgraph: interrupted ({stop.signal}); saved the training state to {stop.saved} "
+            f"at {position}. Resume with: convgraph run {args.spec} --checkpoint-dir "
+            f"{args.checkpoint_dir} --resume (and the same data and batch options).")
 
 
 def command_eval(args) -> int:
@@ -634,6 +672,24 @@ def command_devices(args) -> int:
 
 
 def main(argv=None) -> int:
+    # SIGTERM and SIGHUP do what Ctrl-C does (train/signals.py), from the first moment on
+    with _signals.handled():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as exc:  # one line and the signal's status, at any moment
+            _say(f"convgraph: interrupted ({_signals.name_of(exc)}).")
+            return _signals.status_of(exc)
+
+
+def _say(line: str) -> None:
+    """A line on stderr that a hung-up terminal cannot turn into a traceback."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -641,9 +697,6 @@ def main(argv=None) -> int:
     except ConvgraphError as exc:
         print(f"convgraph: error: {exc}", file=sys.stderr)
         return exc.exit_status
-    except KeyboardInterrupt:
-        print("convgraph: interrupted.", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug in convgraph, not the user's fault: say so, briefly

@@ -1,15 +1,20 @@
-"""The training loop: epochs of batches, evaluation, checkpoints, metrics, progress, Ctrl-C.
+"""The training loop: epochs of batches, evaluation, checkpoints, metrics, progress, signals.
 
 Everything random is a function of the seed and the position in training (the batch order and
-augmentation of (seed, epoch); dropout of the step), and checkpoints hold the position, so a run
-that is interrupted and resumed ends with the same weights as one that was not.
+augmentation of (seed, epoch); dropout of the step), and checkpoints hold the position -- with
+what it counts (the batch size) and in what (the data set's name, size and a digest of its
+labels) -- so a run that is interrupted and resumed ends with the same weights as one that was
+not, and a resume whose batches would mean something else is refused.
+
+Ctrl-C, SIGTERM and SIGHUP (see train/signals.py) stop training at a batch boundary: a step and
+its bookkeeping are never cut in half, and the checkpoint written then is exact.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from convgraph.data import Dataset, batches, input_normalization
-from convgraph.errors import DataError
+from convgraph.errors import DataError, TrainingDiverged, UsageError
+from convgraph.params import check_params
+from convgraph.train import signals
 from convgraph.train.checkpoint import (
+    FORMAT,
+    FolderLock,
+    copy_checkpoint,
+    labels_digest,
     load_checkpoint,
     network_hash,
     save_checkpoint,
@@ -73,7 +84,23 @@ class Progress:
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training, after the checkpoint was written."""
+    """Ctrl-C, SIGTERM or SIGHUP during training, after the checkpoint was written.
+
+    ``exit_status`` is the signal's (130, 143, 129), ``signal`` its name, ``saved`` the
+    checkpoint written (None without a checkpoint folder), ``epoch`` and ``batch`` the
+    position it holds (0-based epoch, next batch)."""
+
+    def __init__(self, signal_name: str = "SIGINT", exit_status: int = 130, saved=None,
+                 epoch: int = 0, batch: int = 0):
+        super().__init__(signal_name)
+        self.signal, self.exit_status, self.saved = signal_name, exit_status, saved
+        self.epoch, self.batch = epoch, batch
+
+
+# the train: settings a checkpoint records (and --resume reports)
+SAVED_SETTINGS = ("optimizer", "lr", "momentum", "nesterov", "betas", "weight_decay", "schedule",
+                  "step_epochs", "gamma", "warmup_epochs", "batch", "epochs", "dataset", "data",
+                  "seed", "normalize", "crop_pad", "flip", "loss", "label_smoothing", "init")
 
 
 class Callback:
@@ -131,35 +158,71 @@ class Trainer:
 
     def header(self) -> dict:
         p = self.progress
+        settings = {key: self.settings[key] for key in SAVED_SETTINGS if key in self.settings}
         return {"spec": self.graph.graph["name"], "network": network_hash(self.graph),
                 "epoch": p.epoch, "batch": p.batch, "step": p.step, "loss_sum": p.loss_sum,
                 "correct": p.correct, "seen": p.seen, "seconds": p.seconds,
                 "best_accuracy": p.best_accuracy, "history": p.history,
-                "seed": self.settings["seed"],
+                "seed": self.settings["seed"], "batch_size": self.session.batch,
+                "steps_per_epoch": self.steps_per_epoch(), "data": self.data_identity(),
+                "settings": json.loads(json.dumps(settings, default=str)),
                 "mean": None if self.mean is None else [float(v) for v in self.mean],
                 "std": None if self.std is None else [float(v) for v in self.std]}
 
+    def data_identity(self) -> dict:
+        """What the batch position counts in: the training set's name, size and labels."""
+        return {"name": self.train_data.name, "size": len(self.train_data.y),
+                "labels": labels_digest(self.train_data.y)}
+
+    def lock(self) -> FolderLock:
+        """The checkpoint folder's lock (taken with ``with``); refuses a folder another run
+        holds (OutputError naming its pid)."""
+        return FolderLock(self.checkpoint_dir)
+
     def save(self, best: bool = False) -> None:
+        """Write last.npz (and best.npz), after checking every weight and gradient: a
+        non-finite state never overwrites a good checkpoint (TrainingDiverged instead)."""
         if self.checkpoint_dir is None:
             return
+        self.session.check_finite("weights")
+        if self.progress.step > 0:
+            self.session.check_finite("gradients")
+        params, optimizer = self.session.params, self.session.optimizer_state()
+        for key, value in optimizer.items():
+            if not np.all(np.isfinite(value)):
+                self.session.restore_good_weights()
+                raise TrainingDiverged(
+                    f"the optimizer state '{key}' became NaN or infinite by step "
+                    f"{self.progress.step}; training stopped without saving it.",
+                    hint="lower the learning rate (--lr); the last good checkpoint is kept.")
         last = self.checkpoint_dir / "last.npz"
-        save_checkpoint(last, self.session.params, self.session.optimizer_state(),
-                        self.header())
-        if best:  # copy, then rename: best.npz is never half-written either
-            temporary = self.checkpoint_dir / ".best.npz.tmp"
-            shutil.copyfile(last, temporary)
-            temporary.replace(self.checkpoint_dir / "best.npz")
+        with signals.deferred():  # the pair is written whole, or the signal waits
+            save_checkpoint(last, params, optimizer, self.header())
+            if best:
+                copy_checkpoint(last, self.checkpoint_dir / "best.npz")
 
     def resume(self) -> bool:
-        """Continue from checkpoint_dir/last.npz if there is one; True if resumed."""
+        """Continue from checkpoint_dir/last.npz if there is one; True if resumed.
+
+        The checkpoint must be of this network, at this batch size, on this training set
+        (name, size and labels) and with this seed, or its batch position would count other
+        batches: each mismatch is a UsageError saying how to resume. ``resumed_from`` is its
+        header (for ``resume_summary``)."""
         if self.checkpoint_dir is None:
-            raise DataError("--resume needs --checkpoint-dir DIR.")
+            raise UsageError("--resume needs --checkpoint-dir DIR (the folder whose last.npz "
+                             "to continue from).",
+                             hint="add --checkpoint-dir DIR, or leave out --resume.")
         last = self.checkpoint_dir / "last.npz"
-        if not last.exists():
-            return False
-        params, optimizer, header = load_checkpoint(last, network_hash(self.graph))
-        self.session.set_params(params)
-        self.session.load_optimizer_state(optimizer)
+        with self.lock():
+            if not last.exists() and not last.is_symlink():
+                return False
+            params, optimizer, header = load_checkpoint(last, network_hash(self.graph))
+            self._check_resumable(header, params, optimizer, str(last))
+            try:
+                self.session.set_params(params)
+                self.session.load_optimizer_state(optimizer)
+            except DataError as exc:
+                raise DataError(f"the checkpoint {last}: {exc.message}", hint=exc.hint) from None
         self.session.step_count = header["step"]
         p = self.progress
         p.epoch, p.batch, p.step = header["epoch"], header["batch"], header["step"]
@@ -170,7 +233,110 @@ class Trainer:
         if saved is not None:  # the statistics the run started with win (input_normalization)
             self.mean, self.std = saved
         self.resumed = True
+        self.resumed_from = header
         return True
+
+    def _check_resumable(self, header: dict, params: dict, optimizer: dict, name: str) -> None:
+        """Refuse a checkpoint whose position means something else in this run."""
+        if header.get("format") != FORMAT or "batch_size" not in header:
+            raise DataError(
+                f"the checkpoint {name} was written by an older convgraph (format 1), which did "
+                "not record the batch size and data set its position counts, so it cannot be "
+                "resumed exactly.",
+                hint=f"start a new run from its weights: --weights {name} with another "
+                     "--checkpoint-dir (the optimizer state starts afresh).")
+        required = ("epoch", "batch", "step", "loss_sum", "correct", "seen", "seconds",
+                    "best_accuracy", "history", "data", "steps_per_epoch")
+        for key in required:
+            if key not in header:
+                raise DataError(f"the checkpoint {name} has no '{key}' in its header, so it "
+                                "cannot be resumed.", hint="use an earlier checkpoint, or "
+                                "start afresh without --resume.")
+        saved_settings = header.get("settings") or {}
+        batch = header["batch_size"]
+        if batch != self.session.batch:
+            raise UsageError(
+                f"--resume: {name} was saved training at batch size {batch}, this run's is "
+                f"{self.session.batch}; its position (epoch {header['epoch'] + 1}, batch "
+                f"{header['batch']}) counts batches of {batch}.",
+                hint=f"resume with --batch {batch}, or train at the new batch size in another "
+                     "--checkpoint-dir.")
+        data, here = header["data"], self.data_identity()
+        if (data["name"], data["size"], data["labels"]) != (here["name"], here["size"],
+                                                            here["labels"]):
+            what = ("its labels differ" if (data["name"], data["size"]) == (here["name"],
+                                                                             here["size"])
+                    else f"this run's is '{here['name']}' ({here['size']:,} images)")
+            raise UsageError(
+                f"--resume: {name} was saved training on '{data['name']}' ({data['size']:,} "
+                f"images); {what}, so its position (epoch {header['epoch'] + 1}, batch "
+                f"{header['batch']}) would count other images.",
+                hint="resume with the same --dataset, --data and --limit, or train on the new "
+                     "data in another --checkpoint-dir.")
+        if header.get("seed") != self.settings["seed"]:
+            raise UsageError(
+                f"--resume: {name} was saved with seed {header.get('seed')}, this run has "
+                f"seed {self.settings['seed']}; the rest of the epoch would visit another "
+                "order of images.", hint=f"resume with --seed {header.get('seed')}.")
+        saved_optimizer = saved_settings.get("optimizer")
+        if saved_optimizer is not None and saved_optimizer != self.settings["optimizer"]:
+            raise UsageError(
+                f"--resume: {name} holds {saved_optimizer} state, this run uses "
+                f"{self.settings['optimizer']}.",
+                hint=f"resume with --optimizer {saved_optimizer}, or start afresh in another "
+                     "--checkpoint-dir.")
+        total = self.steps_per_epoch()
+        if header["steps_per_epoch"] != total or header["batch"] > total:
+            raise DataError(f"the checkpoint {name} has an invalid header field 'batch': "
+                            f"batch {header['batch']} of {header['steps_per_epoch']} does not "
+                            f"lie in an epoch of {total} batches.",
+                            hint="use an earlier checkpoint, or start afresh.")
+        if header["step"] != header["epoch"] * total + header["batch"]:
+            raise DataError(f"the checkpoint {name} has an invalid header field 'step': "
+                            f"{header['step']} steps do not make epoch {header['epoch']}, "
+                            f"batch {header['batch']} of {total}.",
+                            hint="use an earlier checkpoint, or start afresh.")
+        if len(header["history"]) != header["epoch"]:
+            raise DataError(f"the checkpoint {name} has an invalid header field 'history': "
+                            f"{len(header['history'])} epoch records for {header['epoch']} "
+                            "epochs.", hint="use an earlier checkpoint, or start afresh.")
+        depth = self.train_data.x.shape[1]
+        if header.get("mean") is not None and len(header["mean"]) != depth:
+            raise DataError(f"the checkpoint {name} has an invalid header field 'mean': "
+                            f"{len(header['mean'])} channels, the input has {depth}.")
+        try:
+            check_params(self.graph, params, f"the checkpoint {name}")
+        except DataError as exc:
+            raise DataError(exc.message, hint="use an earlier checkpoint, or start afresh.") \
+                from None
+        wanted = {f"{node}.{key}/{slot}" for slot in range(self.session.plan.optimizer_slots)
+                  for node, key in self.session.plan.trainable}
+        if set(optimizer) != wanted:
+            odd = sorted(set(optimizer) ^ wanted)
+            raise DataError(f"the checkpoint {name}: its optimizer state does not fit this "
+                            f"network and optimizer ({', '.join(odd[:4])}"
+                            f"{' ...' if len(odd) > 4 else ''}).",
+                            hint="use an earlier checkpoint, or start afresh.")
+
+    def resume_summary(self) -> str:
+        """What ``resume`` continued from, in words: the position and the saved settings
+        (and the ones this run changes)."""
+        header = getattr(self, "resumed_from", None)
+        if header is None:
+            return ""
+        p, total = self.progress, self.steps_per_epoch()
+        saved = header.get("settings") or {}
+        text = (f"epoch {p.epoch + 1} of {self.settings['epochs']}, batch {p.batch} of {total} "
+                f"(step {p.step}); saved with batch {header['batch_size']}, "
+                f"{saved.get('optimizer', '?')} lr {saved.get('lr', '?')}, seed "
+                f"{header.get('seed')}, {saved.get('epochs', '?')} epochs, on "
+                f"'{header['data']['name']}' ({header['data']['size']:,} images)")
+        changed = [f"{key} {saved[key]} -> {self.settings[key]}"
+                   for key in ("lr", "epochs", "schedule", "momentum", "weight_decay")
+                   if key in saved and saved[key] != self.settings.get(key)]
+        if changed:
+            text += "; this run changes " + ", ".join(changed)
+        return text
 
     # ------------------------------------------------------------------ running
 
@@ -181,45 +347,65 @@ class Trainer:
             callbacks=()) -> list[EpochRecord]:
         """Train to ``epochs`` (default: the spec's). ``report(record)`` is called after each
         epoch, ``on_batch(done, total, loss, accuracy, images_per_s)`` after each batch, and
-        each Callback of ``callbacks`` at the start, after each batch and after each epoch."""
+        each Callback of ``callbacks`` at the start, after each batch and after each epoch.
+
+        Holds the checkpoint folder's lock throughout. Ctrl-C (and, where the caller routes
+        them, SIGTERM and SIGHUP) stops at the next batch boundary: the state is saved and
+        Interrupted raised."""
+        if self.checkpoint_dir is None:
+            return self._fit(epochs, report, on_batch, callbacks)
+        with self.lock():
+            return self._fit(epochs, report, on_batch, callbacks)
+
+    def _fit(self, epochs, report, on_batch, callbacks) -> list[EpochRecord]:
         epochs = epochs or self.settings["epochs"]
-        for callback in callbacks:
-            callback.on_train_begin(self)
         records = []
         p = self.progress
         total = self.steps_per_epoch()
         try:
-            while p.epoch < epochs:
-                started = time.perf_counter() - p.seconds
-                stream = batches(self.train_data, self.session.batch, seed=self.settings["seed"],
-                                 epoch=p.epoch, crop_pad=self.settings["crop_pad"],
-                                 flip=self.settings["flip"], mean=self.mean, std=self.std,
-                                 start=p.batch)
-                rate = learning_rate(self.settings, p.epoch, p.batch, total)
-                for x, y in stream:
-                    rate = learning_rate(self.settings, p.epoch, p.batch, total)
-                    result = self.session.step(x, y, rate)
-                    p.batch += 1
-                    p.step += 1
-                    p.loss_sum += result.loss
-                    p.correct += result.correct
-                    p.seen += result.count
-                    p.seconds = time.perf_counter() - started
-                    figures = (p.batch, total, p.loss_sum / p.seen, p.correct / p.seen,
-                               p.seen / max(p.seconds, 1e-9))
-                    if on_batch:
-                        on_batch(*figures)
-                    for callback in callbacks:
-                        callback.on_batch_end(self, *figures)
-                record = self._finish_epoch(rate)
-                records.append(record)
-                if report:
-                    report(record)
+            with signals.handled((signal.SIGINT,), only_default=True):
                 for callback in callbacks:
-                    callback.on_epoch_end(self, record)
-        except KeyboardInterrupt:
-            self.save()
-            raise Interrupted() from None
+                    callback.on_train_begin(self)
+                while p.epoch < epochs:
+                    started = time.perf_counter() - p.seconds
+                    stream = batches(self.train_data, self.session.batch,
+                                     seed=self.settings["seed"], epoch=p.epoch,
+                                     crop_pad=self.settings["crop_pad"],
+                                     flip=self.settings["flip"], mean=self.mean, std=self.std,
+                                     start=p.batch)
+                    rate = learning_rate(self.settings, p.epoch, p.batch, total)
+                    for x, y in stream:
+                        with signals.deferred():  # a step and its bookkeeping, whole
+                            rate = learning_rate(self.settings, p.epoch, p.batch, total)
+                            result = self.session.step(x, y, rate)
+                            p.batch += 1
+                            p.step += 1
+                            p.loss_sum += result.loss
+                            p.correct += result.correct
+                            p.seen += result.count
+                            p.seconds = time.perf_counter() - started
+                        figures = (p.batch, total, p.loss_sum / p.seen, p.correct / p.seen,
+                                   p.seen / max(p.seconds, 1e-9))
+                        if on_batch:
+                            on_batch(*figures)
+                        for callback in callbacks:
+                            callback.on_batch_end(self, *figures)
+                    record = self._finish_epoch(rate)
+                    records.append(record)
+                    if report:
+                        report(record)
+                    for callback in callbacks:
+                        callback.on_epoch_end(self, record)
+        except KeyboardInterrupt as exc:
+            saved = None
+            if self.checkpoint_dir is not None:
+                try:
+                    self.save()
+                except KeyboardInterrupt:
+                    pass  # a second signal during the save: held until it completed
+                saved = self.checkpoint_dir / "last.npz"
+            raise Interrupted(signals.name_of(exc), signals.status_of(exc), saved, p.epoch,
+                              p.batch) from None
         return records
 
     def _finish_epoch(self, rate: float) -> EpochRecord:
@@ -230,19 +416,20 @@ class Trainer:
             train_accuracy=p.correct / max(p.seen, 1),
             test_loss=test.loss if test else None, test_accuracy=test.accuracy if test else None,
             images_per_s=p.seen / max(p.seconds, 1e-9), seconds=p.seconds, lr=rate)
-        p.history.append(record.as_json())
-        best = test is not None and test.accuracy > p.best_accuracy
-        if best:
-            p.best_accuracy = test.accuracy
-        p.epoch += 1
-        p.batch = 0
-        p.loss_sum = p.correct = p.seconds = 0.0
-        p.seen = 0
-        self.save(best=best or test is None)
-        if self.metrics_file is not None:
-            self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.metrics_file, "a") as handle:
-                handle.write(json.dumps(record.as_json()) + "\n")
+        with signals.deferred():  # the epoch's end, its checkpoint and metrics line, whole
+            p.history.append(record.as_json())
+            best = test is not None and test.accuracy > p.best_accuracy
+            if best:
+                p.best_accuracy = test.accuracy
+            p.epoch += 1
+            p.batch = 0
+            p.loss_sum = p.correct = p.seconds = 0.0
+            p.seen = 0
+            self.save(best=best or test is None)
+            if self.metrics_file is not None:
+                self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.metrics_file, "a") as handle:
+                    handle.write(json.dumps(record.as_json()) + "\n")
         return record
 
     def evaluate(self, data: Dataset) -> Evaluation:

@@ -27,6 +27,14 @@ from convgraph.runtime.executor import check_memory
 from convgraph.runtime.program import SubPlan
 from convgraph.runtime.target import Target, build
 
+# How often (in optimizer steps) the guard downloads every parameter and every gradient and
+# checks them for NaN and infinity on the host, besides the loss it checks at every step: the
+# first step, then every CHECK_EVERY steps, and at every checkpoint. A check is one read per
+# parameter buffer (2 x the parameter bytes) and latency-bound: measured on this machine's PoCL
+# at batch 64, 7.7 ms for the seed network (one step: 15 ms) and 2.7 ms for VGG-CIFAR (3.3 MB
+# of parameters; one step: 1.5 s), so every 100 steps costs under 1% of training time.
+CHECK_EVERY = 100
+
 
 @dataclass
 class StepResult:
@@ -63,6 +71,7 @@ class _Session:
 
     def set_params(self, params: dict) -> None:
         check_params(self.graph, params)
+        self._good_weights = None  # the next training step checks these
         wanted = self.plan.fixed_sizes()
         arrays = {buffers.param(name, key).name: value for (name, key), value
                   in to_device_layouts(self.graph, params, self.plan.layout_of).items()}
@@ -159,6 +168,8 @@ class TrainingSession(_Session):
                         else initial_params(graph, train["init"], train["seed"]))
         self.reset_optimizer()
         self.executor.allocate(batch)
+        self.check_every = CHECK_EVERY
+        self._good_weights = None  # device arrays of the last parameters found finite
 
     # ------------------------------------------------------------------ parameters and state
 
@@ -214,15 +225,29 @@ class TrainingSession(_Session):
                 if name not in state:
                     raise DataError(f"the optimizer state lacks '{name}'.")
                 data = self.graph.nodes[node]
+                shape = tuple(data["param_shapes"][key])
+                if tuple(np.shape(state[name])) != shape:
+                    raise DataError(f"the optimizer state '{name}' has shape "
+                                    f"{tuple(np.shape(state[name]))}, but its parameter has "
+                                    f"{shape}.")
                 relaid = REGISTRY[data["op"]].device_params(
                     data, _host_fill(data, {key: state[name]}), *self._layouts(node))
                 arrays[buffers.state(node, key, slot).name] = np.asarray(relaid[key], np.float32)
         self.executor.upload(arrays)
 
     def step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
-        """One optimizer step on one batch; returns its summed loss and correct count."""
+        """One optimizer step on one batch; returns its summed loss and correct count.
+
+        Raises TrainingDiverged (before the optimizer step) when the loss is not finite, and,
+        on the steps the guard checks (the first, then every ``check_every``), when a
+        parameter or a gradient is not: the session then holds the last parameters found
+        finite."""
         count = self._write_batch(x, labels)
         self.step_count += 1
+        checking = self._good_weights is None or (
+            self.check_every > 0 and (self.step_count - 1) % self.check_every == 0)
+        if checking:
+            self.check_finite("weights")
         scalars = self._scalars(lr)
         self.executor.enqueue(count, group="train", scalars=scalars)
         result = self._read_metrics(count)
@@ -233,8 +258,47 @@ class TrainingSession(_Session):
                 "step could spread it.",
                 hint="lower the learning rate (--lr), add batchnorm, or check the data "
                      "normalisation; the last checkpoint is kept.")
+        if checking:
+            self.check_finite("gradients")
         self.executor.enqueue(count, group="step", scalars=scalars)
         return result
+
+    def check_finite(self, kind: str = "weights") -> None:
+        """Download every parameter (``kind`` 'weights') or every trainable parameter's
+        gradient ('gradients') and raise TrainingDiverged naming the first layer, in forward
+        order, that holds a NaN or an infinity. Finite weights are kept as the last good
+        ones; on a failure the session is given them back, so what is read from it (and
+        saved) afterwards is never non-finite."""
+        if kind == "weights":
+            pairs = list(self.plan.param_sizes)
+            buffer_of = buffers.param
+        else:
+            pairs = list(self.plan.trainable)
+            buffer_of = buffers.param_grad
+        order = {name: index for index, name in enumerate(ordered(self.graph))}
+        arrays = {}
+        for node, key in sorted(pairs, key=lambda pair: order.get(pair[0], 0)):
+            name = buffer_of(node, key).name
+            values = self.executor.download(name)
+            if not np.all(np.isfinite(values)):
+                bad = int(np.count_nonzero(~np.isfinite(values)))
+                self.restore_good_weights()
+                raise TrainingDiverged(
+                    f"the {kind} of layer '{node}' ({node}.{key}: {bad:,} of {values.size:,} "
+                    f"values) became NaN or infinite by step {self.step_count}, though the "
+                    "loss stayed finite; training stopped"
+                    + (" before the optimizer step could apply them" if kind == "gradients"
+                       else "") + ".",
+                    hint="check the data for NaN or infinite values, lower the learning rate "
+                         "(--lr) or add batchnorm; the last good checkpoint is kept.")
+            arrays[name] = values
+        if kind == "weights":
+            self._good_weights = arrays
+
+    def restore_good_weights(self) -> None:
+        """Put back the parameters the last weights check found finite (if there was one)."""
+        if getattr(self, "_good_weights", None):
+            self.executor.upload(self._good_weights)
 
     def gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
         """Run the forward and backward passes without an optimizer step (batchnorm's running
