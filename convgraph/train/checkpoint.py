@@ -24,7 +24,6 @@ import math
 import os
 import re
 import time
-import zipfile
 from pathlib import Path
 
 import networkx as nx
@@ -244,15 +243,14 @@ def load_checkpoint(path, expected_hash: str | None = None) -> tuple[dict, dict,
         if "does not exist" in exc.message:
             raise DataError(f"the checkpoint {name} does not exist.") from None
         raise
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise DataError(f"the checkpoint {name} does not exist.") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DataError(f"the checkpoint {name} is truncated or corrupt ({exc}).",
-                        hint="use an earlier checkpoint (last.npz / best.npz), or start "
-                             "afresh without --resume.") from None
+    from convgraph.data.arrays import NpzReader
+
+    try:  # every member's header checked against the file's bytes before it is read
+        with NpzReader(path, "the checkpoint") as archive:
+            arrays = archive.read_all()
+    except DataError as exc:
+        raise DataError(exc.message, hint="use an earlier checkpoint (last.npz / best.npz), "
+                                          "or start afresh without --resume.") from None
     return _unpack(arrays, name, expected_hash)
 
 
