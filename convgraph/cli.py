@@ -16,8 +16,45 @@ from pathlib import Path
 import numpy as np
 
 from convgraph import __version__
+from convgraph.display import markup_safe, shown
 from convgraph.errors import ConvgraphError, DataError, OutputError, UsageError
 from convgraph.pipeline import analyse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in convgraph's form: one paragraph on stderr, exit status 2
+    (argparse's own status for a bad command line), the values shown escaped."""
+
+    def error(self, message: str):
+        self.exit(2, f"{shown(self.prog)}: error: {shown(message)}. See '{shown(self.prog)} "
+                     "--help'.\n")
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count: --batch, --epochs, --limit,
+    --top); 0 and negative numbers are refused, never read as Python slices."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (--lr, --budget); nan and inf are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
@@ -25,14 +62,14 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
                         help="OpenCL device: P:D index or a name fragment (pocl, nvidia, gpu, "
                              "cpu); default $CONVGRAPH_DEVICE, else the first GPU, else the first "
                              "CPU (see 'convgraph devices')")
-    parser.add_argument("--batch", type=int, default=None,
+    parser.add_argument("--batch", type=at_least_one, default=None,
                         help="the batch size to plan for (default: the spec's train: batch)")
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (overriding the spec's train: section)")
-    group.add_argument("--epochs", type=int)
-    group.add_argument("--lr", type=float, help="learning rate")
+    group.add_argument("--epochs", type=at_least_one)
+    group.add_argument("--lr", type=positive_number, help="learning rate")
     group.add_argument("--seed", type=int)
     group.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
     group.add_argument("--dataset", help="embedded, fashion-mnist, mnist, cifar10, npz, folder")
@@ -44,7 +81,7 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--metrics", metavar="FILE", help="append one JSON object per epoch")
     group.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy curves")
     group.add_argument("--save", metavar="FILE.npz", help="write the final weights")
-    group.add_argument("--limit", type=int, metavar="N",
+    group.add_argument("--limit", type=at_least_one, metavar="N",
                        help="use only the first N training images (quick trials)")
 
 
@@ -71,7 +108,7 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="convgraph",
         description="A declarative CNN compiler: YAML spec -> graph -> shapes -> OpenCL kernels.",
     )
@@ -127,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--profile", action="store_true",
                       help="time every layer: ms, GFLOP/s, GB/s, fraction of the device peak")
     run.add_argument("--output", metavar="FILE.npy", help="with --predict: save the scores")
-    run.add_argument("--top", type=int, default=5, help="with --predict: classes shown per image")
+    run.add_argument("--top", type=at_least_one, default=5,
+                     help="with --predict: classes shown per image")
     _add_training(run)
     _add_device(run)
     _add_overrides(run)
@@ -154,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "compile for the device reads. Tuning changes speed only: every setting is "
                     "a tested kernel.")
     tune.add_argument("specs", nargs="+", metavar="SPEC")
-    tune.add_argument("--budget", type=float, default=120.0, metavar="SECONDS",
+    tune.add_argument("--budget", type=positive_number, default=120.0, metavar="SECONDS",
                       help="time allowed per spec (default 120); untimed kernels keep defaults")
     tune.add_argument("--mode", choices=("both", "train", "infer"), default="both",
                       help="tune the training kernels, the inference kernels, or both")
@@ -194,7 +232,7 @@ def command_compile(args) -> int:
         write_artifact(graph, Path(args.output), model)
     if args.graph:
         note = draw(graph, args.graph)
-        print(note, file=sys.stderr if args.json or args.expand else sys.stdout)
+        print(shown(note), file=sys.stderr if args.json or args.expand else sys.stdout)
     if args.json:
         summary = summary_json(graph)
         if model is not None:
@@ -207,7 +245,7 @@ def command_compile(args) -> int:
         if model is not None:
             print(model_line(model))
         if args.output:
-            print(f"wrote the compiled artifact to {args.output}/")
+            print(f"wrote the compiled artifact to {shown(args.output)}/")
     return 0
 
 
@@ -293,12 +331,12 @@ def command_check(args) -> int:
         try:
             graph = analyse(path, args.overrides)
         except ConvgraphError as exc:
-            print(f"FAIL {exc}", file=sys.stderr)
+            print(f"FAIL {shown(exc)}", file=sys.stderr)
             status = max(status, exc.exit_status)
             continue
         sums = totals(graph)
         print(
-            f"ok   {path}: {graph.graph['name']}, {len(graph)} layers, "
+            f"ok   {shown(path)}: {shown(graph.graph['name'])}, {len(graph)} layers, "
             f"{sums['params']:,} parameters, {sums['flops'] / 1e6:,.1f} MFLOPs per image"
         )
     return status
@@ -347,7 +385,7 @@ def load_data(graph, split: str):
 
     data = spec_dataset(graph, split)
     if data.note and split == "train":
-        print(f"note: {data.note}", file=sys.stderr)
+        print(f"note: {shown(data.note)}", file=sys.stderr)
     return data
 
 
@@ -379,9 +417,11 @@ class _TrainingReport:
                            highlight=False)
         state = "from the cache" if session.build.cache_hit else "built"
         self.out.print(
-            f"training '{trainer.graph.graph['name']}' on {session.info.label}: "
+            f"training '{markup_safe(trainer.graph.graph['name'])}' on "
+            f"{markup_safe(session.info.label)}: "
             f"{len(self.train_data.y):,} training and {len(self.test_data.y):,} test images "
-            f"({self.train_data.name}), batch {session.batch}, {train['epochs']} epochs, "
+            f"({markup_safe(self.train_data.name)}), batch {session.batch}, "
+            f"{train['epochs']} epochs, "
             f"{train['optimizer']} lr {train['lr']:g}; {len(session.plan.kernels)} kernels "
             f"{state} in {session.build.seconds:.2f} s; device memory "
             f"{mib(session.device_memory())}.", highlight=False)
@@ -452,7 +492,8 @@ def command_eval(args) -> int:
     result = model.evaluate(test_data)
     out = console()
     right = int((result.predictions == result.labels).sum())
-    out.print(f"{graph.graph['name']} on {test_data.name}: test loss {result.loss:.4f}, "
+    out.print(f"{markup_safe(graph.graph['name'])} on {markup_safe(test_data.name)}: "
+              f"test loss {result.loss:.4f}, "
               f"test accuracy {result.accuracy:.4f} ({right:,} of {len(result.labels):,}).",
               highlight=False)
     if args.confusion:
@@ -462,9 +503,9 @@ def command_eval(args) -> int:
                       title_justify="left")
         table.add_column("true \\ predicted")
         for name in names:
-            table.add_column(str(name)[:10], justify="right")
+            table.add_column(markup_safe(str(name)[:10]), justify="right")
         for name, row in zip(names, matrix):
-            table.add_row(str(name), *(str(v) for v in row))
+            table.add_row(markup_safe(name), *(str(v) for v in row))
         out.print(table)
     return 0
 
@@ -494,13 +535,15 @@ def run_verify(model) -> int:
         checks += verify_training(model.graph, model.target)
     except SpecError:
         pass  # no class scores to train on (e.g. a network ending in a volume)
-    table = Table(title=f"kernels of '{model.graph.graph['name']}' against the numpy reference "
-                        f"on {model.info.label} (forward, then gradients)",
+    table = Table(title=f"kernels of '{markup_safe(model.graph.graph['name'])}' against the "
+                        f"numpy reference on {markup_safe(model.info.label)} "
+                        "(forward, then gradients)",
                   title_justify="left")
     for column in ("layer", "op", "kernels", "max rel. error", "result"):
         table.add_column(column, justify="right" if column == "max rel. error" else "left")
     for check in checks:
-        table.add_row(check.node, check.op, ", ".join(check.kernels), f"{check.error:.2e}",
+        table.add_row(markup_safe(check.node), check.op, ", ".join(check.kernels),
+                      f"{check.error:.2e}",
                       "pass" if check.passed else "FAIL")
     out = console(160)
     out.print(table)
@@ -518,12 +561,13 @@ def run_profile(model) -> int:
     from convgraph.runtime.inspect import profile_model
 
     timings, total, peak_flops, peak_bytes = profile_model(model)
-    table = Table(title=f"'{model.graph.graph['name']}' forward, batch {model.batch}, on "
-                        f"{model.info.label} (median of 10)", title_justify="left")
+    table = Table(title=f"'{markup_safe(model.graph.graph['name'])}' forward, batch "
+                        f"{model.batch}, on {markup_safe(model.info.label)} (median of 10)",
+                  title_justify="left")
     for column in ("layer", "op", "ms", "GFLOP/s", "GB/s", "of peak"):
         table.add_column(column, justify="left" if column in ("layer", "op") else "right")
     for t in timings:
-        table.add_row(t.node, t.op, f"{t.milliseconds:.3f}", f"{t.gflops:.1f}",
+        table.add_row(markup_safe(t.node), t.op, f"{t.milliseconds:.3f}", f"{t.gflops:.1f}",
                       f"{t.gbytes:.1f}", f"{100 * t.peak_fraction:.0f}%")
     table.add_section()
     table.add_row("total", "", f"{total:.3f}", "", "", "")
@@ -555,10 +599,11 @@ def command_tune(args) -> int:
                   TimeElapsedColumn(), console=console(stderr=True),
                   disable=args.json) as progress:
         for graph in graphs:
-            task = progress.add_task(f"tuning {graph.graph['name']}", total=None, now="")
+            task = progress.add_task(f"tuning {markup_safe(graph.graph['name'])}",
+                                     total=None, now="")
 
             def advance(done, total, text, task=task):
-                progress.update(task, completed=done, total=total, now=text)
+                progress.update(task, completed=done, total=total, now=markup_safe(text))
 
             reports.append((graph, tune(graph, device=target,
                                         batch=planned_batch(graph, args.batch),
@@ -575,14 +620,15 @@ def command_tune(args) -> int:
         return 0
     out = console(160)
     for graph, report in reports:
-        table = Table(title=f"{graph.graph['name']} on {info.label}", title_justify="left")
+        table = Table(title=f"{markup_safe(graph.graph['name'])} on {markup_safe(info.label)}",
+                      title_justify="left")
         for column in ("layer", "for", "kernel", "default ms", "tuned ms", "speedup", "GFLOP/s",
                        "tried", "settings"):
             table.add_column(column, justify="right" if "ms" in column or column in (
                 "speedup", "GFLOP/s", "tried") else "left")
         for r in report.results:
             gflops = r.flops / r.best_ms / 1e6 if r.best_ms and r.flops else 0.0
-            table.add_row(r.site.node, r.mode, r.site.selector, f"{r.default_ms:.3f}",
+            table.add_row(markup_safe(r.site.node), r.mode, r.site.selector, f"{r.default_ms:.3f}",
                           f"{r.best_ms:.3f}",
                           f"{r.speedup:.2f}x", f"{gflops:.1f}" if gflops else "", str(r.tried),
                           " ".join(f"{k.lower()}={v}" for k, v in r.best.items()))
@@ -590,7 +636,7 @@ def command_tune(args) -> int:
         skipped = (f"; {len(report.skipped)} kernels not reached in the budget keep their "
                    "defaults" if report.skipped else "")
         out.print(f"{len(report.results)} kernels tuned in {report.seconds:.0f} s{skipped}; "
-                  f"saved to {report.path or '(nothing)'}.", highlight=False)
+                  f"saved to {markup_safe(report.path or '(nothing)')}.", highlight=False)
     return 0
 
 
@@ -614,7 +660,8 @@ def command_devices(args) -> int:
         table.add_column(column)
     for info, _ in found:
         mark = " *" if info.index == default else ""
-        table.add_row(info.index + mark, info.platform, info.name, info.type,
+        table.add_row(info.index + mark, markup_safe(info.platform), markup_safe(info.name),
+                      info.type,
                       str(info.compute_units), mib(info.global_memory), mib(info.local_memory),
                       str(info.max_work_group_size), " ".join(info.opencl_version.split()[:2]),
                       "yes" if info.fp64 else "no")
