@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from convgraph import __version__
-from convgraph.display import markup_safe, shown
 from convgraph.errors import ConvgraphError, DataError, OutputError, UsageError
 from convgraph.pipeline import analyse
 
@@ -26,6 +25,7 @@ class _Parser(argparse.ArgumentParser):
     (argparse's own status for a bad command line), the values shown escaped."""
 
     def error(self, message: str):
+        from convgraph.display import shown
         self.exit(2, f"{shown(self.prog)}: error: {shown(message)}. See '{shown(self.prog)} "
                      "--help'.\n")
 
@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="check every generated kernel against the numpy reference")
     mode.add_argument("--profile", action="store_true",
                       help="time every layer: ms, GFLOP/s, GB/s, fraction of the device peak")
-    run.add_argument("--output", metavar="FILE.npy", help="with --predict: save the scores")
+    run.add_argument("--random-weights", action="store_true",
+                     help="with --predict, --verify or --profile and no --weights: use the "
+                          "spec's seeded initial weights (--predict refuses to without it)")
+    run.add_argument("--output", metavar="FILE.npy",
+                     help="with --predict: save the scores to exactly this file (.npy format)")
     run.add_argument("--top", type=at_least_one, default=5,
                      help="with --predict: classes shown per image")
     _add_training(run)
@@ -220,11 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_compile(args) -> int:
+    from convgraph.display import shown
     from convgraph.draw import draw
+    from convgraph.files import writable_file, writable_folder
     from convgraph.spec.expand import expanded_yaml
     from convgraph.summary import print_summary, summary_json
 
     graph = analyse(args.spec, args.overrides)
+    # the outputs are checked before anything is built, so a bad path costs nothing
+    if args.output:
+        writable_folder(args.output, "the -o folder")
+    if args.graph:
+        writable_file(args.graph, "the --graph file")
     model = None
     if not args.no_kernels and not args.expand:
         model = compile_model(graph, args)
@@ -324,6 +335,7 @@ def write_artifact(graph, directory: Path, model=None) -> None:
 
 
 def command_check(args) -> int:
+    from convgraph.display import shown
     from convgraph.shapes import totals
 
     status = 0
@@ -355,7 +367,9 @@ def resolve_spec(path: str) -> str:
 
 
 def command_run(args) -> int:
+    from convgraph.files import atomic_write
     graph = analyse(resolve_spec(args.spec), args.overrides + _training_overrides(args))
+    check_run_arguments(args)
     if not (args.predict or args.verify or args.profile):
         return run_training(graph, args)
     model = compile_model(graph, args, share_buffers=not args.verify)
@@ -372,15 +386,64 @@ def command_run(args) -> int:
         raise DataError(f"{args.predict} holds {', '.join(inputs)}; convgraph reads the array "
                         "named 'x' (or the only one).")
     x = inputs.get("x", next(iter(inputs.values())))
+    mismatch = model.input_mismatch(x)
+    if mismatch:
+        print(f"convgraph: warning: {mismatch}", file=sys.stderr)
     scores = model.predict(x)
-    if args.output:
-        np.save(args.output, scores)
+    if args.output:  # written to exactly this path (np.save would add .npy to one without)
+        try:
+            atomic_write(args.output, lambda handle: np.save(handle, scores))
+        except OSError as exc:
+            raise OutputError(f"cannot write the scores to {args.output}: "
+                              f"{exc.strerror or exc}.",
+                              hint="choose a file in a folder you can write.") from None
     print_predictions(scores, args.top)
     return 0
 
 
+def check_run_arguments(args) -> None:
+    """``convgraph run``'s flags that go together, and every output it will write, checked
+    before any data is read or anything is built (UsageError, OutputError): a run never fails
+    at its end for a path it could have refused at its start."""
+    from convgraph.files import writable_file, writable_folder
+    from convgraph.train.report import check_plot_target
+
+    predicting = bool(args.predict or args.verify or args.profile)
+    training_only = [flag for flag, value in (
+        ("--checkpoint-dir", args.checkpoint_dir), ("--resume", args.resume),
+        ("--metrics", args.metrics), ("--plot", args.plot), ("--save", args.save),
+        ("--limit", args.limit)) if value]
+    if predicting and training_only:
+        mode = "--predict" if args.predict else "--verify" if args.verify else "--profile"
+        raise UsageError(f"{', '.join(training_only)} {'is' if len(training_only) == 1 else 'are'}"
+                         f" for training, not {mode}.",
+                         hint=f"leave {' and '.join(training_only)} out, or train without "
+                              f"{mode}.")
+    if args.output and not args.predict:
+        raise UsageError("--output saves the scores of --predict.",
+                         hint="add --predict INPUT, or leave --output out.")
+    if args.predict and not args.weights and not args.random_weights:
+        raise UsageError("--predict without --weights would score the input with the spec's "
+                         "random initial weights.",
+                         hint="give the trained weights with --weights FILE.npz (a --save file "
+                              "or a checkpoint), or add --random-weights if random scores are "
+                              "what you want.")
+    if args.random_weights and args.weights:
+        raise UsageError("--random-weights and --weights do not go together.",
+                         hint="leave one of them out.")
+    if args.checkpoint_dir:
+        writable_folder(args.checkpoint_dir, "the --checkpoint-dir folder")
+    for flag, path in (("--save", args.save), ("--metrics", args.metrics),
+                       ("--output", args.output)):
+        if path:
+            writable_file(path, f"the {flag} file")
+    if args.plot:
+        check_plot_target(args.plot)
+
+
 def load_data(graph, split: str):
     """The spec's data set (``Model.dataset``), saying how it was read where that matters."""
+    from convgraph.display import shown
     from convgraph.model import spec_dataset
 
     data = spec_dataset(graph, split)
@@ -407,6 +470,7 @@ class _TrainingReport:
         self.bar = None
 
     def on_train_begin(self, trainer) -> None:
+        from convgraph.display import markup_safe
         from convgraph.summary import mib
         from convgraph.train.report import EpochBar
 
@@ -468,20 +532,65 @@ def run_training(graph, args) -> int:
         report.close()
     trainer = model.trainer
     history = trainer.progress.history
+    status = 0
     if args.save:  # a checkpoint without optimizer state: weights plus the normalisation
-        model.save(args.save)
+        status = save_trained(model, args.save, args.spec)
     if args.plot:
         plot_history(history, args.plot, f"{graph.graph['name']} on {train_data.name}")
     if history and history[-1].get("test_accuracy") is not None:
         out.print(f"final test accuracy {history[-1]['test_accuracy']:.4f} "
                   f"(best {trainer.progress.best_accuracy:.4f}) after {len(history)} epochs.",
                   highlight=False)
-    return 0
+    return status
+
+
+def fallback_paths(name: str, spec: str) -> list[Path]:
+    """Where trained weights go when --save's file cannot be written at the end (the disk
+    filled up, the folder was removed or replaced meanwhile): a new file beside the spec, else
+    in the cache folder, else in the temporary folder, else in the working folder."""
+    import re
+    import tempfile
+    import time
+
+    from convgraph.files import cache_dir
+
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
+    file_name = f"{stem}.trained-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz"
+    spec_folder = Path(spec) if Path(spec).is_dir() else Path(spec).parent
+    return [folder / file_name for folder in (spec_folder, cache_dir() / "saved",
+                                              Path(tempfile.gettempdir()), Path.cwd())]
+
+
+def save_trained(model, path: str, spec: str) -> int:
+    """``model.save(path)``; where that fails, the weights are written to the first fallback
+    path that takes them and the message names it (exit status 7: the weights are safe, the
+    file asked for was not written). Trained weights are never lost to a failed save."""
+    from convgraph.display import shown
+
+    try:
+        model.save(path)
+        return 0
+    except (OSError, OutputError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    for fallback in fallback_paths(model.graph.graph["name"], spec):
+        try:
+            model.save(fallback)
+        except (OSError, OutputError):
+            continue
+        print(f"convgraph: error: cannot write the trained weights to {shown(path)} "
+              f"({shown(reason)}); saved them to {shown(fallback)} instead. Fix: move that "
+              "file where you want it (it is what --save writes).", file=sys.stderr)
+        return OutputError.exit_status
+    raise OutputError(f"cannot write the trained weights to {path} ({reason}), nor to any "
+                      "fallback (beside the spec, the cache folder, the temporary folder, the "
+                      "working folder).", hint="free some disk space and train again.")
 
 
 def command_eval(args) -> int:
     """``convgraph eval``: ``Model.evaluate`` of the weights on the spec's test split."""
     from rich.table import Table
+
+    from convgraph.display import markup_safe
 
     overrides = args.overrides + _training_overrides(args)
     graph = analyse(resolve_spec(args.spec), overrides)
@@ -527,6 +636,7 @@ def print_predictions(scores, top: int) -> None:
 def run_verify(model) -> int:
     from rich.table import Table
 
+    from convgraph.display import markup_safe
     from convgraph.errors import SpecError
     from convgraph.verify import TOLERANCE, verify_model, verify_training
 
@@ -558,6 +668,7 @@ def run_verify(model) -> int:
 def run_profile(model) -> int:
     from rich.table import Table
 
+    from convgraph.display import markup_safe
     from convgraph.runtime.inspect import profile_model
 
     timings, total, peak_flops, peak_bytes = profile_model(model)
@@ -584,6 +695,7 @@ def command_tune(args) -> int:
     from rich.table import Table
 
     from convgraph.codegen.tuning import forget_tuning
+    from convgraph.display import markup_safe
     from convgraph.model import planned_batch
     from convgraph.runtime.target import Target
     from convgraph.runtime.tune import tune
@@ -643,6 +755,7 @@ def command_tune(args) -> int:
 def command_devices(args) -> int:
     from rich.table import Table
 
+    from convgraph.display import markup_safe
     from convgraph.runtime.devices import list_devices, select_device
     from convgraph.summary import mib
 
