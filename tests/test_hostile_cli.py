@@ -80,7 +80,8 @@ BAD_RUN_OUTPUTS = [
     ("save-to-a-folder", ["--save", "{tmp}"], 7, "the --save file", "is a folder"),
     ("save-in-an-uncreatable-folder", ["--save", "{file}/sub/w.npz"], 7, "--save file",
      "cannot be created"),
-    ("save-to-dev-null", ["--save", "/dev/null"], 7, "is a device"),
+    ("save-to-a-fifo", ["--save", "{fifo}"], 7, "is a named pipe (FIFO)"),
+    ("metrics-to-a-fifo", ["--metrics", "{fifo}"], 7, "is a named pipe (FIFO)"),
     ("metrics-to-a-folder", ["--metrics", "{tmp}"], 7, "the --metrics file", "is a folder"),
     ("metrics-in-an-uncreatable-folder", ["--metrics", "{file}/m.jsonl"], 7, "--metrics file"),
     ("plot-to-a-folder", ["--plot", "{tmp}"], 7, "the --plot file", "is a folder"),
@@ -97,7 +98,9 @@ def test_bad_output_targets_are_refused_before_any_work(tiny, a_file, tmp_path, 
     """Each bad target stops `run` before the data is read or anything is built: no training
     line, nothing written (today's main trained first and exited 70 at the first save)."""
     spec, data = tiny
-    args = [a.format(file=a_file, tmp=tmp_path) for a in args]
+    fifo = tmp_path / "fifo"  # a special file of this test's own (a save would replace it)
+    os.mkfifo(fifo)
+    args = [a.format(file=a_file, tmp=tmp_path, fifo=fifo) for a in args]
     code, out, err = run_cli(capsys, "run", spec, "--data", data, *args)
     assert_refused(code, err, status, *fragments, "Fix:")
     assert "training" not in out and not (tmp_path / "w.npz").exists()
