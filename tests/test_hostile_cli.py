@@ -371,3 +371,24 @@ def test_statuses_of_commands_that_left_the_table(tmp_path, a_file, capsys):
     spec.write_text(TINY)
     code, _, err = run_cli(capsys, "compile", spec, "--no-kernels", "-o", a_file)
     assert_refused(code, err, 7)
+
+
+# ---------------------------------------------------------------------------- messages
+
+def test_an_unusable_home_is_not_reported_as_a_missing_platform(a_file):
+    """PoCL gives no platform when its kernel cache cannot be created; that said "install
+    pocl-opencl-icd" (installed already) instead of naming the cache folder."""
+    from convgraph.runtime.devices import _icd_folder
+
+    folder = _icd_folder()
+    if not (os.path.isdir(folder) and any("pocl" in f.lower() for f in os.listdir(folder))):
+        pytest.skip("PoCL's ICD is not registered here")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("POCL_CACHE_DIR", "XDG_CACHE_HOME", "CONVGRAPH_CACHE")}
+    done = subprocess.run([sys.executable, "-m", "convgraph.cli", "devices"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env=dict(env, HOME=str(a_file)))
+    assert_refused(done.returncode, done.stderr, 4, "PoCL is installed, but its kernel cache "
+                   f"folder {a_file}/.cache/pocl (from $HOME) cannot be created",
+                   "Fix: set POCL_CACHE_DIR to a folder you can write")
+    assert "apt-get install" not in done.stderr
