@@ -696,11 +696,15 @@ def command_tune(args) -> int:
 
     from convgraph.codegen.tuning import forget_tuning
     from convgraph.display import markup_safe
+    from convgraph.files import tuning_dir, writable_folder
     from convgraph.model import planned_batch
     from convgraph.runtime.target import Target
     from convgraph.runtime.tune import tune
 
     graphs = [analyse(spec, args.overrides) for spec in args.specs]  # all checked first
+    # the table is what tuning produces: its folder is checked before the first timing
+    writable_folder(tuning_dir(), "the tuning folder (in the cache folder: $CONVGRAPH_CACHE, "
+                                  "else $XDG_CACHE_HOME/convgraph, else ~/.cache/convgraph)")
     target = Target.open(args.device)  # one device, one context, for every spec
     info = target.info
     if args.reset:

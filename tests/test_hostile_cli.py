@@ -154,9 +154,14 @@ def test_graph_into_a_missing_folder_creates_it(tmp_path, capsys):
     assert target.read_text().startswith("digraph")
 
 
-def test_a_save_that_fails_at_the_end_keeps_the_weights(tiny, tmp_path, capsys, monkeypatch):
-    """The --save path passes the check, then becomes a folder while the network trains: the
-    weights go to a fallback file the message names (exit 7), and that file loads."""
+@pytest.mark.parametrize("sabotage", ["path-becomes-a-folder", "folder-becomes-a-file"])
+def test_a_save_that_fails_at_the_end_keeps_the_weights(tiny, tmp_path, capsys, monkeypatch,
+                                                        sabotage):
+    """The --save path passes the check, then becomes a folder (or its folder is removed and a
+    file put in its place) while the network trains: the weights go to a fallback file the
+    message names (exit 7), and that file loads. Today's main lost them (exit 70)."""
+    import shutil
+
     from convgraph.train.checkpoint import load_weights
 
     spec, data = tiny
@@ -164,8 +169,12 @@ def test_a_save_that_fails_at_the_end_keeps_the_weights(tiny, tmp_path, capsys, 
     checked = convgraph.cli.check_run_arguments
 
     def check_then_take_the_path(args):
-        checked(args)
-        target.mkdir(parents=True)  # after the check, before the save
+        checked(args)  # after the check, before the save:
+        if sabotage == "path-becomes-a-folder":
+            target.mkdir(parents=True)
+        else:
+            shutil.rmtree(target.parent)
+            target.parent.write_text("a file where the folder was\n")
 
     monkeypatch.setattr(convgraph.cli, "check_run_arguments", check_then_take_the_path)
     code, out, err = run_cli(capsys, "run", spec, "--data", data, "--save", target)
@@ -392,3 +401,15 @@ def test_an_unusable_home_is_not_reported_as_a_missing_platform(a_file):
                    f"folder {a_file}/.cache/pocl (from $HOME) cannot be created",
                    "Fix: set POCL_CACHE_DIR to a folder you can write")
     assert "apt-get install" not in done.stderr
+
+
+def test_an_unwritable_tuning_folder_is_refused_before_timing(tmp_path, a_file):
+    """tune timed every kernel, then failed to save the table; now its folder is checked first
+    (exit 7, in well under the budget)."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    done = subprocess.run([sys.executable, "-m", "convgraph.cli", "tune", str(spec),
+                           "--budget", "60"], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env=dict(os.environ, CONVGRAPH_CACHE=str(a_file / "cache")))
+    assert_refused(done.returncode, done.stderr, 7, "the tuning folder",
+                   f"{a_file}/cache/tuning cannot be created")
