@@ -107,6 +107,33 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def printable_errors(handler):
+    """``handler`` whose ConvgraphErrors carry printable text: a file name, a layer or a value
+    quoted from a spec or the command line can hold control characters or undecodable bytes,
+    and the error is printed as it is (``convgraph.display.shown`` is idempotent, so a message
+    escaped twice reads the same)."""
+    import dataclasses
+    import functools
+
+    @functools.wraps(handler)
+    def run(args):
+        from convgraph.display import shown
+
+        try:
+            return handler(args)
+        except ConvgraphError as exc:
+            exc.message = shown(exc.message)
+            exc.hint = None if exc.hint is None else shown(exc.hint)
+            location = getattr(exc, "location", None)
+            if location is not None:
+                exc.location = dataclasses.replace(location, file=shown(location.file))
+            if getattr(exc, "layer", None):
+                exc.layer = shown(exc.layer)
+            raise
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="convgraph",
@@ -144,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="only check and summarise; generate no OpenCL (needs no device)")
     _add_device(compile_)
     _add_overrides(compile_)
-    compile_.set_defaults(handler=command_compile)
+    compile_.set_defaults(handler=printable_errors(command_compile))
 
     run = commands.add_parser(
         "run", help="train a model on its data set (the default), or run inference "
@@ -173,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(run)
     _add_device(run)
     _add_overrides(run)
-    run.set_defaults(handler=command_run)
+    run.set_defaults(handler=printable_errors(command_run))
 
     evaluate = commands.add_parser(
         "eval", help="test loss and accuracy of trained weights on a data set",
@@ -186,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--confusion", action="store_true", help="print the confusion matrix")
     _add_device(evaluate)
     _add_overrides(evaluate)
-    evaluate.set_defaults(handler=command_eval)
+    evaluate.set_defaults(handler=printable_errors(command_eval))
 
     tune = commands.add_parser(
         "tune", help="time each kernel's tile sizes on the device and keep the fastest",
@@ -205,12 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--json", action="store_true", help="print one JSON object")
     _add_device(tune)
     _add_overrides(tune)
-    tune.set_defaults(handler=command_tune)
+    tune.set_defaults(handler=printable_errors(command_tune))
 
     devices = commands.add_parser("devices", help="list every OpenCL platform and device",
                                   description="List every OpenCL platform and device.")
     devices.add_argument("--json", action="store_true", help="print one JSON object")
-    devices.set_defaults(handler=command_devices)
+    devices.set_defaults(handler=printable_errors(command_devices))
 
     check = commands.add_parser(
         "check",
@@ -219,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("specs", nargs="+", metavar="SPEC")
     _add_overrides(check)
-    check.set_defaults(handler=command_check)
+    check.set_defaults(handler=printable_errors(command_check))
     return parser
 
 

@@ -29,13 +29,14 @@ def _escaped(char: str) -> str:
         return f"\\x{code - 0xDC00:02x}"
     if code <= 0xFF:
         return f"\\x{code:02x}"
-    return f"\\u{code:04x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def shown(text) -> str:
     """``text`` (a str, bytes or a path) as printable text: control characters (C0 but tab, DEL,
-    C1), lone surrogates and bidirectional overrides written as ``\\xNN``/``\\uNNNN`` escapes,
-    bytes decoded as file names are (UTF-8, undecodable bytes as ``\\xNN``); the rest as is.
+    C1), line and paragraph separators, lone surrogates and bidirectional overrides written as
+    ``\\xNN``/``\\uNNNN`` escapes, bytes decoded as file names are (UTF-8, undecodable bytes as
+    ``\\xNN``); the rest as is.
 
     >>> shown(b"caf\\xe9.yaml")
     'caf\\\\xe9.yaml'
@@ -50,7 +51,9 @@ def shown(text) -> str:
         return text
     out = []
     for char in text:
-        unsafe = (unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp", "Co", "Cn")
+        # what a terminal acts on (C0, DEL, C1), what breaks a line (U+2028, U+2029), what
+        # cannot be encoded (lone surrogates) and what reorders the text (bidi controls)
+        unsafe = (unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
                   or char in _BIDI) and char != "\t"
         out.append(_escaped(char) if unsafe else char)
     return "".join(out)

@@ -285,7 +285,7 @@ def test_markup_in_a_model_name_is_printed_as_it_is(tiny, capsys, name):
     spec.write_text(f'name: "{name}"\n' + TINY)
     code, out, err = run_cli(capsys, "compile", spec, "--no-kernels")
     assert code == 0, err
-    assert out.startswith(f"{name}  (")
+    assert re.sub(r"\s+", " ", out).startswith(f"{name} (")  # the title may wrap
     code, out, err = run_cli(capsys, "run", spec, "--data", data)
     assert code == 0, err
     assert f"training '{name}' on " in out
@@ -316,6 +316,17 @@ def test_control_characters_are_shown_escaped(tmp_path, capsys):
     assert code == 0 and "evil\\x1b[2J\\u202e.yaml: a\\x9bb\\x1b[31mred," in out
     for text in (out, err):
         assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]", text), repr(text)
+    # in error messages too: a missing file, a bad pattern, both named with controls
+    gone = tmp_path / "gone\x1b]0;pwned\x07.yaml"
+    code, out, err = run_cli(capsys, "compile", gone)
+    assert code == 2 and err.startswith(f"convgraph: error: {tmp_path}/gone\\x1b]0;pwned\\x07")
+    bad = tmp_path / "bad\x9b.yaml"
+    bad.write_text('input: 8x8x1\npattern: "[INPUT-C\\u009bONV]"\n')
+    code, out, err = run_cli(capsys, "compile", bad)
+    assert code == 2 and "bad\\x9b.yaml:2:19: unexpected character '\\x9b'" in err, err
+    for command in ("compile", "check"):
+        code, out, err = run_cli(capsys, command, bad)
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", err), repr(err)
 
 
 def test_a_non_utf8_file_name_is_shown_with_its_bytes_escaped(tmp_path):

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "convgraph"
 # lowest first; a module may import from its own stage and any earlier one
 STAGES = [
     # launches.py holds plain data types (buffers, kernels, launches) that ops' lowerings build
-    ("core", ["convgraph.core", "convgraph.errors", "convgraph.files",
+    ("core", ["convgraph.core", "convgraph.errors", "convgraph.files", "convgraph.display",
               "convgraph.codegen.launches"]),
     ("ops", ["convgraph.ops"]),
     ("data", ["convgraph.data"]),  # owns the list of data sets the spec's train: may name
