@@ -432,7 +432,7 @@ def check_run_arguments(args) -> None:
     """``convgraph run``'s flags that go together, and every output it will write, checked
     before any data is read or anything is built (UsageError, OutputError): a run never fails
     at its end for a path it could have refused at its start."""
-    from convgraph.files import writable_file, writable_folder
+    from convgraph.files import readable_file, writable_file, writable_folder
     from convgraph.train.report import check_plot_target
 
     predicting = bool(args.predict or args.verify or args.profile)
@@ -458,6 +458,11 @@ def check_run_arguments(args) -> None:
     if args.random_weights and args.weights:
         raise UsageError("--random-weights and --weights do not go together.",
                          hint="leave one of them out.")
+    # the inputs named on the command line, before anything is built (a FIFO would block)
+    if args.weights:
+        readable_file(args.weights, "the --weights file")
+    if args.predict:
+        readable_file(args.predict, "the --predict input")
     if args.checkpoint_dir:
         writable_folder(args.checkpoint_dir, "the --checkpoint-dir folder")
     for flag, path in (("--save", args.save), ("--metrics", args.metrics),
@@ -618,9 +623,11 @@ def command_eval(args) -> int:
     from rich.table import Table
 
     from convgraph.display import markup_safe
+    from convgraph.files import readable_file
 
     overrides = args.overrides + _training_overrides(args)
     graph = analyse(resolve_spec(args.spec), overrides)
+    readable_file(args.weights, "the --weights file")  # before the data is read
     test_data = load_data(graph, "test")
     model = open_model(graph, args)
     # the normalisation the weights were trained with, else the training set's

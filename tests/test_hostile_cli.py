@@ -424,3 +424,23 @@ def test_an_unwritable_tuning_folder_is_refused_before_timing(tmp_path, a_file):
                           cwd=ROOT, env=dict(os.environ, CONVGRAPH_CACHE=str(a_file / "cache")))
     assert_refused(done.returncode, done.stderr, 7, "the tuning folder",
                    f"{a_file}/cache/tuning cannot be created")
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "{spec}", "--predict", "{fifo}", "--random-weights"],
+    ["run", "{spec}", "--predict", "{x}", "--weights", "{fifo}"],
+    ["run", "{spec}", "--data", "{data}", "--weights", "{fifo}"],
+    ["eval", "{spec}", "--data", "{data}", "--weights", "{fifo}"],
+], ids=["predict-input", "predict-weights", "train-weights", "eval-weights"])
+def test_special_files_named_on_the_command_line_are_refused_at_once(tiny, tmp_path, command):
+    """A FIFO as --predict input or --weights blocked the read forever; it is refused before
+    anything is built (exit 5), as a process under a deadline, since a hang is the bug."""
+    spec, data = tiny
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    x = tmp_path / "x.npy"
+    np.save(x, tiny_images(2, 4)[0])
+    args = [a.format(spec=spec, fifo=fifo, x=x, data=data) for a in command]
+    done = subprocess.run([sys.executable, "-m", "convgraph.cli", *args], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert_refused(done.returncode, done.stderr, 5, f"{fifo} is a named pipe (FIFO)")
