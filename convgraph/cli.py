@@ -46,6 +46,13 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def a_path(text: str) -> str:
+    """An argparse type: a path, which cannot be empty (``--save ''`` skipped the save)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def positive_number(text: str) -> float:
     """An argparse type: a finite number above 0 (--lr, --budget); nan and inf are refused."""
     try:
@@ -73,14 +80,16 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int)
     group.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
     group.add_argument("--dataset", help="embedded, fashion-mnist, mnist, cifar10, npz, folder")
-    group.add_argument("--data", metavar="PATH", help="the data set's file or folder")
-    group.add_argument("--checkpoint-dir", metavar="DIR",
+    group.add_argument("--data", metavar="PATH", type=a_path, help="the data set's file or folder")
+    group.add_argument("--checkpoint-dir", metavar="DIR", type=a_path,
                        help="save last.npz (every epoch, and on Ctrl-C) and best.npz here")
     group.add_argument("--resume", action="store_true",
                        help="continue from DIR/last.npz (same network required)")
-    group.add_argument("--metrics", metavar="FILE", help="append one JSON object per epoch")
-    group.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy curves")
-    group.add_argument("--save", metavar="FILE.npz", help="write the final weights")
+    group.add_argument("--metrics", metavar="FILE", type=a_path,
+                       help="append one JSON object per epoch")
+    group.add_argument("--plot", metavar="FILE.png", type=a_path,
+                       help="draw loss and accuracy curves")
+    group.add_argument("--save", metavar="FILE.npz", type=a_path, help="write the final weights")
     group.add_argument("--limit", type=at_least_one, metavar="N",
                        help="use only the first N training images (quick trials)")
 
@@ -156,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "-o",
         "--output",
-        metavar="DIR",
+        metavar="DIR", type=a_path,
         help="write the compiled artifact (graph.json, spec.yaml, summary.txt)",
     )
     compile_.add_argument(
@@ -164,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument(
         "--graph",
-        metavar="FILE",
+        metavar="FILE", type=a_path,
         help="draw the network to FILE.svg/.png/.pdf (Graphviz) or FILE.dot",
     )
     compile_.add_argument("--no-kernels", action="store_true",
@@ -180,10 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "device and train it as its train: section says (every setting can be "
                     "overridden here), or run it with --predict, --verify or --profile.")
     run.add_argument("spec", help="a spec (.yaml) or a compiled directory")
-    run.add_argument("--weights", metavar="FILE.npz",
+    run.add_argument("--weights", metavar="FILE.npz", type=a_path,
                      help="parameters named <node>.weight etc. (default: the spec's seeded init)")
     mode = run.add_mutually_exclusive_group()
-    mode.add_argument("--predict", metavar="INPUT",
+    mode.add_argument("--predict", metavar="INPUT", type=a_path,
                       help="run inference on a .npy/.npz batch (batch, depth, height, width) "
                            "and print class scores")
     mode.add_argument("--verify", action="store_true",
@@ -193,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--random-weights", action="store_true",
                      help="with --predict, --verify or --profile and no --weights: use the "
                           "spec's seeded initial weights (--predict refuses to without it)")
-    run.add_argument("--output", metavar="FILE.npy",
+    run.add_argument("--output", metavar="FILE.npy", type=a_path,
                      help="with --predict: save the scores to exactly this file (.npy format)")
     run.add_argument("--top", type=at_least_one, default=5,
                      help="with --predict: classes shown per image")
@@ -207,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate SPEC with WEIGHTS (a weights .npz or a checkpoint) on the test "
                     "split of its data set.")
     evaluate.add_argument("spec", help="a spec (.yaml) or a compiled directory")
-    evaluate.add_argument("--weights", metavar="FILE.npz", required=True)
+    evaluate.add_argument("--weights", metavar="FILE.npz", type=a_path, required=True)
     evaluate.add_argument("--dataset", help="override train: dataset")
-    evaluate.add_argument("--data", metavar="PATH", help="the data set's file or folder")
+    evaluate.add_argument("--data", metavar="PATH", type=a_path,
+                          help="the data set's file or folder")
     evaluate.add_argument("--confusion", action="store_true", help="print the confusion matrix")
     _add_device(evaluate)
     _add_overrides(evaluate)

@@ -211,6 +211,10 @@ BAD_VALUES = [
     ("tune", ["--budget", "inf"], "argument --budget: must be a finite number above 0"),
     ("tune", ["--budget", "soon"], "argument --budget: expected a number, got 'soon'"),
     ("run", ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ("run", ["--save", ""], "argument --save: expected a path, got an empty string"),
+    ("compile", ["--graph", ""], "argument --graph: expected a path, got an empty string"),
+    ("compile", ["-o", ""], "argument -o/--output: expected a path, got an empty string"),
+    ("eval", ["--weights", ""], "argument --weights: expected a path, got an empty string"),
 ]
 
 
