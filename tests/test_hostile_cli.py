@@ -448,3 +448,17 @@ def test_special_files_named_on_the_command_line_are_refused_at_once(tiny, tmp_p
     done = subprocess.run([sys.executable, "-m", "convgraph.cli", *args], capture_output=True,
                           text=True, timeout=60, cwd=ROOT)
     assert_refused(done.returncode, done.stderr, 5, f"{fifo} is a named pipe (FIFO)")
+
+
+def test_expand_of_a_hostile_name_stays_one_comment_line(tmp_path, capsys):
+    """--expand's header comment held the name as it is: a line break ended the comment and
+    the rest of the name became YAML, so the expanded spec no longer read back."""
+    spec = tmp_path / "nl.yaml"
+    spec.write_text('name: "two\\nlines: [\\e[2J"\n' + TINY)
+    code, out, err = run_cli(capsys, "compile", spec, "--expand")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("# two\\x0alines: [\\x1b[2J: canonical graph form")
+    again = tmp_path / "again.yaml"
+    again.write_text(out)
+    code, out, err = run_cli(capsys, "check", again)
+    assert code == 0, err
