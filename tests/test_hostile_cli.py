@@ -464,7 +464,7 @@ def test_expand_of_a_hostile_name_stays_one_comment_line(tmp_path, capsys):
     assert code == 0, err
 
 
-@pytest.mark.parametrize("name", ["x */ #error boom /*", "a*/*/b", "/*/"])
+@pytest.mark.parametrize("name", ["x */ #error boom /*", "a*/*/b", "/*/", "nul\\0cut", "ünï\\e"])
 def test_a_model_name_cannot_break_the_kernel_source(tmp_path, capsys, name):
     """The name goes into the program's opening comment: "*/" ended it and the rest of the name
     became OpenCL C, which the device compiler rejected (exit 3, "a bug in code generation")."""
