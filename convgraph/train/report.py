@@ -84,6 +84,7 @@ def check_plot_target(path) -> None:
 
 def plot_history(history: list[dict], path: str, title: str) -> None:
     """Loss and accuracy curves (train and test) per epoch, as an image."""
+    from convgraph.display import shown
     from convgraph.errors import OutputError
 
     plt = _pyplot()
@@ -99,7 +100,9 @@ def plot_history(history: list[dict], path: str, title: str) -> None:
         axis.set_ylabel(name)
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle(title)
+    # the title holds the model's and the data set's names: '$' would start matplotlib's
+    # mathtext ('$\\frac{$' fails to parse at savefig), control characters print as boxes
+    figure.suptitle(shown(title).replace("$", r"\$"))
     figure.tight_layout()
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
