@@ -29,31 +29,77 @@ from convgraph.pipeline import analyse
 _signals.restore(_IMPORT_HANDLERS)  # main() routes them from here on
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in convgraph's form: one paragraph on stderr, exit status 2
+    (argparse's own status for a bad command line), the values shown escaped."""
+
+    def error(self, message: str):
+        from convgraph.display import shown
+        self.exit(2, f"{shown(self.prog)}: error: {shown(message)}. See '{shown(self.prog)} "
+                     "--help'.\n")
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count: --batch, --epochs, --limit,
+    --top); 0 and negative numbers are refused, never read as Python slices."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def a_path(text: str) -> str:
+    """An argparse type: a path, which cannot be empty (``--save ''`` skipped the save)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (--lr, --budget); nan and inf are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", metavar="DEVICE", default=None,
                         help="OpenCL device: P:D index or a name fragment (pocl, nvidia, gpu, "
                              "cpu); default $CONVGRAPH_DEVICE, else the first GPU, else the first "
                              "CPU (see 'convgraph devices')")
-    parser.add_argument("--batch", type=int, default=None,
+    parser.add_argument("--batch", type=at_least_one, default=None,
                         help="the batch size to plan for (default: the spec's train: batch)")
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (overriding the spec's train: section)")
-    group.add_argument("--epochs", type=int)
-    group.add_argument("--lr", type=float, help="learning rate")
+    group.add_argument("--epochs", type=at_least_one)
+    group.add_argument("--lr", type=positive_number, help="learning rate")
     group.add_argument("--seed", type=int)
     group.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
     group.add_argument("--dataset", help="embedded, fashion-mnist, mnist, cifar10, npz, folder")
-    group.add_argument("--data", metavar="PATH", help="the data set's file or folder")
-    group.add_argument("--checkpoint-dir", metavar="DIR",
+    group.add_argument("--data", metavar="PATH", type=a_path, help="the data set's file or folder")
+    group.add_argument("--checkpoint-dir", metavar="DIR", type=a_path,
                        help="save last.npz (every epoch, and on Ctrl-C) and best.npz here")
     group.add_argument("--resume", action="store_true",
                        help="continue from DIR/last.npz (same network required)")
-    group.add_argument("--metrics", metavar="FILE", help="append one JSON object per epoch")
-    group.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy curves")
-    group.add_argument("--save", metavar="FILE.npz", help="write the final weights")
-    group.add_argument("--limit", type=int, metavar="N",
+    group.add_argument("--metrics", metavar="FILE", type=a_path,
+                       help="append one JSON object per epoch")
+    group.add_argument("--plot", metavar="FILE.png", type=a_path,
+                       help="draw loss and accuracy curves")
+    group.add_argument("--save", metavar="FILE.npz", type=a_path, help="write the final weights")
+    group.add_argument("--limit", type=at_least_one, metavar="N",
                        help="use only the first N training images (quick trials)")
 
 
@@ -79,8 +125,35 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def printable_errors(handler):
+    """``handler`` whose ConvgraphErrors carry printable text: a file name, a layer or a value
+    quoted from a spec or the command line can hold control characters or undecodable bytes,
+    and the error is printed as it is (``convgraph.display.shown`` is idempotent, so a message
+    escaped twice reads the same)."""
+    import dataclasses
+    import functools
+
+    @functools.wraps(handler)
+    def run(args):
+        from convgraph.display import shown
+
+        try:
+            return handler(args)
+        except ConvgraphError as exc:
+            exc.message = shown(exc.message)
+            exc.hint = None if exc.hint is None else shown(exc.hint)
+            location = getattr(exc, "location", None)
+            if location is not None:
+                exc.location = dataclasses.replace(location, file=shown(location.file))
+            if getattr(exc, "layer", None):
+                exc.layer = shown(exc.layer)
+            raise
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="convgraph",
         description="A declarative CNN compiler: YAML spec -> graph -> shapes -> OpenCL kernels.",
     )
@@ -101,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "-o",
         "--output",
-        metavar="DIR",
+        metavar="DIR", type=a_path,
         help="write the compiled artifact (graph.json, spec.yaml, summary.txt)",
     )
     compile_.add_argument(
@@ -109,14 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument(
         "--graph",
-        metavar="FILE",
+        metavar="FILE", type=a_path,
         help="draw the network to FILE.svg/.png/.pdf (Graphviz) or FILE.dot",
     )
     compile_.add_argument("--no-kernels", action="store_true",
                           help="only check and summarise; generate no OpenCL (needs no device)")
     _add_device(compile_)
     _add_overrides(compile_)
-    compile_.set_defaults(handler=command_compile)
+    compile_.set_defaults(handler=printable_errors(command_compile))
 
     run = commands.add_parser(
         "run", help="train a model on its data set (the default), or run inference "
@@ -125,35 +198,41 @@ def build_parser() -> argparse.ArgumentParser:
                     "device and train it as its train: section says (every setting can be "
                     "overridden here), or run it with --predict, --verify or --profile.")
     run.add_argument("spec", help="a spec (.yaml) or a compiled directory")
-    run.add_argument("--weights", metavar="FILE.npz",
+    run.add_argument("--weights", metavar="FILE.npz", type=a_path,
                      help="parameters named <node>.weight etc. (default: the spec's seeded init)")
     mode = run.add_mutually_exclusive_group()
-    mode.add_argument("--predict", metavar="INPUT",
+    mode.add_argument("--predict", metavar="INPUT", type=a_path,
                       help="run inference on a .npy/.npz batch (batch, depth, height, width) "
                            "and print class scores")
     mode.add_argument("--verify", action="store_true",
                       help="check every generated kernel against the numpy reference")
     mode.add_argument("--profile", action="store_true",
                       help="time every layer: ms, GFLOP/s, GB/s, fraction of the device peak")
-    run.add_argument("--output", metavar="FILE.npy", help="with --predict: save the scores")
-    run.add_argument("--top", type=int, default=5, help="with --predict: classes shown per image")
+    run.add_argument("--random-weights", action="store_true",
+                     help="with --predict, --verify or --profile and no --weights: use the "
+                          "spec's seeded initial weights (--predict refuses to without it)")
+    run.add_argument("--output", metavar="FILE.npy", type=a_path,
+                     help="with --predict: save the scores to exactly this file (.npy format)")
+    run.add_argument("--top", type=at_least_one, default=5,
+                     help="with --predict: classes shown per image")
     _add_training(run)
     _add_device(run)
     _add_overrides(run)
-    run.set_defaults(handler=command_run)
+    run.set_defaults(handler=printable_errors(command_run))
 
     evaluate = commands.add_parser(
         "eval", help="test loss and accuracy of trained weights on a data set",
         description="Evaluate SPEC with WEIGHTS (a weights .npz or a checkpoint) on the test "
                     "split of its data set.")
     evaluate.add_argument("spec", help="a spec (.yaml) or a compiled directory")
-    evaluate.add_argument("--weights", metavar="FILE.npz", required=True)
+    evaluate.add_argument("--weights", metavar="FILE.npz", type=a_path, required=True)
     evaluate.add_argument("--dataset", help="override train: dataset")
-    evaluate.add_argument("--data", metavar="PATH", help="the data set's file or folder")
+    evaluate.add_argument("--data", metavar="PATH", type=a_path,
+                          help="the data set's file or folder")
     evaluate.add_argument("--confusion", action="store_true", help="print the confusion matrix")
     _add_device(evaluate)
     _add_overrides(evaluate)
-    evaluate.set_defaults(handler=command_eval)
+    evaluate.set_defaults(handler=printable_errors(command_eval))
 
     tune = commands.add_parser(
         "tune", help="time each kernel's tile sizes on the device and keep the fastest",
@@ -163,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "compile for the device reads. Tuning changes speed only: every setting is "
                     "a tested kernel.")
     tune.add_argument("specs", nargs="+", metavar="SPEC")
-    tune.add_argument("--budget", type=float, default=120.0, metavar="SECONDS",
+    tune.add_argument("--budget", type=positive_number, default=120.0, metavar="SECONDS",
                       help="time allowed per spec (default 120); untimed kernels keep defaults")
     tune.add_argument("--mode", choices=("both", "train", "infer"), default="both",
                       help="tune the training kernels, the inference kernels, or both")
@@ -172,12 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--json", action="store_true", help="print one JSON object")
     _add_device(tune)
     _add_overrides(tune)
-    tune.set_defaults(handler=command_tune)
+    tune.set_defaults(handler=printable_errors(command_tune))
 
     devices = commands.add_parser("devices", help="list every OpenCL platform and device",
                                   description="List every OpenCL platform and device.")
     devices.add_argument("--json", action="store_true", help="print one JSON object")
-    devices.set_defaults(handler=command_devices)
+    devices.set_defaults(handler=printable_errors(command_devices))
 
     check = commands.add_parser(
         "check",
@@ -186,16 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("specs", nargs="+", metavar="SPEC")
     _add_overrides(check)
-    check.set_defaults(handler=command_check)
+    check.set_defaults(handler=printable_errors(command_check))
     return parser
 
 
 def command_compile(args) -> int:
+    from convgraph.display import shown
     from convgraph.draw import draw
+    from convgraph.files import writable_file, writable_folder
     from convgraph.spec.expand import expanded_yaml
     from convgraph.summary import print_summary, summary_json
 
     graph = analyse(args.spec, args.overrides)
+    # the outputs are checked before anything is built, so a bad path costs nothing
+    if args.output:
+        writable_folder(args.output, "the -o folder")
+    if args.graph:
+        writable_file(args.graph, "the --graph file")
     model = None
     if not args.no_kernels and not args.expand:
         model = compile_model(graph, args)
@@ -203,7 +289,7 @@ def command_compile(args) -> int:
         write_artifact(graph, Path(args.output), model)
     if args.graph:
         note = draw(graph, args.graph)
-        print(note, file=sys.stderr if args.json or args.expand else sys.stdout)
+        print(shown(note), file=sys.stderr if args.json or args.expand else sys.stdout)
     if args.json:
         summary = summary_json(graph)
         if model is not None:
@@ -216,7 +302,7 @@ def command_compile(args) -> int:
         if model is not None:
             print(model_line(model))
         if args.output:
-            print(f"wrote the compiled artifact to {args.output}/")
+            print(f"wrote the compiled artifact to {shown(args.output)}/")
     return 0
 
 
@@ -295,6 +381,7 @@ def write_artifact(graph, directory: Path, model=None) -> None:
 
 
 def command_check(args) -> int:
+    from convgraph.display import shown
     from convgraph.shapes import totals
 
     status = 0
@@ -302,12 +389,12 @@ def command_check(args) -> int:
         try:
             graph = analyse(path, args.overrides)
         except ConvgraphError as exc:
-            print(f"FAIL {exc}", file=sys.stderr)
+            print(f"FAIL {shown(exc)}", file=sys.stderr)
             status = max(status, exc.exit_status)
             continue
         sums = totals(graph)
         print(
-            f"ok   {path}: {graph.graph['name']}, {len(graph)} layers, "
+            f"ok   {shown(path)}: {shown(graph.graph['name'])}, {len(graph)} layers, "
             f"{sums['params']:,} parameters, {sums['flops'] / 1e6:,.1f} MFLOPs per image"
         )
     return status
@@ -326,7 +413,9 @@ def resolve_spec(path: str) -> str:
 
 
 def command_run(args) -> int:
+    from convgraph.files import atomic_write
     graph = analyse(resolve_spec(args.spec), args.overrides + _training_overrides(args))
+    check_run_arguments(args)
     if not (args.predict or args.verify or args.profile):
         return run_training(graph, args)
     model = compile_model(graph, args, share_buffers=not args.verify)
@@ -343,20 +432,74 @@ def command_run(args) -> int:
         raise DataError(f"{args.predict} holds {', '.join(inputs)}; convgraph reads the array "
                         "named 'x' (or the only one).")
     x = inputs.get("x", next(iter(inputs.values())))
+    mismatch = model.input_mismatch(x)
+    if mismatch:
+        print(f"convgraph: warning: {mismatch}", file=sys.stderr)
     scores = model.predict(x)
-    if args.output:
-        np.save(args.output, scores)
+    if args.output:  # written to exactly this path (np.save would add .npy to one without)
+        try:
+            atomic_write(args.output, lambda handle: np.save(handle, scores))
+        except OSError as exc:
+            raise OutputError(f"cannot write the scores to {args.output}: "
+                              f"{exc.strerror or exc}.",
+                              hint="choose a file in a folder you can write.") from None
     print_predictions(scores, args.top)
     return 0
 
 
+def check_run_arguments(args) -> None:
+    """``convgraph run``'s flags that go together, and every output it will write, checked
+    before any data is read or anything is built (UsageError, OutputError): a run never fails
+    at its end for a path it could have refused at its start."""
+    from convgraph.files import readable_file, writable_file, writable_folder
+    from convgraph.train.report import check_plot_target
+
+    predicting = bool(args.predict or args.verify or args.profile)
+    training_only = [flag for flag, value in (
+        ("--checkpoint-dir", args.checkpoint_dir), ("--resume", args.resume),
+        ("--metrics", args.metrics), ("--plot", args.plot), ("--save", args.save),
+        ("--limit", args.limit)) if value]
+    if predicting and training_only:
+        mode = "--predict" if args.predict else "--verify" if args.verify else "--profile"
+        raise UsageError(f"{', '.join(training_only)} {'is' if len(training_only) == 1 else 'are'}"
+                         f" for training, not {mode}.",
+                         hint=f"leave {' and '.join(training_only)} out, or train without "
+                              f"{mode}.")
+    if args.output and not args.predict:
+        raise UsageError("--output saves the scores of --predict.",
+                         hint="add --predict INPUT, or leave --output out.")
+    if args.predict and not args.weights and not args.random_weights:
+        raise UsageError("--predict without --weights would score the input with the spec's "
+                         "random initial weights.",
+                         hint="give the trained weights with --weights FILE.npz (a --save file "
+                              "or a checkpoint), or add --random-weights if random scores are "
+                              "what you want.")
+    if args.random_weights and args.weights:
+        raise UsageError("--random-weights and --weights do not go together.",
+                         hint="leave one of them out.")
+    # the inputs named on the command line, before anything is built (a FIFO would block)
+    if args.weights:
+        readable_file(args.weights, "the --weights file")
+    if args.predict:
+        readable_file(args.predict, "the --predict input")
+    if args.checkpoint_dir:
+        writable_folder(args.checkpoint_dir, "the --checkpoint-dir folder")
+    for flag, path in (("--save", args.save), ("--metrics", args.metrics),
+                       ("--output", args.output)):
+        if path:
+            writable_file(path, f"the {flag} file")
+    if args.plot:
+        check_plot_target(args.plot)
+
+
 def load_data(graph, split: str):
     """The spec's data set (``Model.dataset``), saying how it was read where that matters."""
+    from convgraph.display import shown
     from convgraph.model import spec_dataset
 
     data = spec_dataset(graph, split)
     if data.note and split == "train":
-        print(f"note: {data.note}", file=sys.stderr)
+        print(f"note: {shown(data.note)}", file=sys.stderr)
     return data
 
 
@@ -378,6 +521,7 @@ class _TrainingReport:
         self.bar = None
 
     def on_train_begin(self, trainer) -> None:
+        from convgraph.display import markup_safe
         from convgraph.summary import mib
         from convgraph.train.report import EpochBar
 
@@ -390,9 +534,11 @@ class _TrainingReport:
                   "starting from scratch.", file=sys.stderr)
         state = "from the cache" if session.build.cache_hit else "built"
         self.out.print(
-            f"training '{trainer.graph.graph['name']}' on {session.info.label}: "
+            f"training '{markup_safe(trainer.graph.graph['name'])}' on "
+            f"{markup_safe(session.info.label)}: "
             f"{len(self.train_data.y):,} training and {len(self.test_data.y):,} test images "
-            f"({self.train_data.name}), batch {session.batch}, {train['epochs']} epochs, "
+            f"({markup_safe(self.train_data.name)}), batch {session.batch}, "
+            f"{train['epochs']} epochs, "
             f"{train['optimizer']} lr {train['lr']:g}; {len(session.plan.kernels)} kernels "
             f"{state} in {session.build.seconds:.2f} s; device memory "
             f"{mib(session.device_memory())}.", highlight=False)
@@ -455,15 +601,58 @@ def _run_training(graph, args) -> int:
         report.close()
     trainer = model.trainer
     history = trainer.progress.history
+    status = 0
     if args.save:  # a checkpoint without optimizer state: weights plus the normalisation
-        model.save(args.save)
+        status = save_trained(model, args.save, args.spec)
     if args.plot:
         plot_history(history, args.plot, f"{graph.graph['name']} on {train_data.name}")
     if history and history[-1].get("test_accuracy") is not None:
         out.print(f"final test accuracy {history[-1]['test_accuracy']:.4f} "
                   f"(best {trainer.progress.best_accuracy:.4f}) after {len(history)} epochs.",
                   highlight=False)
-    return 0
+    return status
+
+
+def fallback_paths(name: str, spec: str) -> list[Path]:
+    """Where trained weights go when --save's file cannot be written at the end (the disk
+    filled up, the folder was removed or replaced meanwhile): a new file beside the spec, else
+    in the cache folder, else in the temporary folder, else in the working folder."""
+    import re
+    import tempfile
+    import time
+
+    from convgraph.files import cache_dir
+
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
+    file_name = f"{stem}.trained-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz"
+    spec_folder = Path(spec) if Path(spec).is_dir() else Path(spec).parent
+    return [folder / file_name for folder in (spec_folder, cache_dir() / "saved",
+                                              Path(tempfile.gettempdir()), Path.cwd())]
+
+
+def save_trained(model, path: str, spec: str) -> int:
+    """``model.save(path)``; where that fails, the weights are written to the first fallback
+    path that takes them and the message names it (exit status 7: the weights are safe, the
+    file asked for was not written). Trained weights are never lost to a failed save."""
+    from convgraph.display import shown
+
+    try:
+        model.save(path)
+        return 0
+    except (OSError, OutputError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    for fallback in fallback_paths(model.graph.graph["name"], spec):
+        try:
+            model.save(fallback)
+        except (OSError, OutputError):
+            continue
+        print(f"convgraph: error: cannot write the trained weights to {shown(path)} "
+              f"({shown(reason)}); saved them to {shown(fallback)} instead. Fix: move that "
+              "file where you want it (it is what --save writes).", file=sys.stderr)
+        return OutputError.exit_status
+    raise OutputError(f"cannot write the trained weights to {path} ({reason}), nor to any "
+                      "fallback (beside the spec, the cache folder, the temporary folder, the "
+                      "working folder).", hint="free some disk space and train again.")
 
 
 def interrupted_line(stop, args) -> str:
@@ -481,8 +670,12 @@ def command_eval(args) -> int:
     """``convgraph eval``: ``Model.evaluate`` of the weights on the spec's test split."""
     from rich.table import Table
 
+    from convgraph.display import markup_safe
+    from convgraph.files import readable_file
+
     overrides = args.overrides + _training_overrides(args)
     graph = analyse(resolve_spec(args.spec), overrides)
+    readable_file(args.weights, "the --weights file")  # before the data is read
     test_data = load_data(graph, "test")
     model = open_model(graph, args)
     # the normalisation the weights were trained with, else the training set's
@@ -490,7 +683,8 @@ def command_eval(args) -> int:
     result = model.evaluate(test_data)
     out = console()
     right = int((result.predictions == result.labels).sum())
-    out.print(f"{graph.graph['name']} on {test_data.name}: test loss {result.loss:.4f}, "
+    out.print(f"{markup_safe(graph.graph['name'])} on {markup_safe(test_data.name)}: "
+              f"test loss {result.loss:.4f}, "
               f"test accuracy {result.accuracy:.4f} ({right:,} of {len(result.labels):,}).",
               highlight=False)
     if args.confusion:
@@ -500,9 +694,9 @@ def command_eval(args) -> int:
                       title_justify="left")
         table.add_column("true \\ predicted")
         for name in names:
-            table.add_column(str(name)[:10], justify="right")
+            table.add_column(markup_safe(str(name)[:10]), justify="right")
         for name, row in zip(names, matrix):
-            table.add_row(str(name), *(str(v) for v in row))
+            table.add_row(markup_safe(name), *(str(v) for v in row))
         out.print(table)
     return 0
 
@@ -524,6 +718,7 @@ def print_predictions(scores, top: int) -> None:
 def run_verify(model) -> int:
     from rich.table import Table
 
+    from convgraph.display import markup_safe
     from convgraph.errors import SpecError
     from convgraph.verify import TOLERANCE, verify_model, verify_training
 
@@ -532,13 +727,15 @@ def run_verify(model) -> int:
         checks += verify_training(model.graph, model.target)
     except SpecError:
         pass  # no class scores to train on (e.g. a network ending in a volume)
-    table = Table(title=f"kernels of '{model.graph.graph['name']}' against the numpy reference "
-                        f"on {model.info.label} (forward, then gradients)",
+    table = Table(title=f"kernels of '{markup_safe(model.graph.graph['name'])}' against the "
+                        f"numpy reference on {markup_safe(model.info.label)} "
+                        "(forward, then gradients)",
                   title_justify="left")
     for column in ("layer", "op", "kernels", "max rel. error", "result"):
         table.add_column(column, justify="right" if column == "max rel. error" else "left")
     for check in checks:
-        table.add_row(check.node, check.op, ", ".join(check.kernels), f"{check.error:.2e}",
+        table.add_row(markup_safe(check.node), check.op, ", ".join(check.kernels),
+                      f"{check.error:.2e}",
                       "pass" if check.passed else "FAIL")
     out = console(160)
     out.print(table)
@@ -553,15 +750,17 @@ def run_verify(model) -> int:
 def run_profile(model) -> int:
     from rich.table import Table
 
+    from convgraph.display import markup_safe
     from convgraph.runtime.inspect import profile_model
 
     timings, total, peak_flops, peak_bytes = profile_model(model)
-    table = Table(title=f"'{model.graph.graph['name']}' forward, batch {model.batch}, on "
-                        f"{model.info.label} (median of 10)", title_justify="left")
+    table = Table(title=f"'{markup_safe(model.graph.graph['name'])}' forward, batch "
+                        f"{model.batch}, on {markup_safe(model.info.label)} (median of 10)",
+                  title_justify="left")
     for column in ("layer", "op", "ms", "GFLOP/s", "GB/s", "of peak"):
         table.add_column(column, justify="left" if column in ("layer", "op") else "right")
     for t in timings:
-        table.add_row(t.node, t.op, f"{t.milliseconds:.3f}", f"{t.gflops:.1f}",
+        table.add_row(markup_safe(t.node), t.op, f"{t.milliseconds:.3f}", f"{t.gflops:.1f}",
                       f"{t.gbytes:.1f}", f"{100 * t.peak_fraction:.0f}%")
     table.add_section()
     table.add_row("total", "", f"{total:.3f}", "", "", "")
@@ -578,11 +777,16 @@ def command_tune(args) -> int:
     from rich.table import Table
 
     from convgraph.codegen.tuning import forget_tuning
+    from convgraph.display import markup_safe
+    from convgraph.files import tuning_dir, writable_folder
     from convgraph.model import planned_batch
     from convgraph.runtime.target import Target
     from convgraph.runtime.tune import tune
 
     graphs = [analyse(spec, args.overrides) for spec in args.specs]  # all checked first
+    # the table is what tuning produces: its folder is checked before the first timing
+    writable_folder(tuning_dir(), "the tuning folder (in the cache folder: $CONVGRAPH_CACHE, "
+                                  "else $XDG_CACHE_HOME/convgraph, else ~/.cache/convgraph)")
     target = Target.open(args.device)  # one device, one context, for every spec
     info = target.info
     if args.reset:
@@ -593,10 +797,11 @@ def command_tune(args) -> int:
                   TimeElapsedColumn(), console=console(stderr=True),
                   disable=args.json) as progress:
         for graph in graphs:
-            task = progress.add_task(f"tuning {graph.graph['name']}", total=None, now="")
+            task = progress.add_task(f"tuning {markup_safe(graph.graph['name'])}",
+                                     total=None, now="")
 
             def advance(done, total, text, task=task):
-                progress.update(task, completed=done, total=total, now=text)
+                progress.update(task, completed=done, total=total, now=markup_safe(text))
 
             reports.append((graph, tune(graph, device=target,
                                         batch=planned_batch(graph, args.batch),
@@ -613,14 +818,15 @@ def command_tune(args) -> int:
         return _unsaved(reports)
     out = console(160)
     for graph, report in reports:
-        table = Table(title=f"{graph.graph['name']} on {info.label}", title_justify="left")
+        table = Table(title=f"{markup_safe(graph.graph['name'])} on {markup_safe(info.label)}",
+                      title_justify="left")
         for column in ("layer", "for", "kernel", "default ms", "tuned ms", "speedup", "GFLOP/s",
                        "tried", "settings"):
             table.add_column(column, justify="right" if "ms" in column or column in (
                 "speedup", "GFLOP/s", "tried") else "left")
         for r in report.results:
             gflops = r.flops / r.best_ms / 1e6 if r.best_ms and r.flops else 0.0
-            table.add_row(r.site.node, r.mode, r.site.selector, f"{r.default_ms:.3f}",
+            table.add_row(markup_safe(r.site.node), r.mode, r.site.selector, f"{r.default_ms:.3f}",
                           f"{r.best_ms:.3f}",
                           f"{r.speedup:.2f}x", f"{gflops:.1f}" if gflops else "", str(r.tried),
                           " ".join(f"{k.lower()}={v}" for k, v in r.best.items()))
@@ -628,7 +834,7 @@ def command_tune(args) -> int:
         skipped = (f"; {len(report.skipped)} kernels not reached in the budget keep their "
                    "defaults" if report.skipped else "")
         out.print(f"{len(report.results)} kernels tuned in {report.seconds:.0f} s{skipped}; "
-                  f"saved to {report.path or '(nothing)'}.", highlight=False)
+                  f"saved to {markup_safe(report.path or '(nothing)')}.", highlight=False)
     return _unsaved(reports)
 
 
@@ -643,6 +849,7 @@ def _unsaved(reports) -> int:
 def command_devices(args) -> int:
     from rich.table import Table
 
+    from convgraph.display import markup_safe
     from convgraph.runtime.devices import list_devices, select_device
     from convgraph.summary import mib
 
@@ -660,7 +867,8 @@ def command_devices(args) -> int:
         table.add_column(column)
     for info, _ in found:
         mark = " *" if info.index == default else ""
-        table.add_row(info.index + mark, info.platform, info.name, info.type,
+        table.add_row(info.index + mark, markup_safe(info.platform), markup_safe(info.name),
+                      info.type,
                       str(info.compute_units), mib(info.global_memory), mib(info.local_memory),
                       str(info.max_work_group_size), " ".join(info.opencl_version.split()[:2]),
                       "yes" if info.fp64 else "no")

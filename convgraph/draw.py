@@ -41,18 +41,26 @@ def to_dot(graph: nx.DiGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise OutputError(f"cannot write the --graph file {path}: {exc.strerror or exc}.",
+                          hint="choose a file in a folder you can write.") from None
+
+
 def draw(graph: nx.DiGraph, path: str) -> str:
     """Write the drawing to ``path``; returns a sentence saying what was written."""
     target = Path(path)
     dot_text = to_dot(graph)
     fmt = target.suffix.lstrip(".").lower()
     if fmt in ("dot", "gv", ""):
-        target.write_text(dot_text)
+        _write(target, dot_text)
         return f"wrote the DOT graph to {target}"
     dot = shutil.which("dot")
     if dot is None:
         fallback = target.with_suffix(".dot")
-        fallback.write_text(dot_text)
+        _write(fallback, dot_text)
         return (
             f"Graphviz's 'dot' is not installed, so wrote the DOT text to {fallback} instead "
             f"of {target} (apt-get install graphviz, then: dot -T{fmt} {fallback} -o {target})"
@@ -65,8 +73,13 @@ def draw(graph: nx.DiGraph, path: str) -> str:
         timeout=60,
     )
     if result.returncode != 0:
+        detail = result.stderr.strip()
+        # dot says "Format: "x" not recognized" for a format it lacks; anything else (a folder
+        # gone, a full disk) is about the file, not the format
+        format_problem = "not recognized" in detail or "Use one of" in detail
         raise OutputError(
-            f"Graphviz could not draw {target}: {result.stderr.strip()}",
-            hint="use a format dot knows (svg, png, pdf) or write .dot.",
+            f"Graphviz could not draw {target}: {detail.splitlines()[0] if detail else ''}",
+            hint="use a format dot knows (svg, png, pdf) or write .dot." if format_problem
+            else "choose a file in a folder you can write.",
         )
     return f"drew the graph to {target}"

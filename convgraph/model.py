@@ -296,6 +296,43 @@ class Model:
                                  "data's range.")
         return x
 
+    def input_mismatch(self, x) -> str | None:
+        """A sentence when ``x`` is grossly unlike the data the weights were trained on, judged
+        from the model's normalisation (the training set's per-channel mean and std, in the
+        unit scale uint8 pixels are read in): a float 0..255 batch for weights trained on 0..1
+        pixels, or the reverse. None when it fits, or when there is no normalisation to judge by.
+
+        >>> model.input_mismatch(np.full((1, 1, 8, 8), 200.0, np.float32))  # doctest: +SKIP
+        'the input ... mean 200 ... trained on data of mean 0.25 ...'
+        """
+        if self.normalization is None:
+            return None
+        from convgraph.data import as_unit
+
+        unit = as_unit(np.asarray(x))
+        if unit.ndim == 3:
+            unit = unit[None]
+        if unit.ndim != 4 or unit.size == 0 or not np.isfinite(unit).all():
+            return None  # the input check says what is wrong with such a batch
+        mean, std = (np.asarray(v, np.float64).reshape(-1) for v in self.normalization)
+        if mean.size != unit.shape[1] or std.size != unit.shape[1] or not (std > 0).all():
+            return None
+        got_mean = unit.mean(axis=(0, 2, 3), dtype=np.float64)
+        got_std = unit.std(axis=(0, 2, 3), dtype=np.float64)
+        # far beyond what one batch of the same kind of data shows: the mean 8 training stds
+        # off, or a spread 25 times wider or narrower (0..255 against 0..1 is a factor of 255)
+        off = np.abs(got_mean - mean) > 8 * std
+        scaled = (got_std > 25 * std) | ((got_std > 0) & (got_std * 25 < std))
+        if not (off | scaled).any():
+            return None
+        channel = int(np.argmax(off | scaled))
+        low, high = float(unit[:, channel].min()), float(unit[:, channel].max())
+        return (f"the input's channel {channel} has values {low:.4g}..{high:.4g} (mean "
+                f"{got_mean[channel]:.4g}, std {got_std[channel]:.4g}), but the weights were "
+                f"trained on data of mean {mean[channel]:.4g}, std {std[channel]:.4g}: the "
+                "scores mean little. uint8 pixels are scaled to 0..1; float inputs must be on "
+                "the scale of the training data (0..1 for images read from uint8 files).")
+
     # ------------------------------------------------------------------ data, training, evaluation
 
     def dataset(self, split: str = "train"):

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convgraph.codegen.launches import Buffer
+from convgraph.display import markup_safe
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 from convgraph.shapes import totals
@@ -84,7 +85,8 @@ def mib(n: int) -> str:
 
 def summary_table(graph: nx.DiGraph) -> Table:
     sums = totals(graph)
-    title = f"{graph.graph['name']}  ({graph.graph['source']}"
+    # the name, the source path and layer names are the user's text: escaped for rich
+    title = f"{markup_safe(graph.graph['name'])}  ({markup_safe(graph.graph['source'])}"
     title += (
         f", rounding: {graph.graph['rounding']})" if graph.graph["rounding"] != "exact" else ")"
     )
@@ -108,9 +110,9 @@ def summary_table(graph: nx.DiGraph) -> Table:
         )
         hyper = describe_attrs(data["op"], data["attrs"], graph.graph["rounding"])
         table.add_row(
-            name,
-            op,
-            hyper,
+            markup_safe(name),
+            markup_safe(op),
+            markup_safe(hyper),
             str(data["output"]),
             f"{data['params']:,}",
             human(data["flops"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -103,3 +104,21 @@ def test_console_script_runs_as_a_process(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert f"{bad}:2:18" in done.stderr and "Did you mean 'conv'" in done.stderr
+
+
+def test_every_option_is_in_the_readme():
+    """Each long option of each command (--random-weights, --top, --output, ...) is named in the
+    README, so a new flag comes with its documentation."""
+    import argparse
+    from pathlib import Path
+
+    from convgraph.cli import build_parser
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    commands = next(a for a in build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {option}" for name, parser in commands.choices.items()
+               for action in parser._actions for option in action.option_strings
+               if option.startswith("--") and option != "--help"
+               and not re.search(rf"(?<![\w-]){option}(?![\w-])", readme)]
+    assert not missing, "not in the README: " + ", ".join(missing)

@@ -184,7 +184,8 @@ def test_running_out_of_device_memory_is_a_device_error(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 1, 4, 4), np.float32))
     batch = 2**16  # 1 GiB of conv output
     done = subprocess.run([sys.executable, "-c", LIMITED, str(3 * 2**29), "run", str(spec),
-                           "--predict", str(tmp_path / "x.npy"), "--batch", str(batch)],
+                           "--predict", str(tmp_path / "x.npy"), "--random-weights",
+                           "--batch", str(batch)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     err = assert_one_paragraph(done)
     assert f"of buffers for batch {batch} on {info.label} failed: create_buffer failed: " in err

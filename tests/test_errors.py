@@ -7,6 +7,7 @@ a pattern string it is the column of the offending token.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -1026,3 +1027,71 @@ def test_no_error_is_raised_without_its_exit_status():
                     and getattr(node.exc.func, "id", None) == "ConvgraphError"):
                 bare.append(f"{path.relative_to(package.parent)}:{node.lineno}")
     assert not bare, "raise a subclass (UsageError, DataError, OutputError...): " + ", ".join(bare)
+
+
+def _bad_spec_messages():
+    """(id, message) of every SpecError the malformed-spec cases here and the YAML hazards of
+    test_yaml.py provoke, each analysed from a real file."""
+    import tempfile
+
+    from convgraph.errors import ConvgraphError
+
+    from .test_yaml import HAZARDS
+
+    texts = [(case.id, textwrap.dedent(case.text).lstrip("\n")) for case in CASES]
+    for param in HAZARDS:
+        content = param.values[0]
+        texts.append((param.id, content if isinstance(content, bytes)
+                      else textwrap.dedent(content).lstrip("\n")))
+    messages = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "spec.yaml"
+        for case_id, text in texts:
+            if isinstance(text, bytes):
+                path.write_bytes(text)
+            else:
+                path.write_text(text, encoding="utf-8")
+            with pytest.raises(ConvgraphError) as caught:
+                analyse(path)
+            messages.append((case_id, str(caught.value)))
+    return messages
+
+
+# what a message without a "Fix:" must say instead: what is valid, not only what is wrong
+STATES_WHAT_IS_VALID = re.compile(r"' expects (a|one of|true or false) ")
+
+
+def test_every_bad_spec_message_has_a_fix_or_says_what_is_valid():
+    """The README promises a fix: each message carries "Fix: ..." or, for a value of the wrong
+    kind, the exact kind expected (234 of 403 hostile-corpus messages had neither)."""
+    messages = _bad_spec_messages()
+    assert len(messages) > 100
+    lacking = [f"{case_id}: {message}" for case_id, message in messages
+               if "Fix: " not in message and not STATES_WHAT_IS_VALID.search(message)]
+    assert not lacking, "\n".join(lacking)
+
+
+def test_nesting_too_deep_is_not_called_recursion(tmp_path, capsys):
+    """Nine levels of distinct blocks were reported as "block uses itself"."""
+    lines = ["input: 8x8x1", "blocks:"]
+    for level in range(10):
+        inner = f"{{block: b{level + 1}}}" if level < 9 else "relu"
+        lines += [f"  b{level}:", "    nodes:", f"      inner: {inner}"]
+    lines += ["nodes:", "  top: {block: b0}", "  fc: {op: fc, units: 2}"]
+    path, status, out, err = run_spec(tmp_path, capsys, "\n".join(lines) + "\n")
+    assert status == 2 and "uses itself" not in err, err
+    assert "blocks nest more than 8 deep here (b0 -> b1 -> " in err
+    assert "Fix: nest blocks at most 8 deep" in err
+
+
+@pytest.mark.parametrize(("pattern", "column", "fragment"), [
+    ("[INPUT-CONV??]", 13, "unexpected '?' after 'CONV?'"),
+    ("[INPUT-CONV(4) RELU]", 16, "unexpected 'RELU' after ')'"),
+    ("[INPUT-CONV,RELU]", 12, "unexpected ',' after 'CONV'"),
+])
+def test_an_unexpected_token_is_not_an_unclosed_bracket(tmp_path, capsys, pattern, column,
+                                                        fragment):
+    path, status, out, err = run_spec(tmp_path, capsys,
+                                      f'input: 8x8x1\npattern: "{pattern}"\n')
+    assert_spec_error(path, status, err, 2, 10 + column, (fragment, "Fix: after a layer comes"))
+    assert "is not closed" not in err

@@ -69,6 +69,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from convgraph.cli import main
+from convgraph.display import shown
 from convgraph.errors import SpecError
 from convgraph.ops.base import REGISTRY, canonical_op_name, known_op_names
 from convgraph.ops.values import MAX_SIZE
@@ -1150,7 +1151,9 @@ def check_spec(content: str | bytes, directory: Path, generator: str) -> None:
         assert err == "" and out.startswith(f"ok   {path}: "), (out, err)
         return
     problem = location_problem(message, path, text)
-    if problem is None and not (status == 2 and err == f"FAIL {message}\n" and out == ""):
+    # check prints the message with control characters escaped (convgraph.display.shown)
+    if problem is None and not (status == 2 and err == f"FAIL {shown(message)}\n"
+                                and out == ""):
         problem = f"check exited {status} printing {err!r} (stdout {out!r})"
     if problem is None and len(err.splitlines()) != 1:
         problem = f"the error is not one line: {err!r}"

@@ -214,7 +214,7 @@ def test_tune_with_no_time_keeps_defaults_and_says_so(tuning_cache, cli, write_s
         input: 8x8x4
         pattern: "[INPUT-CONV(8, 3, pad=1)-FC(2)]"
     """)
-    status, out, err = cli("tune", spec, "--budget", "0")
+    status, out, err = cli("tune", spec, "--budget", "0.001")  # 0 is refused (exit 2)
     assert status == 0, err
     assert "not reached in the budget keep their defaults" in out
 
@@ -228,7 +228,6 @@ def test_an_unwritable_tuning_file_is_a_clear_error(tmp_path, monkeypatch, cli, 
         pattern: "[INPUT-CONV(8, 3, pad=1)-FC(2)]"
     """)
     status, out, err = cli("tune", spec, "--budget", "20", "--mode", "infer")
-    assert status == 7  # OutputError, once the results are shown
-    assert "kernels tuned in" in out and "saved to (nothing)" in out
-    assert "could not write the tuning file" in err and "CONVGRAPH_CACHE" in err
+    assert status == 7  # an output error, checked before the first timing
+    assert "the tuning folder" in err and "CONVGRAPH_CACHE" in err
     assert "Traceback" not in err

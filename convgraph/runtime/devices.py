@@ -69,6 +69,49 @@ def _platforms():
     return cl, platforms
 
 
+def _icd_folder() -> str:
+    return os.environ.get("OCL_ICD_VENDORS") or "/etc/OpenCL/vendors"
+
+
+def pocl_cache_problem() -> str | None:
+    """Why PoCL, where its ICD is registered, cannot start for lack of a kernel cache (a
+    sentence naming the folder), or None. PoCL keeps its cache in $POCL_CACHE_DIR, else
+    $XDG_CACHE_HOME/pocl, else $HOME/.cache/pocl, and gives no platform at all when that folder
+    cannot be created or written: an unusable HOME looked like PoCL was not installed."""
+    folder = _icd_folder()
+    try:
+        registered = any("pocl" in entry.lower() for entry in os.listdir(folder)) if (
+            os.path.isdir(folder)) else "pocl" in os.path.basename(folder).lower()
+    except OSError:
+        return None
+    if not registered:
+        return None
+    if os.environ.get("POCL_CACHE_DIR"):
+        cache, source = os.environ["POCL_CACHE_DIR"], "POCL_CACHE_DIR"
+    elif os.environ.get("XDG_CACHE_HOME"):
+        cache, source = os.path.join(os.environ["XDG_CACHE_HOME"], "pocl"), "XDG_CACHE_HOME"
+    elif os.environ.get("HOME"):
+        cache, source = os.path.join(os.environ["HOME"], ".cache", "pocl"), "HOME"
+    else:
+        return None  # PoCL falls back to a folder of its own choosing
+    existing = cache
+    while not os.path.lexists(existing):  # the nearest part of the path that exists
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        why = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = f"{existing} is not writable"
+    else:
+        return None
+    from convgraph.display import shown
+
+    return (f"its kernel cache folder {shown(cache)} (from ${source}) cannot be created or "
+            f"written ({shown(why)})")
+
+
 def list_devices() -> list[tuple[DeviceInfo, object]]:
     """Every (description, pyopencl device) on every platform, in P:D order."""
     cl, platforms = _platforms()
@@ -91,6 +134,13 @@ def select_device(request: str | None = None) -> tuple[DeviceInfo, object]:
     request = request if request is not None else os.environ.get("CONVGRAPH_DEVICE") or None
     found = list_devices()
     if not found:
+        problem = pocl_cache_problem()
+        if problem:  # PoCL is installed but refuses to start: say why, not "install it"
+            raise DeviceError(
+                f"no OpenCL platform started: PoCL is installed, but {problem}, and PoCL does "
+                "not start without a writable kernel cache.",
+                hint="set POCL_CACHE_DIR to a folder you can write (e.g. "
+                     "POCL_CACHE_DIR=/tmp/pocl-cache), or HOME to a writable home folder.")
         raise DeviceError("no OpenCL platform or device was found.", hint=INSTALL_HINT)
     if request is None:
         for wanted in ("gpu", "cpu"):

@@ -67,7 +67,9 @@ def apply_override(data, path: list[str], value) -> None:
         target = target[part]
         if not isinstance(target, YamlMap):
             raise SpecError(
-                f"cannot override inside '{part}': it is not a mapping.", location=where
+                f"cannot override inside '{part}': it is not a mapping.", location=where,
+                hint=f"set '{part}' whole (--set {part}=VALUE), or override a key of a "
+                     "mapping such as train (--set train.lr=0.05)."
             )
     target[path[-1]] = value
     target.key_locations[path[-1]] = where

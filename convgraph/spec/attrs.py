@@ -80,7 +80,25 @@ def read_value(param: Param, key: str, written: Written, layer: str | None = Non
             f"{owner}'{key}' expects {why}, got {shown}.{note}",
             location=written.location,
             layer=layer,
+            hint=default_hint(param, key),
         ) from None
+
+
+def default_hint(param: Param, key: str) -> str | None:
+    """'e.g. stride: 1 (its default)' for a setting that has a default, as a spec writes it;
+    None for a required one (the message already says what it expects)."""
+    default = param.default
+    if param.required or default is None:
+        return None
+    if isinstance(default, tuple) and len(set(default)) == 1:
+        default = default[0]  # a square pair (1, 1) is written 1
+    if isinstance(default, bool):
+        text = "true" if default else "false"
+    elif isinstance(default, tuple):
+        text = "[" + ", ".join(map(str, default)) + "]"
+    else:
+        text = str(default)
+    return f"e.g. {key}: {text} (its default), or leave '{key}' out."
 
 
 def check_keys(op: str, given, location_of, layer: str | None, extra=()) -> None:

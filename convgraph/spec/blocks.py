@@ -42,7 +42,8 @@ def read_graph(
     blocks = data.get("blocks") or YamlMap(data.location)
     if not isinstance(blocks, YamlMap):
         raise SpecError(
-            "'blocks' must map block names to their definitions.", location=data.where("blocks")
+            "'blocks' must map block names to their definitions.", location=data.where("blocks"),
+            hint="e.g. blocks: {basic: {nodes: {conv1: {op: conv, filters: 16, size: 3}}}}."
         )
     result = _Expansion()
     has_input_node = any(isinstance(n, YamlMap) and n.get("op") == "input" for n in nodes.values())
@@ -99,7 +100,8 @@ def _node_inputs(node: YamlMap, default: str, prefix: str) -> tuple[list[str], l
         return [prefix + check_name(raw, where)], [where]
     if not isinstance(raw, YamlList) or not raw:
         raise SpecError(
-            "'inputs' must be a node name or a non-empty list of names.", location=where
+            "'inputs' must be a node name or a non-empty list of names.", location=where,
+            hint="e.g. inputs: conv1, or inputs: [conv1, conv2]."
         )
     return (
         [prefix + check_name(name, raw.where(i)) for i, name in enumerate(raw)],
@@ -144,6 +146,7 @@ def _expand_body(
                 f"'{name}' is the name of the input; choose another node name.",
                 location=where,
                 layer=name,
+                hint=f"rename the node, e.g. '{name}_1'.",
             )
         scoped = prefix + name
         if isinstance(node, str):
@@ -175,6 +178,7 @@ def _expand_body(
                 'string such as "CONV(16, 3x3, pad=1)".',
                 location=where,
                 layer=scoped,
+                hint="e.g. conv1: {op: conv, filters: 16, size: 3}, or relu1: relu.",
             )
         inputs, input_where = _node_inputs(node, previous, prefix)
         for local_name, place in zip(inputs, input_where):
@@ -199,6 +203,8 @@ def _expand_body(
                     f"'when' expects true or false, got {keep!r}.",
                     location=when_where,
                     layer=scoped,
+                    hint="write when: true, when: false, or when: $param with a true or "
+                         "false parameter.",
                 )
             if not keep:
                 if isinstance(written_op, str) and canonical_op_name(written_op) == "input":
@@ -214,6 +220,7 @@ def _expand_body(
                         "it must have exactly one input.",
                         location=when_where,
                         layer=scoped,
+                        hint="give it a single input (inputs: NAME), or remove 'when'.",
                     )
                 result.aliases[scoped] = (inputs[0], where)
                 continue
@@ -226,12 +233,15 @@ def _expand_body(
             written_op is not None and resolve_op(written_op, op_value_where, scoped) == "input"
         ):
             if prefix:
-                raise SpecError("a block cannot hold an input node.", location=where, layer=scoped)
+                raise SpecError("a block cannot hold an input node.", location=where, layer=scoped,
+                                hint="remove the input node from the block: a block reads "
+                                     "its 'inputs:' (default [in]).")
             if "inputs" in node:
                 raise SpecError(
                     "the input node takes no 'inputs'.",
                     location=node.where_key("inputs"),
                     layer=scoped,
+                    hint="remove 'inputs' from the input node.",
                 )
             first = sum(layer.op == "input" for layer in result.layers)  # keep spec order
             result.layers.insert(
@@ -268,12 +278,23 @@ def _instantiate(
             layer=scoped,
             hint="blocks defined: " + (", ".join(blocks) or "none") + ".",
         )
-    if block_name in stack or len(stack) >= MAX_BLOCK_DEPTH:
+    if block_name in stack:
         raise SpecError(
             f"block '{block_name}' uses itself (through {' -> '.join(stack)}), "
             "which would never end.",
             location=where,
             layer=scoped,
+            hint=f"instantiate another block here, or none: a block may not contain "
+                 f"'{block_name}' at any depth.",
+        )
+    if len(stack) >= MAX_BLOCK_DEPTH:
+        raise SpecError(
+            f"blocks nest more than {MAX_BLOCK_DEPTH} deep here "
+            f"({' -> '.join((*stack, block_name))}).",
+            location=where,
+            layer=scoped,
+            hint=f"nest blocks at most {MAX_BLOCK_DEPTH} deep: merge some of them into one "
+                 "block's nodes.",
         )
     block = blocks[block_name]
     definition = blocks.where(block_name)
@@ -282,6 +303,8 @@ def _instantiate(
             f"block '{block_name}' must be a mapping with 'nodes:' (and optional "
             "'params:', 'inputs:', 'output:').",
             location=definition,
+            hint="e.g. basic: {params: {filters: null}, nodes: {conv1: {op: conv, "
+                 "filters: $filters, size: 3}}}.",
         )
     if not block["nodes"]:
         raise SpecError(
@@ -295,12 +318,14 @@ def _instantiate(
                 f"unknown key '{key}' in block '{block_name}'."
                 f"{suggest(key, ('params', 'inputs', 'nodes', 'output'))}",
                 location=block.where_key(key),
+                hint="a block takes: params, inputs, nodes, output, description.",
             )
     declared = block.get("params") or YamlMap(definition)
     if not isinstance(declared, YamlMap):
         raise SpecError(
             "a block's 'params' must map names to defaults (null = required).",
             location=block.where("params"),
+            hint="e.g. params: {filters: null, stride: 1}.",
         )
     args = {k: val for k, val in node.items() if k not in NODE_KEYS}
     params: dict[str, Written] = {}
@@ -332,7 +357,8 @@ def _instantiate(
         formal = [formal]
     if not isinstance(formal, list) or not formal or not all(isinstance(f, str) for f in formal):
         raise SpecError(
-            "a block's 'inputs' must be a list of names.", location=block.where("inputs")
+            "a block's 'inputs' must be a list of names.", location=block.where("inputs"),
+            hint="e.g. inputs: [in] (the default) or inputs: [left, right]."
         )
     for name in formal:
         check_name(name, block.where("inputs"))
@@ -342,6 +368,8 @@ def _instantiate(
             f"({', '.join(formal)}), but {len(inputs)} are given.",
             location=node.where("inputs") if "inputs" in node else node.location,
             layer=scoped,
+            hint=f"list {len(formal)} node name(s) under 'inputs:', one for each of "
+                 f"{', '.join(formal)}.",
         )
     for name, actual, place in zip(formal, inputs, input_where):
         result.aliases[f"{scoped}/{name}"] = (actual, place)
@@ -363,6 +391,7 @@ def _instantiate(
             f"block output '{shown(output)}' is not one of its nodes."
             f"{suggest(str(output), block['nodes'])}",
             location=block.where("output"),
+            hint="set 'output:' to one of its nodes: " + ", ".join(block["nodes"]) + ".",
         )
     result.aliases[scoped] = (f"{scoped}/{output}", node.location)
 
@@ -382,6 +411,8 @@ def _resolve_aliases(result: _Expansion, output: str | None) -> tuple[list[Layer
                     + " -> ".join([*seen, name])
                     + ".",
                     location=result.aliases[name][1],
+                    hint="point one of them at a real layer (a block's output at one of its "
+                         "nodes, an input at a node that exists).",
                 )
             seen[name] = None
             name = result.aliases[name][0]

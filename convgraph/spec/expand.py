@@ -8,6 +8,7 @@ from __future__ import annotations
 import yaml
 
 from convgraph.core import Volume
+from convgraph.display import shown
 from convgraph.ops import values as v
 from convgraph.spec.forms import Spec
 
@@ -65,5 +66,8 @@ _Dumper.add_representer(_OneLine, _one_line)
 
 
 def expanded_yaml(spec: Spec) -> str:
-    header = f"# {spec.name}: canonical graph form of {spec.source} (convgraph compile --expand)\n"
+    # the header is a comment line: a name or path holding a line break or a control character
+    # would end it or reach the terminal, so they are escaped (the YAML below quotes its own)
+    header = (f"# {shown(spec.name)}: canonical graph form of {shown(spec.source)} (convgraph "
+              "compile --expand)\n")
     return header + yaml.dump(expanded(spec), Dumper=_Dumper, sort_keys=False, width=200)

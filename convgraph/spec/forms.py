@@ -32,7 +32,7 @@ from convgraph.spec.blocks import read_graph
 from convgraph.spec.layers import Namer, input_layer, list_entry, pattern_attrs, top_input
 from convgraph.spec.pattern import parse_pattern
 from convgraph.spec.train import read_train
-from convgraph.spec.yamlload import YamlList, YamlMap
+from convgraph.spec.yamlload import STARTER, YamlList, YamlMap
 
 # the spec-wide rounding every layer with a 'rounding' attribute starts from
 SPEC_ROUNDING = Param(v.ROUNDING, default="exact", doc="exact, floor or ceil, for every layer")
@@ -74,11 +74,13 @@ def read_spec(data, source: str) -> Spec:
             "the spec is empty: expected a mapping with 'input' and one of 'pattern', 'layers' "
             "or 'nodes'.",
             location=Location(source, 1, 1),
+            hint=STARTER,
         )
     if not isinstance(data, YamlMap):
         raise SpecError(
             "a spec must be a YAML mapping with 'input' and one of 'pattern', 'layers' or 'nodes'.",
             location=getattr(data, "location", Location(source, 1, 1)),
+            hint=STARTER,
         )
     for key in data:
         if key not in TOP_KEYS:
@@ -99,10 +101,12 @@ def read_spec(data, source: str) -> Spec:
     defaults = _read_defaults(data)
     name = data.get("name", source.rsplit("/", 1)[-1].rsplit(".", 1)[0])
     if not isinstance(name, str) or not name:
-        raise SpecError("'name' must be a non-empty string.", location=data.where("name"))
+        raise SpecError("'name' must be a non-empty string.", location=data.where("name"),
+                        hint="e.g. name: my_net (or leave it out: the file's name is used).")
     description = data.get("description", "")
     if not isinstance(description, str):
-        raise SpecError("'description' must be a string.", location=data.where("description"))
+        raise SpecError("'description' must be a string.", location=data.where("description"),
+                        hint="quote it: description: \"...\".")
     if "blocks" in data and form != "nodes":
         raise SpecError(
             "'blocks' are used by graph-form specs ('nodes:') only.",
@@ -116,6 +120,7 @@ def read_spec(data, source: str) -> Spec:
                 "'output' is for graph-form specs; in a pattern or layer list the "
                 "last layer is the output.",
                 location=data.where_key("output"),
+                hint="remove 'output', or write the network under 'nodes:'.",
             )
         output = check_name(data["output"], data.where("output"))
     if form == "nodes":
@@ -155,6 +160,7 @@ def _read_defaults(data: YamlMap) -> Defaults:
             raise SpecError(
                 f"defaults for '{written_op}' must be a mapping of its settings.",
                 location=section.where(written_op),
+                hint="write its settings as a mapping, e.g. defaults: {conv: {size: 3, pad: 1}}.",
             )
         check_keys(op, settings, settings.where_key, None)
         chosen = defaults.per_op.setdefault(op, {})
@@ -202,7 +208,8 @@ def _read_pattern(data: YamlMap, defaults: Defaults) -> list[LayerDef]:
 def _read_layer_list(data: YamlMap, defaults: Defaults) -> list[LayerDef]:
     entries, where = data["layers"], data.where("layers")
     if not isinstance(entries, YamlList) or not entries:
-        raise SpecError("'layers' must be a non-empty list of layers.", location=where)
+        raise SpecError("'layers' must be a non-empty list of layers.", location=where,
+                        hint="e.g. layers: [{conv: {filters: 16, size: 3}}, relu, {fc: 10}].")
     name_of = Namer()
     names: dict[str, Location] = {}
     layers: list[LayerDef] = []

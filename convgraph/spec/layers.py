@@ -77,6 +77,7 @@ def pattern_attrs(item: PatternLayer, op: str, where: Location) -> dict[str, Wri
             raise SpecError(
                 f"({op}) '{key}' is given both by position and by name.",
                 location=key_where,
+                hint=f"give '{key}' once: by position or as {key}=...",
             )
         given[key] = Written(value, where.shifted(offset), key_where)
     return given
@@ -101,6 +102,7 @@ def list_entry(entry, location: Location) -> tuple[str, Location, dict[str, Writ
             "a layer-list entry must be an op name or a mapping such as "
             "'conv: {filters: 32, size: 3}'.",
             location=location,
+            hint="e.g. '- relu', '- conv: {filters: 32, size: 3}' or '- \"CONV(32, 3)\"'.",
         )
     if "op" in entry:
         given = {
@@ -137,6 +139,7 @@ def list_entry(entry, location: Location) -> tuple[str, Location, dict[str, Writ
             f"({op}) takes at most {len(positional)} positional values "
             f"({', '.join(positional) or 'none'}).",
             location=entry.where(written_op),
+            hint=f"give the others by name: {written_op}: {{key: value, ...}}.",
         )
     value_where = entry.where(written_op)
     return (

@@ -113,10 +113,13 @@ class _Parser:
         token = self.peek()
         if token is None:
             wanted = f"'{text}'" if text else (kind or "more")
-            raise self.fail(self.end, f"it ends where {wanted} was expected")
+            raise self.fail(self.end, f"it ends where {wanted} was expected",
+                            f"add {wanted} at the end of the pattern.")
         if (text and token.text != text) or (kind and token.kind != kind):
             wanted = f"'{text}'" if text else f"a {kind}"
-            raise self.fail(token.offset, f"expected {wanted}, found '{token.text}'")
+            raise self.fail(token.offset, f"expected {wanted}, found '{token.text}'",
+                            f"write {wanted} here (layers are NAME or NAME(args), joined by "
+                            "'-').")
         self.pos += 1
         return token
 
@@ -130,7 +133,9 @@ class _Parser:
             self.pos += 1
             layers += self.item(depth)
             if len(layers) > MAX_LAYERS:
-                raise self.fail(0, f"it expands to more than {MAX_LAYERS} layers")
+                raise self.fail(0, f"it expands to more than {MAX_LAYERS} layers",
+                                f"describe at most {MAX_LAYERS:,} layers (smaller repeat "
+                                "counts).")
         return layers
 
     def item(self, depth: int) -> list[PatternLayer]:
@@ -141,11 +146,24 @@ class _Parser:
             )
         if token.text == "[":
             if depth >= MAX_NESTING:
-                raise self.fail(token.offset, f"brackets nest deeper than {MAX_NESTING}")
+                raise self.fail(token.offset, f"brackets nest deeper than {MAX_NESTING}",
+                                f"nest '[ ... ]' groups at most {MAX_NESTING} deep.")
             self.pos += 1
             layers = self.sequence(depth + 1)
             if not self.at("]"):
                 found = self.peek()
+                if found is not None and found.text not in ("-", "->"):
+                    # a token that cannot follow a layer here: say what it is, not that the
+                    # bracket is open (CONV?? is one '?' too many, not a missing ']')
+                    after = self.tokens[self.pos - 1].text
+                    if after == "?" and self.pos >= 2:  # the layer it marks: 'CONV?'
+                        after = self.tokens[self.pos - 2].text + "?"
+                    raise self.fail(
+                        found.offset,
+                        f"unexpected '{found.text}' after '{after}'",
+                        "after a layer comes '-' and the next layer, ']' (or ']*N') closing "
+                        "a group, or one '?' marking it optional (POOL?).",
+                    )
                 raise self.fail(
                     found.offset if found else self.end,
                     f"'[' at column {token.offset + 1} of the pattern is not closed",
@@ -176,9 +194,12 @@ class _Parser:
                     count.offset,
                     f"a repeat count must be a whole number from 0 to "
                     f"{MAX_REPEAT}, got '{count.text}'",
+                    f"write ]*N with N from 0 to {MAX_REPEAT} (e.g. [CONV-RELU]*2).",
                 )
             if len(layers) * int(count.text) > MAX_LAYERS:
-                raise self.fail(star.offset, f"it expands to more than {MAX_LAYERS} layers")
+                raise self.fail(star.offset, f"it expands to more than {MAX_LAYERS} layers",
+                                f"describe at most {MAX_LAYERS:,} layers (a smaller repeat "
+                                "count).")
             layers = [_copy(layer) for _ in range(int(count.text)) for layer in layers]
         return layers
 
@@ -194,7 +215,8 @@ class _Parser:
             if token is not None and token.kind == "word" and following and following.text == "=":
                 self.pos += 2
                 if token.text in layer.kwargs:
-                    raise self.fail(token.offset, f"'{token.text}' is given twice")
+                    raise self.fail(token.offset, f"'{token.text}' is given twice",
+                                    f"give '{token.text}=' once.")
                 layer.kwargs[token.text] = self.value()
                 layer.key_offsets[token.text] = token.offset
             else:
@@ -213,12 +235,14 @@ class _Parser:
     def value(self):
         token = self.peek()
         if token is None or token.kind not in ("number", "word"):
-            raise self.fail(token.offset if token else self.end, "expected a value")
+            raise self.fail(token.offset if token else self.end, "expected a value",
+                            "write a number (3, 0.5, 3x3) or a word (same, true) here.")
         if token.text.isdigit() and len(token.text.lstrip("0")) > MAX_INT_DIGITS:
             raise self.fail(
                 token.offset,
                 f"the number {token.text[:20]}... ({len(token.text)} digits) is too large to be "
                 "a size or count",
+                f"sizes and counts have at most {MAX_INT_DIGITS} digits.",
             )
         self.pos += 1
         return _literal(token), token.offset

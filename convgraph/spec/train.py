@@ -10,6 +10,7 @@ from convgraph.data.load import KINDS as DATASETS  # the data layer owns the lis
 from convgraph.errors import Location, SpecError, suggest
 from convgraph.ops import values as v
 from convgraph.ops.base import Param
+from convgraph.spec.attrs import default_hint
 
 TRAIN_PARAMS: dict[str, Param] = {
     "loss": Param(v.choice("cross_entropy"), "cross_entropy", "softmax cross-entropy"),
@@ -94,6 +95,7 @@ def read_train(section, location: Location) -> dict:
             settings[key] = param.parse(section[key])
         except ValueError as why:
             raise SpecError(
-                f"(train) '{key}' expects {why}, got {section[key]!r}.", location=where
+                f"(train) '{key}' expects {why}, got {section[key]!r}.", location=where,
+                hint=default_hint(param, key),
             ) from None
     return settings

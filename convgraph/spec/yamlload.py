@@ -21,6 +21,9 @@ from convgraph.errors import Location, SpecError
 MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 12
+# the fix for a spec that is empty or not a mapping: the smallest spec there is
+STARTER = ('start from e.g. input: 32x32x3 and pattern: "[INPUT-CONV-RELU-POOL-FC]" (see specs/ '
+           "for examples).")
 
 _INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 _LEADING_ZERO_INT = re.compile(r"[-+]?0[0-9]+")
@@ -77,6 +80,31 @@ class YamlList(list):
         return self.location
 
 
+def _yaml_hint(exc) -> str:
+    """A fix for PyYAML's syntax errors, from what it says went wrong."""
+    problem = f"{exc.problem or ''} {exc.context or ''}"
+    start = exc.context_mark
+    since = f" (it starts at line {start.line + 1}, column {start.column + 1})" if start else ""
+    if "'\\t'" in problem:
+        return "indent with spaces: YAML does not allow tabs."
+    if "expected ',' or ']'" in problem:
+        return f"close the list with ']'{since}, and separate its items with ','."
+    if "expected ',' or '}'" in problem:
+        return f"close the mapping with '}}'{since}, and separate its entries with ','."
+    if "<block end>" in problem:
+        return "indent this line as far as the other keys of its mapping (spaces only)."
+    if "mapping values are not allowed" in problem:
+        return "quote the value: ': ' inside a plain value starts a mapping."
+    if "could not find expected ':'" in problem:
+        return "write each entry as 'key: value' (with a space after the ':'), or quote the text."
+    if "found character" in problem or "found undefined" in problem:
+        return "quote the value: text starting with '@', '`', '%', '*', '&' or '!' needs quotes."
+    if "quoted scalar" in problem:
+        return "close the quote that starts here."
+    return ("check this line and the one above; quote text that holds ': ', ' #', '[' or '{', "
+            "and indent with spaces.")
+
+
 def load_yaml_text(text: str, filename: str = "<spec>"):
     """Parse ``text`` as one YAML document of plain data; raise SpecError on anything else.
 
@@ -88,12 +116,14 @@ def load_yaml_text(text: str, filename: str = "<spec>"):
             f"the spec is larger than {MAX_FILE_BYTES // 1024} KiB; a network description never "
             "needs that much, so it is refused rather than parsed.",
             location=Location(filename, 1, 1),
+            hint="a spec describes a network only: keep data and weights in their own files.",
         )
     if not text.strip():
         raise SpecError(
             "the spec is empty: expected a mapping with 'input' and one of 'pattern', 'layers' "
             "or 'nodes'.",
             location=Location(filename, 1, 1),
+            hint=STARTER,
         )
     try:
         return _build(yaml.parse(text, Loader=yaml.SafeLoader), filename, text)
@@ -105,7 +135,8 @@ def load_yaml_text(text: str, filename: str = "<spec>"):
             start = exc.context_mark
             problem += f" ({exc.context} that starts at line {start.line + 1}, column "
             problem += f"{start.column + 1})"
-        raise SpecError(f"this is not valid YAML: {problem}.", location=where) from None
+        raise SpecError(f"this is not valid YAML: {problem}.", location=where,
+                        hint=_yaml_hint(exc)) from None
     except yaml.reader.ReaderError as exc:  # a control character, anywhere in the text
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - text.rfind("\n", 0, exc.position)
@@ -117,7 +148,8 @@ def load_yaml_text(text: str, filename: str = "<spec>"):
         ) from None
     except yaml.YAMLError as exc:  # unmarked reader errors, e.g. control characters
         raise SpecError(
-            f"this is not valid YAML: {exc}", location=Location(filename, 1, 1)
+            f"this is not valid YAML: {exc}", location=Location(filename, 1, 1),
+            hint="save the spec as plain UTF-8 text, without control characters."
         ) from None
 
 
@@ -129,13 +161,15 @@ def load_yaml_file(path) -> object:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise SpecError(
-            f"cannot read the spec file: {exc.strerror or exc}.", location=Location(name, 1, 1)
+            f"cannot read the spec file: {exc.strerror or exc}.", location=Location(name, 1, 1),
+            hint="give the path of a .yaml spec you can read."
         ) from None
     if len(raw) > MAX_FILE_BYTES:
         raise SpecError(
             f"the spec is larger than {MAX_FILE_BYTES // 1024} KiB; a network description never "
             "needs that much, so it is refused rather than parsed.",
             location=Location(name, 1, 1),
+            hint="a spec describes a network only: keep data and weights in their own files.",
         )
     try:
         text = raw.decode("utf-8")
@@ -335,6 +369,7 @@ def _scalar(event, loc: Location):
             f"the integer {text[:20]}... ({len(text)} digits) is too large to be a size "
             "or count.",
             location=loc,
+            hint=f"sizes and counts have at most {MAX_INT_DIGITS} digits.",
         )
     if _LEADING_ZERO_INT.fullmatch(text):
         raise SpecError(
@@ -353,13 +388,15 @@ def _scalar(event, loc: Location):
         return int(text)
     if _NON_FINITE.fullmatch(text):
         raise SpecError(
-            f"'{text}' is not a finite number; spec values must be finite.", location=loc
+            f"'{text}' is not a finite number; spec values must be finite.", location=loc,
+            hint="write a finite number (e.g. 0.5)."
         )
     if _FLOAT.fullmatch(text):
         value = float(text)
         if not math.isfinite(value):
             raise SpecError(
-                f"'{text}' overflows a float; spec values must be finite.", location=loc
+                f"'{text}' overflows a float; spec values must be finite.", location=loc,
+                hint="write a finite number (floats reach about 1.8e308)."
             )
         return value
     return text

@@ -51,8 +51,7 @@ def epoch_line(record) -> str:
             f"{record.seconds:.1f} s, lr {record.lr:.4g}")
 
 
-def plot_history(history: list[dict], path: str, title: str) -> None:
-    """Loss and accuracy curves (train and test) per epoch, as an image."""
+def _pyplot():
     try:
         import matplotlib
 
@@ -60,7 +59,35 @@ def plot_history(history: list[dict], path: str, title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError("--plot needs matplotlib, which is not installed.",
-                             hint="pip install matplotlib (or pip install -e '.[plot]').") from None
+                         hint="pip install matplotlib (or pip install -e '.[plot]').") from None
+    return plt
+
+
+def check_plot_target(path) -> None:
+    """What ``plot_history`` needs, checked before training: matplotlib, a format it writes
+    (the file's suffix) and a file that can be written (UsageError, OutputError)."""
+    from convgraph.display import shown
+    from convgraph.files import writable_file
+
+    writable_file(path, "the --plot file")
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lstrip(".").lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise UsageError(f"--plot {shown(path)}: matplotlib cannot write "
+                         f"'{shown(suffix) or 'a file without a suffix'}'.",
+                         hint=f"end the name in one of {', '.join('.' + f for f in formats)} "
+                              "(e.g. curves.png).")
+
+
+def plot_history(history: list[dict], path: str, title: str) -> None:
+    """Loss and accuracy curves (train and test) per epoch, as an image."""
+    from convgraph.display import shown
+    from convgraph.errors import OutputError
+
+    plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
     loss_axis.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
@@ -73,8 +100,15 @@ def plot_history(history: list[dict], path: str, title: str) -> None:
         axis.set_ylabel(name)
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle(title)
+    # the title holds the model's and the data set's names: '$' would start matplotlib's
+    # mathtext ('$\\frac{$' fails to parse at savefig), control characters print as boxes
+    figure.suptitle(shown(title).replace("$", r"\$"))
     figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+    except OSError as exc:
+        raise OutputError(f"cannot write the --plot file {path}: {exc.strerror or exc}.",
+                          hint="choose a file in a folder you can write.") from None
+    finally:
+        plt.close(figure)
