@@ -195,6 +195,13 @@ class Model:
         from convgraph.train.checkpoint import load_weights
 
         params, saved = load_weights(path)
+        depth = self.graph.nodes[ordered(self.graph)[0]]["output"].depth
+        if saved is not None and any(len(stats) != depth for stats in saved):
+            raise DataError(
+                f"{path} records an input normalisation of {len(saved[0])} channel(s) (mean) "
+                f"and {len(saved[1])} (std), but '{self.graph.graph['name']}' takes "
+                f"{depth}-channel input.",
+                hint="use the weights trained for this network (or retrain it).")
         self.set_params(params)
         self.normalization = input_normalization(self.graph.graph["train"], saved, train_data)
 

@@ -233,3 +233,24 @@ def test_fit_accepts_arrays_and_callbacks(trained):
     second.fit(Dataset("same", x, y.astype(np.int64), 4), epochs=2)
     for key, value in first.params.items():
         np.testing.assert_array_equal(value, second.params[key])
+
+
+def test_weights_whose_normalisation_has_other_channels_are_refused(tmp_path, cli):
+    """A weights file whose recorded mean/std have another channel count than the network's
+    input (a checkpoint of another network with the same layers' shapes, or a forged one, its
+    checksum recomputed by the writer) is a data error naming the file, not exit 70 at the
+    first --predict or eval."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text('{"name": "tiny", "input": "8x8x1", '
+                    '"pattern": "[INPUT-CONV(4, 3, pad=1)-RELU-POOL-FC(4)]"}\n')
+    model = convgraph.compile(str(spec), device="cpu", batch=4)
+    model.normalization = (np.array([0.5, 0.5]), np.array([0.2, 0.2]))  # 2 channels, not 1
+    weights = tmp_path / "w.npz"
+    model.save(weights)
+    x = tmp_path / "x.npy"
+    np.save(x, tiny_images(3, 4)[0].astype(np.float32))
+    status, _, err = cli("run", spec, "--predict", x, "--weights", weights)
+    assert status == 5, err
+    assert str(weights) in err and "1-channel input" in err, err
+    with pytest.raises(convgraph.DataError, match="2 channel"):
+        convgraph.compile(str(spec), device="cpu", batch=4).load_weights(weights)
