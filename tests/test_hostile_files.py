@@ -335,7 +335,7 @@ def test_predict_npy_header_with_a_huge_shape_is_refused(cli, spec, tmp_path, sh
     status, out = limited(f"load_arrays({str(path)!r}, 'input')")
     assert status == 5, out
     assert str(path) in out
-    status, _, err = cli("run", spec, "--predict", path)
+    status, _, err = cli("run", spec, "--predict", path, "--random-weights")
     refused(status, err, path)
 
 
@@ -541,7 +541,7 @@ def test_predict_input_with_nan_is_refused_naming_the_file_and_image(cli, spec, 
     x[2, 0, 7, 1] = np.nan
     path = tmp_path / "x.npy"
     np.save(path, x)
-    status, _, err = cli("run", spec, "--predict", path)
+    status, _, err = cli("run", spec, "--predict", path, "--random-weights")
     refused(status, err, path, "NaN", "image 2 (channel 0, row 7, column 1)")
 
 
