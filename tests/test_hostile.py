@@ -6,9 +6,13 @@ its own process, in a fresh temporary folder with its own caches, under its own 
 
 A case passes when it ends without a hang, a traceback, an internal error (exit 70) or a data
 loss, with an exit status of errors.py's table that the case allows, and with its message.
+CONVGRAPH_HOSTILE_STRICT=0 checks only the first four (while fixes for the statuses and the
+messages are still to come, say).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -32,11 +36,15 @@ def check(case: Case, work) -> None:
         pytest.importorskip(case.needs)
     outcome = run_case(case, work / "base", work / "pocl-cache", work)
     argv = " ".join(a if isinstance(a, str) else repr(a) for a in case.argv)
+    strict = os.environ.get("CONVGRAPH_HOSTILE_STRICT", "1") != "0"
+    if not strict and outcome.outcome == "bad exit code":
+        return
     assert outcome.outcome == "ok", (
         f"{outcome.outcome}: convgraph {argv} exited {outcome.status} (allowed {case.expect})"
         f" {outcome.detail}\n{outcome.stderr_tail}")
-    assert outcome.message_ok, (f"message: expected {case.message!r}, forbidden {case.forbid}; "
-                                f"got:\n{outcome.stderr_tail}")
+    assert outcome.message_ok or not strict, (
+        f"message: expected {case.message!r}, forbidden {case.forbid}; got:\n"
+        f"{outcome.stderr_tail}")
 
 
 def test_the_corpus_is_broad_and_its_names_unique():

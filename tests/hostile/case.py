@@ -96,9 +96,9 @@ def _digest(path: Path) -> str | None:
 
 def _whole_checkpoint(path: Path) -> str:
     """'' when ``path`` is a checkpoint numpy reads whole with finite arrays, else why not."""
-    if not path.is_file():
-        return "gone"
     try:
+        if not path.is_file():
+            return "gone"
         with np.load(path, allow_pickle=False) as archive:
             for key in archive.files:
                 array = archive[key]
@@ -234,6 +234,17 @@ def _run(case: Case, base: Path, pocl_cache: Path, folder: Path, start: float) -
     deadline = time.monotonic() + case.timeout
     main = _Process(_argv(case.argv, folder), folder, env)
     other = _Process(_argv(case.alongside, folder), folder, env) if case.alongside else None
+    try:
+        return _judge(case, folder, main, other, deadline, start, before, trained_before,
+                      detail)
+    finally:  # whatever happened above, no child outlives its case
+        for process in (main, other):
+            if process is not None and process.proc.poll() is None:
+                process.kill()
+
+
+def _judge(case: Case, folder: Path, main: _Process, other: _Process | None, deadline: float,
+           start: float, before: dict, trained_before: set, detail: list) -> Outcome:
     if case.signal is not None:
         number, moment = case.signal
         while main.proc.poll() is None and time.monotonic() < deadline:
@@ -335,15 +346,22 @@ def _data_loss(case: Case, folder: Path, before: dict, trained_before: set, out:
     return "; ".join(lost)
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long, a component that is not a folder
+        return False
+
+
 def _weights_somewhere(target: Path, folder: Path, before: set, err: str) -> bool:
-    if target.is_file() and not _whole_checkpoint(target):
+    if not _whole_checkpoint(target):
         return True
-    fresh = {p for p in folder.rglob("*.npz") if p.is_file()} - before
+    fresh = {p for p in folder.rglob("*.npz") if _is_file(p)} - before
     if fresh:
         return True
     for match in re.finditer(r"(/[^\s'\"]+\.npz)", err):  # a fallback the error names
         path = Path(match.group(1))
-        if path.is_file():
+        if _is_file(path):
             if str(path).startswith(tempfile.gettempdir()) and folder not in path.parents:
                 path.unlink()  # the case's own fallback: cleaned up like the folder
             return True

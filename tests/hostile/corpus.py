@@ -126,13 +126,14 @@ def nonfinite() -> list[Case]:
                           ("run", "spec.yaml", "--limit", "64", "--epochs", "2", "--lr", lr,
                            "--checkpoint-dir", "ckpt"), (DIVERGED, USAGE),
                           keep=("weights.npz",), updates=("ckpt/last.npz", "ckpt/best.npz")))
-    for big in (1e30, 3e38, -3e38):  # finite pixels whose statistics overflow float32
+    for big in (1e30, 3e38, -3e38):  # finite pixels; the last two overflow float32 statistics
         x, y = mk.tiny_set()
         images = x.astype(np.float32)
         images[0, 0, 0, 0] = big
         cases.append(Case(f"nonfinite/huge-pixel-{big:g}", "nonfinite",
                           TRAIN + ("--data", "bad.npz", "--checkpoint-dir", "ckpt"),
-                          (DATA, DIVERGED), make=_writer("bad.npz", mk.data_members(x=images)),
+                          (DATA, DIVERGED) + ((OK,) if big == 1e30 else ()),
+                          make=_writer("bad.npz", mk.data_members(x=images)),
                           updates=("ckpt/last.npz", "ckpt/best.npz"), keep=("weights.npz",)))
     return _quick(cases, 12)
 
@@ -174,14 +175,15 @@ def memory() -> list[Case]:
         text = (f"name: big\ninput: {volume}\npattern: \"[INPUT-CONV(4, 3, pad=1)-RELU-POOL-"
                 "FC(4)]\"\ntrain: {dataset: embedded}\n")
         fits = (OK, DEVICE) if volume != "100000x100000x3" else (DEVICE,)  # a CPU may hold it
-        for command, allowed in ((("compile", "net.yaml"), fits),
-                                 (("run", "net.yaml", "--epochs", "1", "--limit", "64"),
-                                  (DEVICE, DATA)),
-                                 (("compile", "net.yaml", "--no-kernels"), (OK, DEVICE)),
-                                 (("run", "net.yaml", "--verify"), fits)):
-            cases.append(Case(f"memory/{command[0]}{'-' + command[2] if len(command) > 2 else ''}"
-                              f"-{volume}", "memory", command, allowed, make=_spec(text),
-                              timeout=60))
+        commands = {"compile": (("compile", "net.yaml"), fits),
+                    "run": (("run", "net.yaml", "--epochs", "1", "--limit", "64"),
+                            (DEVICE, DATA)),
+                    "no-kernels": (("compile", "net.yaml", "--no-kernels"), (OK, DEVICE))}
+        if volume == "100000x100000x3":  # a verify that fits is minutes of numpy, not a case
+            commands["verify"] = (("run", "net.yaml", "--verify"), (DEVICE,))
+        for label, (command, allowed) in commands.items():
+            cases.append(Case(f"memory/{label}-{volume}", "memory", command, allowed,
+                              make=_spec(text), timeout=60))
     for pad in (20000, 200000):
         text = (f"name: padded\ninput: 8x8x1\npattern: \"[INPUT-CONV(4, 3, pad={pad})-RELU-"
                 "POOL-FC(4)]\"\n")
@@ -191,10 +193,12 @@ def memory() -> list[Case]:
     for units in (10**6, 10**8):
         text = f"name: wide\ninput: 8x8x1\npattern: \"[INPUT-FC({units})-FC(4)]\"\n"
         cases.append(Case(f"memory/compile-fc-{units}", "memory", ("compile", "net.yaml"),
-                          (DEVICE, SPEC), make=_spec(text), timeout=60))
+                          (OK, DEVICE) if units < 10**8 else (DEVICE, SPEC), make=_spec(text),
+                          timeout=60))
     for batch in ("1000000", "100000000"):
         cases.append(Case(f"memory/compile-batch-{batch}", "memory",
-                          ("compile", "spec.yaml", "--batch", batch), (DEVICE, USAGE)))
+                          ("compile", "spec.yaml", "--batch", batch),
+                          (OK, DEVICE) if batch == "1000000" else (DEVICE, USAGE)))
         cases.append(Case(f"memory/run-batch-{batch}", "memory", TRAIN + ("--batch", batch),
                           (DEVICE, USAGE)))
     return _quick(cases, 6)
@@ -230,12 +234,14 @@ def hostile_files() -> list[Case]:
             ("huge-text", "{'descr': '|u1', 'fortran_order': False, 'shape': (96, 1, 8, 8), "
                           + "'x': 0, " * 7000 + "}")):
         npz_case(f"x-header-{label}", {**mk.data_members(x=None),
-                                       "x": mk.npy_bytes(header, bytes(96 * 64))})
+                                       "x": mk.npy_bytes(header, bytes(96 * 64))},
+                 expect=(OK, DATA) if label == "fortran" else (DATA,))
     npz_case("header-v2-4GiB-length", {**mk.data_members(x=None),
                                        "x": b"\x93NUMPY\x02\x00\xff\xff\xff\xff{"})
     npz_case("header-v3", {**mk.data_members(x=None),
                            "x": mk.npy_bytes(mk.npy_header("|u1", (96, 1, 8, 8)),
-                                             bytes(96 * 64), version=(3, 0))})
+                                             bytes(96 * 64), version=(3, 0))},
+             expect=(OK, DATA))
     npz_case("truncated-body", {**mk.data_members(x=None),
                                 "x": mk.array_bytes(x)[:-100]})
     npz_case("pickle-member", {**mk.data_members(x=None), "x": mk.malicious_pickle()})
@@ -325,7 +331,8 @@ def hostile_files() -> list[Case]:
     image_case("16x16", mk.small_png(16))
     image_case("zero-size", mk.png_bytes(0, 0, rows=b""))
     for kind in ("fifo", "devzero", "folder", "loop", "dangling", "socket"):
-        image_case(f"special-{kind}", lambda p, kind=kind: mk.special(p, kind))
+        image_case(f"special-{kind}", lambda p, kind=kind: mk.special(p, kind),
+                   expect=(OK, DATA) if kind == "folder" else (DATA,))
 
     # IDX files: overflowing dimensions, gzip bombs, truncation
     mnist_spec = ("name: digits\ninput: 28x28x1\npattern: \"[INPUT-CONV(4, 3, pad=1)-RELU-POOL-"
@@ -414,7 +421,8 @@ def hostile_files() -> list[Case]:
     cifar_case("data-bytes", mk.cifar_pickle(bytes(30720), [0] * 10))
     cifar_case("count-mismatch", mk.cifar_pickle(np.zeros((10, 3072), np.uint8), [0] * 9))
     cifar_case("empty-file", b"")
-    cifar_case("protocol-5", mk.cifar_pickle(np.zeros((10, 3072), np.uint8), [0] * 10, 5))
+    cifar_case("protocol-5", mk.cifar_pickle(np.zeros((10, 3072), np.uint8), [0] * 10, 5),
+               expect=(OK, DATA))
     cifar_case("binary-ragged", binary=bytes(3073 * 2 + 7))
     cifar_case("binary-label-200", binary=bytes([200]) + bytes(3072))
     cifar_case("binary-empty", binary=b"")
@@ -507,47 +515,53 @@ def _in_tuning(folder: Path, action) -> None:
 # ---------------------------------------------------------------------------- output targets
 
 
-TARGETS = {
-    "under-a-file": "afile/sub/x",
-    "in-proc": "/proc/1/nope/x",
-    "a-folder": "afolder",
-    "fifo": "afifo",
-    "dev-full": "/dev/full",
-    "name-too-long": "n" * 300,
-    "symlink-loop": "aloop/x",
-    "dangling-parent": "adangling/x",
+TARGETS = {  # kind -> the path, given the extension the flag's output has
+    "under-a-file": lambda ext: "afile/sub/x" + ext,
+    "in-proc": lambda ext: "/proc/1/nope/x" + ext,
+    "a-folder": lambda ext: "afolder" + ext,
+    "fifo": lambda ext: "afifo" + ext,
+    "dev-full": lambda ext: "/dev/full",
+    "name-too-long": lambda ext: "n" * 300 + ext,
+    "symlink-loop": lambda ext: "aloop/x" + ext,
+    "dangling-parent": lambda ext: "adangling/x" + ext,
 }
 
 
-def _targets(folder: Path) -> None:
-    (folder / "afile").write_bytes(b"not a folder")
-    (folder / "afolder").mkdir()
-    mk.special(folder / "afifo", "fifo")
-    mk.special(folder / "aloop", "loop")
-    mk.special(folder / "adangling", "dangling")
+def _targets(ext: str):
+    def make(folder: Path) -> None:
+        (folder / "afile").write_bytes(b"not a folder")
+        (folder / f"afolder{ext}").mkdir()
+        mk.special(folder / f"afifo{ext}", "fifo")
+        mk.special(folder / "aloop", "loop")
+        mk.special(folder / "adangling", "dangling")
+    return make
 
 
 def outputs() -> list[Case]:
     cases = []
-    flags = {
-        "checkpoint-dir": lambda t: TRAIN + ("--checkpoint-dir", t),
-        "save": lambda t: TRAIN + ("--save", t + ".npz" if t not in ("afolder",) else t),
-        "metrics": lambda t: TRAIN + ("--metrics", t),
-        "plot": lambda t: TRAIN + ("--plot", t + ".png" if t != "afolder" else t),
-        "predict-output": lambda t: predict("x.npy", "--output", t),
-        "compile-o": lambda t: ("compile", "spec.yaml", "-o", t),
-        "compile-graph-dot": lambda t: ("compile", "spec.yaml", "--graph", t + ".dot"),
-        "compile-graph-svg": lambda t: ("compile", "spec.yaml", "--graph", t + ".svg"),
+    flags = {  # flag -> (command for a target, the extension its output has)
+        "checkpoint-dir": (lambda t: TRAIN + ("--checkpoint-dir", t), ""),
+        "save": (lambda t: TRAIN + ("--save", t), ".npz"),
+        "metrics": (lambda t: TRAIN + ("--metrics", t), ".jsonl"),
+        "plot": (lambda t: TRAIN + ("--plot", t), ".png"),
+        "predict-output": (lambda t: predict("x.npy", "--output", t), ".npy"),
+        "compile-o": (lambda t: ("compile", "spec.yaml", "-o", t), ""),
+        "compile-graph-dot": (lambda t: ("compile", "spec.yaml", "--graph", t), ".dot"),
+        "compile-graph-svg": (lambda t: ("compile", "spec.yaml", "--graph", t), ".svg"),
     }
-    for fname, build in flags.items():
+    # /dev/full only where nothing can be created beside it or renamed over it: a save (a
+    # temporary file renamed over the target), numpy (which appends .npy/.npz) or a drawing
+    # (which appends its format) would write into /dev as root
+    dev_full = ("checkpoint-dir", "metrics", "compile-o")
+    for fname, (build, ext) in flags.items():
         for tname, target in TARGETS.items():
             if fname in ("checkpoint-dir", "compile-o") and tname == "a-folder":
                 continue  # a folder is what these want
-            if tname == "dev-full" and fname in ("checkpoint-dir", "compile-o"):
-                target = "/dev/full"
-            argv = build(target)
+            if tname == "dev-full" and fname not in dev_full:
+                continue
+            argv = build(target(ext))
             cases.append(Case(f"outputs/{fname}-{tname}", "outputs", argv, (OUTPUT,),
-                              make=_targets, weights=argv[-1] if fname == "save" else None,
+                              make=_targets(ext), weights=argv[-1] if fname == "save" else None,
                               forbid=(r"format dot knows",) if "graph" in fname else (),
                               timeout=20))
     # a failing --save after training: the weights must land somewhere named
@@ -558,10 +572,6 @@ def outputs() -> list[Case]:
                       TRAIN + ("--metrics", "newdir/m.jsonl"), (OK, OUTPUT)))
     cases.append(Case("outputs/predict-output-is-a-folder-name", "outputs",
                       predict("x.npy", "--output", "scores/"), (OUTPUT, USAGE)))
-    cases.append(Case("outputs/save-over-the-spec", "outputs", TRAIN + ("--save", "spec.yaml"),
-                      (OUTPUT, USAGE), keep=KEEP + ("spec.yaml",)))
-    cases.append(Case("outputs/save-over-the-data", "outputs", TRAIN + ("--save", "data.npz"),
-                      (OUTPUT, USAGE), keep=KEEP + ("data.npz",)))
     cases.append(Case("outputs/checkpoint-dir-is-the-data-file", "outputs",
                       TRAIN + ("--checkpoint-dir", "data.npz"), (OUTPUT,),
                       keep=KEEP + ("data.npz",)))
@@ -629,7 +639,8 @@ def checkpoint_header() -> list[Case]:
             "checksum": (_MISSING, 0)}.items():
         for value in values:
             label = "missing" if value is _MISSING else json.dumps(value)[:16]
-            edits[f"{key}-{label}"] = dict(header=setter(key, value))
+            edits[f"{key}-{label}"] = dict(header=setter(key, value),
+                                           reseal=key != "checksum")
     edits["header-list"] = dict(header=lambda meta: [meta])
     edits["header-string"] = dict(header=lambda meta: "header")
     edits["header-number"] = dict(header=lambda meta: 7)
@@ -637,6 +648,7 @@ def checkpoint_header() -> list[Case]:
     edits["header-non-utf8"] = dict(raw_header=b"\xff\xfe{}")
     edits["header-deep"] = dict(raw_header=b"[" * 100000 + b"]" * 100000)
     edits["header-huge"] = dict(header=lambda meta: {**meta, "pad": "x" * (8 << 20)})
+    harmless = ("header-huge", "param-float64")  # an unknown key, a wider float: may load
 
     def slot_shape(members):
         key = next(k for k in sorted(members) if k.startswith("optim/"))
@@ -676,8 +688,9 @@ def checkpoint_header() -> list[Case]:
         for cname, command in commands.items():
             # a resume that accepts the forged file may overwrite it, but only with a whole one
             cases.append(Case(f"checkpoint/{ename}-{cname}", "checkpoint header", command,
-                              (DATA,), make=lambda f, e=edit: mk.edit_checkpoint(
-                                  f / "ckpt/last.npz", **e), message="last.npz",
+                              (OK, DATA) if ename in harmless else (DATA,),
+                              make=lambda f, e=edit: mk.edit_checkpoint(f / "ckpt/last.npz", **e),
+                              message="last.npz",
                               keep=("weights.npz",) if cname == "resume" else KEEP,
                               updates=("ckpt/last.npz", "ckpt/best.npz") if cname == "resume"
                               else ()))
@@ -713,7 +726,8 @@ def special_files() -> list[Case]:
     }
     for rname, (argv, path) in roles.items():
         for kind in mk.SPECIALS + ("devurandom", "proc"):
-            expect = (SPEC,) if "spec" in rname else (DATA,)
+            expect = (SPEC,) if "spec" in rname else (DATA, USAGE) if rname == "resume-last" \
+                else (DATA,)  # nothing to resume (2) or an unreadable one (5), never a restart
             cases.append(Case(f"special/{rname}-{kind}", "special files", argv, expect,
                               make=lambda f, p=path, k=kind: mk.special(f / p, k),
                               message=Path(path).name, timeout=20))
@@ -777,7 +791,7 @@ def untrusted_text() -> list[Case]:
                         ("missing", ("compile", b"no\xff.yaml"))):
         cases.append(Case(f"text/non-utf8-name-{cname}", "untrusted text", argv,
                           (SPEC,) if cname == "missing" else (OK,), make=non_utf8))
-    for cname, classes in (("markup", ("[/a]", "[b]", "c", "d")),
+    for cname, classes in (("markup", ("[b]a", "[red]b", "[link=x]c", "d")),
                            ("escape", ("\x1b[2Ja", "b\u009b", "c", "d"))):
         def make(folder, classes=classes):
             mk.image_folder(folder / "imgs", classes=classes)
@@ -801,7 +815,7 @@ def untrusted_text() -> list[Case]:
 def values() -> list[Case]:
     cases = []
     table = [
-        ("limit-0", TRAIN[:-2] + ("--epochs", "1", "--limit", "0"), (USAGE,)),
+        ("limit-0", ("run", "spec.yaml", "--epochs", "1", "--limit", "0"), (USAGE,)),
         ("limit-negative", ("run", "spec.yaml", "--epochs", "1", "--limit", "-5"), (USAGE,)),
         ("limit-minus-one", ("run", "spec.yaml", "--epochs", "1", "--limit", "-1"), (USAGE,)),
         ("limit-huge", ("run", "spec.yaml", "--epochs", "1", "--limit", str(10**12)), (OK,)),
@@ -1023,15 +1037,14 @@ def messages() -> list[Case]:
     for name, env in (("home-a-file", {"HOME": "{dir}/afile", "POCL_CACHE_DIR": None,
                                        "XDG_CACHE_HOME": None}),
                       ("home-in-proc", {"HOME": "/proc/1/nohome", "POCL_CACHE_DIR": None,
-                                        "XDG_CACHE_HOME": None}),
-                      ("home-unset", {"HOME": None, "POCL_CACHE_DIR": None,
-                                      "XDG_CACHE_HOME": None, "CONVGRAPH_CACHE": None})):
+                                        "XDG_CACHE_HOME": None})):
+        # (no case unsets HOME: the caches would fall back to the real ~/.cache)
         cases.append(Case(f"messages/{name}-compile", "messages", ("compile", "spec.yaml"),
                           (OK, DEVICE), make=_writer("afile", b"x"), env=env,
                           forbid=(r"install pocl",), timeout=60))
     bad_specs = {
         "unknown-op": "[INPUT-CONVV(4)-FC(4)]", "bad-pool": "[INPUT-POOL(3, stride=2)-FC(4)]",
-        "odd-stride": "[INPUT-CONV(4, 2, stride=3)-FC(4)]", "no-input": "[CONV(4, 3)-FC(4)]",
+        "odd-stride": "[INPUT-CONV(4, 3, stride=2)-FC(4)]", "no-input": "[CONV(4, 3)-FC(4)]",
         "fc-first": "[INPUT-FC(0)]", "negative-filters": "[INPUT-CONV(-4, 3)-FC(4)]",
         "zero-size": "[INPUT-CONV(4, 0)-FC(4)]", "too-big-kernel": "[INPUT-CONV(4, 9)-FC(4)]",
         "pad-negative": "[INPUT-CONV(4, 3, pad=-1)-FC(4)]",
