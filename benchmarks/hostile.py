@@ -12,10 +12,10 @@ files; the child's CONVGRAPH_CACHE, HOME and XDG_CACHE_HOME are inside that fold
 kernel cache is one temporary folder for the run, so nothing outside the temporary folders is
 touched and nothing is left behind.
 
-An outcome is one of: hang (killed at the case's timeout), traceback ("Traceback (most recent
-call last)" on stderr), internal error (exit 70 or "internal error" on stderr), data loss (a
-checkpoint or weights file changed, truncated or gone; trained weights written nowhere), bad
-exit code (not one the case allows, from errors.py's table), ok. "wrong message" (a fragment
+An outcome is the first of: hang (killed at the case's timeout), data loss (a checkpoint or
+weights file changed, truncated or gone; trained weights written nowhere), traceback
+("Traceback (most recent call last)" on stderr), internal error (exit 70 or "internal error" on
+stderr), bad exit code (not one the case allows, from errors.py's table); else ok. "wrong message" (a fragment
 missing or a forbidden one present) is counted beside them. The last line printed is always
 
     N cases, T tracebacks, H hangs, L data losses, B bad exit codes, I internal errors
@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.hostile.case import OUTCOMES, make_base, run_case  # noqa: E402
+from tests.hostile.case import OUTCOMES, limit_memory, make_base, run_case  # noqa: E402
 from tests.hostile.corpus import CLASSES, corpus  # noqa: E402
 
 COLUMNS = ("traceback", "hang", "data loss", "bad exit code", "internal error")
@@ -134,6 +135,10 @@ def main(argv=None) -> int:
             print(f"{case.name}\t{' '.join(map(str, case.argv))}\t{case.expect}")
         print(f"{len(cases)} cases")
         return 0
+    # SIGTERM and SIGHUP unwind like Ctrl-C: each case kills its children, the folders go
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    limit_memory()
     start = time.monotonic()
     outcomes = run_all(cases, args.jobs)
     seconds = time.monotonic() - start

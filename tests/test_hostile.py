@@ -16,19 +16,24 @@ import os
 
 import pytest
 
-from tests.hostile.case import Case, make_base, run_case
+from tests.hostile.case import Case, limit_memory, make_base, run_case
 from tests.hostile.corpus import corpus
 
 ALL = corpus()
 QUICK = [case for case in ALL if case.quick]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hostile_base(tmp_path_factory):
-    """(base set, PoCL cache folder): made once per session through the CLI."""
+    """The folder holding the base set and PoCL's cache, made once through the CLI; while this
+    module runs, the address space is capped (the cases' processes inherit the cap)."""
+    import resource
+
     work = tmp_path_factory.mktemp("hostile")
     make_base(work / "base", work / "pocl-cache")
-    return work
+    previous = limit_memory()
+    yield work
+    resource.setrlimit(resource.RLIMIT_AS, previous)
 
 
 def check(case: Case, work) -> None:

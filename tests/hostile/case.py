@@ -7,9 +7,9 @@ XDG_CACHE_HOME inside it, so nothing outside is touched), optionally a signal se
 or a second command run alongside, the exit statuses it may end with (errors.py's table), an
 optional message fragment, and the files that must survive unchanged.
 
-The outcome is judged in this order: a hang (killed at the timeout), a traceback on stderr, an
-internal error (exit 70 or "internal error" on stderr), a data loss (a file that had to survive
-is changed, truncated or gone; trained weights written nowhere), a bad exit status; else ok.
+The outcome is judged in this order: a hang (killed at the timeout), a data loss (a file that
+had to survive is changed, truncated or gone; trained weights written nowhere), a traceback on
+stderr, an internal error (exit 70 or "internal error" on stderr), a bad exit status; else ok.
 """
 
 from __future__ import annotations
@@ -38,6 +38,21 @@ BASE_FILES = ("spec.yaml", "data.npz", "x.npy", "weights.npz", "ckpt/last.npz", 
 KEEP = ("weights.npz", "ckpt/last.npz", "ckpt/best.npz")
 OUTCOMES = ("hang", "traceback", "internal error", "data loss", "bad exit code", "ok",
             "case error")  # the last: the case itself failed to set up (a corpus bug)
+
+
+MEMORY_LIMIT = 8 << 30  # address space per case: a read of /dev/zero ends in a MemoryError
+
+
+def limit_memory(limit: int = MEMORY_LIMIT) -> tuple[int, int]:
+    """Cap this process's address space (its children inherit it) so that a case that reads
+    without bound (``/dev/zero``, a bomb) fails with a MemoryError instead of calling the OOM
+    killer on a shared machine; returns the previous limits, for ``resource.setrlimit``."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    capped = limit if soft == resource.RLIM_INFINITY else min(soft, limit)
+    resource.setrlimit(resource.RLIMIT_AS, (capped, hard))
+    return soft, hard
 
 
 @dataclass(frozen=True)
@@ -268,13 +283,13 @@ def _judge(case: Case, folder: Path, main: _Process, other: _Process | None, dea
     loss = _data_loss(case, folder, before, trained_before, out, err)
     if hung:
         outcome = "hang"
+    elif loss:  # the worst a user can suffer, whatever the exit looked like
+        outcome = "data loss"
+        detail.append(loss)
     elif TRACEBACK in err:
         outcome = "traceback"
     elif 70 in statuses or "internal error" in err:
         outcome = "internal error"
-    elif loss:
-        outcome = "data loss"
-        detail.append(loss)
     elif any(s not in case.expect for s in statuses) or (
             other and 0 not in statuses and 0 in case.expect):
         outcome = "bad exit code"
