@@ -1,7 +1,7 @@
 """The hostile-input runner: every case of the corpus (tests/hostile/) through the real CLI, each
 in its own process with a timeout, classified and counted by class.
 
-    python benchmarks/hostile.py                  # the whole corpus (~940 cases): minutes
+    python benchmarks/hostile.py                  # the whole corpus (926 cases): ~8 min
     python benchmarks/hostile.py --quick          # a few cases per class, as CI runs them
     python benchmarks/hostile.py --class signals --class caches --jobs 2 --json out.json
     python benchmarks/hostile.py --case checkpoint/epoch-   # the cases whose name holds this
@@ -15,8 +15,9 @@ touched and nothing is left behind.
 An outcome is the first of: hang (killed at the case's timeout), data loss (a checkpoint or
 weights file changed, truncated or gone; trained weights written nowhere), traceback
 ("Traceback (most recent call last)" on stderr), internal error (exit 70 or "internal error" on
-stderr), bad exit code (not one the case allows, from errors.py's table); else ok. "wrong message" (a fragment
-missing or a forbidden one present) is counted beside them. The last line printed is always
+stderr), bad exit code (not one the case allows, from errors.py's table); else ok. "wrong
+message" (a fragment missing or a forbidden one present) is counted beside them. The last line
+printed is always
 
     N cases, T tracebacks, H hangs, L data losses, B bad exit codes, I internal errors
 
