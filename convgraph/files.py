@@ -7,6 +7,7 @@ flushed to disk, then renamed over the target, so the target is always the old f
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -122,7 +123,11 @@ def writable_folder(path, what: str) -> Path:
     except OSError as exc:
         raise OutputError(f"{what} {target} cannot be created: {exc.strerror or exc}.",
                           hint="choose a folder you can write.") from None
-    if not target.is_dir():
+    try:
+        folder = target.is_dir()
+    except OSError as exc:
+        raise OutputError(f"{what} {target} cannot be used: {exc.strerror or exc}.") from None
+    if not folder:
         raise OutputError(f"{what} {target} is not a folder.")
     if not os.access(target, os.W_OK | os.X_OK):
         raise OutputError(f"{what} {target} is not writable.",
@@ -135,15 +140,22 @@ def writable_file(path, what: str) -> Path:
     writable, and the path is not a folder or a special file; OutputError otherwise."""
     from convgraph.errors import OutputError
 
+    if str(path).endswith(("/", os.sep)):
+        raise OutputError(f"{what} {path} names a folder (it ends with '/'), not a file.",
+                          hint="give the path of a file, e.g. scores.npy inside that folder.")
     target = Path(path)
-    if target.exists() or target.is_symlink():
-        try:
-            mode = target.stat().st_mode
-        except OSError as exc:
-            raise OutputError(f"{what} {target} cannot be written: {exc.strerror or exc}.") \
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:  # a name too long, a symlink loop, a file in the path
+        if exc.errno not in (errno.ENOTDIR,):
+            raise OutputError(f"{what} {target} cannot be written: {exc.strerror or exc}.",
+                              hint="give a shorter path to a file in a folder you can write.") \
                 from None
-        if not stat.S_ISREG(mode):
-            raise OutputError(f"{what} {target} is {_kind(mode)}, not a file it can write.",
-                              hint="give the path of a file to (over)write.")
+        mode = None  # a file in the path: the folder check below says so
+    if mode is not None and not stat.S_ISREG(mode):
+        raise OutputError(f"{what} {target} is {_kind(mode)}, not a file it can write.",
+                          hint="give the path of a file to (over)write.")
     writable_folder(target.parent if str(target.parent) else Path("."), f"the folder of {what}")
     return target

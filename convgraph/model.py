@@ -279,6 +279,9 @@ class Model:
                             f"(depth, height, width of {volume}).")
         if not np.issubdtype(x.dtype, np.number) or x.dtype.kind == "c":
             raise DataError(f"the input batch holds {x.dtype} values, not real numbers.")
+        if x.shape[0] == 0:
+            raise DataError(f"the input batch holds no images (shape {x.shape}).",
+                            hint="give at least one image (batch, depth, height, width).")
         index = first_nonfinite(x)
         if index is not None:
             # a ReLU's max turns NaN into 0: the scores would look confident and mean nothing

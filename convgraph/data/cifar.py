@@ -92,6 +92,13 @@ def _read_pickle(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"CIFAR-10 batch {path}: b'data' should be a uint8 array of shape "
                         f"(N, {PIXELS}), got {type(data).__name__} "
                         f"{getattr(data, 'dtype', '')} {shape}.", hint=_HINT)
+    if isinstance(labels, list) and (len(labels) != len(data)
+                                     or not all(type(v) is int for v in labels)):
+        # checked before numpy walks it: a small pickle can nest one list inside itself
+        # into a structure of billions of entries (the memo shares them) that np.asarray
+        # would spend minutes and all memory expanding
+        raise DataError(f"CIFAR-10 batch {path}: b'labels' should be a flat list of "
+                        f"{len(data):,} integers (one per image); it is not.", hint=_HINT)
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"CIFAR-10 batch {path}: b'labels' should be a list of integers, got "

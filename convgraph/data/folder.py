@@ -37,16 +37,25 @@ def _pillow():
     return Image
 
 
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a folder; a symlink loop or an unreadable link is not (it is
+    then refused, naming it, when read as an image)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _class_folders(root: str) -> list[str]:
     return sorted(entry.name for entry in os.scandir(root)
-                  if entry.is_dir() and not entry.name.startswith("."))
+                  if _is_folder(entry) and not entry.name.startswith("."))
 
 
 def _image_files(folder: str) -> list[str]:
     # every entry with an image's name that is not a folder: a FIFO, device or dangling link
     # among them is refused when read (readable_file), never skipped in silence
     return sorted(entry.path for entry in os.scandir(folder)
-                  if not entry.is_dir() and not entry.name.startswith(".")
+                  if not _is_folder(entry) and not entry.name.startswith(".")
                   and entry.name.lower().endswith(EXTENSIONS))
 
 
