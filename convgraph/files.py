@@ -49,6 +49,10 @@ def atomic_write(path, write: Callable[[IO[bytes]], None], temporary_prefix: str
     a plainly created one would."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode):
+        # renaming over a device, FIFO or symlink would replace it (as root: /dev/null with a
+        # regular file); the callers check their targets first, this is the last guard
+        raise FileExistsError(errno.EEXIST, "not a regular file, so not replaced", str(target))
     prefix = temporary_prefix if temporary_prefix is not None else f".{target.name}."
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=prefix, suffix=".tmp",
                                          delete=False)

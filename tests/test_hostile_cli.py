@@ -486,3 +486,25 @@ def test_a_model_name_is_not_mathtext_in_the_plot(tiny, tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", spec, "--data", data, "--plot", plot)
     assert code == 0, err
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_atomic_write_never_renames_over_a_special_file(tmp_path):
+    """The last guard under every save: a FIFO, or a symlink to a device, is not replaced by
+    the renamed temporary file (as root, a save to /dev/null once made it a regular file on
+    this machine); a symlink to a regular file is written as before."""
+    import errno
+    import os
+
+    from convgraph.files import atomic_write
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "devnull").symlink_to("/dev/null")
+    (tmp_path / "real").write_bytes(b"old")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for name in ("fifo", "devnull"):
+        with pytest.raises(FileExistsError) as refused:
+            atomic_write(tmp_path / name, lambda handle: handle.write(b"x"))
+        assert refused.value.errno == errno.EEXIST
+    assert (tmp_path / "devnull").is_symlink() and os.stat("/dev/null").st_rdev
+    atomic_write(tmp_path / "link", lambda handle: handle.write(b"new"))
+    assert (tmp_path / "link").read_bytes() == b"new"
