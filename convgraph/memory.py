@@ -34,26 +34,24 @@ def _bytes(n: int) -> str:
     return f"{n:,} bytes ({_size(n)})"
 
 
-def _meminfo(field: str) -> int | None:
+def _kib_field(path: str, field: str) -> int | None:
+    """Bytes of a ``Field:   N kB`` line of a /proc file (meminfo, self/status), or None."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
+        with open(path, encoding="ascii") as handle:
             for line in handle:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _meminfo(field: str) -> int | None:
+    return _kib_field("/proc/meminfo", field)
 
 
 def _own_status(field: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return _kib_field("/proc/self/status", field)
 
 
 def _cgroup_left() -> int | None:
