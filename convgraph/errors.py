@@ -25,7 +25,6 @@ traceback. The exit statuses (README, "Exit statuses"), one class each:
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 
@@ -120,6 +119,8 @@ class TrainingDiverged(ConvgraphError):
 
 def suggest(word: str, candidates) -> str:
     """A ' did you mean ...?' clause for an error message, or '' when nothing is close."""
+    import difflib  # here, not at the top: the CLI's signal handlers wait for this module
+
     close = difflib.get_close_matches(str(word).lower(), list(candidates), n=2, cutoff=0.6)
     if not close:
         return ""

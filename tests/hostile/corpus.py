@@ -608,7 +608,13 @@ def signals() -> list[Case]:
             cases.append(Case(f"signals/{sname}-{label}", "signals", argv, allowed,
                               signal=(number, moment), keep=("weights.npz",),
                               updates=("ckpt/last.npz", "ckpt/best.npz"), timeout=60))
-    return _quick(cases, 7)
+    # the quick (CI) subset sends no signal in the first 0.3 s: the interpreter's own start-up
+    # comes before any handler of convgraph's, and on a loaded machine it can take longer
+    # than 0.05 s (a KeyboardInterrupt traceback from Python itself, not from convgraph); the
+    # whole corpus keeps those moments
+    return [Case(**{**c.__dict__, "quick": False})
+            if isinstance(c.signal[1], float) and c.signal[1] < 0.3 else c
+            for c in _quick(cases, 7)]
 
 
 # ---------------------------------------------------------------------------- checkpoint header
