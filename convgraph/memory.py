@@ -23,15 +23,18 @@ from convgraph.errors import DeviceError
 MARGIN = 0.9  # of the available memory an estimate may take: the rest is the process's own
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
-        if n >= scale:
-            return f"{n / scale:,.2f} {unit}"
+def size_text(n: int) -> str:
+    """Bytes as people read them: '527.9 MiB', '4.65 GiB', '1.02 TiB'."""
+    if n >= 2**40:
+        return f"{n / 2**40:,.2f} TiB"
+    if n >= 2**30:
+        return f"{n / 2**30:,.2f} GiB"
     return f"{n / 2**20:,.1f} MiB"
 
 
-def _bytes(n: int) -> str:
-    return f"{n:,} bytes ({_size(n)})"
+def bytes_text(n: int) -> str:
+    """'16,777,216 bytes (16.0 MiB)': the exact count, then size_text."""
+    return f"{n:,} bytes ({size_text(n)})"
 
 
 def _kib_field(path: str, field: str) -> int | None:
@@ -96,7 +99,7 @@ def host_available() -> tuple[int, str]:
         used = _own_status("VmSize") or 0
         candidates.append((max(0, soft - used),
                            f"left of this process's address-space limit (ulimit -v, "
-                           f"{_size(soft)}, {_size(used)} in use)"))
+                           f"{size_text(soft)}, {size_text(used)} in use)"))
     if not candidates:  # nothing says: do not refuse on a guess
         return 2**62, "(unknown)"
     return min(candidates)
@@ -117,11 +120,11 @@ def check_host(needed: int, what: str, parts: list[tuple[str, int]], hint: str |
         return needed
     parts = sorted(parts, key=lambda part: -part[1])
     shown = [part for part in parts[:3] if part[1] * 100 >= needed] or parts[:1]
-    listed = ", ".join(f"{label} {_size(size)}" for label, size in shown)
+    listed = ", ".join(f"{label} {size_text(size)}" for label, size in shown)
     more = f", and {len(parts) - len(shown)} smaller" if len(parts) > len(shown) else ""
     raise DeviceError(
-        f"{what} would take an estimated {_bytes(needed)} of host memory ({listed}{more}), "
-        f"more than the {_size(int(available * MARGIN))} this process may take "
-        f"({MARGIN:.0%} of the {_size(available)} {source}); refused before allocating "
+        f"{what} would take an estimated {bytes_text(needed)} of host memory ({listed}{more}), "
+        f"more than the {size_text(int(available * MARGIN))} this process may take "
+        f"({MARGIN:.0%} of the {size_text(available)} {source}); refused before allocating "
         "anything.",
         hint=hint or "use a smaller network or input, or a machine with more memory.")

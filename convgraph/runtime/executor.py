@@ -14,23 +14,9 @@ import numpy as np
 from convgraph.codegen.launches import ExecutablePlan, Launch, grad, param, tensor
 from convgraph.core import DeviceInfo
 from convgraph.errors import DeviceError
+from convgraph.memory import bytes_text, size_text
 
 INVALID_LOCAL = ("OUT_OF_RESOURCES", "INVALID_WORK_GROUP_SIZE", "INVALID_WORK_ITEM_SIZE")
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
-
-
-def _size(n: int) -> str:
-    if n >= 2**40:
-        return f"{n / 2**40:,.2f} TiB"
-    return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else _mib(n)
-
-
-def _bytes(n: int) -> str:
-    return f"{n:,} bytes ({_size(n)})"
-
 
 ALLOCATION_HINT = "use a smaller batch (--batch), or another device with more memory (--device)."
 
@@ -96,14 +82,14 @@ def check_memory(info: DeviceInfo, plan, batch: int, param_bytes: int) -> int:
         return total
     reasons = []
     if total > info.global_memory:
-        reasons.append(f"more than {info.label} has ({_bytes(info.global_memory)})")
+        reasons.append(f"more than {info.label} has ({bytes_text(info.global_memory)})")
     if biggest > info.max_alloc:
         reasons.append(f"{'and ' if reasons else f'on {info.label}, '}one of its buffers alone "
-                       f"takes {_size(biggest)}, more than the largest single allocation "
-                       f"allowed ({_size(info.max_alloc)})")
+                       f"takes {size_text(biggest)}, more than the largest single allocation "
+                       f"allowed ({size_text(info.max_alloc)})")
     raise DeviceError(
-        f"batch {batch} needs an estimated {_bytes(total)} of device memory ("
-        f"{_size(param_bytes)} of parameters and state, {_size(total - param_bytes)} of "
+        f"batch {batch} needs an estimated {bytes_text(total)} of device memory ("
+        f"{size_text(param_bytes)} of parameters and state, {size_text(total - param_bytes)} of "
         "activations), " + ", ".join(reasons) + "; refused before allocating anything.",
         hint=hint)
 
@@ -229,7 +215,7 @@ class Executor:
         sizes = {name: max(4, size) for name, size in self.plan.buffer_sizes(batch).items()}
         total = sum(sizes.values())
         try:
-            with device_errors(self.info, f"allocating {_bytes(total)} of buffers for batch "
+            with device_errors(self.info, f"allocating {bytes_text(total)} of buffers for batch "
                                           f"{batch}"):
                 # zeros copied in, not clEnqueueFillBuffer: Oclgrind then reports every later
                 # kernel's writes to the buffer as uninitialised. One host array serves all.
@@ -248,7 +234,7 @@ class Executor:
         """Create or overwrite fixed-size buffers (parameters, optimizer state) by name."""
         cl = self.cl
         total = sum(max(4, np.asarray(array).nbytes) for array in arrays.values())
-        with device_errors(self.info, f"uploading {_bytes(total)} of parameters and state"):
+        with device_errors(self.info, f"uploading {bytes_text(total)} of parameters and state"):
             for name, array in arrays.items():
                 data = np.ascontiguousarray(array)
                 if data.size == 0:
