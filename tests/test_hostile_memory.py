@@ -307,24 +307,30 @@ HOSTILE_TABLES = {
     "a-folder": lambda path: path.mkdir(),
 }
 
+def _tuning_file_in(cache: str):
+    """The default device's tuning table inside the cache folder ``cache``."""
+    from convgraph.runtime.devices import select_device
+
+    info, _ = select_device()
+    os.environ["CONVGRAPH_CACHE"] = cache
+    try:
+        return tuning_file(info)
+    finally:
+        del os.environ["CONVGRAPH_CACHE"]
+
+
 
 @pytest.mark.parametrize("hostile", sorted(HOSTILE_TABLES))
 def test_a_hostile_tuning_table_is_a_warning_and_the_defaults(tmp_path, hostile):
     """Each in its own cache folder; compile prints what it prints with no table, plus one
     warning line; a FIFO or /dev/zero is never read (they blocked or never ended before)."""
-    from convgraph.runtime.devices import select_device
 
     spec = spec_file(tmp_path, TINY)
     env = {"CONVGRAPH_CACHE": str(tmp_path / "clean")}
     clean = convgraph_cli("compile", spec, env=env, limit=False)
     assert clean.returncode == 0 and clean.stderr == "", clean.stderr
     env = {"CONVGRAPH_CACHE": str(tmp_path / "cache")}
-    info, _ = select_device()
-    os.environ["CONVGRAPH_CACHE"] = env["CONVGRAPH_CACHE"]
-    try:
-        table = tuning_file(info)
-    finally:
-        del os.environ["CONVGRAPH_CACHE"]
+    table = _tuning_file_in(env["CONVGRAPH_CACHE"])
     table.parent.mkdir(parents=True)
     HOSTILE_TABLES[hostile](table)
     start = time.monotonic()
@@ -342,16 +348,10 @@ def test_a_hostile_tuning_table_is_a_warning_and_the_defaults(tmp_path, hostile)
 def test_a_tuning_table_that_cannot_be_written_shows_the_results_then_exits_7(tmp_path):
     """`tune` with the table's place taken by a folder: the timings are printed, then the
     OutputError (the table is never silently lost)."""
-    from convgraph.runtime.devices import select_device
 
     spec = spec_file(tmp_path, TINY)
     env = {"CONVGRAPH_CACHE": str(tmp_path / "cache")}
-    info, _ = select_device()
-    os.environ["CONVGRAPH_CACHE"] = env["CONVGRAPH_CACHE"]
-    try:
-        table = tuning_file(info)
-    finally:
-        del os.environ["CONVGRAPH_CACHE"]
+    table = _tuning_file_in(env["CONVGRAPH_CACHE"])
     table.mkdir(parents=True)
     done = convgraph_cli("tune", spec, "--reset", "--budget", "20", "--mode", "infer", env=env,
                          limit=False)  # --reset cannot remove a folder (it was exit 70): warns
