@@ -485,17 +485,8 @@ def test_a_signal_during_training_saves_and_resume_gives_the_same_weights(tmp_pa
                               capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr
     folder = tmp_path / "stopped"
-    child = subprocess.Popen(_cli_process(spec, data, folder, *epochs),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert _wait_for(lambda: _epoch_saved(folder / "last.npz") >= 1)
-        time.sleep(0.05)
-        child.send_signal(signum)
-        _, err = child.communicate(timeout=120)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    child, err = _signalled(_cli_process(spec, data, folder, *epochs),
+                            lambda pid: _epoch_saved(folder / "last.npz") >= 1, 0.05, signum)
     assert child.returncode == status, err
     name = signal.Signals(signum).name
     assert f"interrupted ({name}); saved the training state to {folder}/last.npz" in err
@@ -525,6 +516,23 @@ def _catches_stopping_signals(pid: int) -> bool:
         return False
     return all(caught & (1 << (signum - 1)) for signum in (signal.SIGTERM, signal.SIGHUP))
 
+def _signalled(command, ready, delay: float, signum: int, wait: float = 120.0):
+    """Start ``command``, wait (up to ``wait`` s) until ``ready(pid)`` holds, sleep ``delay``,
+    send ``signum``; (the finished process, its stderr). The child never outlives the call."""
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert _wait_for(lambda: ready(child.pid), wait)
+        time.sleep(delay)
+        child.send_signal(signum)
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return child, err
+
+
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_at_any_moment_gives_one_line_and_its_status(tmp_path, signum):
@@ -537,17 +545,8 @@ def test_a_signal_at_any_moment_gives_one_line_and_its_status(tmp_path, signum):
     status = 128 + signum
     for delay in (0.0, 0.05, 0.15, 0.3, 0.5, 0.8, 1.2, 1.8):
         folder = tmp_path / f"ck{delay}"
-        child = subprocess.Popen(_cli_process(spec, data, folder, "--epochs", "500"),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            assert _wait_for(lambda pid=child.pid: _catches_stopping_signals(pid), 60)
-            time.sleep(delay)
-            child.send_signal(signum)
-            _, err = child.communicate(timeout=120)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        child, err = _signalled(_cli_process(spec, data, folder, "--epochs", "500"),
+                                _catches_stopping_signals, delay, signum, wait=60)
         assert "Traceback" not in err, (delay, err)
         assert child.returncode == status, (delay, child.returncode, err)
         # one line of convgraph's (a signal during a kernel compile can also make PoCL's
