@@ -525,7 +525,7 @@ class Model:
         if _is_pair(data):
             x, y = self._check_images(data[0], f"{what}'s x"), _labels(data[1], what)
         elif batches and _iterable(data):
-            pairs = [self._as_dataset(pair, f"{what}, batch {index},", batches=False)
+            pairs = [self._as_dataset(pair, f"{what} (batch {index})", batches=False)
                      for index, pair in enumerate(data)]
             if not pairs:
                 raise DataError(f"{what} is an iterable of no batches.",
@@ -667,7 +667,7 @@ def check_epochs(epochs) -> int | None:
 
     if epochs is None:
         return None
-    highest = 100_000
+    highest = 100_000  # the spec language's limit (spec/train.py)
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or \
             not 1 <= epochs <= highest:
         raise UsageError(f"fit: epochs must be a whole number from 1 to {highest:,}, got "

@@ -111,7 +111,7 @@ def metric_name(monitor, who: str) -> str:
     """The EpochRecord field ``monitor`` names (Keras's ``val_loss`` is ``test_loss``)."""
     if not isinstance(monitor, str) or ALIASES.get(monitor, monitor) not in METRICS:
         raise UsageError(f"{who} cannot monitor {monitor!r}: training measures "
-                         f"{', '.join(METRICS)}.{suggest(str(monitor), METRICS)}",
+                         f"{', '.join(METRICS)}.{suggest(str(monitor), [*METRICS, *ALIASES])}",
                          hint="monitor one of those (val_loss and val_accuracy are the test_ "
                               "ones).")
     return ALIASES.get(monitor, monitor)
@@ -168,9 +168,9 @@ def _count(value, name: str, who: str, least: int = 0) -> int:
 
 
 class EarlyStopping(Callback):
-    """Stop training when ``monitor`` has not improved (by more than ``min_delta``) for
-    ``patience`` epochs, as Keras's EarlyStopping does (``patience=0``: at the first epoch
-    without improvement). ``mode`` 'auto' minimises losses and maximises accuracies.
+    """Stop training after ``patience`` epochs in a row in which ``monitor`` did not improve
+    (by more than ``min_delta``), as Keras's EarlyStopping does (``patience`` 0 or 1: at the
+    first such epoch). ``mode`` 'auto' minimises losses and maximises accuracies.
 
     With ``restore_best_weights`` the model ends with the weights of the best epoch (also when
     training ran to its last epoch). ``stopped_epoch`` is the 1-based epoch it stopped after (0:
@@ -204,7 +204,7 @@ class EarlyStopping(Callback):
                 self.best_weights = trainer.session.params  # a host copy
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:  # Keras's rule (so patience 0 and 1 both stop at once)
             self.stopped_epoch = record.epoch
             trainer.stop_training = True
 
