@@ -313,7 +313,8 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer, record) -> None:
         from convgraph.train.report import epoch_line
 
-        self.console.print(epoch_line(record), highlight=False, markup=False)
+        # one line whatever the width (a pipe, a notebook), as `convgraph run` prints it
+        self.console.print(epoch_line(record), highlight=False, markup=False, soft_wrap=True)
 
     def on_train_end(self, trainer, records) -> None:
         self.close()
