@@ -14,8 +14,10 @@ the spec's ``train: batch``; ``fit`` trains at it.
 >>> model = convgraph.compile("specs/seed.yaml", device="cpu")         # doctest: +SKIP
 >>> model.forward(np.zeros((2, 3, 32, 32), np.float32)).shape         # doctest: +SKIP
 (2, 10)
->>> records = model.fit(model.dataset("train"), epochs=2,              # doctest: +SKIP
-...                     test_data=model.dataset("test"))
+>>> history = model.fit(model.dataset("train"), epochs=2,              # doctest: +SKIP
+...                     validation_data=model.dataset("test"))
+>>> history.history["test_accuracy"]                                   # doctest: +SKIP
+[0.33, 0.41]
 >>> model.evaluate(model.dataset("test")).accuracy                     # doctest: +SKIP
 0.41
 """
@@ -435,7 +437,7 @@ class Model:
         from convgraph.train.callbacks import History, ProgressBar, check_callbacks
         from convgraph.train.loop import Interrupted, Trainer
 
-        epochs = check_epochs(epochs)
+        epochs = check_epochs(epochs, self.graph.graph["train"]["epochs"])
         self._check_batch_size(batch_size, "fit", exact=True)
         for name, value in (("shuffle", shuffle), ("resume", resume)):
             _check_flag(value, name)
@@ -659,12 +661,10 @@ def spec_dataset(graph: nx.DiGraph, split: str = "train"):
     return load_dataset(train["dataset"], train["data"], split, first, classes, 0)
 
 
-def check_epochs(epochs) -> int | None:
-    """``fit``'s epochs as ``convgraph run --epochs`` takes them: None (the spec's) or a whole
-    number from 1 to the spec language's limit; UsageError otherwise (0 never means "the
-    spec's")."""
-    from convgraph.spec.train import TRAIN_PARAMS
-
+def check_epochs(epochs, spec_epochs: int) -> int | None:
+    """``fit``'s epochs as ``convgraph run --epochs`` takes them: None (the spec's
+    ``spec_epochs``) or a whole number from 1 to the spec language's limit; UsageError
+    otherwise (0 never means "the spec's")."""
     if epochs is None:
         return None
     highest = 100_000  # the spec language's limit (spec/train.py)
@@ -673,8 +673,7 @@ def check_epochs(epochs) -> int | None:
         raise UsageError(f"fit: epochs must be a whole number from 1 to {highest:,}, got "
                          f"{epochs!r}.",
                          hint="give epochs=N (what convgraph run --epochs N trains), or leave it "
-                              f"out for the spec's train: epochs (default "
-                              f"{TRAIN_PARAMS['epochs'].default}).")
+                              f"out for the spec's train: epochs ({spec_epochs}).")
     return int(epochs)
 
 
@@ -694,10 +693,12 @@ def split_dataset(data, fraction):
         raise DataError(f"validation_split={fraction} of {count:,} images leaves "
                         f"{split_at:,} to train on and {count - split_at:,} to validate on.",
                         hint="give more images, or a fraction that leaves some of each.")
-    part = lambda x, y, label: Dataset(f"{data.name} {label}", x, y, data.classes,  # noqa: E731
-                                       data.class_names)
-    return (part(data.x[:split_at], data.y[:split_at], f"[:{split_at}]"),
-            part(data.x[split_at:], data.y[split_at:], f"[{split_at}:]"))
+    def part(where: slice, label: str) -> Dataset:
+        return Dataset(f"{data.name} {label}", data.x[where], data.y[where], data.classes,
+                       data.class_names)
+
+    return part(slice(None, split_at), f"[:{split_at}]"), part(slice(split_at, None),
+                                                                f"[{split_at}:]")
 
 
 def _check_flag(value, name: str) -> None:

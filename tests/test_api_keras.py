@@ -381,3 +381,14 @@ def test_evaluate_takes_pairs_and_iterables_of_batches(graph, data):
         model.evaluate([(x[:4], y[:4]), (x[:4], y[:4] + 4)])
     with pytest.raises(UsageError, match="Dataset or an"):
         model.evaluate(42)
+
+
+def test_resume_refuses_another_shuffle(graph, data, tmp_path):
+    """The batch position of a shuffle=False run counts other batches than a shuffled one."""
+    model = _model(graph)
+    model.fit(data, epochs=1, shuffle=False, verbose=0, checkpoint_dir=tmp_path)
+    with pytest.raises(UsageError, match="shuffle=False, this run has shuffle=True"):
+        _model(graph).fit(data, epochs=2, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    resumed = _model(graph).fit(data, epochs=2, shuffle=False, verbose=0,
+                                checkpoint_dir=tmp_path, resume=True)
+    assert resumed.epoch == [2]

@@ -7,8 +7,9 @@ training through three attributes:
 
 - ``trainer.stop_training = True`` ends training cleanly after the epoch in progress (its
   record, checkpoint and metrics line are written; ``fit`` returns the history);
-- ``trainer.epoch_lr`` (a number) is the learning rate every step of the epoch uses, in place
-  of the spec's schedule (None: the schedule's);
+- ``trainer.epoch_lr`` (a number) is the learning rate the epoch's steps use, in place of the
+  spec's schedule; it is None (the schedule's) at each epoch's start, so set it in
+  ``on_epoch_begin`` (or ``on_batch_begin``, for the steps from there on);
 - ``trainer.session.set_params(params)`` replaces the weights (``EarlyStopping`` restores the
   best ones that way).
 
