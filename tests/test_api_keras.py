@@ -392,3 +392,47 @@ def test_resume_refuses_another_shuffle(graph, data, tmp_path):
     resumed = _model(graph).fit(data, epochs=2, shuffle=False, verbose=0,
                                 checkpoint_dir=tmp_path, resume=True)
     assert resumed.epoch == [2]
+
+
+_TERMINAL_FIT = '''
+import numpy as np, convgraph
+rng = np.random.default_rng(0)
+x, y = rng.integers(0, 255, (64, 1, 8, 8)).astype(np.uint8), rng.integers(0, 4, 64)
+convgraph.Model(convgraph.analyse({spec!r})).fit((x, y), epochs=2, verbose={verbose})
+'''
+
+
+def _on_a_terminal(code: str) -> tuple[int, str]:
+    """Run ``code`` in a Python process whose output is a pseudo-terminal; (status, output)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, TERM="xterm", COLUMNS="120")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+        status = process.wait(timeout=120)
+    return status, b"".join(chunks).decode(errors="replace")
+
+
+def test_fit_draws_run_s_progress_bar_on_a_terminal():
+    status, out = _on_a_terminal(_TERMINAL_FIT.format(spec=SPEC, verbose=1))
+    assert status == 0, out
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "4/4" in out, out  # the bar
+    assert "epoch 2: train loss" in out, out
+    status, out = _on_a_terminal(_TERMINAL_FIT.format(spec=SPEC, verbose=0))
+    assert status == 0 and out == "", out
