@@ -16,6 +16,7 @@ __all__ = [
     "Model",
     "Target",
     "load_weights",
+    "callbacks",
     "ConvgraphError",
     "SpecError",
     "ShapeError",
@@ -50,6 +51,10 @@ def __getattr__(name: str):
         from convgraph.runtime.target import Target
 
         return Target
+    if name == "callbacks":  # convgraph.callbacks.EarlyStopping, as keras.callbacks has it
+        import convgraph.callbacks as callbacks
+
+        return callbacks
     if name == "load_weights":
         from convgraph.train.checkpoint import load_weights
 

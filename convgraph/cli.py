@@ -515,6 +515,8 @@ class _TrainingReport:
     """``convgraph run``'s view of training (a train.loop.Callback): the opening line, a
     progress bar per epoch and one line per epoch."""
 
+    draws_progress = True  # in place of the one Model.fit(verbose=1) would draw
+
     def __init__(self, out, args, train_data, test_data):
         self.out, self.args = out, args
         self.train_data, self.test_data = train_data, test_data

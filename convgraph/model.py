@@ -14,8 +14,10 @@ the spec's ``train: batch``; ``fit`` trains at it.
 >>> model = convgraph.compile("specs/seed.yaml", device="cpu")         # doctest: +SKIP
 >>> model.forward(np.zeros((2, 3, 32, 32), np.float32)).shape         # doctest: +SKIP
 (2, 10)
->>> records = model.fit(model.dataset("train"), epochs=2,              # doctest: +SKIP
-...                     test_data=model.dataset("test"))
+>>> history = model.fit(model.dataset("train"), epochs=2,              # doctest: +SKIP
+...                     validation_data=model.dataset("test"))
+>>> history.history["test_accuracy"]                                   # doctest: +SKIP
+[0.33, 0.41]
 >>> model.evaluate(model.dataset("test")).accuracy                     # doctest: +SKIP
 0.41
 """
@@ -28,7 +30,7 @@ import networkx as nx
 import numpy as np
 
 from convgraph.codegen.plan import plan_forward
-from convgraph.errors import DataError, TrainingDiverged
+from convgraph.errors import DataError, TrainingDiverged, UsageError
 from convgraph.graph import ordered
 from convgraph.params import (
     check_params,
@@ -244,14 +246,39 @@ class Model:
         volume = self.graph.nodes[self.graph.graph["output"]]["output"]
         return out.reshape(out.shape[0], -1) if volume.width == volume.height == 1 else out
 
-    def predict(self, x) -> np.ndarray:
+    def predict(self, x, batch_size: int | None = None) -> np.ndarray:
         """The network's output for ``x``, inputs prepared as in training: what
         ``convgraph run --predict`` prints (its class scores, for a classifier).
 
+        ``x`` is an array (batch, depth, height, width), a Dataset (its images), or an iterable
+        (a list, a generator) of such batches: the outputs are concatenated in order. The model
+        runs at its planned batch; ``batch_size``, if given, may not exceed it (the outputs do
+        not depend on it).
+
         >>> model.predict(np.zeros((3, 3, 32, 32), np.uint8)).shape  # doctest: +SKIP
         (3, 10)
+        >>> model.predict(x[i:i + 100] for i in range(0, len(x), 100)).shape  # doctest: +SKIP
+        (1000, 10)
         """
-        return self.forward(x)
+        from convgraph.data import Dataset
+
+        self._check_batch_size(batch_size, "predict", exact=False)
+        if isinstance(x, Dataset):
+            x = x.x
+        if isinstance(x, np.ndarray) or hasattr(x, "__array__") or not _iterable(x):
+            return self.forward(x)
+        outputs = []
+        for index, batch in enumerate(x):
+            try:
+                outputs.append(self.forward(batch))
+            except DataError as exc:
+                raise DataError(f"predict: batch {index} of the iterable: {exc.message}",
+                                hint=exc.hint) from None
+        if not outputs:
+            raise DataError("predict was given an iterable of no batches.",
+                            hint="give an array (batch, depth, height, width), or an iterable "
+                                 "that yields at least one.")
+        return np.concatenate(outputs)
 
     def _forward_batch(self, program: _Program, x: np.ndarray) -> np.ndarray:
         executor, plan = program.executor, program.built.plan
@@ -268,26 +295,7 @@ class Model:
         infinite values (before or after normalisation), naming the first bad image."""
         from convgraph.data.arrays import describe_value, first_nonfinite, place
 
-        volume = self.graph.nodes[ordered(self.graph)[0]]["output"]
-        x = np.asarray(x)
-        expected = (volume.depth, volume.height, volume.width)
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise DataError(f"the input batch has shape {x.shape}, but '{self.graph.graph['name']}'"
-                            f" takes (batch, {volume.depth}, {volume.height}, {volume.width}) "
-                            f"(depth, height, width of {volume}).")
-        if not np.issubdtype(x.dtype, np.number) or x.dtype.kind == "c":
-            raise DataError(f"the input batch holds {x.dtype} values, not real numbers.")
-        if x.shape[0] == 0:
-            raise DataError(f"the input batch holds no images (shape {x.shape}).",
-                            hint="give at least one image (batch, depth, height, width).")
-        index = first_nonfinite(x)
-        if index is not None:
-            # a ReLU's max turns NaN into 0: the scores would look confident and mean nothing
-            raise DataError(f"the input batch holds {describe_value(x[index])} at "
-                            f"{place(index)}; every input value must be a finite number.",
-                            hint="replace or drop the images with NaN or infinite values.")
+        x = self._check_images(x, "the input batch")
         with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
             if self.normalization is not None:
                 from convgraph.data import as_unit
@@ -304,6 +312,38 @@ class Model:
                             "outside the range the network was trained on.",
                             hint="give pixels as uint8 0..255 or floats in the training "
                                  "data's range.")
+        return x
+
+    def _check_images(self, x, what: str) -> np.ndarray:
+        """``x`` as an array of images (batch, depth, height, width) of the network's input
+        volume (one image gains a batch axis): real, finite numbers, at least one image;
+        DataError naming ``what`` and the first bad image otherwise."""
+        from convgraph.data.arrays import describe_value, first_nonfinite, place
+
+        volume = self.graph.nodes[ordered(self.graph)[0]]["output"]
+        try:
+            x = np.asarray(x)
+        except ValueError as exc:  # ragged nested lists
+            raise DataError(f"{what} is not an array of images: {exc}.",
+                            hint="give a numpy array (batch, depth, height, width).") from None
+        expected = (volume.depth, volume.height, volume.width)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise DataError(f"{what} has shape {x.shape}, but '{self.graph.graph['name']}'"
+                            f" takes (batch, {volume.depth}, {volume.height}, {volume.width}) "
+                            f"(depth, height, width of {volume}).")
+        if not np.issubdtype(x.dtype, np.number) or x.dtype.kind == "c":
+            raise DataError(f"{what} holds {x.dtype} values, not real numbers.")
+        if x.shape[0] == 0:
+            raise DataError(f"{what} holds no images (shape {x.shape}).",
+                            hint="give at least one image (batch, depth, height, width).")
+        index = first_nonfinite(x)
+        if index is not None:
+            # a ReLU's max turns NaN into 0: the scores would look confident and mean nothing
+            raise DataError(f"{what} holds {describe_value(x[index])} at "
+                            f"{place(index)}; every input value must be a finite number.",
+                            hint="replace or drop the images with NaN or infinite values.")
         return x
 
     def input_mismatch(self, x) -> str | None:
@@ -350,38 +390,201 @@ class Model:
         checked to fit the network: what ``convgraph run`` and ``eval`` load (spec_dataset)."""
         return spec_dataset(self.graph, split)
 
-    def fit(self, data, epochs: int | None = None, test_data=None, checkpoint_dir=None,
-            resume: bool = False, metrics_file=None, report=None, callbacks=()):
+    def fit(self, data, epochs: int | None = None, *, batch_size: int | None = None,
+            validation_data=None, test_data=None, validation_split: float | None = None,
+            shuffle: bool = True, verbose: int = 1, callbacks=(), checkpoint_dir=None,
+            resume: bool = False, metrics_file=None, report=None):
         """Train on this model's device with the spec's ``train:`` settings, at the model's
-        batch; returns one EpochRecord per epoch trained.
+        batch, for ``epochs`` (default the spec's ``train: epochs``): exactly what ``convgraph
+        run --epochs N`` trains, the learning-rate schedule spanning those N epochs. Returns a
+        History (the EpochRecords, ``history.history`` per metric, ``history.epoch``).
 
-        ``data`` (and ``test_data``) is a convgraph.data.Dataset or an ``(x, y)`` pair with x as
-        (N, depth, height, width) uint8 or float32 and y as (N,) class indices. The trained
-        weights and the input normalisation replace this model's (also when training is
-        interrupted or diverges: the last good weights). ``checkpoint_dir`` keeps
-        ``last.npz`` and ``best.npz``, ``resume`` continues from ``last.npz``,
-        ``metrics_file`` appends one JSON line per epoch; ``report(record)`` is called after
-        each epoch, and each of ``callbacks`` (convgraph.train.loop.Callback) at the start,
-        after each batch and after each epoch. ``self.trainer`` is the run's Trainer.
+        Parameters
+        ----------
+        data : Dataset or (x, y)
+            x (N, depth, height, width) uint8 or float32 images, y (N,) class indices.
+        epochs : int, optional
+            1 or more; what the run trains to and the schedule spans.
+        batch_size : int, optional
+            Only the model's own (``compile(spec, batch=...)`` plans another).
+        validation_data, test_data : Dataset or (x, y), optional
+            Evaluated after each epoch (the test_ metrics); one name for one thing, give one.
+        validation_split : float, optional
+            Hold out this last fraction of ``data`` (before any shuffling, as Keras does) as
+            the validation data.
+        shuffle : bool
+            False: the batches visit ``data`` in its order, every epoch (augmentation stays
+            seeded), for comparisons that must not depend on the order.
+        verbose : 0 or 1
+            1: the progress bar of ``convgraph run`` on a terminal and one line per epoch
+            (unless a callback draws progress); 0: quiet.
+        callbacks : list of convgraph.callbacks.Callback
+            EarlyStopping, ModelCheckpoint, LearningRateScheduler or your own.
+        checkpoint_dir, resume, metrics_file
+            ``--checkpoint-dir`` (last.npz every epoch, best.npz), ``--resume`` (continue from
+            its last.npz), ``--metrics`` (one JSON line per epoch).
+        report : callable, optional
+            ``report(record)`` after each epoch.
 
-        >>> records = model.fit((x, y), epochs=2, test_data=(x_test, y_test))  # doctest: +SKIP
+        The trained weights and the input normalisation replace this model's (also when
+        training is interrupted or diverges: the last good weights). ``self.trainer`` is the
+        run's Trainer.
+
+        >>> history = model.fit((x, y), epochs=2, validation_split=0.1)  # doctest: +SKIP
+        >>> history.history["test_accuracy"]                            # doctest: +SKIP
+        [0.52, 0.71]
         """
+        from convgraph.train.callbacks import History, ProgressBar, check_callbacks
         from convgraph.train.loop import Interrupted, Trainer
 
+        epochs = check_epochs(epochs, self.graph.graph["train"]["epochs"])
+        self._check_batch_size(batch_size, "fit", exact=True)
+        for name, value in (("shuffle", shuffle), ("resume", resume)):
+            _check_flag(value, name)
+        if verbose not in (0, 1) or isinstance(verbose, float):
+            raise UsageError(f"fit: verbose must be 0 (quiet) or 1 (progress), got {verbose!r}.",
+                             hint="pass verbose=0 or verbose=1.")
+        if report is not None and not callable(report):
+            raise UsageError(f"fit: report must be a function of the epoch's record, got "
+                             f"{type(report).__name__}.", hint="pass report=print, or leave it "
+                                                                "out.")
+        callbacks = check_callbacks(callbacks)
+        _check_outputs(checkpoint_dir, resume, metrics_file)
+        train, test = self._fit_data(data, validation_data, test_data, validation_split)
+        progress = None
+        if verbose and not any(getattr(c, "draws_progress", False) for c in callbacks):
+            progress = ProgressBar()
+            callbacks.append(progress)
         session = self._training_session()
-        trainer = Trainer(session, _as_dataset(data, self.graph),
-                          None if test_data is None else _as_dataset(test_data, self.graph),
-                          checkpoint_dir, metrics_file)
+        trainer = Trainer(session, train, test, checkpoint_dir, metrics_file, epochs=epochs,
+                          shuffle=bool(shuffle))
         self.trainer = trainer
-        if resume:
-            trainer.resume()
         try:
-            records = trainer.fit(epochs, report=report, callbacks=callbacks)
+            if resume:
+                trainer.resume()
+            records = trainer.fit(report=report, callbacks=callbacks)
         except (Interrupted, TrainingDiverged):
             self._take_trained(trainer)
             raise
+        finally:
+            if progress is not None:
+                progress.close()
         self._take_trained(trainer)
-        return records
+        return History(records, stopped_early=trainer.stop_training)
+
+    def _check_batch_size(self, batch_size, method: str, exact: bool) -> None:
+        """The model is planned for one batch: ``fit`` trains at it (another would change
+        training), ``predict`` and ``evaluate`` take any up to it (their results do not
+        depend on it)."""
+        if batch_size is None:
+            return
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise UsageError(f"{method}: batch_size must be a whole number of at least 1, got "
+                             f"{batch_size!r}.", hint="leave batch_size out: the model runs at "
+                                                      f"its planned batch ({self.batch}).")
+        if batch_size == self.batch or (not exact and batch_size < self.batch):
+            return
+        limit = "is" if exact else "is at most"
+        raise UsageError(f"{method}(batch_size={batch_size}): this model is planned for batches "
+                         f"of {self.batch}, so its batch size {limit} {self.batch}.",
+                         hint=f"compile the model for that batch: convgraph.compile(spec, "
+                              f"batch={batch_size}), or leave batch_size out.")
+
+    def _fit_data(self, data, validation_data, test_data, validation_split):
+        """The training and the test Dataset of a fit, checked to fit the network."""
+        if validation_data is not None and test_data is not None:
+            raise UsageError("fit was given both validation_data and test_data: they are one "
+                             "thing (the data evaluated after each epoch) by two names.",
+                             hint="give one of them.")
+        held = validation_data if validation_data is not None else test_data
+        train = self._as_dataset(data, "fit's data", batches=False)
+        if validation_split is None or (validation_split == 0 and
+                                        not isinstance(validation_split, bool)):
+            test = None if held is None else self._as_dataset(held, "fit's validation_data")
+            return train, test
+        if held is not None:
+            raise UsageError("fit was given both validation_split and validation_data: the "
+                             "split holds out part of data as the validation data.",
+                             hint="give one of them.")
+        return split_dataset(train, validation_split)
+
+    def _as_dataset(self, data, what: str, batches: bool = True):
+        """``data`` as a Dataset of the network's input volume and class count: a Dataset, an
+        ``(x, y)`` pair of arrays, or (``batches``) an iterable of ``(x, y)`` batches
+        (concatenated); DataError or UsageError saying what does not fit."""
+        from convgraph.data import Dataset
+        from convgraph.data.dataset import check_fits, check_labels
+
+        name = self.graph.graph["name"]
+        volume = self.graph.nodes[ordered(self.graph)[0]]["output"]
+        if isinstance(data, Dataset):
+            check_fits(what, data.volume(), data.classes, volume, self.classes)
+            if len(data) == 0:
+                raise DataError(f"{what} ({data.name}) holds no images.",
+                                hint="give at least one image.")
+            return data
+        if _is_pair(data):
+            x, y = self._check_images(data[0], f"{what}'s x"), _labels(data[1], what)
+        elif batches and _iterable(data):
+            pairs = [self._as_dataset(pair, f"{what} (batch {index})", batches=False)
+                     for index, pair in enumerate(data)]
+            if not pairs:
+                raise DataError(f"{what} is an iterable of no batches.",
+                                hint="give (x, y) batches, or an (x, y) pair of arrays.")
+            x = np.concatenate([pair.x for pair in pairs])
+            y = np.concatenate([pair.y for pair in pairs])
+        else:
+            also = ", or an iterable of (x, y) batches" if batches else ""
+            raise UsageError(f"{what} must be a convgraph.data.Dataset or an (x, y) pair of "
+                             f"arrays{also}; got a {type(data).__name__}.",
+                             hint="e.g. (x, y) with x (N, depth, height, width) images and y (N,) "
+                                  "class indices, or model.dataset('train').")
+        if y.shape != (x.shape[0],):
+            raise DataError(f"{what} has {x.shape[0]:,} images but {y.shape} labels; y must "
+                            f"hold one class index per image ({x.shape[0]:,},).",
+                            hint="give x and y of the same length.")
+        check_labels(y, self.classes, f"{what}'s y (for '{name}', {self.classes} classes)")
+        if x.dtype not in (np.uint8, np.float32):
+            x = x.astype(np.float32)
+        return Dataset("arrays", np.ascontiguousarray(x), y.astype(np.int64), self.classes)
+
+    # ------------------------------------------------------------------ description
+
+    def summary(self, print_fn=print, *, as_dict: bool = False):
+        """What ``convgraph compile`` prints: the table of layers (op, hyperparameters, output,
+        parameters, FLOPs, memory) and the totals line, Keras's ``model.summary()``.
+
+        Each line goes to ``print_fn`` (default ``print``, in the terminal's width, else 140
+        columns); ``print_fn=None`` returns the text instead, ``as_dict=True`` the summary as
+        ``convgraph compile --json`` writes it (a dict).
+
+        >>> model.summary()                            # doctest: +SKIP
+        >>> text = model.summary(print_fn=None)        # doctest: +SKIP
+        >>> model.summary(as_dict=True)["total_params"]  # doctest: +SKIP
+        2410
+        """
+        import io
+
+        from rich.console import Console
+
+        from convgraph.summary import print_summary, summary_json
+
+        if as_dict:
+            return summary_json(self.graph)
+        if print_fn is not None and not callable(print_fn):
+            raise UsageError(f"summary: print_fn must be a function of a line (or None), got "
+                             f"{type(print_fn).__name__}.", hint="e.g. print_fn=print.")
+        probe = Console()
+        buffer = io.StringIO()
+        print_summary(self.graph, Console(file=buffer, color_system=None,
+                                          width=probe.width if probe.is_terminal else 140))
+        text = buffer.getvalue()
+        if print_fn is None:
+            return text
+        for line in text.splitlines():
+            print_fn(line)
+        return None
 
     def _training_session(self):
         """The training program on this model's target, holding this model's parameters and
@@ -402,10 +605,12 @@ class Model:
         self.set_params(trainer.session.params)
         self.normalization = None if trainer.mean is None else (trainer.mean, trainer.std)
 
-    def evaluate(self, data):
-        """Loss and accuracy on ``data`` (a Dataset or an ``(x, y)`` pair) in inference mode,
-        inputs prepared with the model's normalisation: what ``convgraph eval`` prints. Runs a
-        program of the inference and loss kernels only (built on first use).
+    def evaluate(self, data, batch_size: int | None = None):
+        """Loss and accuracy on ``data`` in inference mode, inputs prepared with the model's
+        normalisation: what ``convgraph eval`` prints. ``data`` is a Dataset, an ``(x, y)``
+        pair of arrays, or an iterable of ``(x, y)`` batches (evaluated as one set). Runs a
+        program of the inference and loss kernels only (built on first use), at the model's
+        batch (``batch_size`` may be given up to it; the figures do not depend on it).
 
         Returns a convgraph.train.loop.Evaluation (``loss``, ``accuracy``, ``predictions``,
         ``labels``, ``confusion(classes)``).
@@ -415,8 +620,10 @@ class Model:
         """
         from convgraph.train.loop import evaluate
 
+        self._check_batch_size(batch_size, "evaluate", exact=False)
+        data = self._as_dataset(data, "evaluate's data")
         mean, std = self.normalization if self.normalization is not None else (None, None)
-        return evaluate(self._evaluation_session(), _as_dataset(data, self.graph), mean, std)
+        return evaluate(self._evaluation_session(), data, mean, std)
 
     def _evaluation_session(self):
         from convgraph.train.session import EvaluationSession
@@ -428,8 +635,6 @@ class Model:
             self._evaluation.set_params(self._host_params())
         self._evaluated = self._version
         return self._evaluation
-
-    # ------------------------------------------------------------------ description
 
     def kernel_records(self) -> list[dict]:
         """The launches of one forward pass at the planned batch (for --json and the plan file)."""
@@ -456,17 +661,95 @@ def spec_dataset(graph: nx.DiGraph, split: str = "train"):
     return load_dataset(train["dataset"], train["data"], split, first, classes, 0)
 
 
-def _as_dataset(data, graph):
+def check_epochs(epochs, spec_epochs: int) -> int | None:
+    """``fit``'s epochs as ``convgraph run --epochs`` takes them: None (the spec's
+    ``spec_epochs``) or a whole number from 1 to the spec language's limit; UsageError
+    otherwise (0 never means "the spec's")."""
+    if epochs is None:
+        return None
+    highest = 100_000  # the spec language's limit (spec/train.py)
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or \
+            not 1 <= epochs <= highest:
+        raise UsageError(f"fit: epochs must be a whole number from 1 to {highest:,}, got "
+                         f"{epochs!r}.",
+                         hint="give epochs=N (what convgraph run --epochs N trains), or leave it "
+                              f"out for the spec's train: epochs ({spec_epochs}).")
+    return int(epochs)
+
+
+def split_dataset(data, fraction):
+    """(the first part, the last ``fraction``) of ``data``, in stored order: Keras's
+    ``validation_split``. Both parts hold at least one image, or DataError."""
     from convgraph.data import Dataset
 
-    if isinstance(data, Dataset):
-        return data
-    x, y = data
-    classes = graph.nodes[graph.graph["output"]]["output"].depth
-    x = np.asarray(x)
-    if x.dtype not in (np.uint8, np.float32):
-        x = x.astype(np.float32)
-    return Dataset("arrays", x, np.asarray(y, np.int64), classes)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or \
+            not 0 < fraction < 1:
+        raise UsageError(f"fit: validation_split must be a fraction between 0 and 1, got "
+                         f"{fraction!r}.", hint="e.g. validation_split=0.1 holds out the last "
+                                                "10% of the training data.")
+    count = len(data)
+    split_at = int(count * (1 - fraction))
+    if split_at < 1 or split_at >= count:
+        raise DataError(f"validation_split={fraction} of {count:,} images leaves "
+                        f"{split_at:,} to train on and {count - split_at:,} to validate on.",
+                        hint="give more images, or a fraction that leaves some of each.")
+    def part(where: slice, label: str) -> Dataset:
+        return Dataset(f"{data.name} {label}", data.x[where], data.y[where], data.classes,
+                       data.class_names)
+
+    return part(slice(None, split_at), f"[:{split_at}]"), part(slice(split_at, None),
+                                                                f"[{split_at}:]")
+
+
+def _check_flag(value, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise UsageError(f"fit: {name} must be True or False, got {value!r}.",
+                         hint=f"pass {name}=True or {name}=False.")
+
+
+def _check_outputs(checkpoint_dir, resume, metrics_file) -> None:
+    """The folders and files fit will write, checked before anything is built (as ``run``
+    checks --checkpoint-dir and --metrics)."""
+    from convgraph.files import writable_file, writable_folder
+
+    if resume and checkpoint_dir is None:
+        raise UsageError("fit(resume=True) needs checkpoint_dir (the folder whose last.npz to "
+                         "continue from).", hint="pass checkpoint_dir=..., or leave out resume.")
+    if checkpoint_dir is not None:
+        writable_folder(checkpoint_dir, "fit's checkpoint_dir")
+    if metrics_file is not None:
+        writable_file(metrics_file, "fit's metrics_file")
+
+
+def _iterable(value) -> bool:
+    if isinstance(value, (str, bytes, dict)):
+        return False
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_pair(data) -> bool:
+    """An (x, y) pair of arrays, not a sequence of (x, y) batches (whose items are tuples)."""
+    return isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], tuple)
+
+
+def _labels(y, what: str) -> np.ndarray:
+    """``y`` as whole-number class indices; DataError for other values."""
+    try:
+        y = np.asarray(y)
+    except ValueError as exc:
+        raise DataError(f"{what}'s y is not an array of labels: {exc}.") from None
+    if y.dtype.kind in "iu":
+        return y
+    if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        return y.astype(np.int64)
+    if y.dtype.kind == "f" and y.size == 0:
+        return y.astype(np.int64)
+    raise DataError(f"{what}'s y holds {y.dtype} values, not class indices.",
+                    hint="give y as whole numbers 0..classes-1, one per image (not one-hot).")
 
 
 def compile(spec, device=None, batch: int | None = None, overrides=(),  # noqa: A001

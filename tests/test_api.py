@@ -254,3 +254,34 @@ def test_weights_whose_normalisation_has_other_channels_are_refused(tmp_path, cl
     assert str(weights) in err and "1-channel input" in err, err
     with pytest.raises(convgraph.DataError, match="2 channel"):
         convgraph.compile(str(spec), device="cpu", batch=4).load_weights(weights)
+
+
+def test_fit_epochs_trains_what_run_epochs_trains(tmp_path, monkeypatch):
+    """``fit(epochs=2)`` on a spec of 5 cosine epochs is ``convgraph run --epochs 2``: the
+    schedule spans the 2 epochs asked for (not the spec's 5), so the learning-rate curve and
+    the weights are bitwise those of the command line."""
+    from convgraph.cli import main
+    from convgraph.train.schedule import learning_rate
+
+    x, y = tiny_images(0, 64)
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_test=x[:16], y_test=y[:16])
+    spec = tmp_path / "cosine.yaml"
+    spec.write_text(SPEC.replace("epochs: 3", "epochs: 5").replace(
+        "dataset: npz,", f"dataset: npz, data: {tmp_path / 'd.npz'},"))
+    with pytest.MonkeyPatch.context() as patch:
+        cli_rates = _Rates(patch)
+        assert main(["run", str(spec), "--epochs", "2", "--save", str(tmp_path / "cli.npz")]) == 0
+    model = convgraph.compile(spec)
+    rates = _Rates(monkeypatch)
+    history = model.fit(model.dataset("train"), epochs=2, test_data=model.dataset("test"),
+                        verbose=0)
+    assert history.epoch == [1, 2] and rates.values == cli_rates.values
+    settings = model.graph.graph["train"]  # the spec's: 5 epochs
+    last_step = (1, 3, 4)  # epoch 2 (0-based 1), its last step of 4
+    assert rates.values[-1] == learning_rate({**settings, "epochs": 2}, *last_step)
+    assert rates.values[-1] < learning_rate(settings, *last_step) / 4  # far along the cosine
+    cli_params, _, header = load_checkpoint(tmp_path / "cli.npz")
+    assert header["settings"]["epochs"] == 2
+    for key, value in model.params.items():
+        np.testing.assert_array_equal(value, cli_params[key], err_msg=key)
+    assert model.trainer.header()["settings"] == header["settings"]

@@ -25,6 +25,7 @@ from convgraph.data import Dataset, batches, input_normalization
 from convgraph.errors import DataError, TrainingDiverged, UsageError
 from convgraph.params import check_params
 from convgraph.train import signals
+from convgraph.train.callbacks import Callback, notify
 from convgraph.train.checkpoint import (
     FORMAT,
     FolderLock,
@@ -102,22 +103,7 @@ SAVED_SETTINGS = ("optimizer", "lr", "momentum", "nesterov", "betas", "weight_de
                   "step_epochs", "gamma", "warmup_epochs", "batch", "epochs", "dataset", "data",
                   "seed", "normalize", "crop_pad", "flip", "loss", "label_smoothing", "init")
 
-
-class Callback:
-    """Hooks into training (``Model.fit(callbacks=[...])``, ``Trainer.fit``), Keras-style; each
-    one does nothing unless overridden. ``convgraph run`` draws its progress bar and epoch lines
-    through one of these."""
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        """After the session is built (and resumed), before the first batch."""
-
-    def on_batch_end(self, trainer: Trainer, done: int, total: int, loss: float,
-                     accuracy: float, images_per_s: float) -> None:
-        """After each optimizer step: batches done of the epoch's total, the epoch's running
-        mean loss and accuracy, its speed."""
-
-    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
-        """After each epoch's evaluation, checkpoint and metrics line."""
+__all__ = ["Callback", "EpochRecord", "Evaluation", "Interrupted", "Trainer", "evaluate"]
 
 
 def evaluate(session, data: Dataset, mean=None, std=None) -> Evaluation:
@@ -139,13 +125,26 @@ def evaluate(session, data: Dataset, mean=None, std=None) -> Evaluation:
 
 class Trainer:
     """Trains a TrainingSession on a Dataset; ``Model.fit`` (and so ``convgraph run``) drives
-    this."""
+    this.
+
+    ``epochs`` (default: the spec's ``train: epochs``) is the run's length: what the learning
+    rate schedule spans and what ``fit`` trains to, as ``--epochs`` sets it. ``shuffle=False``
+    visits the training images in their stored order every epoch (augmentation stays seeded).
+    Callbacks act on training through ``stop_training`` and ``epoch_lr``
+    (convgraph/train/callbacks.py)."""
 
     def __init__(self, session: TrainingSession, train_data: Dataset,
-                 test_data: Dataset | None = None, checkpoint_dir=None, metrics_file=None):
+                 test_data: Dataset | None = None, checkpoint_dir=None, metrics_file=None,
+                 epochs: int | None = None, shuffle: bool = True):
         self.session = session
         self.graph = session.graph
-        self.settings = session.train
+        self.settings = dict(session.train)
+        if epochs is not None:
+            self.settings["epochs"] = epochs
+        self.shuffle = shuffle
+        self.stop_training = False  # set by a callback: training ends after this epoch
+        self.epoch_lr: float | None = None  # set by a callback: this epoch's rate
+        self.last_lr = float(self.settings["lr"])  # the rate of the last step taken
         self.train_data, self.test_data = train_data, test_data
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.metrics_file = Path(metrics_file) if metrics_file else None
@@ -165,6 +164,7 @@ class Trainer:
                 "best_accuracy": p.best_accuracy, "history": p.history,
                 "seed": self.settings["seed"], "batch_size": self.session.batch,
                 "steps_per_epoch": self.steps_per_epoch(), "data": self.data_identity(),
+                "shuffle": self.shuffle,
                 "settings": json.loads(json.dumps(settings, default=str)),
                 "mean": None if self.mean is None else [float(v) for v in self.mean],
                 "std": None if self.std is None else [float(v) for v in self.std]}
@@ -229,6 +229,8 @@ class Trainer:
         p.loss_sum, p.correct, p.seen = header["loss_sum"], header["correct"], header["seen"]
         p.seconds, p.best_accuracy = header["seconds"], header["best_accuracy"]
         p.history = header["history"]
+        if p.history:
+            self.last_lr = float(p.history[-1]["lr"])
         saved = saved_normalization(header)
         if saved is not None:  # the statistics the run started with win (input_normalization)
             self.mean, self.std = saved
@@ -278,6 +280,11 @@ class Trainer:
                 f"--resume: {name} was saved with seed {header.get('seed')}, this run has "
                 f"seed {self.settings['seed']}; the rest of the epoch would visit another "
                 "order of images.", hint=f"resume with --seed {header.get('seed')}.")
+        if header.get("shuffle", True) != self.shuffle:
+            raise UsageError(
+                f"--resume: {name} was saved training with shuffle={header.get('shuffle', True)}"
+                f", this run has shuffle={self.shuffle}; the rest of the epoch would visit "
+                "other images.", hint=f"resume with shuffle={header.get('shuffle', True)}.")
         saved_optimizer = saved_settings.get("optimizer")
         if saved_optimizer is not None and saved_optimizer != self.settings["optimizer"]:
             raise UsageError(
@@ -345,13 +352,14 @@ class Trainer:
 
     def fit(self, epochs: int | None = None, report=None, on_batch=None,
             callbacks=()) -> list[EpochRecord]:
-        """Train to ``epochs`` (default: the spec's). ``report(record)`` is called after each
-        epoch, ``on_batch(done, total, loss, accuracy, images_per_s)`` after each batch, and
-        each Callback of ``callbacks`` at the start, after each batch and after each epoch.
+        """Train to ``epochs`` (default: the run's, ``settings["epochs"]``). ``report(record)``
+        is called after each epoch, ``on_batch(done, total, loss, accuracy, images_per_s)``
+        after each batch, and the hooks of ``callbacks`` (train/callbacks.py) at the start and
+        the end, before and after each epoch and each batch.
 
         Holds the checkpoint folder's lock throughout. Ctrl-C (and, where the caller routes
         them, SIGTERM and SIGHUP) stops at the next batch boundary: the state is saved and
-        Interrupted raised."""
+        Interrupted raised. A callback's ``stop_training`` ends training after the epoch."""
         if self.checkpoint_dir is None:
             return self._fit(epochs, report, on_batch, callbacks)
         with self.lock():
@@ -361,41 +369,17 @@ class Trainer:
         epochs = epochs or self.settings["epochs"]
         records = []
         p = self.progress
-        total = self.steps_per_epoch()
+        self.stop_training = False
         try:
             with signals.handled((signal.SIGINT,), only_default=True):
-                for callback in callbacks:
-                    callback.on_train_begin(self)
-                while p.epoch < epochs:
-                    started = time.perf_counter() - p.seconds
-                    stream = batches(self.train_data, self.session.batch,
-                                     seed=self.settings["seed"], epoch=p.epoch,
-                                     crop_pad=self.settings["crop_pad"],
-                                     flip=self.settings["flip"], mean=self.mean, std=self.std,
-                                     start=p.batch)
-                    rate = learning_rate(self.settings, p.epoch, p.batch, total)
-                    for x, y in stream:
-                        with signals.deferred():  # a step and its bookkeeping, whole
-                            rate = learning_rate(self.settings, p.epoch, p.batch, total)
-                            result = self.session.step(x, y, rate)
-                            p.batch += 1
-                            p.step += 1
-                            p.loss_sum += result.loss
-                            p.correct += result.correct
-                            p.seen += result.count
-                            p.seconds = time.perf_counter() - started
-                        figures = (p.batch, total, p.loss_sum / p.seen, p.correct / p.seen,
-                                   p.seen / max(p.seconds, 1e-9))
-                        if on_batch:
-                            on_batch(*figures)
-                        for callback in callbacks:
-                            callback.on_batch_end(self, *figures)
-                    record = self._finish_epoch(rate)
+                notify(callbacks, "on_train_begin", self)
+                while p.epoch < epochs and not self.stop_training:
+                    record = self._train_epoch(on_batch, callbacks)
                     records.append(record)
                     if report:
                         report(record)
-                    for callback in callbacks:
-                        callback.on_epoch_end(self, record)
+                    notify(callbacks, "on_epoch_end", self, record)
+                notify(callbacks, "on_train_end", self, records)
         except KeyboardInterrupt as exc:
             saved = None
             if self.checkpoint_dir is not None:
@@ -407,6 +391,43 @@ class Trainer:
             raise Interrupted(signals.name_of(exc), signals.status_of(exc), saved, p.epoch,
                               p.batch) from None
         return records
+
+    def _train_epoch(self, on_batch, callbacks) -> EpochRecord:
+        """The rest of the epoch in progress (all of it, unless resumed mid-epoch), evaluated,
+        checkpointed and logged."""
+        p = self.progress
+        total = self.steps_per_epoch()
+        self.epoch_lr = None
+        notify(callbacks, "on_epoch_begin", self, p.epoch)
+        started = time.perf_counter() - p.seconds
+        stream = batches(self.train_data, self.session.batch, seed=self.settings["seed"],
+                         epoch=p.epoch, shuffle=self.shuffle, crop_pad=self.settings["crop_pad"],
+                         flip=self.settings["flip"], mean=self.mean, std=self.std, start=p.batch)
+        rate = self._rate(total)
+        for x, y in stream:
+            notify(callbacks, "on_batch_begin", self, p.batch, total)
+            with signals.deferred():  # a step and its bookkeeping, whole
+                rate = self._rate(total)
+                result = self.session.step(x, y, rate)
+                self.last_lr = rate
+                p.batch += 1
+                p.step += 1
+                p.loss_sum += result.loss
+                p.correct += result.correct
+                p.seen += result.count
+                p.seconds = time.perf_counter() - started
+            figures = (p.batch, total, p.loss_sum / p.seen, p.correct / p.seen,
+                       p.seen / max(p.seconds, 1e-9))
+            if on_batch:
+                on_batch(*figures)
+            notify(callbacks, "on_batch_end", self, *figures)
+        return self._finish_epoch(rate)
+
+    def _rate(self, total: int) -> float:
+        """The next step's learning rate: a callback's ``epoch_lr``, else the schedule's."""
+        if self.epoch_lr is not None:
+            return self.epoch_lr
+        return learning_rate(self.settings, self.progress.epoch, self.progress.batch, total)
 
     def _finish_epoch(self, rate: float) -> EpochRecord:
         p = self.progress
