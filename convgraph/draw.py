@@ -27,8 +27,9 @@ from convgraph.summary import human
 # the drawing's height over its width that column wrapping aims for: between a portrait page
 # (1.41) and a landscape screen (0.6)
 TARGET_ASPECT = 1.0
-# a single column is kept up to this height over width: small networks read best top to bottom
-WRAP_ABOVE_ASPECT = 2.2
+# a single column is kept up to this height over width, or this many rows: small networks read
+# best top to bottom
+WRAP_ABOVE_ASPECT, WRAP_ABOVE_ROWS = 2.2, 16
 MAX_COLUMNS = 8
 # estimated sizes in points (dot's unit) for planning the columns: a box of ~4 text lines and
 # the labelled edge below it; a box's width
@@ -216,12 +217,13 @@ def _aspect(extents, assignment) -> float:
 
 
 def assign_columns(drawing: Drawing) -> dict[str, int]:
-    """Each box's column: one column while the drawing is not much taller than wide, else the
-    number of columns whose estimated shape comes nearest TARGET_ASPECT."""
+    """Each box's column: one column while the drawing is short or not much taller than wide,
+    else the number of columns whose estimated shape comes nearest TARGET_ASPECT."""
     pieces = segments_of(drawing.boxes)
     extents = [_extent(piece, drawing.edges) for piece in pieces]
     best = [0] * len(pieces)
-    if _aspect(extents, best) > WRAP_ABOVE_ASPECT:
+    rows = sum(e[0] for e in extents)
+    if rows > WRAP_ABOVE_ROWS and _aspect(extents, best) > WRAP_ABOVE_ASPECT:
         score = math.inf
         for columns in range(2, min(MAX_COLUMNS, len(pieces)) + 1):
             assignment = _pack(extents, columns)
