@@ -626,6 +626,10 @@ def _run_training(graph, args) -> int:
             page.finish(note=f"interrupted ({stop.signal}) at epoch {stop.epoch + 1}")
         _say(interrupted_line(stop, args))
         return stop.exit_status
+    except ConvgraphError as exc:  # diverged, or a device fault: the page stops reloading
+        if page is not None:
+            page.finish(note=f"training stopped: {exc.message}")
+        raise
     finally:
         report.close()
     if page is not None:  # the final page: the confusion matrix and the profile added

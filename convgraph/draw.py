@@ -330,8 +330,11 @@ def render_svg(graph: nx.DiGraph) -> str | None:
     dot = shutil.which("dot")
     if dot is None:
         return None
-    result = subprocess.run([dot, "-Tsvg"], input=to_dot(graph), text=True,
-                            capture_output=True, timeout=60)
+    try:
+        result = subprocess.run([dot, "-Tsvg"], input=to_dot(graph), text=True,
+                                capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     return result.stdout if result.returncode == 0 else None
 
 

@@ -209,6 +209,10 @@ def test_the_page_is_rewritten_after_every_epoch_and_reloads_while_training(tmp_
     assert 'http-equiv="refresh"' not in text
     assert "<table class=\"confusion\">" in text and "<table class=\"profile\">" in text
     assert not list(tmp_path.glob(".live.html.*"))  # written atomically: no temporary left
+    writer.finish(note="interrupted (SIGINT) at epoch 3")  # what a stopped run leaves
+    text = page.read_text()
+    assert 'http-equiv="refresh"' not in text and "interrupted (SIGINT) at epoch 3" in text
+    assert "Not computed: training did not finish." in section(text, "confusion")
 
 
 def test_what_the_user_wrote_is_escaped_in_the_page(write_spec, tmp_path):
