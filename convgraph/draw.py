@@ -98,8 +98,11 @@ def node_label(graph: nx.DiGraph, name: str, fused: list[str], sink: bool) -> st
     rows = [_row(f"{_html(name.rsplit('/', 1)[-1])}  <I>{_html(data['op'])}</I>", 10, bold=True)]
     rows += [_row(_html(line)) for line in _lines(changed)]
     rows += [_row(_html(line), 8, LIGHT) for line in _lines(defaults, 40)]
-    for other in fused:
-        rows.append(_row(f"+ {_html(graph.nodes[other]['op'])} (fused: {_html(other)})", 8))
+    for other in fused:  # named as the box is: within the same block, by its own part
+        same_block = other.rpartition("/")[0] == name.rpartition("/")[0]
+        shown_name = other.rsplit("/", 1)[-1] if same_block else other
+        rows.append(_row(f"+ {_html(graph.nodes[other]['op'])} (fused: {_html(shown_name)})",
+                         8))
     figures = []
     if data["params"]:
         figures.append(f"{data['params']:,} params")
