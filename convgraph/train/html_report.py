@@ -117,9 +117,10 @@ def _summary_table(graph) -> str:
     rows.append(f'<tr class="total"><td>total</td><td></td><td></td><td></td>'
                 f'<td class="num">{summary["total_params"]:,}</td>'
                 f'<td class="num">{_e(human(summary["total_flops"]))}</td></tr>')
-    return ('<table class="summary"><thead><tr><th>layer</th><th>op</th><th>settings</th>'
-            '<th>output</th><th>params</th><th>FLOPs</th></tr></thead><tbody>'
-            + "".join(rows) + "</tbody></table>")
+    # a deep network's table scrolls in its own box, so the pictures below stay near the top
+    return ('<div class="scroll"><table class="summary"><thead><tr><th>layer</th><th>op</th>'
+            '<th>settings</th><th>output</th><th>params</th><th>FLOPs</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table></div>")
 
 
 def _inline_svg(svg: str) -> str:
@@ -299,7 +300,9 @@ h2{font-size:17px;margin:4px 0 12px;font-weight:600}
 .card .label{color:#57606a;font-size:12px}
 table{border-collapse:collapse;font-size:13px}
 th,td{padding:3px 9px;border-bottom:1px solid #eaeef2;text-align:left;vertical-align:top}
-thead th{background:#f6f8fa;border-bottom:1px solid #d0d7de}
+thead th{background:#f6f8fa;border-bottom:1px solid #d0d7de;position:sticky;top:0}
+.scroll{max-height:520px;overflow:auto;display:inline-block;border:1px solid #eaeef2;
+ border-radius:6px}
 caption{caption-side:top;text-align:left;color:#57606a;padding:0 0 6px}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.name{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
