@@ -178,6 +178,24 @@ def test_report_builds_the_page_from_the_checkpoint_folder(trained_run, tmp_path
 
 
 @pytest.mark.device
+def test_report_rebuilds_the_network_from_a_header_that_holds_its_spec(trained_run, tmp_path):
+    from convgraph.spec.expand import expanded_yaml
+    from convgraph.train.checkpoint import load_checkpoint, save_checkpoint
+
+    folder, _ = trained_run
+    params, optimizer, header = load_checkpoint(folder / "ck" / "last.npz")
+    header["spec_yaml"] = expanded_yaml(analyse(SPECS / "seed.yaml").graph["spec"])
+    save_checkpoint(tmp_path / "ck" / "last.npz", params, optimizer, header)
+    page = tmp_path / "from-header.html"
+    done = subprocess.run([sys.executable, "-m", "convgraph.cli", "report", str(tmp_path / "ck"),
+                           "-o", str(page)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert '<g id="node1" class="node">' in section(text, "graph")
+    assert "31,066" in section(text, "summary")
+
+
+@pytest.mark.device
 def test_the_page_is_rewritten_after_every_epoch_and_reloads_while_training(tmp_path):
     import convgraph
     from convgraph.train.html_report import ReportWriter

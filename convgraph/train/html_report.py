@@ -467,19 +467,15 @@ def checkpoint_file(folder) -> Path:
 
 
 def _header_graph(header: dict):
-    """The network a checkpoint's header holds, where it holds the expanded spec (YAML text or
-    a mapping), else None."""
+    """The network a checkpoint's header holds, where it holds the expanded spec (YAML text
+    under 'spec_yaml', as ``Model.save`` and newer checkpoints write it), else None."""
     import yaml
 
     from convgraph.pipeline import analyse
 
-    for key in ("expanded_spec", "spec_yaml", "spec_text"):
-        spec = header.get(key)
-        if isinstance(spec, str):
-            spec = yaml.safe_load(spec)
-        if isinstance(spec, dict):
-            return analyse(spec)
-    return None
+    text = header.get("spec_yaml")
+    spec = yaml.safe_load(text) if isinstance(text, str) else None
+    return analyse(spec) if isinstance(spec, dict) else None
 
 
 def report_from_checkpoint(folder, spec=None, overrides=()) -> ReportData:
