@@ -273,6 +273,16 @@ def test_report_of_a_folder_without_a_checkpoint_says_so(cli, tmp_path):
     assert code == 5 and "holds no last.npz" in err and "Traceback" not in err
 
 
+def test_report_refuses_a_corrupt_checkpoint_and_an_unwritable_page(cli, tmp_path):
+    (tmp_path / "last.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = cli("report", tmp_path)
+    assert code == 5 and "last.npz" in err and "Traceback" not in err
+    assert not (tmp_path / "report.html").exists()
+    (tmp_path / "page.html").mkdir()
+    code, _, err = cli("report", tmp_path, "-o", tmp_path / "page.html")
+    assert code == 7 and "the report file" in err and "is a folder" in err
+
+
 # ---------------------------------------------------------------------------- the curves
 
 def test_the_best_epoch_is_the_best_test_accuracy_else_the_lowest_train_loss():
