@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--top", type=at_least_one, default=5,
                      help="with --predict: classes shown per image")
     _add_training(run)
+    run.add_argument("--report", metavar="FILE.html", type=a_path,
+                     help="write a self-contained HTML run report, rewritten after every "
+                          "epoch (open it in a browser: it reloads while training)")
     _add_device(run)
     _add_overrides(run)
     run.set_defaults(handler=printable_errors(command_run))
@@ -266,6 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("specs", nargs="+", metavar="SPEC")
     _add_overrides(check)
     check.set_defaults(handler=printable_errors(command_check))
+
+    report = commands.add_parser(
+        "report", help="build the HTML run report of a checkpoint folder",
+        description="Build the self-contained HTML run report (curves, epochs, settings and, "
+                    "with the spec, the layers and the network's drawing) from DIR/last.npz.")
+    report.add_argument("folder", metavar="DIR",
+                        help="a --checkpoint-dir folder (or a checkpoint file)")
+    report.add_argument("-o", "--output", metavar="FILE.html", type=a_path,
+                        help="the page to write (default: DIR/report.html)")
+    report.add_argument("--spec", metavar="SPEC", type=a_path,
+                        help="the run's spec, where the checkpoint does not hold it")
+    _add_overrides(report)
+    report.set_defaults(handler=printable_errors(command_report))
     return parser
 
 
@@ -458,7 +474,7 @@ def check_run_arguments(args) -> None:
     training_only = [flag for flag, value in (
         ("--checkpoint-dir", args.checkpoint_dir), ("--resume", args.resume),
         ("--metrics", args.metrics), ("--plot", args.plot), ("--save", args.save),
-        ("--limit", args.limit)) if value]
+        ("--limit", args.limit), ("--report", getattr(args, "report", None))) if value]
     if predicting and training_only:
         mode = "--predict" if args.predict else "--verify" if args.verify else "--profile"
         raise UsageError(f"{', '.join(training_only)} {'is' if len(training_only) == 1 else 'are'}"
@@ -490,6 +506,10 @@ def check_run_arguments(args) -> None:
             writable_file(path, f"the {flag} file")
     if args.plot:
         check_plot_target(args.plot)
+    if getattr(args, "report", None):
+        from convgraph.train.html_report import check_report_target
+
+        check_report_target(args.report)
 
 
 def load_data(graph, split: str):
@@ -592,15 +612,33 @@ def _run_training(graph, args) -> int:
     if args.weights:  # trained further from these weights (normalised as this data set is)
         model.load_weights(args.weights)
     report = _TrainingReport(out, args, train_data, test_data)
+    callbacks = [report]
+    page = None
+    if getattr(args, "report", None):  # the HTML run report, rewritten after every epoch
+        from convgraph.train.html_report import ReportWriter
+
+        page = ReportWriter(args.report, f"{graph.graph['name']} on {train_data.name}")
+        callbacks.append(page)
     try:
         model.fit(train_data, test_data=test_data, checkpoint_dir=args.checkpoint_dir,
-                  resume=args.resume, metrics_file=args.metrics, callbacks=[report])
+                  resume=args.resume, metrics_file=args.metrics, callbacks=callbacks)
     except Interrupted as stop:
         report.close()
+        if page is not None:
+            page.finish(note=f"interrupted ({stop.signal}) at epoch {stop.epoch + 1}")
         _say(interrupted_line(stop, args))
         return stop.exit_status
+    except ConvgraphError as exc:  # diverged, or a device fault: the page stops reloading
+        if page is not None:
+            page.finish(note=f"training stopped: {exc.message}")
+        raise
     finally:
         report.close()
+    if page is not None:  # the final page: the confusion matrix and the profile added
+        from convgraph.display import markup_safe
+
+        page.finish(model)
+        out.print(f"wrote the run report to {markup_safe(args.report)}", highlight=False)
     trainer = model.trainer
     history = trainer.progress.history
     status = 0
@@ -700,6 +738,29 @@ def command_eval(args) -> int:
         for name, row in zip(names, matrix):
             table.add_row(markup_safe(name), *(str(v) for v in row))
         out.print(table)
+    return 0
+
+
+def command_report(args) -> int:
+    """``convgraph report DIR``: the HTML run report of a checkpoint folder."""
+    from convgraph.display import shown
+    from convgraph.train.html_report import (
+        check_report_target,
+        report_from_checkpoint,
+        write_report,
+    )
+
+    folder = Path(args.folder)
+    output = args.output or str((folder if folder.is_dir() else folder.parent) / "report.html")
+    check_report_target(output, "the report file")
+    if args.overrides and not args.spec:
+        raise UsageError("--set changes a spec, and no --spec is given.",
+                         hint="add --spec SPEC, or leave --set out.")
+    spec = resolve_spec(args.spec) if args.spec else None
+    report = report_from_checkpoint(folder, spec, args.overrides)
+    write_report(output, report)
+    print(f"wrote the run report of {shown(folder)} ({len(report.history)} epochs) to "
+          f"{shown(output)}")
     return 0
 
 

@@ -61,7 +61,7 @@ def test_graph_as_dot_and_svg(cli, tmp_path):
     status, out, _ = cli("compile", SPECS / "resnet8.yaml", "--graph", dot_file)
     text = dot_file.read_text()
     assert status == 0 and text.startswith('digraph "resnet8"')
-    assert '"res2/add" -> "res2/relu2";' in text and "16x16x32" in text
+    assert '"res2/add" -> "res2/relu2" [' in text and "16x16x32" in text
     if shutil.which("dot"):
         svg = tmp_path / "net.svg"
         assert cli("compile", SPECS / "resnet8.yaml", "--graph", svg)[0] == 0

@@ -82,28 +82,82 @@ def check_plot_target(path) -> None:
                               "(e.g. curves.png).")
 
 
-def plot_history(history: list[dict], path: str, title: str) -> None:
-    """Loss and accuracy curves (train and test) per epoch, as an image."""
+def best_epoch(history: list[dict]) -> tuple[int, str] | None:
+    """The epoch to mark on the curves, and why: the best test accuracy where the history has
+    test figures, else the lowest training loss (the first such epoch on a tie)."""
+    tested = [r for r in history if r.get("test_accuracy") is not None]
+    if tested:
+        best = max(tested, key=lambda r: r["test_accuracy"])
+        return best["epoch"], f"best test accuracy {best['test_accuracy']:.4f}"
+    if history:
+        best = min(history, key=lambda r: r["train_loss"])
+        return best["epoch"], f"lowest train loss {best['train_loss']:.4f}"
+    return None
+
+
+def history_figure(history: list[dict], title: str):
+    """Three panels per epoch: loss and accuracy (train and test), and the learning rate; the
+    best epoch (``best_epoch``) marked on each with a vertical line. Epoch ticks are whole
+    numbers. Returns the matplotlib Figure (the caller saves and closes it)."""
+    from matplotlib.ticker import MaxNLocator
+
     from convgraph.display import shown
-    from convgraph.errors import OutputError
 
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (loss_axis, accuracy_axis, rate_axis) = plt.subplots(1, 3, figsize=(13, 3.8))
     loss_axis.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     accuracy_axis.plot(epochs, [r["train_accuracy"] for r in history], "o-", label="train")
     if any(r.get("test_loss") is not None for r in history):
-        loss_axis.plot(epochs, [r["test_loss"] for r in history], "s-", label="test")
-        accuracy_axis.plot(epochs, [r["test_accuracy"] for r in history], "s-", label="test")
-    for axis, name in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+        loss_axis.plot(epochs, [r.get("test_loss") for r in history], "s-", label="test")
+        accuracy_axis.plot(epochs, [r.get("test_accuracy") for r in history], "s-",
+                           label="test")
+    # histories written before the learning rate was recorded have no 'lr'
+    rates = [r.get("lr") for r in history]
+    if any(rate is not None for rate in rates):
+        rate_axis.plot(epochs, rates, "o-", color="tab:green", label="learning rate")
+    best = best_epoch(history)
+    for axis, name in ((loss_axis, "loss"), (accuracy_axis, "accuracy"),
+                       (rate_axis, "learning rate")):
         axis.set_xlabel("epoch")
         axis.set_ylabel(name)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if epochs:  # half an epoch either side: one epoch alone still gets a whole-number tick
+            axis.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         axis.grid(alpha=0.3)
-        axis.legend()
+        if best is not None:  # the accuracy panel says why this epoch is the best
+            axis.axvline(best[0], color="tab:red", linestyle="--", linewidth=1,
+                         label=f"best: epoch {best[0]}" + (
+                             f"\n({best[1]})" if axis is accuracy_axis else ""))
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
     # the title holds the model's and the data set's names: '$' would start matplotlib's
     # mathtext ('$\\frac{$' fails to parse at savefig), control characters print as boxes
     figure.suptitle(shown(title).replace("$", r"\$"))
     figure.tight_layout()
+    return figure
+
+
+def history_svg(history: list[dict], title: str) -> str:
+    """The curves of ``history_figure`` as SVG text, for inlining in a page."""
+    import io
+
+    plt = _pyplot()
+    figure = history_figure(history, title)
+    try:
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def plot_history(history: list[dict], path: str, title: str) -> None:
+    """Loss, accuracy and learning-rate curves per epoch (``history_figure``), as an image."""
+    from convgraph.errors import OutputError
+
+    plt = _pyplot()
+    figure = history_figure(history, title)
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100)
