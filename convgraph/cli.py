@@ -363,7 +363,8 @@ def model_line(model) -> str:
 
     state = "from the cache" if model.build.cache_hit else "built"
     advice = "" if tuned_sites(model) else "; convgraph tune SPEC times them"
-    return (f"{len(model.plan.kernels)} kernels, {len(model.plan.launches)} launches per pass; "
+    return (f"{plural(len(model.plan.kernels), 'kernel')}, "
+            f"{plural(len(model.plan.launches), 'launch', 'launches')} per pass; "
             f"program {state} in {model.build.seconds:.2f} s for {model.info.label}; peak device "
             f"memory at batch {model.batch}: {mib(model.device_memory())} (parameters "
             f"{mib(model.param_bytes)}, activations shared by liveness); tile sizes: "
@@ -576,19 +577,31 @@ class _TrainingReport:
             print(f"convgraph: nothing to resume in {args.checkpoint_dir} (no last.npz): "
                   "starting from scratch.", file=sys.stderr)
         state = "from the cache" if session.build.cache_hit else "built"
+        kernels = len(session.plan.kernels)
         self.out.print(
             f"training '{markup_safe(trainer.graph.graph['name'])}' on "
             f"{markup_safe(session.info.label)}: "
-            f"{len(self.train_data.y):,} training and {len(self.test_data.y):,} test images "
+            f"{plural(len(self.train_data.y), 'training image')} and "
+            f"{plural(len(self.test_data.y), 'test image')} "
             f"({markup_safe(self.train_data.name)}), batch {session.batch}, "
-            f"{train['epochs']} epochs, "
-            f"{train['optimizer']} lr {train['lr']:g}; {len(session.plan.kernels)} kernels "
+            f"{plural(train['epochs'], 'epoch')}, "
+            f"{train['optimizer']} lr {train['lr']:g}; {plural(kernels, 'kernel')} "
             f"{state} in {session.build.seconds:.2f} s; device memory "
             f"{mib(session.device_memory())}.", highlight=False)
         self.bar = EpochBar(self.out, train["epochs"]).__enter__()
+        self.bar.compiling(kernels)
+        self.compile_shown = False
 
     def on_batch_end(self, trainer, done, total, loss, accuracy, speed) -> None:
+        from convgraph.train.report import first_step_line
+
+        if not self.compile_shown and trainer.first_step_seconds is not None:
+            self.compile_shown = True  # the first step, with the kernels' compile, is done
+            self.out.print(first_step_line(len(trainer.session.plan.kernels),
+                                           trainer.first_step_seconds), highlight=False)
         self.bar.update(trainer.progress.epoch, done, total, loss, accuracy, speed)
+        if done == total and self.test_data is not None:
+            self.bar.evaluating(len(self.test_data.y))
 
     def on_epoch_end(self, trainer, record) -> None:
         from convgraph.train.report import epoch_line
@@ -651,7 +664,8 @@ def _run_training(graph, args) -> int:
         plot_history(history, args.plot, f"{graph.graph['name']} on {train_data.name}")
     if history and history[-1].get("test_accuracy") is not None:
         out.print(f"final test accuracy {history[-1]['test_accuracy']:.4f} "
-                  f"(best {trainer.progress.best_accuracy:.4f}) after {len(history)} epochs.",
+                  f"(best {trainer.progress.best_accuracy:.4f}) after "
+                  f"{plural(len(history), 'epoch')}.",
                   highlight=False)
     return status
 

@@ -151,6 +151,9 @@ class Trainer:
         self.metrics_file = Path(metrics_file) if metrics_file else None
         self.progress = Progress()
         self.resumed = False  # whether resume() found a checkpoint to continue from
+        # the first step of a fit, timed apart: its launches are where most drivers (PoCL)
+        # compile the kernels, which is no part of an epoch's images/s
+        self.first_step_seconds: float | None = None
         stats = input_normalization(self.settings, None, train_data)
         self.mean, self.std = stats if stats is not None else (None, None)
 
@@ -366,6 +369,7 @@ class Trainer:
             with signals.handled((signal.SIGINT,), only_default=True):
                 for callback in callbacks:
                     callback.on_train_begin(self)
+                untimed = 0  # images of the first step, whose time is not the epoch's
                 while p.epoch < epochs:
                     started = time.perf_counter() - p.seconds
                     stream = batches(self.train_data, self.session.batch,
@@ -377,7 +381,12 @@ class Trainer:
                     for x, y in stream:
                         with signals.deferred():  # a step and its bookkeeping, whole
                             rate = learning_rate(self.settings, p.epoch, p.batch, total)
+                            step_started = time.perf_counter()
                             result = self.session.step(x, y, rate)
+                            if self.first_step_seconds is None:
+                                self.first_step_seconds = time.perf_counter() - step_started
+                                started += self.first_step_seconds
+                                untimed = result.count
                             p.batch += 1
                             p.step += 1
                             p.loss_sum += result.loss
@@ -385,12 +394,13 @@ class Trainer:
                             p.seen += result.count
                             p.seconds = time.perf_counter() - started
                         figures = (p.batch, total, p.loss_sum / p.seen, p.correct / p.seen,
-                                   p.seen / max(p.seconds, 1e-9))
+                                   (p.seen - untimed) / max(p.seconds, 1e-9))
                         if on_batch:
                             on_batch(*figures)
                         for callback in callbacks:
                             callback.on_batch_end(self, *figures)
-                    record = self._finish_epoch(rate)
+                    record = self._finish_epoch(rate, untimed)
+                    untimed = 0
                     records.append(record)
                     if report:
                         report(record)
@@ -408,14 +418,15 @@ class Trainer:
                               p.batch) from None
         return records
 
-    def _finish_epoch(self, rate: float) -> EpochRecord:
+    def _finish_epoch(self, rate: float, untimed: int = 0) -> EpochRecord:
         p = self.progress
         test = self.evaluate(self.test_data) if self.test_data is not None else None
         record = EpochRecord(
             epoch=p.epoch + 1, train_loss=p.loss_sum / max(p.seen, 1),
             train_accuracy=p.correct / max(p.seen, 1),
             test_loss=test.loss if test else None, test_accuracy=test.accuracy if test else None,
-            images_per_s=p.seen / max(p.seconds, 1e-9), seconds=p.seconds, lr=rate)
+            images_per_s=(p.seen - untimed) / max(p.seconds, 1e-9), seconds=p.seconds,
+            lr=rate)
         with signals.deferred():  # the epoch's end, its checkpoint and metrics line, whole
             p.history.append(record.as_json())
             best = test is not None and test.accuracy > p.best_accuracy
