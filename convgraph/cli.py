@@ -475,7 +475,8 @@ def command_run(args) -> int:
     shown_scores = softmax(scores) if args.softmax else scores
     if args.json:
         print_json({"model": graph.graph["name"], "images": int(scores.shape[0]),
-                    "classes": model.classes, "class_names": names, "softmax": args.softmax,
+                    "classes": model.classes, "class_names": names,
+                    "probabilities": args.softmax,
                     "predictions": prediction_records(shown_scores, top, names, args.softmax)})
     else:
         print_predictions(shown_scores, top, names, args.softmax)
@@ -840,12 +841,13 @@ def print_predictions(scores, top: int, names: list[str] | None = None,
     listing = Listing(f"{what} ({plural(scores.shape[0], 'image')})", [
         Column("image", "right"), Column("class", "right"),
         *([Column("name")] if named else []),
-        Column(f"top {top} ({'class: probability' if probabilities else 'class: score'})",
-               short=f"top {top}", wrap=True)])
+        Column(f"top {top} (class: {'name ' if named else ''}"
+               f"{'probability' if probabilities else 'score'})", short=f"top {top}",
+               wrap=True)])
     for record in prediction_records(flat, top, names, probabilities):
         best = record["top"]
         value = "probability" if probabilities else "score"
-        cells = [f"{c['name'] if named else c['class']}: "
+        cells = [f"{c['class']}: {c['name'] + ' ' if named else ''}"
                  + (f"{c[value]:.1%}" if probabilities else f"{c[value]:.4g}") for c in best]
         listing.rows.append([str(record["image"]), str(best[0]["class"]),
                              *([best[0]["name"]] if named else []), "  ".join(cells)])

@@ -156,10 +156,13 @@ def _cell(text):
     return Text(shown(text))
 
 
-def _rich_table(listing: Listing, layout: str):
-    """The rich Table of ``listing`` for the layout 'full', 'compact' or 'plain'."""
+def _rich_table(listing: Listing, layout: str, narrowest: bool = False):
+    """The rich Table of ``listing`` for the layout 'full', 'compact' or 'plain'; ``narrowest``
+    breaks free text at every space and leaves the title out (to measure the least width the
+    table needs)."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     columns = [c for c in listing.columns if layout != "compact" or not c.secondary]
     keep = [listing.columns.index(c) for c in columns]
@@ -169,22 +172,29 @@ def _rich_table(listing: Listing, layout: str):
                          "padding": (0, 1, 0, 0)},
              "plain": {"box": None, "show_edge": False, "pad_edge": False,
                        "header_style": None, "title_style": None}}[layout]
-    table = Table(title=_cell(listing.title), title_justify="left", **style)
+    table = Table(title=None if narrowest else _cell(listing.title), title_justify="left",
+                  **style)
     for column in columns:
         header = column.compact_header if layout == "compact" else column.header
         # free text wraps only where a terminal is too narrow; a pipe's rows stay whole
         wraps = column.wrap and layout != "plain"
         table.add_column(_cell(header), justify=column.justify, no_wrap=not wraps,
                          overflow="fold")
+    def cells(row: list[str]) -> list:
+        if not narrowest:
+            return [_cell(row[i]) for i in keep]
+        return [Text("\n".join(shown(row[i]).split())) if listing.columns[i].wrap
+                else _cell(row[i]) for i in keep]
+
     for row in listing.rows:
         if row is None:
             table.add_section()
         else:
-            table.add_row(*(_cell(row[i]) for i in keep))
+            table.add_row(*cells(row))
     if listing.totals:
         table.add_section()
         for row in listing.totals:
-            table.add_row(*(_cell(row[i]) for i in keep))
+            table.add_row(*cells(row))
     return table
 
 
@@ -194,18 +204,9 @@ def _fits(listing: Listing, layout: str, console, width: int) -> bool:
     measured by drawing it at no width limit."""
     from rich.console import Console
 
-    def narrowest(cells: list[str] | None) -> list[str] | None:
-        if cells is None:
-            return None
-        return ["\n".join(cell.split()) if column.wrap else cell
-                for column, cell in zip(listing.columns, cells)]
-
-    narrow = Listing(listing.title.split()[0] if listing.title.split() else "",
-                     listing.columns, [narrowest(r) for r in listing.rows],
-                     [narrowest(r) for r in listing.totals])
-    probe = Console(width=PIPE_WIDTH, color_system=None, file=console.file, legacy_windows=False)
+    probe = Console(width=PIPE_WIDTH, color_system=None, file=console.file)
     with probe.capture() as captured:
-        probe.print(_rich_table(narrow, layout))
+        probe.print(_rich_table(listing, layout, narrowest=True))
     return max((len(line.rstrip()) for line in captured.get().splitlines()), default=0) <= width
 
 
