@@ -417,8 +417,9 @@ def command_check(args) -> int:
                         "layers": len(graph), "params": sums["params"],
                         "flops": sums["flops"]})
         if not args.json:
-            print(f"ok   {shown(path)}: {shown(graph.graph['name'])}, {len(graph)} layers, "
-                  f"{sums['params']:,} parameters, {sums['flops'] / 1e6:,.1f} MFLOPs per image")
+            print(f"ok   {shown(path)}: {shown(graph.graph['name'])}, "
+                  f"{plural(len(graph), 'layer')}, {plural(sums['params'], 'parameter')}, "
+                  f"{sums['flops'] / 1e6:,.1f} MFLOPs per image")
     if args.json:
         print_json({"ok": status == 0, "specs": results})
     return status
@@ -452,7 +453,6 @@ def command_run(args) -> int:
         return run_verify(model, args.json)
     if args.profile:
         return run_profile(model, args.json)
-
     from convgraph.params import load_arrays
 
     inputs = load_arrays(args.predict, "input")

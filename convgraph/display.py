@@ -113,11 +113,6 @@ class Listing:
     rows: list[list[str]] = field(default_factory=list)
     totals: list[list[str]] = field(default_factory=list)
 
-    def as_rows(self) -> list[dict]:
-        """The rows keyed by column header (what a --json of a table holds)."""
-        return [dict(zip((c.header for c in self.columns), row)) for row in self.rows
-                if row is not None]
-
 
 def output_console(stderr: bool = False, file=None):
     """The console a command prints through: a terminal (its width, colour), or plain text for a
@@ -137,10 +132,15 @@ def is_plain(console) -> bool:
 
 
 def print_listing(listing: Listing, console) -> None:
-    """``listing`` in the layout the console calls for (see the output policy above)."""
+    """``listing`` in the layout the console calls for (see the output policy above). The
+    title is a line of its own, as wide as the console (not the table) allows."""
+    from rich.text import Text
+
     if is_plain(console):
+        console.file.write(shown(listing.title) + "\n")
         _print_plain(_rich_table(listing, "plain"), console)
         return
+    console.print(Text(shown(listing.title), style="bold"))
     width = console.width
     layouts = ("full", "compact") if width >= COMPACT_BELOW else ("compact",)
     for layout in layouts:
@@ -157,8 +157,8 @@ def _cell(text):
 
 
 def _rich_table(listing: Listing, layout: str, narrowest: bool = False):
-    """The rich Table of ``listing`` for the layout 'full', 'compact' or 'plain'; ``narrowest``
-    breaks free text at every space and leaves the title out (to measure the least width the
+    """The rich Table of ``listing`` (without its title) for the layout 'full', 'compact' or
+    'plain'; ``narrowest`` breaks free text at every space (to measure the least width the
     table needs)."""
     from rich import box
     from rich.table import Table
@@ -171,9 +171,8 @@ def _rich_table(listing: Listing, layout: str, narrowest: bool = False):
              "compact": {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False,
                          "padding": (0, 1, 0, 0)},
              "plain": {"box": None, "show_edge": False, "pad_edge": False,
-                       "header_style": None, "title_style": None}}[layout]
-    table = Table(title=None if narrowest else _cell(listing.title), title_justify="left",
-                  **style)
+                       "header_style": None}}[layout]
+    table = Table(**style)
     for column in columns:
         header = column.compact_header if layout == "compact" else column.header
         # free text wraps only where a terminal is too narrow; a pipe's rows stay whole
@@ -220,19 +219,20 @@ def _print_plain(table, console) -> None:
 
 
 def _print_records(listing: Listing, console) -> None:
-    """One record per row, for a terminal too narrow for any table: the first two cells on a
-    line, then ``header value`` pairs, each pair whole, as many to a line as fit."""
+    """One record per row, for a terminal too narrow for any table: the first two columns of
+    the compact layout on a line, then the other cells as ``header value`` pairs, each pair
+    whole, as many to a line as fit."""
     from rich.text import Text
 
     width = console.width
-    console.print(_cell(listing.title), style="bold")
+    lead = [i for i, column in enumerate(listing.columns) if not column.secondary][:2]
+    rest = [i for i in range(len(listing.columns)) if i not in lead]
     for row in listing.rows + listing.totals:
         if row is None:
             continue
-        head = "  ".join(shown(cell) for cell in row[:2] if cell)
+        head = "  ".join(shown(row[i]) for i in lead if row[i])
         console.print(Text(head, style="bold"), overflow="fold")
-        pairs = [f"{column.compact_header} {shown(cell)}" for column, cell
-                 in zip(listing.columns[2:], row[2:]) if cell]
+        pairs = [f"{listing.columns[i].compact_header} {shown(row[i])}" for i in rest if row[i]]
         line = ""
         for pair in pairs:
             candidate = f"{line}   {pair}" if line else f"  {pair}"

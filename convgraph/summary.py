@@ -6,7 +6,14 @@ import networkx as nx
 from rich.console import Console
 
 from convgraph.codegen.launches import Buffer
-from convgraph.display import Column, Listing, markup_safe, output_console, print_listing
+from convgraph.display import (
+    Column,
+    Listing,
+    markup_safe,
+    output_console,
+    plural,
+    print_listing,
+)
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 from convgraph.shapes import totals
@@ -116,7 +123,8 @@ def summary_listing(graph: nx.DiGraph) -> Listing:
 def summary_line(graph: nx.DiGraph) -> str:
     """The sentence under the summary table: layers, parameters, FLOPs, activations."""
     sums = totals(graph)
-    return (f"{len(graph)} layers, {sums['params']:,} parameters ({mib(sums['param_bytes'])}), "
+    return (f"{plural(len(graph), 'layer')}, {plural(sums['params'], 'parameter')} "
+            f"({mib(sums['param_bytes'])}), "
             f"{human(sums['flops'], ' FLOPs')} per image forward (multiply-add = 2), "
             f"{mib(sums['activation_bytes'])} of activations per image.")
 

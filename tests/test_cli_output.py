@@ -410,3 +410,32 @@ def test_training_shows_the_compile_as_its_own_phase(tmp_path):
     record = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
     # the first batch (64 images) ran with the compile: neither its time nor its images count
     assert record["images_per_s"] * record["seconds"] == pytest.approx(256 - 64, rel=1e-3)
+
+
+@pytest.mark.parametrize("columns", [120, 80, 60])
+def test_epoch_bar_shows_each_phase_labelled(columns):
+    """The bar a terminal sees: the compile, then an epoch's labelled figures, then the
+    evaluation (no ETA there, as there is no count of batches to go), within the width."""
+    import io
+
+    from rich.console import Console
+
+    from convgraph.train.report import EpochBar
+
+    screen = io.StringIO()
+    out = Console(file=screen, force_terminal=True, width=columns, color_system=None)
+    frames = []
+    with EpochBar(out, epochs=3) as bar:
+        for show in (lambda: bar.compiling(1), lambda: bar.update(0, 12, 94, 0.5, 0.75, 2048.0),
+                     lambda: bar.evaluating(10_000)):
+            show()
+            with out.capture() as captured:
+                out.print(bar.bar.get_renderable())
+            frames.append(captured.get().rstrip())
+    compiling, epoch, evaluating = frames
+    assert "compiling 1 kernel (first launch)" in compiling
+    assert "epoch 1/3" in epoch and "12/94" in epoch and "loss 0.5000" in epoch
+    assert "acc 0.7500" in epoch and "ETA " in epoch
+    assert ("2,048 img/s" in epoch) == (columns >= 72)
+    assert "evaluating 10,000 test images" in evaluating and "ETA" not in evaluating
+    assert all(len(line) <= columns for frame in frames for line in frame.splitlines())
