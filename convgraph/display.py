@@ -1,5 +1,8 @@
-"""Untrusted text made safe to print: what a spec, a file name or a data set says is shown as it
-is, never interpreted by the terminal or by rich.
+"""What convgraph prints, and how: untrusted text made safe to print, and the one output policy
+every table follows (a terminal's width, plain text into a pipe or a file; further down).
+
+What a spec, a file name or a data set says is shown as it is, never interpreted by the
+terminal or by rich.
 
 A model name, a layer name or a path comes from a user's file or command line. Printed as it
 is, ``[/x]`` is a rich closing tag (a MarkupError), ``\\x1b[2J`` clears the terminal, a C1
@@ -167,7 +170,7 @@ def _rich_table(listing: Listing, layout: str, narrowest: bool = False):
     columns = [c for c in listing.columns if layout != "compact" or not c.secondary]
     keep = [listing.columns.index(c) for c in columns]
     style = {"full": {"box": box.HEAVY_HEAD},
-             # one space of padding beside each rule: three columns more for the cells
+             # padding on the right only: two columns between cells instead of three
              "compact": {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False,
                          "padding": (0, 1, 0, 0)},
              "plain": {"box": None, "show_edge": False, "pad_edge": False,
@@ -179,6 +182,7 @@ def _rich_table(listing: Listing, layout: str, narrowest: bool = False):
         wraps = column.wrap and layout != "plain"
         table.add_column(_cell(header), justify=column.justify, no_wrap=not wraps,
                          overflow="fold")
+
     def cells(row: list[str]) -> list:
         if not narrowest:
             return [_cell(row[i]) for i in keep]
@@ -201,12 +205,14 @@ def _fits(listing: Listing, layout: str, console, width: int) -> bool:
     """Whether ``listing`` drawn in ``layout`` fits ``width`` columns with no cell cut: its
     narrowest form (every free-text cell broken at each space, every other cell whole),
     measured by drawing it at no width limit."""
+    from rich.cells import cell_len
     from rich.console import Console
 
     probe = Console(width=PIPE_WIDTH, color_system=None, file=console.file)
     with probe.capture() as captured:
         probe.print(_rich_table(listing, layout, narrowest=True))
-    return max((len(line.rstrip()) for line in captured.get().splitlines()), default=0) <= width
+    lines = captured.get().splitlines()
+    return max((cell_len(line.rstrip()) for line in lines), default=0) <= width
 
 
 def _print_plain(table, console) -> None:
@@ -222,6 +228,7 @@ def _print_records(listing: Listing, console) -> None:
     """One record per row, for a terminal too narrow for any table: the first two columns of
     the compact layout on a line, then the other cells as ``header value`` pairs, each pair
     whole, as many to a line as fit."""
+    from rich.cells import cell_len
     from rich.text import Text
 
     width = console.width
@@ -236,7 +243,7 @@ def _print_records(listing: Listing, console) -> None:
         line = ""
         for pair in pairs:
             candidate = f"{line}   {pair}" if line else f"  {pair}"
-            if line and len(candidate) > width:
+            if line and cell_len(candidate) > width:
                 console.print(Text(line), overflow="fold")
                 candidate = f"  {pair}"
             line = candidate

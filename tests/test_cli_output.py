@@ -261,6 +261,22 @@ def test_profile_table_sums_to_its_step_total(cli):
     assert "%" in out and not re.search(r"\b(1[0-9]{2}|[2-9][0-9]{2})%", out)
 
 
+def test_profile_of_a_network_without_class_scores_is_its_forward_pass(cli, write_spec):
+    spec = write_spec("""
+        name: volume_out
+        input: 8x8x3
+        pattern: "[INPUT-CONV(4, 3, pad=1)-RELU]"
+    """)
+    status, out, err = cli("run", spec, "--profile", "--batch", "2", "--json")
+    assert status == 0, err
+    profile = json.loads(out)
+    assert profile["mode"] == "inference"
+    assert {layer["phase"] for layer in profile["layers"]} == {"forward"}
+    assert profile["totals_ms"]["step"] == pytest.approx(profile["totals_ms"]["forward"])
+    status, out, _ = cli("run", spec, "--profile", "--batch", "2")
+    assert status == 0 and "forward pass" in out and "pass total" in out
+
+
 def test_profile_in_narrow_terminals_and_pipes():
     args = ["run", SPECS / "resnet8.yaml", "--profile", "--batch", "2"]
     names = [name for name in analyse(SPECS / "resnet8.yaml").nodes
@@ -341,6 +357,8 @@ def test_predict_top_beyond_the_classes_is_refused(cli, fashion):
 def test_flags_of_predict_alone_are_refused(cli):
     status, _, err = cli("run", SPECS / "seed.yaml", "--profile", "--softmax")
     assert status == 2 and "--softmax is for" in err
+    status, _, err = cli("run", SPECS / "seed.yaml", "--verify", "--top", "3")
+    assert status == 2 and "--top is for" in err and "Traceback" not in err
     status, _, err = cli("run", SPECS / "seed.yaml", "--json", "--epochs", "1")
     assert status == 2 and "--metrics" in err
 

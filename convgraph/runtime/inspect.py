@@ -1,8 +1,11 @@
 """Timing a compiled model on its device: `convgraph run --profile`.
 
-profile_model times every launch with OpenCL events and sets it against the device's measured
-peak FLOP rate and bandwidth (two small kernels of kernels/peak.cl, built like every program).
-(The kernel checks of `--verify` are in convgraph/verify.py, above training.)
+profile_training times every launch of one training step (forward with the loss, backward,
+the optimizer's update) with OpenCL events, profile_inference those of the inference program's
+forward pass; both set each layer against the device's measured peak FLOP rate or bandwidth,
+whichever bounds it (two small kernels of kernels/peak.cl, built like every program), and
+measure whole passes apart for the wall time. (The kernel checks of `--verify` are in
+convgraph/verify.py, above training.)
 """
 
 from __future__ import annotations
@@ -219,8 +222,7 @@ def _phased(plan) -> list[tuple[str, object]]:
 
     phased, phase = [], "forward"
     for launch in plan.launch_groups()["train"]:
-        reads_labels = any(arg is LABELS or getattr(arg, "name", None) == LABELS.name
-                           for arg in launch.args)
+        reads_labels = LABELS in launch.args
         phased.append(("loss" if reads_labels else phase, launch))
         if reads_labels:
             phase = "backward"
@@ -241,12 +243,12 @@ def _samples(one_pass, phased: list, repeats: int) -> dict:
     for _ in range(repeats):
         per_row: dict = {}
         for (phase, launch), event in zip(phased, one_pass()):
-            key = (phase, launch.node)
-            per_row[key] = per_row.get(key, (0.0, []))
-            ms = (event.profile.end - event.profile.start) * 1e-6
-            per_row[key] = (per_row[key][0] + ms, per_row[key][1] + [launch])
-        for key, (ms, launches) in per_row.items():
-            samples.setdefault(key, {"ms": [], "launches": launches})["ms"].append(ms)
+            row = per_row.setdefault((phase, launch.node), {"ms": 0.0, "launches": []})
+            row["ms"] += (event.profile.end - event.profile.start) * 1e-6
+            row["launches"].append(launch)
+        for key, row in per_row.items():
+            samples.setdefault(key, {"ms": [], "launches": row["launches"]})["ms"].append(
+                row["ms"])
     return samples
 
 
