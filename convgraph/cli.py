@@ -557,16 +557,17 @@ def open_model(graph, args):
 
 
 class _TrainingReport:
-    """``convgraph run``'s view of training (a train.loop.Callback): the opening line, a
-    progress bar per epoch and one line per epoch."""
+    """``convgraph run``'s view of training (a train.loop.Callback): the opening line, the
+    first launch's kernel compile as a phase of its own, a progress bar per epoch and its
+    evaluation (on a terminal), one line per epoch."""
 
     def __init__(self, out, args, train_data, test_data):
         self.out, self.args = out, args
         self.train_data, self.test_data = train_data, test_data
         self.bar = None
+        self.compile_shown = False
 
     def on_train_begin(self, trainer) -> None:
-        from convgraph.display import markup_safe
         from convgraph.summary import mib
         from convgraph.train.report import EpochBar
 
@@ -591,7 +592,6 @@ class _TrainingReport:
             f"{mib(session.device_memory())}.", highlight=False)
         self.bar = EpochBar(self.out, train["epochs"]).__enter__()
         self.bar.compiling(kernels)
-        self.compile_shown = False
 
     def on_batch_end(self, trainer, done, total, loss, accuracy, speed) -> None:
         from convgraph.train.report import first_step_line
@@ -599,7 +599,8 @@ class _TrainingReport:
         if not self.compile_shown and trainer.first_step_seconds is not None:
             self.compile_shown = True  # the first step, with the kernels' compile, is done
             self.out.print(first_step_line(len(trainer.session.plan.kernels),
-                                           trainer.first_step_seconds), highlight=False)
+                                           trainer.first_step_seconds,
+                                           trainer.progress.epoch + 1), highlight=False)
         self.bar.update(trainer.progress.epoch, done, total, loss, accuracy, speed)
         if done == total and self.test_data is not None:
             self.bar.evaluating(len(self.test_data.y))
@@ -726,7 +727,6 @@ def interrupted_line(stop, args) -> str:
 
 def command_eval(args) -> int:
     """``convgraph eval``: ``Model.evaluate`` of the weights on the spec's test split."""
-    from convgraph.display import markup_safe
     from convgraph.files import readable_file
 
     overrides = args.overrides + _training_overrides(args)

@@ -86,10 +86,11 @@ class TimeRemainingLabelled(TimeRemainingColumn):
         return Text("ETA ") + remaining
 
 
-def first_step_line(kernels: int, seconds: float) -> str:
-    """The first-launch compile, as its own line before epoch 1's."""
+def first_step_line(kernels: int, seconds: float, epoch: int = 1) -> str:
+    """The first-launch compile, as its own line before the first epoch's (``epoch``, 1-based:
+    a resumed run starts in the middle)."""
     return (f"compiling {plural(kernels, 'kernel')} (first launch)... done in {seconds:.2f} s "
-            "(not counted in epoch 1's images/s)")
+            f"(not counted in epoch {epoch}'s images/s)")
 
 
 def epoch_line(record) -> str:
