@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from convgraph import __version__
-from convgraph.display import Column, Listing, markup_safe, plural, print_listing
+from convgraph.display import ITEM_GAP, Column, Listing, markup_safe, plural, print_listing
 from convgraph.errors import ConvgraphError, DataError, OutputError, UsageError
 from convgraph.pipeline import analyse
 
@@ -843,14 +843,14 @@ def print_predictions(scores, top: int, names: list[str] | None = None,
         *([Column("name")] if named else []),
         Column(f"top {top} (class: {'name ' if named else ''}"
                f"{'probability' if probabilities else 'score'})", short=f"top {top}",
-               wrap=True)])
+               items=True)])
     for record in prediction_records(flat, top, names, probabilities):
         best = record["top"]
         value = "probability" if probabilities else "score"
         cells = [f"{c['class']}: {c['name'] + ' ' if named else ''}"
                  + (f"{c[value]:.1%}" if probabilities else f"{c[value]:.4g}") for c in best]
         listing.rows.append([str(record["image"]), str(best[0]["class"]),
-                             *([best[0]["name"]] if named else []), "  ".join(cells)])
+                             *([best[0]["name"]] if named else []), ITEM_GAP.join(cells)])
     print_listing(listing, console())
 
 

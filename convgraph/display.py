@@ -86,19 +86,23 @@ def markup_safe(text) -> str:
 
 COMPACT_BELOW = 100  # columns: narrower terminals get the compact layout
 PIPE_WIDTH = 100_000  # "no width": rows of a pipe or a file are never wrapped
+ITEM_GAP = "  "  # between the items of an ``items`` cell
 
 
 @dataclass(frozen=True)
 class Column:
     """A table column. ``short`` is its header in the compact layouts; a ``secondary`` column is
-    left out of them; a ``wrap`` column holds free text that may break between words (every
-    other cell is kept on one line, whole)."""
+    left out of them; a ``wrap`` column holds free text that may break between words; the cells
+    of an ``items`` column are items ('2: triangle 71.3%') joined by ITEM_GAP: where a line
+    cannot hold them all, each goes on a line of its own, never broken inside (every other
+    cell is kept on one line, whole)."""
 
     header: str
     justify: str = "left"
     short: str | None = None
     secondary: bool = False
     wrap: bool = False
+    items: bool = False
 
     @property
     def compact_header(self) -> str:
@@ -146,10 +150,12 @@ def print_listing(listing: Listing, console) -> None:
     console.print(Text(shown(listing.title), style="bold"))
     width = console.width
     layouts = ("full", "compact") if width >= COMPACT_BELOW else ("compact",)
+    stacking = (False, True) if any(c.items for c in listing.columns) else (False,)
     for layout in layouts:
-        if _fits(listing, layout, console, width):
-            console.print(_rich_table(listing, layout))
-            return
+        for stacked in stacking:
+            if _fits(listing, layout, console, width, stacked):
+                console.print(_rich_table(listing, layout, stacked=stacked))
+                return
     _print_records(listing, console)
 
 
@@ -159,10 +165,10 @@ def _cell(text):
     return Text(shown(text))
 
 
-def _rich_table(listing: Listing, layout: str, narrowest: bool = False):
+def _rich_table(listing: Listing, layout: str, narrowest: bool = False, stacked: bool = False):
     """The rich Table of ``listing`` (without its title) for the layout 'full', 'compact' or
-    'plain'; ``narrowest`` breaks free text at every space (to measure the least width the
-    table needs)."""
+    'plain'; ``stacked`` puts each item of an items cell on a line of its own; ``narrowest``
+    also breaks free text at every space (to measure the least width the table needs)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -179,15 +185,19 @@ def _rich_table(listing: Listing, layout: str, narrowest: bool = False):
     for column in columns:
         header = column.compact_header if layout == "compact" else column.header
         # free text wraps only where a terminal is too narrow; a pipe's rows stay whole
-        wraps = column.wrap and layout != "plain"
+        wraps = column.wrap and layout != "plain"  # items never wrap: they stack
         table.add_column(_cell(header), justify=column.justify, no_wrap=not wraps,
                          overflow="fold")
 
+    def cell(column: Column, text: str):
+        if column.items and stacked:
+            return Text("\n".join(shown(item) for item in text.split(ITEM_GAP)))
+        if column.wrap and narrowest:
+            return Text("\n".join(shown(text).split()))
+        return _cell(text)
+
     def cells(row: list[str]) -> list:
-        if not narrowest:
-            return [_cell(row[i]) for i in keep]
-        return [Text("\n".join(shown(row[i]).split())) if listing.columns[i].wrap
-                else _cell(row[i]) for i in keep]
+        return [cell(listing.columns[i], row[i]) for i in keep]
 
     for row in listing.rows:
         if row is None:
@@ -201,7 +211,7 @@ def _rich_table(listing: Listing, layout: str, narrowest: bool = False):
     return table
 
 
-def _fits(listing: Listing, layout: str, console, width: int) -> bool:
+def _fits(listing: Listing, layout: str, console, width: int, stacked: bool = False) -> bool:
     """Whether ``listing`` drawn in ``layout`` fits ``width`` columns with no cell cut: its
     narrowest form (every free-text cell broken at each space, every other cell whole),
     measured by drawing it at no width limit."""
@@ -210,7 +220,7 @@ def _fits(listing: Listing, layout: str, console, width: int) -> bool:
 
     probe = Console(width=PIPE_WIDTH, color_system=None, file=console.file)
     with probe.capture() as captured:
-        probe.print(_rich_table(listing, layout, narrowest=True))
+        probe.print(_rich_table(listing, layout, narrowest=True, stacked=stacked))
     lines = captured.get().splitlines()
     return max((cell_len(line.rstrip()) for line in lines), default=0) <= width
 
@@ -239,7 +249,11 @@ def _print_records(listing: Listing, console) -> None:
             continue
         head = "  ".join(shown(row[i]) for i in lead if row[i])
         console.print(Text(head, style="bold"), overflow="fold")
-        pairs = [f"{listing.columns[i].compact_header} {shown(row[i])}" for i in rest if row[i]]
+        pairs = []
+        for i in (i for i in rest if row[i]):
+            column = listing.columns[i]
+            items = row[i].split(ITEM_GAP) if column.items else [row[i]]
+            pairs += [f"{column.compact_header} {shown(items[0])}", *map(shown, items[1:])]
         line = ""
         for pair in pairs:
             candidate = f"{line}   {pair}" if line else f"  {pair}"
