@@ -891,13 +891,18 @@ def run_verify(model, as_json: bool = False) -> int:
 def run_profile(model, as_json: bool = False) -> int:
     """``run --profile``: one training step per layer (forward, backward, update) where the
     network can be trained, else its forward pass; as a table or one JSON object."""
-    from convgraph.errors import SpecError
+    from convgraph.display import shown
+    from convgraph.errors import DeviceError, SpecError
     from convgraph.runtime.inspect import profile_inference, profile_training
     from convgraph.train.session import TrainingSession
 
     try:  # a session of its own: profiling moves its parameters (at learning rate 0)
         session = TrainingSession(model.graph, model.target, model.batch, params=model.params)
     except SpecError:  # no class scores to train on: the forward pass only
+        session = None
+    except DeviceError as exc:  # the step does not fit where inference does: say so
+        print(f"convgraph: warning: {shown(exc.message)} Profiling the forward pass only "
+              f"(a smaller --batch would fit the training step).", file=sys.stderr)
         session = None
     profile = (profile_training(session, model) if session is not None
                else profile_inference(model))
@@ -939,6 +944,8 @@ def profile_listing(profile) -> Listing:
     listing.rows.pop()
     total = "step total" if profile.mode == "training" else "pass total"
     listing.totals.append([total, "", "", f"{profile.total_ms:.3f}", "", "", "", ""])
+    # beside the sum, the wall clock of whole steps measured apart (the notes say the gap)
+    listing.totals.append(["wall time", "", "", f"{profile.wall_ms:.3f}", "", "", "", ""])
     return listing
 
 
