@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from convgraph import __version__
+from convgraph.display import ITEM_GAP, Column, Listing, markup_safe, plural, print_listing
 from convgraph.errors import ConvgraphError, DataError, OutputError, UsageError
 from convgraph.pipeline import analyse
 
@@ -213,8 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "spec's seeded initial weights (--predict refuses to without it)")
     run.add_argument("--output", metavar="FILE.npy", type=a_path,
                      help="with --predict: save the scores to exactly this file (.npy format)")
-    run.add_argument("--top", type=at_least_one, default=5,
-                     help="with --predict: classes shown per image")
+    run.add_argument("--top", type=at_least_one, default=None, metavar="K",
+                     help="with --predict: classes shown per image (default 5, or every class "
+                          "of a model with fewer; at most the class count)")
+    run.add_argument("--softmax", action="store_true",
+                     help="with --predict: print probabilities (softmax of the scores; "
+                          "--output still saves the raw scores)")
+    run.add_argument("--json", action="store_true",
+                     help="with --predict, --verify or --profile: print one JSON object "
+                          "instead of the table")
     _add_training(run)
     run.add_argument("--report", metavar="FILE.html", type=a_path,
                      help="write a self-contained HTML run report, rewritten after every "
@@ -233,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", metavar="PATH", type=a_path,
                           help="the data set's file or folder")
     evaluate.add_argument("--confusion", action="store_true", help="print the confusion matrix")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print one JSON object (with --confusion, the matrix too)")
     _add_device(evaluate)
     _add_overrides(evaluate)
     evaluate.set_defaults(handler=printable_errors(command_eval))
@@ -267,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate each SPEC; exit 0 if all are valid, 2 if any is not.",
     )
     check.add_argument("specs", nargs="+", metavar="SPEC")
+    check.add_argument("--json", action="store_true",
+                       help="print one JSON object (each spec: ok, or its error and status)")
     _add_overrides(check)
     check.set_defaults(handler=printable_errors(command_check))
 
@@ -331,14 +343,18 @@ def compile_model(graph, args, share_buffers: bool = True):
                          share_buffers=share_buffers)
 
 
-def console(width: int = 140, stderr: bool = False):
-    """The one console every command prints through: a terminal's own width, else (a pipe, a
-    file, a test) ``width`` columns, so tables are not cut to 80."""
-    from rich.console import Console
+def console(width: int | None = None, stderr: bool = False):
+    """The one console every command prints through (``convgraph.display.output_console``): a
+    terminal's own width, plain unwrapped text into a pipe or a file. (``width`` is not used:
+    the output policy decides.)"""
+    from convgraph.display import output_console
 
-    if stderr:
-        return Console(stderr=True)
-    return Console(width=None if Console().is_terminal else width)
+    return output_console(stderr=stderr)
+
+
+def print_json(record: dict) -> None:
+    """Exactly one JSON object on stdout (what every --json prints)."""
+    print(json.dumps(record, indent=2))
 
 
 def model_json(model) -> dict:
@@ -363,7 +379,8 @@ def model_line(model) -> str:
 
     state = "from the cache" if model.build.cache_hit else "built"
     advice = "" if tuned_sites(model) else "; convgraph tune SPEC times them"
-    return (f"{len(model.plan.kernels)} kernels, {len(model.plan.launches)} launches per pass; "
+    return (f"{plural(len(model.plan.kernels), 'kernel')}, "
+            f"{plural(len(model.plan.launches), 'launch', 'launches')} per pass; "
             f"program {state} in {model.build.seconds:.2f} s for {model.info.label}; peak device "
             f"memory at batch {model.batch}: {mib(model.device_memory())} (parameters "
             f"{mib(model.param_bytes)}, activations shared by liveness); tile sizes: "
@@ -400,19 +417,27 @@ def command_check(args) -> int:
     from convgraph.display import shown
     from convgraph.shapes import totals
 
-    status = 0
+    status, results = 0, []
     for path in args.specs:
         try:
             graph = analyse(path, args.overrides)
         except ConvgraphError as exc:
-            print(f"FAIL {shown(exc)}", file=sys.stderr)
             status = max(status, exc.exit_status)
+            results.append({"spec": str(path), "ok": False, "exit_status": exc.exit_status,
+                            "error": str(exc)})
+            if not args.json:
+                print(f"FAIL {shown(exc)}", file=sys.stderr)
             continue
         sums = totals(graph)
-        print(
-            f"ok   {shown(path)}: {shown(graph.graph['name'])}, {len(graph)} layers, "
-            f"{sums['params']:,} parameters, {sums['flops'] / 1e6:,.1f} MFLOPs per image"
-        )
+        results.append({"spec": str(path), "ok": True, "name": graph.graph["name"],
+                        "layers": len(graph), "params": sums["params"],
+                        "flops": sums["flops"]})
+        if not args.json:
+            print(f"ok   {shown(path)}: {shown(graph.graph['name'])}, "
+                  f"{plural(len(graph), 'layer')}, {plural(sums['params'], 'parameter')}, "
+                  f"{sums['flops'] / 1e6:,.1f} MFLOPs per image")
+    if args.json:
+        print_json({"ok": status == 0, "specs": results})
     return status
 
 
@@ -434,13 +459,16 @@ def command_run(args) -> int:
     check_run_arguments(args)
     if not (args.predict or args.verify or args.profile):
         return run_training(graph, args)
+    classes = graph.nodes[graph.graph["output"]]["output"].depth
+    top = args.top or min(5, classes)
+    check_top(top, classes)  # before anything is built
     model = compile_model(graph, args, share_buffers=not args.verify)
     if args.weights:  # inputs prepared as in training, if the file says how
         model.load_weights(args.weights)
     if args.verify:
-        return run_verify(model)
+        return run_verify(model, args.json)
     if args.profile:
-        return run_profile(model)
+        return run_profile(model, args.json)
     from convgraph.params import load_arrays
 
     inputs = load_arrays(args.predict, "input")
@@ -459,7 +487,15 @@ def command_run(args) -> int:
             raise OutputError(f"cannot write the scores to {args.output}: "
                               f"{exc.strerror or exc}.",
                               hint="choose a file in a folder you can write.") from None
-    print_predictions(scores, args.top)
+    names = predicted_class_names(model, graph)
+    shown_scores = softmax(scores) if args.softmax else scores
+    if args.json:
+        print_json({"model": graph.graph["name"], "images": int(scores.shape[0]),
+                    "classes": model.classes, "class_names": names,
+                    "probabilities": args.softmax,
+                    "predictions": prediction_records(shown_scores, top, names, args.softmax)})
+    else:
+        print_predictions(shown_scores, top, names, args.softmax)
     return 0
 
 
@@ -484,6 +520,15 @@ def check_run_arguments(args) -> None:
     if args.output and not args.predict:
         raise UsageError("--output saves the scores of --predict.",
                          hint="add --predict INPUT, or leave --output out.")
+    for flag, value in (("--top", args.top), ("--softmax", args.softmax)):
+        if value and not args.predict:
+            raise UsageError(f"{flag} is for the class list of --predict.",
+                             hint=f"add --predict INPUT, or leave {flag} out.")
+    if args.json and not predicting:
+        raise UsageError("--json prints the result of --predict, --verify or --profile; "
+                         "training reports as it goes.",
+                         hint="for training figures as JSON, use --metrics FILE (one object "
+                              "per epoch); or add --predict, --verify or --profile.")
     if args.predict and not args.weights and not args.random_weights:
         raise UsageError("--predict without --weights would score the input with the spec's "
                          "random initial weights.",
@@ -532,8 +577,9 @@ def open_model(graph, args):
 
 
 class _TrainingReport:
-    """``convgraph run``'s view of training (a train.loop.Callback): the opening line, a
-    progress bar per epoch and one line per epoch."""
+    """``convgraph run``'s view of training (a train.loop.Callback): the opening line, the
+    first launch's kernel compile as a phase of its own, a progress bar per epoch and its
+    evaluation (on a terminal), one line per epoch."""
 
     draws_progress = True  # in place of the one Model.fit(verbose=1) would draw
 
@@ -541,9 +587,9 @@ class _TrainingReport:
         self.out, self.args = out, args
         self.train_data, self.test_data = train_data, test_data
         self.bar = None
+        self.compile_shown = False
 
     def on_train_begin(self, trainer) -> None:
-        from convgraph.display import markup_safe
         from convgraph.summary import mib
         from convgraph.train.report import EpochBar
 
@@ -555,19 +601,31 @@ class _TrainingReport:
             print(f"convgraph: nothing to resume in {args.checkpoint_dir} (no last.npz): "
                   "starting from scratch.", file=sys.stderr)
         state = "from the cache" if session.build.cache_hit else "built"
+        kernels = len(session.plan.kernels)
         self.out.print(
             f"training '{markup_safe(trainer.graph.graph['name'])}' on "
             f"{markup_safe(session.info.label)}: "
-            f"{len(self.train_data.y):,} training and {len(self.test_data.y):,} test images "
+            f"{plural(len(self.train_data.y), 'training image')} and "
+            f"{plural(len(self.test_data.y), 'test image')} "
             f"({markup_safe(self.train_data.name)}), batch {session.batch}, "
-            f"{train['epochs']} epochs, "
-            f"{train['optimizer']} lr {train['lr']:g}; {len(session.plan.kernels)} kernels "
+            f"{plural(train['epochs'], 'epoch')}, "
+            f"{train['optimizer']} lr {train['lr']:g}; {plural(kernels, 'kernel')} "
             f"{state} in {session.build.seconds:.2f} s; device memory "
             f"{mib(session.device_memory())}.", highlight=False)
         self.bar = EpochBar(self.out, train["epochs"]).__enter__()
+        self.bar.compiling(kernels)
 
     def on_batch_end(self, trainer, done, total, loss, accuracy, speed) -> None:
+        from convgraph.train.report import first_step_line
+
+        if not self.compile_shown and trainer.first_step_seconds is not None:
+            self.compile_shown = True  # the first step, with the kernels' compile, is done
+            self.out.print(first_step_line(len(trainer.session.plan.kernels),
+                                           trainer.first_step_seconds,
+                                           trainer.progress.epoch + 1), highlight=False)
         self.bar.update(trainer.progress.epoch, done, total, loss, accuracy, speed)
+        if done == total and self.test_data is not None:
+            self.bar.evaluating(len(self.test_data.y))
 
     def on_epoch_end(self, trainer, record) -> None:
         from convgraph.train.report import epoch_line
@@ -648,7 +706,8 @@ def _run_training(graph, args) -> int:
         plot_history(history, args.plot, f"{graph.graph['name']} on {train_data.name}")
     if history and history[-1].get("test_accuracy") is not None:
         out.print(f"final test accuracy {history[-1]['test_accuracy']:.4f} "
-                  f"(best {trainer.progress.best_accuracy:.4f}) after {len(history)} epochs.",
+                  f"(best {trainer.progress.best_accuracy:.4f}) after "
+                  f"{plural(len(history), 'epoch')}.",
                   highlight=False)
     return status
 
@@ -708,9 +767,6 @@ def interrupted_line(stop, args) -> str:
 
 def command_eval(args) -> int:
     """``convgraph eval``: ``Model.evaluate`` of the weights on the spec's test split."""
-    from rich.table import Table
-
-    from convgraph.display import markup_safe
     from convgraph.files import readable_file
 
     overrides = args.overrides + _training_overrides(args)
@@ -720,24 +776,27 @@ def command_eval(args) -> int:
     model = open_model(graph, args)
     # the normalisation the weights were trained with, else the training set's
     model.load_weights(args.weights, train_data=lambda: load_data(graph, "train"))
-    result = model.evaluate(test_data)
     out = console()
+    with _phase(console(stderr=True), f"evaluating {plural(len(test_data.y), 'test image')}",
+                disable=args.json):
+        result = model.evaluate(test_data)
     right = int((result.predictions == result.labels).sum())
+    names = class_names_of(model, test_data)
+    matrix = result.confusion(model.classes)
+    if args.json:
+        record = {"model": graph.graph["name"], "dataset": test_data.name,
+                  "loss": result.loss, "accuracy": result.accuracy, "correct": right,
+                  "images": len(result.labels), "class_names": names}
+        if args.confusion:
+            record["confusion"] = matrix.tolist()
+        print_json(record)
+        return 0
     out.print(f"{markup_safe(graph.graph['name'])} on {markup_safe(test_data.name)}: "
               f"test loss {result.loss:.4f}, "
               f"test accuracy {result.accuracy:.4f} ({right:,} of {len(result.labels):,}).",
               highlight=False)
     if args.confusion:
-        matrix = result.confusion(model.classes)
-        names = test_data.class_names or [str(c) for c in range(model.classes)]
-        table = Table(title="confusion matrix (rows: true class, columns: predicted)",
-                      title_justify="left")
-        table.add_column("true \\ predicted")
-        for name in names:
-            table.add_column(markup_safe(str(name)[:10]), justify="right")
-        for name, row in zip(names, matrix):
-            table.add_row(markup_safe(name), *(str(v) for v in row))
-        out.print(table)
+        print_listing(confusion_listing(matrix, names), out)
     return 0
 
 
@@ -764,24 +823,101 @@ def command_report(args) -> int:
     return 0
 
 
-def print_predictions(scores, top: int) -> None:
-    from rich.table import Table
+def confusion_listing(matrix, names: list[str]) -> Listing:
+    """The confusion matrix: a row per true class, a column per predicted class (headed by
+    its number, the names being the rows')."""
+    columns = [Column("true \\ predicted", short="true")]
+    columns += [Column(str(index), "right") for index in range(len(names))]
+    listing = Listing("confusion matrix (rows: true class, columns: predicted class number)",
+                      columns)
+    for index, (name, row) in enumerate(zip(names, matrix)):
+        listing.rows.append([f"{index} {name}" if name != str(index) else name,
+                             *(str(v) for v in row)])
+    return listing
 
-    table = Table(title=f"class scores ({scores.shape[0]} images)", title_justify="left")
-    table.add_column("image", justify="right")
-    table.add_column("class", justify="right")
-    table.add_column(f"top {top} (class: score)")
-    flat = scores.reshape(scores.shape[0], -1)
-    for index, row in enumerate(flat):
+
+def class_names_of(model, data=None) -> list[str]:
+    """The class names to print: the model's own (a saved model's), else the data set's, else
+    the class numbers."""
+    names = getattr(model, "class_names", None) or (data.class_names if data else None)
+    if names and len(names) == model.classes:
+        return [str(name) for name in names]
+    return [str(index) for index in range(model.classes)]
+
+
+def predicted_class_names(model, graph) -> list[str]:
+    """``class_names_of`` for --predict, which reads no data set: the spec's data set is asked
+    for its names where it can be read, and the numbers are used where it cannot."""
+    if getattr(model, "class_names", None):
+        return class_names_of(model)
+    from convgraph.model import spec_dataset
+
+    try:
+        return class_names_of(model, spec_dataset(graph, "test"))
+    except ConvgraphError:
+        return class_names_of(model)
+
+
+def _phase(out, text: str, disable: bool = False):
+    """A spinner with ``text`` on a terminal while a phase runs (evaluating, compiling); nothing
+    into a pipe."""
+    import contextlib
+
+    if disable or not out.is_terminal:
+        return contextlib.nullcontext()
+    return out.status(markup_safe(text))
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Probabilities of each image's class scores (along the last axis), computed stably."""
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted.astype(np.float64))
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def check_top(top: int, classes: int) -> None:
+    """--top asks for at most as many classes as there are (UsageError otherwise)."""
+    if top > classes:
+        raise UsageError(f"--top {top} asks for more classes than the model has ({classes}).",
+                         hint=f"give --top {classes} or less (the default is "
+                              f"{min(5, classes)}).")
+
+
+def prediction_records(scores, top: int, names: list[str], probabilities: bool) -> list[dict]:
+    """Each image's ``top`` classes, best first: index, name and score (or probability)."""
+    key = "probability" if probabilities else "score"
+    records = []
+    for index, row in enumerate(scores.reshape(scores.shape[0], -1)):
         best = np.argsort(-row, kind="stable")[:top]
-        table.add_row(str(index), str(best[0]), "  ".join(f"{c}: {row[c]:.4g}" for c in best))
-    console().print(table)
+        records.append({"image": index, "top": [
+            {"class": int(c), "name": names[c], key: float(row[c])} for c in best]})
+    return records
 
 
-def run_verify(model) -> int:
-    from rich.table import Table
+def print_predictions(scores, top: int, names: list[str] | None = None,
+                      probabilities: bool = False) -> None:
+    """The top classes of each image, by name where the classes have names."""
+    flat = scores.reshape(scores.shape[0], -1)
+    names = names or [str(c) for c in range(flat.shape[1])]
+    named = any(name != str(index) for index, name in enumerate(names))
+    what = "probabilities" if probabilities else "class scores"
+    listing = Listing(f"{what} ({plural(scores.shape[0], 'image')})", [
+        Column("image", "right"), Column("class", "right"),
+        *([Column("name")] if named else []),
+        Column(f"top {top} (class: {'name ' if named else ''}"
+               f"{'probability' if probabilities else 'score'})", short=f"top {top}",
+               items=True)])
+    for record in prediction_records(flat, top, names, probabilities):
+        best = record["top"]
+        value = "probability" if probabilities else "score"
+        cells = [f"{c['class']}: {c['name'] + ' ' if named else ''}"
+                 + (f"{c[value]:.1%}" if probabilities else f"{c[value]:.4g}") for c in best]
+        listing.rows.append([str(record["image"]), str(best[0]["class"]),
+                             *([best[0]["name"]] if named else []), ITEM_GAP.join(cells)])
+    print_listing(listing, console())
 
-    from convgraph.display import markup_safe
+
+def run_verify(model, as_json: bool = False) -> int:
     from convgraph.errors import SpecError
     from convgraph.verify import TOLERANCE, verify_model, verify_training
 
@@ -790,57 +926,122 @@ def run_verify(model) -> int:
         checks += verify_training(model.graph, model.target)
     except SpecError:
         pass  # no class scores to train on (e.g. a network ending in a volume)
-    table = Table(title=f"kernels of '{markup_safe(model.graph.graph['name'])}' against the "
-                        f"numpy reference on {markup_safe(model.info.label)} "
-                        "(forward, then gradients)",
-                  title_justify="left")
-    for column in ("layer", "op", "kernels", "max rel. error", "result"):
-        table.add_column(column, justify="right" if column == "max rel. error" else "left")
-    for check in checks:
-        table.add_row(markup_safe(check.node), check.op, ", ".join(check.kernels),
-                      f"{check.error:.2e}",
-                      "pass" if check.passed else "FAIL")
-    out = console(160)
-    out.print(table)
     failed = [c for c in checks if not c.passed]
     worst = max((c.error for c in checks), default=0.0)
+    if as_json:
+        print_json({"model": model.graph.graph["name"], "device": model.info.label,
+                    "tolerance": TOLERANCE, "passed": len(checks) - len(failed),
+                    "failed": len(failed), "worst_error": worst,
+                    "checks": [{"layer": c.node, "op": c.op, "kernels": list(c.kernels),
+                                "error": c.error, "passed": c.passed} for c in checks]})
+        return 1 if failed else 0
+    listing = Listing(f"kernels of '{model.graph.graph['name']}' against the numpy reference "
+                      f"on {model.info.label} (forward, then gradients)", [
+                          Column("layer"), Column("op"),
+                          Column("kernels", secondary=True, wrap=True),
+                          Column("max rel. error", "right", short="error"), Column("result")])
+    for check in checks:
+        listing.rows.append([check.node, check.op, ", ".join(check.kernels),
+                             f"{check.error:.2e}", "pass" if check.passed else "FAIL"])
+    out = console()
+    print_listing(listing, out)
     out.print(f"{len(checks) - len(failed)} passed, {len(failed)} failed; worst error "
-                  f"{worst:.2e} (tolerance {TOLERANCE:g}: max |device - numpy| / max |numpy|).",
-                  highlight=False)
+              f"{worst:.2e} (tolerance {TOLERANCE:g}: max |device - numpy| / max |numpy|).",
+              highlight=False)
     return 1 if failed else 0
 
 
-def run_profile(model) -> int:
-    from rich.table import Table
+def run_profile(model, as_json: bool = False) -> int:
+    """``run --profile``: one training step per layer (forward, backward, update) where the
+    network can be trained, else its forward pass; as a table or one JSON object."""
+    from convgraph.display import shown
+    from convgraph.errors import DeviceError, SpecError
+    from convgraph.runtime.inspect import profile_inference, profile_training
+    from convgraph.train.session import TrainingSession
 
-    from convgraph.display import markup_safe
-    from convgraph.runtime.inspect import profile_model
-
-    timings, total, peak_flops, peak_bytes = profile_model(model)
-    table = Table(title=f"'{markup_safe(model.graph.graph['name'])}' forward, batch "
-                        f"{model.batch}, on {markup_safe(model.info.label)} (median of 10)",
-                  title_justify="left")
-    for column in ("layer", "op", "ms", "GFLOP/s", "GB/s", "of peak"):
-        table.add_column(column, justify="left" if column in ("layer", "op") else "right")
-    for t in timings:
-        table.add_row(markup_safe(t.node), t.op, f"{t.milliseconds:.3f}", f"{t.gflops:.1f}",
-                      f"{t.gbytes:.1f}", f"{100 * t.peak_fraction:.0f}%")
-    table.add_section()
-    table.add_row("total", "", f"{total:.3f}", "", "", "")
+    try:  # a session of its own: profiling moves its parameters (at learning rate 0)
+        session = TrainingSession(model.graph, model.target, model.batch, params=model.params)
+    except SpecError:  # no class scores to train on: the forward pass only
+        session = None
+    except DeviceError as exc:  # the step does not fit where inference does: say so
+        print(f"convgraph: warning: {shown(exc.message)} Profiling the forward pass only "
+              f"(a smaller --batch would fit the training step).", file=sys.stderr)
+        session = None
+    profile = (profile_training(session, model) if session is not None
+               else profile_inference(model))
+    if as_json:
+        print_json(profile.as_json())
+        return 0
     out = console()
-    out.print(table)
-    out.print(f"{model.batch / total * 1000:,.0f} images/s; device peak measured now: "
-                  f"{peak_flops:.0f} GFLOP/s (fp32 fma), {peak_bytes:.1f} GB/s (copy). 'of peak' "
-                  "is the larger of the two fractions.", highlight=False)
+    print_listing(profile_listing(profile), out)
+    for line in profile_notes(profile):
+        out.print(markup_safe(line), highlight=False)
     return 0
+
+
+PROFILE_COLUMNS = [
+    Column("layer"), Column("op"), Column("phase", secondary=True),
+    Column("ms", "right"), Column("GFLOP/s", "right", short="GF/s"),
+    Column("GB/s", "right"), Column("bound", secondary=True),
+    Column("of peak", "right", short="peak"),
+]
+
+
+def profile_listing(profile) -> Listing:
+    """The profile as a table: the forward rows and their total, the backward rows and
+    theirs, the update's, then the step's (which is their sum)."""
+    what = "training step" if profile.mode == "training" else "forward pass"
+    listing = Listing(f"'{profile.name}' {what}, batch {profile.batch}, on {profile.device} "
+                      f"(median of {profile.repeats})", PROFILE_COLUMNS)
+    phases = ("forward", "backward", "update") if profile.mode == "training" else ("forward",)
+    for phase in phases:
+        for t in (t for t in profile.timings if t.phase == phase):
+            listing.rows.append([t.node, t.op, phase, f"{t.milliseconds:.3f}",
+                                 f"{'~' if t.flops_estimated else ''}{t.gflops:.1f}"
+                                 if t.gflops else "-", f"{t.gbytes:.1f}", t.bound,
+                                 "above" if t.above_peak
+                                 else f"{100 * t.peak_fraction:.0f}%"])
+        listing.rows.append([f"{phase} total", "", phase, f"{profile.phase_ms(phase):.3f}",
+                             "", "", "", ""])
+        listing.rows.append(None)
+    listing.rows.pop()
+    total = "step total" if profile.mode == "training" else "pass total"
+    listing.totals.append([total, "", "", f"{profile.total_ms:.3f}", "", "", "", ""])
+    # beside the sum, the wall clock of whole steps measured apart (the notes say the gap)
+    listing.totals.append(["wall time", "", "", f"{profile.wall_ms:.3f}", "", "", "", ""])
+    return listing
+
+
+def profile_notes(profile) -> list[str]:
+    """What the profile table's figures mean, and how its total compares with the wall time."""
+    phases = ("forward", "backward", "update") if profile.mode == "training" else ("forward",)
+    parts = " + ".join(f"{phase} {profile.phase_ms(phase):.3f}" for phase in phases)
+    outside = profile.wall_ms - profile.total_ms
+    share = f" ({outside / profile.wall_ms:.0%})" if profile.wall_ms else ""
+    what = "step" if profile.mode == "training" else "forward pass"
+    notes = [f"kernels {profile.total_ms:.3f} ms = {parts}; a whole {what} measured apart "
+             f"takes {profile.wall_ms:.3f} ms of wall time, {outside:.3f} ms{share} outside the "
+             "kernels (transfers, enqueueing, the host's share); "
+             f"{profile.batch / profile.wall_ms * 1000:,.0f} images/s." if profile.wall_ms
+             else f"kernels {profile.total_ms:.3f} ms = {parts}.",
+             f"device peak measured now: {profile.peak_flops:.0f} GFLOP/s (fp32 fma), "
+             f"{profile.peak_bytes:.1f} GB/s (copy); a layer doing more than "
+             f"{profile.ridge:.1f} FLOPs per byte is compute-bound and its 'of peak' is against "
+             "the FMA peak, any other is memory-bound and measured against the copy bandwidth."]
+    if any(t.above_peak for t in profile.timings):
+        notes.append("'above' (of peak): the layer went past the peak measured beside it (its data "
+                     "stays in cache, or it moves less than its buffers hold), so no fraction "
+                     "is given.")
+    if any(t.flops_estimated for t in profile.timings):
+        notes.append("~: the gradient kernels declare no FLOPs; estimated as twice the forward "
+                     "FLOPs for a layer with weights, once for any other.")
+    return notes
 
 
 def command_tune(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from convgraph.codegen.tuning import forget_tuning
-    from convgraph.display import markup_safe
     from convgraph.files import tuning_dir, writable_folder
     from convgraph.model import planned_batch
     from convgraph.runtime.target import Target
@@ -879,26 +1080,31 @@ def command_tune(args) -> int:
                        "knobs": r.best} for r in report.results]}
             for graph, report in reports]}, indent=2))
         return _unsaved(reports)
-    out = console(160)
+    out = console()
     for graph, report in reports:
-        table = Table(title=f"{markup_safe(graph.graph['name'])} on {markup_safe(info.label)}",
-                      title_justify="left")
-        for column in ("layer", "for", "kernel", "default ms", "tuned ms", "speedup", "GFLOP/s",
-                       "tried", "settings"):
-            table.add_column(column, justify="right" if "ms" in column or column in (
-                "speedup", "GFLOP/s", "tried") else "left")
-        for r in report.results:
-            gflops = r.flops / r.best_ms / 1e6 if r.best_ms and r.flops else 0.0
-            table.add_row(markup_safe(r.site.node), r.mode, r.site.selector, f"{r.default_ms:.3f}",
-                          f"{r.best_ms:.3f}",
-                          f"{r.speedup:.2f}x", f"{gflops:.1f}" if gflops else "", str(r.tried),
-                          " ".join(f"{k.lower()}={v}" for k, v in r.best.items()))
-        out.print(table)
-        skipped = (f"; {len(report.skipped)} kernels not reached in the budget keep their "
-                   "defaults" if report.skipped else "")
-        out.print(f"{len(report.results)} kernels tuned in {report.seconds:.0f} s{skipped}; "
-                  f"saved to {markup_safe(report.path or '(nothing)')}.", highlight=False)
+        print_listing(tuning_listing(graph, report, info), out)
+        skipped = (f"; {plural(len(report.skipped), 'kernel')} not reached in the budget keep "
+                   "their defaults" if report.skipped else "")
+        out.print(f"{plural(len(report.results), 'kernel')} tuned in {report.seconds:.0f} s"
+                  f"{skipped}; saved to {markup_safe(report.path or '(nothing)')}.",
+                  highlight=False)
     return _unsaved(reports)
+
+
+def tuning_listing(graph, report, info) -> Listing:
+    """A tuning report as a table: a row per kernel site tuned."""
+    listing = Listing(f"{graph.graph['name']} on {info.label}", [
+        Column("layer"), Column("for", secondary=True), Column("kernel"),
+        Column("default ms", "right", short="default"), Column("tuned ms", "right", short="tuned"),
+        Column("speedup", "right", short="x"), Column("GFLOP/s", "right", secondary=True),
+        Column("tried", "right", secondary=True), Column("settings", wrap=True)])
+    for r in report.results:
+        gflops = r.flops / r.best_ms / 1e6 if r.best_ms and r.flops else 0.0
+        listing.rows.append([r.site.node, r.mode, r.site.selector, f"{r.default_ms:.3f}",
+                             f"{r.best_ms:.3f}", f"{r.speedup:.2f}x",
+                             f"{gflops:.1f}" if gflops else "", str(r.tried),
+                             " ".join(f"{k.lower()}={v}" for k, v in r.best.items())])
+    return listing
 
 
 def _unsaved(reports) -> int:
@@ -910,33 +1116,32 @@ def _unsaved(reports) -> int:
 
 
 def command_devices(args) -> int:
-    from rich.table import Table
-
-    from convgraph.display import markup_safe
     from convgraph.runtime.devices import list_devices, select_device
     from convgraph.summary import mib
 
     found = list_devices()
     default = select_device()[0].index if found else None
     if args.json:
-        print(json.dumps({"default": default,
-                          "devices": [info.as_json() for info, _ in found]}, indent=2))
+        print_json({"default": default, "devices": [info.as_json() for info, _ in found]})
         return 0
     if not found:
         select_device()  # raises the error that says how to install a platform
-    table = Table(title="OpenCL devices", title_justify="left")
-    for column in ("P:D", "platform", "device", "type", "units", "global mem", "local mem",
-                   "max wg", "OpenCL", "fp64"):
-        table.add_column(column)
+    listing = Listing("OpenCL devices", [
+        Column("P:D"), Column("platform", secondary=True), Column("device", wrap=True),
+        Column("type"), Column("units", "right", short="CUs"),
+        Column("global mem", "right", short="memory"),
+        Column("local mem", "right", secondary=True),
+        Column("max wg", "right", secondary=True), Column("OpenCL", secondary=True),
+        Column("fp64", secondary=True)])
     for info, _ in found:
         mark = " *" if info.index == default else ""
-        table.add_row(info.index + mark, markup_safe(info.platform), markup_safe(info.name),
-                      info.type,
-                      str(info.compute_units), mib(info.global_memory), mib(info.local_memory),
-                      str(info.max_work_group_size), " ".join(info.opencl_version.split()[:2]),
-                      "yes" if info.fp64 else "no")
-    out = console(160)
-    out.print(table)
+        listing.rows.append([info.index + mark, info.platform, info.name, info.type,
+                             str(info.compute_units), mib(info.global_memory),
+                             mib(info.local_memory), str(info.max_work_group_size),
+                             " ".join(info.opencl_version.split()[:2]),
+                             "yes" if info.fp64 else "no"])
+    out = console()
+    print_listing(listing, out)
     out.print("* the default (first GPU, else first CPU); choose with --device P:D or a "
                   "name fragment, or CONVGRAPH_DEVICE.", highlight=False)
     return 0

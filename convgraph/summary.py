@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import networkx as nx
 from rich.console import Console
-from rich.table import Table
 
 from convgraph.codegen.launches import Buffer
-from convgraph.display import markup_safe
+from convgraph.display import (
+    Column,
+    Listing,
+    markup_safe,
+    output_console,
+    plural,
+    print_listing,
+)
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 from convgraph.shapes import totals
@@ -83,24 +89,22 @@ def mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-def summary_table(graph: nx.DiGraph) -> Table:
+SUMMARY_COLUMNS = [
+    Column("layer"), Column("op"),
+    Column("hyperparameters", short="hyper", secondary=True, wrap=True),
+    Column("output", "right"), Column("params", "right"), Column("FLOPs", "right"),
+    Column("memory", "right", short="mem", secondary=True),
+]
+
+
+def summary_listing(graph: nx.DiGraph) -> Listing:
+    """The summary as a table: one row per layer, then the totals."""
     sums = totals(graph)
-    # the name, the source path and layer names are the user's text: escaped for rich
-    title = f"{markup_safe(graph.graph['name'])}  ({markup_safe(graph.graph['source'])}"
+    title = f"{graph.graph['name']}  ({graph.graph['source']}"
     title += (
         f", rounding: {graph.graph['rounding']})" if graph.graph["rounding"] != "exact" else ")"
     )
-    table = Table(title=title, title_justify="left")
-    for column, justify in (
-        ("layer", "left"),
-        ("op", "left"),
-        ("hyperparameters", "left"),
-        ("output", "right"),
-        ("params", "right"),
-        ("FLOPs", "right"),
-        ("memory", "right"),
-    ):
-        table.add_column(column, justify=justify, no_wrap=column != "hyperparameters")
+    listing = Listing(title, SUMMARY_COLUMNS)
     for name in ordered(graph):
         data = graph.nodes[name]
         op = (
@@ -109,38 +113,28 @@ def summary_table(graph: nx.DiGraph) -> Table:
             + (" (fused)" if data.get("fused_into") else "")
         )
         hyper = describe_attrs(data["op"], data["attrs"], graph.graph["rounding"])
-        table.add_row(
-            markup_safe(name),
-            markup_safe(op),
-            markup_safe(hyper),
-            str(data["output"]),
-            f"{data['params']:,}",
-            human(data["flops"]),
-            mib(data["activation_bytes"]),
-        )
-    table.add_section()
-    table.add_row(
-        "total",
-        "",
-        "",
-        "",
-        f"{sums['params']:,}",
-        human(sums["flops"]),
-        mib(sums["activation_bytes"]),
-    )
-    return table
+        listing.rows.append([name, op, hyper, str(data["output"]), f"{data['params']:,}",
+                             human(data["flops"]), mib(data["activation_bytes"])])
+    listing.totals.append(["total", "", "", "", f"{sums['params']:,}", human(sums["flops"]),
+                           mib(sums["activation_bytes"])])
+    return listing
+
+
+def summary_line(graph: nx.DiGraph) -> str:
+    """The sentence under the summary table: layers, parameters, FLOPs, activations."""
+    sums = totals(graph)
+    return (f"{plural(len(graph), 'layer')}, {plural(sums['params'], 'parameter')} "
+            f"({mib(sums['param_bytes'])}), "
+            f"{human(sums['flops'], ' FLOPs')} per image forward (multiply-add = 2), "
+            f"{mib(sums['activation_bytes'])} of activations per image.")
 
 
 def print_summary(graph: nx.DiGraph, console: Console | None = None) -> None:
-    console = console or Console(width=None if Console().is_terminal else 140)
-    sums = totals(graph)
-    console.print(summary_table(graph))
-    console.print(
-        f"{len(graph)} layers, {sums['params']:,} parameters ({mib(sums['param_bytes'])}), "
-        f"{human(sums['flops'], ' FLOPs')} per image forward (multiply-add = 2), "
-        f"{mib(sums['activation_bytes'])} of activations per image.",
-        highlight=False,
-    )
+    """The summary table and its sentence, laid out as the console calls for (a terminal's
+    width, plain text into a pipe or a file: convgraph.display's output policy)."""
+    console = console or output_console()
+    print_listing(summary_listing(graph), console)
+    console.print(markup_safe(summary_line(graph)), highlight=False)
 
 
 def plan_text(model) -> str:

@@ -150,6 +150,9 @@ class Trainer:
         self.metrics_file = Path(metrics_file) if metrics_file else None
         self.progress = Progress()
         self.resumed = False  # whether resume() found a checkpoint to continue from
+        # the first step of a fit, timed apart: its launches are where most drivers (PoCL)
+        # compile the kernels, which is no part of an epoch's images/s
+        self.first_step_seconds: float | None = None
         stats = input_normalization(self.settings, None, train_data)
         self.mean, self.std = stats if stats is not None else (None, None)
 
@@ -404,11 +407,17 @@ class Trainer:
                          epoch=p.epoch, shuffle=self.shuffle, crop_pad=self.settings["crop_pad"],
                          flip=self.settings["flip"], mean=self.mean, std=self.std, start=p.batch)
         rate = self._rate(total)
+        untimed = 0  # images of the run's first step (the first launch): not the epoch's time
         for x, y in stream:
             notify(callbacks, "on_batch_begin", self, p.batch, total)
             with signals.deferred():  # a step and its bookkeeping, whole
                 rate = self._rate(total)
+                step_started = time.perf_counter()
                 result = self.session.step(x, y, rate)
+                if self.first_step_seconds is None:
+                    self.first_step_seconds = time.perf_counter() - step_started
+                    started += self.first_step_seconds
+                    untimed = result.count
                 self.last_lr = rate
                 p.batch += 1
                 p.step += 1
@@ -417,11 +426,11 @@ class Trainer:
                 p.seen += result.count
                 p.seconds = time.perf_counter() - started
             figures = (p.batch, total, p.loss_sum / p.seen, p.correct / p.seen,
-                       p.seen / max(p.seconds, 1e-9))
+                       (p.seen - untimed) / max(p.seconds, 1e-9))
             if on_batch:
                 on_batch(*figures)
             notify(callbacks, "on_batch_end", self, *figures)
-        return self._finish_epoch(rate)
+        return self._finish_epoch(rate, untimed)
 
     def _rate(self, total: int) -> float:
         """The next step's learning rate: a callback's ``epoch_lr``, else the schedule's."""
@@ -429,14 +438,15 @@ class Trainer:
             return self.epoch_lr
         return learning_rate(self.settings, self.progress.epoch, self.progress.batch, total)
 
-    def _finish_epoch(self, rate: float) -> EpochRecord:
+    def _finish_epoch(self, rate: float, untimed: int = 0) -> EpochRecord:
         p = self.progress
         test = self.evaluate(self.test_data) if self.test_data is not None else None
         record = EpochRecord(
             epoch=p.epoch + 1, train_loss=p.loss_sum / max(p.seen, 1),
             train_accuracy=p.correct / max(p.seen, 1),
             test_loss=test.loss if test else None, test_accuracy=test.accuracy if test else None,
-            images_per_s=p.seen / max(p.seconds, 1e-9), seconds=p.seconds, lr=rate)
+            images_per_s=(p.seen - untimed) / max(p.seconds, 1e-9), seconds=p.seconds,
+            lr=rate)
         with signals.deferred():  # the epoch's end, its checkpoint and metrics line, whole
             p.history.append(record.as_json())
             best = test is not None and test.accuracy > p.best_accuracy

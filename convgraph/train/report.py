@@ -5,22 +5,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
+from convgraph.display import plural
 from convgraph.errors import UsageError
 
 
 class EpochBar:
-    """A rich progress bar for the epoch in progress: images/s, loss, accuracy, ETA."""
+    """A rich progress bar for the phase in progress on a terminal (nothing into a pipe): the
+    first launch's kernel compile, then each epoch's batches with labelled figures (img/s,
+    loss, acc, ETA), then its evaluation. Narrow terminals drop the bar, then the speed."""
 
     def __init__(self, out: Console, epochs: int):
         self.out, self.epochs = out, epochs
-        self.bar = Progress(TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-                            BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[speed]:,.0f} img/s  "
-                                       "loss {task.fields[loss]:.4f}  "
-                                       "acc {task.fields[accuracy]:.4f}"),
-                            TimeRemainingColumn(), console=out, transient=True,
+        width = out.width
+        columns = [SpinnerColumn(), TextColumn("{task.description}")]
+        if width >= 100:
+            columns.append(BarColumn(bar_width=min(40, width - 80)))
+        columns += [TextColumn("{task.fields[count]}"),
+                    TextColumn("{task.fields[figures]}"), TimeRemainingLabelled()]
+        self.wide = width >= 72
+        self.bar = Progress(*columns, console=out, transient=True,
                             disable=not out.is_terminal)
         self.task = None
         self.epoch = None
@@ -32,15 +43,54 @@ class EpochBar:
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
 
+    def _show(self, description: str, total: int | None = None, done: int = 0,
+              count: str = "", figures: str = "") -> None:
+        """One phase's line; an ETA only where there is a count of batches to go."""
+        if self.task is None:
+            self.task = self.bar.add_task(description, total=total, count=count,
+                                          figures=figures, timed=total is not None)
+        self.bar.update(self.task, description=description, total=total, completed=done,
+                        count=count, figures=figures, timed=total is not None)
+
+    def compiling(self, kernels: int) -> None:
+        """The first step is on its way: the driver compiles the kernels as they launch."""
+        self._show(f"compiling {plural(kernels, 'kernel')} (first launch)")
+
     def update(self, epoch: int, done: int, total: int, loss: float, accuracy: float,
                speed: float) -> None:
         if self.epoch != epoch:
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            self.task = self.bar.add_task("", total=total, epoch=epoch + 1, epochs=self.epochs,
-                                          loss=loss, accuracy=accuracy, speed=speed)
             self.epoch = epoch
-        self.bar.update(self.task, completed=done, loss=loss, accuracy=accuracy, speed=speed)
+            if self.task is not None:  # the ETA of each epoch starts afresh
+                self.bar.reset(self.task)
+        speed_text = f"{speed:,.0f} img/s  " if self.wide else ""
+        self._show(f"epoch {epoch + 1}/{self.epochs}", total, done,
+                   f"{done}/{total}{' batches' if self.wide else ''}",
+                   f"{speed_text}loss {loss:.4f}  acc {accuracy:.4f}")
+
+    def evaluating(self, images: int) -> None:
+        """The epoch's batches are done; its test set is being evaluated."""
+        self._show(f"evaluating {plural(images, 'test image')}")
+
+
+class TimeRemainingLabelled(TimeRemainingColumn):
+    """rich's time remaining, labelled 'ETA', and blank where there is no estimate."""
+
+    max_refresh = None  # rich holds a render for 0.5 s: the evaluation line would keep an ETA
+
+    def render(self, task):
+        from rich.text import Text
+
+        if not task.fields.get("timed") or task.total is None:
+            return Text("")
+        remaining = super().render(task)
+        return Text("ETA ") + remaining
+
+
+def first_step_line(kernels: int, seconds: float, epoch: int = 1) -> str:
+    """The first-launch compile, as its own line before the first epoch's (``epoch``, 1-based:
+    a resumed run starts in the middle)."""
+    return (f"compiling {plural(kernels, 'kernel')} (first launch)... done in {seconds:.2f} s "
+            f"(not counted in epoch {epoch}'s images/s)")
 
 
 def epoch_line(record) -> str:
