@@ -20,7 +20,7 @@ from convgraph.ops.base import (
     suggest,
 )
 
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z0-9_]+)*")  # dense/3/conv1: a repeat copy
 
 
 @dataclass

@@ -17,7 +17,7 @@ from convgraph.spec.layers import input_layer, list_entry, top_input
 from convgraph.spec.pattern import MAX_LAYERS
 from convgraph.spec.yamlload import YamlList, YamlMap
 
-NODE_KEYS = ("op", "block", "inputs", "when")
+NODE_KEYS = ("op", "block", "inputs", "when", "repeat")
 MAX_BLOCK_DEPTH = 8
 
 
@@ -225,10 +225,26 @@ def _expand_body(
                 result.aliases[scoped] = (inputs[0], where)
                 continue
         if "block" in node:
-            _instantiate(
-                node, scoped, inputs, input_where, blocks, defaults, result, stack, params, context
-            )
+            copies = _repeat_count(node, params, context, scoped)
+            if copies is None:
+                _instantiate(node, scoped, inputs, input_where, blocks, defaults, result, stack,
+                             params, context)
+                continue
+            for k in range(1, copies + 1):  # each copy reads the one before it
+                copy_inputs = inputs if k == 1 else [f"{scoped}/{k - 1}"]
+                copy_where = input_where if k == 1 else [node.where("repeat")]
+                _instantiate(node, f"{scoped}/{k}", copy_inputs, copy_where, blocks, defaults,
+                             result, stack, params, context, repeated=True)
+            result.aliases[scoped] = (f"{scoped}/{copies}", node.location)
             continue
+        if "repeat" in node:
+            raise SpecError(
+                "'repeat' is for block instances: it chains copies of a block.",
+                location=node.where_key("repeat"),
+                layer=scoped,
+                hint="put the layers to repeat in a block under 'blocks:' and write "
+                     "{block: NAME, repeat: N}, or write the layers out.",
+            )
         if written_op == "input" or (
             written_op is not None and resolve_op(written_op, op_value_where, scoped) == "input"
         ):
@@ -255,6 +271,24 @@ def _expand_body(
         )
 
 
+def _repeat_count(node: YamlMap, params: dict[str, Written], context: str,
+                  scoped: str) -> int | None:
+    """A block instance's ``repeat: N`` (a whole number from 1, or a block parameter), or None
+    when it has none."""
+    if "repeat" not in node:
+        return None
+    count, where = _substitute(node["repeat"], params, node.where("repeat"), context, scoped)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_LAYERS:
+        raise SpecError(
+            f"'repeat' expects a whole number from 1 to {MAX_LAYERS}, got {shown(repr(count))}.",
+            location=where,
+            layer=scoped,
+            hint="e.g. repeat: 6 (six chained copies of the block), or leave 'repeat' out "
+                 "for one.",
+        )
+    return count
+
+
 def _instantiate(
     node: YamlMap,
     scoped: str,
@@ -266,8 +300,10 @@ def _instantiate(
     stack: tuple,
     outer_params: dict[str, Written],
     outer_context: str,
+    repeated: bool = False,
 ) -> None:
-    """Expand ``node`` (``block: basic, filters: 32, ...``) under the prefix ``scoped/``."""
+    """Expand ``node`` (``block: basic, filters: 32, ...``) under the prefix ``scoped/``
+    (``repeated``: ``scoped`` is one copy of a ``repeat:``, ``dense/3``)."""
     block_name, where = _substitute(
         node["block"], outer_params, node.where("block"), outer_context, scoped
     )
@@ -362,6 +398,16 @@ def _instantiate(
         )
     for name in formal:
         check_name(name, block.where("inputs"))
+    if repeated and len(formal) != 1:
+        raise SpecError(
+            f"block '{block_name}' takes {len(formal)} inputs ({', '.join(formal)}), so its "
+            "copies cannot be chained by 'repeat': each copy reads one output, the one "
+            "before it.",
+            location=node.where_key("repeat"),
+            layer=scoped,
+            hint="repeat a block with one input (concatenate inside it, as a dense layer "
+                 "does), or write the instances out.",
+        )
     if len(formal) != len(inputs):
         raise SpecError(
             f"block '{block_name}' takes {len(formal)} input(s) "
