@@ -19,6 +19,7 @@ from convgraph.ops.base import (
     canonical_op_name,
     suggest,
 )
+from convgraph.spec.expr import Expression, is_expression, read_expression
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z0-9_]+)*")  # dense/3/conv1: a repeat copy
 
@@ -84,6 +85,19 @@ def read_value(param: Param, key: str, written: Written, layer: str | None = Non
         ) from None
 
 
+def read_setting(op: str, key: str, written: Written, layer: str | None, context: str = ""):
+    """``read_attr``, where the value may be a formula (``$in.depth // 2``): one without
+    ``$in`` is worked out and read now; one with it stays an Expression until shapes."""
+    value = written.value
+    if is_expression(value):
+        value = read_expression(value, written.location, None, context, layer)
+    if isinstance(value, Expression):
+        return value
+    if value is not written.value:
+        written = Written(value, written.location, written.key_location)
+    return read_attr(op, key, written, layer, context)
+
+
 def default_hint(param: Param, key: str) -> str | None:
     """'e.g. stride: 1 (its default)' for a setting that has a default, as a spec writes it;
     None for a required one (the message already says what it expects)."""
@@ -132,26 +146,31 @@ def make_layer(
     chosen: dict[str, Written] = dict(defaults.per_op.get(op, {}))
     chosen.update({k: Written(v, op_location) for k, v in alias_preset(written_op).items()})
     chosen.update(given)
-    attrs, locations = {}, {}
+    attrs, locations, missing = {}, {}, []
     for key, param in spec.params.items():
         if key in chosen:
-            attrs[key] = read_attr(op, key, chosen[key], name, context)
+            attrs[key] = read_setting(op, key, chosen[key], name, context)
             locations[key] = chosen[key].location
         elif param.required:
+            missing.append(key)
+        else:
+            attrs[key] = param.default
+    if "rounding" in attrs and attrs["rounding"] is None:
+        attrs["rounding"] = defaults.rounding
+    # pool: stride = size; a depthwise conv: filters = the input depth (known at shapes)
+    for key, value in spec.derived_defaults(attrs).items():
+        if attrs.get(key) is None:
+            attrs[key] = value
+    for key in missing:
+        if key not in attrs:
             raise SpecError(
-                f"({op}) missing required '{key}' ({param.doc}).",
+                f"({op}) missing required '{key}' ({spec.params[key].doc}).",
                 location=op_location,
                 layer=name,
                 hint=f"add '{key}: ...' to this layer, or set it for every {op} under "
                 f"'defaults: {{{op}: {{{key}: ...}}}}'.",
             )
-        else:
-            attrs[key] = param.default
-    if "rounding" in attrs and attrs["rounding"] is None:
-        attrs["rounding"] = defaults.rounding
-    for key, value in spec.derived_defaults(attrs).items():  # pool: stride = size
-        if attrs[key] is None:
-            attrs[key] = value
+    attrs = {key: attrs[key] for key in spec.params}  # schema order, as before
     return LayerDef(
         name, op, attrs, list(inputs), op_location, locations, list(input_locations), context
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from convgraph.errors import Location, SpecError, suggest
 from convgraph.ops.base import LayerDef, canonical_op_name
 from convgraph.spec.attrs import Defaults, Written, check_name, make_layer, resolve_op, shown
+from convgraph.spec.expr import is_expression, read_expression
 from convgraph.spec.layers import input_layer, list_entry, top_input
 from convgraph.spec.pattern import MAX_LAYERS
 from convgraph.spec.yamlload import YamlList, YamlMap
@@ -70,7 +71,11 @@ def read_graph(
 def _substitute(
     value, params: dict[str, Written], location: Location, context: str, layer: str | None = None
 ):
-    """Replace a whole-value ``$name`` by the block argument ``name``."""
+    """Replace a whole-value ``$name`` by the block argument ``name``, and work out a formula
+    (``$growth * 4``; one reading ``$in`` stays an Expression until shapes)."""
+    if is_expression(value):
+        return read_expression(value, location, params if context else None, context,
+                               layer), location
     if isinstance(value, str) and value.startswith("$"):
         key = value[1:]
         if not context:

@@ -24,7 +24,7 @@ from convgraph.spec.attrs import (
     check_keys,
     check_name,
     make_layer,
-    read_attr,
+    read_setting,
     read_value,
     resolve_op,
 )
@@ -166,7 +166,7 @@ def _read_defaults(data: YamlMap) -> Defaults:
         chosen = defaults.per_op.setdefault(op, {})
         for key, value in settings.items():
             written = Written(value, settings.where(key))
-            read_attr(op, key, written, None, "in defaults")  # fail early, at the default
+            read_setting(op, key, written, None, "in defaults")  # fail early, at the default
             chosen[key] = written
     return defaults
 

@@ -1,0 +1,267 @@
+"""The spec language where users had to work around it: repeat counts, derived values ($in),
+--set on any layer, the output softmax note, and every independent error reported at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from convgraph.cli import main
+from convgraph.errors import SpecError
+from convgraph.graph import signature
+from convgraph.pipeline import analyse
+from convgraph.spec.expand import expanded_yaml
+
+# DenseNet-BC for 32x32 inputs, three dense blocks of six layers: each dense layer concatenates
+# its input with 12 new feature maps (its own wiring), each transition halves the depth ($in)
+# and the size.
+DENSENET = """
+name: densenet_bc
+input: 32x32x3
+blocks:
+  dense_layer:
+    params: {growth: 12}
+    nodes:
+      bn1: {op: batchnorm, inputs: in}
+      relu1: relu
+      conv1: {op: conv, filters: $growth * 4, size: 1, bias: false}
+      bn2: batchnorm
+      relu2: relu
+      conv2: {op: conv, filters: $growth, size: 3, pad: 1, bias: false}
+      join: {op: concat, inputs: [in, conv2]}
+  transition:
+    nodes:
+      bn: batchnorm
+      relu: relu
+      conv: {op: conv, filters: $in.depth // 2, size: 1, bias: false}
+      pool: {op: avgpool, size: 2}
+nodes:
+  conv0: {op: conv, filters: 24, size: 3, pad: 1, bias: false}
+  dense1: {block: dense_layer, repeat: 6}
+  trans1: {block: transition}
+  dense2: {block: dense_layer, repeat: 6}
+  trans2: {block: transition}
+  dense3: {block: dense_layer, repeat: 6}
+  bn: batchnorm
+  relu: relu
+  pool: gap
+  fc: {op: fc, units: 10}
+"""
+
+
+# ------------------------------------------------------------------------------ repeat
+
+
+def test_repeat_chains_copies_named_instance_k_node(write_spec):
+    graph = analyse(write_spec(DENSENET))
+    assert graph.nodes["dense1/1/bn1"].inputs == ["conv0"]
+    assert graph.nodes["dense1/1/join"].inputs == ["conv0", "dense1/1/conv2"]
+    # copy k reads copy k-1's output (the block's output: its last node, the concat)
+    assert graph.nodes["dense1/2/bn1"].inputs == ["dense1/1/join"]
+    assert graph.nodes["dense1/6/join"].inputs == ["dense1/5/join", "dense1/6/conv2"]
+    assert graph.nodes["trans1/bn"].inputs == ["dense1/6/join"]  # the instance = its last copy
+    assert "dense1/7/join" not in graph
+    depths = [graph.nodes[f"dense1/{k}/join"].output.depth for k in range(1, 7)]
+    assert depths == [24 + 12 * k for k in range(1, 7)]
+
+
+def test_repeat_is_the_same_graph_as_the_instances_written_out(write_spec):
+    block = """
+    input: 8x8x4
+    blocks:
+      unit:
+        params: {filters: 4}
+        nodes:
+          conv: {op: conv, filters: $filters, size: 3, pad: 1}
+          relu: relu
+    nodes:
+      %s
+      pool: gap
+    """
+    repeated = analyse(write_spec(block % "stack: {block: unit, repeat: 3}", "r.yaml"))
+    written = analyse(write_spec(block % """stack/1: {block: unit}
+      stack/2: {block: unit}
+      stack/3: {block: unit}""", "w.yaml"))
+    assert signature(repeated) == signature(written)
+
+
+def test_repeat_expands_and_round_trips(write_spec):
+    original = analyse(write_spec(DENSENET))
+    text = expanded_yaml(original.graph["spec"])
+    assert "dense3/6/conv2: {op: conv, filters: 12," in text
+    assert "repeat:" not in text
+    again = analyse(write_spec(text, "expanded.yaml"))
+    assert signature(again) == signature(original)
+
+
+@pytest.mark.parametrize(("value", "shown"), [("0", "0"), ("2.5", "2.5"), ("true", "True"),
+                                              ("'six'", "'six'")])
+def test_repeat_must_be_a_whole_number_from_1(write_spec, value, shown):
+    path = write_spec(f"""
+    input: 8x8x4
+    blocks:
+      unit: {{nodes: {{relu: relu}}}}
+    nodes:
+      stack: {{block: unit, repeat: {value}}}
+    """)
+    with pytest.raises(SpecError) as caught:
+        analyse(path)
+    assert caught.value.location.line == 5
+    assert "'repeat' expects a whole number from 1" in str(caught.value)
+    assert f"got {shown}." in str(caught.value)
+    assert caught.value.layer == "stack"
+
+
+def test_repeat_needs_a_block_of_one_input(write_spec):
+    path = write_spec("""
+    input: 8x8x4
+    blocks:
+      join: {inputs: [a, b], nodes: {add: {op: add, inputs: [a, b]}}}
+    nodes:
+      relu: relu
+      both: {block: join, inputs: [input, relu], repeat: 2}
+    """)
+    with pytest.raises(SpecError, match="cannot be chained by 'repeat'") as caught:
+        analyse(path)
+    assert caught.value.location.line == 6
+
+
+def test_repeat_on_a_layer_is_refused(write_spec):
+    path = write_spec("""
+    input: 8x8x4
+    nodes:
+      relu: {op: relu, repeat: 2}
+    """)
+    with pytest.raises(SpecError, match="'repeat' is for block instances") as caught:
+        analyse(path)
+    assert (caught.value.location.line, caught.value.location.column) == (3, 20)
+
+
+def test_repeat_count_from_a_block_parameter(write_spec):
+    path = write_spec("""
+    input: 8x8x4
+    blocks:
+      unit: {nodes: {relu: relu}}
+      stage:
+        params: {depth: 2}
+        nodes:
+          units: {block: unit, repeat: $depth}
+    nodes:
+      s: {block: stage, depth: 4}
+    """)
+    graph = analyse(path)
+    assert [n for n in graph if n != "input"] == [f"s/units/{k}/relu" for k in range(1, 5)]
+
+
+# ------------------------------------------------------------------------------ $in formulas
+
+
+def test_transition_depth_follows_the_input(write_spec):
+    graph = analyse(write_spec(DENSENET))
+    # dense1 ends at 24 + 6*12 = 96 maps; the transition halves it; dense2 adds 72 more
+    assert graph.nodes["trans1/conv"].output.depth == 48
+    assert graph.nodes["trans2/conv"].output.depth == (48 + 72) // 2
+    assert graph.nodes["trans1/conv"].attrs["filters"] == 48  # a number once shapes know
+    assert graph.nodes["dense2/3/conv1"].attrs["filters"] == 48  # $growth * 4, at read time
+    # the spec keeps the formula, which --expand writes
+    layer = next(x for x in graph.graph["spec"].layers if x.name == "trans1/conv")
+    assert str(layer.attrs["filters"]) == "$in.depth // 2"
+
+
+@pytest.mark.parametrize("form", ["layers", "nodes"])
+def test_formulas_outside_blocks(write_spec, form):
+    entries = ["{op: conv, filters: 8, size: 1}",
+               "{op: conv, filters: $in.depth * 2 + 1, size: 1}",
+               "{op: pool, size: $in.width // 4, mode: avg}"]
+    body = ("layers:\n" + "".join(f"  - {e}\n" for e in entries) if form == "layers"
+            else "nodes:\n" + "".join(f"  n{i}: {e}\n" for i, e in enumerate(entries)))
+    graph = analyse(write_spec("input: 16x8x3\n" + body))
+    last = [n for n in graph][-1]
+    assert graph.nodes[last].attrs["size"] == (4, 4)
+    assert graph.nodes[last].attrs["stride"] == (4, 4)  # pool's stride follows its size
+    assert tuple(graph.nodes[last].output) == (4, 2, 17)
+
+
+def test_formula_in_defaults_reads_each_layers_input(write_spec):
+    graph = analyse(write_spec("""
+    input: 8x8x3
+    defaults: {conv: {filters: $in.depth * 2, size: 1}}
+    pattern: "[INPUT-CONV-CONV-CONV(5)]"
+    """))
+    assert [graph.nodes[f"conv{k}"].output.depth for k in (1, 2, 3)] == [6, 12, 5]
+
+
+def test_formulas_expand_and_round_trip(write_spec):
+    original = analyse(write_spec(DENSENET))
+    text = expanded_yaml(original.graph["spec"])
+    assert "trans1/conv: {op: conv, filters: $in.depth // 2, size: 1," in text
+    again = analyse(write_spec(text, "expanded.yaml"))
+    assert signature(again) == signature(original)
+
+
+def test_the_summary_shows_numbers(write_spec, capsys):
+    path = write_spec("""
+    input: 8x8x6
+    layers:
+      - conv: {filters: $in.depth // 2, size: 1}
+    """)
+    assert main(["compile", str(path), "--no-kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "filters=3" in out and "$in" not in out
+
+
+def _error(write_spec, text):
+    with pytest.raises(SpecError) as caught:
+        analyse(write_spec(text))
+    return caught.value
+
+
+@pytest.mark.parametrize(("formula", "line", "phrase"), [
+    ("$in.depth // 0", 3, "`$in.depth // 0`: division by zero (input 8x8x6)."),
+    ("$in.depth - 6", 3, "'filters' expects a whole number from 1"),
+    ("$in.depth / 2", 3, "'/' is not part of an expression (whole-number division is //)"),
+    ("$in.size", 3, "'$in.size' is not an extent of the input volume"),
+    ("($in.depth + 1", 3, "a '(' is not closed"),
+    ("$in.depth +", 3, "expected a number, $in.depth or a $parameter, got the end"),
+    ("$in.depth * $growth", 3, "'$growth' refers to a block parameter, but this node is not "
+                               "inside a block"),
+])
+def test_formula_errors_name_file_line_layer_and_formula(write_spec, formula, line, phrase):
+    error = _error(write_spec, f"""
+    input: 8x8x6
+    layers:
+      - conv: {{filters: {formula}, size: 1}}
+    """)
+    assert (error.location.file.endswith("spec.yaml"), error.location.line) == (True, line)
+    assert error.layer == "conv1"
+    assert phrase in str(error), str(error)
+    assert error.hint
+
+
+def test_formula_error_inside_a_block_names_the_block(write_spec):
+    error = _error(write_spec, """
+    input: 8x8x6
+    blocks:
+      unit:
+        params: {groups: 2}
+        nodes:
+          conv: {op: conv, filters: $in.depth // $grups, size: 1}
+    nodes:
+      u: {block: unit}
+    """)
+    assert error.location.line == 6 and error.layer == "u/conv"
+    assert "'$grups' names no parameter of this block. Did you mean 'groups'?" in str(error)
+    assert "in block 'unit' used as 'u'" in str(error)
+
+
+def test_depthwise_conv_filters_default_to_the_input_depth(write_spec):
+    graph = analyse(write_spec("""
+    input: 9x9x7
+    pattern: "[INPUT-CONV(5, 1)-CONV(size=3, pad=1, groups=depthwise)]"
+    """))
+    assert tuple(graph.nodes["conv2"].output) == (9, 9, 5)
+    assert graph.nodes["conv2"].param_shapes["weight"] == (5, 1, 3, 3)
+    error = _error(write_spec, """
+    input: 9x9x7
+    pattern: "[INPUT-CONV(size=3, groups=7)]"
+    """)
+    assert "missing required 'filters'" in str(error)
