@@ -265,3 +265,70 @@ def test_depthwise_conv_filters_default_to_the_input_depth(write_spec):
     pattern: "[INPUT-CONV(size=3, groups=7)]"
     """)
     assert "missing required 'filters'" in str(error)
+
+
+# ------------------------------------------------------------------------------ --set NAME.KEY
+
+PATTERN_WITH_DROPOUT = """
+input: 16x16x3
+pattern: "[INPUT-CONV(8, 3, pad=1)-RELU-DROPOUT(0.5)-POOL(2)-FC(10)]"
+"""
+
+
+def test_set_reaches_a_pattern_layers_inline_setting(write_spec):
+    path = write_spec(PATTERN_WITH_DROPOUT)
+    assert analyse(path).nodes["dropout1"].attrs["rate"] == 0.5
+    graph = analyse(path, ["dropout1.rate=0", "conv1.stride=2", "conv1.pad=same", "lr=0.05"])
+    assert graph.nodes["dropout1"].attrs["rate"] == 0.0
+    assert tuple(graph.nodes["conv1"].output) == (8, 8, 8)
+    assert graph.graph["train"]["lr"] == 0.05  # bare keys are still train: settings
+    # a pool's stride follows its size when only the size is overridden
+    assert analyse(path, ["pool1.size=4"]).nodes["pool1"].attrs["stride"] == (4, 4)
+
+
+def test_set_reaches_list_graph_and_block_layers(write_spec):
+    listed = write_spec("""
+    input: 8x8x3
+    layers:
+      - conv: {filters: 4, size: 3, pad: 1}
+      - {op: dropout, rate: 0.3, name: drop}
+    """, "l.yaml")
+    assert analyse(listed, ["drop.rate=0.1"]).nodes["drop"].attrs["rate"] == 0.1
+    assert analyse(listed, ["conv1.filters=$in.depth * 2"]).nodes["conv1"].output.depth == 6
+    blocks = write_spec("""
+    input: 8x8x3
+    blocks:
+      unit: {nodes: {conv: {op: conv, filters: 4, size: 1}}}
+    nodes:
+      a: {block: unit}
+      b: {block: unit, repeat: 2}
+    """, "b.yaml")
+    graph = analyse(blocks, ["a/conv.filters=5", "b/2/conv.filters=7", "input.shape=4x4x2"])
+    assert [graph.nodes[n].output.depth for n in ("a/conv", "b/1/conv", "b/2/conv")] == [5, 4, 7]
+    assert graph.nodes["a/conv"].param_shapes["weight"] == (5, 2, 1, 1)
+
+
+def test_set_on_an_unknown_layer_names_the_layers(write_spec):
+    with pytest.raises(SpecError) as caught:
+        analyse(write_spec(PATTERN_WITH_DROPOUT), ["dropuot1.rate=0"])
+    text = str(caught.value)
+    assert text.startswith("<command line>:1:1: --set dropuot1.rate: there is no layer "
+                           "'dropuot1'. Did you mean 'dropout1'?"), text
+    assert "the layers are: input, conv1, relu1, dropout1, pool1, fc1" in text
+
+
+def test_set_of_an_unknown_key_names_the_valid_settings(write_spec):
+    with pytest.raises(SpecError) as caught:
+        analyse(write_spec(PATTERN_WITH_DROPOUT), ["conv1.strides=2"])
+    text = str(caught.value)
+    assert ("--set conv1.strides: layer 'conv1' (conv) has no setting 'strides'. Did you mean "
+            "'stride'?") in text
+    assert "conv takes: bias, dilation, filters, groups, pad, rounding, size, stride." in text
+
+
+def test_set_with_a_bad_value_exits_2_through_the_cli(write_spec, capsys):
+    path = write_spec(PATTERN_WITH_DROPOUT)
+    assert main(["check", str(path), "--set", "dropout1.rate=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("FAIL <command line>:1:1: layer 'dropout1': (dropout) 'rate' expects")
+    assert err.count("\n") == 1

@@ -39,6 +39,8 @@ class Defaults:
 
     rounding: str = "exact"
     per_op: dict[str, dict[str, Written]] = field(default_factory=dict)
+    # --set NAME.KEY=VALUE: layer name -> its settings, over what the spec wrote
+    per_layer: dict[str, dict[str, Written]] = field(default_factory=dict)
 
 
 def shown(value: object) -> str:
@@ -146,6 +148,7 @@ def make_layer(
     chosen: dict[str, Written] = dict(defaults.per_op.get(op, {}))
     chosen.update({k: Written(v, op_location) for k, v in alias_preset(written_op).items()})
     chosen.update(given)
+    chosen.update(_overrides_of(name, op, defaults))
     attrs, locations, missing = {}, {}, []
     for key, param in spec.params.items():
         if key in chosen:
@@ -174,6 +177,35 @@ def make_layer(
     return LayerDef(
         name, op, attrs, list(inputs), op_location, locations, list(input_locations), context
     )
+
+
+def _overrides_of(name: str, op: str, defaults: Defaults) -> dict[str, Written]:
+    """The ``--set NAME.KEY=VALUE`` settings of layer ``name``, each key checked."""
+    settings = defaults.per_layer.get(name, {})
+    known = REGISTRY[op].params
+    for key, written in settings.items():
+        if key not in known:
+            raise SpecError(
+                f"--set {name}.{key}: layer '{name}' ({op}) has no setting '{key}'."
+                f"{suggest(key, known)}",
+                location=written.location,
+                hint=f"{op} takes: {', '.join(sorted(known)) or 'no settings'}.",
+            )
+    return settings
+
+
+def check_overrides_used(defaults: Defaults, names: list[str]) -> None:
+    """Every ``--set NAME.KEY`` names a layer of the network (``names``, in spec order)."""
+    for name, settings in defaults.per_layer.items():
+        if name not in names:
+            key, written = next(iter(settings.items()))
+            listed = ", ".join(names[:24]) + (", ..." if len(names) > 24 else "")
+            raise SpecError(
+                f"--set {name}.{key}: there is no layer '{name}'.{suggest(name, names)}",
+                location=written.location,
+                hint=f"the layers are: {listed} (train settings: --set lr=0.05 or "
+                     "--set train.KEY=VALUE).",
+            )
 
 
 def check_name(name: object, location: Location) -> str:

@@ -23,6 +23,7 @@ from convgraph.spec.attrs import (
     Written,
     check_keys,
     check_name,
+    check_overrides_used,
     make_layer,
     read_setting,
     read_value,
@@ -67,8 +68,9 @@ class Spec:
     description: str = ""
 
 
-def read_spec(data, source: str) -> Spec:
-    """Check the top level of a loaded spec and dispatch on its form."""
+def read_spec(data, source: str, per_layer: dict | None = None) -> Spec:
+    """Check the top level of a loaded spec and dispatch on its form; ``per_layer``: the
+    ``--set NAME.KEY=VALUE`` settings (layer name -> key -> Written)."""
     if data is None:  # only comments
         raise SpecError(
             "the spec is empty: expected a mapping with 'input' and one of 'pattern', 'layers' "
@@ -99,6 +101,7 @@ def read_spec(data, source: str) -> Spec:
         )
     form = forms[0]
     defaults = _read_defaults(data)
+    defaults.per_layer = dict(per_layer or {})
     name = data.get("name", source.rsplit("/", 1)[-1].rsplit(".", 1)[0])
     if not isinstance(name, str) or not name:
         raise SpecError("'name' must be a non-empty string.", location=data.where("name"),
@@ -127,6 +130,7 @@ def read_spec(data, source: str) -> Spec:
         layers, output = read_graph(data, defaults, output)
     else:
         layers = (_read_pattern if form == "pattern" else _read_layer_list)(data, defaults)
+    check_overrides_used(defaults, [layer.name for layer in layers])
     return Spec(
         name,
         source,
