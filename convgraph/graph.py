@@ -63,7 +63,24 @@ def build_graph(spec: Spec) -> Graph:
     check_acyclic(graph)
     check_single_input(graph)
     graph.graph["output"] = check_single_output(graph, spec.output)
+    graph.graph["warnings"] = folded_output_notes(graph)
     return graph
+
+
+def folded_output_notes(graph: nx.DiGraph) -> list[str]:
+    """A warning when the output is an op the loss reads through (``loss_reads_input``: a final
+    softmax before the built-in softmax cross-entropy). It is folded, never applied twice, but
+    a Keras or PyTorch port often ends in one by habit, and should hear what training does."""
+    output = graph.graph["output"]
+    node = graph.nodes[output]
+    if not REGISTRY[node.op].loss_reads_input or not node.inputs:
+        return []
+    loss = graph.graph["train"].get("loss", "the")
+    return [
+        f"the output layer '{output}' ({node.op}) is folded into the {loss} loss, which applies "
+        f"its own: training reads '{node.inputs[0]}', so the {node.op} is not applied twice; "
+        f"predictions still come out of '{output}'."
+    ]
 
 
 def check_arity(layer: LayerDef) -> None:

@@ -332,3 +332,30 @@ def test_set_with_a_bad_value_exits_2_through_the_cli(write_spec, capsys):
     err = capsys.readouterr().err
     assert err.startswith("FAIL <command line>:1:1: layer 'dropout1': (dropout) 'rate' expects")
     assert err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------ output softmax
+
+ENDS_IN_SOFTMAX = """
+input: 8x8x3
+pattern: "[INPUT-CONV(4, 3, pad=1)-RELU-FC(10)-SOFTMAX]"
+"""
+
+
+def test_an_output_softmax_is_folded_and_said_once(write_spec):
+    graph = analyse(write_spec(ENDS_IN_SOFTMAX))
+    (warning,) = graph.graph["warnings"]
+    assert warning.startswith("the output layer 'softmax1' (softmax) is folded into the "
+                              "cross_entropy loss"), warning
+    assert "training reads 'fc1'" in warning
+    # a softmax that is not the output, or no softmax, says nothing
+    assert analyse(write_spec(ENDS_IN_SOFTMAX.replace("FC(10)-SOFTMAX", "SOFTMAX-FC(10)"),
+                              "mid.yaml")).graph["warnings"] == []
+
+
+@pytest.mark.parametrize("command", [["check"], ["compile", "--no-kernels"], ["run", "--verify"]])
+def test_check_compile_and_run_print_the_warning(write_spec, capsys, command):
+    path = write_spec(ENDS_IN_SOFTMAX)
+    assert main([command[0], str(path), *command[1:]]) == 0
+    err = capsys.readouterr().err
+    assert err.count("convgraph: warning: the output layer 'softmax1' (softmax) is folded") == 1
