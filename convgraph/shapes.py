@@ -68,7 +68,8 @@ def resolve_from_input(node) -> None:
             number = formula.value(volume)
         except ValueError as why:
             raise node.error(f"`{formula}`: {why} (input {volume}).", attr=key,
-                             hint="change the formula.", kind=SpecError) from None
+                             hint="divide by a value that is not 0 for this input, or write "
+                                  "the number.", kind=SpecError) from None
         try:
             attrs[key] = param.parse(number)
         except ValueError as why:

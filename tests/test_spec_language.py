@@ -359,3 +359,84 @@ def test_check_compile_and_run_print_the_warning(write_spec, capsys, command):
     assert main([command[0], str(path), *command[1:]]) == 0
     err = capsys.readouterr().err
     assert err.count("convgraph: warning: the output layer 'softmax1' (softmax) is folded") == 1
+
+
+# ------------------------------------------------------------------------------ every error
+
+
+def test_independent_errors_are_reported_together(write_spec, capsys):
+    path = write_spec("""
+    input: 16x16x3
+    epochs: 3
+    layers:
+      - conv: {filters: 8, sise: 3}
+      - relu
+      - pool: {size: two}
+      - {op: fc, units: 10, name: relu1}
+      - dropuot
+    """)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one paragraph
+    assert err.startswith(f"FAIL {path}:2:1: 5 errors: unknown top-level key 'epochs'."), err
+    places = [part.split(": ", 1)[0] for part in err.split("; line ")[1:]]
+    assert places == ["4:24", "6:18", "7:10", "8:5"], err
+    for phrase in ("(conv) unknown key 'sise'", "(pool) 'size' expects", "layer name 'relu1' is "
+                   "used twice (first at line 5)", "unknown op 'dropuot'"):
+        assert phrase in err, phrase
+
+
+def test_graph_form_reports_every_node_and_unknown_input(write_spec):
+    with pytest.raises(SpecError) as caught:
+        analyse(write_spec("""
+        input: 8x8x3
+        blocks:
+          unit:
+            nodes:
+              conv: {op: conv, filters: 4, size: 1, bais: false}
+        nodes:
+          a: {block: unit, repeat: 3}
+          b: {op: add, inputs: [a, c]}
+          d: {op: relu, inputs: bb}
+        """))
+    error = caught.value
+    assert [(e.location.line, e.layer) for e in error.errors] == [
+        (5, "a/1/conv"), (8, "b"), (9, "d")]  # the block's error once, not once per copy
+    assert "unknown input 'bb'. Did you mean 'b'?" in str(error)
+
+
+def test_errors_stop_at_the_limit(write_spec):
+    layers = "".join("  - conv: {filters: 0, size: 1}\n" for _ in range(14))
+    with pytest.raises(SpecError) as caught:
+        analyse(write_spec("input: 8x8x3\nlayers:\n" + layers))
+    assert len(caught.value.errors) == 10
+    assert str(caught.value).startswith(f"{caught.value.location}: the first 10 errors: ")
+
+
+def test_one_error_is_reported_as_before(write_spec):
+    with pytest.raises(SpecError) as caught:
+        analyse(write_spec("input: 8x8x3\nlayers:\n  - conv: {filters: 0, size: 1}\n"))
+    assert not hasattr(caught.value, "errors")
+    assert str(caught.value).startswith(f"{caught.value.location.file}:3:")
+
+
+def test_a_misspelt_default_is_one_error_not_one_per_layer(write_spec):
+    with pytest.raises(SpecError) as caught:
+        analyse(write_spec("""
+        input: 8x8x3
+        defaults: {conv: {filters: 4, sise: 3}}
+        pattern: "[INPUT-CONV-RELU-CONV-CONV]"
+        """))
+    assert "(conv) unknown key 'sise'" in str(caught.value)
+    assert not hasattr(caught.value, "errors")
+
+
+def test_shape_errors_stay_first_only(write_spec):
+    with pytest.raises(SpecError) as caught:
+        analyse(write_spec("""
+        input: 8x8x3
+        layers:
+          - conv: {filters: 4, size: 3, stride: 2}
+          - conv: {filters: 4, size: 9}
+        """))
+    assert not hasattr(caught.value, "errors") and caught.value.layer == "conv1"

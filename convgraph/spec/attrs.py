@@ -41,6 +41,9 @@ class Defaults:
     per_op: dict[str, dict[str, Written]] = field(default_factory=dict)
     # --set NAME.KEY=VALUE: layer name -> its settings, over what the spec wrote
     per_layer: dict[str, dict[str, Written]] = field(default_factory=dict)
+    # op -> the error its defaults gave: a layer missing a setting the defaults misspelt
+    # reports that error again (kept once), not a missing setting of its own
+    failed: dict[str, SpecError] = field(default_factory=dict)
 
 
 def shown(value: object) -> str:
@@ -165,6 +168,8 @@ def make_layer(
         if attrs.get(key) is None:
             attrs[key] = value
     for key in missing:
+        if key not in attrs and op in defaults.failed:
+            raise defaults.failed[op]
         if key not in attrs:
             raise SpecError(
                 f"({op}) missing required '{key}' ({spec.params[key].doc}).",

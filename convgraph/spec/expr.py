@@ -77,7 +77,8 @@ def read_expression(text: str, location: Location, params: dict | None, context:
         try:
             return _evaluate(tree, None)
         except ValueError as why:
-            raise fail(f"{why}.", "change the formula.") from None
+            raise fail(f"{why}.", "divide by a value that is not 0, or write the number.") \
+                from None
     return Expression(tree, text.strip())
 
 
