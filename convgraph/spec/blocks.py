@@ -9,6 +9,7 @@ other blocks, up to MAX_BLOCK_DEPTH deep.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from convgraph.errors import ErrorCollector, Location, SpecError, suggest
 from convgraph.ops.base import LayerDef, canonical_op_name
@@ -132,7 +133,8 @@ def _expand_body(
 
     Names are scoped by ``prefix`` (``res2/``); formal inputs and node names resolve later.
     """
-    local = set(formal_inputs) | set(nodes)
+    scope = _Scope(nodes, prefix, formal_inputs, params, blocks, defaults, result, stack,
+                   context)
     previous = prefix + formal_inputs[0]
     for name, node in nodes.items():
         where = nodes.where_key(name)
@@ -147,16 +149,40 @@ def _expand_body(
             too_many.stops = True  # every node after it would say the same
             raise too_many
         with result.errors.attempt():  # a node that fails is left out; the others are read
-            _expand_node(name, node, nodes, where, prefix, formal_inputs, local, previous,
-                         params, blocks, defaults, result, stack, context)
+            _expand_node(scope, name, node, previous)
         previous = prefix + name
 
 
-def _expand_node(name: str, node, nodes: YamlMap, where: Location, prefix: str,
-                 formal_inputs: list[str], local: set, previous: str,
-                 params: dict[str, Written], blocks: YamlMap, defaults: Defaults,
-                 result: _Expansion, stack: tuple, context: str) -> None:
-    """Expand one node of a graph body (a layer, a block instance, or a switched-off node)."""
+@dataclass
+class _Scope:
+    """One graph body being expanded (the top-level nodes, or one block instance's) and what
+    its nodes are read with."""
+
+    nodes: YamlMap
+    prefix: str  # '' or 'res2/'
+    formal_inputs: list[str]
+    params: dict[str, Written]
+    blocks: YamlMap
+    defaults: Defaults
+    result: _Expansion
+    stack: tuple  # the blocks being instantiated, outermost first
+    context: str
+
+    @cached_property
+    def local(self) -> set:
+        """The names a node of this body may read (once per body: bodies can be long)."""
+        return set(self.formal_inputs) | set(self.nodes)
+
+
+def _expand_node(scope: _Scope, name: str, node, previous: str) -> None:
+    """Expand one node of a graph body (a layer, a block instance, or a switched-off node);
+    ``previous``: what it reads without 'inputs'."""
+    nodes, prefix, formal_inputs, params = (scope.nodes, scope.prefix, scope.formal_inputs,
+                                            scope.params)
+    blocks, defaults, result, stack, context = (scope.blocks, scope.defaults, scope.result,
+                                                scope.stack, scope.context)
+    local = scope.local
+    where = nodes.where_key(name)
     check_name(name, where)
     if name in formal_inputs or (
         not prefix

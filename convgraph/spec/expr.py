@@ -48,6 +48,9 @@ class Expression(FromInput):
     def __str__(self) -> str:
         return _render(self.tree)
 
+    def __repr__(self) -> str:  # as messages quote a written value: 'got '$in.depth''
+        return repr(str(self))
+
     def __eq__(self, other) -> bool:
         return isinstance(other, Expression) and self.tree == other.tree
 
