@@ -220,6 +220,7 @@ def _error(write_spec, text):
     ("$in.depth - 6", 3, "'filters' expects a whole number from 1"),
     ("$in.depth / 2", 3, "'/' is not part of an expression (whole-number division is //)"),
     ("$in.size", 3, "'$in.size' is not an extent of the input volume"),
+    ("$in", 3, "'$in' alone is not an extent of the input volume"),
     ("($in.depth + 1", 3, "a '(' is not closed"),
     ("$in.depth +", 3, "expected a number, $in.depth or a $parameter, got the end"),
     ("$in.depth * $growth", 3, "'$growth' refers to a block parameter, but this node is not "
@@ -452,3 +453,15 @@ def test_a_dense_stack_with_formulas_verifies_on_the_device(write_spec, capsys):
     assert main(["run", str(write_spec(small)), "--verify"]) == 0
     out = capsys.readouterr().out
     assert "dense1/2/conv2" in out and "trans1/conv" in out and " 0 failed" in out
+
+
+def test_every_mistake_of_one_layer_but_no_missing_setting_it_misspelt(write_spec):
+    with pytest.raises(SpecError) as caught:
+        analyse(write_spec("""
+        input: 8x8x3
+        layers:
+          - conv: {filters: many, sise: 3, stride: 0}
+        """))
+    messages = [e.message for e in caught.value.errors]
+    assert [m.split(" ", 2)[1] for m in messages] == ["unknown", "'filters'", "'stride'"]
+    assert "missing" not in str(caught.value)  # 'size' is missing because 'sise' is misspelt

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from convgraph.errors import Location, SpecError
+from convgraph.errors import ErrorCollector, Location, SpecError
 from convgraph.ops.base import (
     REGISTRY,
     LayerDef,
@@ -144,44 +144,60 @@ def make_layer(
     input_locations: list[Location],
     context: str = "",
 ) -> LayerDef:
-    """Build a LayerDef for ``name`` from its written attributes; raises SpecError."""
+    """Build a LayerDef for ``name`` from its written attributes; raises SpecError (its
+    independent mistakes together: each unknown key, each value that does not read)."""
     op = resolve_op(written_op, op_location, name)
-    spec = REGISTRY[op]
-    check_keys(op, given, lambda key: given[key].key_location or given[key].location, name)
+    errors = ErrorCollector()
+    for key in given:
+        with errors.attempt():
+            check_keys(op, [key], lambda k: given[k].key_location or given[k].location, name)
     chosen: dict[str, Written] = dict(defaults.per_op.get(op, {}))
     chosen.update({k: Written(v, op_location) for k, v in alias_preset(written_op).items()})
-    chosen.update(given)
-    chosen.update(_overrides_of(name, op, defaults))
-    attrs, locations, missing = {}, {}, []
-    for key, param in spec.params.items():
+    chosen.update({key: written for key, written in given.items() if key in REGISTRY[op].params})
+    with errors.attempt():
+        chosen.update(_overrides_of(name, op, defaults))
+    attrs, locations = {}, {}
+    for key in REGISTRY[op].params:
         if key in chosen:
-            attrs[key] = read_setting(op, key, chosen[key], name, context)
-            locations[key] = chosen[key].location
-        elif param.required:
-            missing.append(key)
-        else:
-            attrs[key] = param.default
-    if "rounding" in attrs and attrs["rounding"] is None:
-        attrs["rounding"] = defaults.rounding
-    # pool: stride = size; a depthwise conv: filters = the input depth (known at shapes)
-    for key, value in spec.derived_defaults(attrs).items():
-        if attrs.get(key) is None:
-            attrs[key] = value
-    for key in missing:
-        if key not in attrs and op in defaults.failed:
-            raise defaults.failed[op]
-        if key not in attrs:
-            raise SpecError(
-                f"({op}) missing required '{key}' ({spec.params[key].doc}).",
-                location=op_location,
-                layer=name,
-                hint=f"add '{key}: ...' to this layer, or set it for every {op} under "
-                f"'defaults: {{{op}: {{{key}: ...}}}}'.",
-            )
-    attrs = {key: attrs[key] for key in spec.params}  # schema order, as before
+            with errors.attempt():
+                attrs[key] = read_setting(op, key, chosen[key], name, context)
+                locations[key] = chosen[key].location
+    errors.raise_if_any()  # a setting missing now may only be misspelt: not reported as missing
+    _fill_defaults(op, attrs, defaults, name, op_location)
     return LayerDef(
         name, op, attrs, list(inputs), op_location, locations, list(input_locations), context
     )
+
+
+def _fill_defaults(op: str, attrs: dict, defaults: Defaults, name: str,
+                   op_location: Location) -> None:
+    """Complete ``attrs`` (in the op's schema order): the op's defaults, the spec's rounding,
+    the derived defaults (pool: stride = size; a depthwise conv: filters = the input depth,
+    known at shapes); a required setting still missing is an error."""
+    spec = REGISTRY[op]
+    for key, param in spec.params.items():
+        if key not in attrs and not param.required:
+            attrs[key] = param.default
+    if "rounding" in attrs and attrs["rounding"] is None:
+        attrs["rounding"] = defaults.rounding
+    for key, value in spec.derived_defaults(attrs).items():
+        if attrs.get(key) is None:
+            attrs[key] = value
+    for key in spec.params:
+        if key in attrs:
+            continue
+        if op in defaults.failed:  # the default that would have given it did not read
+            raise defaults.failed[op]
+        raise SpecError(
+            f"({op}) missing required '{key}' ({spec.params[key].doc}).",
+            location=op_location,
+            layer=name,
+            hint=f"add '{key}: ...' to this layer, or set it for every {op} under "
+            f"'defaults: {{{op}: {{{key}: ...}}}}'.",
+        )
+    ordered = {key: attrs[key] for key in spec.params}  # schema order, as the summary shows
+    attrs.clear()
+    attrs.update(ordered)
 
 
 def _overrides_of(name: str, op: str, defaults: Defaults) -> dict[str, Written]:

@@ -27,8 +27,10 @@ _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "//": 2}
 def is_expression(value) -> bool:
     """Whether a written setting is a formula (``$in.depth``, ``$growth * 4``) rather than a
     bare block parameter (``$growth``, substituted whole, whatever its type)."""
-    return (isinstance(value, str) and "$" in value
-            and not re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*", value.strip()))
+    if not isinstance(value, str) or "$" not in value:
+        return False
+    bare = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", value.strip())
+    return bare is None or bare.group(1) == _INPUT  # '$in' alone: the parser says what is meant
 
 
 class Expression(FromInput):
