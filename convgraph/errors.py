@@ -45,6 +45,10 @@ class Location:
         return Location(self.file, self.line, self.column + columns)
 
 
+# where a --set value stands: every one at the same place, so errors there are told apart by text
+COMMAND_LINE = Location("<command line>", 1, 1)
+
+
 class ConvgraphError(Exception):
     """Base of every error caused by user input, data or the environment; raise a subclass,
     which says the exit status (the base's own 70 marks a missing one as a bug)."""
@@ -120,6 +124,8 @@ class SpecErrors(SpecError):
 def _place(location: Location | None, file: str) -> str:
     if location is None:
         return ""
+    if location == COMMAND_LINE:
+        return "on the command line: " if file != location.file else ""
     if location.file != file:
         return f"{location}: "
     return f"line {location.line}:{location.column}: "
@@ -157,6 +163,8 @@ class ErrorCollector:
     def add(self, error: SpecError) -> None:
         for one in getattr(error, "errors", [error]):
             place = one.location or id(one)
+            if place == COMMAND_LINE:
+                place = (place, one.message)
             if place in self._places:
                 continue
             self._places.add(place)

@@ -465,3 +465,19 @@ def test_every_mistake_of_one_layer_but_no_missing_setting_it_misspelt(write_spe
     messages = [e.message for e in caught.value.errors]
     assert [m.split(" ", 2)[1] for m in messages] == ["unknown", "'filters'", "'stride'"]
     assert "missing" not in str(caught.value)  # 'size' is missing because 'sise' is misspelt
+
+
+def test_train_and_command_line_mistakes_are_each_reported(write_spec):
+    path = write_spec("""
+    input: 8x8x3
+    pattern: "[INPUT-RELU]"
+    train: {lr: -1, epoch: 3}
+    """)
+    with pytest.raises(SpecError) as caught:
+        analyse(path, ["batch=0", "optimizer=sgdd", "relu1.slope=1"])
+    text = str(caught.value)
+    assert text.startswith(f"{path}:3:17: 5 errors: (train) unknown key 'epoch'."), text
+    for phrase in ("line 3:13: (train) 'lr' expects", "on the command line: (train) 'optimizer'",
+                   "on the command line: (train) 'batch'", "on the command line: --set "
+                   "relu1.slope: layer 'relu1' (relu) has no setting 'slope'"):
+        assert phrase in text, phrase

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from convgraph.errors import Location, SpecError
+from convgraph.errors import COMMAND_LINE, Location, SpecError
 from convgraph.spec.attrs import Written
 from convgraph.spec.forms import Spec, read_spec
 from convgraph.spec.yamlload import YamlMap, load_yaml_file, load_yaml_text
@@ -55,9 +55,6 @@ def is_layer_setting(path: list[str]) -> bool:
     return len(path) == 2 and path[0] not in SECTIONS
 
 
-COMMAND_LINE = Location("<command line>", 1, 1)
-
-
 def parse_override(text: str) -> tuple[list[str], object]:
     """``train.lr=0.1`` -> (['train', 'lr'], 0.1); a bare training key means ``train.KEY``;
     ``conv1.stride=2`` -> (['conv1', 'stride'], 2), a layer's setting."""
@@ -77,7 +74,7 @@ def parse_override(text: str) -> tuple[list[str], object]:
 
 
 def apply_override(data, path: list[str], value) -> None:
-    where = Location("<command line>", 1, 1)
+    where = COMMAND_LINE
     if not isinstance(data, YamlMap):
         return  # read_spec reports the real problem
     target = data
