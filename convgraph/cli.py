@@ -297,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_warnings(graph) -> None:
+    """What the analysed network should tell its author that is not an error, once each."""
+    from convgraph.display import shown
+
+    for warning in graph.graph.get("warnings", ()):
+        print(f"convgraph: warning: {shown(warning)}", file=sys.stderr)
+
+
 def command_compile(args) -> int:
     from convgraph.display import shown
     from convgraph.draw import draw
@@ -305,6 +313,7 @@ def command_compile(args) -> int:
     from convgraph.summary import print_summary, summary_json
 
     graph = analyse(args.spec, args.overrides)
+    print_warnings(graph)
     # the outputs are checked before anything is built, so a bad path costs nothing
     if args.output:
         writable_folder(args.output, "the -o folder")
@@ -428,6 +437,7 @@ def command_check(args) -> int:
             if not args.json:
                 print(f"FAIL {shown(exc)}", file=sys.stderr)
             continue
+        print_warnings(graph)
         sums = totals(graph)
         results.append({"spec": str(path), "ok": True, "name": graph.graph["name"],
                         "layers": len(graph), "params": sums["params"],
@@ -456,6 +466,7 @@ def resolve_spec(path: str) -> str:
 def command_run(args) -> int:
     from convgraph.files import atomic_write
     graph = analyse(resolve_spec(args.spec), args.overrides + _training_overrides(args))
+    print_warnings(graph)
     check_run_arguments(args)
     if not (args.predict or args.verify or args.profile):
         return run_training(graph, args)

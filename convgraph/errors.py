@@ -25,6 +25,7 @@ traceback. The exit statuses (README, "Exit statuses"), one class each:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -42,6 +43,10 @@ class Location:
     def shifted(self, columns: int) -> Location:
         """The location ``columns`` characters further along the same line."""
         return Location(self.file, self.line, self.column + columns)
+
+
+# where a --set value stands: every one at the same place, so errors there are told apart by text
+COMMAND_LINE = Location("<command line>", 1, 1)
 
 
 class ConvgraphError(Exception):
@@ -85,8 +90,95 @@ class SpecError(ConvgraphError):
 
     def __str__(self) -> str:
         prefix = f"{self.location}: " if self.location else ""
+        return prefix + self.detail()
+
+    def detail(self) -> str:
+        """The message without its location: ``layer 'conv1': ... Fix: ...``."""
         where = f"layer '{self.layer}': " if self.layer else ""
-        return prefix + where + super().__str__()
+        return where + super().__str__()
+
+
+MAX_REPORTED = 10  # independent spec errors reported together; past this, the first ten
+
+
+class SpecErrors(SpecError):
+    """Several independent problems of one spec, reported together as one paragraph that
+    starts at the first (so that an editor jumps there): ``net.yaml:4:7: 3 errors: layer
+    'conv1': ...; line 9:3: ...; line 12:5: ...`` (exit status 2). ``errors``: each one, in
+    the order found; ``location``: the first one's."""
+
+    def __init__(self, errors: list[SpecError], complete: bool = True):
+        first = errors[0].location
+        file = first.file if first else "the spec"
+        count = f"{len(errors)} errors" if complete else f"the first {len(errors)} errors"
+        parts = [errors[0].detail()]
+        parts += [f"{_place(error.location, file)}{error.detail()}" for error in errors[1:]]
+        parts = [part.removesuffix(".") for part in parts[:-1]] + parts[-1:]  # '.;' reads ill
+        super().__init__(f"{count}: " + "; ".join(parts), location=first)
+        self.errors = list(errors)
+
+    def detail(self) -> str:
+        return self.message
+
+
+def _place(location: Location | None, file: str) -> str:
+    if location is None:
+        return ""
+    if location == COMMAND_LINE:
+        return "on the command line: " if file != location.file else ""
+    if location.file != file:
+        return f"{location}: "
+    return f"line {location.line}:{location.column}: "
+
+
+class ErrorCollector:
+    """Gathers the independent errors of a spec, so that its author sees them all at once.
+
+    ``with errors.attempt(): ...`` runs one independent unit (a layer, a key); a SpecError in
+    it is kept and the work goes on. Errors at the same place are kept once (a block's bad
+    setting, met in every copy). The MAX_REPORTED-th error stops the reading at once. An error
+    marked ``stops`` (the network grows past every limit) is not caught: nothing after it is
+    worth reading.
+    """
+
+    def __init__(self, limit: int = MAX_REPORTED):
+        self.errors: list[SpecError] = []
+        self.limit = limit
+        self._places: set = set()
+        self._final: SpecError | None = None
+
+    @contextmanager
+    def attempt(self):
+        try:
+            yield
+        except SpecError as error:
+            if error is self._final or getattr(error, "stops", False):
+                raise
+            self.add(error)
+
+    def is_final(self, error: BaseException) -> bool:
+        """Whether ``error`` is the one raised when the limit was reached."""
+        return error is self._final
+
+    def add(self, error: SpecError) -> None:
+        for one in getattr(error, "errors", [error]):
+            place = one.location or id(one)
+            if place == COMMAND_LINE:
+                place = (place, one.message)
+            if place in self._places:
+                continue
+            self._places.add(place)
+            self.errors.append(one)
+            if len(self.errors) >= self.limit:
+                self._final = SpecErrors(self.errors, complete=False)
+                raise self._final
+
+    def raise_if_any(self) -> None:
+        """Raise what was gathered: the error itself when there is one, else SpecErrors."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise SpecErrors(self.errors)
 
 
 class ShapeError(SpecError):

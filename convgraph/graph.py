@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from convgraph.errors import SpecError, suggest
+from convgraph.errors import ErrorCollector, SpecError, suggest
 from convgraph.ops.base import REGISTRY, LayerDef, Node
 from convgraph.spec import Spec
 
@@ -33,15 +33,17 @@ def build_graph(spec: Spec) -> Graph:
         rounding=spec.rounding,
         description=spec.description,
     )
+    errors = ErrorCollector()  # names, arity and inputs are independent: all reported at once
     for order, layer in enumerate(spec.layers):
         if layer.name in graph:
             first = graph.nodes[layer.name]["layer"].location
-            raise SpecError(
+            errors.add(SpecError(
                 f"two layers are named '{layer.name}' (the other is at line {first.line}).",
                 location=layer.location,
                 layer=layer.name,
                 hint="give each node its own name.",
-            )
+            ))
+            continue
         graph.add_node(
             layer.name,
             op=layer.op,
@@ -51,19 +53,45 @@ def build_graph(spec: Spec) -> Graph:
             order=order,
         )
     for layer in spec.layers:
-        check_arity(layer)
+        with errors.attempt():
+            check_arity(layer)
         for source, where in zip(layer.inputs, layer.input_locations):
             if source not in graph:
-                raise SpecError(
+                errors.add(SpecError(
                     f"unknown input '{source}'.{suggest(source, graph.nodes)}",
                     location=where,
                     layer=layer.name,
-                )
+                    hint="name a layer of the network: " + _some_names(graph) + ".",
+                ))
+                continue
             graph.add_edge(source, layer.name)
+    errors.raise_if_any()
     check_acyclic(graph)
     check_single_input(graph)
     graph.graph["output"] = check_single_output(graph, spec.output)
+    graph.graph["warnings"] = folded_output_notes(graph)
     return graph
+
+
+def folded_output_notes(graph: nx.DiGraph) -> list[str]:
+    """A warning when the output is an op the loss reads through (``loss_reads_input``: a final
+    softmax before the built-in softmax cross-entropy). It is folded, never applied twice, but
+    a Keras or PyTorch port often ends in one by habit, and should hear what training does."""
+    output = graph.graph["output"]
+    node = graph.nodes[output]
+    if not REGISTRY[node.op].loss_reads_input or not node.inputs:
+        return []
+    loss = graph.graph["train"].get("loss", "the")
+    return [
+        f"the output layer '{output}' ({node.op}) is folded into the {loss} loss, which applies "
+        f"its own: training reads '{node.inputs[0]}', so the {node.op} is not applied twice; "
+        f"predictions still come out of '{output}'."
+    ]
+
+
+def _some_names(graph: nx.DiGraph, limit: int = 24) -> str:
+    names = list(graph)
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
 def check_arity(layer: LayerDef) -> None:

@@ -10,8 +10,9 @@ import math
 
 import networkx as nx
 
+from convgraph.errors import SpecError
 from convgraph.graph import ordered
-from convgraph.ops.base import REGISTRY
+from convgraph.ops.base import REGISTRY, FromInput
 
 BYTES_PER_VALUE = 4  # fp32 activations
 
@@ -27,6 +28,7 @@ def annotate(graph: nx.DiGraph, name: str) -> None:
     node = graph.nodes[name]
     op = REGISTRY[node.op]
     node["input_volumes"] = [graph.nodes[source]["output"] for source in node.inputs]
+    resolve_from_input(node)
     output, derived = op.infer(node)
     if min(output) < 1:
         raise node.error(f"output volume {output} is empty.")
@@ -44,6 +46,37 @@ def annotate(graph: nx.DiGraph, name: str) -> None:
         flops=op.flops(node),
         activation_bytes=output.elements * BYTES_PER_VALUE,
     )
+
+
+def resolve_from_input(node) -> None:
+    """Replace the settings that follow from the input volume (``$in.depth // 2``, a
+    depthwise conv's filters: FromInput values) by their numbers, read by each setting's
+    Param as if the spec had written them. The node gets its own attrs; its LayerDef keeps the
+    formula (``--expand`` shows it)."""
+    pending = {key: value for key, value in node.attrs.items() if isinstance(value, FromInput)}
+    if not pending:
+        return
+    if not node.input_volumes:
+        key = next(iter(pending))
+        raise node.error(f"'{key}: {pending[key]}' reads the input volume, but this layer has "
+                         "no input.", attr=key, hint="write the number itself.", kind=SpecError)
+    volume = node.input_volumes[0]
+    attrs = dict(node.attrs)
+    for key, formula in pending.items():
+        param = REGISTRY[node.op].params[key]
+        try:
+            number = formula.value(volume)
+        except ValueError as why:
+            raise node.error(f"`{formula}`: {why} (input {volume}).", attr=key,
+                             hint="divide by a value that is not 0 for this input, or write "
+                                  "the number.", kind=SpecError) from None
+        try:
+            attrs[key] = param.parse(number)
+        except ValueError as why:
+            raise node.error(f"'{key}' expects {why}, got {number} from `{formula}` with input "
+                             f"{volume}.", attr=key, hint="change the formula, or write the "
+                             "number.", kind=SpecError) from None
+    node["attrs"] = attrs
 
 
 def totals(graph: nx.DiGraph) -> dict:

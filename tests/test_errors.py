@@ -1095,3 +1095,18 @@ def test_an_unexpected_token_is_not_an_unclosed_bracket(tmp_path, capsys, patter
                                       f'input: 8x8x1\npattern: "{pattern}"\n')
     assert_spec_error(path, status, err, 2, 10 + column, (fragment, "Fix: after a layer comes"))
     assert "is not closed" not in err
+
+
+def test_rounding_fix_offers_what_pytorch_does_first(tmp_path, capsys):
+    """A ported stride-2 layer: PyTorch floors, so 'rounding: floor' and pad: same lead the Fix,
+    and the exact alternatives follow."""
+    path, status, _, err = run_spec(tmp_path, capsys, """
+        input: 32x32x3
+        pattern: "[INPUT-CONV(12, 3, stride=2)]"
+        """)
+    assert_spec_error(path, status, err, 2, 37, ("15.5 is not a whole number",), "conv1")
+    fix = err.split("Fix: ", 1)[1]
+    assert fix.startswith("set 'rounding: floor' (15) as PyTorch computes it"), fix
+    order = [fix.index(p) for p in ("'rounding: floor'", "pad: same (16)", "'rounding: ceil' (16)",
+                                    "to keep it exact", "stride 1 would make it 30")]
+    assert order == sorted(order), fix

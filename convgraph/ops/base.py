@@ -71,6 +71,35 @@ class LayerDef:
         return kind(f"({self.op}) {message}", location=self.where(attr), layer=self.name, hint=hint)
 
 
+class FromInput:
+    """A setting known only once the layer's input volume is: a spec's ``$in.depth // 2``
+    (spec/expr.py) or an op's derived default (a depthwise conv's ``filters``). Shape inference
+    replaces it by ``value(input volume)``, read by the setting's Param, before ``infer``;
+    ``str()`` is how a spec writes it."""
+
+    def value(self, volume: Volume) -> int:
+        raise NotImplementedError
+
+
+class InputExtent(FromInput):
+    """One extent of the layer's input volume (``$in.depth``) as a derived default."""
+
+    def __init__(self, extent: str):
+        self.extent = extent
+
+    def value(self, volume: Volume) -> int:
+        return getattr(volume, self.extent)
+
+    def __str__(self) -> str:
+        return f"$in.{self.extent}"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, InputExtent) and other.extent == self.extent
+
+    def __hash__(self) -> int:
+        return hash(self.extent)
+
+
 class Node(dict):
     """One node of the graph, as every Op method sees it: ``node.attrs``, ``node.output``...
 
@@ -217,7 +246,10 @@ class Op:
 
     def derived_defaults(self, attrs: dict) -> dict:
         """Defaults that follow from other attributes, for params declared with default None
-        (pool: ``stride`` = ``size``); the parser fills them, the summary hides them."""
+        or required but not written (pool: ``stride`` = ``size``); a value may be a FromInput,
+        known at shape inference (a depthwise conv's ``filters``: ``InputExtent("depth")``).
+        The parser fills them (``attrs`` lacks the required ones not written), the summary
+        hides them."""
         return {}
 
     def describe(self, attrs: dict, rounding: str = "exact") -> str:

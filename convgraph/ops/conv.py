@@ -8,7 +8,7 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import Node, Op, Param, Weight, register
+from convgraph.ops.base import InputExtent, Node, Op, Param, Weight, register
 from convgraph.ops.cases import Case
 from convgraph.ops.spatial import (
     choose_tile,
@@ -119,7 +119,8 @@ class Conv(Op):
     takes_epilogue = True
     colour = "#cfe2ff"
     params = {
-        "filters": Param(v.integer(1), doc="number of filters = output depth"),
+        "filters": Param(v.integer(1), doc="number of filters = output depth (depthwise: "
+                         "the input depth unless given)"),
         "size": Param(v.pair(1), doc="kernel size, int or WxH"),
         "stride": Param(v.pair(1), default=(1, 1), doc="stride, int or WxH"),
         "pad": Param(
@@ -141,6 +142,11 @@ class Conv(Op):
             doc="exact (default: output size must be whole), floor or ceil",
         ),
     }
+
+    def derived_defaults(self, attrs):
+        if attrs.get("groups") == "depthwise":  # one filter per input channel
+            return {"filters": InputExtent("depth")}
+        return {}
 
     def infer(self, node):
         (x,) = node.input_volumes

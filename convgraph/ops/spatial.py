@@ -83,26 +83,32 @@ def slide(
 def _whole_fix(
     size: int, kernel: int, dilation: int, stride: int, pad: int, max_pad: int | None = None
 ) -> str:
-    """Name the nearest padding (or kernel size) and the largest stride that make it whole."""
+    """What makes the output whole: first what a ported PyTorch layer means (PyTorch floors the
+    output size; 'same' keeps ceil(W / S)), then the exact alternatives: the nearest padding
+    (or kernel size) and the largest stride that divide."""
     extent = window_extent(kernel, dilation)
     span = size + 2 * pad - extent
-    fixes = []
+    ceil = -(-span // stride) + 1
+    if (ceil - 1) * stride >= size + pad:  # as slide: the last window starts inside the input
+        ceil -= 1
+    ported = (
+        f"set 'rounding: floor' ({span // stride + 1}) as PyTorch computes it, on this layer "
+        f"or for the whole spec, or pad: same ({-(-size // stride)}), or 'rounding: ceil' "
+        f"({ceil})"
+    )
+    exact = []
     best = _nearest_whole_pad(size, extent, stride, pad, max_pad)
     if best is not None:
-        fixes.append(f"pad {best} would make it {(size + 2 * best - extent) // stride + 1}")
+        exact.append(f"pad {best} would make it {(size + 2 * best - extent) // stride + 1}")
     if best is None and dilation == 1:  # parity: no padding helps, a kernel one off does
         for k in (kernel - 1, kernel + 1):
             if k >= 1 and size + 2 * pad >= k and (size + 2 * pad - k) % stride == 0:
-                fixes.append(f"size {k} would make it {(size + 2 * pad - k) // stride + 1}")
+                exact.append(f"size {k} would make it {(size + 2 * pad - k) // stride + 1}")
                 break
     smaller = _largest_divisor_below(span, stride)
     if smaller is not None:
-        fixes.append(f"stride {smaller} would make it {span // smaller + 1}")
-    fixes.append(
-        f"or set 'rounding: floor' ({span // stride + 1}) or 'rounding: ceil' "
-        "on this layer or for the whole spec"
-    )
-    return "; ".join(fixes) + "."
+        exact.append(f"stride {smaller} would make it {span // smaller + 1}")
+    return ported + ("; or, to keep it exact: " + "; ".join(exact) if exact else "") + "."
 
 
 def _nearest_whole_pad(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from convgraph.errors import Location, SpecError
+from convgraph.errors import COMMAND_LINE, Location, SpecError
+from convgraph.spec.attrs import Written
 from convgraph.spec.forms import Spec, read_spec
 from convgraph.spec.yamlload import YamlMap, load_yaml_file, load_yaml_text
 
@@ -33,14 +34,31 @@ def load_spec(source, overrides=()) -> Spec:
                 hint="give the path of a .yaml spec (see specs/ for examples).",
             )
         data = load_yaml_file(name)
+    per_layer: dict[str, dict[str, Written]] = {}
     for override in overrides:
-        apply_override(data, *parse_override(override))
-    return read_spec(data, name)
+        path, value = parse_override(override)
+        if is_layer_setting(path):
+            per_layer.setdefault(path[0], {})[path[1]] = Written(value, COMMAND_LINE,
+                                                                 COMMAND_LINE)
+        else:
+            apply_override(data, path, value)
+    return read_spec(data, name, per_layer)
+
+
+# the first key of an override that reaches into the spec's own sections (train.lr,
+# defaults.conv.size); any other NAME.KEY sets the setting KEY of the layer NAME
+SECTIONS = ("train", "defaults", "blocks", "nodes", "layers", "pattern")
+
+
+def is_layer_setting(path: list[str]) -> bool:
+    """``['dropout1', 'rate']`` (from ``--set dropout1.rate=0``) is a layer's setting."""
+    return len(path) == 2 and path[0] not in SECTIONS
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
-    """``train.lr=0.1`` -> (['train', 'lr'], 0.1); a bare training key means ``train.KEY``."""
-    where = Location("<command line>", 1, 1)
+    """``train.lr=0.1`` -> (['train', 'lr'], 0.1); a bare training key means ``train.KEY``;
+    ``conv1.stride=2`` -> (['conv1', 'stride'], 2), a layer's setting."""
+    where = COMMAND_LINE
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise SpecError(
@@ -56,7 +74,7 @@ def parse_override(text: str) -> tuple[list[str], object]:
 
 
 def apply_override(data, path: list[str], value) -> None:
-    where = Location("<command line>", 1, 1)
+    where = COMMAND_LINE
     if not isinstance(data, YamlMap):
         return  # read_spec reports the real problem
     target = data

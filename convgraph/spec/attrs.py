@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from convgraph.errors import Location, SpecError
+from convgraph.errors import ErrorCollector, Location, SpecError
 from convgraph.ops.base import (
     REGISTRY,
     LayerDef,
@@ -19,8 +19,9 @@ from convgraph.ops.base import (
     canonical_op_name,
     suggest,
 )
+from convgraph.spec.expr import Expression, is_expression, read_expression
 
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z0-9_]+)*")  # dense/3/conv1: a repeat copy
 
 
 @dataclass
@@ -38,6 +39,11 @@ class Defaults:
 
     rounding: str = "exact"
     per_op: dict[str, dict[str, Written]] = field(default_factory=dict)
+    # --set NAME.KEY=VALUE: layer name -> its settings, over what the spec wrote
+    per_layer: dict[str, dict[str, Written]] = field(default_factory=dict)
+    # op -> the error its defaults gave: a layer missing a setting the defaults misspelt
+    # reports that error again (kept once), not a missing setting of its own
+    failed: dict[str, SpecError] = field(default_factory=dict)
 
 
 def shown(value: object) -> str:
@@ -84,6 +90,19 @@ def read_value(param: Param, key: str, written: Written, layer: str | None = Non
         ) from None
 
 
+def read_setting(op: str, key: str, written: Written, layer: str | None, context: str = ""):
+    """``read_attr``, where the value may be a formula (``$in.depth // 2``): one without
+    ``$in`` is worked out and read now; one with it stays an Expression until shapes."""
+    value = written.value
+    if is_expression(value):
+        value = read_expression(value, written.location, None, context, layer)
+    if isinstance(value, Expression):
+        return value
+    if value is not written.value:
+        written = Written(value, written.location, written.key_location)
+    return read_attr(op, key, written, layer, context)
+
+
 def default_hint(param: Param, key: str) -> str | None:
     """'e.g. stride: 1 (its default)' for a setting that has a default, as a spec writes it;
     None for a required one (the message already says what it expects)."""
@@ -125,36 +144,89 @@ def make_layer(
     input_locations: list[Location],
     context: str = "",
 ) -> LayerDef:
-    """Build a LayerDef for ``name`` from its written attributes; raises SpecError."""
+    """Build a LayerDef for ``name`` from its written attributes; raises SpecError (its
+    independent mistakes together: each unknown key, each value that does not read)."""
     op = resolve_op(written_op, op_location, name)
-    spec = REGISTRY[op]
-    check_keys(op, given, lambda key: given[key].key_location or given[key].location, name)
+    errors = ErrorCollector()
+    for key in given:
+        with errors.attempt():
+            check_keys(op, [key], lambda k: given[k].key_location or given[k].location, name)
     chosen: dict[str, Written] = dict(defaults.per_op.get(op, {}))
     chosen.update({k: Written(v, op_location) for k, v in alias_preset(written_op).items()})
-    chosen.update(given)
+    chosen.update({key: written for key, written in given.items() if key in REGISTRY[op].params})
+    with errors.attempt():
+        chosen.update(_overrides_of(name, op, defaults))
     attrs, locations = {}, {}
-    for key, param in spec.params.items():
+    for key in REGISTRY[op].params:
         if key in chosen:
-            attrs[key] = read_attr(op, key, chosen[key], name, context)
-            locations[key] = chosen[key].location
-        elif param.required:
-            raise SpecError(
-                f"({op}) missing required '{key}' ({param.doc}).",
-                location=op_location,
-                layer=name,
-                hint=f"add '{key}: ...' to this layer, or set it for every {op} under "
-                f"'defaults: {{{op}: {{{key}: ...}}}}'.",
-            )
-        else:
-            attrs[key] = param.default
-    if "rounding" in attrs and attrs["rounding"] is None:
-        attrs["rounding"] = defaults.rounding
-    for key, value in spec.derived_defaults(attrs).items():  # pool: stride = size
-        if attrs[key] is None:
-            attrs[key] = value
+            with errors.attempt():
+                attrs[key] = read_setting(op, key, chosen[key], name, context)
+                locations[key] = chosen[key].location
+    errors.raise_if_any()  # a setting missing now may only be misspelt: not reported as missing
+    _fill_defaults(op, attrs, defaults, name, op_location)
     return LayerDef(
         name, op, attrs, list(inputs), op_location, locations, list(input_locations), context
     )
+
+
+def _fill_defaults(op: str, attrs: dict, defaults: Defaults, name: str,
+                   op_location: Location) -> None:
+    """Complete ``attrs`` (in the op's schema order): the op's defaults, the spec's rounding,
+    the derived defaults (pool: stride = size; a depthwise conv: filters = the input depth,
+    known at shapes); a required setting still missing is an error."""
+    spec = REGISTRY[op]
+    for key, param in spec.params.items():
+        if key not in attrs and not param.required:
+            attrs[key] = param.default
+    if "rounding" in attrs and attrs["rounding"] is None:
+        attrs["rounding"] = defaults.rounding
+    for key, value in spec.derived_defaults(attrs).items():
+        if attrs.get(key) is None:
+            attrs[key] = value
+    for key in spec.params:
+        if key in attrs:
+            continue
+        if op in defaults.failed:  # the default that would have given it did not read
+            raise defaults.failed[op]
+        raise SpecError(
+            f"({op}) missing required '{key}' ({spec.params[key].doc}).",
+            location=op_location,
+            layer=name,
+            hint=f"add '{key}: ...' to this layer, or set it for every {op} under "
+            f"'defaults: {{{op}: {{{key}: ...}}}}'.",
+        )
+    ordered = {key: attrs[key] for key in spec.params}  # schema order, as the summary shows
+    attrs.clear()
+    attrs.update(ordered)
+
+
+def _overrides_of(name: str, op: str, defaults: Defaults) -> dict[str, Written]:
+    """The ``--set NAME.KEY=VALUE`` settings of layer ``name``, each key checked."""
+    settings = defaults.per_layer.get(name, {})
+    known = REGISTRY[op].params
+    for key, written in settings.items():
+        if key not in known:
+            raise SpecError(
+                f"--set {name}.{key}: layer '{name}' ({op}) has no setting '{key}'."
+                f"{suggest(key, known)}",
+                location=written.location,
+                hint=f"{op} takes: {', '.join(sorted(known)) or 'no settings'}.",
+            )
+    return settings
+
+
+def check_overrides_used(defaults: Defaults, names: list[str]) -> None:
+    """Every ``--set NAME.KEY`` names a layer of the network (``names``, in spec order)."""
+    for name, settings in defaults.per_layer.items():
+        if name not in names:
+            key, written = next(iter(settings.items()))
+            listed = ", ".join(names[:24]) + (", ..." if len(names) > 24 else "")
+            raise SpecError(
+                f"--set {name}.{key}: there is no layer '{name}'.{suggest(name, names)}",
+                location=written.location,
+                hint=f"the layers are: {listed} (train settings: --set lr=0.05 or "
+                     "--set train.KEY=VALUE).",
+            )
 
 
 def check_name(name: object, location: Location) -> str:

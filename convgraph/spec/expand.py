@@ -10,10 +10,13 @@ import yaml
 from convgraph.core import Volume
 from convgraph.display import shown
 from convgraph.ops import values as v
+from convgraph.ops.base import FromInput
 from convgraph.spec.forms import Spec
 
 
 def _yaml_value(key: str, value):
+    if isinstance(value, FromInput):  # known once the input is: written as the formula
+        return str(value)
     if isinstance(value, Volume):
         return str(value)
     if isinstance(value, tuple) and key in ("size", "stride", "pad", "dilation"):

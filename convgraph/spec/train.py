@@ -7,7 +7,7 @@ the command line (``--set lr=0.05`` or the dedicated flags of ``convgraph run``)
 from __future__ import annotations
 
 from convgraph.data.load import KINDS as DATASETS  # the data layer owns the list
-from convgraph.errors import Location, SpecError, suggest
+from convgraph.errors import ErrorCollector, Location, SpecError, suggest
 from convgraph.ops import values as v
 from convgraph.ops.base import Param
 from convgraph.spec.attrs import default_hint
@@ -78,14 +78,15 @@ def read_train(section, location: Location) -> dict:
             hint="e.g. train: {optimizer: sgd, lr: 0.01, epochs: 10}.",
         )
     settings = {}
+    errors = ErrorCollector()  # each key is independent: all its mistakes at once
     for key in section:
         if key not in TRAIN_PARAMS:
             where = section.where_key(key) if hasattr(section, "where_key") else location
-            raise SpecError(
+            errors.add(SpecError(
                 f"(train) unknown key '{key}'.{suggest(key, TRAIN_PARAMS)}",
                 location=where,
                 hint="train takes: " + ", ".join(TRAIN_PARAMS) + ".",
-            )
+            ))
     for key, param in TRAIN_PARAMS.items():
         if key not in section:
             settings[key] = param.default
@@ -94,8 +95,9 @@ def read_train(section, location: Location) -> dict:
         try:
             settings[key] = param.parse(section[key])
         except ValueError as why:
-            raise SpecError(
+            errors.add(SpecError(
                 f"(train) '{key}' expects {why}, got {section[key]!r}.", location=where,
                 hint=default_hint(param, key),
-            ) from None
+            ))
+    errors.raise_if_any()
     return settings
