@@ -587,69 +587,38 @@ def open_model(graph, args):
     return Model(graph, args.device, args.batch)
 
 
-class _TrainingReport:
-    """``convgraph run``'s view of training (a train.loop.Callback): the opening line, the
-    first launch's kernel compile as a phase of its own, a progress bar per epoch and its
-    evaluation (on a terminal), one line per epoch."""
+def training_report(out, args, train_data, test_data):
+    """``convgraph run``'s view of training: the progress ``Model.fit(verbose=1)`` shows
+    (train/callbacks.py ProgressBar: the first launch's compile as its own phase, a bar per
+    epoch and its evaluation on a terminal, one line per epoch), after an opening line that
+    says what is trained where, and what a --resume found."""
+    from convgraph.train.callbacks import ProgressBar
 
-    draws_progress = True  # in place of the one Model.fit(verbose=1) would draw
+    class TrainingReport(ProgressBar):
+        def on_start(self, trainer) -> None:
+            from convgraph.summary import mib
 
-    def __init__(self, out, args, train_data, test_data):
-        self.out, self.args = out, args
-        self.train_data, self.test_data = train_data, test_data
-        self.bar = None
-        self.compile_shown = False
+            session, train = trainer.session, trainer.settings
+            if trainer.resumed:
+                out.print(f"resumed from {args.checkpoint_dir}/last.npz: "
+                          f"{trainer.resume_summary()}.", highlight=False, markup=False)
+            elif args.resume:
+                print(f"convgraph: nothing to resume in {args.checkpoint_dir} (no last.npz): "
+                      "starting from scratch.", file=sys.stderr)
+            state = "from the cache" if session.build.cache_hit else "built"
+            out.print(
+                f"training '{markup_safe(trainer.graph.graph['name'])}' on "
+                f"{markup_safe(session.info.label)}: "
+                f"{plural(len(train_data.y), 'training image')} and "
+                f"{plural(len(test_data.y), 'test image')} "
+                f"({markup_safe(train_data.name)}), batch {session.batch}, "
+                f"{plural(train['epochs'], 'epoch')}, "
+                f"{train['optimizer']} lr {train['lr']:g}; "
+                f"{plural(len(session.plan.kernels), 'kernel')} "
+                f"{state} in {session.build.seconds:.2f} s; device memory "
+                f"{mib(session.device_memory())}.", highlight=False)
 
-    def on_train_begin(self, trainer) -> None:
-        from convgraph.summary import mib
-        from convgraph.train.report import EpochBar
-
-        session, train, args = trainer.session, trainer.settings, self.args
-        if trainer.resumed:
-            self.out.print(f"resumed from {args.checkpoint_dir}/last.npz: "
-                           f"{trainer.resume_summary()}.", highlight=False, markup=False)
-        elif args.resume:
-            print(f"convgraph: nothing to resume in {args.checkpoint_dir} (no last.npz): "
-                  "starting from scratch.", file=sys.stderr)
-        state = "from the cache" if session.build.cache_hit else "built"
-        kernels = len(session.plan.kernels)
-        self.out.print(
-            f"training '{markup_safe(trainer.graph.graph['name'])}' on "
-            f"{markup_safe(session.info.label)}: "
-            f"{plural(len(self.train_data.y), 'training image')} and "
-            f"{plural(len(self.test_data.y), 'test image')} "
-            f"({markup_safe(self.train_data.name)}), batch {session.batch}, "
-            f"{plural(train['epochs'], 'epoch')}, "
-            f"{train['optimizer']} lr {train['lr']:g}; {plural(kernels, 'kernel')} "
-            f"{state} in {session.build.seconds:.2f} s; device memory "
-            f"{mib(session.device_memory())}.", highlight=False)
-        self.bar = EpochBar(self.out, train["epochs"]).__enter__()
-        self.bar.compiling(kernels)
-
-    def on_batch_end(self, trainer, done, total, loss, accuracy, speed) -> None:
-        from convgraph.train.report import first_step_line
-
-        if not self.compile_shown and trainer.first_step_seconds is not None:
-            self.compile_shown = True  # the first step, with the kernels' compile, is done
-            self.out.print(first_step_line(len(trainer.session.plan.kernels),
-                                           trainer.first_step_seconds,
-                                           trainer.progress.epoch + 1), highlight=False)
-        self.bar.update(trainer.progress.epoch, done, total, loss, accuracy, speed)
-        if done == total and self.test_data is not None:
-            self.bar.evaluating(len(self.test_data.y))
-
-    def on_epoch_end(self, trainer, record) -> None:
-        from convgraph.train.report import epoch_line
-
-        self.out.print(epoch_line(record), highlight=False)
-
-    def close(self) -> None:
-        bar, self.bar = self.bar, None
-        if bar is not None:
-            try:
-                bar.__exit__(None, None, None)
-            except OSError:  # the terminal hung up (SIGHUP): nothing left to draw on
-                pass
+    return TrainingReport(out)
 
 
 def run_training(graph, args) -> int:
@@ -680,7 +649,7 @@ def _run_training(graph, args) -> int:
         train_data = train_data.first(args.limit)
     if args.weights:  # trained further from these weights (normalised as this data set is)
         model.load_weights(args.weights)
-    report = _TrainingReport(out, args, train_data, test_data)
+    report = training_report(out, args, train_data, test_data)
     callbacks = [report]
     page = None
     if getattr(args, "report", None):  # the HTML run report, rewritten after every epoch

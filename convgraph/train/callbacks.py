@@ -292,13 +292,19 @@ class LearningRateScheduler(Callback):
 
 
 class ProgressBar(Callback):
-    """``fit(verbose=1)``: the progress bar ``convgraph run`` draws (on a terminal only) and its
-    line per epoch (always), on standard output."""
+    """The progress ``convgraph run`` shows and ``fit(verbose=1)`` shows alike: on a terminal a
+    bar for each phase (the first launch's kernel compile, each epoch's batches, its
+    evaluation), and always a line for the compile and one per epoch, on standard output.
+    ``on_start(trainer)`` prints what comes before the bar (the CLI's opening line)."""
 
     draws_progress = True
 
     def __init__(self, console=None):
         self.console, self.bar = console, None
+        self.compile_shown = False
+
+    def on_start(self, trainer) -> None:
+        """Lines before the bar; none here."""
 
     def on_train_begin(self, trainer) -> None:
         from rich.console import Console
@@ -306,10 +312,22 @@ class ProgressBar(Callback):
         from convgraph.train.report import EpochBar
 
         self.console = self.console or Console(highlight=False)
+        self.on_start(trainer)
         self.bar = EpochBar(self.console, trainer.settings["epochs"]).__enter__()
+        self.bar.compiling(len(trainer.session.plan.kernels))
 
     def on_batch_end(self, trainer, done, total, loss, accuracy, images_per_s) -> None:
+        from convgraph.train.report import first_step_line
+
+        if not self.compile_shown and trainer.first_step_seconds is not None:
+            self.compile_shown = True  # the first step, with the kernels' compile, is done
+            self.console.print(first_step_line(len(trainer.session.plan.kernels),
+                                               trainer.first_step_seconds,
+                                               trainer.progress.epoch + 1),
+                               highlight=False, markup=False, soft_wrap=True)
         self.bar.update(trainer.progress.epoch, done, total, loss, accuracy, images_per_s)
+        if done == total and trainer.test_data is not None:
+            self.bar.evaluating(len(trainer.test_data.y))
 
     def on_epoch_end(self, trainer, record) -> None:
         from convgraph.train.report import epoch_line
@@ -321,10 +339,14 @@ class ProgressBar(Callback):
         self.close()
 
     def close(self) -> None:
-        """Take the bar off the screen (also when training ends with an exception)."""
+        """Take the bar off the screen (also when training ends with an exception, or the
+        terminal hung up: SIGHUP leaves nothing to draw on)."""
         bar, self.bar = self.bar, None
         if bar is not None:
-            bar.__exit__(None, None, None)
+            try:
+                bar.__exit__(None, None, None)
+            except OSError:
+                pass
 
 
 class History(Sequence):
