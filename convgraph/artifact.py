@@ -44,6 +44,7 @@ from convgraph.codegen.plan import Plan
 from convgraph.codegen.tuning import Site
 from convgraph.core import DeviceInfo, Volume
 from convgraph.errors import DataError, OutputError, UsageError
+from convgraph.train import signals
 
 FORMAT = "convgraph-artifact-1"
 MANIFEST = "manifest.json"
@@ -231,7 +232,7 @@ def write_artifact(folder, graph: nx.DiGraph, model=None, weights: bool = False,
     >>> write_artifact("out/lenet5", model.graph, model, weights=True)  # doctest: +SKIP
     """
     target = check_target(folder, what)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.",
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=_temporary_prefix(target),
                                     suffix=".tmp"))
     try:
         _write_files(staging, graph, model, weights)
@@ -241,7 +242,8 @@ def write_artifact(folder, graph: nx.DiGraph, model=None, weights: bool = False,
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would keep others out
-        _replace(staging, target)
+        with signals.deferred():  # a Ctrl-C between the renames would leave no artifact there
+            _replace(staging, target)
     except OSError as exc:
         raise OutputError(f"cannot write the compiled artifact to {target}: "
                           f"{exc.strerror or exc}.",
@@ -250,6 +252,11 @@ def write_artifact(folder, graph: nx.DiGraph, model=None, weights: bool = False,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _temporary_prefix(target: Path, kind: str = "") -> str:
+    """``.<name>.<kind>``, the name cut so the folder's name stays within 255 bytes."""
+    return f".{target.name[:120]}.{kind}"
 
 
 def _sync(folder: Path) -> None:
@@ -263,7 +270,7 @@ def _replace(staging: Path, target: Path) -> None:
     """Rename the complete ``staging`` folder to ``target``: over an empty folder directly; an
     existing artifact is moved aside first and removed only once the new one is in place."""
     if target.is_dir() and any(target.iterdir()):
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old.",
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=_temporary_prefix(target, "old."),
                                     suffix=".tmp"))
         os.replace(target, old)
         try:
@@ -372,7 +379,7 @@ def read_manifest(folder) -> dict:
             and isinstance(entry.get("size"), int) for entry in files.values()) \
             or not isinstance(manifest.get("network"), str) \
             or not isinstance(manifest.get("convgraph"), str) \
-            or not isinstance(manifest.get("batch"), (int, type(None))) \
+            or not _batch_or_none(manifest.get("batch")) \
             or not isinstance(manifest.get("device"), (dict, type(None))):
         raise _damaged(folder, f"{MANIFEST} does not list its files as name: sha256, size")
     unknown = sorted(set(files) - set(KNOWN))
@@ -386,6 +393,11 @@ def read_manifest(folder) -> dict:
     for name, entry in files.items():
         _check_file(folder, name, entry)
     return manifest
+
+
+def _batch_or_none(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool)
+                             and value >= 1)
 
 
 def _check_file(folder: Path, name: str, entry: dict) -> None:
@@ -423,6 +435,10 @@ def read_artifact(folder, overrides=()) -> Artifact:
 
     folder = Path(folder)
     if not os.path.lexists(folder / MANIFEST):
+        saved = [name for name in ("best.npz", "last.npz") if (folder / name).is_file()]
+        if saved and not (folder / SPEC).exists():
+            raise UsageError(f"{folder} is a checkpoint folder, not a compiled model.",
+                             hint=f"give the checkpoint file itself, e.g. {folder / saved[0]}.")
         if not (folder / SPEC).exists():
             raise UsageError(f"{folder} is a directory without spec.yaml, so it is not a "
                              "compiled model.", hint="give a spec file, or a directory "
