@@ -330,7 +330,7 @@ class Artifact:
         if network_hash(self.graph) != self.manifest["network"]:
             note(f"the --set overrides change the network of {where}; rebuilding its kernels.")
             return None
-        plan = plan_from_record(_json(self.folder / PLAN), self.graph, str(self.folder / PLAN))
+        plan = plan_from_record(_json(self.folder, PLAN), self.graph, str(self.folder / PLAN))
         source = (self.folder / KERNELS).read_text()
         missing = [name for name in plan.kernels if f"#define KERNEL_NAME {name}\n" not in source]
         if missing:
@@ -345,11 +345,11 @@ def is_artifact(path) -> bool:
     return Path(path).is_dir() and (Path(path) / MANIFEST).exists()
 
 
-def _json(path: Path):
+def _json(folder: Path, name: str):
     try:
-        return json.loads(path.read_text())
+        return json.loads((folder / name).read_text())
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise DataError(f"{path} is not JSON.", hint="compile the artifact again.") from None
+        raise _damaged(folder, f"{name} is not JSON") from None
 
 
 def _damaged(folder: Path, why: str) -> DataError:
@@ -362,13 +362,11 @@ def read_manifest(folder) -> dict:
     """The manifest of ``folder``, checked: its format and checksum, every file it lists present
     with its size and SHA-256, the files every artifact needs listed. DataError otherwise,
     naming the file at fault."""
-    from convgraph.files import readable_file
-
     folder = Path(folder)
-    path = readable_file(folder / MANIFEST, "the artifact's manifest")
-    if path.stat().st_size > MAX_MANIFEST:
-        raise _damaged(folder, f"{MANIFEST} is {path.stat().st_size:,} bytes, not a manifest")
-    manifest = _json(path)
+    size = _regular_file(folder, MANIFEST).st_size
+    if size > MAX_MANIFEST:
+        raise _damaged(folder, f"{MANIFEST} is {size:,} bytes, not a manifest")
+    manifest = _json(folder, MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _damaged(folder, f"{MANIFEST} is not a {FORMAT} manifest")
     if manifest.get("checksum") != _manifest_checksum(manifest):
@@ -400,18 +398,25 @@ def _batch_or_none(value) -> bool:
                              and value >= 1)
 
 
-def _check_file(folder: Path, name: str, entry: dict) -> None:
+def _regular_file(folder: Path, name: str) -> os.stat_result:
+    """The status of ``folder/name``, a regular file (not a link, a FIFO, a folder: such a
+    file would block a read or point outside the artifact); DataError otherwise."""
     import stat
 
-    path = folder / name
     try:
-        info = path.lstat()
+        info = (folder / name).lstat()
     except FileNotFoundError:
         raise _damaged(folder, f"{name} is missing") from None
     except OSError as exc:
         raise _damaged(folder, f"{name} cannot be read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(info.st_mode):
         raise _damaged(folder, f"{name} is not a regular file")
+    return info
+
+
+def _check_file(folder: Path, name: str, entry: dict) -> None:
+    path = folder / name
+    info = _regular_file(folder, name)
     if info.st_size != entry["size"]:
         raise _damaged(folder, f"{name} has {info.st_size:,} bytes, the manifest says "
                                f"{entry['size']:,}")
@@ -446,7 +451,9 @@ def read_artifact(folder, overrides=()) -> Artifact:
         raise _damaged(folder, f"it has no {MANIFEST} (written by an older convgraph, or "
                                "incomplete)")
     manifest = read_manifest(folder)
-    graph = analyse(folder / SPEC, overrides)
-    if not overrides and network_hash(graph) != manifest["network"]:
+    graph = analyse(folder / SPEC)
+    if network_hash(graph) != manifest["network"]:
         raise _damaged(folder, f"{SPEC} describes another network than the one compiled")
+    if overrides:  # checked as stored first, so a changed network is the overrides' doing
+        graph = analyse(folder / SPEC, overrides)
     return Artifact(folder, manifest, graph)

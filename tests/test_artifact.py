@@ -224,6 +224,23 @@ def _forge_manifest(folder: Path) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
+def _list_a_foreign_file(folder: Path) -> None:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"]["../../etc/passwd"] = {"sha256": "0" * 64, "size": 1}
+    (folder / MANIFEST).write_text(json.dumps(sign(manifest)))
+
+
+def _kernels_as_a_link(folder: Path) -> None:
+    (folder / "elsewhere.cl").write_bytes((folder / "kernels.cl").read_bytes())
+    (folder / "kernels.cl").unlink()
+    (folder / "kernels.cl").symlink_to("elsewhere.cl")
+
+
+def _manifest_as_a_fifo(folder: Path) -> None:
+    (folder / MANIFEST).unlink()
+    os.mkfifo(folder / MANIFEST)
+
+
 DAMAGE = {
     "kernels-byte-flipped": (_flip_kernels, "kernels.cl fails its checksum"),
     "graph-json-deleted": (lambda f: (f / "graph.json").unlink(), "graph.json is missing"),
@@ -234,6 +251,11 @@ DAMAGE = {
     "spec-not-listed": (_unlist_spec, "does not list spec.yaml"),
     "manifest-forged": (_forge_manifest, "manifest.json fails its checksum"),
     "manifest-deleted": (lambda f: (f / MANIFEST).unlink(), "has no manifest.json"),
+    "manifest-deep-json": (lambda f: (f / MANIFEST).write_text("[" * 100_000),
+                           "manifest.json is not JSON"),
+    "manifest-a-fifo": (_manifest_as_a_fifo, "manifest.json is not a regular file"),
+    "manifest-lists-a-foreign-path": (_list_a_foreign_file, "lists '../../etc/passwd'"),
+    "kernels-a-symlink": (_kernels_as_a_link, "kernels.cl is not a regular file"),
 }
 
 
