@@ -309,6 +309,27 @@ def test_another_device_replans_and_rebuilds_with_a_note(pristine, made, tmp_pat
                                   reference.predict(np.load(folder / "x.npy")))
 
 
+def test_another_pocl_device_replans_and_rebuilds(pristine, made, tmp_path):
+    """A real other device: PoCL's 'basic' driver (POCL_DEVICES=basic) names its device
+    differently from the 'pthread' one the artifact was compiled on."""
+    folder, spec = made
+    device = json.loads((pristine / MANIFEST).read_text())["device"]
+    if not device["name"].startswith("pthread"):
+        pytest.skip("the artifact was not compiled on PoCL's pthread device")
+    done = subprocess.run([sys.executable, "-m", "convgraph.cli", "run", str(pristine),
+                           "--predict", str(folder / "x.npy"), "--output", str(tmp_path / "s.npy")],
+                          capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, POCL_DEVICES="basic", CONVGRAPH_DEVICE="pocl"))
+    if done.returncode == 4:
+        pytest.skip(f"PoCL's basic device is not available here: {done.stderr}")
+    assert done.returncode == 0, done.stderr
+    assert "rebuilding its kernels for" in done.stderr and "basic" in done.stderr, done.stderr
+    reference = convgraph.compile(spec)
+    reference.load_weights(folder / "w.npz")
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"),
+                               reference.predict(np.load(folder / "x.npy")), rtol=1e-4, atol=1e-5)
+
+
 def test_another_convgraph_version_rebuilds_with_a_note(pristine, tmp_path, capsys):
     import shutil
 
