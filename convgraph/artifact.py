@@ -60,8 +60,11 @@ SAME_DEVICE_FIELDS = ("platform", "name", "vendor", "driver_version")
 
 
 def note(text: str) -> None:
-    """A one-line note on stderr: the artifact is usable, but not as it was stored."""
-    print(f"convgraph: note: {text}", file=sys.stderr)
+    """A one-line note on stderr: the artifact is usable, but not as it was stored. Names from
+    the manifest are a file's text: printed escaped (control characters, markup)."""
+    from convgraph.display import shown
+
+    print(f"convgraph: note: {shown(text)}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- the plan as data

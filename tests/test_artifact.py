@@ -327,6 +327,18 @@ def test_another_device_replans_and_rebuilds_with_a_note(pristine, made, tmp_pat
                                   reference.predict(np.load(folder / "x.npy")))
 
 
+def test_a_device_name_from_the_manifest_is_printed_escaped(pristine, tmp_path, capsys):
+    import shutil
+
+    target = tmp_path / "art"
+    shutil.copytree(pristine, target)
+    device = json.loads((target / MANIFEST).read_text())["device"]
+    resign(target, device=dict(device, name="GPU\x1b[2J\u202e"))
+    convgraph.load(target)
+    err = capsys.readouterr().err
+    assert "compiled for GPU\\x1b[2J" in err and "\x1b" not in err and "\u202e" not in err
+
+
 def test_another_pocl_device_replans_and_rebuilds(pristine, made, tmp_path):
     """A real other device: PoCL's 'basic' driver (POCL_DEVICES=basic) names its device
     differently from the 'pthread' one the artifact was compiled on."""
