@@ -235,6 +235,7 @@ def write_artifact(folder, graph: nx.DiGraph, model=None, weights: bool = False,
     >>> write_artifact("out/lenet5", model.graph, model, weights=True)  # doctest: +SKIP
     """
     target = check_target(folder, what)
+    _remove_dead_writers(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=_temporary_prefix(target),
                                     suffix=".tmp"))
     try:
@@ -258,8 +259,28 @@ def write_artifact(folder, graph: nx.DiGraph, model=None, weights: bool = False,
 
 
 def _temporary_prefix(target: Path, kind: str = "") -> str:
-    """``.<name>.<kind>``, the name cut so the folder's name stays within 255 bytes."""
-    return f".{target.name[:120]}.{kind}"
+    """``.<name>.<kind><pid>.``, the name cut so the folder's name stays within 255 bytes; the
+    pid tells a later write whether the writer is still alive."""
+    return f".{target.name[:120]}.{kind}{os.getpid()}."
+
+
+def _remove_dead_writers(target: Path) -> None:
+    """Remove the temporary folders beside ``target`` of writes that were killed (their
+    writer is dead): never one a live process is writing."""
+    import re
+
+    from convgraph.train.checkpoint import pid_alive
+
+    pattern = re.compile(re.escape(f".{target.name[:120]}.") + r"(?:old\.)?(\d+)\..*\.tmp\Z")
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        found = pattern.match(entry.name)
+        if found and entry.is_dir() and not entry.is_symlink() \
+                and not pid_alive(int(found.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _sync(folder: Path) -> None:

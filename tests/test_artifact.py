@@ -133,6 +133,17 @@ def test_a_file_without_a_spec_says_to_give_the_spec(made, tmp_path):
 
 # ---------------------------------------------------------------------------- the artifact
 
+def test_a_checkpoint_header_without_a_spec_says_to_give_the_spec(made, tmp_path):
+    """A file of an older convgraph: a checkpoint header, but no spec in it."""
+    from convgraph.train.checkpoint import save_checkpoint
+
+    _, spec = made
+    older = tmp_path / "older.npz"
+    save_checkpoint(older, convgraph.compile(spec).params, {}, {"spec": "tiny", "history": []})
+    with pytest.raises(convgraph.DataError, match="holds weights but no spec"):
+        convgraph.load(older)
+
+
 def test_model_save_folder_then_load_predicts_bitwise_equal(made, tmp_path):
     folder, _ = made
     model = trained_model(made)
@@ -382,6 +393,21 @@ def test_a_second_compile_replaces_an_artifact_whole(made, tmp_path):
     failed = convgraph_cli("compile", spec, "-o", target, "--weights", tmp_path / "none.npz")
     assert failed.returncode == 5  # refused before anything was written
     assert read_artifact(target).graph.graph["name"] == "seed"
+
+
+def test_a_killed_write_leaves_nothing_that_outlives_the_next(made, tmp_path):
+    """The temporary folder of a write that was killed (a dead pid in its name) goes at the
+    next write of the same artifact; one of a live writer stays."""
+    _, spec = made
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead = tmp_path / f".art.{int(finished.stdout)}.abcdefgh.tmp"
+    alive = tmp_path / f".art.old.{os.getpid()}.abcdefgh.tmp"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "spec.yaml").write_text("half written\n")
+    assert convgraph_cli("compile", spec, "-o", tmp_path / "art").returncode == 0
+    assert sorted(os.listdir(tmp_path)) == sorted(["art", alive.name])
 
 
 def test_a_folder_that_is_not_an_artifact_is_not_overwritten(made, tmp_path):

@@ -86,7 +86,8 @@ def _checksum(arrays: dict[str, np.ndarray], header: dict | None = None) -> str:
 
 # ----------------------------------------------------------------------------- temporary files
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (someone else's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -108,7 +109,7 @@ def _remove_dead_writers(folder: Path, name: str) -> None:
         return
     for entry in entries:
         found = pattern.match(entry.name)
-        if found and int(found.group(1)) != os.getpid() and not _pid_alive(int(found.group(1))):
+        if found and int(found.group(1)) != os.getpid() and not pid_alive(int(found.group(1))):
             try:
                 entry.unlink()
             except OSError:
