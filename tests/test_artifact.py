@@ -109,7 +109,9 @@ def test_cli_save_loads_in_python_with_the_accuracy_eval_prints(made, cli):
     model = convgraph.load(folder / "w.npz")
     result = model.evaluate(model.dataset("test"))
     assert model.normalization is not None
-    assert f"test loss {result.loss:.4f}, test accuracy {result.accuracy:.4f}" in out
+    right = int((result.predictions == result.labels).sum())
+    assert (f"test loss {result.loss:.4f}, test accuracy {result.accuracy:.4f} "
+            f"({right:,} of {len(result.labels):,})") in out
 
 
 def test_load_a_checkpoint_of_a_training_folder(made):
