@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "analyse",
     "compile",
+    "load",
     "Model",
     "Target",
     "load_weights",
@@ -36,7 +37,7 @@ def compile(spec, device=None, batch=None, overrides=(), share_buffers=True):  #
 
 
 def __getattr__(name: str):
-    """``analyse``, ``Model``, ``Target`` and ``load_weights`` on first use: importing
+    """``analyse``, ``Model``, ``Target``, ``load`` and ``load_weights`` on first use: importing
     convgraph stays light (no OpenCL, no networkx) for ``convgraph check`` and spec tools, and
     so that the command line's signal handlers are in place before anything heavy loads."""
     if name == "analyse":
@@ -55,6 +56,10 @@ def __getattr__(name: str):
         import convgraph.callbacks as callbacks
 
         return callbacks
+    if name == "load":  # a saved model: a .npz from save/--save, or a compiled artifact folder
+        from convgraph.model import load
+
+        return load
     if name == "load_weights":
         from convgraph.train.checkpoint import load_weights
 

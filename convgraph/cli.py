@@ -176,8 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         metavar="DIR", type=a_path,
-        help="write the compiled artifact (graph.json, spec.yaml, summary.txt)",
+        help="write the compiled artifact to DIR: the expanded spec, graph.json, kernels.cl and "
+             "plan.json for the device, summary.txt, weights.npz with --weights, and "
+             "manifest.json with every file's SHA-256 (run DIR / eval DIR use it)",
     )
+    compile_.add_argument("--weights", metavar="FILE.npz", type=a_path,
+                          help="with -o: put these weights (a --save file or a checkpoint) "
+                               "into the artifact, with their normalisation and class names")
     compile_.add_argument(
         "--expand", action="store_true", help="print the spec in its canonical long (graph) form"
     )
@@ -236,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate SPEC with WEIGHTS (a weights .npz or a checkpoint) on the test "
                     "split of its data set.")
     evaluate.add_argument("spec", help="a spec (.yaml) or a compiled directory")
-    evaluate.add_argument("--weights", metavar="FILE.npz", type=a_path, required=True)
+    evaluate.add_argument("--weights", metavar="FILE.npz", type=a_path,
+                          help="a --save file or a checkpoint (default: a compiled "
+                               "directory's weights.npz)")
     evaluate.add_argument("--dataset", help="override train: dataset")
     evaluate.add_argument("--data", metavar="PATH", type=a_path,
                           help="the data set's file or folder")
@@ -308,7 +315,7 @@ def print_warnings(graph) -> None:
 def command_compile(args) -> int:
     from convgraph.display import shown
     from convgraph.draw import draw
-    from convgraph.files import writable_file, writable_folder
+    from convgraph.files import writable_file
     from convgraph.spec.expand import expanded_yaml
     from convgraph.summary import print_summary, summary_json
 
@@ -316,14 +323,18 @@ def command_compile(args) -> int:
     print_warnings(graph)
     # the outputs are checked before anything is built, so a bad path costs nothing
     if args.output:
-        writable_folder(args.output, "the -o folder")
+        check_artifact_target(args.output)
     if args.graph:
         writable_file(args.graph, "the --graph file")
+    if args.weights:
+        check_compile_weights(args)
     model = None
     if not args.no_kernels and not args.expand:
         model = compile_model(graph, args)
+    if args.weights:  # normalised as trained, else (normalize: true) as the training set is
+        model.load_weights(args.weights, train_data=lambda: load_data(graph, "train"))
     if args.output:
-        write_artifact(graph, Path(args.output), model)
+        write_artifact(graph, Path(args.output), model, weights=bool(args.weights))
     if args.graph:
         note = draw(graph, args.graph)
         print(shown(note), file=sys.stderr if args.json or args.expand else sys.stdout)
@@ -397,29 +408,32 @@ def model_line(model) -> str:
             f"({model.profile.tuning.source}{advice}).")
 
 
-def write_artifact(graph, directory: Path, model=None) -> None:
-    """The compiled artifact: what the compiler decided, as files a person can read."""
-    from rich.console import Console
+def check_artifact_target(folder) -> None:
+    """The -o folder: missing, empty or an artifact (replaced whole), else OutputError."""
+    from convgraph.artifact import check_target
 
-    from convgraph.spec.expand import expanded_yaml
-    from convgraph.summary import plan_text, print_summary, summary_json
+    check_target(folder, "the -o folder")
 
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        summary = summary_json(graph)
-        if model is not None:
-            summary.update(model_json(model))
-            (directory / "kernels.cl").write_text(model.source)
-            (directory / "plan.txt").write_text(plan_text(model))
-        (directory / "graph.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (directory / "spec.yaml").write_text(expanded_yaml(graph.graph["spec"]))
-        with open(directory / "summary.txt", "w") as handle:
-            print_summary(graph, Console(file=handle, width=140, color_system=None))
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write the compiled artifact to {directory}: {exc.strerror or exc}.",
-            hint="choose a folder you can write (it is created if missing).",
-        ) from None
+
+def check_compile_weights(args) -> None:
+    """--weights goes into the artifact: it needs -o and the kernels, and a readable file."""
+    from convgraph.files import readable_file
+
+    if not args.output or args.no_kernels or args.expand:
+        raise UsageError("--weights puts the weights into the compiled artifact, so it needs "
+                         "-o DIR and the kernels.",
+                         hint="add -o DIR (and leave out --no-kernels and --expand), or leave "
+                              "--weights out.")
+    readable_file(args.weights, "the --weights file")
+
+
+def write_artifact(graph, directory: Path, model=None, weights: bool = False) -> None:
+    """The compiled artifact (convgraph/artifact.py): the expanded spec, the summary, the
+    kernels and plan of ``model`` for its device, its weights when asked, and a manifest of
+    checksums; written whole or not at all."""
+    from convgraph.artifact import write_artifact as write
+
+    write(directory, graph, model, weights=weights, what="the -o folder")
 
 
 def command_check(args) -> int:
@@ -451,29 +465,37 @@ def command_check(args) -> int:
     return status
 
 
-def resolve_spec(path: str) -> str:
-    """A compiled directory (from 'compile -o') stands for the spec it holds."""
-    folder = Path(path)
-    if folder.is_dir():
-        if not (folder / "spec.yaml").is_file():
-            raise UsageError(f"{path} is a directory without spec.yaml, so it is not a "
-                                 "compiled model.", hint="give a spec file, or a directory "
-                                 "written by 'convgraph compile SPEC -o DIR'.")
-        return str(folder / "spec.yaml")
-    return path
+def resolve_spec(path: str, overrides=()):
+    """(graph, artifact): a spec file's network and None, or a compiled directory (from
+    'compile -o') verified against its manifest (DataError naming a missing or altered file)
+    and the network of the spec it holds."""
+    if Path(path).is_dir():
+        from convgraph.artifact import read_artifact
+
+        artifact = read_artifact(path, overrides)
+        return artifact.graph, artifact
+    return analyse(path, overrides), None
 
 
 def command_run(args) -> int:
     from convgraph.files import atomic_write
-    graph = analyse(resolve_spec(args.spec), args.overrides + _training_overrides(args))
+    graph, artifact = resolve_spec(args.spec, args.overrides + _training_overrides(args))
     print_warnings(graph)
+    if artifact is not None and artifact.weights is not None and not args.weights \
+            and not args.random_weights:
+        args.weights = str(artifact.weights)  # the artifact's own weights, unless others given
     check_run_arguments(args)
     if not (args.predict or args.verify or args.profile):
         return run_training(graph, args)
     classes = graph.nodes[graph.graph["output"]]["output"].depth
     top = args.top or min(5, classes)
     check_top(top, classes)  # before anything is built
-    model = compile_model(graph, args, share_buffers=not args.verify)
+    if artifact is not None and not args.verify:  # its stored kernels, where they fit
+        from convgraph.model import model_from_artifact
+
+        model = model_from_artifact(artifact, args.device, args.batch, weights=False)
+    else:  # --verify reads every tensor: a plan of its own, without shared buffers
+        model = compile_model(graph, args, share_buffers=not args.verify)
     if args.weights:  # inputs prepared as in training, if the file says how
         model.load_weights(args.weights)
     if args.verify:
@@ -710,19 +732,19 @@ def fallback_paths(name: str, spec: str) -> list[Path]:
 
 
 def save_trained(model, path: str, spec: str) -> int:
-    """``model.save(path)``; where that fails, the weights are written to the first fallback
+    """``model.save_weights(path)``; where that fails, the weights are written to the first fallback
     path that takes them and the message names it (exit status 7: the weights are safe, the
     file asked for was not written). Trained weights are never lost to a failed save."""
     from convgraph.display import shown
 
     try:
-        model.save(path)
+        model.save_weights(path)  # exactly this file, whatever its name
         return 0
     except (OSError, OutputError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     for fallback in fallback_paths(model.graph.graph["name"], spec):
         try:
-            model.save(fallback)
+            model.save_weights(fallback)
         except (OSError, OutputError):
             continue
         print(f"convgraph: error: cannot write the trained weights to {shown(path)} "
@@ -750,7 +772,13 @@ def command_eval(args) -> int:
     from convgraph.files import readable_file
 
     overrides = args.overrides + _training_overrides(args)
-    graph = analyse(resolve_spec(args.spec), overrides)
+    graph, artifact = resolve_spec(args.spec, overrides)
+    if not args.weights:
+        if artifact is None or artifact.weights is None:
+            raise UsageError("eval needs the trained weights: --weights FILE.npz.",
+                             hint="give --weights (a --save file or a checkpoint), or a "
+                                  "compiled directory holding weights.npz.")
+        args.weights = str(artifact.weights)
     readable_file(args.weights, "the --weights file")  # before the data is read
     test_data = load_data(graph, "test")
     model = open_model(graph, args)
@@ -795,8 +823,9 @@ def command_report(args) -> int:
     if args.overrides and not args.spec:
         raise UsageError("--set changes a spec, and no --spec is given.",
                          hint="add --spec SPEC, or leave --set out.")
-    spec = resolve_spec(args.spec) if args.spec else None
-    report = report_from_checkpoint(folder, spec, args.overrides)
+    # a spec file, or the network of a compiled directory
+    spec = resolve_spec(args.spec, args.overrides)[0] if args.spec else None
+    report = report_from_checkpoint(folder, spec)
     write_report(output, report)
     print(f"wrote the run report of {shown(folder)} ({len(report.history)} epochs) to "
           f"{shown(output)}")

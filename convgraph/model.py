@@ -94,6 +94,7 @@ class Model:
         self.target = Target.open(device)
         self.share_buffers = share_buffers
         self.normalization: tuple[np.ndarray, np.ndarray] | None = None  # (mean, std) per channel
+        self.class_names: list[str] | None = None  # one per class, from the training data
         self.trainer = None  # the Trainer of the last fit: its progress, history, checkpoints
         self._params: dict[str, np.ndarray] | None = None  # host copy; seeded init on first use
         self._version = 0  # counts set_params, so each program uploads only what changed
@@ -189,14 +190,21 @@ class Model:
             self._infer()
 
     def load_weights(self, path, train_data=None) -> None:
-        """Load a checkpoint or a weights ``.npz`` (read once, see ``load_weights``): its
-        parameters, and the input normalisation the weights were trained with; where the file
-        has none and the spec says ``normalize: true``, the statistics of ``train_data`` (a
-        Dataset, or a function returning one, called only then), else none."""
-        from convgraph.data import input_normalization
-        from convgraph.train.checkpoint import load_weights
+        """Load a checkpoint or a weights ``.npz`` (read once, see ``load_model_file``): its
+        parameters, its class names, and the input normalisation the weights were trained with;
+        where the file has none and the spec says ``normalize: true``, the statistics of
+        ``train_data`` (a Dataset, or a function returning one, called only then), else none."""
+        from convgraph.train.checkpoint import load_model_file
 
-        params, saved = load_weights(path)
+        params, header = load_model_file(path)
+        self._take_weights(params, header, path, train_data)
+
+    def _take_weights(self, params: dict, header: dict | None, path, train_data=None) -> None:
+        """A weights file's parameters, normalisation and class names, checked to fit."""
+        from convgraph.data import input_normalization
+        from convgraph.train.checkpoint import saved_normalization
+
+        saved = None if header is None else saved_normalization(header)
         depth = self.graph.nodes[ordered(self.graph)[0]]["output"].depth
         if saved is not None and any(len(stats) != depth for stats in saved):
             raise DataError(
@@ -204,23 +212,53 @@ class Model:
                 f"and {len(saved[1])} (std), but '{self.graph.graph['name']}' takes "
                 f"{depth}-channel input.",
                 hint="use the weights trained for this network (or retrain it).")
+        names = None if header is None else header.get("class_names")
+        if names is not None and len(names) != self.classes:
+            raise DataError(f"{path} names {len(names)} classes, but "
+                            f"'{self.graph.graph['name']}' has {self.classes}.",
+                            hint="use the weights trained for this network (or retrain it).")
         self.set_params(params)
         self.normalization = input_normalization(self.graph.graph["train"], saved, train_data)
+        if names is not None:
+            self.class_names = list(names)
 
     def save(self, path) -> None:
-        """Write the weights with the input normalisation, in the checkpoint format (what
-        ``--save`` writes; ``load_weights`` and ``convgraph eval --weights`` read it)."""
-        from convgraph.train.checkpoint import network_hash, save_checkpoint
+        """Save the model. A path ending in ``.npz`` gets one file (``save_weights``): the
+        weights, the input normalisation, the class names and the expanded spec, so that
+        ``convgraph.load(path)`` alone rebuilds the model. Any other path (or an existing
+        folder) gets the compiled artifact, a checksummed folder holding the spec, the kernels
+        and plan for this device and the weights (``convgraph.artifact``).
 
-        if self.trainer is not None:
-            header = self.trainer.header()
-        else:
-            header = {"spec": self.graph.graph["name"], "network": network_hash(self.graph),
-                      "history": []}
+        >>> model.save("lenet5.npz"); model.save("out/lenet5")  # doctest: +SKIP
+        """
+        from pathlib import Path
+
+        if Path(path).suffix != ".npz" or Path(path).is_dir():
+            from convgraph.artifact import write_artifact
+
+            write_artifact(path, self.graph, self, weights=True)
+            return
+        self.save_weights(path)
+
+    def save_weights(self, path) -> None:
+        """Write the weights with the input normalisation, the class names and the expanded
+        spec, in the checkpoint format (what ``--save`` writes; ``convgraph.load``,
+        ``load_weights`` and ``convgraph eval --weights`` read it), to exactly ``path``."""
+        from convgraph.train.checkpoint import model_fields, save_checkpoint
+
+        header = self.trainer.header() if self.trainer is not None else {"history": []}
+        header.update(model_fields(self.graph, self.class_names))
         mean, std = self.normalization if self.normalization is not None else (None, None)
         header.update(mean=None if mean is None else [float(v) for v in mean],
                       std=None if std is None else [float(v) for v in std])
         save_checkpoint(path, self.params, {}, header)
+
+    def _use_stored_program(self, plan, source: str) -> None:
+        """Run inference with ``plan`` and its program ``source`` as an artifact stored them,
+        built through the one build path (checked against the device's memory first)."""
+        check_memory(self.info, plan, self.batch, device_param_bytes(self.graph, plan.layout_of))
+        built = build(plan, self.target, self.graph.graph["name"], source=source)
+        self._inference = _Program(built, built.executor())
 
     @property
     def param_bytes(self) -> int:
@@ -604,6 +642,8 @@ class Model:
     def _take_trained(self, trainer) -> None:
         self.set_params(trainer.session.params)
         self.normalization = None if trainer.mean is None else (trainer.mean, trainer.std)
+        names = trainer.train_data.class_names
+        self.class_names = None if names is None else list(names)
 
     def evaluate(self, data, batch_size: int | None = None):
         """Loss and accuracy on ``data`` in inference mode, inputs prepared with the model's
@@ -767,3 +807,82 @@ def compile(spec, device=None, batch: int | None = None, overrides=(),  # noqa: 
     model = Model(graph, device, batch, share_buffers)
     model._infer()
     return model
+
+
+def load(path, device=None, batch: int | None = None) -> Model:
+    """A ready Model from what ``save`` wrote: a ``.npz`` file (``--save``, ``save_weights``, a
+    checkpoint folder's ``last.npz``/``best.npz``) or a compiled artifact folder (``compile
+    -o``, ``save(DIR)``), with its weights, input normalisation and class names, on ``device``
+    (a selector or a Target), planned for ``batch`` (default: the artifact's, else the spec's).
+
+    An artifact is verified first (DataError naming a missing or altered file); on the device
+    and convgraph version it was compiled for, its stored kernels are what runs, else it is
+    re-planned and rebuilt (with a note on stderr). A weights file without a spec (from an
+    older convgraph, or plain arrays) is a DataError saying to give the spec.
+
+    >>> model = convgraph.load("fashion.npz")                            # doctest: +SKIP
+    >>> model.evaluate(model.dataset("test")).accuracy                  # doctest: +SKIP
+    0.8551
+    """
+    from pathlib import Path
+
+    if batch is not None and batch < 1:
+        raise DataError(f"batch must be at least 1, got {batch}.")
+    if Path(path).is_dir():
+        from convgraph.artifact import read_artifact
+
+        return model_from_artifact(read_artifact(path), device, batch)
+    return _model_from_file(path, device, batch)
+
+
+def model_from_artifact(artifact, device=None, batch: int | None = None,
+                        weights: bool = True) -> Model:
+    """The Model of a verified artifact (``convgraph.artifact.read_artifact``), its inference
+    program built from the stored kernels where they are for this device, with the artifact's
+    weights unless ``weights`` is false."""
+    model = Model(artifact.graph, device, artifact.batch if batch is None else batch)
+    stored = artifact.stored_plan(model.info)
+    if weights and artifact.weights is not None:
+        model.load_weights(artifact.weights)
+    if stored is not None:
+        model._use_stored_program(*stored)
+    model._infer()
+    return model
+
+
+def _model_from_file(path, device, batch) -> Model:
+    from convgraph.train.checkpoint import load_model_file
+
+    params, header = load_model_file(path)
+    text = None if header is None else header.get("spec_yaml")
+    if text is None:
+        raise DataError(f"{path} holds weights but no spec (it was written by an older "
+                        "convgraph, or it is a plain arrays file), so it cannot be loaded alone.",
+                        hint="give the spec: model = convgraph.compile(SPEC), then "
+                             f"model.load_weights('{path}').")
+    graph = _graph_of_saved_spec(text, header, path)
+    model = Model(graph, device, batch)
+    model._take_weights(params, header, path)
+    model._infer()
+    return model
+
+
+def _graph_of_saved_spec(text: str, header: dict, path) -> nx.DiGraph:
+    """The network of the expanded spec a weights file holds, checked to be the one its
+    weights were saved from."""
+    import json
+
+    from convgraph.errors import SpecError
+    from convgraph.spec.yamlload import load_yaml_text
+    from convgraph.train.checkpoint import network_hash
+
+    try:  # the strict loader's plain data, as the dict analyse reads
+        graph = analyse(json.loads(json.dumps(load_yaml_text(text, f"{path} (its spec)"))))
+    except SpecError as exc:
+        raise DataError(f"the spec saved in {path} is not valid ({exc}).",
+                        hint="load the weights into the network's spec: "
+                             "convgraph.compile(SPEC).load_weights(...).") from None
+    if network_hash(graph) != header.get("network"):
+        raise DataError(f"the spec saved in {path} describes another network than its weights "
+                        "were saved from.", hint="the file was altered; save it again.")
+    return graph

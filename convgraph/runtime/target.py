@@ -120,11 +120,13 @@ class Built:
                         self.program)
 
 
-def build(plan, target: Target, title: str, options=None) -> Built:
+def build(plan, target: Target, title: str, options=None, source: str | None = None) -> Built:
     """Build the program holding ``plan``'s kernels for ``target`` (or load it from the cache).
 
     ``title`` names the program in its header comment (and so in saved failures); ``options``
-    replaces the profile's build options where a program needs other ones.
+    replaces the profile's build options where a program needs other ones; ``source`` is the
+    program to build instead of the one generated from ``plan`` (a compiled artifact's stored
+    kernels.cl, which must define the plan's kernels).
 
     Raises KernelBuildError when the device's compiler rejects the source: the source, options
     and log are saved under the cache's ``failures/`` and the message names the kernel at fault.
@@ -133,7 +135,7 @@ def build(plan, target: Target, title: str, options=None) -> Built:
     >>> built.cache_hit, round(built.seconds, 1)      # doctest: +SKIP
     (False, 0.4)
     """
-    source = program_source(plan, title)
+    source = program_source(plan, title) if source is None else source
     options = list(target.profile.build_options if options is None else options)
     result = build_program(target.context, target.device, target.info, source, options)
     return Built(plan, target, source, result.program, result.cache_hit, result.seconds,

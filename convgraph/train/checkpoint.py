@@ -4,7 +4,8 @@ Format 2 (``convgraph-checkpoint-2``): a ``.npz`` (read with ``allow_pickle=Fals
 never runs code) whose arrays are ``param/<node>.<key>`` (PyTorch names and shapes, float32),
 ``optim/<node>.<key>/<slot>`` and ``header`` (UTF-8 JSON as uint8: format, epoch, step, batch
 position, batch size, the data set's identity, the saved settings, the spec's network hash,
-metrics, normalisation, and a SHA-256 checksum over every other array *and the rest of the
+metrics, normalisation, the expanded spec and the class names (so that the file alone is a
+model: ``convgraph.load``), and a SHA-256 checksum over every other array *and the rest of the
 header*). Format 1 files (whose checksum left the header out) still load; every field of either
 is validated (types, ranges, consistency with the arrays) before anything uses it, and each
 refusal is a DataError naming the file and the field.
@@ -38,6 +39,8 @@ FORMAT = "convgraph-checkpoint-2"
 FORMAT_1 = "convgraph-checkpoint-1"  # header outside the checksum; still read
 LOCK_NAME = ".convgraph.lock"
 MAX_BATCH = 1 << 20  # a batch size beyond this is not one a checkpoint can have been saved at
+MAX_SPEC_CHARS = 1 << 20  # a spec file is at most 1 MiB (spec/yamlload.py)
+MAX_CLASSES = 1 << 20  # an fc's units are at most 1048576
 # the numbers of an epoch record (train.loop.EpochRecord), each a finite number or null
 EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                 "images_per_s", "seconds", "lr")
@@ -49,6 +52,17 @@ def network_hash(graph: nx.DiGraph) -> str:
     text = repr([(name, op, attrs, inputs, tuple(volume) if volume else None)
                  for name, op, attrs, inputs, volume in signature(graph)])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_fields(graph: nx.DiGraph, class_names=None) -> dict:
+    """The header fields that make a weights file a whole model: the spec's name, the network's
+    hash, the expanded spec (so the file alone rebuilds the network: ``convgraph.load``) and the
+    class names (None or one per class)."""
+    from convgraph.spec.expand import expanded_yaml
+
+    return {"spec": graph.graph["name"], "network": network_hash(graph),
+            "spec_yaml": expanded_yaml(graph.graph["spec"]),
+            "class_names": None if class_names is None else [str(c) for c in class_names]}
 
 
 def labels_digest(labels) -> str:
@@ -72,7 +86,8 @@ def _checksum(arrays: dict[str, np.ndarray], header: dict | None = None) -> str:
 
 # ----------------------------------------------------------------------------- temporary files
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (someone else's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -94,7 +109,7 @@ def _remove_dead_writers(folder: Path, name: str) -> None:
         return
     for entry in entries:
         found = pattern.match(entry.name)
-        if found and int(found.group(1)) != os.getpid() and not _pid_alive(int(found.group(1))):
+        if found and int(found.group(1)) != os.getpid() and not pid_alive(int(found.group(1))):
             try:
                 entry.unlink()
             except OSError:
@@ -375,6 +390,25 @@ def _check_header(header: dict, name: str) -> None:
             raise _bad(name, "data", "its name or labels digest is missing")
         _integer(data, name, "size", 1)
     _check_normalization(header, name)
+    _check_model_fields(header, name)
+
+
+def _check_model_fields(header: dict, name: str) -> None:
+    """The expanded spec (a string, as long as a spec may be) and the class names (null, or a
+    list of strings)."""
+    if "spec_yaml" in header:
+        text = header["spec_yaml"]
+        if not isinstance(text, str):
+            raise _bad(name, "spec_yaml", "not a string")
+        if len(text) > MAX_SPEC_CHARS:
+            raise _bad(name, "spec_yaml", f"{len(text):,} characters, more than a spec may have")
+    names = header.get("class_names")
+    if names is None:
+        return
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _bad(name, "class_names", "not a list of strings")
+    if len(names) > MAX_CLASSES:
+        raise _bad(name, "class_names", f"{len(names):,} names (at most {MAX_CLASSES:,})")
 
 
 def _check_normalization(header: dict, name: str) -> None:
@@ -426,6 +460,23 @@ def saved_normalization(header: dict) -> tuple[np.ndarray, np.ndarray] | None:
     return np.array(header["mean"]), np.array(header["std"])
 
 
+def load_model_file(path) -> tuple[dict, dict | None]:
+    """(params, header) from a checkpoint or a weights ``.npz``, reading the file once; the
+    header is None for a plain weights file (arrays named ``<node>.weight`` ...).
+
+    >>> params, header = load_model_file("runs/best.npz")  # doctest: +SKIP
+    >>> header["spec_yaml"].splitlines()[1]                 # doctest: +SKIP
+    'name: lenet5'
+    """
+    from convgraph.params import load_arrays
+
+    arrays = load_arrays(path)
+    if "header" not in arrays:
+        return arrays, None
+    params, _, header = _unpack(arrays, str(path))
+    return params, header
+
+
 def load_weights(path) -> tuple[dict, tuple[np.ndarray, np.ndarray] | None]:
     """(params, normalisation) from a checkpoint or a plain weights ``.npz`` (arrays named
     ``<node>.weight`` ...), reading the file once: a checkpoint gives its weights and the input
@@ -436,10 +487,5 @@ def load_weights(path) -> tuple[dict, tuple[np.ndarray, np.ndarray] | None]:
 
     >>> params, normalization = load_weights("runs/best.npz")  # doctest: +SKIP
     """
-    from convgraph.params import load_arrays
-
-    arrays = load_arrays(path)
-    if "header" not in arrays:
-        return arrays, None
-    params, _, header = _unpack(arrays, str(path))
-    return params, saved_normalization(header)
+    params, header = load_model_file(path)
+    return params, None if header is None else saved_normalization(header)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import networkx as nx
 import numpy as np
 
 from convgraph.train.loop import Callback
@@ -480,7 +481,8 @@ def _header_graph(header: dict):
 
 def report_from_checkpoint(folder, spec=None, overrides=()) -> ReportData:
     """The page's data from a checkpoint folder's last.npz: its history and settings, and the
-    network from ``spec`` (checked to be the checkpoint's) or from the header's expanded spec.
+    network from ``spec`` (a spec, or an analysed graph; checked to be the checkpoint's) or from
+    the header's expanded spec.
 
     >>> write_report("run.html", report_from_checkpoint("runs/a", "net.yaml"))  # doctest: +SKIP
     """
@@ -489,11 +491,17 @@ def report_from_checkpoint(folder, spec=None, overrides=()) -> ReportData:
     from convgraph.train.checkpoint import load_checkpoint, network_hash
 
     path = checkpoint_file(folder)
-    graph = analyse(spec, overrides) if spec is not None else None
+    graph = None
+    if isinstance(spec, nx.DiGraph):
+        graph = spec
+    elif spec is not None:
+        graph = analyse(spec, overrides)
     _, _, header = load_checkpoint(path)
     if graph is not None and header.get("network") != network_hash(graph):
         raise DataError(f"the checkpoint {path} was trained on another network (spec "
-                        f"'{header.get('spec', '?')}') than {spec} describes.",
+                        f"'{header.get('spec', '?')}') than "
+                        f"{spec if isinstance(spec, (str, Path)) else repr(graph.graph['name'])}"
+                        " describes.",
                         hint="give --spec the spec the run trained (with its --set values).")
     if graph is None:
         graph = _header_graph(header)

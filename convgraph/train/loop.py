@@ -32,6 +32,7 @@ from convgraph.train.checkpoint import (
     copy_checkpoint,
     labels_digest,
     load_checkpoint,
+    model_fields,
     network_hash,
     save_checkpoint,
     saved_normalization,
@@ -161,7 +162,7 @@ class Trainer:
     def header(self) -> dict:
         p = self.progress
         settings = {key: self.settings[key] for key in SAVED_SETTINGS if key in self.settings}
-        return {"spec": self.graph.graph["name"], "network": network_hash(self.graph),
+        return {**model_fields(self.graph, self.train_data.class_names),
                 "epoch": p.epoch, "batch": p.batch, "step": p.step, "loss_sum": p.loss_sum,
                 "correct": p.correct, "seen": p.seen, "seconds": p.seconds,
                 "best_accuracy": p.best_accuracy, "history": p.history,
