@@ -307,11 +307,10 @@ class ProgressBar(Callback):
         """Lines before the bar; none here."""
 
     def on_train_begin(self, trainer) -> None:
-        from rich.console import Console
-
+        from convgraph.display import output_console
         from convgraph.train.report import EpochBar
 
-        self.console = self.console or Console(highlight=False)
+        self.console = self.console or output_console()
         self.on_start(trainer)
         self.bar = EpochBar(self.console, trainer.settings["epochs"]).__enter__()
         self.bar.compiling(len(trainer.session.plan.kernels))
@@ -324,7 +323,7 @@ class ProgressBar(Callback):
             self.console.print(first_step_line(len(trainer.session.plan.kernels),
                                                trainer.first_step_seconds,
                                                trainer.progress.epoch + 1),
-                               highlight=False, markup=False, soft_wrap=True)
+                               highlight=False, markup=False)
         self.bar.update(trainer.progress.epoch, done, total, loss, accuracy, images_per_s)
         if done == total and trainer.test_data is not None:
             self.bar.evaluating(len(trainer.test_data.y))
@@ -332,8 +331,8 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer, record) -> None:
         from convgraph.train.report import epoch_line
 
-        # one line whatever the width (a pipe, a notebook), as `convgraph run` prints it
-        self.console.print(epoch_line(record), highlight=False, markup=False, soft_wrap=True)
+        # the output policy (display.py): wrapped between words on a terminal, whole in a pipe
+        self.console.print(epoch_line(record), highlight=False, markup=False)
 
     def on_train_end(self, trainer, records) -> None:
         self.close()
