@@ -197,6 +197,23 @@ def test_report_rebuilds_the_network_from_a_header_that_holds_its_spec(trained_r
 
 
 @pytest.mark.device
+def test_a_checkpoint_without_its_spec_gets_the_curves_and_says_how_to_draw_the_rest(
+        trained_run, tmp_path):
+    from convgraph.train.checkpoint import load_checkpoint, save_checkpoint
+
+    folder, _ = trained_run
+    params, optimizer, header = load_checkpoint(folder / "ck" / "last.npz")
+    header.pop("spec_yaml", None)  # as a checkpoint of an older convgraph has it
+    save_checkpoint(tmp_path / "ck" / "last.npz", params, optimizer, header)
+    page = tmp_path / "old.html"
+    done = subprocess.run([sys.executable, "-m", "convgraph.cli", "report", str(tmp_path / "ck"),
+                           "-o", str(page)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert "--spec SPEC" in section(text, "graph") and "<svg" in section(text, "curves")
+
+
+@pytest.mark.device
 def test_the_page_is_rewritten_after_every_epoch_and_reloads_while_training(tmp_path):
     import convgraph
     from convgraph.train.html_report import ReportWriter
