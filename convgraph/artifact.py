@@ -38,13 +38,13 @@ from pathlib import Path
 
 import networkx as nx
 
+from convgraph import signals
 from convgraph.codegen.launches import Buffer, KernelSpec, Launch, Scalar
 from convgraph.codegen.layout import Layout
 from convgraph.codegen.plan import Plan
 from convgraph.codegen.tuning import Site
 from convgraph.core import DeviceInfo, Volume
 from convgraph.errors import DataError, OutputError, UsageError
-from convgraph.train import signals
 
 FORMAT = "convgraph-artifact-1"
 MANIFEST = "manifest.json"

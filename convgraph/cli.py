@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # First, before anything heavy is imported: a Ctrl-C, SIGTERM or SIGHUP while the modules below
 # load ends the process with one line and its status (130, 143, 129), not a traceback.
-from convgraph.train import signals as _signals  # stdlib only
+from convgraph import signals as _signals  # stdlib only
 
 _IMPORT_HANDLERS = _signals.exit_during_imports()
 
@@ -1157,7 +1157,7 @@ def command_devices(args) -> int:
 
 
 def main(argv=None) -> int:
-    # SIGTERM and SIGHUP do what Ctrl-C does (train/signals.py), from the first moment on
+    # SIGTERM and SIGHUP do what Ctrl-C does (signals.py), from the first moment on
     with _signals.handled():
         try:
             return _main(argv)
@@ -1196,5 +1196,14 @@ def _main(argv=None) -> int:
         return 70
 
 
+def run_as_program() -> None:
+    """The `convgraph` program (its console script, ``python -m convgraph.cli``): ``main``, then
+    the exit with its status as soon as the output is flushed, so that a signal as it exits
+    still gives one line and the signal's status (everything was written by then)."""
+    status = main()
+    _signals.exit_when_finished()
+    _signals.exit_now(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_program()

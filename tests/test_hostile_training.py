@@ -564,7 +564,7 @@ def test_a_signal_during_a_save_lets_it_complete(tmp_path):
     completes, then the signal is raised; the file is the new one, whole."""
     import threading
 
-    from convgraph.train import signals
+    from convgraph import signals
 
     path = tmp_path / "last.npz"
     save_checkpoint(path, {"a.weight": np.zeros(3, np.float32)}, {}, {"epoch": 1})
@@ -584,7 +584,7 @@ def test_a_signal_during_a_save_lets_it_complete(tmp_path):
 def test_a_signal_held_by_a_section_that_fails_is_not_raised_later():
     """A deferred section that ends with an error drops the signal it held (the error ends the
     work): it must not surface as a stray interrupt in a later section of the same process."""
-    from convgraph.train import signals
+    from convgraph import signals
 
     with signals.handled(), pytest.raises(ValueError):
         with signals.deferred():

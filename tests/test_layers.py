@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "convgraph"
 STAGES = [
     # launches.py holds plain data types (buffers, kernels, launches) that ops' lowerings build
     ("core", ["convgraph.core", "convgraph.errors", "convgraph.files", "convgraph.memory",
-              "convgraph.display",
+              "convgraph.display", "convgraph.signals",
               "convgraph.codegen.launches"]),
     ("ops", ["convgraph.ops"]),
     ("data", ["convgraph.data"]),  # owns the list of data sets the spec's train: may name

@@ -60,7 +60,13 @@ def _describe(cl, p: int, d: int, platform, device) -> DeviceInfo:
 
 
 def _platforms():
-    import pyopencl as cl
+    from convgraph import signals
+
+    # the process's first pyopencl import (every device is found here first): a stopping
+    # signal raised inside nanobind's module set-up aborts the interpreter ("Critical nanobind
+    # error"), so it is held until the import is done and raised then
+    with signals.deferred():
+        import pyopencl as cl
 
     try:
         platforms = cl.get_platforms()

@@ -30,10 +30,10 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+from convgraph import signals
 from convgraph.errors import DataError, OutputError
 from convgraph.files import atomic_write
 from convgraph.graph import signature
-from convgraph.train import signals
 
 FORMAT = "convgraph-checkpoint-2"
 FORMAT_1 = "convgraph-checkpoint-1"  # header outside the checksum; still read

@@ -6,7 +6,7 @@ what it counts (the batch size) and in what (the data set's name, size and a dig
 labels) -- so a run that is interrupted and resumed ends with the same weights as one that was
 not, and a resume whose batches would mean something else is refused.
 
-Ctrl-C, SIGTERM and SIGHUP (see train/signals.py) stop training at a batch boundary: a step and
+Ctrl-C, SIGTERM and SIGHUP (see signals.py) stop training at a batch boundary: a step and
 its bookkeeping are never cut in half, and the checkpoint written then is exact.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from convgraph import signals
 from convgraph.data import Dataset, batches, input_normalization
 from convgraph.errors import DataError, TrainingDiverged, UsageError
 from convgraph.params import check_params
-from convgraph.train import signals
 from convgraph.train.callbacks import Callback, notify
 from convgraph.train.checkpoint import (
     FORMAT,

@@ -117,6 +117,42 @@ def _exit_now(signum, frame) -> None:
     os._exit(exit_status(signum))
 
 
+def _exit_finished(signum, frame) -> None:
+    # the command is done and its files are written; only the interpreter's clean-up remains
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError, RuntimeError):
+        pass
+    try:
+        sys.stderr.write(f"convgraph: interrupted ({NAMES.get(signum, signum)}) while exiting; "
+                         "the command had finished.\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, RuntimeError):
+        pass
+    os._exit(exit_status(signum))
+
+
+def exit_when_finished() -> None:
+    """For a process whose command has returned: a stopping signal during the interpreter's
+    clean-up (pyopencl's teardown takes tens of milliseconds) ends it with one line and the
+    signal's status, instead of the default handler's silent death."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOPPING:
+            signal.signal(signum, _exit_finished)
+
+
+def exit_now(status: int) -> None:
+    """End the process with ``status`` once its output is flushed, without the interpreter's
+    clean-up: Python's finalisation puts the default handlers back before pyopencl's teardown
+    ends, and a signal then would kill the process silently."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, RuntimeError):  # a closed pipe: nothing left to tell
+            pass
+    os._exit(status)
+
+
 def exit_during_imports() -> dict:
     """Make a stopping signal end the process with one line and its status (no traceback)
     while the command's modules are imported; returns the handlers to restore afterwards."""
