@@ -1162,6 +1162,7 @@ def main(argv=None) -> int:
         try:
             return _main(argv)
         except KeyboardInterrupt as exc:  # one line and the signal's status, at any moment
+            _signals.taken()
             _say(f"convgraph: interrupted ({_signals.name_of(exc)}).")
             return _signals.status_of(exc)
 

@@ -51,15 +51,26 @@ def name_of(exc: BaseException) -> str:
 
 _depth = 0  # how many deferred() sections are open
 _pending: int | None = None  # the signal received inside one, raised when the outermost ends
+# a signal raised outside deferred(), until it is taken (``taken``) or its handled() block ends:
+# C code that calls back into Python and clears errors (a dict lookup's __eq__, hasattr's
+# __getattr__) can swallow the Interrupt, and the next deferred() section then raises it again
+_unraised: int | None = None
 
 
 def _raise(signum, frame) -> None:
-    global _pending
+    global _pending, _unraised
     if _depth > 0:
         if _pending is None:
             _pending = signum
         return
+    _unraised = signum
     raise Interrupt(signum)
+
+
+def taken() -> None:
+    """The Interrupt in flight has reached the code that handles it: not to be raised again."""
+    global _unraised
+    _unraised = None
 
 
 @contextlib.contextmanager
@@ -69,7 +80,7 @@ def deferred():
     Only signals that reach convgraph's handler (see :func:`handled`) are held; an exception
     raised inside the section goes through unchanged.
     """
-    global _depth, _pending
+    global _depth, _pending, _unraised
     _depth += 1
     try:
         yield
@@ -79,8 +90,9 @@ def deferred():
         raise
     finally:
         _depth -= 1
-    if _depth == 0 and _pending is not None:
-        signum, _pending = _pending, None
+    if _depth == 0 and (_pending is not None or _unraised is not None):
+        signum = _pending if _pending is not None else _unraised
+        _pending = _unraised = None
         raise Interrupt(signum)
 
 
@@ -104,6 +116,7 @@ def handled(signals=STOPPING, only_default: bool = False):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        taken()
 
 
 def _exit_now(signum, frame) -> None:

@@ -559,6 +559,32 @@ def test_a_signal_at_any_moment_gives_one_line_and_its_status(tmp_path, signum):
         assert not list(folder.glob(".*.tmp")), (delay, list(folder.iterdir()))
 
 
+def test_a_signal_that_python_swallowed_is_raised_at_the_next_step(monkeypatch):
+    """A signal whose Interrupt is raised where Python discards exceptions (a __del__, or C
+    code that calls back into Python and clears errors) is not lost: the next deferred()
+    section -- every training step is one -- raises it. (Lost, it let a 500-epoch run train to
+    the end and exit 0, as a CI run saw.)"""
+    from convgraph import signals
+
+    unraised = []
+    monkeypatch.setattr(sys, "unraisablehook", unraised.append)
+
+    class SignalledWhileDropped:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs here, and Python discards its Interrupt
+
+    with signals.handled(), pytest.raises(signals.Interrupt) as caught:
+        SignalledWhileDropped()
+        assert [type(u.exc_value) for u in unraised] == [signals.Interrupt]
+        with signals.deferred():
+            pass
+    assert caught.value.exit_status == 143
+    with signals.handled():  # taken: a later block does not see it again
+        with signals.deferred():
+            pass
+
+
 def test_a_signal_during_a_save_lets_it_complete(tmp_path):
     """SIGTERM while save_checkpoint writes (under the command's handlers): the save
     completes, then the signal is raised; the file is the new one, whole."""

@@ -385,6 +385,7 @@ class Trainer:
                     notify(callbacks, "on_epoch_end", self, record)
                 notify(callbacks, "on_train_end", self, records)
         except KeyboardInterrupt as exc:
+            signals.taken()
             saved = None
             if self.checkpoint_dir is not None:
                 try:
