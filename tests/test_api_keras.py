@@ -404,29 +404,11 @@ convgraph.Model(convgraph.analyse({spec!r})).fit((x, y), epochs=2, verbose={verb
 
 def _on_a_terminal(code: str) -> tuple[int, str]:
     """Run ``code`` in a Python process whose output is a pseudo-terminal; (status, output)."""
-    import os
-    import pty
-    import subprocess
     import sys
 
-    master, slave = pty.openpty()
-    env = dict(os.environ, TERM="xterm", COLUMNS="120")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    chunks = []
-    try:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the process closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(master)
-        status = process.wait(timeout=120)
-    return status, b"".join(chunks).decode(errors="replace")
+    from .terminal import on_a_terminal
+
+    return on_a_terminal([sys.executable, "-c", code], 120, {"TERM": "xterm"}, timeout=120)
 
 
 def test_fit_draws_run_s_progress_bar_on_a_terminal():

@@ -4,17 +4,11 @@ line passes the terminal's width, a pipe gets plain text, and --json is one obje
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
-import time
 
 import numpy as np
 import pytest
@@ -25,6 +19,7 @@ from convgraph.pipeline import analyse
 from convgraph.summary import summary_listing
 
 from .conftest import SPECS
+from .terminal import on_a_terminal
 from .test_data import write_idx
 
 WIDTHS = (80, 60)
@@ -35,36 +30,10 @@ BOX = set("─━│┃┏┓┗┛┡┩┣┫╇╈┳┻╋┼┬┴├┤└
 def in_terminal(args, columns: int, env: dict | None = None, timeout: float = 240) -> str:
     """The output of ``convgraph ARGS`` run in a pseudo-terminal ``columns`` wide (escape
     sequences removed, lines as a person sees them)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    environment = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color",
-                   **(env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "convgraph.cli", *map(str, args)],
-                               stdin=slave, stdout=slave, stderr=slave, env=environment,
-                               close_fds=True)
-    os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if not ready:
-                if process.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the process closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(master)
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-    assert process.returncode == 0, b"".join(chunks).decode(errors="replace")
-    text = ANSI.sub("", b"".join(chunks).decode())
+    status, output = on_a_terminal([sys.executable, "-m", "convgraph.cli", *map(str, args)],
+                                   columns, env, timeout)
+    assert status == 0, output
+    text = ANSI.sub("", output)
     # a progress line redrawn in place: what stays on screen is its last drawing
     return "\n".join(line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n"))
 
