@@ -86,7 +86,7 @@ def read_value(param: Param, key: str, written: Written, layer: str | None = Non
             f"{owner}'{key}' expects {why}, got {shown}.{note}",
             location=written.location,
             layer=layer,
-            hint=default_hint(param, key),
+            hint=default_hint(param, key) or f"give '{key}' {why}: it is required.",
         ) from None
 
 
@@ -105,7 +105,7 @@ def read_setting(op: str, key: str, written: Written, layer: str | None, context
 
 def default_hint(param: Param, key: str) -> str | None:
     """'e.g. stride: 1 (its default)' for a setting that has a default, as a spec writes it;
-    None for a required one (the message already says what it expects)."""
+    None for a required one (whose hint says what to give)."""
     default = param.default
     if param.required or default is None:
         return None
