@@ -205,3 +205,29 @@ def test_a_convnext_block_trains_a_step(convnext_spec):
     for key in ("stem_norm.weight", "stage1/norm.bias", "head_norm.weight", "head_norm.bias"):
         assert np.isfinite(after[key]).all() and not np.array_equal(before[key], after[key]), key
     assert np.isfinite(model.predict(x.astype(np.float32))).all()
+
+
+@pytest.mark.device
+@pytest.mark.timeout(600)
+def test_a_convnext_block_step_matches_numpy(convnext_spec):
+    """One SGD step (forward, loss, backward, update) on the device against the float64
+    reference: the loss, and every parameter after the step (first step: the momentum buffer
+    is the gradient, so w <- w - lr * (dL/dw + decay * w))."""
+    from convgraph.reference import reference_gradients
+    from convgraph.train.session import TrainingSession
+    from convgraph.verify import random_params, relative_error
+
+    graph = analyse(str(convnext_spec), ["weight_decay=0.01"])
+    session = TrainingSession(graph, batch=5)
+    params = {k: v.astype(np.float64) for k, v in random_params(session, 7).items()}
+    session.set_params(params)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(5, 1, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, 5)
+    losses, _, _, _, grads = reference_gradients(graph, params, x, labels, 0, 0.0)
+    result = session.step(x, labels, 0.05)
+    assert result.loss == pytest.approx(losses.sum(), rel=1e-4)
+    device = session.params
+    for key, value in params.items():
+        expected = value - 0.05 * (grads[key] + 0.01 * value)
+        assert relative_error(device[key], expected) < 1e-4, key
