@@ -30,6 +30,7 @@ class LayerNorm(Op):
         Case("13x9x17", "LAYERNORM", batch=7, other_profile=True),
         Case("5x7x3", "LAYERNORM(eps=1e-5)", batch=1),
         Case("5x3x1", "LAYERNORM", batch=3),  # depth 1: y = bias, dx = 0
+        Case("3x2x96", "LAYERNORM", batch=2),  # ConvNeXt-Tiny's first width
         Case("7x5x6", "CONV(20, 3, pad=1)-LAYERNORM-CONV(5, 3, pad=1)", batch=4),  # halos
         Case("6x5x4", {  # the input read with a halo (the conv pads it) and a residual join
             "ln": {"op": "layernorm", "inputs": ["input"]},
