@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convgraph import __version__
 from convgraph.errors import SpecError, SpecErrors, UsageError
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY, NotExportable
@@ -153,18 +154,35 @@ def export_graph(graph, params: dict, path, opset: int = DEFAULT_OPSET,
 
 
 def onnx_model(graph, params: dict, opset: int = DEFAULT_OPSET, normalization=None):
-    """The checked ``onnx.ModelProto`` of ``graph`` and ``params`` (see ``export_onnx``)."""
+    """The checked ``onnx.ModelProto`` of ``graph`` and ``params`` (see ``export_graph``)."""
     onnx = onnx_library()
     helper, float32 = onnx.helper, onnx.TensorProto.FLOAT
     opset = check_opset(opset)
     names = ordered(graph)
-    first = graph.nodes[names[0]]
-    # the model's input is named as the network's input node; its output "output"
+    first, last = graph.nodes[names[0]], graph.nodes[graph.graph["output"]]
+    # the model's input is named as the network's input node, its output "output"
     image, scores = names[0], _free_name("output", set(names))
     built = OnnxGraph(params)
-    x = image
-    if normalization is not None:
-        x = _normalize(built, first, x, normalization)
+    x = image if normalization is None else _normalize(built, first, image, normalization)
+    _export_nodes(graph, names, built, x)
+    output_shape = _output(built, last, scores)
+    volume = first.output
+    onnx_graph = helper.make_graph(
+        built.nodes, graph.graph["name"],
+        [helper.make_tensor_value_info(image, float32, ["batch", volume.depth, volume.height,
+                                                        volume.width])],
+        [helper.make_tensor_value_info(scores, float32, output_shape)],
+        built.initializers)
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="convgraph",
+                              producer_version=__version__,
+                              ir_version=helper.find_min_ir_version_for(opsets))
+    onnx.checker.check_model(model, full_check=True)  # a failure here is an exporter bug
+    return model
+
+
+def _export_nodes(graph, names: list[str], built: OnnxGraph, x: str) -> None:
+    """Every node's ONNX nodes, in order; SpecError(s) naming every node that has none."""
     problems = []
     for name in names:
         node = graph.nodes[name]
@@ -177,31 +195,18 @@ def onnx_model(graph, params: dict, opset: int = DEFAULT_OPSET, normalization=No
                                             "convgraph itself."))
     if problems:
         raise problems[0] if len(problems) == 1 else SpecErrors(problems)
-    last = graph.nodes[graph.graph["output"]]
-    volume = last.output
-    built.node = last
-    if volume.width == volume.height == 1:  # (N, D), as Model.forward returns it
-        built.add("Flatten", [built.values[last.name]], output=scores, axis=1)
-        shape = ["batch", volume.depth]
-    else:
-        built.add("Identity", [built.values[last.name]], output=scores)
-        shape = ["batch", volume.depth, volume.height, volume.width]
-    volume_in = first.output
-    onnx_graph = helper.make_graph(
-        built.nodes, graph.graph["name"],
-        [helper.make_tensor_value_info(image, float32,
-                                       ["batch", volume_in.depth, volume_in.height,
-                                        volume_in.width])],
-        [helper.make_tensor_value_info(scores, float32, shape)],
-        built.initializers)
-    opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="convgraph",
-                              ir_version=helper.find_min_ir_version_for(opsets))
-    from convgraph import __version__
 
-    model.producer_version = __version__
-    onnx.checker.check_model(model, full_check=True)
-    return model
+
+def _output(built: OnnxGraph, last, scores: str) -> list:
+    """The model's output ``scores``: (N, D) for a 1x1xD volume, as ``Model.forward`` returns
+    it, else the (N, D, H, W) volume; returns its shape."""
+    volume, value = last.output, built.values[last.name]
+    built.node = last
+    if volume.width == volume.height == 1:
+        built.add("Flatten", [value], output=scores, axis=1)
+        return ["batch", volume.depth]
+    built.add("Identity", [value], output=scores)
+    return ["batch", volume.depth, volume.height, volume.width]
 
 
 def _normalize(built: OnnxGraph, first, x: str, normalization) -> str:
