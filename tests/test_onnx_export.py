@@ -212,6 +212,32 @@ def test_export_of_a_compiled_directory_takes_its_weights(tmp_path, lenet_weight
     onnx.checker.check_model(str(tmp_path / "m.onnx"), full_check=True)
 
 
+@pytest.mark.device
+def test_trained_weights_export_with_their_normalisation_and_score_as_predict(tmp_path,
+                                                                             cl_device):
+    """Trained by 'run --save' (weights and normalisation), the exported model scores a batch
+    as 'run --predict' does: the normalisation is its first node by default."""
+    spec = SPECS / "seed.yaml"
+    trained = convgraph_cli("run", spec, "--epochs", 1, "--limit", 128, "--save", "w.npz",
+                            "--device", cl_device, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    x = np.random.default_rng(0).random((5, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    predicted = convgraph_cli("run", spec, "--predict", "x.npy", "--weights", "w.npz",
+                              "--output", "scores.npy", "--device", cl_device, cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    done = convgraph_cli("export", spec, "--weights", "w.npz", "-o", "seed.onnx", cwd=tmp_path)
+    assert done.returncode == 0 and "input normalisation first" in done.stdout, done.stderr
+    model = onnx.load(str(tmp_path / "seed.onnx"))
+    assert [node.op_type for node in model.graph.node[:2]] == ["Sub", "Div"]
+    assert relative_error(run_onnx(model, x), np.load(tmp_path / "scores.npy")) <= TOLERANCE
+    left_out = convgraph_cli("export", spec, "--weights", "w.npz", "-o", "raw.onnx",
+                             "--no-normalize-input", cwd=tmp_path)
+    assert left_out.returncode == 0 and "not included" in left_out.stdout
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    assert "Sub" not in [node.op_type for node in raw.graph.node]
+
+
 @pytest.mark.parametrize("flags, status, message", [
     ([], 2, "export needs the trained weights"),
     (["--weights", "{weights}", "--opset", "12"], 2, "give an opset from 13"),
