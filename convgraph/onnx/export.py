@@ -58,8 +58,8 @@ class OnnxGraph:
     """What one convgraph node's ``onnx_export`` builds with: its ``inputs`` (value names),
     the ``output`` value it must produce, its weights (``param``), and ``add`` for nodes."""
 
-    def __init__(self, params: dict):
-        self.params = params
+    def __init__(self, params: dict, opset: int = DEFAULT_OPSET):
+        self.params, self.opset = params, opset  # the opset, for ops whose mapping needs one
         self.nodes: list = []
         self.initializers: list = []
         self.values: dict[str, str] = {}  # convgraph node -> the ONNX value holding its output
@@ -162,7 +162,7 @@ def onnx_model(graph, params: dict, opset: int = DEFAULT_OPSET, normalization=No
     first, last = graph.nodes[names[0]], graph.nodes[graph.graph["output"]]
     # the model's input is named as the network's input node, its output "output"
     image, scores = names[0], _free_name("output", set(names))
-    built = OnnxGraph(params)
+    built = OnnxGraph(params, opset)
     x = image if normalization is None else _normalize(built, first, image, normalization)
     _export_nodes(graph, names, built, x)
     output_shape = _output(built, last, scores)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, Weight, register
+from convgraph.ops.base import NotExportable, Op, Param, Weight, register
 from convgraph.ops.cases import Case
 
 # LAYERNORM_TRAIN saves (mean, 1/std) of every pixel for the backward kernels
@@ -55,6 +55,17 @@ class LayerNorm(Op):
     def weights(self, node):
         depth = node.output.depth
         return {"weight": Weight((depth,), "ones"), "bias": Weight((depth,), "zeros")}
+
+    def onnx_export(self, node, onnx):
+        # ONNX's LayerNormalization (opset 17) normalises the trailing axes: channels moved
+        # last and back
+        if onnx.opset < 17:
+            raise NotExportable("layernorm needs opset 17 or later (ONNX's LayerNormalization)")
+        channels_last = onnx.add("Transpose", onnx.inputs, perm=[0, 2, 3, 1])
+        normalised = onnx.add("LayerNormalization",
+                              [channels_last, onnx.param("weight"), onnx.param("bias")],
+                              axis=-1, epsilon=float(node.attrs["eps"]))
+        onnx.add("Transpose", [normalised], output=onnx.output, perm=[0, 3, 1, 2])
 
     def flops(self, node):
         # per value: mean (1), variance (3: subtract, square, add), normalise, scale, shift (4)

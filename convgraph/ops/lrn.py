@@ -58,6 +58,12 @@ class LRN(Op):
     def infer(self, node):
         return node.input_volumes[0], {}
 
+    def onnx_export(self, node, onnx):
+        # ONNX's LRN is PyTorch's for odd sizes (the only ones convgraph takes)
+        attrs = node.attrs
+        onnx.add("LRN", onnx.inputs, output=onnx.output, size=int(attrs["size"]),
+                 alpha=float(attrs["alpha"]), beta=float(attrs["beta"]), bias=float(attrs["k"]))
+
     def flops(self, node):
         # per value: the window's squares and sums, the scale and k, the power, the division
         return (2 * node.attrs["size"] + 4) * node.output.elements
