@@ -32,6 +32,23 @@ def transposed_extent(size: int, kernel: int, stride: int, pad: int, dilation: i
     return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1
 
 
+# An encoder-decoder in miniature: conv down, deconv and bilinear upsampling back up, the skip
+# concatenated, a per-pixel 1x1 head (three classes per pixel)
+TINY_UNET = {
+    "down1": {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["input"]},
+    "relu1": "relu",
+    "pool": {"op": "pool", "size": 2},
+    "down2": {"op": "conv", "filters": 8, "size": 3, "pad": 1},
+    "relu2": "relu",
+    "up": {"op": "deconv", "filters": 4, "size": 2, "stride": 2},
+    "side": {"op": "upsample", "factor": 2, "mode": "bilinear", "inputs": ["relu2"]},
+    "skip": {"op": "concat", "inputs": ["up", "relu1", "side"]},
+    "fuse": {"op": "conv", "filters": 4, "size": 3, "pad": 1},
+    "relu3": "relu",
+    "scores": {"op": "conv", "filters": 3, "size": 1},
+}
+
+
 @register
 class Deconv(Op):
     name = "deconv"
@@ -62,6 +79,7 @@ class Deconv(Op):
         # a conv reading its output (a halo), and a relu after the conv before it
         Case("5x4x3", "CONV(6, 3, pad=1)-RELU-DECONV(4, 2, stride=2)-CONV(3, 3, pad=1)",
              batch=7),
+        Case("8x6x3", TINY_UNET, batch=7, other_profile=True, label="tiny-unet"),
     )
     aliases = ("deconvolution", "conv_transpose", "convtranspose", "transposed_conv")
     summary = ("Transposed convolution (DECONV): each input pixel scatters the kernel onto the "
