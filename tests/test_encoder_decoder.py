@@ -13,6 +13,9 @@ import sys
 import numpy as np
 import pytest
 
+from convgraph.codegen import profile as profiles
+from convgraph.codegen.plan import plan_forward
+from convgraph.codegen.training import plan_training
 from convgraph.errors import ShapeError
 from convgraph.ops.base import REGISTRY
 from convgraph.pipeline import analyse
@@ -175,3 +178,21 @@ def test_tiny_unet_with_a_gap_trains_a_step_through_deconv_and_upsample(tmp_path
     assert done.returncode == 0, done.stderr
     loss = float(re.search(r"train loss (\S+),", done.stdout).group(1))
     assert np.isfinite(loss) and loss > 0
+
+
+def test_deconv_kernels_are_tuning_sites_of_their_own():
+    """The conv kernels a deconv runs are timed for the deconv's shapes by `convgraph tune`:
+    its forward in inference, and forward, input and weight gradients in training."""
+    graph = analyse({"input": "7x5x3", "nodes": {  # a conv first: the deconv's input gradient
+        "down": {"op": "conv", "filters": 8, "size": 1, "inputs": ["input"]},
+        "up": {"op": "deconv", "filters": 6, "size": 3, "stride": 2, "pad": 1,
+               "output_padding": 1},
+        "pool": "gap", "fc": {"op": "fc", "units": 3}}})
+    inference = {site.selector for site in plan_forward(graph, profiles.CPU).sites.values()
+                 if site.node == "up"}
+    assert inference == {"CONV_BACKWARD_DATA"}
+    training = [site for site in plan_training(graph, profiles.CPU).sites.values()
+                if site.node == "up"]
+    assert {site.selector for site in training} == {
+        "CONV_BACKWARD_DATA", "CONV_FORWARD", "CONV_BACKWARD_WEIGHTS"}
+    assert all(len(site.space) > 1 for site in training)
