@@ -63,6 +63,23 @@ def test_upsample_factors_per_axis():
     np.testing.assert_array_equal(out, [[1, 1, 1, 2, 2, 2], [3, 3, 3, 4, 4, 4]])
 
 
+def onnx_nearest_half_pixel(size: int, factor: int) -> np.ndarray:
+    """ONNX Resize's default nearest source index along one axis: half_pixel coordinates
+    (dst + 0.5) / scale - 0.5, rounded with round_prefer_floor, kept inside the input."""
+    source = (np.arange(size * factor) + 0.5) / factor - 0.5
+    return np.clip(np.ceil(source - 0.5), 0, size - 1).astype(int)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4])
+def test_upsample_nearest_picks_what_onnx_resize_picks(factor):
+    """For whole factors ONNX's default nearest reads the same pixels as floor(dst / factor),
+    the asymmetric/floor mode that PyTorch exports."""
+    image = np.arange(15.0).reshape(3, 5)
+    rows, columns = onnx_nearest_half_pixel(3, factor), onnx_nearest_half_pixel(5, factor)
+    np.testing.assert_array_equal(upsampled(f"UPSAMPLE({factor})", image),
+                                  image[rows][:, columns])
+
+
 DECONVS = [
     ("7x5x3", "DECONV(4, 2, stride=2)", "CONV(3, 2, stride=2)"),
     ("4x3x4", "DECONV(6, 3, stride=2, pad=1, output_padding=1)",
