@@ -215,12 +215,17 @@ class Deconv(Op):
             return
         # dL/d(input): the equivalent conv's forward pass over dL/d(output)
         grad, accumulate = ctx.input_grad()
-        shape = {**defines, "ACCUMULATE": accumulate}
+        # with a gate (an activation fused into the layer before), the bias slot carries that
+        # activation's output and the gradient leaves differentiated through it, as the
+        # conv's own stride-1 input gradient does
+        gate, gate_slope, bias_slot = (ctx.input_gate(accumulate)
+                                       or ("ACT_NONE", 0.0, ctx.param("weight")))
+        shape = {**defines, "ACCUMULATE": accumulate, "GATE": gate, "GATE_SLOPE": gate_slope}
         shape, grid, local, site = _tuned_forward(
             ctx, shape, width, out.depth // groups, defines["K_ALLOC"] // groups,
             x.volume.width)
         ctx.launch("conv", "CONV_FORWARD", shape, grid,
-                   [ctx.output_grad, ctx.param("weight"), ctx.param("weight"), grad],
+                   [ctx.output_grad, ctx.param("weight"), bias_slot, grad],
                    batch_axis=2, local_size=local, flops=ctx.node.flops, site=site)
 
     def device_params(self, node, params, input_layout, output_layout):
