@@ -76,6 +76,10 @@ class Deconv(Op):
         Case("5x5x4", "DECONV(3, 3, dilation=2, pad=2, bias=false)", batch=1),
         Case("9x3x17", "DECONV(20, 3, stride=2)", batch=1),  # depth 17, 20 filters
         Case("1x1x5", "DECONV(3, 4, stride=2, pad=1)", batch=7),  # one pixel in
+        # fused epilogues, with and without a bias
+        Case("7x5x3", "DECONV(6, 2, stride=2)-RELU", batch=7, other_profile=True),
+        Case("5x4x4", "DECONV(4, 3, stride=2, bias=false)-LEAKYRELU(0.2)", batch=1),
+        Case("5x4x4", "DECONV(5, 3, pad=1)-SIGMOID", batch=1),
         # a conv reading its output (a halo), and a relu after the conv before it
         Case("5x4x3", "CONV(6, 3, pad=1)-RELU-DECONV(4, 2, stride=2)-CONV(3, 3, pad=1)",
              batch=7),
@@ -86,6 +90,7 @@ class Deconv(Op):
                "output, stride apart (upsampling with learned weights).")
     positional = ("filters", "size", "stride", "pad")
     kernels = ("conv", "deconv", "reduction")  # reduction: SUM_SPLITS, CHANNEL_SUM
+    takes_epilogue = True  # deconv.cl's DECONV_EPILOGUE applies it with the bias
     colour = "#cfe2ff"
     params = {
         "filters": Param(v.integer(1), doc="number of filters = output depth"),
@@ -182,10 +187,14 @@ class Deconv(Op):
             [ctx.input_tensor(), ctx.param("weight"), ctx.output_tensor], batch_axis=2,
             flops=ctx.node.flops, site=site,
             moved=4 * (ctx.input_layout().volume.elements + out.elements))
-        if ctx.attrs["bias"]:
-            ctx.pixel_launch("deconv", "DECONV_BIAS", {"Y": ctx.output_layout},
-                             [ctx.output_tensor, ctx.param("bias")],
-                             flops=out.elements)
+        activation, slope = ctx.epilogue()
+        if ctx.attrs["bias"] or activation != "ACT_NONE":
+            # no bias: the bias slot is any buffer, unread
+            bias = ctx.param("bias") if ctx.attrs["bias"] else ctx.param("weight")
+            ctx.pixel_launch("deconv", "DECONV_EPILOGUE", {"Y": ctx.output_layout},
+                             [ctx.output_tensor, bias],
+                             {"HAS_BIAS": int(ctx.attrs["bias"]), "EPILOGUE": activation,
+                              "EPILOGUE_SLOPE": slope}, flops=out.elements)
 
     def lower_backward(self, ctx) -> None:
         defines, width = _equivalent_conv_defines(ctx)
@@ -238,7 +247,7 @@ class Deconv(Op):
         grouped = weight.reshape(groups, cin // groups, cog, kh, kw).transpose(0, 3, 4, 2, 1)
         device = np.zeros((groups, kh, kw, cog, k_alloc // groups), np.float32)
         device[..., : cin // groups] = grouped
-        bias = np.zeros(output_layout.stride_c, np.float32)  # whole vectors, for DECONV_BIAS
+        bias = np.zeros(output_layout.stride_c, np.float32)  # whole vectors (DECONV_EPILOGUE)
         if node.attrs["bias"]:
             bias[: node.attrs["filters"]] = params["bias"]
         return {"weight": device, "bias": bias}
