@@ -106,6 +106,15 @@ class Deconv(Op):
         "bias": Param(v.boolean, default=True, doc="add a learned bias per filter"),
     }
 
+    def onnx_export(self, node, onnx):
+        # the weight is ConvTranspose's (in, out / groups, kH, kW) as it is PyTorch's
+        (kw, kh), (sw, sh), (dw, dh), (pw, ph), (ow, oh) = (node.attrs[key] for key in (
+            "size", "stride", "dilation", "pad", "output_padding"))
+        weights = [onnx.param("weight")] + ([onnx.param("bias")] if node.attrs["bias"] else [])
+        onnx.add("ConvTranspose", onnx.inputs + weights, output=onnx.output,
+                 kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw],
+                 pads=[ph, pw, ph, pw], output_padding=[oh, ow], group=node.attrs["groups"])
+
     def infer(self, node):
         (x,) = node.input_volumes
         a = node.attrs

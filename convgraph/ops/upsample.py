@@ -85,6 +85,19 @@ class Upsample(Op):
                                "align_corners=True (false: half-pixel centres)"),
     }
 
+    def onnx_export(self, node, onnx):
+        # Resize with the coordinate rules this op follows (PyTorch's for whole factors):
+        # nearest floor(dst / f), bilinear half-pixel or align-corners
+        fw, fh = node.attrs["factor"]
+        scales = onnx.constant("scales", [1.0, 1.0, float(fh), float(fw)])
+        if node.attrs["mode"] == "nearest":
+            rule = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                    "nearest_mode": "floor"}
+        else:
+            rule = {"mode": "linear", "coordinate_transformation_mode":
+                    "align_corners" if node.attrs["align_corners"] else "half_pixel"}
+        onnx.add("Resize", [onnx.inputs[0], "", scales], output=onnx.output, **rule)
+
     def infer(self, node):
         (x,) = node.input_volumes
         a = node.attrs
