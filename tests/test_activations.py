@@ -47,15 +47,17 @@ IDS = ["-".join(str(value) for value in node.values()) for node, _ in ACTIVATION
 
 
 def network(activation: dict, fused: bool) -> dict:
-    """conv -> activation -> fc, the activation fused into the conv, or after an add (which
-    takes no epilogue) so that it runs on its own."""
+    """conv -> activation -> conv -> fc, the activation fused into the first conv (and, from its
+    output, differentiated by the second conv's input-gradient kernel: its gate), or after an
+    add (which takes no epilogue) so that it runs on its own."""
     nodes = {"conv": {"op": "conv", "filters": 6, "size": 3, "pad": 1, "inputs": ["input"]}}
     before = "conv"
     if not fused:
         nodes["join"] = {"op": "add", "inputs": ["conv", "conv"]}
         before = "join"
     nodes["act"] = {**activation, "inputs": [before]}
-    nodes["head"] = {"op": "fc", "units": 5, "inputs": ["act"]}
+    nodes["after"] = {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["act"]}
+    nodes["head"] = {"op": "fc", "units": 5, "inputs": ["after"]}
     return {"name": "act", "input": "7x5x3", "nodes": nodes, "output": "head"}
 
 
@@ -82,8 +84,10 @@ def test_training_fuses_an_activation_only_where_its_derivative_allows(activatio
         backward = [d for s, d in kernels_of(plan_training(graph, CPU, "sgd"))
                     if s == "ACTIVATION_BACKWARD" and d.get("ACTIVATION") == code]
         assert all(d.get("FROM_INPUT") == 1 for d in backward)
-    else:  # differentiated from the conv's stored output, never run forward on its own
-        assert "ACTIVATION_FORWARD" not in training
+    else:  # differentiated from the conv's stored output, never run on its own
+        assert not training
+        gates = [d for s, d in kernels_of(plan_training(graph, CPU, "sgd")) if "GATE" in d]
+        assert [d["GATE"] for d in gates if d["GATE"] != "ACT_NONE"] == [code]
 
 
 @on_devices
