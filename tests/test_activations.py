@@ -117,6 +117,14 @@ def test_swish_is_silu():
     assert sorted(ops) == ["hardsigmoid", "hardswish", "silu"]
 
 
+def test_hardtanh_is_clip_from_minus_one_to_one():
+    """The pattern form writes no negative numbers: HARDTANH is clip(-1, 1), as PyTorch's."""
+    graph = analyse({"input": "4x4x2", "pattern": "[INPUT-HARDTANH-CLIP(0.5, 2)]"})
+    clips = [graph.nodes[name] for name in graph if name != "input"]
+    assert [(node.op, node.attrs["min"], node.attrs["max"]) for node in clips] == [
+        ("clip", -1.0, 1.0), ("clip", 0.5, 2.0)]
+
+
 @pytest.mark.parametrize(("node", "complaint"), [
     ({"op": "clip", "min": 1, "max": 1}, "min below max"),
     ({"op": "clip", "min": 0}, "max"),

@@ -162,6 +162,8 @@ class Clip(Elementwise):
         Case("9x5x3", "CONV(6, 3, pad=1)-CLIP(0.25, 1.5)", batch=1, other_profile=True),
     )
     summary = "min(max(x, min), max) (PyTorch's hardtanh, ONNX Clip)."
+    aliases = ("hardtanh",)
+    presets = {"hardtanh": {"min": -1.0, "max": 1.0}}  # PyTorch's defaults
     positional = ("min", "max")
     params = {
         "min": Param(v.number(-1e30, 1e30), doc="the lowest output", expects="a number"),
@@ -206,6 +208,8 @@ class Relu6(Clip):
         Case("1x1x20", "FC(33)-RELU6", batch=3),
     )
     summary = "min(max(x, 0), 6) (MobileNet)."
+    aliases = ()
+    presets = {}
     positional = ()
     params = {}
 
