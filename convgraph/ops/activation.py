@@ -187,6 +187,11 @@ class Clip(Elementwise):
     def kinks(self, node):
         return self.bounds(node.attrs)
 
+    def onnx_export(self, node, onnx):  # ONNX Clip (opset 11 on) takes its bounds as inputs
+        low, high = self.bounds(node.attrs)
+        onnx.add("Clip", [onnx.inputs[0], onnx.constant("min", low), onnx.constant("max", high)],
+                 output=onnx.output)
+
     def epilogue_args(self, node):
         return self.activation_code, _settings(*self.bounds(node.attrs))
 
@@ -237,6 +242,10 @@ class HardSigmoid(Elementwise):
     }
     flops_per_element = 3
     activation_code = "ACT_HARDSIGMOID"
+    onnx_op = "HardSigmoid"
+
+    def onnx_attributes(self, node):
+        return {"alpha": float(node.attrs["alpha"]), "beta": float(node.attrs["beta"])}
 
     def kinks(self, node):
         alpha, beta = node.attrs["alpha"], node.attrs["beta"]
@@ -270,6 +279,11 @@ class HardSwish(Elementwise):
     def kinks(self, node):
         return (-3.0, 3.0)
 
+    def onnx_export(self, node, onnx):  # x HardSigmoid(x): ONNX's HardSwish needs opset 14
+        (x,) = onnx.inputs
+        gate = onnx.add("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+        onnx.add("Mul", [x, gate], output=onnx.output)
+
     def function(self, x):
         return x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)
 
@@ -292,6 +306,10 @@ class Silu(Elementwise):
     flops_per_element = 5
     activation_code = "ACT_SILU"
     derivative_from = "input"
+
+    def onnx_export(self, node, onnx):  # x Sigmoid(x), as torch.onnx writes it
+        (x,) = onnx.inputs
+        onnx.add("Mul", [x, onnx.add("Sigmoid", [x])], output=onnx.output)
 
     def function(self, x):
         return x / (1.0 + np.exp(-x))
@@ -322,6 +340,20 @@ class Gelu(Elementwise):
 
     def epilogue_args(self, node):
         return ("ACT_GELU_TANH" if node.attrs["approximate"] == "tanh" else "ACT_GELU"), 0.0
+
+    def onnx_export(self, node, onnx):
+        """The Erf or Tanh pattern torch.onnx writes before opset 20 (which has Gelu)."""
+        (x,) = onnx.inputs
+        if node.attrs["approximate"] == "tanh":  # 0.5 x (1 + tanh(k (x + 0.044715 x^3)))
+            cube = onnx.add("Mul", [onnx.add("Mul", [x, x]), x])
+            inner = onnx.add("Add", [x, onnx.add("Mul", [cube, onnx.constant("c", 0.044715)])])
+            curve = onnx.add("Tanh", [onnx.add("Mul", [inner, onnx.constant("k", _GELU_K)])])
+        else:  # 0.5 x (1 + erf(x / sqrt 2))
+            curve = onnx.add("Erf", [onnx.add("Div", [x, onnx.constant("sqrt2",
+                                                                        math.sqrt(2.0))])])
+        half = onnx.add("Mul", [x, onnx.constant("half", 0.5)])
+        onnx.add("Mul", [half, onnx.add("Add", [curve, onnx.constant("one", 1.0)])],
+                 output=onnx.output)
 
     def function(self, x, approximate):
         if approximate == "tanh":
@@ -361,6 +393,10 @@ class Elu(Elementwise):
                              doc="the value approached as x -> -inf is -alpha")}
     flops_per_element = 4
     activation_code = "ACT_ELU"
+    onnx_op = "Elu"
+
+    def onnx_attributes(self, node):
+        return {"alpha": float(node.attrs["alpha"])}
 
     def epilogue_args(self, node):
         return self.activation_code, float(node.attrs["alpha"])
