@@ -34,13 +34,42 @@ typedef float float1;
 #define ACT_LEAKY_RELU 2
 #define ACT_SIGMOID 3
 #define ACT_TANH 4
+#define ACT_CLIP 5
+#define ACT_HARDSIGMOID 6
+#define ACT_HARDSWISH 7
+#define ACT_SILU 8
+#define ACT_GELU 9
+#define ACT_GELU_TANH 10
+#define ACT_ELU 11
+
+/* An activation's settings arrive as one compile-time constant, slope: a float, or
+ * (float2)(a, b) for the two of clip (min, max) and hardsigmoid (alpha, beta). SETTING_A and
+ * SETTING_B read either (a float cast to float2 is both), so every branch of the macros below
+ * type-checks whatever the activation. */
+#define SETTING_A(s) (((float2)(s)).s0)
+#define SETTING_B(s) (((float2)(s)).s1)
+
+/* The smooth activations' pieces (v may be a vector). GELU's tanh form is PyTorch's
+ * approximate='tanh': 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))). */
+#define SILU_SIGMOID(v) (1.0f / (1.0f + exp(-(v))))
+#define GELU_CDF(v) (0.5f * (1.0f + erf((v) * 0.70710678118654752f)))
+#define GELU_PDF(v) (0.39894228040143268f * exp(-0.5f * (v) * (v)))
+#define GELU_TANH_OF(v) tanh(0.79788456080286536f * ((v) + 0.044715f * (v) * (v) * (v)))
 
 /* ACTIVATE(v, kind, slope): kind and slope are compile-time constants, so this folds away. */
 #define ACTIVATE(v, kind, slope)                                                               \
     ((kind) == ACT_RELU ? fmax((v), 0.0f)                                                      \
-     : (kind) == ACT_LEAKY_RELU ? fmax((v), 0.0f) + (slope) * fmin((v), 0.0f)                 \
+     : (kind) == ACT_LEAKY_RELU ? fmax((v), 0.0f) + SETTING_A(slope) * fmin((v), 0.0f)        \
      : (kind) == ACT_SIGMOID ? 1.0f / (1.0f + exp(-(v)))                                      \
      : (kind) == ACT_TANH ? tanh(v)                                                           \
+     : (kind) == ACT_CLIP ? clamp((v), SETTING_A(slope), SETTING_B(slope))                    \
+     : (kind) == ACT_HARDSIGMOID                                                              \
+         ? clamp(SETTING_A(slope) * (v) + SETTING_B(slope), 0.0f, 1.0f)                       \
+     : (kind) == ACT_HARDSWISH ? (v) * clamp((v) * (1.0f / 6.0f) + 0.5f, 0.0f, 1.0f)          \
+     : (kind) == ACT_SILU ? (v) * SILU_SIGMOID(v)                                             \
+     : (kind) == ACT_GELU ? (v) * GELU_CDF(v)                                                 \
+     : (kind) == ACT_GELU_TANH ? 0.5f * (v) * (1.0f + GELU_TANH_OF(v))                        \
+     : (kind) == ACT_ELU ? fmax((v), 0.0f) + SETTING_A(slope) * expm1(fmin((v), 0.0f))        \
      : (v))
 
 /* Index of element (n, h, w, c) of a tensor whose layout macros start with PREFIX. */
@@ -55,13 +84,33 @@ inline float hsum4(float4 v) { return dot(v, (float4)(1.0f)); }
 inline float hsum8(float8 v) { return hsum4(v.lo + v.hi); }
 inline float hsum16(float16 v) { return hsum8(v.lo + v.hi); }
 
-/* The derivative of an activation, from its OUTPUT y (all of them can be written so), times the
- * incoming gradient g: backward passes never need the pre-activation values. */
+/* The derivative of an activation times the incoming gradient g, from y: the activation's
+ * OUTPUT for most (the op declares derivative_from = "output": relu ... elu, where the output
+ * determines the slope), its INPUT for hardswish, silu and gelu (derivative_from = "input"),
+ * whose output does not (training keeps their input: they are never fused there). */
 #define ACTIVATE_BACKWARD(y, g, kind, slope)                                                   \
     ((kind) == ACT_RELU ? (g) * sign(fmax((y), 0.0f))                                          \
-     : (kind) == ACT_LEAKY_RELU ? (g) * ((slope) + (1.0f - (slope)) * sign(fmax((y), 0.0f))) \
+     : (kind) == ACT_LEAKY_RELU                                                               \
+         ? (g) * (SETTING_A(slope) + (1.0f - SETTING_A(slope)) * sign(fmax((y), 0.0f)))       \
      : (kind) == ACT_SIGMOID ? (g) * (y) * (1.0f - (y))                                       \
      : (kind) == ACT_TANH ? (g) * (1.0f - (y) * (y))                                          \
+     : (kind) == ACT_CLIP                                                                     \
+         ? (g) * sign(fmax((y) - SETTING_A(slope), 0.0f)) * sign(fmax(SETTING_B(slope) - (y), 0.0f)) \
+     : (kind) == ACT_HARDSIGMOID                                                              \
+         ? (g) * SETTING_A(slope) * sign(fmax((y), 0.0f)) * sign(fmax(1.0f - (y), 0.0f))      \
+     : (kind) == ACT_HARDSWISH                                                                \
+         ? (g) * (step(-3.0f, (y)) * (1.0f - step(3.0f, (y))) * ((y) * (1.0f / 3.0f) + 0.5f)  \
+                  + step(3.0f, (y)))                                                          \
+     : (kind) == ACT_SILU                                                                     \
+         ? (g) * SILU_SIGMOID(y) * (1.0f + (y) * (1.0f - SILU_SIGMOID(y)))                    \
+     : (kind) == ACT_GELU ? (g) * (GELU_CDF(y) + (y) * GELU_PDF(y))                           \
+     : (kind) == ACT_GELU_TANH                                                                \
+         ? (g) * (0.5f * (1.0f + GELU_TANH_OF(y))                                             \
+                  + 0.5f * (y) * (1.0f - GELU_TANH_OF(y) * GELU_TANH_OF(y))                   \
+                    * 0.79788456080286536f * (1.0f + 3.0f * 0.044715f * (y) * (y)))           \
+     : (kind) == ACT_ELU                                                                      \
+         ? (g) * (sign(fmax((y), 0.0f))                                                       \
+                  + (1.0f - sign(fmax((y), 0.0f))) * ((y) + SETTING_A(slope)))                \
      : (g))
 
 /* A counter-based random number in [0, 1): the same (seed, index) always gives the same number,

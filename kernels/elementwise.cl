@@ -5,7 +5,9 @@
  * VECTOR_WIDTH divides the channel stride, so the padding channels are processed too (they stay
  * finite and are never read as data).
  *
- * ACTIVATION_BACKWARD: dx = f'(y) dy, from the activation's output y (in place when dx is dy).
+ * ACTIVATION_BACKWARD: dx = f'(y) dy, from the activation's output y (in place when dx is dy);
+ *   with FROM_INPUT (hardswish, silu, gelu: an op declaring derivative_from = "input"), from its
+ *   input x instead, read through the X layout.
  * GRADIENT_COPY: y = x, or y += x with ACCUMULATE (the backward of add, and eval-mode dropout).
  * DROPOUT_FORWARD / DROPOUT_BACKWARD: keep each value with probability 1 - RATE, scaled by
  *   1 / (1 - RATE); the mask is a hash of (seed, the value's logical index), recomputed backward.
@@ -64,13 +66,18 @@ __kernel void KERNEL_NAME(__global const float *a, __global const float *b, __gl
 #endif
 
 #if defined(ACTIVATION_BACKWARD)
-/* y: the activation's output; g: dL/dy; dx: dL/dx (may be g itself, so no restrict) */
+/* y: the activation's output (its input with FROM_INPUT); g: dL/dy; dx: dL/dx (may be g itself,
+ * so no restrict) */
 __kernel void KERNEL_NAME(__global const float *y, __global const float *g, __global float *dx)
 {
     const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
     if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
     const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+#if defined(FROM_INPUT)
+    const realV out = LOADV(0, y + AT(X, n, h, w, c0));
+#else
     const realV out = LOADV(0, y + AT(Y, n, h, w, c0));
+#endif
     realV grad = ACTIVATE_BACKWARD(out, LOADV(0, g + AT(Y, n, h, w, c0)), ACTIVATION, SLOPE);
 #if ACCUMULATE
     grad += LOADV(0, dx + AT(X, n, h, w, c0));

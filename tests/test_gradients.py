@@ -5,8 +5,9 @@ For a random projection R of the output, L = sum(forward(x) * R); d L / d x and 
 from ``reference_backward`` (with dy = R) must match (L(v + h) - L(v - h)) / 2h at sampled
 entries: |analytic - numeric| <= 1e-6 + 1e-5 |numeric| (h = 1e-5). The cases are every op's
 ``Case(..., grad=True)`` (convgraph/ops/cases.py). Kinks are kept away: the inputs of a case
-declared with ``kinks=True`` (ReLU-like ops, pooling) are pushed at least 0.05 from zero and made
-distinct, so max-pooling has no ties, as Caffe's gradient checker does.
+declared with ``kinks=True`` (ReLU-like ops, pooling) are pushed at least 0.05 from the op's
+kinks (``Op.kinks``: zero unless declared, relu6's 0 and 6) and made distinct, so max-pooling has
+no ties, as Caffe's gradient checker does; they are spread to reach kinks far from zero.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _check(name, graph, rng, kinks=False, batch=2):
         volume = graph.nodes[source]["output"]
         x = rng.normal(size=(batch, volume.depth, volume.height, volume.width))
         if kinks:  # away from the kinks of ReLU and the ties of max-pooling
-            x = np.sign(x) * (np.abs(x) + 0.05) + rng.permutation(x.size).reshape(x.shape) * 1e-3
+            x = _away_from(op.kinks(data), x, rng)
         inputs.append(x)
     seed = 1234
     out = op.reference_train(data, inputs, params, seed)
@@ -66,6 +67,17 @@ def _check(name, graph, rng, kinks=False, batch=2):
             numeric = (loss(inputs, plus) - loss(inputs, minus)) / (2 * h)
             assert abs(d_params[key][index] - numeric) <= 1e-6 + 1e-5 * abs(numeric), (
                 name, key, index, d_params[key][index], numeric)
+
+
+def _away_from(kinks, x, rng):
+    """``x`` (standard normal) spread so that half its values lie beyond the farthest kink, each
+    moved 0.05 further from its nearest kink, plus distinct steps of 1e-3 (no ties)."""
+    kinks = np.asarray(kinks, np.float64)
+    x = x * max(1.0, float(np.abs(kinks).max()) / 0.67)
+    nearest = kinks[np.abs(x[..., None] - kinks).argmin(axis=-1)]
+    offset = x - nearest
+    x = nearest + np.sign(offset) * (np.abs(offset) + 0.05)
+    return x + rng.permutation(x.size).reshape(x.shape) * 1e-3
 
 
 def _sample(shape, rng, count=12):

@@ -4,7 +4,10 @@ Every tensor keeps its own buffer (the backward pass reads the forward activatio
 gradient buffer of the same layout. Walking the graph backwards, each op lowers its gradient
 kernels (ops/ ``lower_backward``); the first consumer of a tensor to run writes its gradient and
 the others add to it, decided here at plan time. An activation fused into a conv, fc or batchnorm
-is differentiated in place, from the stored output, just before that layer's own backward.
+is differentiated in place, from the stored output, just before that layer's own backward. One
+whose derivative needs its input (``derivative_from = "input"``: hardswish, silu, gelu) is not
+fused in training: it runs on its own, so the layer before it keeps its output, the activation's
+input (storing it from a fused kernel would cost the same memory and a second output per kernel).
 """
 
 from __future__ import annotations
@@ -108,6 +111,13 @@ class TrainLowering(Lowering):
     def output_grad(self) -> Buffer:
         return grad(self.output_storage)
 
+    def epilogue(self) -> tuple[str, float]:
+        """As in inference, but no activation that training runs on its own (runs_alone)."""
+        if runs_alone(self.planner.graph, self.node.epilogue):
+            self.epilogue_applied = True
+            return "ACT_NONE", 0.0
+        return super().epilogue()
+
     def needs_grad(self, slot: int = 0) -> bool:
         return self.input_storage(slot) != self.training.input_storage
 
@@ -125,7 +135,7 @@ class TrainLowering(Lowering):
         once this kernel writes it: the first writer, and the activation's only consumer."""
         graph = self.planner.graph
         source = self.node.inputs[0]
-        producer = graph.nodes[source].fused_into
+        producer = fused_in_training(graph, source)
         if (accumulate or not producer or graph.nodes[producer].epilogue != source
                 or list(graph.successors(source)) != [self.name]
                 or list(graph.successors(producer)) != [source]):
@@ -210,6 +220,20 @@ class _TrainingPlanner(_Planner):
         self.input_storage = ""
 
 
+def runs_alone(graph: nx.DiGraph, name: str | None) -> bool:
+    """Whether node ``name`` is an activation fused in inference that a training step runs
+    on its own: its derivative needs its input, which the fused kernel would overwrite."""
+    if not name or not graph.nodes[name].fused_into:
+        return False
+    return REGISTRY[graph.nodes[name].op].derivative_from == "input"
+
+
+def fused_in_training(graph: nx.DiGraph, name: str) -> str | None:
+    """The node whose kernel does ``name``'s work in a training step (``fused_into``, less
+    the activations that run alone there)."""
+    return None if runs_alone(graph, name) else graph.nodes[name].fused_into
+
+
 def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "sgd",
                   train: dict | None = None) -> TrainingPlan:
     """The kernels and launches of one training step, and of evaluation, for ``graph``."""
@@ -218,14 +242,14 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
     planner = _TrainingPlanner(graph, profile, {})
     for name in names:
         node = graph.nodes[name]
-        if node.fused_into:  # fused activations and flattens read by fc share storage
+        if fused_in_training(graph, name):  # fused activations, flattens read by fc share storage
             planner.storage_of[name] = planner.storage_of[node.inputs[0]]
         else:
             planner.storage_of[name] = name
             planner.layouts[name] = Layout(node.output, channel_stride(node.output.depth))
     for name in names:
         node = graph.nodes[name]
-        if node.fused_into or not node.inputs:
+        if fused_in_training(graph, name) or not node.inputs:
             continue
         op = REGISTRY[node.op]
         need = op.input_halo(node)
@@ -241,7 +265,7 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
     logits_node = _logits_node(graph)
     logits = planner.storage_of[logits_node]
     last = names.index(logits_node)  # nothing after the node the loss reads is lowered
-    lowered = [n for n in names[: last + 1] if not graph.nodes[n].fused_into]
+    lowered = [n for n in names[: last + 1] if not fused_in_training(graph, n)]
 
     groups: dict[str, list[Launch]] = {}
     planner.launches = []
@@ -303,7 +327,7 @@ def _lower_epilogue_backward(planner: _TrainingPlanner, name: str) -> None:
     """dL/dz = f'(y) dL/dy in place, for an activation fused into node ``name``: the
     activation's own kernel, on the node's output and gradient."""
     fused = planner.graph.nodes[name].epilogue
-    if not fused or name in planner.gated:
+    if not fused or name in planner.gated or runs_alone(planner.graph, fused):
         return
     activation = planner.graph.nodes[fused]
     op = REGISTRY[activation.op]

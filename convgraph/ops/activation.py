@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from convgraph.ops import values as v
@@ -49,16 +51,32 @@ class Elementwise(Op):
     def lower_backward(self, ctx) -> None:
         grad, accumulate = ctx.input_grad()
         code, slope = self.epilogue_args(ctx.node)
+        defines = {"ACTIVATION": code, "SLOPE": slope, "ACCUMULATE": accumulate}
+        source = ctx.output_tensor
+        if self.derivative_from == "input":
+            defines["FROM_INPUT"] = 1
+            source = ctx.input_tensor()
         ctx.pixel_launch(
             "elementwise",
             "ACTIVATION_BACKWARD",
             {"Y": ctx.output_layout, "X": ctx.input_layout()},
-            [ctx.output_tensor, ctx.output_grad, grad],
-            {"ACTIVATION": code, "SLOPE": slope, "ACCUMULATE": accumulate},
+            [source, ctx.output_grad, grad],
+            defines,
         )
 
     def reference_backward(self, node, inputs, output, grad, params, seed):
-        return [grad * self.derivative(output, **node.attrs)], {}
+        at = inputs[0] if self.derivative_from == "input" else output
+        return [grad * self.derivative(at, **node.attrs)], {}
+
+
+def _clip_between(low: float, high: float) -> dict:
+    """A graph-form case of clip (the pattern form writes no negative numbers)."""
+    return {"clip": {"op": "clip", "min": low, "max": high, "inputs": ["input"]}}
+
+
+def _settings(a: float, b: float) -> str:
+    """Two settings as the one constant the ACTIVATE macros take (common.cl: SETTING_A/_B)."""
+    return f"(float2)({float(a)!r}f, {float(b)!r}f)"
 
 
 @register
@@ -149,6 +167,262 @@ class Tanh(Elementwise):
 
     def derivative(self, y):
         return 1.0 - y * y
+
+
+@register
+class Clip(Elementwise):
+    name = "clip"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "CLIP(1, 2)", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", _clip_between(-0.5, 0.75), grad=True, kinks=True, label="clip-both"),
+        Case("13x9x17", _clip_between(-0.5, 0.5), batch=7, label="clip-both"),
+        Case("9x5x3", "CONV(6, 3, pad=1)-CLIP(0.25, 1.5)", batch=1, other_profile=True),
+    )
+    summary = "min(max(x, min), max) (PyTorch's hardtanh, ONNX Clip)."
+    aliases = ("hardtanh",)
+    presets = {"hardtanh": {"min": -1.0, "max": 1.0}}  # PyTorch's defaults
+    positional = ("min", "max")
+    params = {
+        "min": Param(v.number(-1e30, 1e30), doc="the lowest output", expects="a number"),
+        "max": Param(v.number(-1e30, 1e30), doc="the highest output; above min",
+                     expects="a number"),
+    }
+    flops_per_element = 2
+    activation_code = "ACT_CLIP"
+
+    def infer(self, node):
+        low, high = self.bounds(node.attrs)
+        if not low < high:
+            raise node.error(f"clip needs min below max, got min={low:g} max={high:g}.",
+                             attr="max", hint="give clip(min, max) with min < max, e.g. "
+                                              "clip(0, 6).")
+        return super().infer(node)
+
+    def bounds(self, attrs) -> tuple[float, float]:
+        return attrs["min"], attrs["max"]
+
+    def kinks(self, node):
+        return self.bounds(node.attrs)
+
+    def onnx_export(self, node, onnx):  # ONNX Clip (opset 11 on) takes its bounds as inputs
+        low, high = self.bounds(node.attrs)
+        onnx.add("Clip", [onnx.inputs[0], onnx.constant("min", low), onnx.constant("max", high)],
+                 output=onnx.output)
+
+    def epilogue_args(self, node):
+        return self.activation_code, _settings(*self.bounds(node.attrs))
+
+    def function(self, x, **attrs):
+        return np.clip(x, *self.bounds(attrs))
+
+    def derivative(self, y, **attrs):
+        low, high = self.bounds(attrs)
+        return ((y > low) & (y < high)).astype(np.float64)
+
+
+@register
+class Relu6(Clip):
+    name = "relu6"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "RELU6", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "RELU6", grad=True, kinks=True),
+        Case("7x3x20", "RELU6", batch=7),
+        Case("1x1x20", "FC(33)-RELU6", batch=3),
+    )
+    summary = "min(max(x, 0), 6) (MobileNet)."
+    aliases = ()
+    presets = {}
+    positional = ()
+    params = {}
+
+    def bounds(self, attrs):
+        return 0.0, 6.0
+
+
+@register
+class HardSigmoid(Elementwise):
+    name = "hardsigmoid"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "HARDSIGMOID", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "HARDSIGMOID", grad=True, kinks=True),
+        Case("4x3x2", "HARDSIGMOID(0.5, 0.25)", grad=True, kinks=True),
+        Case("7x3x20", "HARDSIGMOID(0.2, 0.5)", batch=7),
+        Case("9x5x3", "BATCHNORM-HARDSIGMOID", batch=1, other_profile=True),
+    )
+    aliases = ("hard_sigmoid",)
+    summary = "min(max(alpha x + beta, 0), 1); the defaults are PyTorch's, relu6(x + 3) / 6."
+    positional = ("alpha", "beta")
+    params = {
+        "alpha": Param(v.number(0.0, 1e30, exclusive_min=True), default=1.0 / 6.0,
+                       doc="the slope (ONNX's default: 0.2)"),
+        "beta": Param(v.number(-1e30, 1e30), default=0.5, doc="the offset"),
+    }
+    flops_per_element = 3
+    activation_code = "ACT_HARDSIGMOID"
+    onnx_op = "HardSigmoid"
+
+    def onnx_attributes(self, node):
+        return {"alpha": float(node.attrs["alpha"]), "beta": float(node.attrs["beta"])}
+
+    def kinks(self, node):
+        alpha, beta = node.attrs["alpha"], node.attrs["beta"]
+        return (-beta / alpha, (1.0 - beta) / alpha)
+
+    def epilogue_args(self, node):
+        return self.activation_code, _settings(node.attrs["alpha"], node.attrs["beta"])
+
+    def function(self, x, alpha, beta):
+        return np.clip(alpha * x + beta, 0.0, 1.0)
+
+    def derivative(self, y, alpha, beta):
+        return np.where((y > 0) & (y < 1), alpha, 0.0)
+
+
+@register
+class HardSwish(Elementwise):
+    name = "hardswish"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "HARDSWISH", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "HARDSWISH", grad=True, kinks=True),
+        Case("7x3x20", "HARDSWISH", batch=7),
+        Case("9x5x3", "CONV(6, 3, pad=1)-HARDSWISH", batch=1, other_profile=True),
+    )
+    aliases = ("hard_swish",)
+    summary = "x relu6(x + 3) / 6 (MobileNetV3)."
+    flops_per_element = 4
+    activation_code = "ACT_HARDSWISH"
+    derivative_from = "input"
+
+    def kinks(self, node):
+        return (-3.0, 3.0)
+
+    def onnx_export(self, node, onnx):  # x HardSigmoid(x): ONNX's HardSwish needs opset 14
+        (x,) = onnx.inputs
+        gate = onnx.add("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+        onnx.add("Mul", [x, gate], output=onnx.output)
+
+    def function(self, x):
+        return x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+
+    def derivative(self, x):  # from the input: the output does not fix the slope
+        return np.where(x < -3.0, 0.0, np.where(x > 3.0, 1.0, x / 3.0 + 0.5))
+
+
+@register
+class Silu(Elementwise):
+    name = "silu"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "SILU", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "SILU", grad=True),
+        Case("7x3x20", "SWISH", batch=7),
+        Case("6x6x5", "SILU", batch=1, other_profile=True),
+        Case("1x1x20", "FC(33)-SILU", batch=17),
+    )
+    aliases = ("swish",)
+    summary = "x sigmoid(x) (swish; EfficientNet)."
+    flops_per_element = 5
+    activation_code = "ACT_SILU"
+    derivative_from = "input"
+
+    def onnx_export(self, node, onnx):  # x Sigmoid(x), as torch.onnx writes it
+        (x,) = onnx.inputs
+        onnx.add("Mul", [x, onnx.add("Sigmoid", [x])], output=onnx.output)
+
+    def function(self, x):
+        return x / (1.0 + np.exp(-x))
+
+    def derivative(self, x):
+        s = 1.0 / (1.0 + np.exp(-x))
+        return s * (1.0 + x * (1.0 - s))
+
+
+@register
+class Gelu(Elementwise):
+    name = "gelu"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "GELU", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "GELU", grad=True),
+        Case("4x3x2", "GELU(tanh)", grad=True),
+        Case("7x3x20", "GELU", batch=7),
+        Case("7x3x20", "GELU(tanh)", batch=1, other_profile=True),
+        Case("9x5x3", "BATCHNORM-GELU", batch=3),
+    )
+    summary = "x Phi(x), Phi the normal CDF (approximate=tanh: PyTorch's tanh form)."
+    positional = ("approximate",)
+    params = {"approximate": Param(v.choice("none", "tanh"), default="none",
+                                   doc="none: the exact erf form; tanh: the tanh approximation")}
+    flops_per_element = 8
+    activation_code = "ACT_GELU"
+    derivative_from = "input"
+
+    def epilogue_args(self, node):
+        return ("ACT_GELU_TANH" if node.attrs["approximate"] == "tanh" else "ACT_GELU"), 0.0
+
+    def onnx_export(self, node, onnx):
+        """The Erf or Tanh pattern torch.onnx writes before opset 20 (which has Gelu)."""
+        (x,) = onnx.inputs
+        if node.attrs["approximate"] == "tanh":  # 0.5 x (1 + tanh(k (x + 0.044715 x^3)))
+            cube = onnx.add("Mul", [onnx.add("Mul", [x, x]), x])
+            inner = onnx.add("Add", [x, onnx.add("Mul", [cube, onnx.constant("c", 0.044715)])])
+            curve = onnx.add("Tanh", [onnx.add("Mul", [inner, onnx.constant("k", _GELU_K)])])
+        else:  # 0.5 x (1 + erf(x / sqrt 2))
+            curve = onnx.add("Erf", [onnx.add("Div", [x, onnx.constant("sqrt2",
+                                                                        math.sqrt(2.0))])])
+        half = onnx.add("Mul", [x, onnx.constant("half", 0.5)])
+        onnx.add("Mul", [half, onnx.add("Add", [curve, onnx.constant("one", 1.0)])],
+                 output=onnx.output)
+
+    def function(self, x, approximate):
+        if approximate == "tanh":
+            return 0.5 * x * (1.0 + np.tanh(_GELU_K * (x + 0.044715 * x**3)))
+        return x * _normal_cdf(x)
+
+    def derivative(self, x, approximate):
+        if approximate == "tanh":
+            t = np.tanh(_GELU_K * (x + 0.044715 * x**3))
+            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_K * (
+                1.0 + 3 * 0.044715 * x * x)
+        return _normal_cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+_GELU_K = math.sqrt(2.0 / math.pi)
+
+
+def _normal_cdf(x):
+    return 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])  # numpy has no erf; math's is exact
+
+
+@register
+class Elu(Elementwise):
+    name = "elu"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("8x6x5", "ELU", output="8x6x5", params=0, macs=0),
+        Case("4x3x2", "ELU(0.5)", grad=True, kinks=True),
+        Case("7x3x20", "ELU", batch=7),
+        Case("9x5x3", "CONV(6, 3, pad=1)-ELU(0.5)", batch=1, other_profile=True),
+    )
+    summary = "x if x > 0 else alpha (exp(x) - 1)."
+    positional = ("alpha",)
+    params = {"alpha": Param(v.number(0.0, 1e30, exclusive_min=True), default=1.0,
+                             doc="the value approached as x -> -inf is -alpha")}
+    flops_per_element = 4
+    activation_code = "ACT_ELU"
+    onnx_op = "Elu"
+
+    def onnx_attributes(self, node):
+        return {"alpha": float(node.attrs["alpha"])}
+
+    def epilogue_args(self, node):
+        return self.activation_code, float(node.attrs["alpha"])
+
+    def function(self, x, alpha):
+        return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+
+    def derivative(self, y, alpha):  # from the output: y + alpha = alpha exp(x) where x <= 0
+        return np.where(y > 0, 1.0, y + alpha)
 
 
 @register

@@ -241,6 +241,11 @@ class Op:
     # the ACT_* constant of kernels/common.cl computing this activation: set, the op can run as
     # the epilogue of the node before it (one that ``takes_epilogue``)
     activation_code: str | None = None
+    # what an activation's derivative is computed from: "output" (relu, sigmoid, clip, elu...:
+    # the output fixes the slope, so a fused activation is differentiated from the stored
+    # output) or "input" (hardswish, silu, gelu: the output does not, so training runs the
+    # activation on its own, keeping its input, and fuses it only in inference)
+    derivative_from: str = "output"
     takes_epilogue: bool = False  # its kernels can apply a fused activation (ctx.epilogue())
     # the op this one reads a volume through (fc: "flatten"): passes insert it before this op
     # where the input is not 1x1 already, then fuse it into this op's kernel
@@ -296,6 +301,11 @@ class Op:
     def epilogue_args(self, node: Node) -> tuple[str, float]:
         """(ACT_* code, its slope) of this activation run inside another kernel."""
         return self.activation_code, 0.0
+
+    def kinks(self, node: Node) -> tuple[float, ...]:
+        """The inputs where this op's derivative jumps (relu: 0; relu6: 0 and 6), which the
+        finite-difference check of a case declared ``kinks=True`` keeps its inputs away from."""
+        return (0.0,)
 
     def input_halo(self, node: Node) -> tuple[int, int, int, int] | None:
         """The zero halo (top, bottom, left, right) this node reads around its first input."""
@@ -440,6 +450,8 @@ def declaration_problems(op: Op) -> list[str]:
     if op.activation_code is not None and not (
             isinstance(op.activation_code, str) and op.activation_code.startswith("ACT_")):
         problems.append("'activation_code' names an ACT_* constant of kernels/common.cl.")
+    if op.derivative_from not in ("output", "input"):
+        problems.append("'derivative_from' is \"output\" or \"input\".")
     if op.implicit_flatten is not None and not isinstance(op.implicit_flatten, str):
         problems.append("'implicit_flatten' names the op that flattens its input.")
     return problems
