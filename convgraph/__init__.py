@@ -17,6 +17,7 @@ __all__ = [
     "Model",
     "Target",
     "load_weights",
+    "import_onnx",
     "callbacks",
     "ConvgraphError",
     "SpecError",
@@ -60,6 +61,10 @@ def __getattr__(name: str):
         from convgraph.model import load
 
         return load
+    if name == "import_onnx":  # an ONNX file as a spec and weights (convgraph/onnx/importer.py)
+        from convgraph.onnx.importer import import_onnx
+
+        return import_onnx
     if name == "load_weights":
         from convgraph.train.checkpoint import load_weights
 
