@@ -29,6 +29,10 @@ OLDEST_OPSET = 11
 PLUMBING = ("Constant", "Identity", "Pad")  # read by the walk itself, not by an op
 
 
+class _Downstream(Exception):
+    """A node reading what a refused node makes: not reported on its own (its cause is)."""
+
+
 class OnnxImportError(SpecError):
     """An ONNX file that cannot become a convgraph spec: unreadable, malformed, or holding
     nodes convgraph cannot express (exit status 2, as a spec's errors)."""
@@ -220,6 +224,7 @@ class _Walk:
         self.weights: dict[str, np.ndarray] = {}
         self.pads: dict[str, tuple[str, tuple]] = {}  # Pad output -> (its input, pads)
         self.unsupported: list[str] = []
+        self.refused: set[str] = set()  # tensors made by refused nodes (and what they feed)
 
     def run(self) -> ImportedModel:
         input_name = self._input()
@@ -232,6 +237,8 @@ class _Walk:
                 self._import(node, index)
             except OnnxUnsupported as refusal:
                 self._refuse(node, index, refusal.why)
+            except _Downstream:
+                self.refused.update(node.output)
         if self.unsupported:
             count = len(self.unsupported)
             raise _fail(self.path, f"{count} node{'s' if count > 1 else ''} convgraph cannot "
@@ -281,6 +288,7 @@ class _Walk:
         return f"{width}x{height}x{depth}"
 
     def _refuse(self, node, index: int, why: str) -> None:
+        self.refused.update(node.output)
         self.unsupported.append(f"'{_label(node, index)}' ({node.op_type}, opset {self.opset}): "
                                 f"{why}")
 
@@ -324,6 +332,8 @@ class _Walk:
         if tensor in self.pads:
             raise OnnxUnsupported(f"it reads the Pad output '{tensor}', which only a conv or an "
                                   "average pool can take as its padding")
+        if tensor in self.refused:
+            raise _Downstream(tensor)
         if tensor not in self.source:
             raise OnnxUnsupported(f"its input '{tensor}' comes from a node not imported")
         return self.source[tensor]
@@ -403,6 +413,7 @@ class _Walk:
 
     def _layer(self, node, index: int, attributes: dict) -> None:
         op = self.types[node.op_type]
+        self._check_float_types(node, index)
         view = self._view(node, attributes)
         layer = op.from_onnx(view)
         inputs = list(node.input)
@@ -419,6 +430,16 @@ class _Walk:
         self.nodes[name] = {"op": op.name, **layer.attrs, "inputs": reads}
         self._record(name, op, layer)
         self.source[node.output[0]] = name
+
+    def _check_float_types(self, node, index: int) -> None:
+        """A float constant of another width than the float32 input is a malformed model
+        (onnxruntime refuses it too); ONNX's own shape inference lets it pass."""
+        for name in node.input:
+            value = self.constants.get(name)
+            if value is not None and value.dtype.kind == "f" and value.dtype != np.float32:
+                raise _fail(self.path, f"node '{_label(node, index)}' ({node.op_type}): its input "
+                            f"'{name}' is {value.dtype}, where the network computes in float32.",
+                            hint="export the model in float32 throughout.")
 
     def _record(self, name: str, op: Op, layer: OnnxLayer) -> None:
         """The spec node (without the settings at their defaults, for reading) and weights."""
