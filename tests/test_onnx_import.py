@@ -447,3 +447,18 @@ def test_a_wrong_opset_or_a_second_input_says_why(tmp_path):
         h.make_tensor_value_info("extra", TensorProto.FLOAT, [1, 3, 8, 8])))
     with pytest.raises(OnnxImportError, match="the graph has 2 inputs"):
         import_onnx(path)
+
+
+def test_the_readme_coverage_table_is_what_the_ops_declare():
+    """Each op's onnx_types have their row in README '### Import', with the op's onnx_notes."""
+    from pathlib import Path
+
+    from convgraph.onnx.importer import supported_types
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("\n### Import\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    for onnx_type, op in supported_types().items():
+        row = next((line for line in rows if f"`{onnx_type}`" in line.split("|")[1]), None)
+        assert row is not None, f"ONNX op {onnx_type} has no row in README '### Import'"
+        assert f"`{op.name}`" in row.split("|")[2] and op.onnx_notes in row
