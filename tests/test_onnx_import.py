@@ -204,12 +204,19 @@ def test_each_covered_op_runs_like_onnxruntime(case, tmp_path, cl_device):
     assert_runs_like_onnxruntime(path, cl_device)
 
 
-@pytest.mark.parametrize("opset", [11, 12, 13, 18, 21])
+@pytest.mark.parametrize("opset", [11, 12, 13, 18, 21, 25])
 def test_every_opset_from_11(opset, tmp_path, cl_device):
     """Opset changes the exporters hit: Squeeze's axes and Pad's pads move to inputs, and
     Softmax's axis means something else before 13."""
     for build in (classifier_model("gap-squeeze-gemm-softmax"), pad_model("conv")):
         assert_runs_like_onnxruntime(build(tmp_path, opset), cl_device)
+
+
+def test_the_newest_opset_onnx_knows_imports(tmp_path):
+    """onnxruntime may lag behind onnx: the import itself is checked at onnx's newest opset."""
+    newest = onnx.defs.onnx_opset_version()
+    imported = import_onnx(classifier_model("gap-squeeze-gemm-softmax")(tmp_path, newest))
+    assert [node["op"] for node in imported.spec["nodes"].values()][-1] == "softmax"
 
 
 def test_names_weights_and_a_fixed_batch_are_kept(tmp_path):
