@@ -131,6 +131,17 @@ def classifier_model(head: str):
                       h.make_node("MatMul", ["f", "fw"], ["mm"], name="fc"),
                       h.make_node("Add", ["mm", "fb"], ["y"], name="fc_bias")]
             inits += [ints("shape", [-1, 54]), tensor("fw", 54, 4), tensor("fb", 4)]
+        elif head == "shape-reshape-gemm":  # x.view(x.size(0), -1), as torch.onnx exports it
+            nodes += [h.make_node("Shape", ["c"], ["s"], name="shape"),
+                      h.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+                      h.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsqueeze")
+                      if opset >= 13 else
+                      h.make_node("Unsqueeze", ["n"], ["n1"], name="unsqueeze", axes=[0]),
+                      h.make_node("Concat", ["n1", "minus1"], ["target"], name="target", axis=0),
+                      h.make_node("Reshape", ["c", "target"], ["f"], name="view"),
+                      h.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1)]
+            inits += [ints("zero", 0), ints("axes", [0]), ints("minus1", [-1]),
+                      tensor("fw", 4, 54), tensor("fb", 4)]
         else:  # "gap-squeeze-gemm-softmax"
             axes = [h.make_node("Squeeze", ["g"], ["f"], name="squeeze", axes=[2, 3])] \
                 if opset < 13 else [h.make_node("Squeeze", ["g", "axes"], ["f"], name="squeeze")]
@@ -191,6 +202,7 @@ OP_MODELS = {
     "globalaveragepool": pool_model("GlobalAveragePool"),
     "flatten-gemm": classifier_model("flatten-gemm"),
     "reshape-matmul-add": classifier_model("reshape-matmul-add"),
+    "shape-gather-concat-reshape-gemm": classifier_model("shape-reshape-gemm"),
     "gap-squeeze-dropout-identity-gemm-softmax": classifier_model("gap-squeeze-gemm-softmax"),
     "pad-into-conv": pad_model("conv"),
     "pad-into-avgpool": pad_model("avgpool"),
@@ -208,7 +220,8 @@ def test_each_covered_op_runs_like_onnxruntime(case, tmp_path, cl_device):
 def test_every_opset_from_11(opset, tmp_path, cl_device):
     """Opset changes the exporters hit: Squeeze's axes and Pad's pads move to inputs, and
     Softmax's axis means something else before 13."""
-    for build in (classifier_model("gap-squeeze-gemm-softmax"), pad_model("conv")):
+    for build in (classifier_model("gap-squeeze-gemm-softmax"), pad_model("conv"),
+                  classifier_model("shape-reshape-gemm")):
         assert_runs_like_onnxruntime(build(tmp_path, opset), cl_device)
 
 

@@ -225,6 +225,7 @@ class _Walk:
         self.pads: dict[str, tuple[str, tuple]] = {}  # Pad output -> (its input, pads)
         self.unsupported: list[str] = []
         self.refused: set[str] = set()  # tensors made by refused nodes (and what they feed)
+        self.shape_only = self._shape_computations()
 
     def run(self) -> ImportedModel:
         input_name = self._input()
@@ -294,8 +295,26 @@ class _Walk:
 
     # --- one node ---
 
+    def _shape_computations(self) -> set[str]:
+        """The outputs of nodes that only compute a Reshape's target shape
+        (``x.view(x.size(0), -1)`` exports as Shape, Gather, Unsqueeze, Concat): those nodes
+        are skipped, since the flatten reads the shape ONNX's inference gives the Reshape."""
+        outputs = {value.name for value in self.graph.output}
+        skipped: set[str] = set()
+        for node in reversed(self.graph.node):
+            uses = [(reader, list(reader.input).index(name)) for name in node.output
+                    for reader in self.readers.get(name, [])]
+            if uses and not outputs.intersection(node.output) and all(
+                    (reader.op_type == "Reshape" and position == 1)
+                    or set(reader.output) <= skipped for reader, position in uses):
+                skipped.update(node.output)
+        return skipped
+
     def _import(self, node, index: int) -> None:
         attributes = _attributes(node)
+        if set(node.output) <= self.shape_only:
+            self._fold_shape_computation(node, attributes)
+            return
         if node.op_type == "Constant":
             self._constant(node, attributes)
         elif node.op_type == "Identity":
@@ -308,6 +327,49 @@ class _Walk:
             self._layer(node, index, attributes)
         else:
             raise OnnxUnsupported("no convgraph op reads this op type")
+
+    def _fold_shape_computation(self, node, attributes: dict) -> None:
+        """Work a shape computation out as a constant, for a batch of 1 (where it cannot be,
+        the Reshape it feeds is refused as one of unknown shape)."""
+        if node.op_type == "Shape":
+            shape = self.shapes.get(node.input[0])
+            if shape and all(isinstance(n, int) for n in shape[1:]):
+                dims = np.array([1, *shape[1:]], np.int64)
+                start, end = attributes.get("start", 0), attributes.get("end")
+                self.constants[node.output[0]] = dims[start:end]
+            return
+        if not all(name in self.constants for name in node.input if name):
+            return
+        from onnx import TensorProto
+        from onnx import helper as onnx_helper
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {name: self.constants[name] for name in node.input if name}
+        untyped = [onnx_helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)
+                   for name in (*feeds, *node.output)]
+        alone = onnx_helper.make_model(  # the node alone, at the model's opset
+            onnx_helper.make_graph([node], "shape", untyped[:len(feeds)], untyped[len(feeds):]),
+            opset_imports=[onnx_helper.make_opsetid("", self.opset)])
+        try:
+            values = ReferenceEvaluator(alone).run(None, feeds)
+        except Exception:  # an op the evaluator lacks: the Reshape is refused instead
+            return
+        self.constants.update(zip(node.output, values))
+
+    def _reshaped(self, node) -> tuple | None:
+        """A Reshape's output shape from its constant target, the batch axis kept symbolic,
+        where shape inference could not tell it (a target computed from the batch)."""
+        source, target = self.shapes.get(node.input[0]), self.constants.get(node.input[1])
+        if source is None or target is None or not all(isinstance(n, int) for n in source[1:]):
+            return None
+        known = [1, *source[1:]]  # the shape computations were worked out for a batch of 1
+        dims = [known[i] if n == 0 else int(n) for i, n in enumerate(target.reshape(-1))]
+        if dims.count(-1) == 1:
+            rest = int(np.prod([n for n in dims if n != -1]))
+            dims[dims.index(-1)] = int(np.prod(known)) // max(rest, 1)
+        if dims[0] != 1 or int(np.prod(dims)) != int(np.prod(known)):
+            return None
+        return (source[0], *dims[1:])
 
     def _constant(self, node, attributes: dict) -> None:
         from onnx import numpy_helper
@@ -401,10 +463,18 @@ class _Walk:
         return OnnxNode(
             name=node.name, op_type=node.op_type, opset=self.opset, attributes=attributes,
             input_shapes=[self._tensor_shape(name) for name in inputs],
-            output_shapes=[self.shapes.get(name) if name in used else None
+            output_shapes=[self._output_shape(node, name) if name in used else None
                            for name in node.output],
             constants=[self.constants.get(name) if name else None for name in inputs],
             folded_pads=folded)
+
+    def _output_shape(self, node, name: str) -> tuple | None:
+        shape = self.shapes.get(name)
+        known = shape is not None and all(isinstance(n, int) for n in shape[1:])
+        if node.op_type == "Reshape" and not known:
+            shape = self._reshaped(node) or shape
+            self.shapes[name] = shape  # what the layers after it read
+        return shape
 
     def _tensor_shape(self, name: str) -> tuple | None:
         if name in self.constants:

@@ -232,8 +232,8 @@ class Flatten(Op):
         return Volume(1, 1, node.input_volumes[0].elements), {}
 
     onnx_types = ("Flatten", "Reshape", "Squeeze")
-    onnx_notes = ("to (N, C*H*W) only: Flatten axis 1, the Reshape and Squeeze exporters emit "
-                  "before a classifier")
+    onnx_notes = ("to (N, C*H*W) only: Flatten axis 1, the Reshape (a constant target or one "
+                  "computed from Shape) and Squeeze exporters emit before a classifier")
 
     def from_onnx(self, node):
         source, result = node.input_shapes[0], node.output_shapes[0]
