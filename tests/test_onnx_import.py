@@ -170,6 +170,14 @@ def pad_model(reader: str):
     return build
 
 
+def conv_add_bias_model(tmp_path, opset):
+    """A bias-less Conv and an Add of a (1, C, 1, 1) constant, as Keras exporters write it."""
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             h.make_node("Add", ["c", "b"], ["y"], name="bias")]
+    return save(tmp_path, nodes, [tensor("w", 4, 3, 3, 3), tensor("b", 1, 4, 1, 1)], (3, 6, 5),
+                (4, 6, 5), opset)
+
+
 def constant_model(tmp_path, opset):
     weight = h.make_node("Constant", [], ["w"], name="weight",
                          value=tensor("w_value", 4, 3, 1, 1))
@@ -207,6 +215,7 @@ OP_MODELS = {
     "pad-into-conv": pad_model("conv"),
     "pad-into-avgpool": pad_model("avgpool"),
     "constant": constant_model,
+    "conv-add-bias": conv_add_bias_model,
 }
 
 
@@ -380,6 +389,15 @@ def test_every_unsupported_node_is_reported_at_once(tmp_path):
         assert fragment in message
     done = program("import", path)
     assert done.returncode == 2 and "3 nodes convgraph cannot import" in done.stderr
+
+
+def test_an_add_of_a_constant_that_is_no_bias_is_refused(tmp_path):
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             h.make_node("Add", ["c", "plane"], ["y"], name="shift")]
+    path = save(tmp_path, nodes, [tensor("w", 4, 3, 3, 3), tensor("plane", 1, 1, 6, 6)],
+                (3, 8, 8), (4, 6, 6))
+    with pytest.raises(OnnxImportError, match=r"'shift' \(Add, opset 17\): it broadcasts"):
+        import_onnx(path)
 
 
 def test_settings_an_op_cannot_express_are_refused(tmp_path):

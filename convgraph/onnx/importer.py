@@ -466,7 +466,7 @@ class _Walk:
             output_shapes=[self._output_shape(node, name) if name in used else None
                            for name in node.output],
             constants=[self.constants.get(name) if name else None for name in inputs],
-            folded_pads=folded)
+            folded_pads=folded, input_names=inputs)
 
     def _output_shape(self, node, name: str) -> tuple | None:
         shape = self.shapes.get(name)

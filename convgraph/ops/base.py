@@ -199,9 +199,14 @@ class OnnxNode:
     output_shapes: list
     constants: list  # np.ndarray, or None for a computed input (and for an absent optional one)
     folded_pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right of a Pad
+    input_names: list = field(default_factory=list)  # "" for an optional input left out
 
     def attr(self, key: str, default=None):
         return self.attributes.get(key, default)
+
+    def has_input(self, index: int) -> bool:
+        """Whether input ``index`` is given (optional inputs may be left out)."""
+        return index < len(self.input_names) and bool(self.input_names[index])
 
     def constant(self, index: int, what: str) -> np.ndarray:
         """Input ``index`` as an array; it must be an initializer or a Constant."""

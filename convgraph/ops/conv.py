@@ -170,7 +170,7 @@ class Conv(Op):
                  **onnx_window(node, kernel, stride, dilation),
                  "groups": int(node.attr("group", 1))}
         weights = {"weight": weight}
-        has_bias = len(node.constants) > 2 and node.input_shapes[2] is not None
+        has_bias = node.has_input(2)
         if has_bias:
             weights["bias"] = node.constant(2, "bias")
         attrs["bias"] = has_bias

@@ -63,7 +63,7 @@ class Dense(Op):
         weight = (matrix if transposed else matrix.T) * node.attr("alpha", 1.0)
         units = weight.shape[0]
         weights = {"weight": weight}
-        if node.op_type == "Gemm" and len(node.constants) > 2 and node.input_shapes[2]:
+        if node.op_type == "Gemm" and node.has_input(2):
             bias = node.constant(2, "bias C") * node.attr("beta", 1.0)
             if bias.size not in (1, units) or max(bias.shape, default=1) != bias.size:
                 raise OnnxUnsupported(f"its C has shape {list(bias.shape)}: convgraph adds one "
@@ -237,7 +237,8 @@ class Flatten(Op):
 
     def from_onnx(self, node):
         source, result = node.input_shapes[0], node.output_shapes[0]
-        features = int(np.prod([int(n) for n in source[1:]])) if source else None
+        known = source is not None and all(isinstance(n, int) for n in source[1:])
+        features = int(np.prod(source[1:])) if known else None
         if result is None or len(result) != 2 or str(result[1]) != str(features):
             raise OnnxUnsupported(f"it makes {result} of {source}: convgraph flattens only "
                                   "(N, C, H, W) to (N, C*H*W)")

@@ -135,7 +135,7 @@ class Concat(Op):
 
     def from_onnx(self, node):
         rank = len(node.input_shapes[0] or ())
-        axis = node.attr("axis")
+        axis = node.attr("axis", 1)
         if (axis + rank if axis < 0 else axis) != 1 or len(node.input_shapes) < 2:
             raise OnnxUnsupported(f"axis {axis}: convgraph concatenates 2+ inputs along "
                                   "the channels (axis 1)")

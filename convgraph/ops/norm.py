@@ -215,7 +215,7 @@ class Dropout(Op):
 
     def from_onnx(self, node):
         rate = node.attr("ratio", 0.5)
-        if len(node.constants) > 1 and node.input_shapes[1] is not None:
+        if node.has_input(1):
             rate = node.constant(1, "ratio").item()
         if len(node.output_shapes) > 1 and node.output_shapes[1] is not None:
             raise OnnxUnsupported("its mask output is not supported")

@@ -81,7 +81,7 @@ class Pool(Op):
                   "after than before); no dilations, no Indices output")
 
     def from_onnx(self, node):
-        kernel = tuple(node.attr("kernel_shape"))
+        kernel = tuple(node.attr("kernel_shape", ()))
         stride = tuple(node.attr("strides", (1, 1)))
         if len(kernel) != 2:
             raise OnnxUnsupported(f"kernel_shape {list(kernel)} is not 2-D")
