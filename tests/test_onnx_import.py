@@ -500,3 +500,19 @@ def test_the_readme_coverage_table_is_what_the_ops_declare():
         row = next((line for line in rows if f"`{onnx_type}`" in line.split("|")[1]), None)
         assert row is not None, f"ONNX op {onnx_type} has no row in README '### Import'"
         assert f"`{op.name}`" in row.split("|")[2] and op.onnx_notes in row
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_a_corrupted_model_is_imported_or_refused_never_a_crash(seed, tmp_path):
+    """Bytes of a valid model changed at random: an import or an OnnxImportError, nothing else
+    (a traceback on the command line)."""
+    path = resnet_like(tmp_path)
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    for position in rng.integers(0, len(data), 1 + seed % 8):
+        data[position] = int(rng.integers(0, 256))
+    path.write_bytes(bytes(data))
+    try:
+        import_onnx(path)
+    except OnnxImportError as error:
+        assert str(error).startswith(f"{path}: ")

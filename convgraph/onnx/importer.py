@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from convgraph.errors import SpecError
+from convgraph.errors import DataError, SpecError
 from convgraph.ops import REGISTRY
 from convgraph.ops.base import OnnxLayer, OnnxNode, OnnxUnsupported, Op
 
@@ -142,7 +142,12 @@ def _sorted_nodes(graph, path: str) -> list:
 
 
 def _label(node, index: int) -> str:
-    return node.name or f"#{index} ({', '.join(node.output)})"
+    return _text(node.name) or f"#{index} ({', '.join(map(_text, node.output))})"
+
+
+def _text(value) -> str:
+    """A name as text: protobuf hands a string that is not UTF-8 over as bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _checked_and_inferred(model, nodes: list, path: str):
@@ -210,7 +215,8 @@ class _Walk:
         self.model, self.path, self.graph = model, path, model.graph
         self.opset = default_opset(model)
         self.types = supported_types()
-        self.constants = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.constants = {t.name: self._initializer(t, numpy_helper) for t in
+                          self.graph.initializer}
         self.shapes = {v.name: _shape(v) for v in (*self.graph.input, *self.graph.value_info,
                                                    *self.graph.output)}
         self.readers: dict[str, list] = {}
@@ -226,6 +232,14 @@ class _Walk:
         self.unsupported: list[str] = []
         self.refused: set[str] = set()  # tensors made by refused nodes (and what they feed)
         self.shape_only = self._shape_computations()
+
+    def _initializer(self, tensor, numpy_helper) -> np.ndarray:
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception as error:  # an unknown element type, data of the wrong length
+            raise _fail(self.path, f"initializer '{_text(tensor.name)}' cannot be read "
+                        f"({type(error).__name__}: {error}).",
+                        hint="export the model again; the file may be damaged.") from None
 
     def run(self) -> ImportedModel:
         input_name = self._input()
@@ -522,7 +536,7 @@ class _Walk:
     def _spec_name(self, node, index: int, op: Op) -> str:
         """The node's own name where a spec can hold it ('/layer1/conv' reads layer1_conv),
         else the op's name and a count; never a name taken."""
-        cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", node.name).strip("_")
+        cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", _text(node.name)).strip("_")
         if not cleaned or not re.match(r"[A-Za-z_]", cleaned):
             cleaned = f"{op.name}{sum(n['op'] == op.name for n in self.nodes.values()) + 1}"
         name, copy = cleaned, 2
@@ -543,6 +557,9 @@ class _Walk:
             check_params(graph, imported.weights, "the imported weights")
         except SpecError as error:
             raise _fail(self.path, f"the imported network is refused: {error.detail()}",
+                        hint=error.hint) from None
+        except DataError as error:  # a weight convgraph cannot hold (not finite)
+            raise _fail(self.path, f"its weights are refused: {error.message}",
                         hint=error.hint) from None
         onnx_names = {layer: tensor for tensor, layer in self.source.items()}
         for name in imported.spec["nodes"]:
