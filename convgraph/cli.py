@@ -332,7 +332,7 @@ def command_compile(args) -> int:
     from convgraph.spec.expand import expanded_yaml
     from convgraph.summary import print_summary, summary_json
 
-    graph = analyse(network_source(args.spec, args if args.output else None), args.overrides)
+    graph = analyse(network_source(args.spec), args.overrides)
     print_warnings(graph)
     # the outputs are checked before anything is built, so a bad path costs nothing
     if args.output:
@@ -1111,7 +1111,8 @@ def command_tune(args) -> int:
     from convgraph.runtime.target import Target
     from convgraph.runtime.tune import tune
 
-    graphs = [analyse(spec, args.overrides) for spec in args.specs]  # all checked first
+    graphs = [analyse(network_source(spec), args.overrides)  # all checked first
+              for spec in args.specs]
     # the table is what tuning produces: its folder is checked before the first timing
     writable_folder(tuning_dir(), "the tuning folder (in the cache folder: $CONVGRAPH_CACHE, "
                                   "else $XDG_CACHE_HOME/convgraph, else ~/.cache/convgraph)")
