@@ -247,7 +247,7 @@ def test_names_weights_and_a_fixed_batch_are_kept(tmp_path):
                            h.make_node("Relu", ["r"], ["y"], name="")],
                 [tensor("w", 4, 3, 3, 3), tensor("b", 4), *bn_inputs("bn", 4)],
                 (3, 6, 5), (4, 4, 3), batch=8)
-    imported = import_onnx(path)
+    imported = convgraph.import_onnx(path)  # the API's name for it
     assert list(imported.spec["nodes"]) == ["stem_conv_0", "bn", "relu1"]
     assert imported.spec["input"] == "5x6x3"
     assert imported.spec["nodes"]["bn"]["inputs"] == ["stem_conv_0"]

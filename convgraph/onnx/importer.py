@@ -70,7 +70,7 @@ def import_onnx(path) -> ImportedModel:
 
     >>> imported = import_onnx("resnet.onnx")  # doctest: +SKIP
     >>> sorted(imported.weights)[:2]  # doctest: +SKIP
-    ['conv1.weight', 'bn1.bias']
+    ['bn1.bias', 'bn1.running_mean']
     """
     path = os.fspath(path)
     model = _read_model(path)
