@@ -329,6 +329,17 @@ def test_whole_networks_import_end_to_end(network, tmp_path, cl_device):
     assert ops.count("conv") == (6 if network is resnet_like else 4)
 
 
+def test_initializers_listed_as_graph_inputs_are_weights(tmp_path, cl_device):
+    """Older exporters (keep_initializers_as_inputs) list every weight as a graph input too."""
+    path = vgg_like(tmp_path)
+    model = onnx.load(path)
+    model.graph.input.extend(
+        h.make_tensor_value_info(t.name, t.data_type, t.dims) for t in model.graph.initializer)
+    onnx.save(model, path)
+    imported = assert_runs_like_onnxruntime(path, cl_device)
+    assert imported.spec["input"] == "16x16x3"
+
+
 def program(*args, cwd=None):
     done = subprocess.run([sys.executable, "-m", "convgraph.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
