@@ -352,7 +352,9 @@ def test_import_command_writes_a_spec_and_weights_that_run(tmp_path, cl_device):
     spec, weights = tmp_path / "net.yaml", tmp_path / "net.npz"
     done = program("import", path, "-o", spec, "--weights", weights)
     assert done.returncode == 0, done.stderr
-    assert "wrote" in done.stderr and spec.read_text().startswith("name: resnet_like")
+    assert "wrote" in done.stderr
+    assert spec.read_text().startswith("# imported from resnet_like.onnx (ONNX opset 17) by "
+                                       "convgraph import\nname: resnet_like\n")
     imported = import_onnx(path)
     model = convgraph.compile(str(spec), device=cl_device, batch=2)
     model.load_weights(weights)

@@ -45,11 +45,15 @@ class ImportedModel:
 
     spec: dict
     weights: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""  # the ONNX file, and its opset, for the spec's first line
+    opset: int | None = None
 
     def spec_text(self) -> str:
         """The spec as readable YAML: one line per node, in graph order."""
         head = {key: value for key, value in self.spec.items() if key != "nodes"}
-        lines = [yaml.safe_dump(head, sort_keys=False).rstrip(), "nodes:"]
+        file = "".join(c if c.isprintable() else "?" for c in Path(self.source).name)
+        lines = [f"# imported from {file} (ONNX opset {self.opset}) by "
+                 "convgraph import", yaml.safe_dump(head, sort_keys=False).rstrip(), "nodes:"]
         for name, node in self.spec["nodes"].items():
             flow = yaml.safe_dump(node, default_flow_style=True, sort_keys=False, width=10**6)
             lines.append(f"  {name}: {flow.strip()}")
@@ -264,7 +268,7 @@ class _Walk:
         spec = {"name": self.graph.name or Path(self.path).stem,
                 "input": self._volume_text(self.shapes[input_name], input_name),
                 "nodes": self.nodes, "output": output}
-        imported = ImportedModel(spec, self.weights)
+        imported = ImportedModel(spec, self.weights, self.path, self.opset)
         self._check_shapes(imported)
         return imported
 
