@@ -18,6 +18,7 @@ __all__ = [
     "Target",
     "load_weights",
     "export_onnx",
+    "import_onnx",
     "callbacks",
     "ConvgraphError",
     "SpecError",
@@ -67,6 +68,10 @@ def __getattr__(name: str):
         from convgraph.model import load
 
         return load
+    if name == "import_onnx":  # an ONNX file as a spec and weights (convgraph/onnx/importer.py)
+        from convgraph.onnx.importer import import_onnx
+
+        return import_onnx
     if name == "load_weights":
         from convgraph.train.checkpoint import load_weights
 

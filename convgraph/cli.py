@@ -323,6 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the run's spec, where the checkpoint does not hold it")
     _add_overrides(report)
     report.set_defaults(handler=printable_errors(command_report))
+
+    import_ = commands.add_parser(
+        "import", help="turn an ONNX model into a graph-form spec and a weights file",
+        description="Read MODEL.onnx (the CNN subset of ONNX, opsets 11 and up) and write it as "
+                    "a graph-form spec (stdout, or -o) and its weights under convgraph's names "
+                    "(--weights). compile and run also take a .onnx file directly.")
+    import_.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
+    import_.add_argument("-o", "--output", metavar="SPEC.yaml", type=a_path,
+                         help="write the spec here (default: print it)")
+    import_.add_argument("--weights", metavar="FILE.npz", type=a_path,
+                         help="write the weights here (<node>.weight, .bias, ...), for "
+                              "'run SPEC --weights FILE.npz'")
+    import_.set_defaults(handler=printable_errors(command_import))
     return parser
 
 
@@ -341,7 +354,7 @@ def command_compile(args) -> int:
     from convgraph.spec.expand import expanded_yaml
     from convgraph.summary import print_summary, summary_json
 
-    graph = analyse(args.spec, args.overrides)
+    graph = analyse(network_source(args.spec), args.overrides)
     print_warnings(graph)
     # the outputs are checked before anything is built, so a bad path costs nothing
     if args.output:
@@ -487,21 +500,63 @@ def command_check(args) -> int:
     return status
 
 
-def resolve_spec(path: str, overrides=()):
+def resolve_spec(path: str, overrides=(), args=None):
     """(graph, artifact): a spec file's network and None, or a compiled directory (from
     'compile -o') verified against its manifest (DataError naming a missing or altered file)
-    and the network of the spec it holds."""
+    and the network of the spec it holds; an ONNX model as network_source reads it."""
     if Path(path).is_dir():
         from convgraph.artifact import read_artifact
 
         artifact = read_artifact(path, overrides)
         return artifact.graph, artifact
-    return analyse(path, overrides), None
+    return analyse(network_source(path, args), overrides), None
+
+
+def network_source(path: str, args=None):
+    """What analyse reads for a spec path: the path, or for an ONNX model (.onnx) its spec,
+    imported in memory; its weights become ``args.weights`` where none are given."""
+    if not str(path).lower().endswith(".onnx"):
+        return path
+    import atexit
+    import shutil
+    import tempfile
+
+    from convgraph import import_onnx
+
+    imported = import_onnx(path)
+    if args is not None and not getattr(args, "weights", None):
+        folder = tempfile.mkdtemp(prefix="convgraph-onnx-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        args.weights = os.path.join(folder, "weights.npz")
+        np.savez(args.weights, **imported.weights)
+    return imported.spec
+
+
+def command_import(args) -> int:
+    """``convgraph import``: convgraph.import_onnx, written as a spec and a weights file."""
+    from convgraph import import_onnx
+    from convgraph.display import shown
+    from convgraph.files import atomic_write, writable_file
+
+    for target, what in ((args.output, "the spec file"), (args.weights, "the weights file")):
+        if target:
+            writable_file(target, what)
+    imported = import_onnx(args.model)
+    text = imported.spec_text()
+    if args.weights:
+        atomic_write(args.weights, lambda handle: np.savez(handle, **imported.weights))
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    atomic_write(args.output, lambda handle: handle.write(text.encode()))
+    print(f"wrote {shown(args.output)}: {plural(len(imported.spec['nodes']), 'layer')}"
+          + (f", weights in {shown(args.weights)}" if args.weights else ""), file=sys.stderr)
+    return 0
 
 
 def command_run(args) -> int:
     from convgraph.files import atomic_write
-    graph, artifact = resolve_spec(args.spec, args.overrides + _training_overrides(args))
+    graph, artifact = resolve_spec(args.spec, args.overrides + _training_overrides(args), args)
     print_warnings(graph)
     if artifact is not None and artifact.weights is not None and not args.weights \
             and not args.random_weights:
@@ -1109,7 +1164,8 @@ def command_tune(args) -> int:
     from convgraph.runtime.target import Target
     from convgraph.runtime.tune import tune
 
-    graphs = [analyse(spec, args.overrides) for spec in args.specs]  # all checked first
+    graphs = [analyse(network_source(spec), args.overrides)  # all checked first
+              for spec in args.specs]
     # the table is what tuning produces: its folder is checked before the first timing
     writable_folder(tuning_dir(), "the tuning folder (in the cache folder: $CONVGRAPH_CACHE, "
                                   "else $XDG_CACHE_HOME/convgraph, else ~/.cache/convgraph)")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, register
 from convgraph.ops.cases import Case
 
 
@@ -30,6 +30,9 @@ class Elementwise(Op):
 
     def infer(self, node):
         return node.input_volumes[0], {}
+
+    def from_onnx(self, node):
+        return OnnxLayer({})
 
     def flops(self, node):
         return self.flops_per_element * node.output.elements
@@ -82,6 +85,7 @@ def _settings(a: float, b: float) -> str:
 @register
 class Relu(Elementwise):
     name = "relu"
+    onnx_types = ("Relu",)
     cases = (  # test cases (ops/cases.py), read by every harness through the registry
         Case("8x6x5", "RELU", output="8x6x5", params=0, macs=0),
         Case("4x3x2", "RELU", grad=True, kinks=True),
@@ -110,6 +114,11 @@ class LeakyRelu(Elementwise):
     aliases = ("leaky_relu", "lrelu")
     summary = "x if x > 0 else slope * x."
     positional = ("slope",)
+    onnx_types = ("LeakyRelu",)
+    onnx_notes = "alpha from 0 to 1 becomes the slope"
+
+    def from_onnx(self, node):
+        return OnnxLayer({"slope": float(node.attr("alpha", 0.01))})
     params = {"slope": Param(v.number(0.0, 1.0), default=0.01, doc="slope for x < 0")}
     flops_per_element = 2
     activation_code = "ACT_LEAKY_RELU"
@@ -131,6 +140,7 @@ class LeakyRelu(Elementwise):
 @register
 class Sigmoid(Elementwise):
     name = "sigmoid"
+    onnx_types = ("Sigmoid",)
     cases = (  # test cases (ops/cases.py), read by every harness through the registry
         Case("8x6x5", "SIGMOID", output="8x6x5", params=0, macs=0),
         Case("4x3x2", "SIGMOID", grad=True),
@@ -151,6 +161,7 @@ class Sigmoid(Elementwise):
 @register
 class Tanh(Elementwise):
     name = "tanh"
+    onnx_types = ("Tanh",)
     cases = (  # test cases (ops/cases.py), read by every harness through the registry
         Case("8x6x5", "TANH", output="8x6x5", params=0, macs=0),
         Case("4x3x2", "TANH", grad=True),
@@ -443,6 +454,21 @@ class Softmax(Elementwise):
 
     def onnx_attributes(self, node):
         return {"axis": 1}
+
+    onnx_types = ("Softmax",)
+    onnx_notes = ("over the channels: axis 1 (before opset 13, over C*H*W: only where "
+                  "H = W = 1)")
+
+    def from_onnx(self, node):
+        shape = node.input_shapes[0] or ()
+        axis = node.attr("axis", 1 if node.opset < 13 else -1)
+        axis = axis + len(shape) if axis < 0 else axis
+        spatial_ones = all(str(n) == "1" for n in shape[2:])
+        if axis != 1 or (node.opset < 13 and not spatial_ones) or (
+                len(shape) == 4 and node.opset >= 13 and node.attr("axis") is None):
+            raise OnnxUnsupported(f"axis {node.attr('axis')} of shape {list(shape)}: convgraph "
+                                  "takes the softmax over the channels")
+        return OnnxLayer({})
 
     def lower(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout

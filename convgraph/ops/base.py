@@ -181,6 +181,64 @@ class Node(dict):
         return self.layer.error(message, **kwargs)
 
 
+class OnnxUnsupported(Exception):
+    """An Op's ``from_onnx`` refusing an ONNX node it cannot hold; ``why`` says what. The
+    importer (convgraph/onnx/importer.py) gathers every one and reports them together."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+@dataclass
+class OnnxNode:
+    """One ONNX node as an Op's ``from_onnx`` sees it: attributes as Python values, each
+    input's and output's shape from ONNX shape inference ((N, C, H, W) or (N, C); the batch
+    axis may be a name), and each input's value where it is a constant or an initializer."""
+
+    name: str
+    op_type: str
+    opset: int
+    attributes: dict
+    input_shapes: list
+    output_shapes: list
+    constants: list  # np.ndarray, or None for a computed input (and for an absent optional one)
+    folded_pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right of a Pad
+    input_names: list = field(default_factory=list)  # "" for an optional input left out
+
+    def attr(self, key: str, default=None):
+        return self.attributes.get(key, default)
+
+    def has_input(self, index: int) -> bool:
+        """Whether input ``index`` is given (optional inputs may be left out)."""
+        return index < len(self.input_names) and bool(self.input_names[index])
+
+    def constant(self, index: int, what: str) -> np.ndarray:
+        """Input ``index`` as an array; it must be an initializer or a Constant."""
+        value = self.constants[index] if index < len(self.constants) else None
+        if value is None:
+            raise OnnxUnsupported(f"its {what} (input {index + 1}) is computed by the graph; "
+                                  "convgraph needs it as an initializer or a Constant")
+        return value
+
+    def spatial_input(self) -> tuple[int, int]:
+        """(height, width) of the first input, before any folded Pad."""
+        shape = self.input_shapes[0]
+        if shape is None or len(shape) != 4:
+            raise OnnxUnsupported(f"its input has shape {shape}: convgraph needs (N, C, H, W)")
+        return int(shape[2]), int(shape[3])
+
+
+@dataclass
+class OnnxLayer:
+    """What ``from_onnx`` makes of an ONNX node: the convgraph settings, the weights under
+    the op's own names (``weight``, ``bias``...), and which ONNX inputs are volumes it reads."""
+
+    attrs: dict
+    weights: dict = field(default_factory=dict)
+    inputs: tuple[int, ...] = (0,)
+
+
 INIT_RULES = ("fan_in", "ones", "zeros")
 
 
@@ -253,6 +311,9 @@ class Op:
     # as the network's output, the loss reads this op's input (softmax: the cross-entropy
     # kernel applies its own), and training stops before it
     loss_reads_input: bool = False
+    # --- ONNX import (convgraph/onnx/importer.py) ---
+    onnx_types: tuple[str, ...] = ()  # the ONNX op types this op reads, through from_onnx
+    onnx_notes: str = ""  # what of those types it covers, for the README's coverage table
 
     def derived_defaults(self, attrs: dict) -> dict:
         """Defaults that follow from other attributes, for params declared with default None
@@ -275,6 +336,20 @@ class Op:
                 continue
             shown.append(f"{key}={_attr_text(value)}")
         return " ".join(shown)
+
+    def from_onnx(self, node: OnnxNode) -> OnnxLayer:
+        """This op's settings and weights for one ONNX node of a type in ``onnx_types``;
+        raises OnnxUnsupported(why) for attribute values it cannot express."""
+        raise NotImplementedError(f"op '{self.name}' reads no ONNX nodes")
+
+    def onnx_fold_bias(self, layer: OnnxLayer, bias: np.ndarray) -> bool:
+        """Take an ONNX ``Add`` of a constant into ``layer`` as its bias (MatMul+Add); True
+        when it did. Ops without a bias to take decline."""
+        return False
+
+    def onnx_folds_pad(self, node: OnnxNode) -> bool:
+        """Whether a zero ``Pad`` before this ONNX node can become this layer's padding."""
+        return False
 
     # --- shapes (shapes.py) ---
 

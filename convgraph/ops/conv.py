@@ -8,11 +8,22 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import InputExtent, Node, Op, Param, Weight, register
+from convgraph.ops.base import (
+    InputExtent,
+    Node,
+    OnnxLayer,
+    OnnxUnsupported,
+    Op,
+    Param,
+    Weight,
+    register,
+)
 from convgraph.ops.cases import Case
 from convgraph.ops.spatial import (
     choose_tile,
     covering_pads,
+    onnx_pair,
+    onnx_window,
     reference_unwindow,
     reference_windows,
     slide,
@@ -143,6 +154,41 @@ class Conv(Op):
             doc="exact (default: output size must be whole), floor or ceil",
         ),
     }
+
+    onnx_types = ("Conv",)
+    onnx_notes = ("2-D; pads (asymmetric too: a symmetric pad and a rounding), auto_pad, "
+                  "strides, dilations, group")
+
+    def from_onnx(self, node):
+        weight = node.constant(1, "weight")
+        if weight.ndim != 4:
+            raise OnnxUnsupported(f"its weight has {weight.ndim} axes: convgraph convolves 2-D")
+        kernel = tuple(node.attr("kernel_shape", weight.shape[2:]))
+        stride = tuple(node.attr("strides", (1, 1)))
+        dilation = tuple(node.attr("dilations", (1, 1)))
+        attrs = {"filters": int(weight.shape[0]), "size": onnx_pair(kernel),
+                 "stride": onnx_pair(stride), "dilation": onnx_pair(dilation),
+                 **onnx_window(node, kernel, stride, dilation),
+                 "groups": int(node.attr("group", 1))}
+        weights = {"weight": weight}
+        has_bias = node.has_input(2)
+        if has_bias:
+            weights["bias"] = node.constant(2, "bias")
+        attrs["bias"] = has_bias
+        return OnnxLayer(attrs, weights)
+
+    def onnx_fold_bias(self, layer, bias):
+        filters = layer.attrs["filters"]
+        if layer.attrs["bias"] or bias.size != filters or bias.reshape(-1).shape[0] != filters:
+            return False
+        if bias.ndim == 4 and bias.shape[2:] != (1, 1) or bias.ndim not in (1, 3, 4):
+            return False
+        layer.attrs["bias"] = True
+        layer.weights["bias"] = bias.reshape(filters)
+        return True
+
+    def onnx_folds_pad(self, node):
+        return True  # zero padding is what a conv pads with
 
     def derived_defaults(self, attrs):
         if attrs.get("groups") == "depthwise":  # one filter per input channel

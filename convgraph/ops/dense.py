@@ -6,7 +6,7 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, Weight, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, Weight, register
 from convgraph.ops.cases import Case
 from convgraph.ops.spatial import widest_dividing
 
@@ -45,6 +45,39 @@ class Dense(Op):
     kernels = ("dense", "reduction")  # reduction: the bias gradient's CHANNEL_SUM
     takes_epilogue = True
     implicit_flatten = "flatten"
+    onnx_types = ("Gemm", "MatMul")
+    onnx_notes = ("Gemm: alpha, beta, transB, a constant B and C (no transA); MatMul: a "
+                  "constant 2-D B, a following Add of a constant becomes the bias")
+
+    def from_onnx(self, node):
+        matrix = node.constant(1, "weight matrix B").astype(np.float64)
+        if matrix.ndim != 2:
+            raise OnnxUnsupported(f"its B has shape {list(matrix.shape)}: convgraph needs 2-D")
+        if node.input_shapes[0] is None or len(node.input_shapes[0]) != 2:
+            raise OnnxUnsupported(f"its input has shape {node.input_shapes[0]}: convgraph "
+                                  "multiplies (N, features)")
+        if node.attr("transA", 0):
+            raise OnnxUnsupported("transA=1 (a transposed input) is not supported")
+        # fc holds (units, inputs), as Gemm's B with transB=1 and MatMul's B transposed
+        transposed = node.op_type == "Gemm" and node.attr("transB", 0)
+        weight = (matrix if transposed else matrix.T) * node.attr("alpha", 1.0)
+        units = weight.shape[0]
+        weights = {"weight": weight}
+        if node.op_type == "Gemm" and node.has_input(2):
+            bias = node.constant(2, "bias C") * node.attr("beta", 1.0)
+            if bias.size not in (1, units) or max(bias.shape, default=1) != bias.size:
+                raise OnnxUnsupported(f"its C has shape {list(bias.shape)}: convgraph adds one "
+                                      f"bias per output ({units})")
+            weights["bias"] = np.broadcast_to(bias.reshape(-1), (units,))
+        return OnnxLayer({"units": units, "bias": "bias" in weights}, weights)
+
+    def onnx_fold_bias(self, layer, bias):
+        units = layer.attrs["units"]
+        if layer.attrs["bias"] or bias.size != units or max(bias.shape, default=1) != units:
+            return False
+        layer.attrs["bias"] = True
+        layer.weights["bias"] = bias.reshape(units)
+        return True
     colour = "#d1e7dd"
     params = {
         "units": Param(v.integer(1), doc="number of outputs"),
@@ -203,6 +236,19 @@ class Flatten(Op):
 
     def infer(self, node):
         return Volume(1, 1, node.input_volumes[0].elements), {}
+
+    onnx_types = ("Flatten", "Reshape", "Squeeze")
+    onnx_notes = ("to (N, C*H*W) only: Flatten axis 1, the Reshape (a constant target or one "
+                  "computed from Shape) and Squeeze exporters emit before a classifier")
+
+    def from_onnx(self, node):
+        source, result = node.input_shapes[0], node.output_shapes[0]
+        known = source is not None and all(isinstance(n, int) for n in source[1:])
+        features = int(np.prod(source[1:])) if known else None
+        if result is None or len(result) != 2 or str(result[1]) != str(features):
+            raise OnnxUnsupported(f"it makes {result} of {source}: convgraph flattens only "
+                                  "(N, C, H, W) to (N, C*H*W)")
+        return OnnxLayer({})
 
     def flops(self, node):
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from convgraph.core import Volume
-from convgraph.ops.base import Op, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, register
 from convgraph.ops.cases import Case
 
 
@@ -34,6 +34,17 @@ class Add(Op):
         }, batch=1, other_profile=True, label="halos"),
     )
     aliases = ("sum", "residual")
+    onnx_types = ("Add", "Sum")
+    onnx_notes = ("volumes of one shape (no broadcasting); an Add of a constant after a conv "
+                  "or MatMul becomes its bias")
+
+    def from_onnx(self, node):
+        if len(set(map(str, node.input_shapes))) != 1:
+            raise OnnxUnsupported(f"it broadcasts {node.input_shapes}: convgraph adds volumes "
+                                  "of one shape")
+        if len(node.input_shapes) == 1:
+            raise OnnxUnsupported("a Sum of one input is not supported")
+        return OnnxLayer({}, inputs=tuple(range(len(node.input_shapes))))
     summary = "Elementwise sum of two or more volumes of the same size (residual connections)."
     min_inputs, max_inputs = 2, None
     kernels = ("elementwise",)
@@ -122,6 +133,16 @@ class Concat(Op):
         }, batch=1, other_profile=True, label="halos"),
     )
     aliases = ("concatenate",)
+    onnx_types = ("Concat",)
+    onnx_notes = "along the channels (axis 1)"
+
+    def from_onnx(self, node):
+        rank = len(node.input_shapes[0] or ())
+        axis = node.attr("axis", 1)
+        if (axis + rank if axis < 0 else axis) != 1 or len(node.input_shapes) < 2:
+            raise OnnxUnsupported(f"axis {axis}: convgraph concatenates 2+ inputs along "
+                                  "the channels (axis 1)")
+        return OnnxLayer({}, inputs=tuple(range(len(node.input_shapes))))
     summary = "Stack two or more volumes of the same width and height along depth."
     min_inputs, max_inputs = 2, None
     kernels = ("layout",)

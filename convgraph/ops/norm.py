@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, Weight, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, Weight, register
 from convgraph.ops.cases import Case
 
 
@@ -22,6 +22,20 @@ class BatchNorm(Op):
              other_profile=True),
     )
     aliases = ("bn", "batch_norm")
+    onnx_types = ("BatchNormalization",)
+    onnx_notes = "inference form (training_mode 0); momentum m becomes convgraph's 1 - m"
+
+    def from_onnx(self, node):
+        if node.attr("training_mode", 0):
+            raise OnnxUnsupported("training_mode=1 is not supported")
+        names = ("weight", "bias", "running_mean", "running_var")
+        weights = {key: node.constant(index + 1, key.replace("_", " "))
+                   for index, key in enumerate(names)}
+        # ONNX keeps m of the running statistics per step; convgraph (as PyTorch) says how
+        # much of the new batch it takes
+        attrs = {"eps": float(node.attr("epsilon", 1e-5)),
+                 "momentum": round(1.0 - float(node.attr("momentum", 0.9)), 7)}
+        return OnnxLayer(attrs, weights)
     summary = "Normalise each depth slice over the batch, then scale and shift (learned)."
     kernels = ("norm", "reduction")  # reduction: SUM_SPLITS of the gradients
     takes_epilogue = True
@@ -201,6 +215,16 @@ class Dropout(Op):
     summary = "Zero values with probability rate in training (scaling the rest); identity after."
     positional = ("rate",)
     inference_identity = True
+    onnx_types = ("Dropout",)
+    onnx_notes = "ratio kept as the rate (attribute, or a constant input from opset 12)"
+
+    def from_onnx(self, node):
+        rate = node.attr("ratio", 0.5)
+        if node.has_input(1):
+            rate = node.constant(1, "ratio").item()
+        if len(node.output_shapes) > 1 and node.output_shapes[1] is not None:
+            raise OnnxUnsupported("its mask output is not supported")
+        return OnnxLayer({"rate": float(rate)})
     kernels = ("elementwise",)
     params = {
         "rate": Param(

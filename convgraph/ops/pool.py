@@ -6,9 +6,16 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, register
 from convgraph.ops.cases import Case
-from convgraph.ops.spatial import covering_pads, reference_unwindow, reference_windows, slide
+from convgraph.ops.spatial import (
+    covering_pads,
+    onnx_pair,
+    onnx_window,
+    reference_unwindow,
+    reference_windows,
+    slide,
+)
 
 
 @register
@@ -69,6 +76,41 @@ class Pool(Op):
 
     def derived_defaults(self, attrs):
         return {"stride": attrs["size"]}
+
+    onnx_types = ("MaxPool", "AveragePool")
+    onnx_notes = ("2-D; pads, auto_pad, ceil_mode, count_include_pad (not with more padding "
+                  "after than before); no dilations, no Indices output")
+
+    def from_onnx(self, node):
+        kernel = tuple(node.attr("kernel_shape", ()))
+        stride = tuple(node.attr("strides", (1, 1)))
+        if len(kernel) != 2:
+            raise OnnxUnsupported(f"kernel_shape {list(kernel)} is not 2-D")
+        if any(d != 1 for d in node.attr("dilations", (1, 1))):
+            raise OnnxUnsupported("dilated pooling is not supported")
+        if len(node.output_shapes) > 1 and node.output_shapes[1] is not None:
+            raise OnnxUnsupported("its Indices output is not supported")
+        average = node.op_type == "AveragePool"
+        count_pad = bool(node.attr("count_include_pad", 0)) and average
+        if node.folded_pads != (0, 0, 0, 0):  # a zero Pad: taps an average counts
+            count_pad = True
+        attrs = {"mode": "avg" if average else "max", "size": onnx_pair(kernel),
+                 "stride": onnx_pair(stride), **onnx_window(node, kernel, stride, (1, 1))}
+        pads = [p + q for p, q in zip(node.attr("pads", [0, 0, 0, 0]), node.folded_pads)]
+        if count_pad and (pads[2] > pads[0] or pads[3] > pads[1]):
+            raise OnnxUnsupported(f"count_include_pad with pads {pads}: convgraph counts "
+                                  "the same padding before and after")
+        if count_pad:
+            attrs["count_pad"] = True
+        return OnnxLayer(attrs)
+
+    def onnx_folds_pad(self, node):
+        # zeros count as taps of an average; a max would see them where ONNX's own padding
+        # is ignored, so a max pool (or an average that ignores its own pads) keeps its Pad
+        own_pads = any(node.attr("pads", [0, 0, 0, 0])) or node.attr("auto_pad", "NOTSET") \
+            not in ("NOTSET", b"NOTSET", "VALID", b"VALID")
+        return node.op_type == "AveragePool" and (
+            bool(node.attr("count_include_pad", 0)) or not own_pads)
 
     def infer(self, node):
         (x,) = node.input_volumes
@@ -206,6 +248,11 @@ class GlobalAvgPool(Op):
         Case("13x9x5", "CONV(17, 3, pad=1)-GAP", batch=1),
     )
     aliases = ("globalavgpool", "global_avg_pool", "globalpool")
+    onnx_types = ("GlobalAveragePool",)
+
+    def from_onnx(self, node):
+        node.spatial_input()  # a 2-D input
+        return OnnxLayer({})
     summary = "Global average pooling: each depth slice averaged to one value (1x1xD)."
     kernels = ("pool",)
     colour = "#fff3cd"

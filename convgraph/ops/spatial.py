@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from convgraph.ops.base import LayerDef, Node
+from convgraph.ops.base import LayerDef, Node, OnnxNode, OnnxUnsupported
 
 
 @dataclass(frozen=True)
@@ -232,3 +232,66 @@ def covering_pads(node: Node) -> tuple[int, int, int, int]:
     bottom = max((out.height - 1) * sh + window_extent(kh, dh) - x.height - top, 0)
     right = max((out.width - 1) * sw + window_extent(kw, dw) - x.width - left, 0)
     return top, left, bottom, right
+
+
+def onnx_window(node: OnnxNode, kernel, stride, dilation) -> dict:
+    """The ``pad`` (and ``rounding``, where needed) that slide (height, width) windows of an
+    ONNX Conv or pool as the node does. ONNX pads each side on its own
+    (``pads = [top, left, bottom, right]``, plus a folded Pad); convgraph pads both sides of
+    an axis alike, so windows start at -begin and the rounding is chosen that gives ONNX's
+    output size: the windows are then the same ones, and no window reads the padding a
+    convgraph side has beyond ONNX's (the output size rules that out)."""
+    size = node.spatial_input()
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if isinstance(auto_pad, bytes):
+        auto_pad = auto_pad.decode()
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pairs = [same_padding(n, k, s, d) for n, k, s, d in zip(size, kernel, stride, dilation)]
+        if auto_pad == "SAME_LOWER":
+            pairs = [(after, before) for before, after in pairs]
+        pads = [pairs[0][0], pairs[1][0], pairs[0][1], pairs[1][1]]
+    elif auto_pad == "VALID":
+        pads = [0, 0, 0, 0]
+    else:
+        pads = list(node.attr("pads", [0, 0, 0, 0]))
+    pads = [p + q for p, q in zip(pads, node.folded_pads)]
+    if len(pads) != 4 or min(pads) < 0:
+        raise OnnxUnsupported(f"pads {pads} are not 2-D non-negative padding")
+    begin, end = (pads[0], pads[1]), (pads[2], pads[3])
+    output = node.output_shapes[0]
+    if output is None or len(output) != 4:
+        raise OnnxUnsupported("its output shape is unknown")
+    wanted = (int(output[2]), int(output[3]))
+    if all(b == e for b, e in zip(begin, end)) and begin == (0, 0):
+        pad = 0
+    elif all(same_padding(n, k, s, d) == (b, e) for n, k, s, d, b, e in
+             zip(size, kernel, stride, dilation, begin, end)) and begin != end:
+        return {"pad": "same"}
+    else:
+        pad = begin[0] if begin[0] == begin[1] else [begin[1], begin[0]]  # WxH
+    for rounding in ("exact", "floor", "ceil"):
+        got = tuple(_window_count(n, k, s, d, b, rounding)
+                    for n, k, s, d, b in zip(size, kernel, stride, dilation, begin))
+        if got == wanted:
+            return {"pad": pad} if rounding == "exact" else {"pad": pad, "rounding": rounding}
+    raise OnnxUnsupported(f"pads {pads} with output {wanted[1]}x{wanted[0]} (WxH) have no "
+                          "symmetric padding and rounding that slide the same windows")
+
+
+def _window_count(size, kernel, stride, dilation, pad, rounding) -> int | None:
+    """Windows along one axis as slide() counts them (None: not whole under 'exact')."""
+    span = size + 2 * pad - window_extent(kernel, dilation)
+    if span < 0:
+        return None
+    if span % stride == 0 or rounding == "floor":
+        return span // stride + 1
+    if rounding == "ceil":
+        output = -(-span // stride) + 1
+        return output - 1 if (output - 1) * stride >= size + pad else output
+    return None
+
+
+def onnx_pair(hw) -> int | list[int]:
+    """An ONNX (height, width) pair as a spec writes it: an int, or [w, h]."""
+    height, width = (int(n) for n in hw)
+    return height if height == width else [width, height]

@@ -1,0 +1,580 @@
+"""ONNX import: the CNN subset of an ONNX model as a graph-form spec plus its weights.
+
+The walk here knows ONNX's plumbing (initializers, Constant, Identity, a zero Pad before a
+conv or pool, an Add of a constant after a MatMul, the batch axis); what each ONNX op type
+becomes is declared by the convgraph op that reads it (``Op.onnx_types`` and
+``Op.from_onnx`` in convgraph/ops/), so no op knowledge lives in this file. Every node that
+cannot be imported is reported together, with its name, type and opset.
+
+>>> imported = import_onnx("model.onnx")  # doctest: +SKIP
+>>> imported.spec["input"], len(imported.spec["nodes"])  # doctest: +SKIP
+('32x32x3', 21)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from convgraph.errors import DataError, SpecError
+from convgraph.ops import REGISTRY
+from convgraph.ops.base import OnnxLayer, OnnxNode, OnnxUnsupported, Op
+
+OLDEST_OPSET = 11
+PLUMBING = ("Constant", "Identity", "Pad")  # read by the walk itself, not by an op
+
+
+class _Downstream(Exception):
+    """A node reading what a refused node makes: not reported on its own (its cause is)."""
+
+
+class OnnxImportError(SpecError):
+    """An ONNX file that cannot become a convgraph spec: unreadable, malformed, or holding
+    nodes convgraph cannot express (exit status 2, as a spec's errors)."""
+
+
+@dataclass
+class ImportedModel:
+    """An imported ONNX model: ``spec`` (a graph-form spec, as a dict ``load_spec`` reads)
+    and ``weights`` (float32 arrays named ``<node>.weight`` ..., as Model.params names them)."""
+
+    spec: dict
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""  # the ONNX file, and its opset, for the spec's first line
+    opset: int | None = None
+
+    def spec_text(self) -> str:
+        """The spec as readable YAML: one line per node, in graph order."""
+        head = {key: value for key, value in self.spec.items() if key != "nodes"}
+        file = "".join(c if c.isprintable() else "?" for c in Path(self.source).name)
+        lines = [f"# imported from {file} (ONNX opset {self.opset}) by "
+                 "convgraph import", yaml.safe_dump(head, sort_keys=False).rstrip(), "nodes:"]
+        for name, node in self.spec["nodes"].items():
+            flow = yaml.safe_dump(node, default_flow_style=True, sort_keys=False, width=10**6)
+            lines.append(f"  {name}: {flow.strip()}")
+        return "\n".join(lines) + "\n"
+
+
+def supported_types() -> dict[str, Op]:
+    """Every ONNX op type an op declares it reads, and that op."""
+    return {onnx_type: op for op in REGISTRY.values() for onnx_type in op.onnx_types}
+
+
+def import_onnx(path) -> ImportedModel:
+    """Read an ONNX file into a graph-form spec and convgraph-named weights.
+
+    Raises OnnxImportError (exit status 2) naming the file, and the node where there is one,
+    for a file that is missing, truncated, malformed (wrong types, dangling inputs, cycles,
+    missing external data) or uses what convgraph cannot express (every such node at once).
+
+    >>> imported = import_onnx("resnet.onnx")  # doctest: +SKIP
+    >>> sorted(imported.weights)[:2]  # doctest: +SKIP
+    ['bn1.bias', 'bn1.running_mean']
+    """
+    path = os.fspath(path)
+    model = _read_model(path)
+    nodes = _sorted_nodes(model.graph, path)
+    model = _checked_and_inferred(model, nodes, path)
+    return _Walk(model, path).run()
+
+
+def _fail(path: str, message: str, hint: str | None = None) -> OnnxImportError:
+    return OnnxImportError(f"{path}: {message}", hint=hint)
+
+
+def _read_model(path: str):
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    if not Path(path).is_file():
+        raise _fail(path, "no such ONNX file." if not Path(path).exists() else "not a file.",
+                    hint="give the path of a .onnx model.")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError and kin: the bytes are not a model
+        raise _fail(path, f"not a readable ONNX model ({type(error).__name__}: "
+                    f"{str(error).strip() or 'truncated or not protobuf'}).",
+                    hint="export the model again; a file cut short in copying reads so.") from None
+    if not model.HasField("graph"):
+        raise _fail(path, "the file holds no ONNX graph (empty or not an ONNX model).",
+                    hint="export the model again.")
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = dict((e.key, e.value) for e in tensor.external_data).get("location", "")
+            if not (Path(path).parent / location).is_file():
+                raise _fail(path, f"initializer '{tensor.name}' keeps its data in the external "
+                            f"file '{location}', which is missing.",
+                            hint="put the data file next to the model, as it was exported.")
+    try:
+        load_external_data_for_model(model, str(Path(path).parent))
+    except Exception as error:
+        raise _fail(path, f"its external data cannot be read ({error}).",
+                    hint="put the data files next to the model, as they were exported.") from None
+    return model
+
+
+def _sorted_nodes(graph, path: str) -> list:
+    """The graph's nodes in an order that has every producer before its readers, or an error
+    naming a node that reads a tensor nothing makes (dangling) or that lies on a cycle."""
+    known = {value.name for value in graph.input} | {t.name for t in graph.initializer}
+    producer = {name: node for node in graph.node for name in node.output if name}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name and name not in known and name not in producer:
+                raise _fail(path, f"node '{_label(node, index)}' ({node.op_type}) reads "
+                            f"'{name}', which no node, graph input or initializer makes.",
+                            hint="the graph is cut short: export the whole model again.")
+    done, ordered, waiting = set(known), [], list(enumerate(graph.node))
+    while waiting:
+        ready = [(i, node) for i, node in waiting
+                 if all(not name or name in done for name in node.input)]
+        if not ready:
+            index, node = waiting[0]
+            raise _fail(path, f"node '{_label(node, index)}' ({node.op_type}) lies on a cycle: "
+                        "its inputs depend on its own output.",
+                        hint="convgraph imports acyclic (feed-forward) graphs only.")
+        for _, node in ready:
+            ordered.append(node)
+            done.update(node.output)
+        waiting = [(i, node) for i, node in waiting if (i, node) not in ready]
+    return ordered
+
+
+def _label(node, index: int) -> str:
+    return _text(node.name) or f"#{index} ({', '.join(map(_text, node.output))})"
+
+
+def _text(value) -> str:
+    """A name as text: protobuf hands a string that is not UTF-8 over as bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _checked_and_inferred(model, nodes: list, path: str):
+    """The model with its nodes in order, checked by onnx.checker and with every tensor's
+    shape inferred (strictly: a type or shape ONNX itself refuses is an error here)."""
+    import onnx
+
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    opset = default_opset(model)
+    newest = onnx.defs.onnx_opset_version()
+    if opset is None or not OLDEST_OPSET <= opset <= newest:
+        raise _fail(path, f"opset {opset} of the default ONNX domain is outside what convgraph "
+                    f"imports ({OLDEST_OPSET} to {newest}).",
+                    hint="export with an opset in that range (torch.onnx.export(..., "
+                         "opset_version=17)).")
+    try:
+        onnx.checker.check_model(model)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as error:  # ValidationError, InferenceError: a malformed graph
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise _fail(path, f"not a valid ONNX model: {first}",
+                    hint="the file names the node at fault; export the model again.") from None
+
+
+def default_opset(model) -> int | None:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return None
+
+
+def _shape(value_info) -> tuple | None:
+    """(N, C, H, W)-style dims of a tensor (names for symbolic ones), or None if unknown."""
+    tensor = value_info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                 for d in tensor.shape.dim)
+
+
+def _is_default(op: Op, key: str, value) -> bool:
+    param = op.params.get(key)
+    if param is None or param.required or param.default is None:
+        return False
+    try:
+        return param.parse(value) == param.default
+    except ValueError:
+        return False  # the spec check reports it, against the node
+
+
+def _attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+class _Walk:
+    """One pass over the sorted nodes, building spec nodes and weights and gathering what
+    cannot be imported."""
+
+    def __init__(self, model, path: str):
+        from onnx import numpy_helper
+
+        self.model, self.path, self.graph = model, path, model.graph
+        self.opset = default_opset(model)
+        self.types = supported_types()
+        self.constants = {t.name: self._initializer(t, numpy_helper) for t in
+                          self.graph.initializer}
+        self.shapes = {v.name: _shape(v) for v in (*self.graph.input, *self.graph.value_info,
+                                                   *self.graph.output)}
+        self.readers: dict[str, list] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.readers.setdefault(name, []).append(node)
+        self.source: dict[str, str] = {}  # tensor -> the spec node that computes it
+        self.nodes: dict[str, dict] = {}
+        self.layers: dict[str, OnnxLayer] = {}
+        self.ops: dict[str, Op] = {}
+        self.weights: dict[str, np.ndarray] = {}
+        self.pads: dict[str, tuple[str, tuple]] = {}  # Pad output -> (its input, pads)
+        self.unsupported: list[str] = []
+        self.refused: set[str] = set()  # tensors made by refused nodes (and what they feed)
+        self.shape_only = self._shape_computations()
+
+    def _initializer(self, tensor, numpy_helper) -> np.ndarray:
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception as error:  # an unknown element type, data of the wrong length
+            raise _fail(self.path, f"initializer '{_text(tensor.name)}' cannot be read "
+                        f"({type(error).__name__}: {error}).",
+                        hint="export the model again; the file may be damaged.") from None
+
+    def run(self) -> ImportedModel:
+        input_name = self._input()
+        self.source[input_name] = "input"
+        for index, node in enumerate(self.graph.node):
+            if node.domain not in ("", "ai.onnx"):
+                self._refuse(node, index, f"domain '{node.domain}' is not ONNX's own")
+                continue
+            try:
+                self._import(node, index)
+            except OnnxUnsupported as refusal:
+                self._refuse(node, index, refusal.why)
+            except _Downstream:
+                self.refused.update(node.output)
+        if self.unsupported:
+            count = len(self.unsupported)
+            raise _fail(self.path, f"{count} node{'s' if count > 1 else ''} convgraph cannot "
+                        "import: " + "; ".join(self.unsupported) + ".",
+                        hint="README '### Import' lists the ONNX ops and settings convgraph "
+                             "reads; export without the others or replace them.")
+        output = self._output()
+        spec = {"name": self.graph.name or Path(self.path).stem,
+                "input": self._volume_text(self.shapes[input_name], input_name),
+                "nodes": self.nodes, "output": output}
+        imported = ImportedModel(spec, self.weights, self.path, self.opset)
+        self._check_shapes(imported)
+        return imported
+
+    # --- the graph's ends ---
+
+    def _input(self) -> str:
+        inputs = [v for v in self.graph.input if v.name not in self.constants]
+        if len(inputs) != 1:
+            raise _fail(self.path, f"the graph has {len(inputs)} inputs "
+                        f"({', '.join(v.name for v in inputs) or 'none'}): convgraph networks "
+                        "read one image batch.", hint="export with a single (N, C, H, W) input.")
+        (value,) = inputs
+        if value.type.tensor_type.elem_type != 1:  # TensorProto.FLOAT
+            raise _fail(self.path, f"input '{value.name}' is not float32.",
+                        hint="export with a float32 (N, C, H, W) input.")
+        return value.name
+
+    def _output(self) -> str:
+        outputs = list(self.graph.output)
+        if len(outputs) != 1:
+            raise _fail(self.path, f"the graph has {len(outputs)} outputs: convgraph networks "
+                        "have one.", hint="export with a single output.")
+        name = outputs[0].name
+        if name not in self.source or self.source[name] == "input":
+            raise _fail(self.path, f"output '{name}' is not computed from the input by the "
+                        "imported layers.", hint="export a network that computes its output.")
+        return self.source[name]
+
+    def _volume_text(self, shape, name: str) -> str:
+        if shape is None or len(shape) != 4 or not all(isinstance(n, int) and n > 0
+                                                       for n in shape[1:]):
+            raise _fail(self.path, f"input '{name}' has shape {list(shape or [])}: convgraph "
+                        "needs (N, C, H, W) with C, H and W known (N may be symbolic).",
+                        hint="export with a fixed image size.")
+        _, depth, height, width = shape
+        return f"{width}x{height}x{depth}"
+
+    def _refuse(self, node, index: int, why: str) -> None:
+        self.refused.update(node.output)
+        self.unsupported.append(f"'{_label(node, index)}' ({node.op_type}, opset {self.opset}): "
+                                f"{why}")
+
+    # --- one node ---
+
+    def _shape_computations(self) -> set[str]:
+        """The outputs of nodes that only compute a Reshape's target shape
+        (``x.view(x.size(0), -1)`` exports as Shape, Gather, Unsqueeze, Concat): those nodes
+        are skipped, since the flatten reads the shape ONNX's inference gives the Reshape."""
+        outputs = {value.name for value in self.graph.output}
+        skipped: set[str] = set()
+        for node in reversed(self.graph.node):
+            uses = [(reader, list(reader.input).index(name)) for name in node.output
+                    for reader in self.readers.get(name, [])]
+            if uses and not outputs.intersection(node.output) and all(
+                    (reader.op_type == "Reshape" and position == 1)
+                    or set(reader.output) <= skipped for reader, position in uses):
+                skipped.update(node.output)
+        return skipped
+
+    def _import(self, node, index: int) -> None:
+        attributes = _attributes(node)
+        if set(node.output) <= self.shape_only:
+            self._fold_shape_computation(node, attributes)
+            return
+        if node.op_type == "Constant":
+            self._constant(node, attributes)
+        elif node.op_type == "Identity":
+            self._alias(node.output[0], node.input[0])
+        elif node.op_type == "Pad":
+            self._pad(node, attributes)
+        elif node.op_type == "Add" and self._folds_into_bias(node):
+            pass
+        elif node.op_type in self.types:
+            self._layer(node, index, attributes)
+        else:
+            raise OnnxUnsupported("no convgraph op reads this op type")
+
+    def _fold_shape_computation(self, node, attributes: dict) -> None:
+        """Work a shape computation out as a constant, for a batch of 1 (where it cannot be,
+        the Reshape it feeds is refused as one of unknown shape)."""
+        if node.op_type == "Shape":
+            shape = self.shapes.get(node.input[0])
+            if shape and all(isinstance(n, int) for n in shape[1:]):
+                dims = np.array([1, *shape[1:]], np.int64)
+                start, end = attributes.get("start", 0), attributes.get("end")
+                self.constants[node.output[0]] = dims[start:end]
+            return
+        if not all(name in self.constants for name in node.input if name):
+            return
+        from onnx import TensorProto
+        from onnx import helper as onnx_helper
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {name: self.constants[name] for name in node.input if name}
+        untyped = [onnx_helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)
+                   for name in (*feeds, *node.output)]
+        alone = onnx_helper.make_model(  # the node alone, at the model's opset
+            onnx_helper.make_graph([node], "shape", untyped[:len(feeds)], untyped[len(feeds):]),
+            opset_imports=[onnx_helper.make_opsetid("", self.opset)])
+        try:
+            values = ReferenceEvaluator(alone).run(None, feeds)
+        except Exception:  # an op the evaluator lacks: the Reshape is refused instead
+            return
+        self.constants.update(zip(node.output, values))
+
+    def _reshaped(self, node) -> tuple | None:
+        """A Reshape's output shape from its constant target, the batch axis kept symbolic,
+        where shape inference could not tell it (a target computed from the batch)."""
+        source, target = self.shapes.get(node.input[0]), self.constants.get(node.input[1])
+        if source is None or target is None or not all(isinstance(n, int) for n in source[1:]):
+            return None
+        known = [1, *source[1:]]  # the shape computations were worked out for a batch of 1
+        dims = [known[i] if n == 0 else int(n) for i, n in enumerate(target.reshape(-1))]
+        if dims.count(-1) == 1:
+            rest = int(np.prod([n for n in dims if n != -1]))
+            dims[dims.index(-1)] = int(np.prod(known)) // max(rest, 1)
+        if dims[0] != 1 or int(np.prod(dims)) != int(np.prod(known)):
+            return None
+        return (source[0], *dims[1:])
+
+    def _constant(self, node, attributes: dict) -> None:
+        from onnx import numpy_helper
+
+        if "value" in attributes:
+            self.constants[node.output[0]] = numpy_helper.to_array(attributes["value"])
+        elif attributes:
+            key, value = next(iter(attributes.items()))
+            if key.startswith("sparse"):
+                raise OnnxUnsupported("a sparse Constant is not supported")
+            self.constants[node.output[0]] = np.asarray(value)
+
+    def _alias(self, output: str, given: str) -> None:
+        if given in self.constants:
+            self.constants[output] = self.constants[given]
+        elif given in self.pads:
+            self.pads[output] = self.pads[given]
+        else:
+            self.source[output] = self._computed(given)
+
+    def _computed(self, tensor: str) -> str:
+        if tensor in self.pads:
+            raise OnnxUnsupported(f"it reads the Pad output '{tensor}', which only a conv or an "
+                                  "average pool can take as its padding")
+        if tensor in self.refused:
+            raise _Downstream(tensor)
+        if tensor not in self.source:
+            raise OnnxUnsupported(f"its input '{tensor}' comes from a node not imported")
+        return self.source[tensor]
+
+    def _pad(self, node, attributes: dict) -> None:
+        """Keep a zero spatial Pad to fold into its readers (each must take it)."""
+        mode = attributes.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if self.opset < 11:
+            pads, value = attributes.get("pads", []), attributes.get("value", 0.0)
+        else:
+            pads = self._constant_input(node, 1, "pads")
+            value = self._constant_input(node, 2, "value") if len(node.input) > 2 \
+                and node.input[2] else 0.0
+        if len(node.input) > 3 and node.input[3]:
+            raise OnnxUnsupported("a Pad with axes is not supported")
+        pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+        if mode != "constant" or float(np.asarray(value).reshape(-1)[0]) != 0.0:
+            raise OnnxUnsupported(f"mode '{mode}' with value {value}: only zero padding folds")
+        if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+            raise OnnxUnsupported(f"pads {pads}: only padding of H and W folds")
+        readers = self.readers.get(node.output[0], [])
+        for reader in readers:
+            op = self.types.get(reader.op_type)
+            if op is None or list(reader.input).index(node.output[0]) != 0 or not op.onnx_folds_pad(
+                    self._view(reader, _attributes(reader))):
+                raise OnnxUnsupported(f"its reader '{reader.name}' ({reader.op_type}) cannot take "
+                                      "it as its own padding")
+        self._computed(node.input[0])
+        self.pads[node.output[0]] = (node.input[0], (pads[2], pads[3], pads[6], pads[7]))
+
+    def _constant_input(self, node, index: int, what: str):
+        name = node.input[index] if index < len(node.input) else ""
+        if name not in self.constants:
+            raise OnnxUnsupported(f"its {what} is computed by the graph, not a constant")
+        return self.constants[name]
+
+    def _folds_into_bias(self, node) -> bool:
+        """An Add of a constant to a layer's only use: that layer's bias (MatMul + Add)."""
+        constant = [name for name in node.input if name in self.constants]
+        computed = [name for name in node.input if name not in self.constants]
+        if len(constant) != 1 or len(computed) != 1 or computed[0] not in self.source:
+            return False
+        layer_name = self.source[computed[0]]
+        if layer_name not in self.layers or len(self.readers.get(computed[0], [])) != 1 \
+                or any(self.source.get(t) == layer_name for t in self.graph.output
+                       if t.name == computed[0]):
+            return False
+        bias = self.constants[constant[0]].astype(np.float64)
+        layer = self.layers[layer_name]
+        if not self.ops[layer_name].onnx_fold_bias(layer, bias):
+            return False
+        self._record(layer_name, self.ops[layer_name], layer)
+        self.source[node.output[0]] = layer_name
+        return True
+
+    def _view(self, node, attributes: dict) -> OnnxNode:
+        """The ONNX node as ops see it, with a Pad before its first input folded in."""
+        inputs = list(node.input)
+        folded = (0, 0, 0, 0)
+        if inputs and inputs[0] in self.pads:
+            inputs[0], folded = self.pads[inputs[0]]
+        used = {name for reader in self.graph.node for name in reader.input}
+        used |= {value.name for value in self.graph.output}
+        return OnnxNode(
+            name=node.name, op_type=node.op_type, opset=self.opset, attributes=attributes,
+            input_shapes=[self._tensor_shape(name) for name in inputs],
+            output_shapes=[self._output_shape(node, name) if name in used else None
+                           for name in node.output],
+            constants=[self.constants.get(name) if name else None for name in inputs],
+            folded_pads=folded, input_names=inputs)
+
+    def _output_shape(self, node, name: str) -> tuple | None:
+        shape = self.shapes.get(name)
+        known = shape is not None and all(isinstance(n, int) for n in shape[1:])
+        if node.op_type == "Reshape" and not known:
+            shape = self._reshaped(node) or shape
+            self.shapes[name] = shape  # what the layers after it read
+        return shape
+
+    def _tensor_shape(self, name: str) -> tuple | None:
+        if name in self.constants:
+            return tuple(self.constants[name].shape)
+        return self.shapes.get(name) if name else None
+
+    def _layer(self, node, index: int, attributes: dict) -> None:
+        op = self.types[node.op_type]
+        self._check_float_types(node, index)
+        view = self._view(node, attributes)
+        layer = op.from_onnx(view)
+        inputs = list(node.input)
+        if inputs and inputs[0] in self.pads:
+            inputs[0] = self.pads[inputs[0]][0]
+        reads = []
+        for position in layer.inputs:
+            if inputs[position] in self.constants:
+                raise OnnxUnsupported(f"its input '{inputs[position]}' is a constant: convgraph "
+                                      "layers read volumes")
+            reads.append(self._computed(inputs[position]))
+        name = self._spec_name(node, index, op)
+        self.layers[name], self.ops[name] = layer, op
+        self.nodes[name] = {"op": op.name, **layer.attrs, "inputs": reads}
+        self._record(name, op, layer)
+        self.source[node.output[0]] = name
+
+    def _check_float_types(self, node, index: int) -> None:
+        """A float constant of another width than the float32 input is a malformed model
+        (onnxruntime refuses it too); ONNX's own shape inference lets it pass."""
+        for name in node.input:
+            value = self.constants.get(name)
+            if value is not None and value.dtype.kind == "f" and value.dtype != np.float32:
+                raise _fail(self.path, f"node '{_label(node, index)}' ({node.op_type}): its input "
+                            f"'{name}' is {value.dtype}, where the network computes in float32.",
+                            hint="export the model in float32 throughout.")
+
+    def _record(self, name: str, op: Op, layer: OnnxLayer) -> None:
+        """The spec node (without the settings at their defaults, for reading) and weights."""
+        settings = {key: value for key, value in layer.attrs.items()
+                    if not _is_default(op, key, value)}
+        self.nodes[name] = {"op": op.name, **settings, "inputs": self.nodes[name]["inputs"]}
+        for key, array in layer.weights.items():
+            self.weights[f"{name}.{key}"] = np.ascontiguousarray(array, dtype=np.float32)
+
+    def _spec_name(self, node, index: int, op: Op) -> str:
+        """The node's own name where a spec can hold it ('/layer1/conv' reads layer1_conv),
+        else the op's name and a count; never a name taken."""
+        cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", _text(node.name)).strip("_")
+        if not cleaned or not re.match(r"[A-Za-z_]", cleaned):
+            cleaned = f"{op.name}{sum(n['op'] == op.name for n in self.nodes.values()) + 1}"
+        name, copy = cleaned, 2
+        while name in self.nodes or name == "input":
+            name, copy = f"{cleaned}_{copy}", copy + 1
+        return name
+
+    # --- the result, checked ---
+
+    def _check_shapes(self, imported: ImportedModel) -> None:
+        """Analyse the spec as convgraph will and compare every layer's volume with ONNX's:
+        a refusal or a difference is reported against the node."""
+        from convgraph.params import check_params
+        from convgraph.pipeline import analyse
+
+        try:
+            graph = analyse(imported.spec)
+            check_params(graph, imported.weights, "the imported weights")
+        except SpecError as error:
+            raise _fail(self.path, f"the imported network is refused: {error.detail()}",
+                        hint=error.hint) from None
+        except DataError as error:  # a weight convgraph cannot hold (not finite)
+            raise _fail(self.path, f"its weights are refused: {error.message}",
+                        hint=error.hint) from None
+        onnx_names = {layer: tensor for tensor, layer in self.source.items()}
+        for name in imported.spec["nodes"]:
+            shape = self.shapes.get(onnx_names.get(name, ""))
+            if shape is None:
+                continue
+            volume = graph.nodes[name]["output"]
+            dims = [int(n) for n in shape[1:]] if all(isinstance(n, int) for n in shape[1:]) \
+                else None
+            expected = dims if dims is None or len(dims) != 1 else [dims[0], 1, 1]
+            if expected is not None and expected != [volume.depth, volume.height, volume.width]:
+                raise _fail(self.path, f"node '{name}': convgraph computes {volume} where ONNX "
+                            f"has shape {list(shape)}.",
+                            hint="please report this: the import of this node is wrong.")
