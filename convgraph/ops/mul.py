@@ -62,12 +62,14 @@ class Mul(Op):
         if first.depth == second.depth and (first[:2] == (1, 1) or second[:2] == (1, 1)):
             return (second if first[:2] == (1, 1) else first), {}
         if first.depth != second.depth:
+            # change the gate (the 1x1 input) to the gated volume's depth, else the second
+            change = 0 if first[:2] == (1, 1) and second[:2] != (1, 1) else 1
+            target = node.input_volumes[1 - change].depth
             raise node.error(
                 f"depth mismatch: input '{names[1]}' is {second} but input '{names[0]}' is "
                 f"{first}; mul needs equal depths.",
-                hint=f"give the gate branch depth {max(first.depth, second.depth)} (e.g. the "
-                f"filters of the conv or fc that makes it), or project the other with a 1x1 "
-                f"conv.",
+                hint=f"make '{names[change]}' {target} deep (the filters or units of the conv "
+                f"or fc that makes it), or project it with a 1x1 conv of {target} filters.",
             )
         raise node.error(
             f"volume mismatch: input '{names[1]}' is {second} but input '{names[0]}' is "
@@ -79,7 +81,8 @@ class Mul(Op):
     def flops(self, node):
         return node.output.elements  # one multiply per output value
 
-    def _broadcast(self, volume: Volume, output: Volume) -> int:
+    @staticmethod
+    def _broadcast(volume: Volume, output: Volume) -> int:
         return int(volume != output)  # a 1x1xD gate read at every pixel
 
     def lower(self, ctx) -> None:
