@@ -48,7 +48,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #endif
 
 #if defined(SCALE_BACKWARD_DATA)
-/* dx may be dy itself (the gradient written in place), so no restrict */
+/* dy: dL/dy (the output's layout, Y); dx: dL/dx (the input's, X) */
 __kernel void KERNEL_NAME(__global const float *dy, __global const float *factor,
                           __global float *dx)
 {
