@@ -17,6 +17,7 @@ __all__ = [
     "Model",
     "Target",
     "load_weights",
+    "export_onnx",
     "callbacks",
     "ConvgraphError",
     "SpecError",
@@ -34,6 +35,12 @@ def compile(spec, device=None, batch=None, overrides=(), share_buffers=True):  #
 
     return compile_model(spec, device=device, batch=batch, overrides=overrides,
                          share_buffers=share_buffers)
+
+
+def export_onnx(model, path, opset=None, normalize_input=None):
+    """Write a Model (graph, weights, input normalisation) to ``path`` as an ONNX model; see
+    convgraph.onnx.export.export_onnx (needs the ``onnx`` extra)."""
+    return model.export_onnx(path, opset=opset, normalize_input=normalize_input)
 
 
 def __getattr__(name: str):

@@ -289,6 +289,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(check)
     check.set_defaults(handler=printable_errors(command_check))
 
+    export = commands.add_parser(
+        "export", help="write a network and its trained weights as an ONNX model",
+        description="Write SPEC (a spec file or a directory written by 'compile -o') with its "
+                    "WEIGHTS as an ONNX model for inference, checked in full by onnx.checker "
+                    "(needs the onnx extra; no device).")
+    export.add_argument("spec", help="a spec (.yaml) or a compiled directory")
+    export.add_argument("--weights", metavar="FILE.npz", type=a_path,
+                        help="a --save file or a checkpoint (default: a compiled directory's "
+                             "weights.npz)")
+    export.add_argument("-o", "--output", metavar="FILE.onnx", type=a_path, required=True,
+                        help="the ONNX file to write")
+    export.add_argument("--opset", type=int, default=None, metavar="N",
+                        help="the ONNX opset (default 17; 13 to the newest the installed onnx "
+                             "knows)")
+    export.add_argument("--normalize-input", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="put the input normalisation the weights record first, so the "
+                             "model takes images on the training scale (default: where the "
+                             "weights record one; --no-normalize-input leaves it out)")
+    _add_overrides(export)
+    export.set_defaults(handler=printable_errors(command_export))
+
     report = commands.add_parser(
         "report", help="build the HTML run report of a checkpoint folder",
         description="Build the self-contained HTML run report (curves, epochs, settings and, "
@@ -805,6 +827,37 @@ def command_eval(args) -> int:
               highlight=False)
     if args.confusion:
         print_listing(confusion_listing(matrix, names), out)
+    return 0
+
+
+def command_export(args) -> int:
+    """``convgraph export``: the network and its weights as an ONNX model (no device)."""
+    from convgraph.files import readable_file, writable_file
+    from convgraph.onnx.export import (
+        DEFAULT_OPSET,
+        check_opset,
+        chosen_normalization,
+        export_graph,
+    )
+    from convgraph.train.checkpoint import load_weights
+
+    opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
+    graph, artifact = resolve_spec(args.spec, args.overrides)
+    if not args.weights:
+        if artifact is None or artifact.weights is None:
+            raise UsageError("export needs the trained weights: --weights FILE.npz.",
+                             hint="give --weights (a --save file or a checkpoint), or a "
+                                  "compiled directory holding weights.npz.")
+        args.weights = str(artifact.weights)
+    readable_file(args.weights, "the --weights file")
+    writable_file(args.output, "the -o file")  # before anything is built
+    params, normalization = load_weights(args.weights)
+    normalization = chosen_normalization(normalization, args.normalize_input, args.weights)
+    path = export_graph(graph, params, args.output, opset, normalization)
+    console().print(f"wrote {markup_safe(str(path))}: '{markup_safe(graph.graph['name'])}' as "
+                    f"ONNX opset {opset}, input normalisation "
+                    f"{'first' if normalization is not None else 'not included'}.",
+                    highlight=False)
     return 0
 
 

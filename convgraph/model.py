@@ -240,6 +240,15 @@ class Model:
             return
         self.save_weights(path)
 
+    def export_onnx(self, path, opset: int | None = None,
+                    normalize_input: bool | None = None):
+        """Write this model (graph, weights, input normalisation) as an ONNX model to ``path``
+        (see ``convgraph.onnx.export.export_onnx``); needs the ``onnx`` extra."""
+        from convgraph.onnx.export import DEFAULT_OPSET, export_onnx
+
+        return export_onnx(self, path, DEFAULT_OPSET if opset is None else opset,
+                           normalize_input)
+
     def save_weights(self, path) -> None:
         """Write the weights with the input normalisation, the class names and the expanded
         spec, in the checkpoint format (what ``--save`` writes; ``convgraph.load``,

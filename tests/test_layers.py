@@ -28,7 +28,7 @@ STAGES = [
     ("codegen", ["convgraph.codegen", "convgraph.kernels"]),
     ("runtime", ["convgraph.runtime"]),
     ("train", ["convgraph.train"]),
-    ("api", ["convgraph.model", "convgraph.verify", "convgraph"]),
+    ("api", ["convgraph.model", "convgraph.verify", "convgraph.onnx", "convgraph"]),
     ("cli", ["convgraph.cli"]),
 ]
 

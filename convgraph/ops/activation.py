@@ -15,6 +15,16 @@ class Elementwise(Op):
 
     flops_per_element = 1
     kernels = ("elementwise",)
+    onnx_op: str | None = None  # the ONNX operator computing it (onnx_attributes: its settings)
+
+    def onnx_attributes(self, node) -> dict:
+        return {}
+
+    def onnx_export(self, node, onnx):
+        if self.onnx_op is None:
+            super().onnx_export(node, onnx)
+            return
+        onnx.add(self.onnx_op, onnx.inputs, output=onnx.output, **self.onnx_attributes(node))
 
     def infer(self, node):
         return node.input_volumes[0], {}
@@ -61,6 +71,7 @@ class Relu(Elementwise):
     )
     summary = "max(0, x)."
     activation_code = "ACT_RELU"
+    onnx_op = "Relu"
 
     def function(self, x):
         return np.maximum(x, 0.0)
@@ -84,9 +95,13 @@ class LeakyRelu(Elementwise):
     params = {"slope": Param(v.number(0.0, 1.0), default=0.01, doc="slope for x < 0")}
     flops_per_element = 2
     activation_code = "ACT_LEAKY_RELU"
+    onnx_op = "LeakyRelu"
 
     def epilogue_args(self, node):
         return self.activation_code, float(node.attrs["slope"])
+
+    def onnx_attributes(self, node):
+        return {"alpha": float(node.attrs["slope"])}
 
     def function(self, x, slope):
         return np.where(x > 0, x, x * slope)
@@ -106,6 +121,7 @@ class Sigmoid(Elementwise):
     summary = "1 / (1 + exp(-x))."
     flops_per_element = 4
     activation_code = "ACT_SIGMOID"
+    onnx_op = "Sigmoid"
 
     def function(self, x):
         return 1.0 / (1.0 + np.exp(-x))
@@ -126,6 +142,7 @@ class Tanh(Elementwise):
     summary = "tanh(x)."
     flops_per_element = 4
     activation_code = "ACT_TANH"
+    onnx_op = "Tanh"
 
     def function(self, x):
         return np.tanh(x)
@@ -148,6 +165,10 @@ class Softmax(Elementwise):
     flops_per_element = 4  # subtract max, exp, sum, divide
     kernels = ("reduction",)
     loss_reads_input = True  # the cross-entropy kernel applies its own softmax
+    onnx_op = "Softmax"  # opset 13 on: along the one axis given, as here
+
+    def onnx_attributes(self, node):
+        return {"axis": 1}
 
     def lower(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout

@@ -25,6 +25,11 @@ from convgraph.errors import Location, ShapeError, SpecError, suggest  # noqa: F
 REQUIRED = object()  # marks a parameter with no default
 
 
+class NotExportable(Exception):
+    """A node ONNX cannot express (its op has no mapping, or these settings none): raised by
+    ``Op.onnx_export``; the exporter gathers every one and reports them together."""
+
+
 @dataclass
 class Param:
     """One hyperparameter of an op: how to read it from YAML, its default and what it means."""
@@ -343,6 +348,19 @@ class Op:
                            seed: int) -> tuple[list, dict]:
         """(dL/d inputs, dL/d params) from dL/d output, all float64 numpy."""
         raise NotImplementedError
+
+    # --- ONNX export (convgraph/onnx/export.py) ---
+
+    def onnx_export(self, node: Node, onnx) -> None:
+        """Add the ONNX nodes that compute this node in inference to ``onnx`` (an OnnxGraph of
+        convgraph/onnx/export.py): it reads ``onnx.inputs`` ((N, D, H, W) values, in order) and
+        writes ``onnx.output`` through ``onnx.add(op_type, inputs, output=..., **attributes)``,
+        with ``onnx.param(key)`` for this node's weights. An op that does nothing in inference
+        passes its input on; any other op must say how, or it is not exportable."""
+        if self.inference_identity:
+            onnx.same_as_input()
+            return
+        raise NotExportable(f"op '{self.name}' has no ONNX mapping")
 
 
 def _attr_text(value) -> str:

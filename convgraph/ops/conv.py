@@ -12,6 +12,7 @@ from convgraph.ops.base import InputExtent, Node, Op, Param, Weight, register
 from convgraph.ops.cases import Case
 from convgraph.ops.spatial import (
     choose_tile,
+    covering_pads,
     reference_unwindow,
     reference_windows,
     slide,
@@ -311,6 +312,14 @@ class Conv(Op):
         if node.attrs["bias"]:
             out += np.asarray(params["bias"], np.float64)[None, :, None, None]
         return out
+
+    def onnx_export(self, node, onnx):
+        (kw, kh), (sw, sh), (dw, dh) = (node.attrs[key] for key in ("size", "stride", "dilation"))
+        top, left, bottom, right = covering_pads(node)
+        weights = [onnx.param("weight")] + ([onnx.param("bias")] if node.attrs["bias"] else [])
+        onnx.add("Conv", onnx.inputs + weights, output=onnx.output, kernel_shape=[kh, kw],
+                 strides=[sh, sw], dilations=[dh, dw], pads=[top, left, bottom, right],
+                 group=node.derived["groups"])
 
     def host_params(self, node, device, input_layout, output_layout):
         groups = node.derived["groups"]

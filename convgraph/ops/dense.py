@@ -131,6 +131,12 @@ class Dense(Op):
             out += np.asarray(params["bias"], np.float64)
         return out[:, :, None, None]
 
+    def onnx_export(self, node, onnx):
+        # Gemm multiplies matrices: (N, D*H*W) rows in, (N, units) out, kept as a volume
+        rows = onnx.add("Flatten", onnx.inputs, axis=1)
+        weights = [onnx.param("weight")] + ([onnx.param("bias")] if node.attrs["bias"] else [])
+        onnx.as_volume(onnx.add("Gemm", [rows] + weights, transB=1), onnx.output)
+
     def lower_backward(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
         defines, width, rows = self._defines(ctx)
@@ -225,6 +231,9 @@ class Flatten(Op):
     def reference(self, node, inputs, params):
         x = np.asarray(inputs[0], np.float64)
         return x.reshape(x.shape[0], -1, 1, 1)
+
+    def onnx_export(self, node, onnx):  # (N, D, H, W) -> (N, D*H*W, 1, 1), same order
+        onnx.as_volume(onnx.inputs[0], onnx.output)
 
     def lower_backward(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout

@@ -83,6 +83,9 @@ class Add(Op):
     def reference(self, node, inputs, params):
         return sum(np.asarray(x, np.float64) for x in inputs)
 
+    def onnx_export(self, node, onnx):
+        onnx.add("Sum", onnx.inputs, output=onnx.output)
+
     def lower_backward(self, ctx) -> None:
         for slot in range(len(ctx.node.inputs)):
             if not ctx.needs_grad(slot):
@@ -167,6 +170,9 @@ class Concat(Op):
 
     def reference(self, node, inputs, params):
         return np.concatenate([np.asarray(x, np.float64) for x in inputs], axis=1)
+
+    def onnx_export(self, node, onnx):
+        onnx.add("Concat", onnx.inputs, output=onnx.output, axis=1)
 
     def lower_backward(self, ctx) -> None:
         y = ctx.output_layout

@@ -86,6 +86,11 @@ class BatchNorm(Op):
         scale = channel("weight") / np.sqrt(channel("running_var") + node.attrs["eps"])
         return (x - channel("running_mean")) * scale + channel("bias")
 
+    def onnx_export(self, node, onnx):  # inference: the running statistics
+        params = [onnx.param(key) for key in ("weight", "bias", "running_mean", "running_var")]
+        onnx.add("BatchNormalization", onnx.inputs + params, output=onnx.output,
+                 epsilon=float(node.attrs["eps"]))
+
     def _pixel_defines(self, ctx) -> dict:
         activation, slope = ctx.epilogue()
         return {

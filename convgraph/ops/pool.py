@@ -8,7 +8,7 @@ from convgraph.core import Volume
 from convgraph.ops import values as v
 from convgraph.ops.base import Op, Param, register
 from convgraph.ops.cases import Case
-from convgraph.ops.spatial import reference_unwindow, reference_windows, slide
+from convgraph.ops.spatial import covering_pads, reference_unwindow, reference_windows, slide
 
 
 @register
@@ -135,6 +135,27 @@ class Pool(Op):
             count = reference_windows(ones, node, fill=0.0).sum(axis=(-2, -1))
         return total / count
 
+    def onnx_export(self, node, onnx):
+        (kw, kh), (sw, sh) = node.attrs["size"], node.attrs["stride"]
+        top, left, bottom, right = covering_pads(node)
+        window = {"kernel_shape": [kh, kw], "strides": [sh, sw]}
+        if node.attrs["mode"] == "max":  # ONNX pads max pooling with -inf, as reference does
+            onnx.add("MaxPool", onnx.inputs, output=onnx.output,
+                     pads=[top, left, bottom, right], **window)
+            return
+        x = onnx.inputs[0]
+        d = node.derived
+        declared = (d["pad_top"], d["pad_left"], d["pad_bottom"], d["pad_right"])
+        if node.attrs["count_pad"] and any(declared):
+            # the declared padding counts in the average, a ceil overhang does not: pad with
+            # real zeros first, and let AveragePool pad (uncounted) only the overhang
+            x = onnx.add("Pad", [x, onnx.constant("pads", [0, 0, *declared[:2], 0, 0,
+                                                           *declared[2:]], "int64")])
+            top = left = 0
+            bottom, right = max(bottom - declared[2], 0), max(right - declared[3], 0)
+        onnx.add("AveragePool", [x], output=onnx.output, pads=[top, left, bottom, right],
+                 count_include_pad=0, **window)
+
     def lower_backward(self, ctx) -> None:
         x, out = ctx.input_layout(), ctx.node.output
         grad, accumulate = ctx.input_grad()
@@ -220,6 +241,9 @@ class GlobalAvgPool(Op):
 
     def reference(self, node, inputs, params):
         return np.asarray(inputs[0], np.float64).mean(axis=(2, 3), keepdims=True)
+
+    def onnx_export(self, node, onnx):
+        onnx.add("GlobalAveragePool", onnx.inputs, output=onnx.output)
 
     def lower_backward(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout

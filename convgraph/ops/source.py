@@ -31,6 +31,9 @@ class Input(Op):
     def reference(self, node, inputs, params):
         return inputs[0]
 
+    def onnx_export(self, node, onnx):  # the model's input (normalised, where it is)
+        onnx.same_as_input()
+
 
     def reference_backward(self, node, inputs, output, grad, params, seed):
         return [], {}

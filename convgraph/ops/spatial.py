@@ -217,3 +217,18 @@ def reference_unwindow(window_grads, node: Node, input_shape):
             padded[:, :, i * dh:i * dh + sh * (out.height - 1) + 1:sh,
                    j * dw:j * dw + sw * (out.width - 1) + 1:sw] += window_grads[..., i, j]
     return padded[:, :, top:top + height, left:left + width]
+
+
+def covering_pads(node: Node) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right): the zero padding after which floor rounding, ONNX's and
+    PyTorch's rule, gives this conv/pool node's output size. The declared padding before the
+    input; after it, as far as the last window reaches (past the declared padding under ceil
+    rounding, short of it where floor rounding leaves rows unread), as reference_windows pads."""
+    attrs, derived, out = node.attrs, node.derived, node.output
+    (kw, kh), (sw, sh) = attrs["size"], attrs["stride"]
+    dw, dh = attrs.get("dilation", (1, 1))
+    x = node.input_volumes[0]
+    top, left = derived["pad_top"], derived["pad_left"]
+    bottom = max((out.height - 1) * sh + window_extent(kh, dh) - x.height - top, 0)
+    right = max((out.width - 1) * sw + window_extent(kw, dw) - x.width - left, 0)
+    return top, left, bottom, right
