@@ -100,6 +100,9 @@ class Mul(Op):
         a, b = (np.asarray(x, np.float64) for x in inputs)
         return a * b
 
+    def onnx_export(self, node, onnx):  # ONNX's Mul broadcasts (N, D, 1, 1) as mul does
+        onnx.add("Mul", onnx.inputs, output=onnx.output)
+
     def lower_backward(self, ctx) -> None:
         out = ctx.node.output
         for slot, other in ((0, 1), (1, 0)):

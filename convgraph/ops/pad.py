@@ -76,6 +76,12 @@ class Pad(Op):
         return np.pad(np.asarray(inputs[0], np.float64),
                       ((0, 0), (0, 0), (a["top"], a["bottom"]), (a["left"], a["right"])))
 
+    def onnx_export(self, node, onnx):  # pads: (N, D, top, left) begins, then the ends
+        a = node.attrs
+        pads = [0, 0, a["top"], a["left"], 0, 0, a["bottom"], a["right"]]
+        onnx.add("Pad", [onnx.inputs[0], onnx.constant("pads", pads, "int64")],
+                 output=onnx.output, mode="constant")
+
     def lower_backward(self, ctx) -> None:
         x = ctx.input_layout()
         grad, accumulate = ctx.input_grad()

@@ -314,6 +314,9 @@ class GlobalMaxPool(Op):
     def reference(self, node, inputs, params):
         return np.asarray(inputs[0], np.float64).max(axis=(2, 3), keepdims=True)
 
+    def onnx_export(self, node, onnx):
+        onnx.add("GlobalMaxPool", onnx.inputs, output=onnx.output)
+
     def lower_backward(self, ctx) -> None:
         grad, accumulate = ctx.input_grad()
         defines, width = self._defines(ctx)

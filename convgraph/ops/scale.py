@@ -74,6 +74,11 @@ class Scale(Op):
         factors = np.asarray(params["weight"], np.float64)[None, :, None, None]
         return np.asarray(inputs[0], np.float64) * factors
 
+    def onnx_export(self, node, onnx):  # the (D,) factors as (1, D, 1, 1), broadcast by Mul
+        factors = onnx.add("Reshape", [onnx.param("weight"),
+                                       onnx.constant("factor_shape", [1, -1, 1, 1], "int64")])
+        onnx.add("Mul", [onnx.inputs[0], factors], output=onnx.output)
+
     def lower_backward(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
         partial, images = ctx.split_sum("weight")  # dL/dweight = sum of dy * x per channel
