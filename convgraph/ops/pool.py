@@ -1,4 +1,4 @@
-"""Pooling: max or average over windows (POOL), and global average pooling."""
+"""Pooling: max or average over windows (POOL), and global average and max pooling."""
 
 from __future__ import annotations
 
@@ -319,6 +319,66 @@ class GlobalAvgPool(Op):
     def reference_backward(self, node, inputs, output, grad, params, seed):
         x = inputs[0]
         return [np.broadcast_to(grad / (x.shape[2] * x.shape[3]), x.shape).copy()], {}
+
+
+@register
+class GlobalMaxPool(Op):
+    name = "globalmaxpool"
+    cases = (  # test cases (ops/cases.py), read by every harness through the registry
+        Case("9x9x4", "GLOBALMAXPOOL", output="1x1x4", params=0, macs=0),
+        Case("5x4x3", "GLOBALMAXPOOL", grad=True, kinks=True),  # distinct: no ties
+        Case("7x5x20", "GLOBALMAXPOOL", batch=7, other_profile=True),
+        Case("1x1x3", "GLOBALMAXPOOL", batch=1),
+        Case("13x9x5", "CONV(17, 3, pad=1)-GLOBALMAXPOOL", batch=1),
+        Case("11x3x7", "POOL(2, 1)-GLOBALMAXPOOL", batch=7),  # overlapping windows: ties
+    )
+    aliases = ("global_max_pool", "gmp")
+    summary = "Global max pooling: each depth slice reduced to its maximum (1x1xD)."
+    kernels = ("globalmax",)
+    colour = "#fff3cd"
+
+    def infer(self, node):
+        (x,) = node.input_volumes
+        return Volume(1, 1, x.depth), {}
+
+    def flops(self, node):
+        return node.input_volumes[0].elements  # one compare per value
+
+    def _defines(self, ctx) -> tuple[dict, int]:
+        x, y = ctx.input_layout(), ctx.output_layout
+        width = ctx.vector_width(x, y)
+        return {"IN_H": x.volume.height, "IN_W": x.volume.width,
+                "CHANNEL_VECTORS": y.stride_c // width, "VECTOR_WIDTH": width,
+                **x.defines("X"), **y.defines("Y")}, width
+
+    def lower(self, ctx) -> None:
+        defines, width = self._defines(ctx)
+        ctx.launch("globalmax", "GLOBAL_MAX_FORWARD", defines,
+                   (ctx.output_layout.stride_c // width, 1),
+                   [ctx.input_tensor(), ctx.output_tensor], batch_axis=1,
+                   flops=ctx.node.flops, moved=4 * ctx.input_layout().volume.elements)
+
+    def reference(self, node, inputs, params):
+        return np.asarray(inputs[0], np.float64).max(axis=(2, 3), keepdims=True)
+
+    def onnx_export(self, node, onnx):
+        onnx.add("GlobalMaxPool", onnx.inputs, output=onnx.output)
+
+    def lower_backward(self, ctx) -> None:
+        grad, accumulate = ctx.input_grad()
+        defines, width = self._defines(ctx)
+        defines["ACCUMULATE"] = accumulate
+        ctx.launch("globalmax", "GLOBAL_MAX_BACKWARD", defines,
+                   (ctx.output_layout.stride_c // width, 1),
+                   [ctx.input_tensor(), ctx.output_grad, grad], batch_axis=1)
+
+    def reference_backward(self, node, inputs, output, grad, params, seed):
+        x = np.asarray(inputs[0], np.float64)
+        flat = x.reshape(x.shape[0], x.shape[1], -1)
+        first = flat.argmax(axis=-1)  # the first maximum in scan order, as PyTorch
+        dx = np.zeros(flat.shape)
+        np.put_along_axis(dx, first[..., None], grad.reshape(first.shape)[..., None], axis=-1)
+        return [dx.reshape(x.shape)], {}
 
 
 def _windows_tile_the_input(attrs: dict, derived: dict, volume, out) -> bool:

@@ -14,12 +14,13 @@ from convgraph.ops.base import FromInput
 from convgraph.spec.forms import Spec
 
 
-def _yaml_value(key: str, value):
+def _yaml_value(key: str, value, layer: bool = False):
     if isinstance(value, FromInput):  # known once the input is: written as the formula
         return str(value)
     if isinstance(value, Volume):
         return str(value)
-    if isinstance(value, tuple) and key in ("size", "stride", "pad", "dilation"):
+    if layer and isinstance(value, tuple) and len(value) == 2 and all(
+            isinstance(x, int) for x in value):  # a layer's only such tuples: values.pair
         return v.pair_to_yaml(value)
     if isinstance(value, tuple):
         return list(value)
@@ -37,7 +38,7 @@ def expanded(spec: Spec) -> dict:
             out["input"] = str(layer.attrs["shape"])
             continue
         node = {"op": layer.op}
-        node.update({k: _yaml_value(k, val) for k, val in layer.attrs.items()})
+        node.update({k: _yaml_value(k, val, layer=True) for k, val in layer.attrs.items()})
         if layer.op != "input":
             node["inputs"] = list(layer.inputs)
         nodes[layer.name] = _OneLine(node)
