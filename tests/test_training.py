@@ -482,3 +482,18 @@ def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
     resumed = load_checkpoint(tmp_path / "resumed.npz")[0]
     for key, value in straight.items():
         np.testing.assert_array_equal(value, resumed[key])
+
+
+def test_verify_judges_a_gradient_that_is_zero_by_construction_against_its_layer():
+    """A conv's bias before a batchnorm has a zero gradient (batchnorm removes every constant
+    shift): float32 rounding noise over a float64 zero read as an error of 1e9 and --verify
+    failed a correct kernel. It is judged against its layer's largest gradient now; a wrong
+    bias gradient still fails."""
+    from convgraph.verify import verify_training
+
+    graph = analyse({"name": "cbn", "input": "8x8x3", "train": {"batch": 4},
+                     "pattern": "[INPUT-CONV(8, 3, pad=1)-BN-RELU-FC(5)]"})
+    checks = {check.node: check for check in verify_training(graph)}
+    assert checks["d conv1.bias"].passed and checks["d conv1.bias"].error < 1e-4
+    assert relative_error(np.full(4, 1e-3), np.zeros(4), floor=1.0) == pytest.approx(1e-3)
+    assert relative_error(np.full(4, 0.5), np.zeros(4), floor=1.0) > 1e-4  # still fails
