@@ -222,7 +222,8 @@ def test_kernels_are_clean_under_oclgrind(tmp_path):
 def sweep_tests(tmp_path) -> list[str]:
     """The node ids of the sweep, collected as its shards will see them (under Oclgrind)."""
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
-                           "-p", "no:cacheprovider", *SWEEP, "-k", SWEEP_FILTER],
+                           "-p", "no:cacheprovider", "-m", "slow or not slow", *SWEEP, "-k",
+                           SWEEP_FILTER],
                           env=oclgrind_env(tmp_path), capture_output=True, text=True, cwd=ROOT,
                           timeout=600)
     ids = [line for line in done.stdout.splitlines() if "::" in line]
@@ -263,7 +264,7 @@ def run_shards(tmp_path, ids: list[str], shards: int, timeout: float):
                                   "CONVGRAPH_LAUNCH_LOG": str(part / "launches.json")})
         # -s: Oclgrind's reports reach stderr, uncaptured; @file: the shard's node ids
         argv = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                "-p", "tests.launch_log", f"@{part / 'tests.txt'}"]
+                "-m", "slow or not slow", "-p", "tests.launch_log", f"@{part / 'tests.txt'}"]
         with open(part / "stdout", "w") as out, open(part / "stderr", "w") as err:
             children.append((part, subprocess.Popen(argv, env=env, stdout=out, stderr=err,
                                                     cwd=ROOT)))
