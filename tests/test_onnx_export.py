@@ -264,3 +264,27 @@ def test_a_wrong_network_for_the_weights_is_exit_5(tmp_path, lenet_weights):
     done = convgraph_cli("export", SPECS / "resnet8.yaml", "--weights", lenet_weights[2], "-o",
                          tmp_path / "m.onnx", cwd=tmp_path)
     assert done.returncode == 5 and "do not fit the model 'resnet8'" in done.stderr
+
+
+@pytest.mark.parametrize("spec", ["seed", "lenet5", "resnet8", "vgg_cifar", "fashion_convnet_bn"])
+def test_export_then_import_gives_the_same_network_and_outputs(spec, tmp_path):
+    """The round trip: a spec exported and imported again has the same layers that compute
+    (each op with its output volume and parameter count, in the order of ONNX's graph, which may
+    visit a residual block's branches in another order; the importer names them after the ONNX
+    nodes) and the same outputs on the float64 reference."""
+    from convgraph.onnx.importer import import_onnx
+
+    graph = analyse(SPECS / f"{spec}.yaml")
+    params = random_params(graph)
+    export_graph(graph, params, tmp_path / "m.onnx")
+    imported = import_onnx(tmp_path / "m.onnx")
+    again = analyse(imported.spec)
+
+    def computing(g):  # fused activations and flattens are how convgraph runs, not the network
+        return [(g.nodes[n]["op"], tuple(g.nodes[n]["output"]), g.nodes[n]["params"])
+                for n in ordered(g) if g.nodes[n]["op"] not in ("flatten", "dropout")]
+
+    assert sorted(computing(again)) == sorted(computing(graph))
+    x = input_batch(graph, images=2)
+    assert relative_error(reference_forward(again, imported.weights, x),
+                          reference_forward(graph, params, x)) <= 1e-6

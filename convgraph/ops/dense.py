@@ -238,16 +238,20 @@ class Flatten(Op):
         return Volume(1, 1, node.input_volumes[0].elements), {}
 
     onnx_types = ("Flatten", "Reshape", "Squeeze")
-    onnx_notes = ("to (N, C*H*W) only: Flatten axis 1, the Reshape (a constant target or one "
-                  "computed from Shape) and Squeeze exporters emit before a classifier")
+    onnx_notes = ("to (N, C*H*W) or (N, C*H*W, 1, 1) only: Flatten axis 1, the Reshape (a "
+                  "constant target or one computed from Shape) and Squeeze exporters emit "
+                  "before a classifier")
 
     def from_onnx(self, node):
         source, result = node.input_shapes[0], node.output_shapes[0]
         known = source is not None and all(isinstance(n, int) for n in source[1:])
         features = int(np.prod(source[1:])) if known else None
-        if result is None or len(result) != 2 or str(result[1]) != str(features):
+        # (N, C*H*W), or (N, C*H*W, 1, 1): the 1x1xD volume convgraph's own export keeps
+        flat = result is not None and (len(result) == 2 or (
+            len(result) == 4 and [str(n) for n in result[2:]] == ["1", "1"]))
+        if not flat or str(result[1]) != str(features):
             raise OnnxUnsupported(f"it makes {result} of {source}: convgraph flattens only "
-                                  "(N, C, H, W) to (N, C*H*W)")
+                                  "(N, C, H, W) to (N, C*H*W) or (N, C*H*W, 1, 1)")
         return OnnxLayer({})
 
     def flops(self, node):
