@@ -155,9 +155,13 @@ def exit_when_finished() -> None:
 
 
 def exit_now(status: int) -> None:
-    """End the process with ``status`` once its output is flushed, without the interpreter's
+    """End the process with ``status`` once the atexit functions have run (temporary folders
+    are removed there) and the output is flushed, without the rest of the interpreter's
     clean-up: Python's finalisation puts the default handlers back before pyopencl's teardown
     ends, and a signal then would kill the process silently."""
+    import atexit
+
+    atexit._run_exitfuncs()  # under the handlers still set (exit_when_finished)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

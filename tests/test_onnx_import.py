@@ -4,6 +4,7 @@ one clear paragraph and exit status 2, through the real command line."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -340,9 +341,10 @@ def test_initializers_listed_as_graph_inputs_are_weights(tmp_path, cl_device):
     assert imported.spec["input"] == "16x16x3"
 
 
-def program(*args, cwd=None):
+def program(*args, cwd=None, env=None):
     done = subprocess.run([sys.executable, "-m", "convgraph.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+                          capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env=None if env is None else {**os.environ, **env})
     assert "Traceback" not in done.stderr
     return done
 
@@ -373,8 +375,11 @@ def test_compile_and_run_take_an_onnx_file(tmp_path):
     assert '"classifier_3"' in done.stdout
     x = tmp_path / "x.npy"
     np.save(x, RNG.standard_normal((2, 3, 16, 16)).astype(np.float32))
-    run = program("run", path, "--predict", x)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    run = program("run", path, "--predict", x, env={"TMPDIR": str(temporary)})
     assert run.returncode == 0, run.stderr
+    assert not list(temporary.iterdir())  # the model's weights, written there, are removed
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     best = session.run(None, {"x": np.load(x)})[0].argmax(axis=1)
     rows = [line.split() for line in run.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
