@@ -45,9 +45,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"M1": "seed", "M2": "lenet5", "M3": "vgg_cifar", "M4": "resnet8",
           "ResNet-18": "resnet18", "VGG-16": "vgg16"}
 CLUSTER_RANKS = (8, 64, 512)
-# (name, bytes/s, seconds per hop): the links the model is evaluated over
-LINKS = (("10 GbE", 1.25e9, 30e-6), ("100 Gb/s InfiniBand", 12.5e9, 3e-6),
-         ("NVLink (GPU, 300 GB/s)", 300e9, 2e-6))
+# (name, bytes/s, seconds per hop): the links the model is evaluated over, for ranks that
+# compute as this machine does, and for GPU ranks
+CPU_LINKS = (("10 GbE", 1.25e9, 30e-6), ("100 Gb/s InfiniBand", 12.5e9, 3e-6))
+GPU_LINKS = (("100 Gb/s InfiniBand", 12.5e9, 3e-6), ("NVLink 300 GB/s", 300e9, 2e-6))
+# A GPU rank: the training step at a sustained 50 TFLOP/s (float32 on an H100-class GPU, well
+# below its peak), and convgraph's reduction staged through the host: the gradients cross PCIe
+# (25 GB/s) down and back up every step, which a GPU-aware allreduce (NCCL) would not
+GPU_FLOPS, PCIE_BYTES = 50e12, 25e9
 
 
 # ---------------------------------------------------------------------------- worker (a rank)
@@ -111,9 +116,11 @@ def training_flops(model: str) -> tuple[int, int]:
 
 
 def efficiency(compute: float, gradient_bytes: float, ranks: int, bandwidth: float,
-               latency: float) -> tuple[float, float]:
-    """(no overlap, perfect overlap) efficiency of a ring allreduce over ``ranks``."""
-    comm = 2 * (ranks - 1) / ranks * gradient_bytes / bandwidth + 2 * (ranks - 1) * latency
+               latency: float, staging: float = 0.0) -> tuple[float, float]:
+    """(no overlap, perfect overlap) efficiency of a ring allreduce over ``ranks``, after
+    ``staging`` seconds of copies to and from the host."""
+    comm = (2 * (ranks - 1) / ranks * gradient_bytes / bandwidth + 2 * (ranks - 1) * latency
+            + staging)
     return compute / (compute + comm), compute / max(compute, comm)
 
 
@@ -130,6 +137,8 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", default="/tmp", help=argparse.SUPPRESS)
+    parser.add_argument("--reuse", metavar="FILE.json",
+                        help="take the measurements from an earlier --json file")
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -137,9 +146,11 @@ def main() -> None:
     if args.measure_large:
         models += [m for m in ("ResNet-18", "VGG-16") if m not in models]
     results = {}
+    earlier = {(r["model"], r["ranks"]): r for r in json.loads(Path(args.reuse).read_text())[
+        "measured"]} if args.reuse else {}
     for model in models:
         for ranks in map(int, args.ranks.split(",")):
-            record = measure(model, ranks, args)
+            record = earlier.get((model, ranks)) or measure(model, ranks, args)
             results[(model, ranks)] = record
             one = results.get((model, 1))
             scaling = (record["images_per_s"] / (ranks * one["images_per_s"])
@@ -162,17 +173,26 @@ def main() -> None:
         measured = results.get((model, 1))
         compute = measured["step_seconds"] if measured else flops * args.batch / rate
         gradient_bytes = 4 * params
+        gpu_compute = flops * args.batch / GPU_FLOPS
+        staging = 2 * gradient_bytes / PCIE_BYTES
         row = {"model": model, "gradient_bytes": gradient_bytes, "compute_seconds": compute,
-               "measured": bool(measured), "links": {}}
-        for link, bandwidth, latency in LINKS:
-            row["links"][link] = {str(n): efficiency(compute, gradient_bytes, n, bandwidth,
-                                                     latency) for n in CLUSTER_RANKS}
-        model_rows.append(row)
-        for link, values in row["links"].items():
+               "measured": bool(measured), "gpu_compute_seconds": gpu_compute,
+               "gpu_staging_seconds": staging, "links": {}}
+        scenarios = [(f"CPU rank, {link}", compute, bandwidth, latency, 0.0)
+                     for link, bandwidth, latency in CPU_LINKS]
+        scenarios += [(f"GPU rank, {link}", gpu_compute, bandwidth, latency, staging)
+                      for link, bandwidth, latency in GPU_LINKS]
+        print(f"  {model}: gradients {gradient_bytes / 2**20:.1f} MiB per step; step "
+              f"{compute:.3g} s here{'' if measured else ' (est.)'}, {1e3 * gpu_compute:.3g} ms "
+              f"on a GPU + {1e3 * staging:.3g} ms PCIe staging")
+        for name, seconds, bandwidth, latency, copies in scenarios:
+            values = {str(n): efficiency(seconds, gradient_bytes, n, bandwidth, latency, copies)
+                      for n in CLUSTER_RANKS}
+            row["links"][name] = values
             text = ", ".join(f"{n}: {values[str(n)][0]:.2f} ({values[str(n)][1]:.2f})"
                              for n in CLUSTER_RANKS)
-            print(f"  {model} ({gradient_bytes / 2**20:.1f} MiB, step "
-                  f"{compute:.3g} s{'' if measured else ' est.'}) over {link}: {text}")
+            print(f"    {name}: {text}")
+        model_rows.append(row)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"measured": [dict(r) for r in results.values()], "model": model_rows,
