@@ -806,7 +806,8 @@ def _run_training(graph, args) -> int:
         report.close()
         if page is not None:
             page.finish(note=f"interrupted ({stop.signal}) at epoch {stop.epoch + 1}")
-        _say(interrupted_line(stop, args))
+        if root:  # the others saved nothing: rank 0's line says where the state is
+            _say(interrupted_line(stop, args))
         return stop.exit_status
     except ConvgraphError as exc:  # diverged, or a device fault: the page stops reloading
         if page is not None:
@@ -884,9 +885,11 @@ def interrupted_line(stop, args) -> str:
     if stop.saved is None:
         return (f"convgraph: interrupted ({stop.signal}) at {position}; the training state was "
                 "saved nowhere (no --checkpoint-dir).")
+    distributed = getattr(args, "distributed", False)  # resumed on any number of ranks
     return (f"convgraph: interrupted ({stop.signal}); saved the training state to {stop.saved} "
-            f"at {position}. Resume with: convgraph run {args.spec} --checkpoint-dir "
-            f"{args.checkpoint_dir} --resume (and the same data and batch options).")
+            f"at {position}. Resume with: {'mpirun -n N ' if distributed else ''}convgraph run "
+            f"{args.spec} --checkpoint-dir {args.checkpoint_dir} --resume"
+            f"{' --distributed' if distributed else ''} (and the same data and batch options).")
 
 
 def command_eval(args) -> int:

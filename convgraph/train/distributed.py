@@ -351,7 +351,7 @@ class ShardedSession:
         count = x.shape[0]
         if count > self.batch:
             raise DataError(f"a batch of {count} images is larger than the planned {self.batch}.")
-        checking = self.leader.checking_next()
+        checking = [session.begin_step() for session in self.sessions][0]
         if checking:
             self.leader.check_finite("weights")
         totals = np.zeros(4, np.float64)  # loss, correct, images, shards that ran
@@ -361,7 +361,6 @@ class ShardedSession:
             start, stop = shard_bounds(count, self.first_shard + index, self.shards)
             session.sample_offset = start
             if stop == start:  # a last batch smaller than the shard count
-                session.step_count += 1
                 continue
             result = session.forward_backward(x[start:stop], labels[start:stop], lr)
             totals += (result.loss, result.correct, result.count, 1)

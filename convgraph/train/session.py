@@ -245,27 +245,32 @@ class TrainingSession(_Session):
         on the steps the guard checks (the first, then every ``check_every``), when a
         parameter or a gradient is not: the session then holds the last parameters found
         finite."""
-        checking = self.checking_next()
+        count = self._write_batch(x, labels)  # checked (and copied) before the step counts
+        checking = self.begin_step()
         if checking:
             self.check_finite("weights")
-        result = self.forward_backward(x, labels, lr)
+        result = self._train_group(count, lr)
         self.check_loss(result)
         if checking:
             self.check_finite("gradients")
         self.optimizer_step(count=result.count, lr=lr)
         return result
 
-    def checking_next(self) -> bool:
-        """Whether the guard checks weights and gradients at the next step."""
+    def begin_step(self) -> bool:
+        """Count the step about to run; True when the guard checks weights and gradients at
+        it (the first step, then every ``check_every``)."""
+        self.step_count += 1
         return self._good_weights is None or (
-            self.check_every > 0 and self.step_count % self.check_every == 0)
+            self.check_every > 0 and (self.step_count - 1) % self.check_every == 0)
 
     def forward_backward(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
-        """The first half of a step: the forward pass, the loss and the backward pass (the
-        gradients of the batch-mean loss land in the gradient buffers). A data-parallel run
-        (train/distributed.py) averages the gradients across shards before optimizer_step."""
-        count = self._write_batch(x, labels)
-        self.step_count += 1
+        """The first half of the step begun: the forward pass, the loss and the backward pass
+        (the gradients of the batch-mean loss land in the gradient buffers). A data-parallel
+        run (train/distributed.py) averages the gradients across shards before
+        optimizer_step."""
+        return self._train_group(self._write_batch(x, labels), lr)
+
+    def _train_group(self, count: int, lr: float) -> StepResult:
         self.executor.enqueue(count, group="train", scalars=self._scalars(lr))
         return self._read_metrics(count)
 
