@@ -357,12 +357,16 @@ class ShardedSession:
         totals = np.zeros(4, np.float64)  # loss, correct, images, shards that ran
         fused = np.zeros(self.pieces[-1][3] if self.pieces and self.shards > 1 else 0,
                          np.float32)
-        for index, session in enumerate(self.sessions):
+        started_shards = []
+        for index, session in enumerate(self.sessions):  # every device at work before a wait
             start, stop = shard_bounds(count, self.first_shard + index, self.shards)
             session.sample_offset = start
-            if stop == start:  # a last batch smaller than the shard count
-                continue
-            result = session.forward_backward(x[start:stop], labels[start:stop], lr)
+            if stop > start:  # (none: a last batch smaller than the shard count)
+                started_shards.append(
+                    (session, session.start_forward_backward(x[start:stop], labels[start:stop],
+                                                             lr)))
+        for session, images in started_shards:
+            result = session.finish_forward_backward(images)
             totals += (result.loss, result.correct, result.count, 1)
             if self.shards == 1:  # the global batch's gradients already: nothing to average
                 continue
@@ -384,7 +388,7 @@ class ShardedSession:
         if checking:
             self.leader.check_finite("gradients")
         for session in self.sessions:
-            session.optimizer_step(count, lr)
+            session.optimizer_step(self.shard_batch, lr)
         if self.drift_every and (self.step_count == 1
                                  or self.step_count % self.drift_every == 0):
             self.check_drift()

@@ -270,6 +270,16 @@ class TrainingSession(_Session):
         optimizer_step."""
         return self._train_group(self._write_batch(x, labels), lr)
 
+    def start_forward_backward(self, x: np.ndarray, labels: np.ndarray, lr: float) -> int:
+        """forward_backward without waiting for it (several devices then run at once); returns
+        the image count for finish_forward_backward."""
+        count = self._write_batch(x, labels)
+        self.executor.enqueue(count, group="train", scalars=self._scalars(lr))
+        return count
+
+    def finish_forward_backward(self, count: int) -> StepResult:
+        return self._read_metrics(count)
+
     def _train_group(self, count: int, lr: float) -> StepResult:
         self.executor.enqueue(count, group="train", scalars=self._scalars(lr))
         return self._read_metrics(count)
