@@ -679,7 +679,9 @@ class Model:
         if devices is not None and (isinstance(devices, str) or not list(devices)):
             raise UsageError(f"fit: devices must be a list of device selectors, got "
                              f"{devices!r}.", hint="pass devices=['0:0', '0:1'], for example.")
-        targets = [self.target] if devices is None else list(devices)
+        # this model's own device, where the list names it, trains on the model's context
+        targets = [self.target] if devices is None else [
+            self.target if device == self.target.info.index else device for device in devices]
         return ShardedSession(self.graph, targets, self.batch, params=self._host_params(),
                               ranks=ranks)
 
