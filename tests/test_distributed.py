@@ -22,7 +22,7 @@ import pytest
 
 from convgraph.errors import DistributedError, UsageError
 from convgraph.train.checkpoint import load_checkpoint
-from convgraph.train.distributed import launched_rank, shard_bounds
+from convgraph.train.distributed import launched_rank, local_rank, shard_bounds
 
 from .conftest import tiny_images
 
@@ -158,6 +158,10 @@ def test_the_rank_comes_from_the_launchers_variables(monkeypatch):
     assert launched_rank() == 0
     monkeypatch.setenv("SLURM_PROCID", "3")
     assert launched_rank() == 3
+    for name in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    assert local_rank() == 1  # picks entry 1 of a --device list
 
 
 def test_distributed_is_refused_with_predict(cli, tmp_path):
@@ -252,11 +256,22 @@ def test_weights_that_drift_apart_are_an_error(tmp_path):
     assert "rank 1 device 0 differ from rank 0's after step 1" in done.stdout
 
 
+def children_of(parent: int) -> list[int]:
+    """The pids whose parent is ``parent``, from /proc (no procps needed)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:  # after the command: state, then the parent's pid
+            children.append(int(stat.parent.name))
+    return children
+
+
 def rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     """The pid of MPI rank ``rank`` among the launcher's descendants (from its environment)."""
-    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(launcher.pid)],
-                              capture_output=True, text=True).stdout.split()
-    for pid in children:
+    for pid in children_of(launcher.pid):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
