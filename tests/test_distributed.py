@@ -177,6 +177,16 @@ def test_a_device_named_twice_is_refused(cli, tmp_path):
     assert status == 4 and "more than once" in err
 
 
+def test_all_cpus_names_every_cpu_device():
+    from convgraph.runtime.devices import device_selectors, list_devices
+
+    cpus = [info.index for info, _ in list_devices() if info.type == "cpu"]
+    if not cpus:
+        pytest.skip("no OpenCL CPU device here")
+    assert device_selectors("all-cpus") == cpus
+    assert device_selectors(" 0:0 ") == [" 0:0 "]  # one selector: select_device's as before
+
+
 def test_fit_refuses_a_devices_string(tmp_path):
     import convgraph
 
