@@ -237,6 +237,24 @@ def test_ranks_with_different_specs_refuse_to_start(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@needs_mpi
+@pytest.mark.slow
+def test_ranks_on_different_devices_refuse_to_start(tmp_path):
+    """PoCL's pthread and basic drivers are two kinds of CPU device: their kernels could round
+    differently, so the ranks must not train one model together."""
+    from convgraph.runtime.devices import list_devices
+
+    if not any("portable computing" in info.platform.lower() for info, _ in list_devices()):
+        pytest.skip("needs PoCL (its pthread and basic devices)")
+    spec = write_run(tmp_path)
+    run_it = convgraph("run", spec, "--distributed", "--device", "pocl")
+    command = [MPIRUN, "--oversubscribe", "-n", "1", "-x", "POCL_DEVICES=pthread", *run_it,
+               ":", "-n", "1", "-x", "POCL_DEVICES=basic", *run_it]
+    done = run(command, tmp_path)
+    assert done.returncode == DistributedError.exit_status, done.stderr[-3000:]
+    assert "rank 1's device is 'basic-" in done.stderr
+
+
 # A script whose rank 1 nudges one weight after the start-up broadcast: the checksum after the
 # first step must catch it
 DRIFT_SCRIPT = """
