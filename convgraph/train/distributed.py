@@ -45,7 +45,6 @@ import json
 import math
 import os
 import pickle
-import sys
 import time
 
 import numpy as np
@@ -181,7 +180,10 @@ class MpiRanks(Ranks):
             "job is aborted, and the last checkpoint (written whole by rank 0) is kept.",
             hint="see the other ranks' messages for why; resume with --resume (any number of "
                  "ranks), or raise --mpi-timeout if steps are legitimately that slow.")
-        print(f"convgraph: error: {exc}", file=sys.stderr, flush=True)
+        # to the process's own stderr: a progress bar on the terminal holds sys.stderr while
+        # it draws (rich redirects it), and the abort would cut its output off
+        os.write(2, f"convgraph: error: {exc}\n".encode())
+        time.sleep(1.0)  # the launcher forwards a rank's output asynchronously
         self.comm.Abort(DistributedError.exit_status)
 
     def allreduce(self, buffer: np.ndarray, what: str) -> np.ndarray:
