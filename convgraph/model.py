@@ -440,7 +440,8 @@ class Model:
     def fit(self, data, epochs: int | None = None, *, batch_size: int | None = None,
             validation_data=None, test_data=None, validation_split: float | None = None,
             shuffle: bool = True, verbose: int = 1, callbacks=(), checkpoint_dir=None,
-            resume: bool = False, metrics_file=None, report=None):
+            resume: bool = False, metrics_file=None, report=None, distributed: bool = False,
+            devices=None, mpi_timeout: float | None = None):
         """Train on this model's device with the spec's ``train:`` settings, at the model's
         batch, for ``epochs`` (default the spec's ``train: epochs``): exactly what ``convgraph
         run --epochs N`` trains, the learning-rate schedule spanning those N epochs. Returns a
@@ -472,6 +473,16 @@ class Model:
             its last.npz), ``--metrics`` (one JSON line per epoch).
         report : callable, optional
             ``report(record)`` after each epoch.
+        distributed : bool
+            Data-parallel over the MPI ranks this process was launched among (``mpirun -n N
+            python script.py``; mpi4py): each rank trains its shard of every batch on this
+            model's device, gradients averaged by allreduce; rank 0 alone writes the
+            checkpoints and metrics and shows progress (README, "Distributed training").
+        devices : list of device selectors or Targets, optional
+            Data-parallel over these devices in this process (and over the ranks, with
+            ``distributed``); default: this model's device.
+        mpi_timeout : float, optional
+            Seconds a rank waits for the others in one collective before it aborts the job.
 
         The trained weights and the input normalisation replace this model's (also when
         training is interrupted or diverges: the last good weights). ``self.trainer`` is the
@@ -498,18 +509,29 @@ class Model:
         callbacks = check_callbacks(callbacks)
         _check_outputs(checkpoint_dir, resume, metrics_file)
         train, test = self._fit_data(data, validation_data, test_data, validation_split)
+        _check_flag(distributed, "distributed")
+        sharded = distributed or devices is not None
+        session = (self._sharded_session(distributed, devices, mpi_timeout) if sharded
+                   else self._training_session())
+        root = getattr(session, "is_root", True)  # only rank 0 writes and shows progress
         progress = None
-        if verbose and not any(getattr(c, "draws_progress", False) for c in callbacks):
+        if verbose and root and not any(getattr(c, "draws_progress", False) for c in callbacks):
             progress = ProgressBar()
             callbacks.append(progress)
-        session = self._training_session()
-        trainer = Trainer(session, train, test, checkpoint_dir, metrics_file, epochs=epochs,
-                          shuffle=bool(shuffle))
+        trainer = Trainer(session, train, test, checkpoint_dir if root else None,
+                          metrics_file if root else None, epochs=epochs, shuffle=bool(shuffle))
         self.trainer = trainer
         try:
-            if resume:
+            if resume and sharded:
+                from convgraph.train.distributed import resume_everywhere
+
+                resume_everywhere(trainer)
+            elif resume:
                 trainer.resume()
             records = trainer.fit(report=report, callbacks=callbacks)
+            if sharded:
+                session.check_drift()  # every rank ends with rank 0's weights
+                session.ranks.finish()
         except (Interrupted, TrainingDiverged):
             self._take_trained(trainer)
             raise
@@ -647,6 +669,21 @@ class Model:
             session.reset_optimizer()
             session.step_count = 0
         return session
+
+    def _sharded_session(self, distributed: bool, devices, mpi_timeout):
+        """A data-parallel session (train/distributed.py) over ``devices`` (default: this
+        model's target) and, with ``distributed``, the MPI ranks; built afresh per fit."""
+        from convgraph.train.distributed import DEFAULT_TIMEOUT, MpiRanks, Ranks, ShardedSession
+
+        ranks = MpiRanks(mpi_timeout or DEFAULT_TIMEOUT) if distributed else Ranks()
+        if devices is not None and (isinstance(devices, str) or not list(devices)):
+            raise UsageError(f"fit: devices must be a list of device selectors, got "
+                             f"{devices!r}.", hint="pass devices=['0:0', '0:1'], for example.")
+        # this model's own device, where the list names it, trains on the model's context
+        targets = [self.target] if devices is None else [
+            self.target if device == self.target.info.index else device for device in devices]
+        return ShardedSession(self.graph, targets, self.batch, params=self._host_params(),
+                              ranks=ranks)
 
     def _take_trained(self, trainer) -> None:
         self.set_params(trainer.session.params)

@@ -170,6 +170,9 @@ class TrainingSession(_Session):
         self.executor.allocate(batch)
         self.check_every = CHECK_EVERY
         self._good_weights = None  # device arrays of the last parameters found finite
+        # the global index of this session's first image in each batch (a data-parallel
+        # shard's, train/distributed.py): dropout masks follow it
+        self.sample_offset = 0
 
     # ------------------------------------------------------------------ parameters and state
 
@@ -242,26 +245,58 @@ class TrainingSession(_Session):
         on the steps the guard checks (the first, then every ``check_every``), when a
         parameter or a gradient is not: the session then holds the last parameters found
         finite."""
-        count = self._write_batch(x, labels)
-        self.step_count += 1
-        checking = self._good_weights is None or (
-            self.check_every > 0 and (self.step_count - 1) % self.check_every == 0)
+        count = self._write_batch(x, labels)  # checked (and copied) before the step counts
+        checking = self.begin_step()
         if checking:
             self.check_finite("weights")
-        scalars = self._scalars(lr)
-        self.executor.enqueue(count, group="train", scalars=scalars)
-        result = self._read_metrics(count)
+        result = self._train_group(count, lr)
+        self.check_loss(result)
+        if checking:
+            self.check_finite("gradients")
+        self.optimizer_step(count=result.count, lr=lr)
+        return result
+
+    def begin_step(self) -> bool:
+        """Count the step about to run; True when the guard checks weights and gradients at
+        it (the first step, then every ``check_every``)."""
+        self.step_count += 1
+        return self._good_weights is None or (
+            self.check_every > 0 and (self.step_count - 1) % self.check_every == 0)
+
+    def forward_backward(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
+        """The first half of the step begun: the forward pass, the loss and the backward pass
+        (the gradients of the batch-mean loss land in the gradient buffers). A data-parallel
+        run (train/distributed.py) averages the gradients across shards before
+        optimizer_step."""
+        return self._train_group(self._write_batch(x, labels), lr)
+
+    def start_forward_backward(self, x: np.ndarray, labels: np.ndarray, lr: float) -> int:
+        """forward_backward without waiting for it (several devices then run at once); returns
+        the image count for finish_forward_backward."""
+        count = self._write_batch(x, labels)
+        self.executor.enqueue(count, group="train", scalars=self._scalars(lr))
+        return count
+
+    def finish_forward_backward(self, count: int) -> StepResult:
+        return self._read_metrics(count)
+
+    def _train_group(self, count: int, lr: float) -> StepResult:
+        self.executor.enqueue(count, group="train", scalars=self._scalars(lr))
+        return self._read_metrics(count)
+
+    def check_loss(self, result: StepResult) -> None:
+        """TrainingDiverged if the step's loss is not finite (before the optimizer step)."""
         if not math.isfinite(result.loss):
             raise TrainingDiverged(
                 f"the loss became {result.loss} at step {self.step_count}"
-                f"{self._first_non_finite(count)}; training stopped before the optimizer "
-                "step could spread it.",
+                f"{self._first_non_finite(result.count)}; training stopped before the "
+                "optimizer step could spread it.",
                 hint="lower the learning rate (--lr), add batchnorm, or check the data "
                      "normalisation; the last checkpoint is kept.")
-        if checking:
-            self.check_finite("gradients")
-        self.executor.enqueue(count, group="step", scalars=scalars)
-        return result
+
+    def optimizer_step(self, count: int, lr: float) -> None:
+        """The second half of a step: one optimizer kernel per trainable parameter."""
+        self.executor.enqueue(max(count, 1), group="step", scalars=self._scalars(lr))
 
     def check_finite(self, kind: str = "weights") -> None:
         """Download every parameter (``kind`` 'weights') or every trainable parameter's
@@ -323,6 +358,7 @@ class TrainingSession(_Session):
     def _scalars(self, lr: float) -> dict:
         beta1, beta2 = self.train["betas"]
         return {"seed": np.uint32(self.dropout_seed()), "lr": np.float32(lr),
+                "sample_offset": np.uint32(self.sample_offset),
                 "correction1": np.float32(1.0 - beta1 ** self.step_count),
                 "correction2": np.float32(1.0 - beta2 ** self.step_count)}
 
