@@ -300,3 +300,48 @@ def test_a_classifier_keeps_its_records_and_refuses_a_miou_monitor():
     with pytest.raises(UsageError, match="mean IoU is measured for segmentation only"):
         model.fit((x, y), epochs=1, validation_split=0.25, verbose=0,
                   callbacks=[convgraph.callbacks.EarlyStopping("val_miou")])
+
+
+# ---------------------------------------------------------------------------- Oclgrind
+
+OCLGRIND_CHILD = """
+import sys
+import numpy as np
+from convgraph.pipeline import analyse
+from convgraph.reference import reference_gradients
+from convgraph.train.session import TrainingSession
+from tests.test_segmentation import head, random_masks
+failed = 0
+for volume, batch, smoothing in (("3x2x2", 1, 0.0), ("2x3x1", 3, 0.1)):
+    graph = analyse(head(volume, 3, smoothing))
+    session = TrainingSession(graph, batch=batch)
+    assert "Oclgrind" in session.info.platform, session.info.label
+    rng = np.random.default_rng(0)
+    width, height, depth = (int(v) for v in volume.split("x"))
+    x = rng.normal(size=(batch, depth, height, width)).astype(np.float32)
+    masks = random_masks(rng, (batch, height, width), 3, 0.3)
+    params = session.params
+    losses, _, _, grads, _ = reference_gradients(graph, params, x, masks, 0, smoothing)
+    result = session.evaluate_batch(x, masks)
+    device, _ = session.gradients(x, masks)
+    session.step(x, masks, 0.1)
+    error = np.abs(device["scores"] - grads["scores"]).max()
+    if abs(result.loss - losses.sum()) > 1e-4 or error > 1e-5:
+        failed += 1
+        print("FAILED", volume, batch)
+print("checked")
+sys.exit(1 if failed else 0)
+"""
+
+
+def test_the_pixel_loss_kernels_run_clean_under_oclgrind(tmp_path):
+    """PIXEL_COUNT, PIXEL_CROSS_ENTROPY and PIXEL_TOTALS (and the step around them) on tiny odd
+    shapes, batch 1 and 3, with Oclgrind as the only platform: no report, and the results still
+    those of the reference (tests/test_oclgrind.py's set-up)."""
+    from tests.test_oclgrind import ICD, run_under_oclgrind
+
+    if not ICD.exists():
+        pytest.skip("oclgrind is not installed (apt-get install oclgrind)")
+    done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", OCLGRIND_CHILD])
+    assert done.returncode == 0 and "checked" in done.stdout, (done.stdout, done.stderr[-3000:])
+    assert reports == [], reports[:3]
