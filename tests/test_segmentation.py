@@ -262,6 +262,15 @@ def test_run_on_the_shapes_set_learns_then_eval_and_predict(tmp_path):
     assert np.load(tmp_path / "scores.npy").shape == (2, 4, 12, 12)
 
 
+@pytest.mark.slow  # matplotlib draws the curves: seconds
+def test_the_run_report_shows_the_mean_iou_and_a_pixel_confusion_matrix(tmp_path):
+    done = cli(tmp_path, "run", SPEC, "--epochs", 1, "--report", "run.html")
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "run.html").read_text()
+    assert "test mIoU" in page and "train mIoU" in page
+    assert "of 18,432 counted test pixels right" in page
+
+
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     whole = cli(tmp_path, "run", SPEC, "--epochs", 3, "--metrics", "whole.jsonl")
     part = cli(tmp_path, "run", SPEC, "--epochs", 2, "--checkpoint-dir", "ck")
