@@ -144,6 +144,8 @@ def test_one_sgd_step_matches_numpy():
         np.testing.assert_allclose(value, before[key] - 0.5 * param_grads[key], atol=1e-5)
 
 
+@pytest.mark.slow  # 7 s cold (its kernels' first compile); the tiny U-Net of
+# tests/test_encoder_decoder.py runs the same check through run --verify in the default tier
 def test_the_tiny_segnet_verifies_through_the_whole_network():
     """--verify's training check: every layer's gradients of one step, masks with ignored
     pixels, against the float64 network (deconv, upsample and concat in the path)."""
