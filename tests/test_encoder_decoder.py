@@ -176,6 +176,7 @@ def test_tiny_unet_verifies_every_kernel_on_the_device(tmp_path):
     assert checked["up"]["op"] == "deconv" and checked["side"]["op"] == "upsample"
     assert report["failed"] == 0 and all(check["passed"] for check in checked.values())
     assert report["passed"] == len(checked) >= 8
+    assert {"d up", "d side", "d scores.weight"} <= set(checked)  # the per-pixel training step
 
 
 def test_tiny_unet_per_pixel_output_needs_masks_not_class_labels(tmp_path):
