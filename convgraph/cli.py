@@ -611,6 +611,8 @@ def command_run(args) -> int:
                               f"{exc.strerror or exc}.",
                               hint="choose a file in a folder you can write.") from None
     names = predicted_class_names(model, graph)
+    if scores.ndim == 4 and scores.shape[2] * scores.shape[3] > 1:  # per-pixel scores
+        return print_segmentation_predictions(graph, scores, names, args.json)
     shown_scores = softmax(scores) if args.softmax else scores
     if args.json:
         print_json({"model": graph.graph["name"], "images": int(scores.shape[0]),
@@ -619,6 +621,33 @@ def command_run(args) -> int:
                     "predictions": prediction_records(shown_scores, top, names, args.softmax)})
     else:
         print_predictions(shown_scores, top, names, args.softmax)
+    return 0
+
+
+def print_segmentation_predictions(graph, scores, names: list[str], as_json: bool) -> int:
+    """``run --predict`` of a segmentation network, whose scores are (N, C, H, W): each image's
+    predicted classes as a histogram of its pixels (the --output file holds the scores)."""
+    classes = scores.shape[1]
+    pixels = scores.shape[2] * scores.shape[3]
+    counts = [np.bincount(image.argmax(axis=0).ravel(), minlength=classes)
+              for image in scores]
+    if as_json:
+        print_json({"model": graph.graph["name"], "images": int(scores.shape[0]),
+                    "classes": classes, "class_names": names,
+                    "height": int(scores.shape[2]), "width": int(scores.shape[3]),
+                    "predictions": [{"image": index, "pixels": {names[c]: int(n) for c, n in
+                                                                enumerate(row) if n}}
+                                    for index, row in enumerate(counts)]})
+        return 0
+    listing = Listing(f"predicted classes per pixel ({plural(scores.shape[0], 'image')}, "
+                      f"{scores.shape[3]}x{scores.shape[2]} pixels each)",
+                      [Column("image", "right"),
+                       Column("pixels by class, most first", short="classes", items=True)])
+    for index, row in enumerate(counts):
+        order = [int(c) for c in np.argsort(-row, kind="stable") if row[c]]
+        listing.rows.append([str(index), ITEM_GAP.join(
+            f"{c}: {names[c]} {100 * row[c] / pixels:.1f}%" for c in order)])
+    print_listing(listing, console())
     return 0
 
 
@@ -829,7 +858,12 @@ def _run_training(graph, args) -> int:
         status = save_trained(model, args.save, args.spec)
     if args.plot:
         plot_history(history, args.plot, f"{graph.graph['name']} on {train_data.name}")
-    if history and history[-1].get("test_accuracy") is not None:
+    if history and history[-1].get("test_miou") is not None:
+        out.print(f"final test mIoU {history[-1]['test_miou']:.4f} "
+                  f"(best {trainer.progress.best_accuracy:.4f}), pixel accuracy "
+                  f"{history[-1]['test_accuracy']:.4f} after {plural(len(history), 'epoch')}.",
+                  highlight=False)
+    elif history and history[-1].get("test_accuracy") is not None:
         out.print(f"final test accuracy {history[-1]['test_accuracy']:.4f} "
                   f"(best {trainer.progress.best_accuracy:.4f}) after "
                   f"{plural(len(history), 'epoch')}.",
@@ -913,9 +947,11 @@ def command_eval(args) -> int:
     with _phase(console(stderr=True), f"evaluating {plural(len(test_data.y), 'test image')}",
                 disable=args.json):
         result = model.evaluate(test_data)
-    right = int((result.predictions == result.labels).sum())
     names = class_names_of(model, test_data)
     matrix = result.confusion(model.classes)
+    if result.miou is not None:
+        return print_segmentation_eval(graph, test_data, result, matrix, names, args, out)
+    right = int((result.predictions == result.labels).sum())
     if args.json:
         record = {"model": graph.graph["name"], "dataset": test_data.name,
                   "loss": result.loss, "accuracy": result.accuracy, "correct": right,
@@ -928,6 +964,29 @@ def command_eval(args) -> int:
               f"test loss {result.loss:.4f}, "
               f"test accuracy {result.accuracy:.4f} ({right:,} of {len(result.labels):,}).",
               highlight=False)
+    if args.confusion:
+        print_listing(confusion_listing(matrix, names), out)
+    return 0
+
+
+def print_segmentation_eval(graph, test_data, result, matrix, names, args, out) -> int:
+    """``convgraph eval`` of a segmentation network: loss, accuracy over the counted pixels
+    (those without the ignore label), mean IoU over the classes present."""
+    counted = int(matrix.sum())
+    right = int(np.trace(matrix))
+    if args.json:
+        record = {"model": graph.graph["name"], "dataset": test_data.name,
+                  "loss": result.loss, "pixel_accuracy": result.accuracy, "miou": result.miou,
+                  "correct_pixels": right, "counted_pixels": counted,
+                  "images": len(result.labels), "class_names": names}
+        if args.confusion:
+            record["confusion"] = matrix.tolist()
+        print_json(record)
+        return 0
+    out.print(f"{markup_safe(graph.graph['name'])} on {markup_safe(test_data.name)}: "
+              f"test loss {result.loss:.4f}, test pixel accuracy {result.accuracy:.4f} "
+              f"({right:,} of {counted:,} pixels), test mIoU {result.miou:.4f} "
+              f"({plural(len(result.labels), 'image')}).", highlight=False)
     if args.confusion:
         print_listing(confusion_listing(matrix, names), out)
     return 0

@@ -31,7 +31,7 @@ import numpy as np
 
 from convgraph.codegen.plan import plan_forward
 from convgraph.errors import DataError, TrainingDiverged, UsageError
-from convgraph.graph import ordered
+from convgraph.graph import loss_input, ordered
 from convgraph.params import (
     check_params,
     device_bytes,
@@ -584,6 +584,7 @@ class Model:
         (concatenated); DataError or UsageError saying what does not fit."""
         from convgraph.data import Dataset
         from convgraph.data.dataset import check_fits, check_labels
+        from convgraph.data.masks import check_targets
 
         name = self.graph.graph["name"]
         volume = self.graph.nodes[ordered(self.graph)[0]]["output"]
@@ -592,6 +593,7 @@ class Model:
             if len(data) == 0:
                 raise DataError(f"{what} ({data.name}) holds no images.",
                                 hint="give at least one image.")
+            data.y = check_targets(data.y, self.classes, *target_of(self.graph), what)
             return data
         if _is_pair(data):
             x, y = self._check_images(data[0], f"{what}'s x"), _labels(data[1], what)
@@ -609,14 +611,18 @@ class Model:
                              f"arrays{also}; got a {type(data).__name__}.",
                              hint="e.g. (x, y) with x (N, depth, height, width) images and y (N,) "
                                   "class indices, or model.dataset('train').")
-        if y.shape != (x.shape[0],):
+        if y.shape[:1] != (x.shape[0],) or y.ndim not in (1, 3):
             raise DataError(f"{what} has {x.shape[0]:,} images but {y.shape} labels; y must "
-                            f"hold one class index per image ({x.shape[0]:,},).",
+                            f"hold one class index per image ({x.shape[0]:,},), or for "
+                            f"segmentation one mask per image ({x.shape[0]:,}, H, W).",
                             hint="give x and y of the same length.")
-        check_labels(y, self.classes, f"{what}'s y (for '{name}', {self.classes} classes)")
+        where = f"{what}'s y (for '{name}', {self.classes} classes)"
+        y = check_targets(y, self.classes, *target_of(self.graph), where)
+        if y.ndim == 1:
+            y = check_labels(y, self.classes, where).astype(np.int64)
         if x.dtype not in (np.uint8, np.float32):
             x = x.astype(np.float32)
-        return Dataset("arrays", np.ascontiguousarray(x), y.astype(np.int64), self.classes)
+        return Dataset("arrays", np.ascontiguousarray(x), y, self.classes)
 
     # ------------------------------------------------------------------ description
 
@@ -744,7 +750,16 @@ def spec_dataset(graph: nx.DiGraph, split: str = "train"):
     train = graph.graph["train"]
     first = graph.nodes[ordered(graph)[0]]["output"]
     classes = graph.nodes[graph.graph["output"]]["output"].depth
-    return load_dataset(train["dataset"], train["data"], split, first, classes, 0)
+    output, ignore_label = target_of(graph)
+    return load_dataset(train["dataset"], train["data"], split, first, classes, 0,
+                        output=output, ignore_label=ignore_label)
+
+
+def target_of(graph: nx.DiGraph):
+    """(the volume the loss reads, the ignore label): what a data set's labels must fit, one
+    class per image for a 1x1xC volume, (N, H, W) masks otherwise (segmentation)."""
+    return (graph.nodes[loss_input(graph)]["output"],
+            int(graph.graph["train"].get("ignore_label", 255)))
 
 
 def check_epochs(epochs, spec_epochs: int) -> int | None:

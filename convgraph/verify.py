@@ -105,10 +105,11 @@ def verify_training(graph, device=None, batch: int = 2, seed: int = 0) -> list[C
     session.set_params(params)
     volume = graph.nodes[ordered(graph)[0]]["output"]
     x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
-    labels = rng.integers(0, session.plan.classes, batch)
+    labels = random_labels(session.plan, batch, rng, session.ignore_label)
     grads, param_grads = session.gradients(x, labels)
     _, _, _, expected, expected_params = reference_gradients(
-        graph, params, x, labels, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
+        graph, params, x, labels, session.dropout_seed(), graph.graph["train"]["label_smoothing"],
+        session.ignore_label)
     kernels_of: dict[str, list[str]] = {}
     for launch in session.plan.groups["train"]:
         if launch.kernel not in kernels_of.setdefault(launch.node, []):
@@ -124,6 +125,17 @@ def verify_training(graph, device=None, batch: int = 2, seed: int = 0) -> list[C
                             relative_error(grad, expected_params[key],
                                            layer_scale(expected_params, node))))
     return checks
+
+
+def random_labels(plan, batch: int, rng, ignore_label: int = 255) -> np.ndarray:
+    """Labels for a check step: a class per image, or for a per-pixel loss (batch, H, W) masks
+    with about one pixel in eight ignored (so the ignore path is checked too)."""
+    if not plan.segmentation:
+        return rng.integers(0, plan.classes, batch)
+    volume = plan.layouts[plan.logits].volume
+    masks = rng.integers(0, plan.classes, (batch, volume.height, volume.width))
+    masks[rng.random(masks.shape) < 0.125] = ignore_label
+    return masks
 
 
 def layer_scale(param_grads: dict, node: str) -> float:
