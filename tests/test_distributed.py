@@ -434,3 +434,30 @@ def test_a_hung_rank_ends_the_job_after_the_mpi_timeout(tmp_path):
     assert launcher.returncode == DistributedError.exit_status, err[-3000:]
     assert "waited 10 s for the other ranks" in err
     load_checkpoint(tmp_path / "ck" / "last.npz")
+
+
+@needs_mpi
+def test_two_ranks_segment_what_one_process_segments(tmp_path):
+    """Per-pixel loss: a shard's gradient is the mean over its counted pixels, so shards weigh
+    by those (ignored pixels differ from shard to shard), and the epoch's mIoU is global."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 255, (40, 3, 12, 12)).astype(np.uint8)
+    masks = (x[:, 0] // 64).astype(np.uint8)  # classes 0..3 from the first channel
+    masks[rng.random(masks.shape) < 0.3] = 255  # ignored, unevenly over the images
+    np.savez(tmp_path / "seg.npz", x=x, masks=masks, x_test=x[:8], masks_test=masks[:8])
+    spec = tmp_path / "seg.yaml"
+    spec.write_text((ROOT / "tests" / "specs" / "tiny_segnet.yaml").read_text().replace(
+        "dataset: shapes", f"dataset: npz\n  data: {tmp_path / 'seg.npz'}").replace(
+        "epochs: 3", "epochs: 2\n  seed: 4"))
+    one = run(convgraph("run", spec, "--save", "one.npz", "--metrics", "one.jsonl"), tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = run(mpirun_command(2, *convgraph("run", spec, "--distributed", "--save", "two.npz",
+                                           "--metrics", "two.jsonl")), tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_close(weights(tmp_path / "one.npz"), weights(tmp_path / "two.npz"), 1e-4)
+    import json
+    records = [[json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+               for name in ("one.jsonl", "two.jsonl")]
+    for key in ("train_loss", "train_miou", "test_miou"):
+        np.testing.assert_allclose([r[key] for r in records[0]], [r[key] for r in records[1]],
+                                   rtol=1e-4, err_msg=key)

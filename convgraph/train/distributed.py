@@ -295,6 +295,10 @@ class ShardedSession:
     def params(self) -> dict:
         return self.leader.params
 
+    @property
+    def ignore_label(self) -> int:
+        return self.leader.ignore_label
+
     def optimizer_state(self) -> dict:
         return self.leader.optimizer_state()
 
@@ -333,14 +337,15 @@ class ShardedSession:
         its planned batch; every rank evaluates the whole test set (its figures must be the
         same everywhere: callbacks such as EarlyStopping act on them)."""
         loss = correct = 0.0
-        predictions = []
+        units, predictions = 0, []
         for start in range(0, x.shape[0], self.shard_batch):
             piece = slice(start, start + self.shard_batch)
             result = self.leader.evaluate_batch(x[piece], labels[piece])
             loss, correct = loss + result.loss, correct + result.correct
+            units += result.units
             predictions.append(self.leader.last_predictions(result.count))
         self._predictions = np.concatenate(predictions)
-        return StepResult(loss, correct, x.shape[0])
+        return StepResult(loss, correct, x.shape[0], units)
 
     def last_predictions(self, count: int) -> np.ndarray:
         return self._predictions[:count]
@@ -356,7 +361,10 @@ class ShardedSession:
         checking = [session.begin_step() for session in self.sessions][0]
         if checking:
             self.leader.check_finite("weights")
-        totals = np.zeros(4, np.float64)  # loss, correct, images, shards that ran
+        # loss, correct, images, shards that ran, units (images, or counted pixels): a shard's
+        # gradient is its mean over its units, so it weighs by them
+        totals = np.zeros(5, np.float64)
+        self._shards_run = []
         fused = np.zeros(self.pieces[-1][3] if self.pieces and self.shards > 1 else 0,
                          np.float32)
         started_shards = []
@@ -369,11 +377,12 @@ class ShardedSession:
                                                              lr)))
         for session, images in started_shards:
             result = session.finish_forward_backward(images)
-            totals += (result.loss, result.correct, result.count, 1)
+            totals += (result.loss, result.correct, result.count, 1, result.units)
+            self._shards_run.append((session, result.count))
             if self.shards == 1:  # the global batch's gradients already: nothing to average
                 continue
             started = time.perf_counter()
-            fused += self._pack(session, result.count)  # in device order
+            fused += self._pack(session, result.units)  # in device order
             self.reduce_seconds += time.perf_counter() - started
         self.ranks.allreduce(totals, "the step's loss")
         if not math.isfinite(totals[0]):  # every rank sees the same sum: all stop together
@@ -385,7 +394,7 @@ class ShardedSession:
         if self.shards > 1:
             started = time.perf_counter()
             self.ranks.allreduce(fused, "the gradient allreduce")
-            self._unpack(fused, int(totals[2]), int(totals[3]))
+            self._unpack(fused, int(totals[4]), int(totals[3]))
             self.reduce_seconds += time.perf_counter() - started
         if checking:
             self.leader.check_finite("gradients")
@@ -394,7 +403,23 @@ class ShardedSession:
         if self.drift_every and (self.step_count == 1
                                  or self.step_count % self.drift_every == 0):
             self.check_drift()
-        return StepResult(float(totals[0]), float(totals[1]), int(totals[2]))
+        return StepResult(float(totals[0]), float(totals[1]), int(totals[2]), int(totals[4]))
+
+    def last_pixel_predictions(self, count: int) -> np.ndarray:
+        """The top class of every pixel of the last global batch, (count, H, W), on every rank
+        (segmentation: the epoch's confusion matrix is global): each rank fills its shards'
+        rows, the others stay zero, and the ranks' arrays are summed."""
+        predicted = None
+        for index, (session, images) in enumerate(self._shards_run):
+            start, stop = shard_bounds(count, self.first_shard + index, self.shards)
+            mine = session.last_pixel_predictions(images)
+            if predicted is None:
+                predicted = np.zeros((count,) + mine.shape[1:], np.int32)
+            predicted[start:stop] = mine
+        if predicted is None:  # this rank ran no shard of a batch smaller than the shard count
+            volume = self.plan.layouts[self.plan.logits].volume
+            predicted = np.zeros((count, volume.height, volume.width), np.int32)
+        return self.ranks.allreduce(predicted, "the step's pixel predictions")
 
     def _fusion_layout(self) -> list[tuple[str, str, int, int]]:
         """(kind, buffer name, start, stop) of each piece of the fusion buffer: every
@@ -411,20 +436,21 @@ class ShardedSession:
             offset += size
         return pieces
 
-    def _pack(self, session: TrainingSession, count: int) -> np.ndarray:
-        """The shard's contribution: its gradients times its image count, its statistics."""
+    def _pack(self, session: TrainingSession, units: int) -> np.ndarray:
+        """The shard's contribution: its gradients times its units (images or counted
+        pixels), its statistics."""
         packed = np.empty(self.pieces[-1][3] if self.pieces else 0, np.float32)
         copy_buffers(session.executor, [(name, packed[start:stop])
                                         for _, name, start, stop in self.pieces], to_host=True)
         for kind, _, start, stop in self.pieces:
             if kind == "grad":
-                packed[start:stop] *= np.float32(count)
+                packed[start:stop] *= np.float32(units)
         return packed
 
-    def _unpack(self, fused: np.ndarray, images: int, shards: int) -> None:
+    def _unpack(self, fused: np.ndarray, units: int, shards: int) -> None:
         """Scale the sums to means and give every device the same arrays."""
         for kind, _, start, stop in self.pieces:
-            fused[start:stop] /= np.float32(images if kind == "grad" else shards)
+            fused[start:stop] /= np.float32(max(units, 1) if kind == "grad" else shards)
         for session in self.sessions:
             copy_buffers(session.executor, [(name, fused[start:stop])
                                             for _, name, start, stop in self.pieces],
