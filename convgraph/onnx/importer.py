@@ -1,10 +1,13 @@
 """ONNX import: the CNN subset of an ONNX model as a graph-form spec plus its weights.
 
-The walk here knows ONNX's plumbing (initializers, Constant, Identity, a zero Pad before a
-conv or pool, an Add of a constant after a MatMul, the batch axis); what each ONNX op type
-becomes is declared by the convgraph op that reads it (``Op.onnx_types`` and
-``Op.from_onnx`` in convgraph/ops/), so no op knowledge lives in this file. Every node that
-cannot be imported is reported together, with its name, type and opset.
+The walk here knows ONNX's plumbing (initializers, Constant, Identity, constant folding, a
+zero Pad before a conv or pool, an Add of a constant after a MatMul, the batch axis) and,
+in a pattern pass before it, the decompositions exporters write for ONNX ops of later opsets
+(GELU as Erf or Tanh arithmetic, HardSwish, Swish, LayerNormalization over the channels): each
+becomes the one ONNX node it stands for. What each ONNX op type becomes is declared by the
+convgraph op that reads it (``Op.onnx_types`` and ``Op.from_onnx`` in convgraph/ops/), so no
+op knowledge lives in this file. Every node that cannot be imported is reported together,
+with its name, type and opset.
 
 >>> imported = import_onnx("model.onnx")  # doctest: +SKIP
 >>> imported.spec["input"], len(imported.spec["nodes"])  # doctest: +SKIP
@@ -13,6 +16,7 @@ cannot be imported is reported together, with its name, type and opset.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ from convgraph.ops import REGISTRY
 from convgraph.ops.base import OnnxLayer, OnnxNode, OnnxUnsupported, Op
 
 OLDEST_OPSET = 11
-PLUMBING = ("Constant", "Identity", "Pad")  # read by the walk itself, not by an op
+PLUMBING = ("Constant", "Identity")  # read by the walk itself, not by an op
 
 
 class _Downstream(Exception):
@@ -223,6 +227,11 @@ class _Walk:
                           self.graph.initializer}
         self.shapes = {v.name: _shape(v) for v in (*self.graph.input, *self.graph.value_info,
                                                    *self.graph.output)}
+        self._fold_constants()
+        rewritten = _Patterns(list(self.graph.node), self.constants, self.shapes,
+                              {value.name for value in self.graph.output}).rewritten()
+        del self.graph.node[:]
+        self.graph.node.extend(rewritten)
         self.readers: dict[str, list] = {}
         for node in self.graph.node:
             for name in node.input:
@@ -328,8 +337,25 @@ class _Walk:
                 skipped.update(node.output)
         return skipped
 
+    def _fold_constants(self) -> None:
+        """Work out every node that reads only constants (a Constant, the Reshape of layer
+        scale factors to (1, C, 1, 1), a Sqrt of a number): its value is a constant too."""
+        for node in self.graph.node:
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type == "Constant":
+                try:
+                    self._constant(node, _attributes(node))
+                except OnnxUnsupported:  # the walk reports it
+                    pass
+            elif node.input and all(not name or name in self.constants for name in node.input):
+                feeds = {name: self.constants[name] for name in node.input if name}
+                self.constants.update(_evaluated(node, feeds, self.opset))
+
     def _import(self, node, index: int) -> None:
         attributes = _attributes(node)
+        if node.output and all(name in self.constants for name in node.output):
+            return  # folded
         if set(node.output) <= self.shape_only:
             self._fold_shape_computation(node, attributes)
             return
@@ -337,8 +363,8 @@ class _Walk:
             self._constant(node, attributes)
         elif node.op_type == "Identity":
             self._alias(node.output[0], node.input[0])
-        elif node.op_type == "Pad":
-            self._pad(node, attributes)
+        elif node.op_type == "Pad" and self._folds_pad(node, attributes):
+            pass
         elif node.op_type == "Add" and self._folds_into_bias(node):
             pass
         elif node.op_type in self.types:
@@ -358,21 +384,8 @@ class _Walk:
             return
         if not all(name in self.constants for name in node.input if name):
             return
-        from onnx import TensorProto
-        from onnx import helper as onnx_helper
-        from onnx.reference import ReferenceEvaluator
-
         feeds = {name: self.constants[name] for name in node.input if name}
-        untyped = [onnx_helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)
-                   for name in (*feeds, *node.output)]
-        alone = onnx_helper.make_model(  # the node alone, at the model's opset
-            onnx_helper.make_graph([node], "shape", untyped[:len(feeds)], untyped[len(feeds):]),
-            opset_imports=[onnx_helper.make_opsetid("", self.opset)])
-        try:
-            values = ReferenceEvaluator(alone).run(None, feeds)
-        except Exception:  # an op the evaluator lacks: the Reshape is refused instead
-            return
-        self.constants.update(zip(node.output, values))
+        self.constants.update(_evaluated(node, feeds, self.opset))
 
     def _reshaped(self, node) -> tuple | None:
         """A Reshape's output shape from its constant target, the batch axis kept symbolic,
@@ -418,32 +431,32 @@ class _Walk:
             raise OnnxUnsupported(f"its input '{tensor}' comes from a node not imported")
         return self.source[tensor]
 
-    def _pad(self, node, attributes: dict) -> None:
-        """Keep a zero spatial Pad to fold into its readers (each must take it)."""
+    def _folds_pad(self, node, attributes: dict) -> bool:
+        """Keep a zero spatial Pad to fold into its readers where each can take it as its own
+        padding; False where one cannot (the Pad is then a layer of its own)."""
         mode = attributes.get("mode", b"constant")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        if self.opset < 11:
-            pads, value = attributes.get("pads", []), attributes.get("value", 0.0)
-        else:
-            pads = self._constant_input(node, 1, "pads")
-            value = self._constant_input(node, 2, "value") if len(node.input) > 2 \
-                and node.input[2] else 0.0
-        if len(node.input) > 3 and node.input[3]:
-            raise OnnxUnsupported("a Pad with axes is not supported")
-        pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+        value = self.constants.get(node.input[2], None) if len(node.input) > 2 \
+            and node.input[2] else 0.0
+        if len(node.input) < 2 or node.input[1] not in self.constants or value is None or (
+                len(node.input) > 3 and node.input[3]):
+            return False
+        pads = [int(p) for p in np.asarray(self.constants[node.input[1]]).reshape(-1)]
         if mode != "constant" or float(np.asarray(value).reshape(-1)[0]) != 0.0:
-            raise OnnxUnsupported(f"mode '{mode}' with value {value}: only zero padding folds")
+            return False
         if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
-            raise OnnxUnsupported(f"pads {pads}: only padding of H and W folds")
+            return False
         readers = self.readers.get(node.output[0], [])
+        if not readers or any(o.name == node.output[0] for o in self.graph.output):
+            return False
         for reader in readers:
             op = self.types.get(reader.op_type)
             if op is None or list(reader.input).index(node.output[0]) != 0 or not op.onnx_folds_pad(
                     self._view(reader, _attributes(reader))):
-                raise OnnxUnsupported(f"its reader '{reader.name}' ({reader.op_type}) cannot take "
-                                      "it as its own padding")
+                return False
         self._computed(node.input[0])
         self.pads[node.output[0]] = (node.input[0], (pads[2], pads[3], pads[6], pads[7]))
+        return True
 
     def _constant_input(self, node, index: int, what: str):
         name = node.input[index] if index < len(node.input) else ""
@@ -504,6 +517,8 @@ class _Walk:
         self._check_float_types(node, index)
         view = self._view(node, attributes)
         layer = op.from_onnx(view)
+        if layer.op is not None:  # another op holds it (Clip(0, 6): relu6)
+            op = REGISTRY[layer.op]
         inputs = list(node.input)
         if inputs and inputs[0] in self.pads:
             inputs[0] = self.pads[inputs[0]][0]
@@ -578,3 +593,271 @@ class _Walk:
                 raise _fail(self.path, f"node '{name}': convgraph computes {volume} where ONNX "
                             f"has shape {list(shape)}.",
                             hint="please report this: the import of this node is wrong.")
+
+
+def _evaluated(node, feeds: dict, opset: int) -> dict:
+    """The outputs of one node on constant inputs, by onnx's reference evaluator (empty where
+    it cannot: an op it lacks; the walk then meets the node as any other)."""
+    from onnx import TensorProto
+    from onnx import helper as onnx_helper
+    from onnx.reference import ReferenceEvaluator
+
+    untyped = [onnx_helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)
+               for name in (*feeds, *node.output)]
+    alone = onnx_helper.make_model(  # the node alone, at the model's opset
+        onnx_helper.make_graph([node], "constant", untyped[:len(feeds)], untyped[len(feeds):]),
+        opset_imports=[onnx_helper.make_opsetid("", opset)])
+    try:
+        values = ReferenceEvaluator(alone).run(None, feeds)
+    except Exception:
+        return {}
+    return {name: np.asarray(value) for name, value in zip(node.output, values)}
+
+
+# --- the pattern pass: what exporters decompose, made the one ONNX node it stands for ---
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+# ONNX's definitions of the ops exporters write as arithmetic before their opset has them:
+# (op type, attributes, the function of x); a chain of elementwise nodes computing one of
+# these from one tensor, in whatever order, becomes that node
+_COMPOSITES = (
+    ("Gelu", {}, lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))),
+    ("Gelu", {"approximate": "tanh"},
+     lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))),
+    ("HardSwish", {}, lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)),
+    ("Swish", {}, lambda x: x / (1.0 + np.exp(-x))),
+)
+# where the chains are compared: both sides of every kink, and the tails
+_SAMPLES = np.concatenate([np.linspace(-8.0, 8.0, 321), [-20.0, -3.0, 3.0, 20.0, 0.3141]])
+
+
+def _elementwise(op_type: str, attributes: dict, args: list):
+    """One elementwise ONNX op on float64 arrays (None: an optional input left out)."""
+    if op_type in ("Add", "Sub", "Mul", "Div", "Pow"):
+        a, b = args
+        return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+                "Pow": np.power}[op_type](a, b)
+    (x, *rest) = args
+    if op_type == "Clip":
+        low, high = (rest + [None, None])[:2]
+        return np.clip(x, -np.inf if low is None else low, np.inf if high is None else high)
+    if op_type == "HardSigmoid":
+        return np.clip(attributes.get("alpha", 0.2) * x + attributes.get("beta", 0.5), 0, 1)
+    return {"Sqrt": np.sqrt, "Erf": _erf, "Tanh": np.tanh, "Neg": np.negative,
+            "Sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+            "Relu": lambda v: np.maximum(v, 0.0)}[op_type](x)
+
+
+_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Pow", "Clip", "HardSigmoid", "Sqrt", "Erf",
+                "Tanh", "Neg", "Sigmoid", "Relu")
+
+
+class _Patterns:
+    """Rewrites the sorted nodes: each match is replaced by one node of the ONNX op it
+    computes, reading the match's input and writing its output, named by what the matched
+    nodes' names share ('/act/Mul', '/act/Sigmoid' -> '/act')."""
+
+    def __init__(self, nodes: list, constants: dict, shapes: dict, outputs: set):
+        self.nodes, self.constants, self.shapes, self.outputs = nodes, constants, shapes, outputs
+
+    def rewritten(self) -> list:
+        for find in (self._decomposed_layernorm, self._channels_last_layernorm,
+                     self._composite):
+            while (match := find()) is not None:
+                self._replace(*match)
+        return self.nodes
+
+    # --- the graph as it stands ---
+
+    def _producer(self) -> dict:
+        return {name: node for node in self.nodes for name in node.output}
+
+    def _readers(self, tensor: str) -> list:
+        return [node for node in self.nodes if tensor in node.input]
+
+    def _private(self, nodes: list, result: str) -> bool:
+        """Whether every tensor the nodes make, but ``result``, is read only among them."""
+        ids = {id(node) for node in nodes}
+        return all(name == result or (name not in self.outputs and all(
+            id(reader) in ids for reader in self._readers(name)))
+            for node in nodes for name in node.output if name)
+
+    def _scalar(self, name: str) -> bool:
+        return not name or (name in self.constants and self.constants[name].size == 1)
+
+    def _replace(self, matched: list, op_type: str, inputs: list, output: str,
+                 attributes: dict) -> None:
+        from onnx import helper as onnx_helper
+
+        names = [_text(node.name) for node in matched if node.name]
+        shared = os.path.commonprefix(names).rstrip("/._") if len(names) > 1 else ""
+        name = shared or _text(matched[-1].name)
+        made = onnx_helper.make_node(op_type, inputs, [output], name=name, **attributes)
+        last = max(self.nodes.index(node) for node in matched)
+        ids = {id(node) for node in matched}
+        self.nodes = [made if i == last else node for i, node in enumerate(self.nodes)
+                      if i == last or id(node) not in ids]
+
+    # --- elementwise composites: GELU (erf and tanh forms), HardSwish, Swish ---
+
+    def _composite(self):
+        for root in self._roots():
+            region = self._elementwise_region(root)
+            for exit_node in reversed(region):
+                chain = self._ancestors(exit_node, region)
+                if len(chain) < 2 or not self._private(chain, exit_node.output[0]):
+                    continue
+                values = self._evaluate(chain, root)
+                for op_type, attributes, function in _COMPOSITES:
+                    want = function(_SAMPLES)
+                    if values.shape == want.shape and np.allclose(values, want, rtol=1e-5,
+                                                                  atol=1e-6):
+                        return chain, op_type, [root], exit_node.output[0], attributes
+        return None
+
+    def _roots(self):
+        """Tensors two elementwise reads take (every composite reads x twice)."""
+        reads: dict[str, int] = {}
+        for node in self.nodes:
+            if node.op_type in _ELEMENTWISE and node.domain in ("", "ai.onnx"):
+                for name in node.input:
+                    if name and name not in self.constants:
+                        reads[name] = reads.get(name, 0) + 1
+        return [name for name, count in reads.items() if count >= 2]
+
+    def _elementwise_region(self, root: str) -> list:
+        """The elementwise nodes computed from ``root`` and scalar constants alone."""
+        known, region = {root}, []
+        for node in self.nodes:
+            if node.op_type in _ELEMENTWISE and node.domain in ("", "ai.onnx") and any(
+                    name in known for name in node.input) and all(
+                    name in known or self._scalar(name) for name in node.input):
+                region.append(node)
+                known.update(node.output)
+        return region
+
+    def _ancestors(self, exit_node, region: list) -> list:
+        producer = {name: node for node in region for name in node.output}
+        needed, stack = {id(exit_node)}, [exit_node]
+        while stack:
+            for name in stack.pop().input:
+                node = producer.get(name)
+                if node is not None and id(node) not in needed:
+                    needed.add(id(node))
+                    stack.append(node)
+        return [node for node in region if id(node) in needed]
+
+    def _evaluate(self, chain: list, root: str) -> np.ndarray:
+        values = {root: _SAMPLES}
+        with np.errstate(all="ignore"):
+            for node in chain:
+                args = [values[name] if name in values else
+                        None if not name else float(self.constants[name].reshape(-1)[0])
+                        for name in node.input]
+                values[node.output[0]] = np.asarray(
+                    _elementwise(node.op_type, _attributes(node), args), np.float64)
+        return values[chain[-1].output[0]]
+
+    # --- LayerNormalization over the channels ---
+
+    def _reduce_axes(self, node) -> list | None:
+        if node is None or node.op_type != "ReduceMean" or not _attributes(node).get(
+                "keepdims", 1):
+            return None
+        axes = _attributes(node).get("axes")
+        if len(node.input) > 1 and node.input[1]:
+            axes = self.constants.get(node.input[1])
+        return None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+
+    def _constant_operand(self, node, other: str):
+        """The constant a binary node combines ``other`` with, or None."""
+        if node is None or len(node.input) != 2 or other not in node.input:
+            return None
+        (constant,) = [name for name in node.input if name != other] or [None]
+        return constant if constant in self.constants else None
+
+    def _decomposed_layernorm(self):
+        """(x - mean) / sqrt(mean((x - mean)^2) + eps) [* scale + bias] over one axis, as
+        torch.onnx writes nn.LayerNorm before opset 17 and ConvNeXt's channels-first norm."""
+        producer = self._producer()
+        for div in (node for node in self.nodes if node.op_type == "Div"):
+            centred, root = div.input
+            sub, sqrt = producer.get(centred), producer.get(root)
+            if sub is None or sub.op_type != "Sub" or sqrt is None or sqrt.op_type != "Sqrt":
+                continue
+            x, mean = sub.input
+            reduce_mean = producer.get(mean)
+            add_eps = producer.get(sqrt.input[0])
+            if reduce_mean is None or reduce_mean.input[0] != x or add_eps is None or \
+                    add_eps.op_type != "Add":
+                continue
+            (variance,) = [n for n in add_eps.input if n not in self.constants] or [None]
+            eps = self._constant_operand(add_eps, variance)
+            reduce_var = producer.get(variance)
+            square = producer.get(reduce_var.input[0]) if reduce_var is not None else None
+            axes = self._reduce_axes(reduce_mean)
+            if eps is None or square is None or axes is None or len(axes) != 1 or \
+                    self._reduce_axes(reduce_var) != axes:
+                continue
+            exponent = self._constant_operand(square, centred) if square.op_type == "Pow" \
+                else None
+            if not ((square.op_type == "Mul" and list(square.input) == [centred, centred]) or
+                    (exponent is not None and float(self.constants[exponent].reshape(-1)[0])
+                     == 2.0 and square.input[0] == centred)):
+                continue
+            rank = len(self.shapes.get(x) or ())
+            axis = axes[0] % rank if rank else axes[0]
+            if rank != 4 or axis not in (1, 3):
+                continue
+            chain = [reduce_mean, sub, square, reduce_var, add_eps, sqrt, div]
+            result, scale, bias = div.output[0], None, None
+            for kind in ("Mul", "Add"):
+                readers = self._readers(result)
+                constant = self._constant_operand(readers[0], result) if len(readers) == 1 \
+                    and readers[0].op_type == kind else None
+                if constant is None:
+                    break
+                scale, bias = (constant, bias) if kind == "Mul" else (scale, constant)
+                chain.append(readers[0])
+                result = readers[0].output[0]
+            if not self._private(chain, result):
+                continue
+            depth = int(self.shapes[x][axis])
+            inputs = [x, self._vector(scale, depth, f"{result}:scale", 1.0),
+                      self._vector(bias, depth, f"{result}:bias", 0.0)]
+            attributes = {"axis": -1, "epsilon": float(self.constants[eps].reshape(-1)[0])}
+            if axis == 1:
+                attributes.update(axis=1, channels_only=1)
+            return chain, "LayerNormalization", inputs, result, attributes
+        return None
+
+    def _vector(self, name: str | None, depth: int, made: str, fill: float) -> str:
+        """A (depth,) constant of the factors in ``name`` ((C, 1, 1) ...), or ``fill``."""
+        value = np.full(depth, fill, np.float32) if name is None else self.constants[name]
+        self.constants[made] = np.asarray(value, np.float32).reshape(-1)
+        return made
+
+    def _channels_last_layernorm(self):
+        """Transpose to NHWC, LayerNormalization over the last axis, Transpose back: the
+        channels-last layer norm exporters write for ConvNeXt."""
+        producer = self._producer()
+        for norm in (node for node in self.nodes if node.op_type == "LayerNormalization"):
+            attributes = _attributes(norm)
+            if attributes.get("channels_only") or attributes.get("axis", -1) not in (-1, 3):
+                continue
+            into, readers = producer.get(norm.input[0]), self._readers(norm.output[0])
+            if into is None or into.op_type != "Transpose" or list(
+                    _attributes(into).get("perm", [])) != [0, 2, 3, 1] or len(readers) != 1:
+                continue
+            (back,) = readers
+            if back.op_type != "Transpose" or list(_attributes(back).get("perm", [])) != \
+                    [0, 3, 1, 2]:
+                continue
+            chain = [into, norm, back]
+            if not self._private(chain, back.output[0]):
+                continue
+            return chain, "LayerNormalization", [into.input[0], *norm.input[1:]], \
+                back.output[0], {"axis": 1, "channels_only": 1,
+                                 "epsilon": float(attributes.get("epsilon", 1e-5))}
+        return None
