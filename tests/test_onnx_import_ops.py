@@ -412,3 +412,44 @@ def test_the_old_upsample_op_is_refused_by_onnx_itself_with_the_node_named(tmp_p
                 [*weights, floats("s", [1, 1, 2, 2])], (3, 7, 6), (4, 14, 12), 11)
     with pytest.raises(OnnxImportError, match="Upsample is deprecated .* old_up|old_up.*Upsample"):
         import_onnx(path)
+
+
+# ------------------------------------------------------------ export, then import again
+
+ROUND_TRIPS = {
+    "activations": ("activations.yaml", {"relu6", "elu", "hardswish", "silu", "hardsigmoid",
+                                         "gelu", "clip"}),
+    "se_block": ("se_block.yaml", {"mul", "scale", "globalmaxpool", "sigmoid"}),
+    "encoder_decoder": (None, {"deconv", "upsample", "concat"}),
+}
+
+
+@pytest.mark.parametrize("network", ROUND_TRIPS)
+@pytest.mark.parametrize("opset", [13, 17])
+def test_export_then_import_gives_the_same_network_and_outputs(network, opset, tmp_path):
+    """The issue 14 networks exported and imported again compute the same (float64 reference,
+    1e-6), with the ops their exports decompose (hardswish, silu, gelu, layer scale) read
+    back as themselves; the se_block's explicit pad becomes the padding of the conv it
+    feeds."""
+    from convgraph.onnx.export import export_graph
+    from convgraph.ops.deconv import TINY_UNET
+    from convgraph.pipeline import analyse
+    from convgraph.reference import reference_forward
+
+    from .conftest import SPECS
+    from .test_onnx_export import input_batch, random_params, relative_error
+
+    file, expected_ops = ROUND_TRIPS[network]
+    spec = SPECS.parent / "tests" / "specs" / file if file else {
+        "name": "tiny_unet", "input": "8x6x3", "nodes": TINY_UNET}
+    graph = analyse(spec)
+    params = random_params(graph)
+    export_graph(graph, params, tmp_path / "m.onnx", opset=opset)
+    imported = import_onnx(tmp_path / "m.onnx")
+    again = analyse(imported.spec)
+    ops = {node["op"] for node in imported.spec["nodes"].values()}
+    assert expected_ops <= ops
+    assert ops <= {graph.nodes[n]["op"] for n in graph.nodes} | {"flatten"}
+    x = input_batch(graph, images=2)
+    assert relative_error(reference_forward(again, imported.weights, x),
+                          reference_forward(graph, params, x)) <= 1e-6
