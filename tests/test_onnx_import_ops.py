@@ -30,6 +30,7 @@ from .test_onnx_import import (  # noqa: E402
 
 NEWEST = onnx.defs.onnx_opset_version()
 OPSETS = (11, 13, 17, NEWEST)
+RESIZE_OPSETS = (11, 13, 18, 19, NEWEST)  # Resize's forms: 13 optional roi, 18 axes, 19 modes
 
 
 def floats(name: str, values):
@@ -74,12 +75,15 @@ def convtranspose(**attrs):
 def resize(mode: str, factor=(2, 2), by: str = "scales", **attrs):
     def node(opset):
         roi = "roi" if opset < 13 else ""
+        if by == "axes":  # opset 18: scales of the axes named only
+            return h.make_node("Resize", ["c", "", "hw_scales"], ["y"], name="resize",
+                               mode=mode, axes=[2, 3], **attrs)
         if by == "scales":
             return h.make_node("Resize", ["c", roi, "scales"], ["y"], name="resize", mode=mode,
                                **attrs)
         return h.make_node("Resize", ["c", roi, "roi" if opset < 13 else "", "sizes"], ["y"],
                            name="resize", mode=mode, **attrs)  # opset 11: empty scales
-    inits = [floats("roi", []), floats("scales", [1, 1, *factor]),
+    inits = [floats("roi", []), floats("scales", [1, 1, *factor]), floats("hw_scales", factor),
              ints("sizes", [2, 4, 7 * factor[0], 6 * factor[1]])]
     return after_stem(node, inits=inits)
 
@@ -267,6 +271,8 @@ OP_MODELS = {
                                    ["deconv"], 11),
     "convtranspose-same-lower": (convtranspose(strides=[2, 2], auto_pad="SAME_LOWER"),
                                  ["deconv"], 11),
+    "convtranspose-same-upper-even": (convtranspose(strides=[2, 2], auto_pad="SAME_UPPER",
+                                                    kernel_shape=[4, 4]), ["deconv"], 11),
     "resize-nearest-asymmetric-floor": (resize(
         "nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
         ["upsample"], 11),
@@ -280,6 +286,12 @@ OP_MODELS = {
         ["upsample"], 11),
     "resize-linear-align-corners": (resize(
         "linear", coordinate_transformation_mode="align_corners"), ["upsample"], 11),
+    "resize-linear-axes": (resize("linear", by="axes"), ["upsample"], 18),
+    "resize-linear-half-pixel-symmetric": (resize(
+        "linear", factor=(3, 2), coordinate_transformation_mode="half_pixel_symmetric"),
+        ["upsample"], 19),
+    "resize-nearest-antialias-0-stretch": (resize(
+        "nearest", antialias=0, keep_aspect_ratio_policy="stretch"), ["upsample"], 18),
     "lrn": (unary("LRN", size=3, alpha=0.3, beta=0.6, bias=1.5), ["lrn"], 11),
     "clip-0-6-relu6": (clip(0.0, 6.0), ["relu6"], 11),
     "clip-constants": (clip(-0.5, 1.5, constants=True), ["clip"], 11),
@@ -318,7 +330,8 @@ def _opset_params():
     turn (so every opset is met there), the slow tier at all."""
     params = []
     for index, (case, (_, _, first)) in enumerate(OP_MODELS.items()):
-        opsets = sorted({max(opset, first) for opset in OPSETS})
+        opsets = sorted({max(opset, first) for opset in
+                         (RESIZE_OPSETS if case.startswith("resize") else OPSETS)})
         default = opsets[index % len(opsets)]
         params += [pytest.param(case, opset, id=f"{case}-{opset}",
                                 marks=[] if opset == default else [pytest.mark.slow])
