@@ -45,41 +45,6 @@ def interpolation_matrix(out_size: int, in_size: int, factor: int, mode: str,
     return matrix
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def onnx_resize_matrix(out_size: int, in_size: int, scale: float, mode: str,
-                       transform: str, nearest_mode: str) -> np.ndarray:
-    """(out_size, in_size): the weights ONNX Resize gives each input along one axis (its
-    coordinate transform, then the nearest rounding or the two linear neighbours, clamped)."""
-    dst = np.arange(out_size, dtype=np.float64)
-    if transform == "align_corners":
-        source = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
-    elif transform == "asymmetric":
-        source = dst / scale
-    elif transform == "tf_half_pixel_for_nn":
-        source = (dst + 0.5) / scale
-    elif transform == "pytorch_half_pixel" and out_size == 1:
-        source = np.zeros(1)
-    else:  # half_pixel, pytorch_half_pixel, half_pixel_symmetric (the same for whole factors)
-        source = (dst + 0.5) / scale - 0.5
-    matrix = np.zeros((out_size, in_size))
-    rows = np.arange(out_size)
-    if mode == "nearest":
-        rounded = {"floor": np.floor(source), "ceil": np.ceil(source),
-                   "round_prefer_ceil": np.floor(source + 0.5),
-                   "round_prefer_floor": np.ceil(source - 0.5)}[nearest_mode]
-        matrix[rows, np.clip(rounded, 0, in_size - 1).astype(int)] = 1.0
-        return matrix
-    source = np.clip(source, 0, in_size - 1)
-    first = np.floor(source).astype(int)
-    second = np.minimum(first + 1, in_size - 1)
-    np.add.at(matrix, (rows, first), 1.0 - (source - first))
-    np.add.at(matrix, (rows, second), source - first)
-    return matrix
-
-
 @register
 class Upsample(Op):
     name = "upsample"
@@ -119,9 +84,11 @@ class Upsample(Op):
                   "Upsample op is ONNX's until opset 9, below what convgraph imports")
 
     def from_onnx(self, node):
-        mode = _text(node.attr("mode", "nearest"))
-        transform = _text(node.attr("coordinate_transformation_mode", "half_pixel"))
-        nearest_mode = _text(node.attr("nearest_mode", "round_prefer_floor"))
+        mode, transform, nearest_mode = (
+            value.decode() if isinstance(value, bytes) else str(value) for value in (
+                node.attr("mode", "nearest"),
+                node.attr("coordinate_transformation_mode", "half_pixel"),
+                node.attr("nearest_mode", "round_prefer_floor")))
         if mode not in ("nearest", "linear"):
             raise OnnxUnsupported(f"mode '{mode}': convgraph upsamples nearest or linear")
         if node.attr("antialias", 0) or transform == "tf_crop_and_resize":
@@ -142,7 +109,7 @@ class Upsample(Op):
             factor = out // size
             scale = float(np.asarray(scales).reshape(-1)[axis]) if scales is not None \
                 and np.asarray(scales).size == 4 else float(factor)
-            wanted = onnx_resize_matrix(out, size, scale, mode, transform, nearest_mode)
+            wanted = self._onnx_resize_matrix(out, size, scale, mode, transform, nearest_mode)
             ours = {align: interpolation_matrix(out, size, factor, "nearest" if mode ==
                                                 "nearest" else "bilinear", align)
                     for align in ((False,) if mode == "nearest" else (False, True))}
@@ -163,6 +130,37 @@ class Upsample(Op):
             attrs["mode"] = "bilinear"
             attrs["align_corners"] = common[-1] if transform == "align_corners" else common[0]
         return OnnxLayer(attrs)
+
+    @staticmethod
+    def _onnx_resize_matrix(out_size: int, in_size: int, scale: float, mode: str,
+                           transform: str, nearest_mode: str) -> np.ndarray:
+        """(out_size, in_size): the weights ONNX Resize gives each input along one axis (its
+        coordinate transform, then the nearest rounding or the two linear neighbours, clamped)."""
+        dst = np.arange(out_size, dtype=np.float64)
+        if transform == "align_corners":
+            source = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+        elif transform == "asymmetric":
+            source = dst / scale
+        elif transform == "tf_half_pixel_for_nn":
+            source = (dst + 0.5) / scale
+        elif transform == "pytorch_half_pixel" and out_size == 1:
+            source = np.zeros(1)
+        else:  # half_pixel, pytorch_half_pixel, half_pixel_symmetric (the same for whole factors)
+            source = (dst + 0.5) / scale - 0.5
+        matrix = np.zeros((out_size, in_size))
+        rows = np.arange(out_size)
+        if mode == "nearest":
+            rounded = {"floor": np.floor(source), "ceil": np.ceil(source),
+                       "round_prefer_ceil": np.floor(source + 0.5),
+                       "round_prefer_floor": np.ceil(source - 0.5)}[nearest_mode]
+            matrix[rows, np.clip(rounded, 0, in_size - 1).astype(int)] = 1.0
+            return matrix
+        source = np.clip(source, 0, in_size - 1)
+        first = np.floor(source).astype(int)
+        second = np.minimum(first + 1, in_size - 1)
+        np.add.at(matrix, (rows, first), 1.0 - (source - first))
+        np.add.at(matrix, (rows, second), source - first)
+        return matrix
     colour = "#e2f0d9"
     params = {
         "factor": Param(v.pair(1), default=(2, 2), doc="scale factor, int or WxH"),
