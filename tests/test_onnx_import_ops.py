@@ -347,6 +347,22 @@ def test_each_new_op_and_pattern_runs_like_onnxruntime(case, opset, tmp_path, cl
     assert [node["op"] for node in imported.spec["nodes"].values()] == ["conv", *ops]
 
 
+def test_a_pattern_is_named_by_what_its_nodes_names_share(tmp_path):
+    """'gelu/Div', 'gelu/Erf', ... become one node 'gelu'; the epsilon of a LayerNormalization
+    reads as written (1e-06 is convgraph's default, so left out); a chain without shared
+    names is named by the ONNX op it computes."""
+    for build, name in ((erf_gelu("torch"), "gelu"), (layernorm_channels_last("node"), "ln"),
+                        (erf_gelu("other"), "g")):
+        imported = import_onnx(build(tmp_path, 17))
+        assert list(imported.spec["nodes"]) == ["stem", name]
+        assert imported.spec_text().splitlines()[-1] == (
+            f"  {name}: {{op: {imported.spec['nodes'][name]['op']}, inputs: [stem]}}")
+    nodes = [h.make_node("Sigmoid", ["c"], ["s"], name="a"),
+             h.make_node("Mul", ["s", "c"], ["y"], name="b")]
+    imported = import_onnx(after_stem(*nodes)(tmp_path, 13))
+    assert list(imported.spec["nodes"]) == ["stem", "Swish"]
+
+
 def test_swish_of_opset_24_is_silu(tmp_path, cl_device):
     """onnxruntime has no Swish kernel yet: onnx's reference evaluator is the judge."""
     from onnx.reference import ReferenceEvaluator

@@ -206,7 +206,7 @@ def images(shape, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((BATCH, *shape)).astype(np.float32)
 
 
-@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("opset", [13, 17, 18])
 @pytest.mark.parametrize("network", TWINS)
 def test_the_torch_export_imports_and_runs_like_pytorch(network, opset, tmp_path, cl_device):
     module, shape = twin(network), TWINS[network][1]
@@ -232,7 +232,7 @@ def torch_names(module, weights: dict) -> dict:
     return found
 
 
-@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("opset", [13, 17, 18])
 @pytest.mark.parametrize("network", TWINS)
 def test_one_sgd_step_on_the_import_is_pytorchs(network, opset, tmp_path, cl_device):
     """Exported without constant folding, so batchnorm stays itself (folded into the conv it

@@ -210,7 +210,18 @@ def _is_default(op: Op, key: str, value) -> bool:
 def _attributes(node) -> dict:
     from onnx import helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {a.name: _readable(helper.get_attribute_value(a)) for a in node.attribute}
+
+
+def _readable(value):
+    """ONNX's float attributes are float32: each as the shortest decimal that is that float32
+    (epsilon 1e-06 rather than 9.999999974752427e-07 in the spec), the same number to the
+    float32 kernels."""
+    if isinstance(value, float):
+        return float(str(np.float32(value)))
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return [_readable(v) for v in value]
+    return value
 
 
 class _Walk:
@@ -726,7 +737,10 @@ class _Patterns:
 
         names = [_text(node.name) for node in matched if node.name]
         shared = os.path.commonprefix(names).rstrip("/._") if len(names) > 1 else ""
-        name = shared or _text(matched[-1].name)
+        # else the matched node of that op type (a LayerNormalization between Transposes),
+        # else the op type: 'Gelu' says more than the last Mul's 'Mul_1'
+        same = [_text(node.name) for node in matched if node.op_type == op_type and node.name]
+        name = shared or (same[0] if same else op_type)
         made = onnx_helper.make_node(op_type, inputs, [output], name=name, **attributes)
         last = max(self.nodes.index(node) for node in matched)
         ids = {id(node) for node in matched}
@@ -860,7 +874,8 @@ class _Patterns:
             depth = int(self.shapes[x][axis])
             inputs = [x, self._vector(scale, depth, f"{result}:scale", 1.0),
                       self._vector(bias, depth, f"{result}:bias", 0.0)]
-            attributes = {"axis": -1, "epsilon": float(self.constants[eps].reshape(-1)[0])}
+            attributes = {"axis": -1,
+                          "epsilon": _readable(float(self.constants[eps].reshape(-1)[0]))}
             if axis == 1:
                 attributes.update(axis=1, channels_only=1)
             return chain, "LayerNormalization", inputs, result, attributes
