@@ -171,10 +171,26 @@ class TinyUNet(nn.Module):
         return self.head(F.relu(self.fuse(joined)))
 
 
+class Activations(nn.Module):
+    """Every activation torch.onnx writes as its own node or as a pattern, side by side."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.head = Head(6)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head(F.gelu(y, approximate="tanh") + F.gelu(y) + F.silu(y) + F.hardswish(y)
+                         + F.elu(y, 0.5) + torch.clamp(y, -1.0, 2.0) + F.leaky_relu(y, 0.1)
+                         + F.relu6(y) + F.hardsigmoid(y) + torch.tanh(y) + torch.sigmoid(y))
+
+
 TWINS = {"vgg": (VggIsh, (3, 16, 16)), "resnet_block": (ResNetIsh, (3, 12, 12)),
          "mobilenetv3_block": (MobileNetV3Block, (3, 10, 9)),
          "inverted_residual": (InvertedResidual, (3, 9, 10)),
-         "convnext_block": (ConvNeXtBlock, (3, 11, 9)), "tiny_unet": (TinyUNet, (3, 12, 16))}
+         "convnext_block": (ConvNeXtBlock, (3, 11, 9)), "tiny_unet": (TinyUNet, (3, 12, 16)),
+         "activations": (Activations, (3, 7, 6))}
 
 
 def twin(network: str):
