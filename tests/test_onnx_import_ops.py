@@ -482,3 +482,17 @@ def test_export_then_import_gives_the_same_network_and_outputs(network, opset, t
     x = input_batch(graph, images=2)
     assert relative_error(reference_forward(again, imported.weights, x),
                           reference_forward(graph, params, x)) <= 1e-6
+
+
+def test_a_damaged_constant_node_is_one_paragraph_naming_it(tmp_path):
+    """A Constant's tensor of an element type ONNX does not know (a byte changed in copying):
+    exit status 2 and the node's name, not a KeyError from numpy_helper."""
+    first, weights = stem()
+    scale = number("k", 0.5)
+    scale.attribute[0].t.data_type = 99
+    path = save(tmp_path, [*first, scale, h.make_node("Mul", ["c", "k"], ["y"], name="m")],
+                weights, (3, 7, 6), (4, 7, 6), 13)
+    done = program("import", path)
+    assert done.returncode == 2, done.stderr
+    assert "Constant node 'const_k' cannot be read" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -358,7 +358,7 @@ class _Walk:
             if node.op_type == "Constant":
                 try:
                     self._constant(node, _attributes(node))
-                except OnnxUnsupported:  # the walk reports it
+                except Exception:  # the walk meets it again, and reports it
                     pass
             elif node.input and all(not name or name in self.constants for name in node.input):
                 feeds = {name: self.constants[name] for name in node.input if name}
@@ -382,13 +382,13 @@ class _Walk:
         del model.graph.node[:]
         model.graph.node.extend(kept)
         known = {t.name for t in model.graph.initializer}
-        model.graph.initializer.extend(numpy_helper.from_array(np.asarray(self.constants[name]),
-                                                               name)
-                                       for name in self.constants if name not in known)
         try:
+            model.graph.initializer.extend(
+                numpy_helper.from_array(np.asarray(self.constants[name]), name)
+                for name in self.constants if name not in known)
             inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-        except Exception:  # the first inference stands
-            return
+        except Exception:  # a value ONNX cannot hold, or a graph it cannot infer: the first
+            return         # inference stands
         for value in (*inferred.graph.value_info, *inferred.graph.output):
             shape, before = _shape(value), self.shapes.get(value.name)
             if shape is not None and (before is None or not all(
@@ -449,7 +449,12 @@ class _Walk:
         from onnx import numpy_helper
 
         if "value" in attributes:
-            self.constants[node.output[0]] = numpy_helper.to_array(attributes["value"])
+            try:
+                self.constants[node.output[0]] = numpy_helper.to_array(attributes["value"])
+            except Exception as error:  # an unknown element type, data of the wrong length
+                raise _fail(self.path, f"Constant node '{_text(node.name) or node.output[0]}' "
+                            f"cannot be read ({type(error).__name__}: {error}).",
+                            hint="export the model again; the file may be damaged.") from None
         elif attributes:
             key, value = next(iter(attributes.items()))
             if key.startswith("sparse"):
