@@ -391,7 +391,7 @@ def test_compile_and_run_take_an_onnx_file(tmp_path):
 def test_every_unsupported_node_is_reported_at_once(tmp_path):
     nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv"),
              h.make_node("LRN", ["c"], ["l"], name="norm1", size=4),
-             h.make_node("Pad", ["l", "pads"], ["p"], name="pad", mode="reflect"),
+             h.make_node("Pad", ["c", "pads"], ["p"], name="pad", mode="reflect"),
              h.make_node("MaxPool", ["p"], ["m"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
              h.make_node("Conv", ["m", "w2"], ["c2"], name="conv2", dilations=[1, 1]),
              h.make_node("Exp", ["c2"], ["y"], name="exp")]

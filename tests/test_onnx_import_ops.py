@@ -314,6 +314,19 @@ OP_MODELS = {
                     11),
     "mul-per-channel-constant": (mul_model("per-channel"), ["scale", "scale"], 11),
     "mul-one-constant-twice": (mul_model("shared"), ["scale", "relu", "scale"], 11),
+    "div-by-number": (after_stem(number("six", 6.0),
+                                 h.make_node("Div", ["c", "six"], ["y"], name="div")),
+                      ["scale"], 11),
+    "div-per-channel": (after_stem(h.make_node("Div", ["c", "std"], ["y"], name="div"),
+                                   inits=[tensor("std", 1, 4, 1, 1, positive=True)]),
+                        ["scale"], 11),
+    "mul-scores-per-class": (after_stem(
+        h.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+        h.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        h.make_node("Gemm", ["f", "fw"], ["z"], name="fc", transB=1),
+        h.make_node("Mul", ["z", "temperature"], ["y"], name="temperature"),
+        inits=[tensor("fw", 5, 4), tensor("temperature", 5)], output_shape=(5,)),
+        ["gap", "flatten", "fc", "scale"], 11),
     "globalmaxpool": (unary("GlobalMaxPool"), ["globalmaxpool"], 11),
     "reducemean-keepdims": (reduce_mean(1), ["gap"], 11),
     "layernorm-channels-last": (layernorm_channels_last("node"), ["layernorm"], 11),
@@ -410,6 +423,8 @@ def test_every_unsupported_variant_is_refused_at_once_with_why(tmp_path):
         "reflect": (h.make_node("Pad", ["c", "pads"], ["p"], name="reflect", mode="reflect"),
                     "mode 'reflect'"),
         "swish2": (h.make_node("Swish", ["c"], ["s"], name="swish2", alpha=2.0), "alpha 2"),
+        "ratio": (h.make_node("Div", ["c", "c"], ["q"], name="ratio"),
+                  "convgraph divides a volume by constants only"),
     }
     first, weights = stem()
     readers = [h.make_node("Relu", [node.output[0]], [f"{name}_read"], name=f"{name}_read")

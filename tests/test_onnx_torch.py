@@ -109,6 +109,26 @@ class MobileNetV3Block(nn.Module):
         return self.head(x + self.project(y * gate))
 
 
+class LinearSqueezeExcitation(nn.Module):
+    """The squeeze-and-excitation written with Linear layers and views, as many hand-written
+    blocks are (x.view(b, c), then .view(b, c, 1, 1): Shape, Gather, Unsqueeze, Concat and
+    Reshape in the export), and its output divided by a number."""
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.reduce = nn.Linear(channels, 4)
+        self.expand = nn.Linear(4, channels)
+        self.head = Head(channels)
+
+    def forward(self, x):
+        y = self.conv(x)
+        b, c, _, _ = y.shape
+        gate = F.adaptive_avg_pool2d(y, 1).view(b, c)
+        gate = torch.sigmoid(self.expand(F.relu(self.reduce(gate)))).view(b, c, 1, 1)
+        return self.head(y * gate / 2.0)
+
+
 class InvertedResidual(nn.Module):
     """MobileNetV2's block: expand, depthwise, both relu6, linear projection, residual."""
 
@@ -190,6 +210,7 @@ TWINS = {"vgg": (VggIsh, (3, 16, 16)), "resnet_block": (ResNetIsh, (3, 12, 12)),
          "mobilenetv3_block": (MobileNetV3Block, (3, 10, 9)),
          "inverted_residual": (InvertedResidual, (3, 9, 10)),
          "convnext_block": (ConvNeXtBlock, (3, 11, 9)), "tiny_unet": (TinyUNet, (3, 12, 16)),
+         "se_linear_block": (LinearSqueezeExcitation, (3, 7, 8)),
          "activations": (Activations, (3, 7, 6))}
 
 

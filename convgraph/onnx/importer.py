@@ -238,16 +238,15 @@ class _Walk:
                           self.graph.initializer}
         self.shapes = {v.name: _shape(v) for v in (*self.graph.input, *self.graph.value_info,
                                                    *self.graph.output)}
+        self.readers = self._readers()
+        self.shape_only = self._shape_computations()
         self._fold_constants()
         self._infer_with_constants()
         rewritten = _Patterns(list(self.graph.node), self.constants, self.shapes,
                               {value.name for value in self.graph.output}).rewritten()
         del self.graph.node[:]
         self.graph.node.extend(rewritten)
-        self.readers: dict[str, list] = {}
-        for node in self.graph.node:
-            for name in node.input:
-                self.readers.setdefault(name, []).append(node)
+        self.readers = self._readers()
         self.source: dict[str, str] = {}  # tensor -> the spec node that computes it
         self.nodes: dict[str, dict] = {}
         self.layers: dict[str, OnnxLayer] = {}
@@ -256,7 +255,13 @@ class _Walk:
         self.pads: dict[str, tuple[str, tuple]] = {}  # Pad output -> (its input, pads)
         self.unsupported: list[str] = []
         self.refused: set[str] = set()  # tensors made by refused nodes (and what they feed)
-        self.shape_only = self._shape_computations()
+
+    def _readers(self) -> dict[str, list]:
+        readers: dict[str, list] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        return readers
 
     def _initializer(self, tensor, numpy_helper) -> np.ndarray:
         try:
@@ -351,11 +356,14 @@ class _Walk:
 
     def _fold_constants(self) -> None:
         """Work out every node that reads only constants (a Constant, the Reshape of layer
-        scale factors to (1, C, 1, 1), a Sqrt of a number): its value is a constant too."""
+        scale factors to (1, C, 1, 1), a Sqrt of a number), and the shape computations of
+        Reshape targets: their values are constants too."""
         for node in self.graph.node:
             if node.domain not in ("", "ai.onnx"):
                 continue
-            if node.op_type == "Constant":
+            if set(node.output) <= self.shape_only:
+                self._fold_shape_computation(node, _attributes(node))
+            elif node.op_type == "Constant":
                 try:
                     self._constant(node, _attributes(node))
                 except Exception:  # the walk meets it again, and reports it
@@ -562,6 +570,9 @@ class _Walk:
 
     def _layer(self, node, index: int, attributes: dict) -> None:
         op = self.types[node.op_type]
+        refused = [name for name in node.input if name in self.refused]
+        if refused:  # its cause is reported; the shapes it would be judged on are unknown
+            raise _Downstream(refused[0])
         self._check_float_types(node, index)
         view = self._view(node, attributes)
         layer = op.from_onnx(view)
