@@ -514,12 +514,6 @@ class _Walk:
         self.pads[node.output[0]] = (node.input[0], (pads[2], pads[3], pads[6], pads[7]))
         return True
 
-    def _constant_input(self, node, index: int, what: str):
-        name = node.input[index] if index < len(node.input) else ""
-        if name not in self.constants:
-            raise OnnxUnsupported(f"its {what} is computed by the graph, not a constant")
-        return self.constants[name]
-
     def _folds_into_bias(self, node) -> bool:
         """An Add of a constant to a layer's only use: that layer's bias (MatMul + Add)."""
         constant = [name for name in node.input if name in self.constants]
