@@ -239,6 +239,30 @@ def decomposed(source: str, out: str, axis: int, opset: int, prefix: str, weight
             h.make_node("Add", ["sc", weights[1]], [out], name=f"{prefix}/Add_1")]
 
 
+def channels_last_block():
+    """ConvNeXt's official block between its Transposes: LayerNormalization, Linear layers
+    (MatMul by a (C, K) constant, Add of a (K,) bias), GELU and the (C,) layer scale, all on
+    NHWC values."""
+    def nodes(opset):
+        norm = [h.make_node("LayerNormalization", ["t", "lw", "lb"], ["n"], name="blk/norm",
+                            axis=-1, epsilon=1e-6)] if opset >= 17 else \
+            decomposed("t", "n", -1, opset, prefix="blk")
+        return [h.make_node("Transpose", ["c"], ["t"], name="blk/Transpose", perm=[0, 2, 3, 1]),
+                *norm,
+                h.make_node("MatMul", ["n", "w1"], ["m1"], name="blk/pwconv1/MatMul"),
+                h.make_node("Add", ["m1", "b1"], ["a1"], name="blk/pwconv1/Add"),
+                h.make_node("Relu", ["a1"], ["r"], name="blk/act"),
+                h.make_node("MatMul", ["r", "w2"], ["m2"], name="blk/pwconv2/MatMul"),
+                h.make_node("Add", ["b2", "m2"], ["a2"], name="blk/pwconv2/Add"),
+                h.make_node("Mul", ["gamma", "a2"], ["g"], name="blk/gamma"),
+                h.make_node("Transpose", ["g"], ["back"], name="blk/Transpose_1",
+                            perm=[0, 3, 1, 2]),
+                h.make_node("Add", ["c", "back"], ["y"], name="blk/residual")]
+    return after_stem(nodes, inits=[tensor("lw", 4), tensor("lb", 4), tensor("w1", 4, 12),
+                                    tensor("b1", 12), tensor("w2", 12, 4), tensor("b2", 4),
+                                    tensor("gamma", 4)])
+
+
 def layernorm_channels_first():
     """ConvNeXt's channels-first LayerNorm: the decomposition over axis 1, weight[:, None,
     None] * x + bias[:, None, None]."""
@@ -333,6 +357,8 @@ OP_MODELS = {
     "layernorm-channels-last-decomposed": (layernorm_channels_last("decomposed"), ["layernorm"],
                                            11),
     "layernorm-channels-first-decomposed": (layernorm_channels_first(), ["layernorm"], 11),
+    "channels-last-block": (channels_last_block(), ["layernorm", "conv", "relu", "conv",
+                                                    "scale", "add"], 11),
     "pad-before-maxpool": (pad_layer("maxpool"), ["pad", "pool"], 11),
     "pad-before-add": (pad_layer("add"), ["conv", "pad", "add"], 11),
 }

@@ -169,6 +169,28 @@ class ConvNeXtBlock(nn.Module):
         return self.head(x + self.gamma[:, None, None] * y)
 
 
+class OfficialConvNeXtBlock(nn.Module):
+    """ConvNeXt's block as its authors' code writes it: the pointwise layers are Linear layers
+    on the channels-last values, between the two permutes."""
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 3, padding=1)
+        self.dwconv = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.pwconv1 = nn.Linear(channels, 4 * channels)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * channels, channels)
+        self.gamma = nn.Parameter(torch.full((channels,), 0.5))
+        self.head = Head(channels)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        y = self.gamma * self.pwconv2(self.act(self.pwconv1(y)))
+        return self.head(x + y.permute(0, 3, 1, 2))
+
+
 class TinyUNet(nn.Module):
     """Down (conv, pool, conv), up three ways (ConvTranspose, nearest and bilinear
     interpolation), the skip concatenated, a conv, the classifier head."""
@@ -209,7 +231,9 @@ class Activations(nn.Module):
 TWINS = {"vgg": (VggIsh, (3, 16, 16)), "resnet_block": (ResNetIsh, (3, 12, 12)),
          "mobilenetv3_block": (MobileNetV3Block, (3, 10, 9)),
          "inverted_residual": (InvertedResidual, (3, 9, 10)),
-         "convnext_block": (ConvNeXtBlock, (3, 11, 9)), "tiny_unet": (TinyUNet, (3, 12, 16)),
+         "convnext_block": (ConvNeXtBlock, (3, 11, 9)),
+         "convnext_official_block": (OfficialConvNeXtBlock, (3, 7, 9)),
+         "tiny_unet": (TinyUNet, (3, 12, 16)),
          "se_linear_block": (LinearSqueezeExcitation, (3, 7, 8)),
          "activations": (Activations, (3, 7, 6))}
 

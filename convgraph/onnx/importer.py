@@ -717,10 +717,13 @@ class _Patterns:
         self.nodes, self.constants, self.shapes, self.outputs = nodes, constants, shapes, outputs
 
     def rewritten(self) -> list:
-        for find in (self._decomposed_layernorm, self._channels_last_layernorm,
-                     self._composite):
+        for find in (self._decomposed_layernorm, self._channels_last_layernorm):
             while (match := find()) is not None:
                 self._replace(*match)
+        while self._channels_last_region():
+            pass
+        while (match := self._composite()) is not None:
+            self._replace(*match)
         return self.nodes
 
     # --- the graph as it stands ---
@@ -920,3 +923,87 @@ class _Patterns:
                 back.output[0], {"axis": 1, "channels_only": 1,
                                  "epsilon": float(attributes.get("epsilon", 1e-5))}
         return None
+
+    # --- a channels-last stretch made channels-first: ConvNeXt's official block ---
+
+    _PER_PIXEL = ("LayerNormalization", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt",
+                  "Erf", "Tanh", "Sigmoid", "Relu", "HardSigmoid", "HardSwish", "Clip", "Gelu",
+                  "Neg")
+
+    def _channels_last_region(self) -> bool:
+        """Transpose to NHWC, then only per-pixel work over the channels (LayerNormalization
+        over the last axis, MatMul by a constant (C, K) matrix, elementwise ops with numbers
+        or (K,) vectors), then Transpose back: the same in NCHW, each MatMul a 1x1 Conv and
+        each vector (K, 1, 1), the Transposes Identities. True when it rewrote one."""
+        from onnx import helper as onnx_helper
+
+        for into in (n for n in self.nodes if n.op_type == "Transpose" and list(
+                _attributes(n).get("perm", [])) == [0, 2, 3, 1]):
+            region, known, exits = [], {into.output[0]}, []
+            for node in self.nodes[self.nodes.index(into) + 1:]:
+                if not any(name in known for name in node.input):
+                    continue
+                if node.op_type == "Transpose" and list(_attributes(node).get("perm", [])) \
+                        == [0, 3, 1, 2]:
+                    exits.append(node)
+                elif node.op_type in self._PER_PIXEL and self._per_pixel(node, known):
+                    region.append(node)
+                    known.update(node.output)
+                else:
+                    break
+            inside = {id(node) for node in (into, *region, *exits)}
+            if not exits or not region or any(name in self.outputs for name in known) or any(
+                    id(node) not in inside and any(name in known for name in node.input)
+                    for node in self.nodes):
+                continue  # channels-last values seen outside the stretch
+            rewritten = {id(node): self._channels_first(node, onnx_helper) for node in region}
+            for name in known:  # (N, H, W, C) -> (N, C, H, W)
+                shape = self.shapes.get(name)
+                if shape is not None and len(shape) == 4:
+                    self.shapes[name] = (shape[0], shape[3], shape[1], shape[2])
+            self.nodes = [
+                onnx_helper.make_node("Identity", [node.input[0]], [node.output[0]],
+                                      name=node.name) if node is into or node in exits
+                else rewritten.get(id(node), node) for node in self.nodes]
+            return True
+        return False
+
+    def _per_pixel(self, node, known: set) -> bool:
+        """Whether ``node`` works on each pixel's channels alone, in channels-last form."""
+        attributes = _attributes(node)
+        if node.op_type == "LayerNormalization":
+            return attributes.get("axis", -1) in (-1, 3) and node.input[0] in known and all(
+                name in self.constants for name in node.input[1:] if name) and len(
+                [name for name in node.output if name]) == 1
+        if node.op_type == "MatMul":
+            weight = self.constants.get(node.input[1])
+            return node.input[0] in known and weight is not None and weight.ndim == 2
+        return all(not name or name in known or (
+            name in self.constants and self.constants[name].ndim <= 1)
+            for name in node.input)
+
+    def _channels_first(self, node, onnx_helper):
+        """The NCHW twin of one per-pixel node: a MatMul a 1x1 Conv, a LayerNormalization
+        over the channels, a (K,) constant reshaped to (K, 1, 1)."""
+        attributes = _attributes(node)
+        if node.op_type == "MatMul":
+            weight = self.constants[node.input[1]]
+            name = f"{node.output[0]}:weight"
+            self.constants[name] = np.ascontiguousarray(weight.T[:, :, None, None])
+            return onnx_helper.make_node("Conv", [node.input[0], name], list(node.output),
+                                         name=node.name)
+        if node.op_type == "LayerNormalization":
+            return onnx_helper.make_node(node.op_type, list(node.input), list(node.output),
+                                         name=node.name, **{**attributes, "axis": 1,
+                                                            "channels_only": 1})
+        inputs = []
+        for name in node.input:
+            value = self.constants.get(name)
+            if value is not None and value.ndim == 1 and value.size > 1:
+                inputs.append(f"{name}:channels")
+                self.constants[inputs[-1]] = value.reshape(-1, 1, 1)
+            else:
+                inputs.append(name)
+        return onnx_helper.make_node(node.op_type, inputs, list(node.output), name=node.name,
+                                     **attributes)
+
