@@ -263,6 +263,22 @@ def channels_last_block():
                                     tensor("gamma", 4)])
 
 
+def convnext_head(form: str):
+    """ConvNeXt's head: the mean over space (keepdims 0), LayerNormalization over the (N, C)
+    channels (or its decomposition), a classifier."""
+    def nodes(opset):
+        mean = h.make_node("ReduceMean", ["c", "hw"], ["g"], name="head/mean", keepdims=0) \
+            if opset >= 18 else h.make_node("ReduceMean", ["c"], ["g"], name="head/mean",
+                                            axes=[2, 3], keepdims=0)
+        norm = [h.make_node("LayerNormalization", ["g", "lw", "lb"], ["n"], name="head/norm",
+                            epsilon=1e-6)] if form == "node" and opset >= 17 else \
+            decomposed("g", "n", -1, opset, prefix="head")
+        return [mean, *norm, h.make_node("Gemm", ["n", "fw", "fb"], ["y"], name="head/fc",
+                                         transB=1)]
+    return after_stem(nodes, inits=[ints("hw", [2, 3]), tensor("lw", 4), tensor("lb", 4),
+                                    tensor("fw", 5, 4), tensor("fb", 5)], output_shape=(5,))
+
+
 def layernorm_channels_first():
     """ConvNeXt's channels-first LayerNorm: the decomposition over axis 1, weight[:, None,
     None] * x + bias[:, None, None]."""
@@ -359,6 +375,8 @@ OP_MODELS = {
     "layernorm-channels-first-decomposed": (layernorm_channels_first(), ["layernorm"], 11),
     "channels-last-block": (channels_last_block(), ["layernorm", "conv", "relu", "conv",
                                                     "scale", "add"], 11),
+    "convnext-head": (convnext_head("node"), ["gap", "layernorm", "fc"], 11),
+    "convnext-head-decomposed": (convnext_head("decomposed"), ["gap", "layernorm", "fc"], 11),
     "pad-before-maxpool": (pad_layer("maxpool"), ["pad", "pool"], 11),
     "pad-before-add": (pad_layer("add"), ["conv", "pad", "add"], 11),
 }

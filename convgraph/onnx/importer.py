@@ -542,7 +542,7 @@ class _Walk:
         used = {name for reader in self.graph.node for name in reader.input}
         used |= {value.name for value in self.graph.output}
         return OnnxNode(
-            name=node.name, op_type=node.op_type, opset=self.opset, attributes=attributes,
+            name=_text(node.name), op_type=node.op_type, opset=self.opset, attributes=attributes,
             input_shapes=[self._tensor_shape(name) for name in inputs],
             output_shapes=[self._output_shape(node, name) if name in used else None
                            for name in node.output],
@@ -869,8 +869,8 @@ class _Patterns:
                 continue
             rank = len(self.shapes.get(x) or ())
             axis = axes[0] % rank if rank else axes[0]
-            if rank != 4 or axis not in (1, 3):
-                continue
+            if not ((rank == 4 and axis in (1, 3)) or (rank == 2 and axis == 1)):
+                continue  # not the channels of (N, C, H, W), (N, H, W, C) or (N, C)
             chain = [reduce_mean, sub, square, reduce_var, add_eps, sqrt, div]
             result, scale, bias = div.output[0], None, None
             for kind in ("Mul", "Add"):
@@ -963,7 +963,8 @@ class _Patterns:
                     self.shapes[name] = (shape[0], shape[3], shape[1], shape[2])
             self.nodes = [
                 onnx_helper.make_node("Identity", [node.input[0]], [node.output[0]],
-                                      name=node.name) if node is into or node in exits
+                                      name=_text(node.name))
+                if id(node) in inside and id(node) not in rewritten
                 else rewritten.get(id(node), node) for node in self.nodes]
             return True
         return False
@@ -991,10 +992,10 @@ class _Patterns:
             name = f"{node.output[0]}:weight"
             self.constants[name] = np.ascontiguousarray(weight.T[:, :, None, None])
             return onnx_helper.make_node("Conv", [node.input[0], name], list(node.output),
-                                         name=node.name)
+                                         name=_text(node.name))
         if node.op_type == "LayerNormalization":
             return onnx_helper.make_node(node.op_type, list(node.input), list(node.output),
-                                         name=node.name, **{**attributes, "axis": 1,
+                                         name=_text(node.name), **{**attributes, "axis": 1,
                                                             "channels_only": 1})
         inputs = []
         for name in node.input:
@@ -1004,6 +1005,6 @@ class _Patterns:
                 self.constants[inputs[-1]] = value.reshape(-1, 1, 1)
             else:
                 inputs.append(name)
-        return onnx_helper.make_node(node.op_type, inputs, list(node.output), name=node.name,
+        return onnx_helper.make_node(node.op_type, inputs, list(node.output), name=_text(node.name),
                                      **attributes)
 

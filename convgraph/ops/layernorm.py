@@ -51,14 +51,17 @@ class LayerNorm(Op):
     kernels = ("layernorm", "reduction")  # reduction: SUM_SPLITS of the parameter gradients
     onnx_types = ("LayerNormalization",)
     onnx_notes = ("over the channels only: the channels-last pattern (Transpose to NHWC, "
-                  "axis -1, Transpose back) and the decomposed ReduceMean, Sub, Pow, "
-                  "ReduceMean, Add, Sqrt, Div (and Mul, Add) over axis 1 or, within those "
-                  "Transposes, axis -1; eps kept")
+                  "axis -1, Transpose back), the last axis of an (N, C) input, and the "
+                  "decomposed ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div (and Mul, Add) "
+                  "over axis 1 or, within those Transposes or on (N, C), axis -1; eps kept")
 
     def from_onnx(self, node):
         # the importer's pattern pass marks the LayerNormalization it makes of those patterns
-        # (channels_only): one found alone in an NCHW graph normalises over other axes
-        if not node.attr("channels_only", 0):
+        # (channels_only): one found alone in an NCHW graph normalises over other axes, but
+        # over an (N, C) input (ConvNeXt's head, after the mean over space) it is the same
+        shape = node.input_shapes[0]
+        pooled = shape is not None and len(shape) == 2 and node.attr("axis", -1) in (-1, 1)
+        if not node.attr("channels_only", 0) and not pooled:
             raise OnnxUnsupported(f"axis {node.attr('axis', -1)} on {node.input_shapes[0]}: "
                                   "convgraph normalises each pixel over its channels (the "
                                   "channels-last Transpose, LayerNormalization axis -1, "
