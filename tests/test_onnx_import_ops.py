@@ -337,6 +337,7 @@ OP_MODELS = {
     "clip-constants": (clip(-0.5, 1.5, constants=True), ["clip"], 11),
     "clip-min-only-relu": (clip(0.0, None), ["relu"], 11),
     "clip-max-only": (clip(None, 0.5), ["clip"], 11),
+    "clip-0-to-infinity-relu": (clip(0.0, float("inf")), ["relu"], 11),
     "hardsigmoid": (unary("HardSigmoid", alpha=0.3, beta=0.4), ["hardsigmoid"], 11),
     "hardswish": (unary("HardSwish"), ["hardswish"], 14),
     "hardswish-hardsigmoid-mul": (hardswish_pattern("hardsigmoid"), ["hardswish"], 11),

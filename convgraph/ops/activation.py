@@ -201,12 +201,13 @@ class Clip(Elementwise):
     flops_per_element = 2
     activation_code = "ACT_CLIP"
     onnx_types = ("Clip",)
-    onnx_notes = ("min and max as constant inputs (either may be left out: -/+1e30); "
+    onnx_notes = ("min and max as constant inputs (either may be left out or infinite: -/+1e30); "
                   "Clip(0, 6) becomes `relu6`, Clip(0) `relu`")
 
     def from_onnx(self, node):
         low, high = (float(np.asarray(node.constant(i, what)).reshape(-1)[0])
                      if node.has_input(i) else None for i, what in ((1, "min"), (2, "max")))
+        low, high = (None if v is not None and math.isinf(v) else v for v in (low, high))
         if (low, high) == (0.0, 6.0):
             return OnnxLayer({}, op="relu6")
         if low == 0.0 and high is None:
