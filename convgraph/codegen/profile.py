@@ -37,6 +37,10 @@ class DeviceProfile:
     # launches with no work-group shape of their own get one that does not depend on the batch
     # (see plan._batch_free_local): PoCL recompiles a kernel for every new shape
     batch_free_local: bool = False
+    # 3x3 stride-1 ungrouped convs with at least this many input and output channels default to
+    # winograd_default (ops/winograd.py) instead of the direct kernel; None: direct everywhere
+    winograd_channels: int | None = None
+    winograd_default: str = "winograd2"
     tuning: Tuning = field(default_factory=Tuning)  # per-site choices measured on the device
 
 

@@ -1,0 +1,93 @@
+"""Winograd convolution F(2x2, 3x3) and F(4x4, 3x3) for the conv op's 3x3 stride-1 kernels.
+
+A choice of the conv forward site's ALGORITHM knob (ops/conv.py): "winograd2" or "winograd4"
+instead of "direct" lowers one conv (or the stride-1 input gradient, itself such a conv) into
+kernels/winograd.cl's four kernels: the filter transform (into a work buffer, once per pass:
+per training step, or per inference pass), the input-tile transform, POSITIONS batched
+register-tiled GEMMs over channels, and the output transform with the bias, the fused epilogue
+and (as an input gradient) the gate and accumulation. The GEMM reuses the direct kernel's
+tile knobs: TILE_PIXELS is its tiles per work-item.
+
+Grouped and depthwise layers stay direct: their per-group GEMMs are too thin to pay for the
+transforms (a depthwise layer has one channel per group).
+"""
+
+from __future__ import annotations
+
+from convgraph.ops.spatial import widest_dividing
+
+ALGORITHMS = ("direct", "winograd2", "winograd4")
+OUT_TILE = {"winograd2": 2, "winograd4": 4}
+
+
+def applies(shape: dict) -> bool:
+    """Whether a conv kernel site of these defines can run as Winograd: 3x3, stride 1,
+    dilation 1, ungrouped."""
+    return (shape["KERNEL_H"], shape["KERNEL_W"], shape["STRIDE_H"], shape["STRIDE_W"],
+            shape["DILATION_H"], shape["DILATION_W"], shape["GROUPS"]) == (3, 3, 1, 1, 1, 1, 1)
+
+
+def default_algorithm(profile, channels: int, filters: int) -> str:
+    """The device profile's algorithm for an untuned 3x3 stride-1 site: its Winograd variant
+    where both channel counts reach ``profile.winograd_channels``, else direct."""
+    least = getattr(profile, "winograd_channels", None)
+    if least is not None and channels >= least and filters >= least:
+        return profile.winograd_default
+    return "direct"
+
+
+def with_algorithms(space: list[dict], default: str) -> list[dict]:
+    """The direct space once per algorithm, ``default``'s first: every tile setting of the
+    direct kernel is also a GEMM tile setting, so the tuner reaches each algorithm from any."""
+    order = [default] + [a for a in ALGORITHMS if a != default]
+    return [{**knobs, "ALGORITHM": algorithm} for algorithm in order for knobs in space]
+
+
+def tiles(shape: dict, out_tile: int) -> tuple[int, int]:
+    """Output tiles of one image (down, across)."""
+    return -(-shape["OUT_H"] // out_tile), -(-shape["OUT_W"] // out_tile)
+
+
+def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role: str) -> None:
+    """Launch the Winograd convolution of ``args`` = [x, w, b, y] (conv.cl's CONV_FORWARD
+    arguments, with ``shape`` its defines less the tile knobs) as ``knobs`` choose.
+    ``role`` names this node's scratch (a node has a forward and an input-gradient conv)."""
+    x, weight, bias, y = args
+    out_tile = OUT_TILE[knobs["ALGORITHM"]]
+    positions = (out_tile + 2) ** 2
+    down, across = tiles(shape, out_tile)
+    channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
+    common = {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
+              "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
+    transformed = ctx.work_buffer(f"winograd_{role}_filters", positions * channels * filters)
+    tiles_in = ctx.batch_scratch(f"winograd_{role}_tiles", positions * down * across * channels)
+    products = ctx.batch_scratch(f"winograd_{role}_products",
+                                 positions * down * across * filters)
+    # the transforms hold IN_TILE^2 vectors per work-item: narrower vectors for F(4x4) keep
+    # them in registers (36 x float16 would spill)
+    widest = 8 if out_tile == 2 else 4
+    filter_width = widest_dividing(filters, widest)
+    ctx.launch("winograd", "WINOGRAD_FILTER", {**common, "VECTOR_WIDTH": filter_width},
+               (filters // filter_width, channels), [weight, transformed], site=site)
+    input_width = widest_dividing(channels, widest)
+    layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
+    ctx.launch("winograd", "WINOGRAD_INPUT",
+               {**common, "PAD_TOP": shape["PAD_TOP"], "PAD_LEFT": shape["PAD_LEFT"],
+                **layout_x, "VECTOR_WIDTH": input_width},
+               (channels // input_width, across, down), [x, tiles_in], batch_axis=2,
+               moved=4 * positions * down * across * channels, site=site)
+    rows = knobs["TILE_PIXELS"]
+    per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
+    ctx.launch("winograd", "WINOGRAD_GEMM",
+               {**common, "VECTOR_WIDTH": knobs["VECTOR_WIDTH"], "TILE_ROWS": rows,
+                "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_STEP": knobs["CHANNEL_STEP"]},
+               (filters // per_item, positions, -(-down * across // rows)),
+               [tiles_in, transformed, products], batch_axis=2, flops=flops, site=site)
+    output_width = widest_dividing(filters, widest)
+    epilogue = {k: shape[k] for k in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
+                                      "GATE_SLOPE", "ACCUMULATE") if k in shape}
+    layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
+    ctx.launch("winograd", "WINOGRAD_OUTPUT",
+               {**common, **layout_y, **epilogue, "VECTOR_WIDTH": output_width},
+               (filters // output_width, across, down), [products, bias, y], batch_axis=2,
+               moved=4 * positions * down * across * filters, site=site)
