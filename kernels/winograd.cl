@@ -20,9 +20,11 @@
  *   VECTOR_WIDTH channels from cv * VECTOR_WIDTH. Tiles past the bottom/right edge read zeros
  *   outside the allocated halo (only outputs that are never stored depend on them).
  * WINOGRAD_GEMM: POSITIONS independent GEMMs per image, m[t] = v[t] (TILES x C) u[t] (C x K).
- *   Work-item (kt, t, n * ROW_GROUPS + rg) keeps TILE_ROWS tiles x FILTER_VECTORS vectors of
+ *   Work-item (kt, rg, n * POSITIONS + t) keeps TILE_ROWS tiles x FILTER_VECTORS vectors of
  *   VECTOR_WIDTH filters in registers, CHANNEL_STEP channels per load, as conv.cl's forward
- *   kernel does (no local memory: on PoCL register tiles win). The last row group clamps its
+ *   kernel does (no local memory: on PoCL register tiles win); a work-group shares one
+ *   position's u[t] (one row of groups per position: a group across positions read them all,
+ *   2x slower). The last row group clamps its
  *   reads and skips its stores past TILES.
  * WINOGRAD_OUTPUT: work-item (kv, tw, n * TILES_H + th) transforms tile (th, tw) back for
  *   VECTOR_WIDTH filters, adds the bias, applies EPILOGUE (or GATE: dL/dz = f'(b) dL/dy, as
@@ -203,11 +205,12 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
                           __global float *restrict m)
 {
     const int kt = get_global_id(0);
-    const int t = get_global_id(1);
+    const int rg = get_global_id(1);
     const int row = get_global_id(2);
-    if (kt >= K_ALLOC / FILTERS_PER_ITEM || t >= POSITIONS) return;
-    const int n = row / ROW_GROUPS;
-    const int first = (row % ROW_GROUPS) * TILE_ROWS;
+    if (kt >= K_ALLOC / FILTERS_PER_ITEM || rg >= ROW_GROUPS) return;
+    const int n = row / POSITIONS;
+    const int t = row % POSITIONS;
+    const int first = rg * TILE_ROWS;
     const int k0 = kt * FILTERS_PER_ITEM;
     __global const float *vt = v + (n * POSITIONS + t) * TILES * IN_CHANNELS;
     __global const float *ut = u + t * IN_CHANNELS * K_ALLOC + k0;
