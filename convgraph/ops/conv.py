@@ -497,7 +497,8 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
     shape = {key: value for key, value in shape.items() if key != "VECTOR_WIDTH"}
     if winograd.applies(shape):
         space = winograd.with_algorithms(
-            space, winograd.default_algorithm(ctx.profile, channels, filters), channels)
+            space, winograd.default_algorithm(ctx.profile, channels, filters, out_width,
+                                              shape["OUT_H"]), channels)
     site, knobs = ctx.tuned("CONV_FORWARD", shape, space)
     if knobs.get("ALGORITHM", "direct") != "direct":
         winograd.lower(ctx, shape, knobs, args, site, ctx.node.flops, role)

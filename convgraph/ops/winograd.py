@@ -27,11 +27,15 @@ def applies(shape: dict) -> bool:
             shape["DILATION_H"], shape["DILATION_W"], shape["GROUPS"]) == (3, 3, 1, 1, 1, 1, 1)
 
 
-def default_algorithm(profile, channels: int, filters: int) -> str:
+def default_algorithm(profile, channels: int, filters: int, out_width: int, out_height: int
+                      ) -> str:
     """The device profile's algorithm for an untuned 3x3 stride-1 site: its Winograd variant
-    where both channel counts reach ``profile.winograd_channels``, else direct."""
+    where the channels, their product and the output size are within the profile's bounds,
+    else direct."""
     least = getattr(profile, "winograd_channels", None)
-    if least is not None and channels >= least and filters >= least:
+    if (least is not None and min(channels, filters) >= least
+            and channels * filters >= profile.winograd_channel_product
+            and max(out_width, out_height) <= profile.winograd_max_width):
         return profile.winograd_default
     return "direct"
 
