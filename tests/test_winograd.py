@@ -116,14 +116,13 @@ def test_only_3x3_stride_1_ungrouped_sites_offer_winograd():
 
 def test_the_default_algorithm_follows_the_profile():
     base = profile_for(select_device()[0], tuned=False)
-    assert winograd.default_algorithm(replace(base, winograd_channels=None), 64, 64, 8,
-                                      8) == "direct"
-    wide = replace(base, winograd_channels=32, winograd_channel_product=2048,
-                   winograd_max_width=16, winograd_default="winograd4")
-    assert winograd.default_algorithm(wide, 32, 64, 16, 16) == "winograd4"
-    assert winograd.default_algorithm(wide, 32, 32, 16, 16) == "direct"  # product
-    assert winograd.default_algorithm(wide, 16, 128, 8, 8) == "direct"  # too few channels
-    assert winograd.default_algorithm(wide, 64, 64, 32, 16) == "direct"  # too wide
+    none = replace(base, winograd_rules=())
+    assert winograd.default_algorithm(none, 64, 64, 8, 8) == "direct"
+    rules = replace(base, winograd_rules=((64, 8, 16, "winograd4"), (64, 1, 7, "winograd2")))
+    assert winograd.default_algorithm(rules, 64, 128, 16, 16) == "winograd4"
+    assert winograd.default_algorithm(rules, 512, 512, 7, 7) == "winograd2"
+    assert winograd.default_algorithm(rules, 32, 64, 16, 16) == "direct"  # too few channels
+    assert winograd.default_algorithm(rules, 64, 64, 32, 16) == "direct"  # too wide
 
 
 OCLGRIND_CHILD = """

@@ -29,14 +29,14 @@ def applies(shape: dict) -> bool:
 
 def default_algorithm(profile, channels: int, filters: int, out_width: int, out_height: int
                       ) -> str:
-    """The device profile's algorithm for an untuned 3x3 stride-1 site: its Winograd variant
-    where the channels, their product and the output size are within the profile's bounds,
-    else direct."""
-    least = getattr(profile, "winograd_channels", None)
-    if (least is not None and min(channels, filters) >= least
-            and channels * filters >= profile.winograd_channel_product
-            and max(out_width, out_height) <= profile.winograd_max_width):
-        return profile.winograd_default
+    """The device profile's algorithm for an untuned 3x3 stride-1 site: that of the first of
+    ``profile.winograd_rules`` (least channels, least and most output size, algorithm) that
+    the site fits, else direct."""
+    for least, smallest, largest, algorithm in getattr(profile, "winograd_rules", ()):
+        if (min(channels, filters) >= least
+                and smallest <= min(out_width, out_height)
+                and max(out_width, out_height) <= largest):
+            return algorithm
     return "direct"
 
 
