@@ -71,8 +71,9 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
     positions = (out_tile + 2) ** 2
     down, across = tiles(shape, out_tile)
     channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
-    common = {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
-              "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
+    # each kernel gets only the defines it reads, so layers of the same shapes share kernels
+    # (every distinct kernel costs PoCL a compile at its first launch)
+    size = {"OUT_TILE": out_tile, "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
     transformed = ctx.work_buffer(f"winograd_{role}_filters", positions * channels * filters)
     tiles_in = ctx.batch_scratch(f"winograd_{role}_tiles", positions * down * across * channels)
     products = ctx.batch_scratch(f"winograd_{role}_products",
@@ -81,12 +82,15 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
     # them in registers (36 x float16 would spill)
     widest = 8 if out_tile == 2 else 4
     filter_width = widest_dividing(filters, widest)
-    ctx.launch("winograd", "WINOGRAD_FILTER", {**common, "VECTOR_WIDTH": filter_width},
+    ctx.launch("winograd", "WINOGRAD_FILTER",
+               {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
+                "VECTOR_WIDTH": filter_width},
                (filters // filter_width, channels), [weight, transformed], site=site)
     input_width = widest_dividing(channels, widest)
     layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
     ctx.launch("winograd", "WINOGRAD_INPUT",
-               {**common, "PAD_TOP": shape["PAD_TOP"], "PAD_LEFT": shape["PAD_LEFT"],
+               {**size, "IN_CHANNELS": channels, "PAD_TOP": shape["PAD_TOP"],
+                "PAD_LEFT": shape["PAD_LEFT"],
                 **layout_x, "VECTOR_WIDTH": input_width},
                (channels // input_width, across, down), [x, tiles_in], batch_axis=2,
                moved=4 * positions * down * across * channels, site=site)
@@ -95,7 +99,8 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
     rows = choose_tile(down * across, knobs["TILE_PIXELS"])
     per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
     ctx.launch("winograd", "WINOGRAD_GEMM",
-               {**common, "VECTOR_WIDTH": knobs["VECTOR_WIDTH"], "TILE_ROWS": rows,
+               {**size, "IN_CHANNELS": channels, "K_ALLOC": filters,
+                "VECTOR_WIDTH": knobs["VECTOR_WIDTH"], "TILE_ROWS": rows,
                 "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_STEP": knobs["CHANNEL_STEP"]},
                (filters // per_item, -(-down * across // rows), positions),
                [tiles_in, transformed, products], batch_axis=2, flops=flops, site=site)
@@ -104,6 +109,7 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
                                       "GATE_SLOPE", "ACCUMULATE") if k in shape}
     layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
     ctx.launch("winograd", "WINOGRAD_OUTPUT",
-               {**common, **layout_y, **epilogue, "VECTOR_WIDTH": output_width},
+               {**size, "K_ALLOC": filters, **layout_y, **epilogue,
+                "VECTOR_WIDTH": output_width},
                (filters // output_width, across, down), [products, bias, y], batch_axis=2,
                moved=4 * positions * down * across * filters, site=site)
