@@ -89,7 +89,7 @@ def _layout_record(layout: Layout) -> dict:
 def plan_record(plan: Plan) -> dict:
     """An inference plan as JSON-ready data: layouts, kernels, launches, buffers, sites
     (``plan_from_record`` rebuilds the identical Plan)."""
-    return {
+    record = {
         "input": plan.input, "output": plan.output,
         "storage_of": dict(plan.storage_of),
         "layouts": {name: _layout_record(layout) for name, layout in plan.layouts.items()},
@@ -108,6 +108,9 @@ def plan_record(plan: Plan) -> dict:
         "sites": [{"key": site.key, "node": site.node, "selector": site.selector,
                    "space": list(site.space)} for site in plan.sites.values()],
     }
+    if plan.work:  # fixed scratch (Winograd's transformed filters); absent from older records
+        record["work"] = [[node, key, count] for (node, key), count in plan.work.items()]
+    return record
 
 
 def plan_from_record(record: dict, graph: nx.DiGraph, where: str) -> Plan:
@@ -130,7 +133,8 @@ def plan_from_record(record: dict, graph: nx.DiGraph, where: str) -> Plan:
                                    tuple(item["space"])) for item in record["sites"]}
         plan = Plan(dict(record["storage_of"]), layouts, kernels, launches,
                     dict(record["buffer_of"]), list(record["buffer_elements"]), record["input"],
-                    record["output"], sites, graph)
+                    record["output"], sites, graph,
+                    {(node, key): int(count) for node, key, count in record.get("work", [])})
         same = plan_record(plan) == record
     except (KeyError, TypeError, ValueError, AttributeError):
         same = False

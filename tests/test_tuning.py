@@ -203,10 +203,14 @@ def test_tune_measures_saves_and_compile_uses_it(tuning_cache, cli, write_spec):
     assert model.profile.tuning.source == "tuned on this device"
     conv = next(s for s in report["sites"] if s["kernel"] == "CONV_FORWARD"
                 and s["key"] in model.plan.sites)
-    kernel = next(k for k in model.plan.kernels.values() if k.selector == "CONV_FORWARD")
+    # a Winograd choice runs its GEMM with the tiles (TILE_PIXELS: tiles per work-item)
+    winograd = conv["knobs"].get("ALGORITHM", "direct") != "direct"
+    kernel = next(k for k in model.plan.kernels.values()
+                  if k.selector == ("WINOGRAD_GEMM" if winograd else "CONV_FORWARD"))
     for knob, value in conv["knobs"].items():
-        if knob != "LOCAL":
-            assert kernel.defines[knob] == value
+        if knob not in ("LOCAL", "ALGORITHM"):
+            if not (winograd and knob == "TILE_PIXELS"):  # as TILE_ROWS: near it
+                assert kernel.defines[knob] == value
 
 
 def test_tune_with_no_time_keeps_defaults_and_says_so(tuning_cache, cli, write_spec):

@@ -26,10 +26,12 @@ from convgraph.codegen.launches import (
     param,
     param_grad,
     tensor,
+    work,
 )
 from convgraph.codegen.layout import Layout, channel_stride, vector_width
 from convgraph.codegen.profile import DeviceProfile
 from convgraph.codegen.tuning import Site, site_key
+from convgraph.core import Volume
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY, OpDeclarationError
 
@@ -48,6 +50,7 @@ class Plan:
     output: str
     sites: dict[str, Site] = field(default_factory=dict)  # tunable kernel sites by key
     graph: nx.DiGraph | None = field(default=None, repr=False)  # what was planned
+    work: dict[tuple[str, str], int] = field(default_factory=dict)  # fixed scratch, elements
     _fixed: dict[str, int] | None = field(default=None, init=False, repr=False)
 
     # the ExecutablePlan protocol (codegen/launches.py), which the executor runs
@@ -62,9 +65,14 @@ class Plan:
 
     def buffer_sizes(self, batch: int) -> dict[str, int]:
         """Bytes of every per-batch device buffer, by name: activations share buffers
-        'act0', 'act1'... by liveness."""
-        return {f"act{index}": 4 * batch * elements
-                for index, elements in enumerate(self.buffer_elements)}
+        'act0', 'act1'... by liveness; and the work buffers."""
+        sizes = {f"act{index}": 4 * batch * elements
+                 for index, elements in enumerate(self.buffer_elements)}
+        # scratch of a fixed size that kernels fill each pass (transformed weights): allocated
+        # with the activations, since the executor uploads only parameters as fixed buffers
+        sizes.update({work(node, key).name: 4 * count
+                      for (node, key), count in self.work.items()})
+        return sizes
 
     def fixed_sizes(self) -> dict[str, int]:
         """Bytes of the parameters as the kernels hold them, by buffer name (worked out on
@@ -158,6 +166,23 @@ class Lowering:
         key = site_key(selector, shape)
         self.planner.sites.setdefault(key, Site(key, self.name, selector, space))
         return key, self.profile.tuning.choice(key, space)
+
+    def work_buffer(self, key: str, elements: int) -> Buffer:
+        """A batch-independent scratch buffer of this node (e.g. transformed weights)."""
+        self.planner.work[(self.name, key)] = elements
+        return work(self.name, key)
+
+    def batch_scratch(self, key: str, elements: int) -> Buffer:
+        """Scratch of ``elements`` floats per image, live only during this node's launches
+        (e.g. Winograd's transformed tiles). In inference it is a tensor of its own, so it
+        shares buffers with the activations by liveness; a training plan, where every tensor
+        keeps its buffer and a gradient, holds it as scratch split by one image."""
+        split = getattr(self, "split_scratch", None)
+        if split is not None:
+            return split(key, elements, 1)[0]
+        storage = f"{self.name}:{key}"
+        self.planner.layouts[storage] = Layout(Volume(1, 1, elements), elements)
+        return tensor(storage)
 
     def launch(self, family: str, selector: str, defines: dict, global_size, args: list[Arg], *,
                batch_axis: int | None = None, local_size=None, flops: int = 0, moved: int = 0,
@@ -277,6 +302,7 @@ class _Planner:
         self._by_identity: dict[tuple, str] = {}
         self.launches: list[Launch] = []
         self.sites: dict[str, Site] = {}
+        self.work: dict[tuple[str, str], int] = {}
 
     def add_kernel(self, spec: KernelSpec, node: str) -> str:
         key = spec.identity()
@@ -325,7 +351,8 @@ def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool 
     output = planner.storage_of[graph.graph["output"]]
     buffer_of, sizes = assign_buffers(planner, names, output, share_buffers)
     return Plan(planner.storage_of, planner.layouts, planner.kernels, planner.launches,
-                buffer_of, sizes, planner.storage_of[names[0]], output, planner.sites, graph)
+                buffer_of, sizes, planner.storage_of[names[0]], output, planner.sites, graph,
+                planner.work)
 
 
 def assign_buffers(planner: _Planner, names: list[str], output: str, share: bool = True):

@@ -37,6 +37,10 @@ class DeviceProfile:
     # launches with no work-group shape of their own get one that does not depend on the batch
     # (see plan._batch_free_local): PoCL recompiles a kernel for every new shape
     batch_free_local: bool = False
+    # the algorithm of an untuned 3x3 stride-1 ungrouped conv (ops/winograd.py): the first rule
+    # (least input and output channels, output width and height from, to, algorithm) that
+    # fits it, else direct
+    winograd_rules: tuple[tuple[int, int, int, str], ...] = ()
     tuning: Tuning = field(default_factory=Tuning)  # per-site choices measured on the device
 
 
@@ -45,10 +49,18 @@ class DeviceProfile:
 # fc forward: 8 inputs per load (VGG-CIFAR fc1 at batch 64, alternating: 3.0 -> 1.9 ms);
 # weight gradients: 8 channels x 2 vectors of filters, splits of ~1 MiB (alternating timings
 # on VGG-CIFAR, batch 64: conv2 7.9 -> 6.4 ms, conv4 8.7 -> 6.5, conv6 13.7 -> 8.6-9.7)
+# Winograd by default where benchmarks/winograd.py measured it ahead of direct at batch 64 in
+# both of two runs (2026-12-01, README "Winograd"): F(4x4) with >= 64 channels on both sides and
+# 8x8 to 16x16 outputs (VGG-CIFAR conv4-conv6, ResNet-8 res3, ResNet-18 layer3: 1.3-3.9x), F(2x2)
+# below 8x8 (ResNet-18 layer4, 7x7: F(4x4) has 4 tiles an image there, too few GEMM rows).
+# Direct below 64 channels (32->64 at 16x16 won in one run, lost in the other) and on larger
+# outputs (ResNet-18 layer1, 56x56: even; layer2, 28x28 x 128, F(4x4) 1.6x, but every wide
+# layer's transformed tiles would cost training its scratch: left to `convgraph tune`)
+CPU_WINOGRAD = ((64, 8, 16, "winograd4"), (64, 1, 7, "winograd2"))
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_local=None, pixel_local=None, batch_free_local=True,
                     split_cache_bytes=1024 * 1024, grad_filter_vectors=2,
-                    dense_channel_step=8)
+                    dense_channel_step=8, winograd_rules=CPU_WINOGRAD)
 GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
                     conv_local=(4, 4, 4), pixel_local=(4, 8, 4), images_per_split=1)
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
+from convgraph.ops import winograd
 from convgraph.ops.base import (
     InputExtent,
     Node,
@@ -127,7 +128,8 @@ class Conv(Op):
     aliases = ("convolution", "conv2d")
     summary = "2-D convolution (CONV): filters slide over the input volume with shared weights."
     positional = ("filters", "size", "stride", "pad")
-    kernels = ("conv", "reduction")  # reduction: SUM_SPLITS and CHANNEL_SUM of the gradients
+    # reduction: SUM_SPLITS and CHANNEL_SUM of the gradients; winograd: 3x3 stride-1 layers
+    kernels = ("conv", "reduction", "winograd")
     takes_epilogue = True
     colour = "#cfe2ff"
     params = {
@@ -250,13 +252,12 @@ class Conv(Op):
     def lower(self, ctx) -> None:
         defines, _, width = _conv_defines(ctx)
         y = ctx.output_layout
-        defines, grid, local, site = _tuned_forward(
-            ctx, defines, width, ctx.input_layout().volume.depth // ctx.derived["groups"],
-            _filters_allocated(ctx.node, y) // ctx.derived["groups"], ctx.node.output.width)
         args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor]
         moved = 4 * (ctx.input_layout().volume.elements + ctx.node.output.elements)
-        ctx.launch("conv", "CONV_FORWARD", defines, grid, args, batch_axis=2, local_size=local,
-                   flops=ctx.node.flops, moved=moved, site=site)
+        groups = ctx.derived["groups"]
+        _launch_forward(ctx, defines, width, ctx.input_layout().volume.depth // groups,
+                        _filters_allocated(ctx.node, y) // groups, ctx.node.output.width, args,
+                        moved, "forward")
 
     def lower_backward(self, ctx) -> None:
         defines, _, width = _conv_defines(ctx)
@@ -437,11 +438,11 @@ def _conv_defines(ctx):
     return defines, None, width
 
 
-def _tuned_forward(ctx, shape: dict, width: int, channels: int, filters: int, out_width: int):
-    """The forward kernel's knobs for one site (its defines, grid, work-group and site key):
-    pixels per work-item, vectors of filters per work-item, channels per load, vector width,
-    and on a GPU the work-group shape. ``channels``/``filters``: per group, as stored."""
-    profile = ctx.profile
+def _forward_space(profile, width: int, channels: int, filters: int, out_width: int
+                   ) -> list[dict]:
+    """Every setting of a direct forward site, the profile's default first: pixels per
+    work-item, vectors of filters per work-item, channels per load, vector width, and on a GPU
+    the work-group shape. ``channels``/``filters``: per group, as stored."""
     # channels per load: 8 won on every 32-128 channel layer of VGG-CIFAR on PoCL (1.2-1.5x
     # over 4, `convgraph tune`); the GPU profile's 4-wide vectors keep 4
     default_step = max(step for step in (profile.max_vector // 2, 4, 2, 1)
@@ -467,12 +468,44 @@ def _tuned_forward(ctx, shape: dict, width: int, channels: int, filters: int, ou
                         space.append({"TILE_PIXELS": tile, "FILTER_VECTORS": vectors,
                                       "CHANNEL_STEP": step, "VECTOR_WIDTH": vector,
                                       "LOCAL": local})
+    return space
+
+
+def _tuned_forward(ctx, shape: dict, width: int, channels: int, filters: int, out_width: int):
+    """The direct forward kernel's knobs for one site (its defines, grid, work-group and site
+    key). ``channels``/``filters``: per group, as stored."""
+    space = _forward_space(ctx.profile, width, channels, filters, out_width)
     shape = {key: value for key, value in shape.items() if key != "VECTOR_WIDTH"}
     site, knobs = ctx.tuned("CONV_FORWARD", shape, space)
-    defines = {**shape, **{k: v for k, v in knobs.items() if k != "LOCAL"}}
+    return (*_direct_forward(shape, knobs, out_width), site)
+
+
+def _direct_forward(shape: dict, knobs: dict, out_width: int):
+    """The direct kernel's defines, grid and work-group for ``knobs``."""
+    defines = {**shape, **{k: v for k, v in knobs.items() if k not in ("LOCAL", "ALGORITHM")}}
     per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
     grid = (shape["K_ALLOC"] // per_item, -(-out_width // knobs["TILE_PIXELS"]), shape["OUT_H"])
-    return defines, grid, _local_tuple(knobs["LOCAL"]), site
+    return defines, grid, _local_tuple(knobs["LOCAL"])
+
+
+def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, out_width: int,
+                    args: list, moved: int, role: str) -> None:
+    """A conv forward pass (or a stride-1 input gradient, ``role`` "input_grad") of ``args`` =
+    [x, w, b, y]: direct, or on 3x3 stride-1 ungrouped sites Winograd, as the site's ALGORITHM
+    knob chooses (ops/winograd.py); the tuner times every algorithm with every tile setting."""
+    space = _forward_space(ctx.profile, width, channels, filters, out_width)
+    shape = {key: value for key, value in shape.items() if key != "VECTOR_WIDTH"}
+    if winograd.applies(shape):
+        space = winograd.with_algorithms(
+            space, winograd.default_algorithm(ctx.profile, channels, filters, out_width,
+                                              shape["OUT_H"]), channels)
+    site, knobs = ctx.tuned("CONV_FORWARD", shape, space)
+    if knobs.get("ALGORITHM", "direct") != "direct":
+        winograd.lower(ctx, shape, knobs, args, site, ctx.node.flops, role)
+        return
+    defines, grid, local = _direct_forward(shape, knobs, out_width)
+    ctx.launch("conv", "CONV_FORWARD", defines, grid, args, batch_axis=2, local_size=local,
+               flops=ctx.node.flops, moved=moved, site=site)
 
 
 def _local_text(local) -> str:
@@ -549,11 +582,8 @@ def _lower_transposed_conv(ctx) -> None:
         "GATE": gate, "GATE_SLOPE": gate_slope,
         **y.defines("X"), **x.defines("Y"),
     }
-    defines, grid, local, site = _tuned_forward(ctx, shape, width, filters // groups,
-                                                alloc // groups, x.volume.width)
-    ctx.launch("conv", "CONV_FORWARD", defines, grid,
-               [ctx.output_grad, transposed, bias_slot, grad], batch_axis=2, local_size=local,
-               flops=ctx.node.flops, site=site)
+    _launch_forward(ctx, shape, width, filters // groups, alloc // groups, x.volume.width,
+                    [ctx.output_grad, transposed, bias_slot, grad], 0, "input_grad")
 
 
 def _filters_allocated(node: Node, output_layout) -> int:

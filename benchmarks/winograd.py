@@ -1,0 +1,175 @@
+"""Winograd against direct convolution, per 3x3 stride-1 layer, on this machine's device.
+
+    .venv/bin/python benchmarks/winograd.py [--batch 64] [--rounds 5] [--resnet18] [--json OUT]
+
+For each 3x3 stride-1 layer shape of VGG-CIFAR and ResNet-8 (and, with --resnet18, ResNet-18
+at 224x224) this times the conv's forward site and its input-gradient site (the stride-1 input
+gradient is itself a 3x3 conv) with each algorithm of the site's ALGORITHM knob, direct,
+winograd2 = F(2x2, 3x3) and winograd4 = F(4x4, 3x3), at the profile's default tiles, through
+the tuner's own runner (runtime/tune.py: the site's launches alone, OpenCL event times, median
+of several runs; Winograd's times include its filter, input and output transforms). The
+algorithms alternate within each round, and the table gives the median over rounds and the
+spread (min-max), since other work shares the machine. GFLOP/s are direct-conv FLOPs / time
+(for Winograd layers "effective", marked *), and % is of the device's fp32 FMA peak measured in
+the same run with kernels/peak.cl. The CPU model is printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import convgraph  # noqa: E402
+from convgraph.codegen.launches import Buffer  # noqa: E402
+from convgraph.codegen.tuning import Tuning  # noqa: E402
+from convgraph.pipeline import analyse  # noqa: E402
+from convgraph.runtime.inspect import _peak  # noqa: E402
+from convgraph.runtime.tune import _Tuner  # noqa: E402
+
+ALGORITHMS = ("direct", "winograd2", "winograd4")
+# (network, layer, width = height, input channels, filters): every 3x3 stride-1 shape once
+LAYERS = [
+    ("vgg_cifar", "conv1", 32, 3, 32),
+    ("vgg_cifar", "conv2", 32, 32, 32),
+    ("vgg_cifar", "conv3", 16, 32, 64),
+    ("vgg_cifar", "conv4", 16, 64, 64),
+    ("vgg_cifar", "conv5", 8, 64, 128),
+    ("vgg_cifar", "conv6", 8, 128, 128),
+    ("resnet8", "conv1", 32, 3, 16),
+    ("resnet8", "res1 conv1/2", 32, 16, 16),
+    ("resnet8", "res2 conv2", 16, 32, 32),
+    ("resnet8", "res3 conv2", 8, 64, 64),
+]
+RESNET18 = [
+    ("resnet18", "layer1 convs", 56, 64, 64),
+    ("resnet18", "layer2 conv2s", 28, 128, 128),
+    ("resnet18", "layer3 conv2s", 14, 256, 256),
+    ("resnet18", "layer4 conv2s", 7, 512, 512),
+]
+
+
+def cpu_model() -> str:
+    """Vendor, family, model and name from /proc/cpuinfo (the machine changes between runs)."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor()
+    return (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')} ({fields.get('model name', '?')})")
+
+
+def layer_graph(size: int, channels: int, filters: int):
+    """The layer after a 1x1 conv (so that its input has a gradient), then an fc for the loss."""
+    return analyse({"input": f"{size}x{size}x{channels}",
+                    "pattern": f"[INPUT-CONV({channels}, 1)-CONV({filters}, 3, pad=1)-FC(2)]"})
+
+
+def layer_sites(tuner: _Tuner, node: str) -> dict:
+    """The layer's forward site (inference plan) and input-gradient site (training plan: the
+    CONV_FORWARD launch that reads a gradient)."""
+    sites = {site.key: site for site in tuner.sites(("infer", "train"))}
+    found = {}
+    for mode, role in (("infer", "forward"), ("train", "input grad")):
+        plan = tuner.plan_with(Tuning(), mode)
+        for launch in (x for group in plan.launch_groups().values() for x in group):
+            if launch.node != node or launch.site not in sites:
+                continue
+            if sites[launch.site].selector != "CONV_FORWARD":
+                continue
+            reads_grad = isinstance(launch.args[0], Buffer) and launch.args[0].kind == "grad"
+            if reads_grad == (role == "input grad"):
+                found[role] = sites[launch.site]
+                tuner.mode_of[launch.site] = mode
+    return found
+
+
+def measure(tuner: _Tuner, site, rounds: int) -> dict:
+    """Per algorithm: the per-round medians of the site's launches (ms), alternating."""
+    runs = {a: tuner.runner(site, {**site.default, "ALGORITHM": a}) for a in ALGORITHMS}
+    samples = {a: [] for a in ALGORITHMS}
+    for _ in range(rounds):
+        for algorithm in ALGORITHMS:
+            samples[algorithm].append(runs[algorithm]())
+    return samples
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="runs per round (median)")
+    parser.add_argument("--resnet18", action="store_true", help="add ResNet-18's 224 layers")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args(argv)
+    layers = LAYERS + (RESNET18 if args.resnet18 else [])
+
+    probe = convgraph.compile({"input": "8x8x8", "pattern": "[INPUT-CONV(8, 3, pad=1)]"})
+    peak_before, _ = _peak(probe)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rows = []
+    for network, layer, size, channels, filters in layers:
+        graph = layer_graph(size, channels, filters)
+        tuner = _Tuner(graph, None, args.batch, args.repeats)
+        flops = 2 * size * size * channels * filters * 9 * args.batch
+        for role, site in layer_sites(tuner, "conv2").items():
+            samples = measure(tuner, site, args.rounds)
+            row = {"network": network, "layer": layer, "shape": f"{size}x{size} {channels}->"
+                   f"{filters}", "pass": role, "gflop": flops / 1e9}
+            for algorithm, times in samples.items():
+                row[algorithm] = {"ms": statistics.median(times), "min": min(times),
+                                  "max": max(times)}
+            rows.append(row)
+            print(_line(row, peak_before), flush=True)
+    peak_after, _ = _peak(probe)
+    peak = max(peak_before, peak_after)
+    print()
+    print(table(rows, peak, args, started))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"cpu": cpu_model(), "device": probe.info.label, "started": started,
+             "batch": args.batch, "rounds": args.rounds, "repeats": args.repeats,
+             "peak_gflops": [peak_before, peak_after], "rows": rows}, indent=1))
+    return 0
+
+
+def _line(row: dict, peak: float) -> str:
+    return f"{row['network']} {row['layer']} {row['pass']}: " + ", ".join(
+        f"{a} {row[a]['ms']:.2f} ms" for a in ALGORITHMS)
+
+
+def table(rows: list[dict], peak: float, args, started: str) -> str:
+    lines = [f"CPU: {cpu_model()}; fp32 FMA peak {peak:.0f} GFLOP/s (kernels/peak.cl, "
+             f"same run); batch {args.batch}; {started}; median of {args.rounds} alternating "
+             f"rounds (each the median of {args.repeats} runs), spread min-max",
+             "GFLOP/s = direct-conv FLOPs / time; * = effective (Winograd); % of the FMA peak",
+             "",
+             "| layer | shape | pass | direct ms | F(2x2) ms | F(4x4) ms | direct GFLOP/s (%) "
+             "| F(2x2) GFLOP/s* (%) | F(4x4) GFLOP/s* (%) | best |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = []
+        for algorithm in ALGORITHMS:
+            r = row[algorithm]
+            cells.append(f"{r['ms']:.2f} ({r['min']:.2f}-{r['max']:.2f})")
+        rates = []
+        for algorithm in ALGORITHMS:
+            gflops = row["gflop"] / (row[algorithm]["ms"] / 1e3)
+            rates.append(f"{gflops:.0f} ({100 * gflops / peak:.0f}%)")
+        best = min(ALGORITHMS, key=lambda a: row[a]["ms"])
+        lines.append(f"| {row['network']} {row['layer']} | {row['shape']} | {row['pass']} | "
+                     + " | ".join(cells) + " | " + " | ".join(rates) + f" | {best} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Winograd convolution F(2x2, 3x3) and F(4x4, 3x3) for the conv op's 3x3 stride-1 kernels.
+
+A choice of the conv forward site's ALGORITHM knob (ops/conv.py): "winograd2" or "winograd4"
+instead of "direct" lowers one conv (or the stride-1 input gradient, itself such a conv) into
+kernels/winograd.cl's four kernels: the filter transform (into a work buffer, once per pass:
+per training step, or per inference pass), the input-tile transform, POSITIONS batched
+register-tiled GEMMs over channels, and the output transform with the bias, the fused epilogue
+and (as an input gradient) the gate and accumulation. The GEMM reuses the direct kernel's
+tile knobs: TILE_PIXELS is (near) its tiles per work-item.
+
+Grouped and depthwise layers stay direct: their per-group GEMMs are too thin to pay for the
+transforms (a depthwise layer has one channel per group).
+"""
+
+from __future__ import annotations
+
+from convgraph.ops.spatial import choose_tile, widest_dividing
+
+ALGORITHMS = ("direct", "winograd2", "winograd4")
+OUT_TILE = {"winograd2": 2, "winograd4": 4}
+
+
+def applies(shape: dict) -> bool:
+    """Whether a conv kernel site of these defines can run as Winograd: 3x3, stride 1,
+    dilation 1, ungrouped."""
+    return (shape["KERNEL_H"], shape["KERNEL_W"], shape["STRIDE_H"], shape["STRIDE_W"],
+            shape["DILATION_H"], shape["DILATION_W"], shape["GROUPS"]) == (3, 3, 1, 1, 1, 1, 1)
+
+
+def default_algorithm(profile, channels: int, filters: int, out_width: int, out_height: int
+                      ) -> str:
+    """The device profile's algorithm for an untuned 3x3 stride-1 site: that of the first of
+    ``profile.winograd_rules`` (least channels, least and most output size, algorithm) that
+    the site fits, else direct."""
+    for least, smallest, largest, algorithm in getattr(profile, "winograd_rules", ()):
+        if (min(channels, filters) >= least
+                and smallest <= min(out_width, out_height)
+                and max(out_width, out_height) <= largest):
+            return algorithm
+    return "direct"
+
+
+# The numerical guard: F(4x4)'s transforms (entries 1/24 .. 8) lose precision as the channels
+# summed grow. Against float64 numpy its worst relative error was 1.2e-5 at 512 channels
+# (F(2x2) 7.7e-7, direct 2.0e-6; README "Winograd"), 8x inside the kernel tests' 1e-4, so it is
+# offered up to 512 input channels and no further: every setting in a space must hold 1e-4.
+F4_MAX_CHANNELS = 512
+
+
+def with_algorithms(space: list[dict], default: str, channels: int) -> list[dict]:
+    """The direct space once per algorithm, ``default``'s first: every tile setting of the
+    direct kernel is also a GEMM tile setting, so the tuner reaches each algorithm from any.
+    ``channels``: summed per output (F(4x4) only up to F4_MAX_CHANNELS)."""
+    allowed = [a for a in ALGORITHMS if a != "winograd4" or channels <= F4_MAX_CHANNELS]
+    default = default if default in allowed else "direct"
+    order = [default] + [a for a in allowed if a != default]
+    return [{**knobs, "ALGORITHM": algorithm} for algorithm in order for knobs in space]
+
+
+def tiles(shape: dict, out_tile: int) -> tuple[int, int]:
+    """Output tiles of one image (down, across)."""
+    return -(-shape["OUT_H"] // out_tile), -(-shape["OUT_W"] // out_tile)
+
+
+def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role: str) -> None:
+    """Launch the Winograd convolution of ``args`` = [x, w, b, y] (conv.cl's CONV_FORWARD
+    arguments, with ``shape`` its defines less the tile knobs) as ``knobs`` choose.
+    ``role`` names this node's scratch (a node has a forward and an input-gradient conv)."""
+    x, weight, bias, y = args
+    out_tile = OUT_TILE[knobs["ALGORITHM"]]
+    positions = (out_tile + 2) ** 2
+    down, across = tiles(shape, out_tile)
+    channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
+    # each kernel gets only the defines it reads, so layers of the same shapes share kernels
+    # (every distinct kernel costs PoCL a compile at its first launch)
+    size = {"OUT_TILE": out_tile, "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
+    transformed = ctx.work_buffer(f"winograd_{role}_filters", positions * channels * filters)
+    tiles_in = ctx.batch_scratch(f"winograd_{role}_tiles", positions * down * across * channels)
+    products = ctx.batch_scratch(f"winograd_{role}_products",
+                                 positions * down * across * filters)
+    # the transforms hold IN_TILE^2 vectors per work-item: narrower vectors for F(4x4) keep
+    # them in registers (36 x float16 would spill)
+    widest = 8 if out_tile == 2 else 4
+    filter_width = widest_dividing(filters, widest)
+    ctx.launch("winograd", "WINOGRAD_FILTER",
+               {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
+                "VECTOR_WIDTH": filter_width},
+               (filters // filter_width, channels), [weight, transformed], site=site)
+    input_width = widest_dividing(channels, widest)
+    layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
+    ctx.launch("winograd", "WINOGRAD_INPUT",
+               {**size, "IN_CHANNELS": channels, "PAD_TOP": shape["PAD_TOP"],
+                "PAD_LEFT": shape["PAD_LEFT"],
+                **layout_x, "VECTOR_WIDTH": input_width},
+               (channels // input_width, across, down), [x, tiles_in], batch_axis=2,
+               moved=4 * positions * down * across * channels, site=site)
+    # tiles per work-item near the knob, dividing an image's tiles where one does (an 8x8
+    # output has 4 tiles of 4x4: 8 rows would compute 4 twice over)
+    rows = choose_tile(down * across, knobs["TILE_PIXELS"])
+    per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
+    ctx.launch("winograd", "WINOGRAD_GEMM",
+               {**size, "IN_CHANNELS": channels, "K_ALLOC": filters,
+                "VECTOR_WIDTH": knobs["VECTOR_WIDTH"], "TILE_ROWS": rows,
+                "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_STEP": knobs["CHANNEL_STEP"]},
+               (filters // per_item, -(-down * across // rows), positions),
+               [tiles_in, transformed, products], batch_axis=2, flops=flops, site=site)
+    output_width = widest_dividing(filters, widest)
+    epilogue = {k: shape[k] for k in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
+                                      "GATE_SLOPE", "ACCUMULATE") if k in shape}
+    layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
+    ctx.launch("winograd", "WINOGRAD_OUTPUT",
+               {**size, "K_ALLOC": filters, **layout_y, **epilogue,
+                "VECTOR_WIDTH": output_width},
+               (filters // output_width, across, down), [products, bias, y], batch_axis=2,
+               moved=4 * positions * down * across * filters, site=site)

@@ -1,0 +1,308 @@
+/* winograd.cl -- Winograd convolution F(OUT_TILE x OUT_TILE, 3x3) for 3x3, stride-1, dilation-1,
+ * ungrouped layers (Lavin & Gray 2015): y = A^T [ (G g G^T) . (B^T d B) ] A per tile, so a tile of
+ * OUT_TILE^2 outputs costs IN_TILE^2 multiplies per (channel, filter) pair instead of
+ * 9 OUT_TILE^2: 2.25x fewer for F(2x2), 4x for F(4x4) (which loses precision: its transforms hold
+ * 1/24 .. 8, so rounding grows with the channel count; see README "Winograd").
+ *
+ * Data layout:
+ *   x  (N, X_ALLOC_H, X_ALLOC_W, X_STRIDE_C), NHWC with a zero halo (see common.cl)
+ *   w  (KERNEL_H = 3, KERNEL_W = 3, IN_CHANNELS, K_ALLOC): the conv's device weights
+ *   u  (POSITIONS, IN_CHANNELS, K_ALLOC): transformed filters, G g G^T per (channel, filter)
+ *   v  (N, POSITIONS, TILES, IN_CHANNELS): transformed input tiles, B^T d B per (tile, channel)
+ *   m  (N, POSITIONS, TILES, K_ALLOC): the element-wise products summed over channels
+ *   b  (K_ALLOC) bias; with GATE instead the layer before's activation output, laid out as y
+ *   y  (N, Y_ALLOC_H, Y_ALLOC_W, Y_STRIDE_C)
+ * where POSITIONS = IN_TILE^2 and TILES = TILES_H x TILES_W tiles of OUT_TILE^2 output pixels.
+ *
+ * WINOGRAD_FILTER: work-item (kv, c) transforms the 3x3 filters of channel c for VECTOR_WIDTH
+ *   filters from kv * VECTOR_WIDTH.
+ * WINOGRAD_INPUT: work-item (cv, tw, n * TILES_H + th) transforms tile (th, tw) of image n for
+ *   VECTOR_WIDTH channels from cv * VECTOR_WIDTH. Tiles past the bottom/right edge read zeros
+ *   outside the allocated halo (only outputs that are never stored depend on them).
+ * WINOGRAD_GEMM: POSITIONS independent GEMMs per image, m[t] = v[t] (TILES x C) u[t] (C x K).
+ *   Work-item (kt, rg, n * POSITIONS + t) keeps TILE_ROWS tiles x FILTER_VECTORS vectors of
+ *   VECTOR_WIDTH filters in registers, CHANNEL_STEP channels per load, as conv.cl's forward
+ *   kernel does (no local memory: on PoCL register tiles win); a work-group shares one
+ *   position's u[t] (one row of groups per position: a group across positions read them all,
+ *   2x slower). The last row group clamps its
+ *   reads and skips its stores past TILES.
+ * WINOGRAD_OUTPUT: work-item (kv, tw, n * TILES_H + th) transforms tile (th, tw) back for
+ *   VECTOR_WIDTH filters, adds the bias, applies EPILOGUE (or GATE: dL/dz = f'(b) dL/dy, as
+ *   conv.cl does for a stride-1 input gradient), adds to y with ACCUMULATE, and stores the pixels
+ *   inside OUT_H x OUT_W.
+ */
+
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
+#define KERNEL_NAME winograd_gemm
+#define WINOGRAD_GEMM 1
+#define OUT_TILE 2
+#define IN_CHANNELS 8
+#define K_ALLOC 16
+#define OUT_H 8
+#define OUT_W 8
+#define PAD_TOP 1
+#define PAD_LEFT 1
+#define X_ALLOC_H 10
+#define X_ALLOC_W 10
+#define X_HALO_TOP 1
+#define X_HALO_LEFT 1
+#define X_STRIDE_C 8
+#define Y_ALLOC_H 8
+#define Y_ALLOC_W 8
+#define Y_HALO_TOP 0
+#define Y_HALO_LEFT 0
+#define Y_STRIDE_C 16
+#define VECTOR_WIDTH 16
+#define TILE_ROWS 8
+#define FILTER_VECTORS 1
+#define CHANNEL_STEP 4
+#define HAS_BIAS 1
+#define EPILOGUE ACT_RELU
+#define EPILOGUE_SLOPE 0.0f
+#define GATE ACT_NONE
+#define GATE_SLOPE 0.0f
+#define ACCUMULATE 0
+#endif
+
+/* derived values */
+#define IN_TILE (OUT_TILE + 2)
+#define POSITIONS (IN_TILE * IN_TILE)
+#define TILES_H ((OUT_H + OUT_TILE - 1) / OUT_TILE)
+#define TILES_W ((OUT_W + OUT_TILE - 1) / OUT_TILE)
+#define TILES (TILES_H * TILES_W)
+#define realV CONCAT(float, VECTOR_WIDTH)
+#define LOADV VLOAD(VECTOR_WIDTH)
+#define STOREV VSTORE(VECTOR_WIDTH)
+#define APPLY(macro, ...) macro(__VA_ARGS__) /* expands the argument lists below first */
+
+/* The 1-D transforms, written out so that no multiply by 0 or 1 is left to the compiler.
+ * FILTER_1D: G g (3 -> IN_TILE), INPUT_1D: B^T d (IN_TILE -> IN_TILE),
+ * OUTPUT_1D: A^T m (IN_TILE -> OUT_TILE). */
+#if OUT_TILE == 2
+#define ROW(a, i) a[i][0], a[i][1], a[i][2], a[i][3]
+#define COLUMN(a, j) a[0][j], a[1][j], a[2][j], a[3][j]
+#define ROW_OUT(a, i) a[i][0], a[i][1]
+#define COLUMN_OUT(a, j) a[0][j], a[1][j]
+#define FILTER_1D(g0, g1, g2, o0, o1, o2, o3)                                                  \
+    do {                                                                                       \
+        o0 = g0;                                                                               \
+        o1 = 0.5f * (g0 + g1 + g2);                                                            \
+        o2 = 0.5f * (g0 - g1 + g2);                                                            \
+        o3 = g2;                                                                               \
+    } while (0)
+#define INPUT_1D(d0, d1, d2, d3, o0, o1, o2, o3)                                               \
+    do {                                                                                       \
+        o0 = d0 - d2;                                                                          \
+        o1 = d1 + d2;                                                                          \
+        o2 = d2 - d1;                                                                          \
+        o3 = d1 - d3;                                                                          \
+    } while (0)
+#define OUTPUT_1D(m0, m1, m2, m3, o0, o1)                                                      \
+    do {                                                                                       \
+        o0 = m0 + m1 + m2;                                                                     \
+        o1 = m1 - m2 - m3;                                                                     \
+    } while (0)
+#elif OUT_TILE == 4
+#define ROW(a, i) a[i][0], a[i][1], a[i][2], a[i][3], a[i][4], a[i][5]
+#define COLUMN(a, j) a[0][j], a[1][j], a[2][j], a[3][j], a[4][j], a[5][j]
+#define ROW_OUT(a, i) a[i][0], a[i][1], a[i][2], a[i][3]
+#define COLUMN_OUT(a, j) a[0][j], a[1][j], a[2][j], a[3][j]
+#define FILTER_1D(g0, g1, g2, o0, o1, o2, o3, o4, o5)                                          \
+    do {                                                                                       \
+        o0 = 0.25f * g0;                                                                       \
+        o1 = (-1.0f / 6.0f) * (g0 + g1 + g2);                                                  \
+        o2 = (-1.0f / 6.0f) * (g0 - g1 + g2);                                                  \
+        o3 = (1.0f / 24.0f) * g0 + (1.0f / 12.0f) * g1 + (1.0f / 6.0f) * g2;                   \
+        o4 = (1.0f / 24.0f) * g0 - (1.0f / 12.0f) * g1 + (1.0f / 6.0f) * g2;                   \
+        o5 = g2;                                                                               \
+    } while (0)
+#define INPUT_1D(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)                               \
+    do {                                                                                       \
+        o0 = 4.0f * d0 - 5.0f * d2 + d4;                                                       \
+        o1 = d3 + d4 - 4.0f * (d1 + d2);                                                       \
+        o2 = d4 - d3 + 4.0f * (d1 - d2);                                                       \
+        o3 = d4 - d2 + 2.0f * (d3 - d1);                                                       \
+        o4 = d4 - d2 + 2.0f * (d1 - d3);                                                       \
+        o5 = 4.0f * d1 - 5.0f * d3 + d5;                                                       \
+    } while (0)
+#define OUTPUT_1D(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3)                                      \
+    do {                                                                                       \
+        o0 = m0 + (m1 + m2) + (m3 + m4);                                                       \
+        o1 = (m1 - m2) + 2.0f * (m3 - m4);                                                     \
+        o2 = (m1 + m2) + 4.0f * (m3 + m4);                                                     \
+        o3 = (m1 - m2) + 8.0f * (m3 - m4) + m5;                                                \
+    } while (0)
+#else
+#error "OUT_TILE must be 2 or 4"
+#endif
+#define FILTER_ROW(a, i) a[i][0], a[i][1], a[i][2]
+#define FILTER_COLUMN(a, j) a[0][j], a[1][j], a[2][j]
+
+#if defined(WINOGRAD_FILTER)
+__kernel void KERNEL_NAME(__global const float *restrict w, __global float *restrict u)
+{
+    const int kv = get_global_id(0);
+    const int c = get_global_id(1);
+    if (kv >= K_ALLOC / VECTOR_WIDTH || c >= IN_CHANNELS) return;
+    const int k = kv * VECTOR_WIDTH;
+    realV g[3][3], part[IN_TILE][3], out[IN_TILE][IN_TILE];
+#pragma unroll
+    for (int r = 0; r < 3; ++r)
+#pragma unroll
+        for (int s = 0; s < 3; ++s) g[r][s] = LOADV(0, w + ((r * 3 + s) * IN_CHANNELS + c) * K_ALLOC + k);
+#pragma unroll
+    for (int s = 0; s < 3; ++s) APPLY(FILTER_1D, FILTER_COLUMN(g, s), COLUMN(part, s));
+#pragma unroll
+    for (int i = 0; i < IN_TILE; ++i) APPLY(FILTER_1D, FILTER_ROW(part, i), ROW(out, i));
+#pragma unroll
+    for (int i = 0; i < IN_TILE; ++i)
+#pragma unroll
+        for (int j = 0; j < IN_TILE; ++j)
+            STOREV(out[i][j], 0, u + ((i * IN_TILE + j) * IN_CHANNELS + c) * K_ALLOC + k);
+}
+#endif
+
+#if defined(WINOGRAD_INPUT)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict v)
+{
+    const int cv = get_global_id(0);
+    const int tw = get_global_id(1);
+    const int row = get_global_id(2);
+    if (cv >= IN_CHANNELS / VECTOR_WIDTH || tw >= TILES_W) return;
+    const int n = row / TILES_H;
+    const int th = row % TILES_H;
+    const int c = cv * VECTOR_WIDTH;
+    const int top = th * OUT_TILE - PAD_TOP;
+    const int left = tw * OUT_TILE - PAD_LEFT;
+    realV d[IN_TILE][IN_TILE], part[IN_TILE][IN_TILE], out[IN_TILE][IN_TILE];
+#pragma unroll
+    for (int i = 0; i < IN_TILE; ++i) {
+        const int h = top + i + X_HALO_TOP; /* row inside the allocated image */
+#pragma unroll
+        for (int j = 0; j < IN_TILE; ++j) {
+            const int wc = left + j + X_HALO_LEFT;
+            const int inside = h >= 0 && h < X_ALLOC_H && wc >= 0 && wc < X_ALLOC_W;
+            d[i][j] = inside ? LOADV(0, x + AT(X, n, top + i, left + j, c)) : (realV)(0.0f);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < IN_TILE; ++j) APPLY(INPUT_1D, COLUMN(d, j), COLUMN(part, j));
+#pragma unroll
+    for (int i = 0; i < IN_TILE; ++i) APPLY(INPUT_1D, ROW(part, i), ROW(out, i));
+    __global float *tile = v + ((n * POSITIONS) * TILES + th * TILES_W + tw) * IN_CHANNELS + c;
+#pragma unroll
+    for (int i = 0; i < IN_TILE; ++i)
+#pragma unroll
+        for (int j = 0; j < IN_TILE; ++j)
+            STOREV(out[i][j], 0, tile + (i * IN_TILE + j) * TILES * IN_CHANNELS);
+}
+#endif
+
+#if defined(WINOGRAD_GEMM)
+#define ROW_GROUPS ((TILES + TILE_ROWS - 1) / TILE_ROWS)
+#define FILTERS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
+__kernel void KERNEL_NAME(__global const float *restrict v, __global const float *restrict u,
+                          __global float *restrict m)
+{
+    const int kt = get_global_id(0);
+    const int rg = get_global_id(1);
+    const int row = get_global_id(2);
+    if (kt >= K_ALLOC / FILTERS_PER_ITEM || rg >= ROW_GROUPS) return;
+    const int n = row / POSITIONS;
+    const int t = row % POSITIONS;
+    const int first = rg * TILE_ROWS;
+    const int k0 = kt * FILTERS_PER_ITEM;
+    __global const float *vt = v + (n * POSITIONS + t) * TILES * IN_CHANNELS;
+    __global const float *ut = u + t * IN_CHANNELS * K_ALLOC + k0;
+
+    int at[TILE_ROWS]; /* where each tile's channels start in v[t] */
+#pragma unroll
+    for (int p = 0; p < TILE_ROWS; ++p) at[p] = min(first + p, TILES - 1) * IN_CHANNELS;
+
+    realV acc[TILE_ROWS][FILTER_VECTORS];
+#pragma unroll
+    for (int p = 0; p < TILE_ROWS; ++p)
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f) acc[p][f] = (realV)(0.0f);
+
+    for (int c = 0; c < IN_CHANNELS; c += CHANNEL_STEP) {
+        realV uv[CHANNEL_STEP][FILTER_VECTORS];
+#pragma unroll
+        for (int j = 0; j < CHANNEL_STEP; ++j)
+#pragma unroll
+            for (int f = 0; f < FILTER_VECTORS; ++f)
+                uv[j][f] = LOADV(0, ut + (c + j) * K_ALLOC + f * VECTOR_WIDTH);
+#pragma unroll
+        for (int p = 0; p < TILE_ROWS; ++p) {
+            float vs[CHANNEL_STEP];
+            VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, vt + at[p] + c), 0, vs);
+#pragma unroll
+            for (int j = 0; j < CHANNEL_STEP; ++j)
+#pragma unroll
+                for (int f = 0; f < FILTER_VECTORS; ++f)
+                    acc[p][f] = fma((realV)(vs[j]), uv[j][f], acc[p][f]);
+        }
+    }
+
+    __global float *mt = m + (n * POSITIONS + t) * TILES * K_ALLOC + k0;
+#pragma unroll
+    for (int p = 0; p < TILE_ROWS; ++p) {
+        if (first + p < TILES) {
+#pragma unroll
+            for (int f = 0; f < FILTER_VECTORS; ++f)
+                STOREV(acc[p][f], 0, mt + (first + p) * K_ALLOC + f * VECTOR_WIDTH);
+        }
+    }
+}
+#undef ROW_GROUPS
+#undef FILTERS_PER_ITEM
+#endif
+
+#if defined(WINOGRAD_OUTPUT)
+__kernel void KERNEL_NAME(__global const float *restrict m, __global const float *restrict b,
+                          __global float *restrict y)
+{
+    const int kv = get_global_id(0);
+    const int tw = get_global_id(1);
+    const int row = get_global_id(2);
+    if (kv >= K_ALLOC / VECTOR_WIDTH || tw >= TILES_W) return;
+    const int n = row / TILES_H;
+    const int th = row % TILES_H;
+    const int k = kv * VECTOR_WIDTH;
+    __global const float *tile = m + ((n * POSITIONS) * TILES + th * TILES_W + tw) * K_ALLOC + k;
+    realV s[IN_TILE][IN_TILE], part[OUT_TILE][IN_TILE], out[OUT_TILE][OUT_TILE];
+#pragma unroll
+    for (int i = 0; i < IN_TILE; ++i)
+#pragma unroll
+        for (int j = 0; j < IN_TILE; ++j)
+            s[i][j] = LOADV(0, tile + (i * IN_TILE + j) * TILES * K_ALLOC);
+#pragma unroll
+    for (int j = 0; j < IN_TILE; ++j) APPLY(OUTPUT_1D, COLUMN(s, j), COLUMN_OUT(part, j));
+#pragma unroll
+    for (int i = 0; i < OUT_TILE; ++i) APPLY(OUTPUT_1D, ROW(part, i), ROW_OUT(out, i));
+#if HAS_BIAS
+    const realV bias = LOADV(0, b + k);
+#else
+    const realV bias = (realV)(0.0f);
+#endif
+#pragma unroll
+    for (int i = 0; i < OUT_TILE; ++i) {
+        const int oh = th * OUT_TILE + i;
+#pragma unroll
+        for (int j = 0; j < OUT_TILE; ++j) {
+            const int ow = tw * OUT_TILE + j;
+            if (oh < OUT_H && ow < OUT_W) {
+                const int at = AT(Y, n, oh, ow, k);
+                realV value = ACTIVATE(out[i][j] + bias, EPILOGUE, EPILOGUE_SLOPE);
+#if defined(GATE) && GATE != ACT_NONE
+                value = ACTIVATE_BACKWARD(LOADV(0, b + at), value, GATE, GATE_SLOPE);
+#endif
+#if ACCUMULATE
+                value += LOADV(0, y + at);
+#endif
+                STOREV(value, 0, y + at);
+            }
+        }
+    }
+}
+#endif

@@ -1,0 +1,181 @@
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) (ops/winograd.py, kernels/winograd.cl) against float64
+numpy: each algorithm forced on every 3x3 stride-1 site of small networks (odd heights and
+widths that leave partial tiles, channel counts that are no multiple of any vector width, fused
+epilogues, batch 1 and more), forward and backward (the input gradient is a Winograd conv too,
+gated by the activation before it), with the tolerance of the kernel tests (``run --verify``'s
+1e-4). The tuner's tested space (tests/test_tuning.py) and the Oclgrind sweep
+(tests/test_oclgrind.py) reach the same kernels through the ALGORITHM knob."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import convgraph
+import convgraph.runtime.target
+from convgraph.codegen.plan import plan_forward
+from convgraph.codegen.profile import profile_for
+from convgraph.codegen.training import plan_training
+from convgraph.codegen.tuning import Tuning
+from convgraph.errors import SpecError
+from convgraph.ops import winograd
+from convgraph.pipeline import analyse
+from convgraph.reference import reference_gradients
+from convgraph.runtime.devices import select_device
+from convgraph.train.session import TrainingSession
+from convgraph.verify import TOLERANCE, relative_error
+from tests.test_kernels import check_forward, input_batch, poison, random_params
+
+pytestmark = pytest.mark.device
+
+# (input, pattern, batch): partial tiles of both sizes, a 3-channel first layer, 17 channels
+# (vectors of 1), padding 0 and 2, epilogues, a gated input gradient (RELU before a conv)
+CASES = [
+    ("13x9x3", "[INPUT-CONV(12, 3, pad=1)-RELU-CONV(20, 3, pad=1)-FC(3)]", 1),
+    ("7x11x17", "[INPUT-CONV(20, 3, pad=1)-SIGMOID-CONV(16, 3)-FC(4)]", 3),
+    ("6x6x8", "[INPUT-CONV(16, 3, pad=2)-LEAKYRELU(0.2)-CONV(8, 3, pad=1, bias=false)-FC(2)]",
+     2),
+]
+IDS = [f"{i}-{c[0]}" for i, c in enumerate(CASES)]
+
+
+def forced(graph, algorithm: str, base=None):
+    """The untuned profile with every Winograd-capable forward site set to ``algorithm``
+    (the default tiles), as a tuning table would set it."""
+    base = base or profile_for(select_device()[0], tuned=False)
+    sites = dict(plan_forward(graph, base).sites)
+    try:
+        sites.update(plan_training(graph, base).sites)
+    except SpecError:  # no class scores: an inference-only network
+        pass
+    entries = {}
+    for key, site in sites.items():
+        if "ALGORITHM" in site.default:
+            knobs = {**site.default, "ALGORITHM": algorithm}
+            assert knobs in site.space
+            entries[key] = {"knobs": knobs}
+    assert entries, "no Winograd site"
+    return replace(base, tuning=Tuning(entries, "tuned on this device"))
+
+
+def run_case(monkeypatch, spec: dict, batch: int, algorithm: str, seed: int = 0) -> tuple:
+    """Forward and gradients of ``spec`` with ``algorithm`` forced: their worst relative errors
+    against numpy (asserting the plan really uses it)."""
+    graph = analyse(spec)
+    profile = forced(graph, algorithm)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(spec, batch=batch, share_buffers=False)
+    selectors = {spec_.selector for spec_ in model.plan.kernels.values()}
+    assert "WINOGRAD_GEMM" in selectors
+    params = random_params(model, seed)
+    model.set_params(params)
+    poison(model)
+    x = input_batch(model, batch, seed)
+    out = check_forward(model, params, x, what=f"{algorithm} {spec}")
+    from convgraph.reference import reference_forward
+    forward_error = relative_error(out, reference_forward(graph, params, x).reshape(out.shape))
+
+    session = TrainingSession(graph, batch=batch)
+    assert "WINOGRAD_GEMM" in {k.selector for k in session.plan.kernels.values()}
+    session.set_params(params)
+    y = np.random.default_rng(seed).integers(0, session.plan.classes, batch)
+    grads, param_grads = session.gradients(x, y)
+    *_, expected, expected_params = reference_gradients(
+        graph, params, x, y, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
+    errors = [relative_error(grad, expected[node]) for node, grad in grads.items()]
+    errors += [relative_error(grad, expected_params[key]) for key, grad in param_grads.items()]
+    return forward_error, max(errors)
+
+
+@pytest.mark.slow  # 7-11 s each; the default tier meets both algorithms in tests/test_tuning.py
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_winograd_computes_what_numpy_does(monkeypatch, case, algorithm):
+    volume, pattern, batch = case
+    forward_error, backward_error = run_case(monkeypatch, {"input": volume, "pattern": pattern},
+                                             batch, algorithm)
+    assert forward_error <= TOLERANCE
+    assert backward_error <= TOLERANCE
+
+
+def test_only_3x3_stride_1_ungrouped_sites_offer_winograd():
+    graph = analyse({"input": "12x12x8", "pattern": "[INPUT-CONV(8, 3, pad=1)"
+                     "-CONV(8, 3, stride=2, pad=same)-CONV(8, 3, pad=1, groups=2)"
+                     "-CONV(8, 3, dilation=2, pad=2)-CONV(8, 5, pad=2)-FC(2)]"})
+    base = profile_for(select_device()[0], tuned=False)
+    sites = plan_forward(graph, base).sites.values()
+    offering = [site.node for site in sites if site.selector == "CONV_FORWARD"
+                and any(k.get("ALGORITHM") == "winograd4" for k in site.space)]
+    assert offering == ["conv1"]
+
+
+def test_the_default_algorithm_follows_the_profile():
+    base = profile_for(select_device()[0], tuned=False)
+    none = replace(base, winograd_rules=())
+    assert winograd.default_algorithm(none, 64, 64, 8, 8) == "direct"
+    rules = replace(base, winograd_rules=((64, 8, 16, "winograd4"), (64, 1, 7, "winograd2")))
+    assert winograd.default_algorithm(rules, 64, 128, 16, 16) == "winograd4"
+    assert winograd.default_algorithm(rules, 512, 512, 7, 7) == "winograd2"
+    assert winograd.default_algorithm(rules, 32, 64, 16, 16) == "direct"  # too few channels
+    assert winograd.default_algorithm(rules, 64, 64, 32, 16) == "direct"  # too wide
+
+
+OCLGRIND_CHILD = """
+import json, sys
+import convgraph
+import convgraph.runtime.target as target
+from convgraph.pipeline import analyse
+from convgraph.verify import verify_model, verify_training
+from tests.test_winograd import forced
+failed = 0
+for spec in json.loads(sys.argv[1]):
+    for algorithm in ("winograd2", "winograd4"):
+        profile = forced(analyse(spec), algorithm)
+        target.profile_for = lambda info, profile=profile: profile
+        model = convgraph.compile(spec, batch=2, share_buffers=False)
+        assert "Oclgrind" in model.info.platform, model.info.label
+        assert "WINOGRAD_GEMM" in {k.selector for k in model.plan.kernels.values()}
+        checks = verify_model(model) + verify_training(model.graph, batch=2)
+        failed += sum(not check.passed for check in checks)
+        print(algorithm, len(checks), "kernel checks", flush=True)
+sys.exit(1 if failed else 0)
+"""
+# partial tiles of both sizes, 3 and 5 channels (vectors of 1 on Oclgrind's 4-wide profile),
+# a gated input gradient, and an input gradient added into a tensor two layers read
+OCLGRIND_NETWORKS = [
+    {"input": "5x7x3", "pattern": "[INPUT-CONV(5, 3, pad=1)-RELU-CONV(4, 3, pad=1)-FC(2)]"},
+    {"input": "6x5x2", "nodes": {
+        "a": {"op": "conv", "filters": 5, "size": 1, "inputs": ["input"]},
+        "b": {"op": "conv", "filters": 3, "size": 3, "pad": 1, "inputs": ["a"]},
+        "c": {"op": "conv", "filters": 3, "size": 3, "pad": 1, "inputs": ["a"]},
+        "s": {"op": "add", "inputs": ["b", "c"]}, "g": "gap", "o": {"op": "fc", "units": 2}}},
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/lib/oclgrind/liboclgrind-rt-icd.so").exists(),
+                    reason="oclgrind is not installed (apt-get install oclgrind)")
+def test_winograd_kernels_are_clean_under_oclgrind(tmp_path):
+    """Both algorithms' forward and backward kernels checked against numpy under Oclgrind
+    (out-of-bounds accesses, uninitialised reads, races): nothing reported."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_NETWORKS)],
+        timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert done.stdout.count("kernel checks") == 2 * len(OCLGRIND_NETWORKS), done.stdout
+    assert reports == [], done.stderr[:4000]
+
+
+def test_f4_is_offered_only_within_its_numerical_guard():
+    space = [{"TILE_PIXELS": 8}]
+    wide = winograd.with_algorithms(space, "winograd4", winograd.F4_MAX_CHANNELS + 1)
+    assert [k["ALGORITHM"] for k in wide] == ["direct", "winograd2"]
+    within = winograd.with_algorithms(space, "winograd4", winograd.F4_MAX_CHANNELS)
+    assert [k["ALGORITHM"] for k in within] == ["winograd4", "direct", "winograd2"]
