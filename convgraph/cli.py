@@ -83,6 +83,18 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
                         help="the batch size to plan for (default: the spec's train: batch)")
 
 
+def _add_distributed(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "data-parallel training (README, 'Distributed training'); --device may list several "
+        "devices (0:0,0:1, all-gpus, all-cpus): each batch is split across them")
+    group.add_argument("--distributed", action="store_true",
+                       help="train over the MPI ranks of 'mpirun -n N' or srun (one device per "
+                            "rank: its entry of a --device list, by local rank)")
+    group.add_argument("--mpi-timeout", type=positive_number, default=None, metavar="SECONDS",
+                       help="abort the job when a rank waits longer for the others (default "
+                            "300)")
+
+
 def _add_training(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (overriding the spec's train: section)")
     group.add_argument("--epochs", type=at_least_one)
@@ -233,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write a self-contained HTML run report, rewritten after every "
                           "epoch (open it in a browser: it reloads while training)")
     _add_device(run)
+    _add_distributed(run)
     _add_overrides(run)
     run.set_defaults(handler=printable_errors(command_run))
 
@@ -598,6 +611,8 @@ def command_run(args) -> int:
                               f"{exc.strerror or exc}.",
                               hint="choose a file in a folder you can write.") from None
     names = predicted_class_names(model, graph)
+    if scores.ndim == 4 and scores.shape[2] * scores.shape[3] > 1:  # per-pixel scores
+        return print_segmentation_predictions(graph, scores, names, args.json)
     shown_scores = softmax(scores) if args.softmax else scores
     if args.json:
         print_json({"model": graph.graph["name"], "images": int(scores.shape[0]),
@@ -606,6 +621,33 @@ def command_run(args) -> int:
                     "predictions": prediction_records(shown_scores, top, names, args.softmax)})
     else:
         print_predictions(shown_scores, top, names, args.softmax)
+    return 0
+
+
+def print_segmentation_predictions(graph, scores, names: list[str], as_json: bool) -> int:
+    """``run --predict`` of a segmentation network, whose scores are (N, C, H, W): each image's
+    predicted classes as a histogram of its pixels (the --output file holds the scores)."""
+    classes = scores.shape[1]
+    pixels = scores.shape[2] * scores.shape[3]
+    counts = [np.bincount(image.argmax(axis=0).ravel(), minlength=classes)
+              for image in scores]
+    if as_json:
+        print_json({"model": graph.graph["name"], "images": int(scores.shape[0]),
+                    "classes": classes, "class_names": names,
+                    "height": int(scores.shape[2]), "width": int(scores.shape[3]),
+                    "predictions": [{"image": index, "pixels": {names[c]: int(n) for c, n in
+                                                                enumerate(row) if n}}
+                                    for index, row in enumerate(counts)]})
+        return 0
+    listing = Listing(f"predicted classes per pixel ({plural(scores.shape[0], 'image')}, "
+                      f"{scores.shape[3]}x{scores.shape[2]} pixels each)",
+                      [Column("image", "right"),
+                       Column("pixels by class, most first", short="classes", items=True)])
+    for index, row in enumerate(counts):
+        order = [int(c) for c in np.argsort(-row, kind="stable") if row[c]]
+        listing.rows.append([str(index), ITEM_GAP.join(
+            f"{c}: {names[c]} {100 * row[c] / pixels:.1f}%" for c in order)])
+    print_listing(listing, console())
     return 0
 
 
@@ -620,7 +662,8 @@ def check_run_arguments(args) -> None:
     training_only = [flag for flag, value in (
         ("--checkpoint-dir", args.checkpoint_dir), ("--resume", args.resume),
         ("--metrics", args.metrics), ("--plot", args.plot), ("--save", args.save),
-        ("--limit", args.limit), ("--report", getattr(args, "report", None))) if value]
+        ("--limit", args.limit), ("--report", getattr(args, "report", None)),
+        ("--distributed", getattr(args, "distributed", False))) if value]
     if predicting and training_only:
         mode = "--predict" if args.predict else "--verify" if args.verify else "--profile"
         raise UsageError(f"{', '.join(training_only)} {'is' if len(training_only) == 1 else 'are'}"
@@ -680,10 +723,33 @@ def load_data(graph, split: str):
 
 def open_model(graph, args):
     """A Model on the chosen device at the planned batch, built only as it is used (training
-    builds the training program, evaluation its own)."""
+    builds the training program, evaluation its own). Of a --device list, the first (or, with
+    --distributed, this rank's entry by its local rank)."""
     from convgraph.model import Model
 
-    return Model(graph, args.device, args.batch)
+    return Model(graph, training_devices(args)[0], args.batch)
+
+
+def training_devices(args) -> list:
+    """The devices this process trains on: this rank's one of a --device list with
+    --distributed, else every device the list names (one: the usual single-device run)."""
+    from convgraph.runtime.devices import device_selectors
+
+    selectors = device_selectors(getattr(args, "device", None))
+    if getattr(args, "distributed", False):
+        from convgraph.train.distributed import local_rank
+
+        return [selectors[local_rank() % len(selectors)]]
+    return selectors
+
+
+def is_root_process(args) -> bool:
+    """False on the ranks other than 0 of a --distributed run: they neither write nor print."""
+    if not getattr(args, "distributed", False):
+        return True
+    from convgraph.train.distributed import launched_rank
+
+    return launched_rank() == 0
 
 
 def training_report(out, args, train_data, test_data):
@@ -705,12 +771,13 @@ def training_report(out, args, train_data, test_data):
                 print(f"convgraph: nothing to resume in {args.checkpoint_dir} (no last.npz): "
                       "starting from scratch.", file=sys.stderr)
             state = "from the cache" if session.build.cache_hit else "built"
+            split = f" ({session.describe()})" if hasattr(session, "describe") else ""
             out.print(
                 f"training '{markup_safe(trainer.graph.graph['name'])}' on "
                 f"{markup_safe(session.info.label)}: "
                 f"{plural(len(train_data.y), 'training image')} and "
                 f"{plural(len(test_data.y), 'test image')} "
-                f"({markup_safe(train_data.name)}), batch {session.batch}, "
+                f"({markup_safe(train_data.name)}), batch {session.batch}{split}, "
                 f"{plural(train['epochs'], 'epoch')}, "
                 f"{train['optimizer']} lr {train['lr']:g}; "
                 f"{plural(len(session.plan.kernels), 'kernel')} "
@@ -728,7 +795,7 @@ def run_training(graph, args) -> int:
         raise UsageError("--resume needs --checkpoint-dir DIR (the folder whose last.npz to "
                          "continue from).", hint="add --checkpoint-dir DIR, or leave out "
                                                  "--resume.")
-    if args.checkpoint_dir:  # one run per folder, refused before any work
+    if args.checkpoint_dir and is_root_process(args):  # one run per folder, before any work
         from convgraph.files import writable_folder
 
         writable_folder(args.checkpoint_dir, "the --checkpoint-dir")
@@ -748,22 +815,28 @@ def _run_training(graph, args) -> int:
         train_data = train_data.first(args.limit)
     if args.weights:  # trained further from these weights (normalised as this data set is)
         model.load_weights(args.weights)
+    root = is_root_process(args)
     report = training_report(out, args, train_data, test_data)
-    callbacks = [report]
+    callbacks = [report] if root else []
     page = None
-    if getattr(args, "report", None):  # the HTML run report, rewritten after every epoch
+    if getattr(args, "report", None) and root:  # the HTML run report, after every epoch
         from convgraph.train.html_report import ReportWriter
 
         page = ReportWriter(args.report, f"{graph.graph['name']} on {train_data.name}")
         callbacks.append(page)
     try:
+        devices = training_devices(args)
+        sharded = args.distributed or len(devices) > 1
         model.fit(train_data, test_data=test_data, checkpoint_dir=args.checkpoint_dir,
-                  resume=args.resume, metrics_file=args.metrics, callbacks=callbacks)
+                  resume=args.resume, metrics_file=args.metrics, callbacks=callbacks,
+                  verbose=int(root), distributed=args.distributed,
+                  devices=devices if sharded else None, mpi_timeout=args.mpi_timeout)
     except Interrupted as stop:
         report.close()
         if page is not None:
             page.finish(note=f"interrupted ({stop.signal}) at epoch {stop.epoch + 1}")
-        _say(interrupted_line(stop, args))
+        if root:  # the others saved nothing: rank 0's line says where the state is
+            _say(interrupted_line(stop, args))
         return stop.exit_status
     except ConvgraphError as exc:  # diverged, or a device fault: the page stops reloading
         if page is not None:
@@ -779,11 +852,18 @@ def _run_training(graph, args) -> int:
     trainer = model.trainer
     history = trainer.progress.history
     status = 0
+    if not root:  # rank 0 saves, plots and prints for the run
+        return status
     if args.save:  # a checkpoint without optimizer state: weights plus the normalisation
         status = save_trained(model, args.save, args.spec)
     if args.plot:
         plot_history(history, args.plot, f"{graph.graph['name']} on {train_data.name}")
-    if history and history[-1].get("test_accuracy") is not None:
+    if history and history[-1].get("test_miou") is not None:
+        out.print(f"final test mIoU {history[-1]['test_miou']:.4f} "
+                  f"(best {trainer.progress.best_accuracy:.4f}), pixel accuracy "
+                  f"{history[-1]['test_accuracy']:.4f} after {plural(len(history), 'epoch')}.",
+                  highlight=False)
+    elif history and history[-1].get("test_accuracy") is not None:
         out.print(f"final test accuracy {history[-1]['test_accuracy']:.4f} "
                   f"(best {trainer.progress.best_accuracy:.4f}) after "
                   f"{plural(len(history), 'epoch')}.",
@@ -839,9 +919,11 @@ def interrupted_line(stop, args) -> str:
     if stop.saved is None:
         return (f"convgraph: interrupted ({stop.signal}) at {position}; the training state was "
                 "saved nowhere (no --checkpoint-dir).")
+    distributed = getattr(args, "distributed", False)  # resumed on any number of ranks
     return (f"convgraph: interrupted ({stop.signal}); saved the training state to {stop.saved} "
-            f"at {position}. Resume with: convgraph run {args.spec} --checkpoint-dir "
-            f"{args.checkpoint_dir} --resume (and the same data and batch options).")
+            f"at {position}. Resume with: {'mpirun -n N ' if distributed else ''}convgraph run "
+            f"{args.spec} --checkpoint-dir {args.checkpoint_dir} --resume"
+            f"{' --distributed' if distributed else ''} (and the same data and batch options).")
 
 
 def command_eval(args) -> int:
@@ -865,9 +947,11 @@ def command_eval(args) -> int:
     with _phase(console(stderr=True), f"evaluating {plural(len(test_data.y), 'test image')}",
                 disable=args.json):
         result = model.evaluate(test_data)
-    right = int((result.predictions == result.labels).sum())
     names = class_names_of(model, test_data)
     matrix = result.confusion(model.classes)
+    if result.miou is not None:
+        return print_segmentation_eval(graph, test_data, result, matrix, names, args, out)
+    right = int((result.predictions == result.labels).sum())
     if args.json:
         record = {"model": graph.graph["name"], "dataset": test_data.name,
                   "loss": result.loss, "accuracy": result.accuracy, "correct": right,
@@ -880,6 +964,29 @@ def command_eval(args) -> int:
               f"test loss {result.loss:.4f}, "
               f"test accuracy {result.accuracy:.4f} ({right:,} of {len(result.labels):,}).",
               highlight=False)
+    if args.confusion:
+        print_listing(confusion_listing(matrix, names), out)
+    return 0
+
+
+def print_segmentation_eval(graph, test_data, result, matrix, names, args, out) -> int:
+    """``convgraph eval`` of a segmentation network: loss, accuracy over the counted pixels
+    (those without the ignore label), mean IoU over the classes present."""
+    counted = int(matrix.sum())
+    right = int(np.trace(matrix))
+    if args.json:
+        record = {"model": graph.graph["name"], "dataset": test_data.name,
+                  "loss": result.loss, "pixel_accuracy": result.accuracy, "miou": result.miou,
+                  "correct_pixels": right, "counted_pixels": counted,
+                  "images": len(result.labels), "class_names": names}
+        if args.confusion:
+            record["confusion"] = matrix.tolist()
+        print_json(record)
+        return 0
+    out.print(f"{markup_safe(graph.graph['name'])} on {markup_safe(test_data.name)}: "
+              f"test loss {result.loss:.4f}, test pixel accuracy {result.accuracy:.4f} "
+              f"({right:,} of {counted:,} pixels), test mIoU {result.miou:.4f} "
+              f"({plural(len(result.labels), 'image')}).", highlight=False)
     if args.confusion:
         print_listing(confusion_listing(matrix, names), out)
     return 0

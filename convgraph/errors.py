@@ -17,6 +17,8 @@ traceback. The exit statuses (README, "Exit statuses"), one class each:
 6     training diverged: a non-finite loss, weight or gradient (TrainingDiverged)
 7     an output cannot be written: a missing or unwritable folder, a file where a folder
       belongs, a full disk (OutputError)
+8     a distributed run's ranks disagree (specs, devices, versions, drifted weights) or one
+      stopped answering within --mpi-timeout (DistributedError)
 129   hung up (SIGHUP), 130 interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM): the
       training state saved first where there is a checkpoint folder
 70    an internal error: a bug in convgraph, never caused by input
@@ -229,3 +231,10 @@ class OutputError(ConvgraphError):
     """An output that cannot be written: checked before any work starts (exit status 7)."""
 
     exit_status = 7
+
+
+class DistributedError(ConvgraphError):
+    """The ranks (or devices) of a data-parallel run disagree, or one stopped answering
+    (exit status 8)."""
+
+    exit_status = 8

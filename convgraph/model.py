@@ -31,7 +31,7 @@ import numpy as np
 
 from convgraph.codegen.plan import plan_forward
 from convgraph.errors import DataError, TrainingDiverged, UsageError
-from convgraph.graph import ordered
+from convgraph.graph import loss_input, ordered
 from convgraph.params import (
     check_params,
     device_bytes,
@@ -440,7 +440,8 @@ class Model:
     def fit(self, data, epochs: int | None = None, *, batch_size: int | None = None,
             validation_data=None, test_data=None, validation_split: float | None = None,
             shuffle: bool = True, verbose: int = 1, callbacks=(), checkpoint_dir=None,
-            resume: bool = False, metrics_file=None, report=None):
+            resume: bool = False, metrics_file=None, report=None, distributed: bool = False,
+            devices=None, mpi_timeout: float | None = None):
         """Train on this model's device with the spec's ``train:`` settings, at the model's
         batch, for ``epochs`` (default the spec's ``train: epochs``): exactly what ``convgraph
         run --epochs N`` trains, the learning-rate schedule spanning those N epochs. Returns a
@@ -472,6 +473,16 @@ class Model:
             its last.npz), ``--metrics`` (one JSON line per epoch).
         report : callable, optional
             ``report(record)`` after each epoch.
+        distributed : bool
+            Data-parallel over the MPI ranks this process was launched among (``mpirun -n N
+            python script.py``; mpi4py): each rank trains its shard of every batch on this
+            model's device, gradients averaged by allreduce; rank 0 alone writes the
+            checkpoints and metrics and shows progress (README, "Distributed training").
+        devices : list of device selectors or Targets, optional
+            Data-parallel over these devices in this process (and over the ranks, with
+            ``distributed``); default: this model's device.
+        mpi_timeout : float, optional
+            Seconds a rank waits for the others in one collective before it aborts the job.
 
         The trained weights and the input normalisation replace this model's (also when
         training is interrupted or diverges: the last good weights). ``self.trainer`` is the
@@ -498,18 +509,29 @@ class Model:
         callbacks = check_callbacks(callbacks)
         _check_outputs(checkpoint_dir, resume, metrics_file)
         train, test = self._fit_data(data, validation_data, test_data, validation_split)
+        _check_flag(distributed, "distributed")
+        sharded = distributed or devices is not None
+        session = (self._sharded_session(distributed, devices, mpi_timeout) if sharded
+                   else self._training_session())
+        root = getattr(session, "is_root", True)  # only rank 0 writes and shows progress
         progress = None
-        if verbose and not any(getattr(c, "draws_progress", False) for c in callbacks):
+        if verbose and root and not any(getattr(c, "draws_progress", False) for c in callbacks):
             progress = ProgressBar()
             callbacks.append(progress)
-        session = self._training_session()
-        trainer = Trainer(session, train, test, checkpoint_dir, metrics_file, epochs=epochs,
-                          shuffle=bool(shuffle))
+        trainer = Trainer(session, train, test, checkpoint_dir if root else None,
+                          metrics_file if root else None, epochs=epochs, shuffle=bool(shuffle))
         self.trainer = trainer
         try:
-            if resume:
+            if resume and sharded:
+                from convgraph.train.distributed import resume_everywhere
+
+                resume_everywhere(trainer)
+            elif resume:
                 trainer.resume()
             records = trainer.fit(report=report, callbacks=callbacks)
+            if sharded:
+                session.check_drift()  # every rank ends with rank 0's weights
+                session.ranks.finish()
         except (Interrupted, TrainingDiverged):
             self._take_trained(trainer)
             raise
@@ -562,6 +584,7 @@ class Model:
         (concatenated); DataError or UsageError saying what does not fit."""
         from convgraph.data import Dataset
         from convgraph.data.dataset import check_fits, check_labels
+        from convgraph.data.masks import check_targets
 
         name = self.graph.graph["name"]
         volume = self.graph.nodes[ordered(self.graph)[0]]["output"]
@@ -570,6 +593,7 @@ class Model:
             if len(data) == 0:
                 raise DataError(f"{what} ({data.name}) holds no images.",
                                 hint="give at least one image.")
+            data.y = check_targets(data.y, self.classes, *target_of(self.graph), what)
             return data
         if _is_pair(data):
             x, y = self._check_images(data[0], f"{what}'s x"), _labels(data[1], what)
@@ -587,14 +611,18 @@ class Model:
                              f"arrays{also}; got a {type(data).__name__}.",
                              hint="e.g. (x, y) with x (N, depth, height, width) images and y (N,) "
                                   "class indices, or model.dataset('train').")
-        if y.shape != (x.shape[0],):
+        if y.shape[:1] != (x.shape[0],) or y.ndim not in (1, 3):
             raise DataError(f"{what} has {x.shape[0]:,} images but {y.shape} labels; y must "
-                            f"hold one class index per image ({x.shape[0]:,},).",
+                            f"hold one class index per image ({x.shape[0]:,},), or for "
+                            f"segmentation one mask per image ({x.shape[0]:,}, H, W).",
                             hint="give x and y of the same length.")
-        check_labels(y, self.classes, f"{what}'s y (for '{name}', {self.classes} classes)")
+        where = f"{what}'s y (for '{name}', {self.classes} classes)"
+        y = check_targets(y, self.classes, *target_of(self.graph), where)
+        if y.ndim == 1:
+            y = check_labels(y, self.classes, where).astype(np.int64)
         if x.dtype not in (np.uint8, np.float32):
             x = x.astype(np.float32)
-        return Dataset("arrays", np.ascontiguousarray(x), y.astype(np.int64), self.classes)
+        return Dataset("arrays", np.ascontiguousarray(x), y, self.classes)
 
     # ------------------------------------------------------------------ description
 
@@ -647,6 +675,21 @@ class Model:
             session.reset_optimizer()
             session.step_count = 0
         return session
+
+    def _sharded_session(self, distributed: bool, devices, mpi_timeout):
+        """A data-parallel session (train/distributed.py) over ``devices`` (default: this
+        model's target) and, with ``distributed``, the MPI ranks; built afresh per fit."""
+        from convgraph.train.distributed import DEFAULT_TIMEOUT, MpiRanks, Ranks, ShardedSession
+
+        ranks = MpiRanks(mpi_timeout or DEFAULT_TIMEOUT) if distributed else Ranks()
+        if devices is not None and (isinstance(devices, str) or not list(devices)):
+            raise UsageError(f"fit: devices must be a list of device selectors, got "
+                             f"{devices!r}.", hint="pass devices=['0:0', '0:1'], for example.")
+        # this model's own device, where the list names it, trains on the model's context
+        targets = [self.target] if devices is None else [
+            self.target if device == self.target.info.index else device for device in devices]
+        return ShardedSession(self.graph, targets, self.batch, params=self._host_params(),
+                              ranks=ranks)
 
     def _take_trained(self, trainer) -> None:
         self.set_params(trainer.session.params)
@@ -707,7 +750,16 @@ def spec_dataset(graph: nx.DiGraph, split: str = "train"):
     train = graph.graph["train"]
     first = graph.nodes[ordered(graph)[0]]["output"]
     classes = graph.nodes[graph.graph["output"]]["output"].depth
-    return load_dataset(train["dataset"], train["data"], split, first, classes, 0)
+    output, ignore_label = target_of(graph)
+    return load_dataset(train["dataset"], train["data"], split, first, classes, 0,
+                        output=output, ignore_label=ignore_label)
+
+
+def target_of(graph: nx.DiGraph):
+    """(the volume the loss reads, the ignore label): what a data set's labels must fit, one
+    class per image for a 1x1xC volume, (N, H, W) masks otherwise (segmentation)."""
+    return (graph.nodes[loss_input(graph)]["output"],
+            int(graph.graph["train"].get("ignore_label", 255)))
 
 
 def check_epochs(epochs, spec_epochs: int) -> int | None:

@@ -109,21 +109,22 @@ def verify_training(graph, device=None, batch: int = 2, seed: int = 0) -> list[C
     session.set_params(random_params(session, seed))
     volume = graph.nodes[ordered(graph)[0]]["output"]
     x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
-    labels = rng.integers(0, session.plan.classes, batch)
+    labels = random_labels(session.plan, batch, rng, session.ignore_label)
     checks = verify_training_locally(session, x, labels)
     return [_loss_check(session, labels)] + checks
 
 
 def _loss_check(session, labels) -> Check:
-    """The loss kernel's gradient (of the logits it read this step) against float64."""
-    from convgraph.reference import softmax_cross_entropy
+    """The loss kernel's gradient (of the logits it read this step: class scores, or a score
+    per pixel) against float64."""
+    from convgraph.reference import loss_and_gradient
 
     plan = session.plan
     names = [n for n in ordered(session.graph) if plan.storage_of[n] == plan.logits]
     logits = session.executor.read_tensor(plan.logits, len(labels)).astype(np.float64)
     grad = session.executor.read_tensor(plan.logits, len(labels), "grad")
     smoothing = session.graph.graph["train"]["label_smoothing"]
-    expected = softmax_cross_entropy(logits, labels, smoothing)[2]
+    expected = loss_and_gradient(logits, labels, smoothing, session.ignore_label)[2]
     kernels = _train_kernels(session).get(names[-1], [])
     return Check(f"d {names[-1]}", session.graph.nodes[names[-1]]["op"], kernels,
                  relative_error(grad, expected))
@@ -136,6 +137,17 @@ def _train_kernels(session) -> dict[str, list[str]]:
         if launch.kernel not in kernels_of.setdefault(launch.node, []):
             kernels_of[launch.node].append(launch.kernel)
     return kernels_of
+
+
+def random_labels(plan, batch: int, rng, ignore_label: int = 255) -> np.ndarray:
+    """Labels for a check step: a class per image, or for a per-pixel loss (batch, H, W) masks
+    with about one pixel in eight ignored (so the ignore path is checked too)."""
+    if not plan.segmentation:
+        return rng.integers(0, plan.classes, batch)
+    volume = plan.layouts[plan.logits].volume
+    masks = rng.integers(0, plan.classes, (batch, volume.height, volume.width))
+    masks[rng.random(masks.shape) < 0.125] = ignore_label
+    return masks
 
 
 def layer_scale(param_grads: dict, node: str) -> float:
@@ -190,6 +202,6 @@ def verify_training_locally(session, x, labels) -> list[Check]:
                 fused = graph.nodes[producer["epilogue"]]
                 expected = REGISTRY[fused["op"]].reference_backward(
                     fused, [None], activation(source), expected, {}, 0)[0][0]
-            checks.append(Check(f"d {source} (from {name})", data["op"], kernels_of.get(name, []),
+            checks.append(Check(f"d {source}", data["op"], kernels_of.get(name, []),
                                 relative_error(grads[source], expected)))
     return checks

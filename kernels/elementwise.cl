@@ -10,7 +10,8 @@
  *   input x instead, read through the X layout.
  * GRADIENT_COPY: y = x, or y += x with ACCUMULATE (the backward of add, and eval-mode dropout).
  * DROPOUT_FORWARD / DROPOUT_BACKWARD: keep each value with probability 1 - RATE, scaled by
- *   1 / (1 - RATE); the mask is a hash of (seed, the value's logical index), recomputed backward.
+ *   1 / (1 - RATE); the mask is a hash of (seed, the value's logical index in the global
+ *   batch: sample_offset images precede this shard's), recomputed backward.
  */
 
 #ifndef KERNEL_NAME
@@ -103,12 +104,14 @@ __kernel void KERNEL_NAME(__global const float *x, __global float *y)
 #if defined(DROPOUT_FORWARD) || defined(DROPOUT_BACKWARD)
 /* x is the input (forward) or dL/dy (backward); y the output or dL/dx */
 __kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict y,
-                          const uint seed)
+                          const uint seed, const uint sample_offset)
 {
     const int c = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
     if (c >= CHANNELS || w >= WIDTH) return;
     const int n = row / HEIGHT, h = row % HEIGHT;
-    const uint index = (uint)(((n * HEIGHT + h) * WIDTH + w) * CHANNELS + c);
+    /* the image's index in the global batch: a data-parallel shard starts at sample_offset */
+    const uint image = (uint)n + sample_offset;
+    const uint index = ((image * HEIGHT + (uint)h) * WIDTH + (uint)w) * CHANNELS + (uint)c;
     const float keep = uniform_hash(seed + SALT, index) >= RATE ? 1.0f / (1.0f - RATE) : 0.0f;
     float v = x[AT(X, n, h, w, c)] * keep;
 #if ACCUMULATE

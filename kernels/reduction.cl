@@ -7,6 +7,15 @@
  * SOFTMAX_CROSS_ENTROPY: work-item n takes image n's CHANNELS logits and its label, and writes
  *   its loss (with label smoothing SMOOTHING), whether its top class is the label, and the
  *   gradient of the batch-mean loss, (softmax - target) / batch, into dlogits (zero padding).
+ * Per-pixel (segmentation) loss, three kernels; labels (N, HEIGHT, WIDTH) int, IGNORE_LABEL
+ *   marks a pixel that adds no loss, no gradient and no count:
+ *   PIXEL_COUNT: work-item n counts image n's counted pixels into counted[n].
+ *   PIXEL_CROSS_ENTROPY: work-item (w, n * HEIGHT + h) takes the CHANNELS logits of one pixel and
+ *   writes its loss (label smoothing SMOOTHING) and top class into pixel_losses and predicted
+ *   (N, HEIGHT, WIDTH), and the gradient of the loss averaged over the batch's counted pixels
+ *   (sum of counted[], at least 1) into dlogits: zero for an ignored pixel and the padding.
+ *   PIXEL_TOTALS: work-item n sums image n's pixel losses and correct pixels into losses[n]
+ *   and correct[n].
  * CHANNEL_SUM: work-item (ct, split) sums dy over the pixels of IMAGES_PER_SPLIT images for
  *   VECTOR_WIDTH channels into its split's partial sums, ELEMENTS apart (bias gradients; then
  *   SUM_SPLITS).
@@ -26,6 +35,7 @@
 #define HEIGHT 1
 #define WIDTH 1
 #define CHANNELS 10
+#define IGNORE_LABEL 255
 #define X_ALLOC_H 1
 #define X_ALLOC_W 1
 #define X_HALO_TOP 0
@@ -106,6 +116,82 @@ __kernel void KERNEL_NAME(__global const float *restrict logits, __global const 
     for (int c = CHANNELS; c < X_STRIDE_C; ++c) grad[c] = 0.0f;
     losses[n] = loss;
     correct[n] = best == label ? 1.0f : 0.0f;
+}
+#endif
+
+#define PIXELS (HEIGHT * WIDTH)
+
+#if defined(PIXEL_COUNT)
+__kernel void KERNEL_NAME(__global const int *restrict labels, __global float *restrict counted,
+                          const int batch)
+{
+    const int n = get_global_id(0);
+    if (n >= batch) return;
+    __global const int *mask = labels + n * PIXELS;
+    int count = 0;
+    for (int p = 0; p < PIXELS; ++p) count += mask[p] != IGNORE_LABEL;
+    counted[n] = (float)count;
+}
+#endif
+
+#if defined(PIXEL_CROSS_ENTROPY)
+__kernel void KERNEL_NAME(__global const float *restrict logits, __global const int *restrict labels,
+                          __global const float *restrict counted, __global float *restrict dlogits,
+                          __global float *restrict pixel_losses, __global int *restrict predicted,
+                          const int batch)
+{
+    const int w = get_global_id(0), row = get_global_id(1);
+    if (w >= WIDTH || row >= batch * HEIGHT) return;
+    const int n = row / HEIGHT, h = row % HEIGHT;
+    const int pixel = n * PIXELS + h * WIDTH + w;
+    __global const float *z = logits + AT(X, n, h, w, 0);
+    __global float *grad = dlogits + AT(X, n, h, w, 0);
+    float total_counted = 0.0f;  /* the batch's counted pixels: what the mean divides by */
+    for (int i = 0; i < batch; ++i) total_counted += counted[i];
+    const float scale = 1.0f / fmax(total_counted, 1.0f);
+    const int label = labels[pixel];
+    float top = z[0];
+    int best = 0;
+    for (int c = 1; c < CHANNELS; ++c)
+        if (z[c] > top) { top = z[c]; best = c; }
+    predicted[pixel] = best;
+    for (int c = CHANNELS; c < X_STRIDE_C; ++c) grad[c] = 0.0f;
+    if (label == IGNORE_LABEL) {
+        for (int c = 0; c < CHANNELS; ++c) grad[c] = 0.0f;
+        pixel_losses[pixel] = 0.0f;
+        return;
+    }
+    float total = 0.0f;
+    for (int c = 0; c < CHANNELS; ++c) total += exp(z[c] - top);
+    const float log_total = log(total);
+    const float off = SMOOTHING / (float)CHANNELS;
+    float loss = 0.0f;
+    for (int c = 0; c < CHANNELS; ++c) {
+        const float target = (c == label ? 1.0f - SMOOTHING : 0.0f) + off;
+        const float log_p = z[c] - top - log_total;
+        loss -= target * log_p;
+        grad[c] = (exp(log_p) - target) * scale;
+    }
+    pixel_losses[pixel] = loss;
+}
+#endif
+
+#if defined(PIXEL_TOTALS)
+__kernel void KERNEL_NAME(__global const float *restrict pixel_losses,
+                          __global const int *restrict predicted,
+                          __global const int *restrict labels, __global float *restrict losses,
+                          __global float *restrict correct, const int batch)
+{
+    const int n = get_global_id(0);
+    if (n >= batch) return;
+    float loss = 0.0f;
+    int right = 0;
+    for (int p = n * PIXELS; p < (n + 1) * PIXELS; ++p) {
+        loss += pixel_losses[p];
+        right += labels[p] != IGNORE_LABEL && predicted[p] == labels[p];
+    }
+    losses[n] = loss;
+    correct[n] = (float)right;
 }
 #endif
 

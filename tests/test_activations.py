@@ -118,11 +118,19 @@ def test_swish_is_silu():
 
 
 def test_hardtanh_is_clip_from_minus_one_to_one():
-    """The pattern form writes no negative numbers: HARDTANH is clip(-1, 1), as PyTorch's."""
     graph = analyse({"input": "4x4x2", "pattern": "[INPUT-HARDTANH-CLIP(0.5, 2)]"})
     clips = [graph.nodes[name] for name in graph if name != "input"]
     assert [(node.op, node.attrs["min"], node.attrs["max"]) for node in clips] == [
         ("clip", -1.0, 1.0), ("clip", 0.5, 2.0)]
+
+
+def test_the_pattern_form_writes_negative_arguments():
+    """Inside a layer's parentheses '-' before a number is its sign, not the layer separator."""
+    graph = analyse({"input": "4x4x2",
+                     "pattern": "[INPUT-CLIP(-0.5, 1)-CLIP(min=-2e-1, max=-1e-2)-ELU]"})
+    clips = [graph.nodes[name] for name in graph if graph.nodes[name].op == "clip"]
+    assert [(node.attrs["min"], node.attrs["max"]) for node in clips] == [(-0.5, 1.0),
+                                                                        (-0.2, -0.01)]
 
 
 @pytest.mark.parametrize(("node", "complaint"), [

@@ -140,9 +140,9 @@ def test_bad_settings_get_a_located_error_with_a_fix(volume, layer, phrases):
 
 
 # A U-Net in miniature: conv down, deconv and bilinear upsampling back up, the skip
-# concatenated, a per-pixel 1x1 head. Training reads class scores of a 1x1xD output only, so
-# the per-pixel network is verified forward on the device; averaged to one score per class by
-# a gap, it also trains a step through the deconv's and the upsampling's backward kernels.
+# concatenated, a per-pixel 1x1 head. Its 8x8x3 output trains per pixel on masks
+# (tests/test_segmentation.py); averaged to one score per class by a gap, it also trains a
+# classification step through the deconv's and the upsampling's backward kernels.
 TINY_UNET = """\
 name: tiny-unet
 input: 8x8x3
@@ -176,15 +176,16 @@ def test_tiny_unet_verifies_every_kernel_on_the_device(tmp_path):
     assert checked["up"]["op"] == "deconv" and checked["side"]["op"] == "upsample"
     assert report["failed"] == 0 and all(check["passed"] for check in checked.values())
     assert report["passed"] == len(checked) >= 8
+    assert {"d up", "d side", "d scores.weight"} <= set(checked)  # the per-pixel training step
 
 
-def test_tiny_unet_per_pixel_output_is_refused_for_training_with_a_fix(tmp_path):
+def test_tiny_unet_per_pixel_output_needs_masks_not_class_labels(tmp_path):
     spec = tmp_path / "unet.yaml"
     spec.write_text(TINY_UNET)
     done = convgraph(tmp_path, "run", spec, "--limit", 16, "--epochs", 1)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "training needs class scores (a 1x1xD output)" in done.stderr
-    assert "outputs 8x8x3" in done.stderr and "Fix:" in done.stderr
+    assert done.returncode == 5 and "Traceback" not in done.stderr
+    assert "holds one label per image" in done.stderr and "8x8x3" in done.stderr
+    assert "needs (N, height, width) masks" in done.stderr and "Fix:" in done.stderr
 
 
 def test_tiny_unet_with_a_gap_trains_a_step_through_deconv_and_upsample(tmp_path):

@@ -147,6 +147,16 @@ def test_pattern_token_offsets():
     assert layers[1].kwargs == {"pad": ("same", 25)}
 
 
+def test_a_negative_argument_points_at_its_sign():
+    layers = parse_pattern("[INPUT-CLIP(-0.5, max=-1)-CONV(-4)-FC]", _where())
+    assert layers[1].args == [(-0.5, 12)] and layers[1].kwargs == {"max": (-1, 22)}
+    assert layers[2].args == [(-4, 31)]
+    with pytest.raises(SpecError, match="expected a value"):
+        parse_pattern("[INPUT-CLIP(--1, 1)]", _where())
+    with pytest.raises(SpecError, match="expected a layer name"):
+        parse_pattern("[INPUT-CONV--1]", _where())
+
+
 def test_defaults_then_alias_then_layer(write_spec):
     graph = analyse(write_spec("""
         input: 16x16x4

@@ -390,8 +390,8 @@ def test_compile_and_run_take_an_onnx_file(tmp_path):
 
 def test_every_unsupported_node_is_reported_at_once(tmp_path):
     nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             h.make_node("LRN", ["c"], ["l"], name="norm1", size=3),
-             h.make_node("Pad", ["l", "pads"], ["p"], name="pad"),
+             h.make_node("LRN", ["c"], ["l"], name="norm1", size=4),
+             h.make_node("Pad", ["c", "pads"], ["p"], name="pad", mode="reflect"),
              h.make_node("MaxPool", ["p"], ["m"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
              h.make_node("Conv", ["m", "w2"], ["c2"], name="conv2", dilations=[1, 1]),
              h.make_node("Exp", ["c2"], ["y"], name="exp")]
@@ -402,8 +402,8 @@ def test_every_unsupported_node_is_reported_at_once(tmp_path):
         import_onnx(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: 3 nodes convgraph cannot import")
-    for fragment in ("'norm1' (LRN, opset 13)", "'pad' (Pad, opset 13)", "'exp' (Exp, opset 13)",
-                     "its reader 'pool' (MaxPool)"):
+    for fragment in ("'norm1' (LRN, opset 13): size 4", "'pad' (Pad, opset 13): mode 'reflect'",
+                     "'exp' (Exp, opset 13): no convgraph op reads this op type"):
         assert fragment in message
     done = program("import", path)
     assert done.returncode == 2 and "3 nodes convgraph cannot import" in done.stderr

@@ -18,7 +18,9 @@ from typing import Protocol
 # batchnorm's saved batch statistics (saved), re-laid weights (work).
 BUFFER_KINDS = ("act", "grad", "labels", "losses", "correct", "scratch",
                 "param", "pgrad", "state", "saved", "work")
-SCALAR_NAMES = ("batch", "lr", "seed", "correction1", "correction2")
+# sample_offset: the global index of a shard's first image (data-parallel training: dropout
+# masks follow the image's place in the global batch, not in the shard)
+SCALAR_NAMES = ("batch", "lr", "seed", "sample_offset", "correction1", "correction2")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def work(node: str, key: str) -> Buffer:
 
 LABELS, LOSSES, CORRECT = Buffer("labels"), Buffer("losses"), Buffer("correct")
 BATCH, LR, SEED = Scalar("batch"), Scalar("lr"), Scalar("seed")
+SAMPLE_OFFSET = Scalar("sample_offset")
 CORRECTION1, CORRECTION2 = Scalar("correction1"), Scalar("correction2")
 
 

@@ -17,6 +17,7 @@ import networkx as nx
 
 from convgraph.codegen.launches import (
     BATCH,
+    SAMPLE_OFFSET,
     SEED,
     Arg,
     Buffer,
@@ -93,7 +94,7 @@ class Lowering:
     ``ctx.BATCH``; ``families``: the kernel files launches may come from (the op's declared
     ``kernels``; the planner's own launches name theirs)."""
 
-    BATCH, SEED = BATCH, SEED
+    BATCH, SEED, SAMPLE_OFFSET = BATCH, SEED, SAMPLE_OFFSET
 
     def __init__(self, planner: _Planner, name: str, families: tuple[str, ...] | None = None):
         self.planner = planner

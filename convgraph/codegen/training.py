@@ -39,11 +39,10 @@ from convgraph.codegen.launches import (
 from convgraph.codegen.layout import Layout, channel_stride
 from convgraph.codegen.plan import Lowering, _Planner, lower_forward, param_sizes
 from convgraph.codegen.profile import DeviceProfile
-from convgraph.errors import SpecError
 from convgraph.graph import loss_input, ordered
 from convgraph.ops.base import REGISTRY
 
-__all__ = ["TrainLowering", "TrainingPlan", "param_sizes", "plan_training"]
+__all__ = ["TrainLowering", "TrainingPlan", "is_pixelwise", "param_sizes", "plan_training"]
 
 
 @dataclass
@@ -63,6 +62,12 @@ class TrainingPlan:
     # (node, key) -> (elements per split, images per split): partial sums split over the batch
     work: dict[tuple[str, str], int] = field(default_factory=dict)  # fixed scratch, elements
     sites: dict = field(default_factory=dict)  # tunable kernel sites by key (codegen/tuning.py)
+    pixels: int = 1  # labels per image: 1 (a class), or H x W (a segmentation mask)
+
+    @property
+    def segmentation(self) -> bool:
+        """Whether the loss is per pixel: labels are (N, H, W) masks."""
+        return self.pixels > 1
 
     # the ExecutablePlan protocol (codegen/launches.py), which the executor runs
     def launch_groups(self) -> dict[str, list[Launch]]:
@@ -73,7 +78,8 @@ class TrainingPlan:
         for storage, layout in self.layouts.items():
             sizes[tensor(storage).name] = layout.bytes_for(batch)
             sizes[grad(storage).name] = layout.bytes_for(batch)
-        sizes.update({buffer.name: 4 * batch for buffer in (LABELS, LOSSES, CORRECT)})
+        sizes.update({buffer.name: 4 * batch for buffer in (LOSSES, CORRECT)})
+        sizes[LABELS.name] = 4 * batch * self.pixels
         for (node, key), (elements, images) in self.scratch.items():
             sizes[scratch(node, key).name] = 4 * elements * -(-batch // images)
         return sizes
@@ -292,35 +298,60 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
     for node, key in trainable:
         _lower_optimizer(planner, node, key, optimizer, train)
     groups["step"] = planner.launches
-    classes = graph.nodes[logits_node].output.depth
+    volume = graph.nodes[logits_node].output
     return TrainingPlan(planner.storage_of, planner.layouts, planner.kernels, groups,
-                        planner.input_storage, logits, classes, trainable, planner.param_sizes,
-                        planner.saved, 2 if optimizer in ("adam", "adamw") else 1,
-                        planner.scratch, planner.work, planner.sites)
+                        planner.input_storage, logits, volume.depth, trainable,
+                        planner.param_sizes, planner.saved,
+                        2 if optimizer in ("adam", "adamw") else 1, planner.scratch,
+                        planner.work, planner.sites,
+                        volume.width * volume.height if is_pixelwise(volume) else 1)
+
+
+def is_pixelwise(volume) -> bool:
+    """Whether a loss input of ``volume`` is scored per pixel (segmentation: W or H > 1) rather
+    than as one set of class scores per image (1x1xC)."""
+    return volume.width > 1 or volume.height > 1
 
 
 def _logits_node(graph: nx.DiGraph) -> str:
-    """The node whose output the loss reads (graph.loss_input), checked to be class scores."""
-    name = loss_input(graph)
-    node = graph.nodes[name]
-    volume = node.output
-    if volume.width != 1 or volume.height != 1:
-        raise SpecError(
-            f"training needs class scores (a 1x1xD output), but '{name}' outputs {volume}.",
-            location=node.layer.location, layer=name,
-            hint="end the network with fc (or gap) to one score per class.")
-    return name
+    """The node whose output the loss reads (graph.loss_input): class scores (1x1xC) or, for a
+    per-pixel loss, a WxHxC map of them."""
+    return loss_input(graph)
 
 
 def _lower_loss(planner: _TrainingPlanner, node: str, logits: str, train: dict) -> None:
     layout = planner.layouts[logits]
     ctx = TrainLowering(planner, node, families=("reduction",))
     planner.written.add(logits)
+    if is_pixelwise(layout.volume):
+        _lower_pixel_loss(ctx, layout, logits, train)
+        return
     ctx.launch("reduction", "SOFTMAX_CROSS_ENTROPY",
                {"CHANNELS": layout.volume.depth, "SMOOTHING": float(train["label_smoothing"]),
                 **layout.defines("X")},
                (1,), [tensor(logits), LABELS, grad(logits), LOSSES, CORRECT, ctx.BATCH],
                batch_axis=0)
+
+
+def _lower_pixel_loss(ctx: TrainLowering, layout: Layout, logits: str, train: dict) -> None:
+    """Per-pixel softmax cross-entropy, averaged over the batch's counted pixels (those whose
+    label is not ``ignore_label``), as PyTorch's ``cross_entropy(..., ignore_index=...)``:
+    count per image, then loss, top class and gradient per pixel, then sums per image."""
+    volume = layout.volume
+    pixels = volume.width * volume.height
+    counted, _ = ctx.split_scratch("counted", 1, 1)
+    pixel_losses, _ = ctx.split_scratch("pixel_losses", pixels, 1)
+    predicted, _ = ctx.split_scratch("predicted", pixels, 1)
+    defines = {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
+               "IGNORE_LABEL": int(train.get("ignore_label", 255)),
+               "SMOOTHING": float(train["label_smoothing"]), **layout.defines("X")}
+    ctx.launch("reduction", "PIXEL_COUNT", defines, (1,), [LABELS, counted, ctx.BATCH],
+               batch_axis=0)
+    ctx.launch("reduction", "PIXEL_CROSS_ENTROPY", defines, (volume.width, volume.height),
+               [tensor(logits), LABELS, counted, grad(logits), pixel_losses, predicted,
+                ctx.BATCH], batch_axis=1)
+    ctx.launch("reduction", "PIXEL_TOTALS", defines, (1,),
+               [pixel_losses, predicted, LABELS, LOSSES, CORRECT, ctx.BATCH], batch_axis=0)
 
 
 def _lower_epilogue_backward(planner: _TrainingPlanner, name: str) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from convgraph.errors import DataError
+
 from .dataset import Dataset
 
 _STATS_CHUNK = 4096  # images per step in channel_stats: bounds the float64 temporaries
@@ -39,10 +41,11 @@ def _per_channel(value, depth: int, name: str) -> np.ndarray:
     return array.reshape(1, depth, 1, 1)
 
 
-def _crop(x: np.ndarray, pad: int, offsets: np.ndarray) -> np.ndarray:
-    """Zero-pad each image by ``pad`` and cut out its original size at ``offsets`` (row, col)."""
+def _crop(x: np.ndarray, pad: int, offsets: np.ndarray, fill=0) -> np.ndarray:
+    """Pad each image (N, D, H, W) by ``pad`` pixels of ``fill`` and cut out its original size
+    at ``offsets`` (row, col)."""
     n, _, height, width = x.shape
-    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=fill)
     # windows[i, :, r, c] is the height x width window at (r, c); pick one per image
     windows = sliding_window_view(padded, (height, width), axis=(2, 3))
     return np.ascontiguousarray(windows[np.arange(n), :, offsets[:, 0], offsets[:, 1]])
@@ -60,6 +63,7 @@ def batches(
     mean=None,
     std=None,
     start: int = 0,
+    ignore_label: int = 255,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield the mini-batches of one epoch.
 
@@ -76,22 +80,25 @@ def batches(
     crop_pad : int
         Augmentation: pad each image with ``crop_pad`` zero pixels (black, before normalisation,
         as torchvision's ``RandomCrop(padding=...)``) on every side, then crop a random window
-        of the original size.
+        of the original size. Masks are cropped with their images, their padding
+        ``ignore_label`` (those pixels count for nothing).
     flip : bool
-        Augmentation: mirror each image left-right with probability 1/2.
+        Augmentation: mirror each image (and its mask) left-right with probability 1/2.
     mean, std : array-like of length depth (or a scalar), optional
         Normalise each channel as ``(x - mean) / std`` after scaling uint8 pixels to [0, 1];
         see :func:`channel_stats`. Either may be omitted (mean 0, std 1).
     start : int
         Skip the first ``start`` batches (to resume mid-epoch); the rest are exactly those of an
         uninterrupted pass.
+    ignore_label : int
+        The mask value of the pixels a crop pads masks with.
 
     Yields
     ------
     x : numpy.ndarray
         float32 (B, depth, height, width), C-contiguous.
     y : numpy.ndarray
-        int32 (B,).
+        int32 (B,), or masks (B, height, width) when the data set holds masks.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
@@ -101,6 +108,11 @@ def batches(
         raise ValueError(f"crop_pad must be at least 0, got {crop_pad}")
     n = len(data)
     depth = data.x.shape[1]
+    if data.masks and (crop_pad or flip) and data.y.shape[1:] != data.x.shape[2:]:
+        raise DataError(
+            f"{data.name}: its masks are {data.y.shape[2]}x{data.y.shape[1]} but its images "
+            f"{data.x.shape[3]}x{data.x.shape[2]}, so crop_pad and flip cannot move them "
+            "together.", hint="train without crop_pad and flip, or with masks the images' size.")
     # Draw everything for the whole epoch now, in a fixed order, so that neither `start` nor
     # the batch size of earlier batches can shift the random stream of later ones.
     rng = np.random.default_rng([seed, epoch])
@@ -113,16 +125,21 @@ def batches(
     for lo in range(start * batch, n, batch):
         hi = min(n, lo + batch)
         x = as_unit(data.x[order[lo:hi]])  # fancy indexing copies, so x is ours to change
+        y = data.y[order[lo:hi]].astype(np.int32)
         if offsets is not None:
             x = _crop(x, crop_pad, offsets[lo:hi])
+            if data.masks:  # the same window of the mask; its padding counts for nothing
+                y = _crop(y[:, None], crop_pad, offsets[lo:hi], ignore_label)[:, 0]
         if flips is not None:
             mirrored = flips[lo:hi]
             x[mirrored] = x[mirrored, :, :, ::-1]
+            if data.masks:
+                y[mirrored] = y[mirrored, :, ::-1]
         if shift is not None:
             x -= shift
         if scale is not None:
             x *= scale
-        yield x, data.y[order[lo:hi]].astype(np.int32)
+        yield x, np.ascontiguousarray(y)
 
 
 def channel_stats(data: Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,9 @@ class Dataset:
         and the embedded generator, or ``float32`` from an ``.npz`` that holds floats; float pixels
         are used as they are (not divided by 255).
     y : numpy.ndarray
-        Labels, shape (N,), ``int64``, each in ``[0, classes)``.
+        Labels, shape (N,), ``int64``, each in ``[0, classes)``; or, for segmentation, masks
+        (N, height, width) of integers (uint8 or wider), each a class or the ignore label
+        (data/masks.py).
     classes : int
         Number of classes (the width of the network's output).
     class_names : list of str, optional
@@ -53,8 +55,9 @@ class Dataset:
         # A loader bug should fail here, not as a confusing shape error deep in training.
         if self.x.ndim != 4:
             raise ValueError(f"Dataset.x must be (N, D, H, W), got shape {self.x.shape}")
-        if self.y.shape != (self.x.shape[0],):
-            raise ValueError(f"Dataset.y must be ({self.x.shape[0]},), got {self.y.shape}")
+        if self.y.shape[:1] != (self.x.shape[0],) or self.y.ndim not in (1, 3):
+            raise ValueError(f"Dataset.y must be ({self.x.shape[0]},) or "
+                             f"({self.x.shape[0]}, H, W), got {self.y.shape}")
         if self.x.dtype not in (np.uint8, np.float32):
             raise ValueError(f"Dataset.x must be uint8 or float32, got {self.x.dtype}")
 
@@ -65,6 +68,11 @@ class Dataset:
         """The first ``count`` images (``convgraph run --limit``), names and classes kept."""
         return Dataset(self.name, self.x[:count], self.y[:count], self.classes,
                        self.class_names, self.note)
+
+    @property
+    def masks(self) -> bool:
+        """Whether the labels are per-pixel masks (N, H, W) (segmentation)."""
+        return self.y.ndim == 3
 
     def volume(self) -> Volume:
         """The volume of one image, width x height x depth as specs write it."""

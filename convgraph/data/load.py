@@ -10,16 +10,19 @@ from .dataset import Dataset, check_fits
 from .embedded import load_embedded
 from .folder import load_folder
 from .idx import load_idx_dataset
+from .masks import check_targets
 from .npz import load_npz
+from .shapes import load_shapes
 
 # Every data set convgraph reads, as the spec's train.dataset names it: the one list (the spec's
 # schema takes its choices from here), each kind loaded in load_dataset below.
-KINDS = ("embedded", "fashion-mnist", "mnist", "cifar10", "npz", "folder")
+KINDS = ("embedded", "shapes", "fashion-mnist", "mnist", "cifar10", "npz", "folder")
 SPLITS = ("train", "test")
 
 
 def load_dataset(kind: str, path: str | None, split: str, volume: Volume, classes: int,
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, output: Volume | None = None,
+                 ignore_label: int = 255) -> Dataset:
     """Load one split of a data set and check it fits the spec.
 
     Parameters
@@ -38,12 +41,20 @@ def load_dataset(kind: str, path: str | None, split: str, volume: Volume, classe
     classes : int
         The number of classes the network outputs; the data set must have exactly as many.
     seed : int
-        Only for ``embedded``: which generated data set (each split has its own stream).
+        Only for ``embedded`` and ``shapes``: which generated data set (each split has its own
+        stream).
+    output : Volume, optional
+        The network's output volume: when given, the labels are checked to be what it trains
+        on, (N, H, W) masks of its H x W for a spatial output (segmentation, data/masks.py),
+        one class per image otherwise.
+    ignore_label : int
+        The mask value of pixels that count for nothing (``train: ignore_label``).
 
     Returns
     -------
     Dataset
-        x uint8 (or float32 from a float .npz), (N, depth, height, width); y int64.
+        x uint8 (or float32 from a float .npz), (N, depth, height, width); y int64 (N,), or
+        integer masks (N, H, W).
 
     Raises
     ------
@@ -63,6 +74,8 @@ def load_dataset(kind: str, path: str | None, split: str, volume: Volume, classe
     volume = Volume(*volume)
     if kind == "embedded":
         data = load_embedded(split, volume, classes, seed)
+    elif kind == "shapes":
+        data = load_shapes(split, volume, classes, output and Volume(*output), seed)
     elif kind in ("fashion-mnist", "mnist"):
         data = load_idx_dataset(kind, path, split)
     elif kind == "cifar10":
@@ -71,8 +84,11 @@ def load_dataset(kind: str, path: str | None, split: str, volume: Volume, classe
         data = load_npz(path, split, volume, classes)
     else:
         data = load_folder(path, split, volume, classes)
-    where = kind if path is None or kind == "embedded" else f"{kind} ({path})"
+    where = kind if path is None or kind in ("embedded", "shapes") else f"{kind} ({path})"
     check_fits(where, data.volume(), data.classes, volume, classes)
+    if output is not None:
+        data.y = check_targets(data.y, classes, Volume(*output), ignore_label,
+                               f"the {split} split of {where}")
     if len(data) == 0:
         # a run on nothing would "train" without a single step and report success
         raise DataError(f"the {split} split of {where} holds no images; a data set needs at "

@@ -1,8 +1,10 @@
 """Any data set saved with ``numpy.savez``: ``x``, ``y`` and optionally ``x_test``, ``y_test``.
 
-``x`` is (N, D, H, W), or (N, H, W) for one channel; ``y`` is (N,) integer labels. The file is
-read by data/arrays.py, within its size: an object array (which numpy stores as a pickle) is
-refused rather than unpickled, and a header's claims are checked before anything is allocated.
+``x`` is (N, D, H, W), or (N, H, W) for one channel; ``y`` is (N,) integer labels, or for
+segmentation (N, H, W) integer masks, which may also be saved as ``masks`` (``masks_test``).
+The file is read by data/arrays.py, within its size: an object array (which numpy stores as a
+pickle) is refused rather than unpickled, and a header's claims are checked before anything is
+allocated.
 Float images must be finite (NaN or an infinity is refused, naming the image).
 """
 
@@ -19,7 +21,8 @@ from .arrays import NpzReader, describe_value, first_nonfinite, place
 from .dataset import Dataset, check_labels
 
 _HINT = ("save it with numpy.savez(path, x=images, y=labels, x_test=..., y_test=...), images "
-         "(N, depth, height, width) as uint8 0..255 or float32, labels (N,) integers from 0.")
+         "(N, depth, height, width) as uint8 0..255 or float32, labels (N,) integers from 0 "
+         "(or masks (N, height, width) for segmentation).")
 
 
 def _images(x: np.ndarray, path: str, key: str, volume: Volume) -> np.ndarray:
@@ -49,13 +52,18 @@ def _images(x: np.ndarray, path: str, key: str, volume: Volume) -> np.ndarray:
 
 
 def _labels(y: np.ndarray, n: int, classes: int, path: str, key: str) -> np.ndarray:
+    if y.ndim == 3 and len(y) == n:  # masks: their values are checked against the network's
+        if y.dtype.kind not in "iu":   # output and ignore label by load_dataset (data/masks.py)
+            raise DataError(f"{path}: '{key}' (masks) has dtype {y.dtype}; mask values must be "
+                            "integers.", hint=_HINT)
+        return y
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{path}: '{key}' has shape {y.shape}, but there are {n:,} images, so "
-                        f"it should be ({n},).", hint=_HINT)
+                        f"it should be ({n},), or ({n}, height, width) masks.", hint=_HINT)
     if y.dtype.kind not in "iu":
         raise DataError(f"{path}: '{key}' has dtype {y.dtype}; labels must be integers.",
                         hint=_HINT)
-    return check_labels(y, classes, f"{path} ('{key}')")
+    return y
 
 
 def check_finite(x: np.ndarray, path: str, key: str, split: str) -> None:
@@ -90,6 +98,9 @@ def load_npz(path: str | None, split: str, volume: Volume, classes: int) -> Data
     xkey, ykey = ("x", "y") if split == "train" else ("x_test", "y_test")
     try:
         with NpzReader(path, "the npz data set") as archive:
+            masks = "masks" if split == "train" else "masks_test"
+            if ykey not in archive and masks in archive:
+                ykey = masks
             missing = [k for k in (xkey, ykey) if k not in archive]
             if missing:
                 if split == "test":
@@ -110,4 +121,6 @@ def load_npz(path: str | None, split: str, volume: Volume, classes: int) -> Data
     images = _images(x, path, xkey, volume)
     check_finite(images, path, xkey, split)
     labels = _labels(y, len(images), classes, path, ykey)
+    if labels.ndim == 1:
+        labels = check_labels(labels, classes, f"{path} ('{ykey}')")
     return Dataset(f"npz {os.path.basename(path)} ({split})", images, labels, classes)

@@ -1,10 +1,13 @@
 """ONNX import: the CNN subset of an ONNX model as a graph-form spec plus its weights.
 
-The walk here knows ONNX's plumbing (initializers, Constant, Identity, a zero Pad before a
-conv or pool, an Add of a constant after a MatMul, the batch axis); what each ONNX op type
-becomes is declared by the convgraph op that reads it (``Op.onnx_types`` and
-``Op.from_onnx`` in convgraph/ops/), so no op knowledge lives in this file. Every node that
-cannot be imported is reported together, with its name, type and opset.
+The walk here knows ONNX's plumbing (initializers, Constant, Identity, constant folding, a
+zero Pad before a conv or pool, an Add of a constant after a MatMul, the batch axis) and,
+in a pattern pass before it, the decompositions exporters write for ONNX ops of later opsets
+(GELU as Erf or Tanh arithmetic, HardSwish, Swish, LayerNormalization over the channels): each
+becomes the one ONNX node it stands for. What each ONNX op type becomes is declared by the
+convgraph op that reads it (``Op.onnx_types`` and ``Op.from_onnx`` in convgraph/ops/), so no
+op knowledge lives in this file. Every node that cannot be imported is reported together,
+with its name, type and opset.
 
 >>> imported = import_onnx("model.onnx")  # doctest: +SKIP
 >>> imported.spec["input"], len(imported.spec["nodes"])  # doctest: +SKIP
@@ -13,6 +16,7 @@ cannot be imported is reported together, with its name, type and opset.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ from convgraph.ops import REGISTRY
 from convgraph.ops.base import OnnxLayer, OnnxNode, OnnxUnsupported, Op
 
 OLDEST_OPSET = 11
-PLUMBING = ("Constant", "Identity", "Pad")  # read by the walk itself, not by an op
+PLUMBING = ("Constant", "Identity")  # read by the walk itself, not by an op
 
 
 class _Downstream(Exception):
@@ -206,7 +210,18 @@ def _is_default(op: Op, key: str, value) -> bool:
 def _attributes(node) -> dict:
     from onnx import helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {a.name: _readable(helper.get_attribute_value(a)) for a in node.attribute}
+
+
+def _readable(value):
+    """ONNX's float attributes are float32: each as the shortest decimal that is that float32
+    (epsilon 1e-06 rather than 9.999999974752427e-07 in the spec), the same number to the
+    float32 kernels."""
+    if isinstance(value, float):
+        return float(str(np.float32(value)))
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return [_readable(v) for v in value]
+    return value
 
 
 class _Walk:
@@ -223,10 +238,15 @@ class _Walk:
                           self.graph.initializer}
         self.shapes = {v.name: _shape(v) for v in (*self.graph.input, *self.graph.value_info,
                                                    *self.graph.output)}
-        self.readers: dict[str, list] = {}
-        for node in self.graph.node:
-            for name in node.input:
-                self.readers.setdefault(name, []).append(node)
+        self.readers = self._readers()
+        self.shape_only = self._shape_computations()
+        self._fold_constants()
+        self._infer_with_constants()
+        rewritten = _Patterns(list(self.graph.node), self.constants, self.shapes,
+                              {value.name for value in self.graph.output}).rewritten()
+        del self.graph.node[:]
+        self.graph.node.extend(rewritten)
+        self.readers = self._readers()
         self.source: dict[str, str] = {}  # tensor -> the spec node that computes it
         self.nodes: dict[str, dict] = {}
         self.layers: dict[str, OnnxLayer] = {}
@@ -235,7 +255,13 @@ class _Walk:
         self.pads: dict[str, tuple[str, tuple]] = {}  # Pad output -> (its input, pads)
         self.unsupported: list[str] = []
         self.refused: set[str] = set()  # tensors made by refused nodes (and what they feed)
-        self.shape_only = self._shape_computations()
+
+    def _readers(self) -> dict[str, list]:
+        readers: dict[str, list] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        return readers
 
     def _initializer(self, tensor, numpy_helper) -> np.ndarray:
         try:
@@ -328,8 +354,59 @@ class _Walk:
                 skipped.update(node.output)
         return skipped
 
+    def _fold_constants(self) -> None:
+        """Work out every node that reads only constants (a Constant, the Reshape of layer
+        scale factors to (1, C, 1, 1), a Sqrt of a number), and the shape computations of
+        Reshape targets: their values are constants too."""
+        for node in self.graph.node:
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            if set(node.output) <= self.shape_only:
+                self._fold_shape_computation(node, _attributes(node))
+            elif node.op_type == "Constant":
+                try:
+                    self._constant(node, _attributes(node))
+                except Exception:  # the walk meets it again, and reports it
+                    pass
+            elif node.input and all(not name or name in self.constants for name in node.input):
+                feeds = {name: self.constants[name] for name in node.input if name}
+                self.constants.update(_evaluated(node, feeds, self.opset))
+
+    def _infer_with_constants(self) -> None:
+        """Shapes again, with the folded values as initializers: a Resize whose scales were
+        computed by the graph gets an output shape, and so does all that follows it."""
+        import onnx
+        from onnx import numpy_helper
+
+        folded = [name for node in self.graph.node for name in node.output
+                  if name in self.constants and node.op_type != "Constant"]
+        if not folded:
+            return
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        del model.graph.value_info[:]
+        kept = [node for node in model.graph.node
+                if not (node.output and all(name in self.constants for name in node.output))]
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        known = {t.name for t in model.graph.initializer}
+        try:
+            model.graph.initializer.extend(
+                numpy_helper.from_array(np.asarray(self.constants[name]), name)
+                for name in self.constants if name not in known)
+            inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        except Exception:  # a value ONNX cannot hold, or a graph it cannot infer: the first
+            return         # inference stands
+        for value in (*inferred.graph.value_info, *inferred.graph.output):
+            shape, before = _shape(value), self.shapes.get(value.name)
+            if shape is not None and (before is None or not all(
+                    isinstance(n, int) for n in before[1:])):
+                self.shapes[value.name] = shape
+
     def _import(self, node, index: int) -> None:
         attributes = _attributes(node)
+        if node.output and all(name in self.constants for name in node.output):
+            return  # folded
         if set(node.output) <= self.shape_only:
             self._fold_shape_computation(node, attributes)
             return
@@ -337,8 +414,8 @@ class _Walk:
             self._constant(node, attributes)
         elif node.op_type == "Identity":
             self._alias(node.output[0], node.input[0])
-        elif node.op_type == "Pad":
-            self._pad(node, attributes)
+        elif node.op_type == "Pad" and self._folds_pad(node, attributes):
+            pass
         elif node.op_type == "Add" and self._folds_into_bias(node):
             pass
         elif node.op_type in self.types:
@@ -358,21 +435,8 @@ class _Walk:
             return
         if not all(name in self.constants for name in node.input if name):
             return
-        from onnx import TensorProto
-        from onnx import helper as onnx_helper
-        from onnx.reference import ReferenceEvaluator
-
         feeds = {name: self.constants[name] for name in node.input if name}
-        untyped = [onnx_helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)
-                   for name in (*feeds, *node.output)]
-        alone = onnx_helper.make_model(  # the node alone, at the model's opset
-            onnx_helper.make_graph([node], "shape", untyped[:len(feeds)], untyped[len(feeds):]),
-            opset_imports=[onnx_helper.make_opsetid("", self.opset)])
-        try:
-            values = ReferenceEvaluator(alone).run(None, feeds)
-        except Exception:  # an op the evaluator lacks: the Reshape is refused instead
-            return
-        self.constants.update(zip(node.output, values))
+        self.constants.update(_evaluated(node, feeds, self.opset))
 
     def _reshaped(self, node) -> tuple | None:
         """A Reshape's output shape from its constant target, the batch axis kept symbolic,
@@ -393,7 +457,12 @@ class _Walk:
         from onnx import numpy_helper
 
         if "value" in attributes:
-            self.constants[node.output[0]] = numpy_helper.to_array(attributes["value"])
+            try:
+                self.constants[node.output[0]] = numpy_helper.to_array(attributes["value"])
+            except Exception as error:  # an unknown element type, data of the wrong length
+                raise _fail(self.path, f"Constant node '{_text(node.name) or node.output[0]}' "
+                            f"cannot be read ({type(error).__name__}: {error}).",
+                            hint="export the model again; the file may be damaged.") from None
         elif attributes:
             key, value = next(iter(attributes.items()))
             if key.startswith("sparse"):
@@ -418,38 +487,32 @@ class _Walk:
             raise OnnxUnsupported(f"its input '{tensor}' comes from a node not imported")
         return self.source[tensor]
 
-    def _pad(self, node, attributes: dict) -> None:
-        """Keep a zero spatial Pad to fold into its readers (each must take it)."""
+    def _folds_pad(self, node, attributes: dict) -> bool:
+        """Keep a zero spatial Pad to fold into its readers where each can take it as its own
+        padding; False where one cannot (the Pad is then a layer of its own)."""
         mode = attributes.get("mode", b"constant")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        if self.opset < 11:
-            pads, value = attributes.get("pads", []), attributes.get("value", 0.0)
-        else:
-            pads = self._constant_input(node, 1, "pads")
-            value = self._constant_input(node, 2, "value") if len(node.input) > 2 \
-                and node.input[2] else 0.0
-        if len(node.input) > 3 and node.input[3]:
-            raise OnnxUnsupported("a Pad with axes is not supported")
-        pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+        value = self.constants.get(node.input[2], None) if len(node.input) > 2 \
+            and node.input[2] else 0.0
+        if len(node.input) < 2 or node.input[1] not in self.constants or value is None or (
+                len(node.input) > 3 and node.input[3]):
+            return False
+        pads = [int(p) for p in np.asarray(self.constants[node.input[1]]).reshape(-1)]
         if mode != "constant" or float(np.asarray(value).reshape(-1)[0]) != 0.0:
-            raise OnnxUnsupported(f"mode '{mode}' with value {value}: only zero padding folds")
+            return False
         if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
-            raise OnnxUnsupported(f"pads {pads}: only padding of H and W folds")
+            return False
         readers = self.readers.get(node.output[0], [])
+        if not readers or any(o.name == node.output[0] for o in self.graph.output):
+            return False
         for reader in readers:
             op = self.types.get(reader.op_type)
             if op is None or list(reader.input).index(node.output[0]) != 0 or not op.onnx_folds_pad(
                     self._view(reader, _attributes(reader))):
-                raise OnnxUnsupported(f"its reader '{reader.name}' ({reader.op_type}) cannot take "
-                                      "it as its own padding")
+                return False
         self._computed(node.input[0])
         self.pads[node.output[0]] = (node.input[0], (pads[2], pads[3], pads[6], pads[7]))
-
-    def _constant_input(self, node, index: int, what: str):
-        name = node.input[index] if index < len(node.input) else ""
-        if name not in self.constants:
-            raise OnnxUnsupported(f"its {what} is computed by the graph, not a constant")
-        return self.constants[name]
+        return True
 
     def _folds_into_bias(self, node) -> bool:
         """An Add of a constant to a layer's only use: that layer's bias (MatMul + Add)."""
@@ -479,7 +542,7 @@ class _Walk:
         used = {name for reader in self.graph.node for name in reader.input}
         used |= {value.name for value in self.graph.output}
         return OnnxNode(
-            name=node.name, op_type=node.op_type, opset=self.opset, attributes=attributes,
+            name=_text(node.name), op_type=node.op_type, opset=self.opset, attributes=attributes,
             input_shapes=[self._tensor_shape(name) for name in inputs],
             output_shapes=[self._output_shape(node, name) if name in used else None
                            for name in node.output],
@@ -501,9 +564,14 @@ class _Walk:
 
     def _layer(self, node, index: int, attributes: dict) -> None:
         op = self.types[node.op_type]
+        refused = [name for name in node.input if name in self.refused]
+        if refused:  # its cause is reported; the shapes it would be judged on are unknown
+            raise _Downstream(refused[0])
         self._check_float_types(node, index)
         view = self._view(node, attributes)
         layer = op.from_onnx(view)
+        if layer.op is not None:  # another op holds it (Clip(0, 6): relu6)
+            op = REGISTRY[layer.op]
         inputs = list(node.input)
         if inputs and inputs[0] in self.pads:
             inputs[0] = self.pads[inputs[0]][0]
@@ -578,3 +646,365 @@ class _Walk:
                 raise _fail(self.path, f"node '{name}': convgraph computes {volume} where ONNX "
                             f"has shape {list(shape)}.",
                             hint="please report this: the import of this node is wrong.")
+
+
+def _evaluated(node, feeds: dict, opset: int) -> dict:
+    """The outputs of one node on constant inputs, by onnx's reference evaluator (empty where
+    it cannot: an op it lacks; the walk then meets the node as any other)."""
+    from onnx import TensorProto
+    from onnx import helper as onnx_helper
+    from onnx.reference import ReferenceEvaluator
+
+    untyped = [onnx_helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)
+               for name in (*feeds, *node.output)]
+    alone = onnx_helper.make_model(  # the node alone, at the model's opset
+        onnx_helper.make_graph([node], "constant", untyped[:len(feeds)], untyped[len(feeds):]),
+        opset_imports=[onnx_helper.make_opsetid("", opset)])
+    try:
+        values = ReferenceEvaluator(alone).run(None, feeds)
+    except Exception:
+        return {}
+    return {name: np.asarray(value) for name, value in zip(node.output, values)}
+
+
+# --- the pattern pass: what exporters decompose, made the one ONNX node it stands for ---
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+# ONNX's definitions of the ops exporters write as arithmetic before their opset has them:
+# (op type, attributes, the function of x); a chain of elementwise nodes computing one of
+# these from one tensor, in whatever order, becomes that node
+_COMPOSITES = (
+    ("Gelu", {}, lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))),
+    # ONNX's value for the tanh form, written from the ONNX op it uses: the quoted word alone
+    # is also a convgraph op's name, which no module outside ops/ may spell
+    ("Gelu", {"approximate": "Tanh".lower()},
+     lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))),
+    ("HardSwish", {}, lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)),
+    ("Swish", {}, lambda x: x / (1.0 + np.exp(-x))),
+)
+# where the chains are compared: both sides of every kink, and the tails
+_SAMPLES = np.concatenate([np.linspace(-8.0, 8.0, 321), [-20.0, -3.0, 3.0, 20.0, 0.3141]])
+
+
+def _elementwise(op_type: str, attributes: dict, args: list):
+    """One elementwise ONNX op on float64 arrays (None: an optional input left out)."""
+    if op_type in ("Add", "Sub", "Mul", "Div", "Pow"):
+        a, b = args
+        return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+                "Pow": np.power}[op_type](a, b)
+    (x, *rest) = args
+    if op_type == "Clip":
+        low, high = (rest + [None, None])[:2]
+        return np.clip(x, -np.inf if low is None else low, np.inf if high is None else high)
+    if op_type == "HardSigmoid":
+        return np.clip(attributes.get("alpha", 0.2) * x + attributes.get("beta", 0.5), 0, 1)
+    return {"Sqrt": np.sqrt, "Erf": _erf, "Tanh": np.tanh, "Neg": np.negative,
+            "Sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+            "Relu": lambda v: np.maximum(v, 0.0)}[op_type](x)
+
+
+_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Pow", "Clip", "HardSigmoid", "Sqrt", "Erf",
+                "Tanh", "Neg", "Sigmoid", "Relu")
+
+
+class _Patterns:
+    """Rewrites the sorted nodes: each match is replaced by one node of the ONNX op it
+    computes, reading the match's input and writing its output, named by what the matched
+    nodes' names share ('/act/Mul', '/act/Sigmoid' -> '/act')."""
+
+    def __init__(self, nodes: list, constants: dict, shapes: dict, outputs: set):
+        self.nodes, self.constants, self.shapes, self.outputs = nodes, constants, shapes, outputs
+
+    def rewritten(self) -> list:
+        for find in (self._decomposed_layernorm, self._channels_last_layernorm):
+            while (match := find()) is not None:
+                self._replace(*match)
+        while self._channels_last_region():
+            pass
+        while (match := self._composite()) is not None:
+            self._replace(*match)
+        return self.nodes
+
+    # --- the graph as it stands ---
+
+    def _producer(self) -> dict:
+        return {name: node for node in self.nodes for name in node.output}
+
+    def _readers(self, tensor: str) -> list:
+        return [node for node in self.nodes if tensor in node.input]
+
+    def _private(self, nodes: list, result: str) -> bool:
+        """Whether every tensor the nodes make, but ``result``, is read only among them."""
+        ids = {id(node) for node in nodes}
+        return all(name == result or (name not in self.outputs and all(
+            id(reader) in ids for reader in self._readers(name)))
+            for node in nodes for name in node.output if name)
+
+    def _scalar(self, name: str) -> bool:
+        return not name or (name in self.constants and self.constants[name].size == 1)
+
+    def _replace(self, matched: list, op_type: str, inputs: list, output: str,
+                 attributes: dict) -> None:
+        from onnx import helper as onnx_helper
+
+        names = [_text(node.name) for node in matched if node.name]
+        shared = os.path.commonprefix(names).rstrip("/._") if len(names) > 1 else ""
+        # else the matched node of that op type (a LayerNormalization between Transposes),
+        # else the op type: 'Gelu' says more than the last Mul's 'Mul_1'
+        same = [_text(node.name) for node in matched if node.op_type == op_type and node.name]
+        name = shared or (same[0] if same else op_type)
+        made = onnx_helper.make_node(op_type, inputs, [output], name=name, **attributes)
+        last = max(self.nodes.index(node) for node in matched)
+        ids = {id(node) for node in matched}
+        self.nodes = [made if i == last else node for i, node in enumerate(self.nodes)
+                      if i == last or id(node) not in ids]
+
+    # --- elementwise composites: GELU (erf and tanh forms), HardSwish, Swish ---
+
+    def _composite(self):
+        for root in self._roots():
+            region = self._elementwise_region(root)
+            for exit_node in reversed(region):
+                chain = self._ancestors(exit_node, region)
+                if len(chain) < 2 or not self._private(chain, exit_node.output[0]):
+                    continue
+                values = self._evaluate(chain, root)
+                for op_type, attributes, function in _COMPOSITES:
+                    want = function(_SAMPLES)
+                    if values.shape == want.shape and np.allclose(values, want, rtol=1e-5,
+                                                                  atol=1e-6):
+                        return chain, op_type, [root], exit_node.output[0], attributes
+        return None
+
+    def _roots(self):
+        """Tensors two elementwise reads take (every composite reads x twice)."""
+        reads: dict[str, int] = {}
+        for node in self.nodes:
+            if node.op_type in _ELEMENTWISE and node.domain in ("", "ai.onnx"):
+                for name in node.input:
+                    if name and name not in self.constants:
+                        reads[name] = reads.get(name, 0) + 1
+        return [name for name, count in reads.items() if count >= 2]
+
+    def _elementwise_region(self, root: str) -> list:
+        """The elementwise nodes computed from ``root`` and scalar constants alone."""
+        known, region = {root}, []
+        for node in self.nodes:
+            if node.op_type in _ELEMENTWISE and node.domain in ("", "ai.onnx") and any(
+                    name in known for name in node.input) and all(
+                    name in known or self._scalar(name) for name in node.input):
+                region.append(node)
+                known.update(node.output)
+        return region
+
+    def _ancestors(self, exit_node, region: list) -> list:
+        producer = {name: node for node in region for name in node.output}
+        needed, stack = {id(exit_node)}, [exit_node]
+        while stack:
+            for name in stack.pop().input:
+                node = producer.get(name)
+                if node is not None and id(node) not in needed:
+                    needed.add(id(node))
+                    stack.append(node)
+        return [node for node in region if id(node) in needed]
+
+    def _evaluate(self, chain: list, root: str) -> np.ndarray:
+        values = {root: _SAMPLES}
+        with np.errstate(all="ignore"):
+            for node in chain:
+                args = [values[name] if name in values else
+                        None if not name else float(self.constants[name].reshape(-1)[0])
+                        for name in node.input]
+                values[node.output[0]] = np.asarray(
+                    _elementwise(node.op_type, _attributes(node), args), np.float64)
+        return values[chain[-1].output[0]]
+
+    # --- LayerNormalization over the channels ---
+
+    def _reduce_axes(self, node) -> list | None:
+        if node is None or node.op_type != "ReduceMean" or not _attributes(node).get(
+                "keepdims", 1):
+            return None
+        axes = _attributes(node).get("axes")
+        if len(node.input) > 1 and node.input[1]:
+            axes = self.constants.get(node.input[1])
+        return None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+
+    def _constant_operand(self, node, other: str):
+        """The constant a binary node combines ``other`` with, or None."""
+        if node is None or len(node.input) != 2 or other not in node.input:
+            return None
+        (constant,) = [name for name in node.input if name != other] or [None]
+        return constant if constant in self.constants else None
+
+    def _decomposed_layernorm(self):
+        """(x - mean) / sqrt(mean((x - mean)^2) + eps) [* scale + bias] over one axis, as
+        torch.onnx writes nn.LayerNorm before opset 17 and ConvNeXt's channels-first norm."""
+        producer = self._producer()
+        for div in (node for node in self.nodes if node.op_type == "Div"):
+            centred, root = div.input
+            sub, sqrt = producer.get(centred), producer.get(root)
+            if sub is None or sub.op_type != "Sub" or sqrt is None or sqrt.op_type != "Sqrt":
+                continue
+            x, mean = sub.input
+            reduce_mean = producer.get(mean)
+            add_eps = producer.get(sqrt.input[0])
+            if reduce_mean is None or reduce_mean.input[0] != x or add_eps is None or \
+                    add_eps.op_type != "Add":
+                continue
+            (variance,) = [n for n in add_eps.input if n not in self.constants] or [None]
+            eps = self._constant_operand(add_eps, variance)
+            reduce_var = producer.get(variance)
+            square = producer.get(reduce_var.input[0]) if reduce_var is not None else None
+            axes = self._reduce_axes(reduce_mean)
+            if eps is None or square is None or axes is None or len(axes) != 1 or \
+                    self._reduce_axes(reduce_var) != axes:
+                continue
+            exponent = self._constant_operand(square, centred) if square.op_type == "Pow" \
+                else None
+            if not ((square.op_type == "Mul" and list(square.input) == [centred, centred]) or
+                    (exponent is not None and float(self.constants[exponent].reshape(-1)[0])
+                     == 2.0 and square.input[0] == centred)):
+                continue
+            rank = len(self.shapes.get(x) or ())
+            axis = axes[0] % rank if rank else axes[0]
+            if not ((rank == 4 and axis in (1, 3)) or (rank == 2 and axis == 1)):
+                continue  # not the channels of (N, C, H, W), (N, H, W, C) or (N, C)
+            chain = [reduce_mean, sub, square, reduce_var, add_eps, sqrt, div]
+            result, scale, bias = div.output[0], None, None
+            for kind in ("Mul", "Add"):
+                readers = self._readers(result)
+                constant = self._constant_operand(readers[0], result) if len(readers) == 1 \
+                    and readers[0].op_type == kind else None
+                if constant is None:
+                    break
+                scale, bias = (constant, bias) if kind == "Mul" else (scale, constant)
+                chain.append(readers[0])
+                result = readers[0].output[0]
+            if not self._private(chain, result):
+                continue
+            depth = int(self.shapes[x][axis])
+            inputs = [x, self._vector(scale, depth, f"{result}:scale", 1.0),
+                      self._vector(bias, depth, f"{result}:bias", 0.0)]
+            attributes = {"axis": -1,
+                          "epsilon": _readable(float(self.constants[eps].reshape(-1)[0]))}
+            if axis == 1:
+                attributes.update(axis=1, channels_only=1)
+            return chain, "LayerNormalization", inputs, result, attributes
+        return None
+
+    def _vector(self, name: str | None, depth: int, made: str, fill: float) -> str:
+        """A (depth,) constant of the factors in ``name`` ((C, 1, 1) ...), or ``fill``."""
+        value = np.full(depth, fill, np.float32) if name is None else self.constants[name]
+        self.constants[made] = np.asarray(value, np.float32).reshape(-1)
+        return made
+
+    def _channels_last_layernorm(self):
+        """Transpose to NHWC, LayerNormalization over the last axis, Transpose back: the
+        channels-last layer norm exporters write for ConvNeXt."""
+        producer = self._producer()
+        for norm in (node for node in self.nodes if node.op_type == "LayerNormalization"):
+            attributes = _attributes(norm)
+            if attributes.get("channels_only") or attributes.get("axis", -1) not in (-1, 3):
+                continue
+            into, readers = producer.get(norm.input[0]), self._readers(norm.output[0])
+            if into is None or into.op_type != "Transpose" or list(
+                    _attributes(into).get("perm", [])) != [0, 2, 3, 1] or len(readers) != 1:
+                continue
+            (back,) = readers
+            if back.op_type != "Transpose" or list(_attributes(back).get("perm", [])) != \
+                    [0, 3, 1, 2]:
+                continue
+            chain = [into, norm, back]
+            if not self._private(chain, back.output[0]):
+                continue
+            return chain, "LayerNormalization", [into.input[0], *norm.input[1:]], \
+                back.output[0], {"axis": 1, "channels_only": 1,
+                                 "epsilon": float(attributes.get("epsilon", 1e-5))}
+        return None
+
+    # --- a channels-last stretch made channels-first: ConvNeXt's official block ---
+
+    _PER_PIXEL = ("LayerNormalization", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt",
+                  "Erf", "Tanh", "Sigmoid", "Relu", "HardSigmoid", "HardSwish", "Clip", "Gelu",
+                  "Neg")
+
+    def _channels_last_region(self) -> bool:
+        """Transpose to NHWC, then only per-pixel work over the channels (LayerNormalization
+        over the last axis, MatMul by a constant (C, K) matrix, elementwise ops with numbers
+        or (K,) vectors), then Transpose back: the same in NCHW, each MatMul a 1x1 Conv and
+        each vector (K, 1, 1), the Transposes Identities. True when it rewrote one."""
+        from onnx import helper as onnx_helper
+
+        for into in (n for n in self.nodes if n.op_type == "Transpose" and list(
+                _attributes(n).get("perm", [])) == [0, 2, 3, 1]):
+            region, known, exits = [], {into.output[0]}, []
+            for node in self.nodes[self.nodes.index(into) + 1:]:
+                if not any(name in known for name in node.input):
+                    continue
+                if node.op_type == "Transpose" and list(_attributes(node).get("perm", [])) \
+                        == [0, 3, 1, 2]:
+                    exits.append(node)
+                elif node.op_type in self._PER_PIXEL and self._per_pixel(node, known):
+                    region.append(node)
+                    known.update(node.output)
+                else:
+                    break
+            inside = {id(node) for node in (into, *region, *exits)}
+            if not exits or not region or any(name in self.outputs for name in known) or any(
+                    id(node) not in inside and any(name in known for name in node.input)
+                    for node in self.nodes):
+                continue  # channels-last values seen outside the stretch
+            rewritten = {id(node): self._channels_first(node, onnx_helper) for node in region}
+            for name in known:  # (N, H, W, C) -> (N, C, H, W)
+                shape = self.shapes.get(name)
+                if shape is not None and len(shape) == 4:
+                    self.shapes[name] = (shape[0], shape[3], shape[1], shape[2])
+            self.nodes = [
+                onnx_helper.make_node("Identity", [node.input[0]], [node.output[0]],
+                                      name=_text(node.name))
+                if id(node) in inside and id(node) not in rewritten
+                else rewritten.get(id(node), node) for node in self.nodes]
+            return True
+        return False
+
+    def _per_pixel(self, node, known: set) -> bool:
+        """Whether ``node`` works on each pixel's channels alone, in channels-last form."""
+        attributes = _attributes(node)
+        if node.op_type == "LayerNormalization":
+            return attributes.get("axis", -1) in (-1, 3) and node.input[0] in known and all(
+                name in self.constants for name in node.input[1:] if name) and len(
+                [name for name in node.output if name]) == 1
+        if node.op_type == "MatMul":
+            weight = self.constants.get(node.input[1])
+            return node.input[0] in known and weight is not None and weight.ndim == 2
+        return all(not name or name in known or (
+            name in self.constants and self.constants[name].ndim <= 1)
+            for name in node.input)
+
+    def _channels_first(self, node, onnx_helper):
+        """The NCHW twin of one per-pixel node: a MatMul a 1x1 Conv, a LayerNormalization
+        over the channels, a (K,) constant reshaped to (K, 1, 1)."""
+        attributes = _attributes(node)
+        if node.op_type == "MatMul":
+            weight = self.constants[node.input[1]]
+            name = f"{node.output[0]}:weight"
+            self.constants[name] = np.ascontiguousarray(weight.T[:, :, None, None])
+            return onnx_helper.make_node("Conv", [node.input[0], name], list(node.output),
+                                         name=_text(node.name))
+        if node.op_type == "LayerNormalization":
+            return onnx_helper.make_node(node.op_type, list(node.input), list(node.output),
+                                         name=_text(node.name), **{**attributes, "axis": 1,
+                                                            "channels_only": 1})
+        inputs = []
+        for name in node.input:
+            value = self.constants.get(name)
+            if value is not None and value.ndim == 1 and value.size > 1:
+                inputs.append(f"{name}:channels")
+                self.constants[inputs[-1]] = value.reshape(-1, 1, 1)
+            else:
+                inputs.append(name)
+        return onnx_helper.make_node(node.op_type, inputs, list(node.output), name=_text(node.name),
+                                     **attributes)
+

@@ -200,6 +200,22 @@ class Clip(Elementwise):
     }
     flops_per_element = 2
     activation_code = "ACT_CLIP"
+    onnx_types = ("Clip",)
+    onnx_notes = ("min and max as constant inputs (either may be left out or infinite: -/+1e30); "
+                  "Clip(0, 6) becomes `relu6`, Clip(0) `relu`")
+
+    def from_onnx(self, node):
+        low, high = (float(np.asarray(node.constant(i, what)).reshape(-1)[0])
+                     if node.has_input(i) else None for i, what in ((1, "min"), (2, "max")))
+        low, high = (None if v is not None and math.isinf(v) else v for v in (low, high))
+        if (low, high) == (0.0, 6.0):
+            return OnnxLayer({}, op="relu6")
+        if low == 0.0 and high is None:
+            return OnnxLayer({}, op="relu")
+        low, high = -1e30 if low is None else low, 1e30 if high is None else high
+        if not low < high:
+            raise OnnxUnsupported(f"min {low:g} is not below max {high:g}")
+        return OnnxLayer({"min": low, "max": high})
 
     def infer(self, node):
         low, high = self.bounds(node.attrs)
@@ -245,6 +261,7 @@ class Relu6(Clip):
     presets = {}
     positional = ()
     params = {}
+    onnx_types = ()  # ONNX's Clip(0, 6): clip's from_onnx hands it over
 
     def bounds(self, attrs):
         return 0.0, 6.0
@@ -271,6 +288,12 @@ class HardSigmoid(Elementwise):
     flops_per_element = 3
     activation_code = "ACT_HARDSIGMOID"
     onnx_op = "HardSigmoid"
+    onnx_types = ("HardSigmoid",)
+    onnx_notes = "alpha (ONNX's default 0.2) and beta kept"
+
+    def from_onnx(self, node):
+        return OnnxLayer({"alpha": float(node.attr("alpha", 0.2)),
+                          "beta": float(node.attr("beta", 0.5))})
 
     def onnx_attributes(self, node):
         return {"alpha": float(node.attrs["alpha"]), "beta": float(node.attrs["beta"])}
@@ -303,6 +326,9 @@ class HardSwish(Elementwise):
     flops_per_element = 4
     activation_code = "ACT_HARDSWISH"
     derivative_from = "input"
+    onnx_types = ("HardSwish",)
+    onnx_notes = ("opset 14 on; before it the `x * HardSigmoid(x)` (alpha 1/6) and "
+                  "`x * Clip(x + 3, 0, 6) / 6` patterns, in any order")
 
     def kinks(self, node):
         return (-3.0, 3.0)
@@ -334,6 +360,14 @@ class Silu(Elementwise):
     flops_per_element = 5
     activation_code = "ACT_SILU"
     derivative_from = "input"
+    onnx_types = ("Swish",)
+    onnx_notes = "opset 24 on, alpha 1; before it `x * Sigmoid(x)`, as torch.onnx writes it"
+
+    def from_onnx(self, node):
+        if float(node.attr("alpha", 1.0)) != 1.0:
+            raise OnnxUnsupported(f"alpha {node.attr('alpha'):g}: convgraph's silu is "
+                                  "x sigmoid(x) (alpha 1)")
+        return OnnxLayer({})
 
     def onnx_export(self, node, onnx):  # x Sigmoid(x), as torch.onnx writes it
         (x,) = onnx.inputs
@@ -365,6 +399,15 @@ class Gelu(Elementwise):
     flops_per_element = 8
     activation_code = "ACT_GELU"
     derivative_from = "input"
+    onnx_types = ("Gelu",)
+    onnx_notes = ("opset 20 on (approximate none or tanh); before it the erf pattern "
+                  "`x * 0.5 * (1 + Erf(x / sqrt(2)))` and the tanh pattern "
+                  "`0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`, in any order")
+
+    def from_onnx(self, node):
+        approximate = node.attr("approximate", "none")
+        approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+        return OnnxLayer({"approximate": approximate})
 
     def epilogue_args(self, node):
         return ("ACT_GELU_TANH" if node.attrs["approximate"] == "tanh" else "ACT_GELU"), 0.0
@@ -422,6 +465,14 @@ class Elu(Elementwise):
     flops_per_element = 4
     activation_code = "ACT_ELU"
     onnx_op = "Elu"
+    onnx_types = ("Elu",)
+    onnx_notes = "alpha above 0"
+
+    def from_onnx(self, node):
+        alpha = float(node.attr("alpha", 1.0))
+        if alpha <= 0:
+            raise OnnxUnsupported(f"alpha {alpha:g}: convgraph's elu needs alpha above 0")
+        return OnnxLayer({"alpha": alpha})
 
     def onnx_attributes(self, node):
         return {"alpha": float(node.attrs["alpha"])}

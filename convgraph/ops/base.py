@@ -237,6 +237,9 @@ class OnnxLayer:
     attrs: dict
     weights: dict = field(default_factory=dict)
     inputs: tuple[int, ...] = (0,)
+    # the op that holds the node where it is not the one reading it (Clip(0, 6): relu6; a Mul
+    # by a per-channel constant: scale); None: the reading op itself
+    op: str | None = None
 
 
 INIT_RULES = ("fan_in", "ones", "zeros")

@@ -15,10 +15,10 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, Weight, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, Weight, register
 from convgraph.ops.cases import Case
 from convgraph.ops.conv import _tuned_forward  # the conv's tuned forward kernel, reused as is
-from convgraph.ops.spatial import choose_tile, widest_dividing
+from convgraph.ops.spatial import choose_tile, onnx_pair, widest_dividing
 
 
 def transposed_extent(size: int, kernel: int, stride: int, pad: int, dilation: int,
@@ -91,6 +91,66 @@ class Deconv(Op):
     positional = ("filters", "size", "stride", "pad")
     kernels = ("conv", "deconv", "reduction")  # reduction: SUM_SPLITS, CHANNEL_SUM
     takes_epilogue = True  # deconv.cl's DECONV_EPILOGUE applies it with the bias
+    onnx_types = ("ConvTranspose",)
+    onnx_notes = ("2-D; pads (more before than after becomes output_padding), "
+                  "output_padding, output_shape and auto_pad where they give whole pads, "
+                  "strides, dilations, group")
+
+    def from_onnx(self, node):
+        weight = node.constant(1, "weight")
+        if weight.ndim != 4:
+            raise OnnxUnsupported(f"its weight has {weight.ndim} axes: convgraph deconvolves "
+                                  "2-D")
+        groups = int(node.attr("group", 1))
+        kernel = tuple(int(n) for n in node.attr("kernel_shape", weight.shape[2:]))
+        stride = tuple(int(n) for n in node.attr("strides", (1, 1)))
+        dilation = tuple(int(n) for n in node.attr("dilations", (1, 1)))
+        extra = tuple(int(n) for n in node.attr("output_padding", (0, 0)))
+        before, after = self._onnx_transposed_pads(node, kernel, stride, dilation, extra)
+        pad, output_padding = [], []
+        for axis, begin, end, s, d, e in zip(("H", "W"), before, after, stride, dilation,
+                                             extra):
+            added = e + begin - end  # rows kept at the end beyond PyTorch's symmetric crop
+            if not 0 <= added < max(s, d):
+                raise OnnxUnsupported(f"pads {begin} before and {end} after along {axis} "
+                                      f"(output_padding {e}): convgraph crops the same before "
+                                      "and after, then adds below the stride at the end")
+            pad.append(begin)
+            output_padding.append(added)
+        attrs = {"filters": int(weight.shape[1]) * groups, "size": onnx_pair(kernel),
+                 "stride": onnx_pair(stride), "pad": onnx_pair(pad),
+                 "output_padding": onnx_pair(output_padding), "dilation": onnx_pair(dilation),
+                 "groups": groups, "bias": node.has_input(2)}
+        weights = {"weight": weight}
+        if node.has_input(2):
+            weights["bias"] = node.constant(2, "bias")
+        return OnnxLayer(attrs, weights)
+
+    @staticmethod
+    def _onnx_transposed_pads(node, kernel, stride, dilation, extra) -> tuple[tuple, tuple]:
+        """The (H, W) pads ONNX's ConvTranspose crops before and after: its pads, or the total
+        its output_shape (or auto_pad SAME_*: the input times the stride) leaves, split as ONNX
+        splits it (SAME_UPPER puts the odd one after, the others before)."""
+        auto_pad = node.attr("auto_pad", "NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if node.attr("output_shape") is None and auto_pad in ("NOTSET", "VALID"):
+            pads = [int(p) for p in node.attr("pads", [0, 0, 0, 0])] if auto_pad == "NOTSET" \
+                else [0, 0, 0, 0]
+            return (pads[0], pads[1]), (pads[2], pads[3])
+        size = node.spatial_input()
+        output = node.output_shapes[0]
+        if output is None or not all(isinstance(n, int) for n in output[2:]):
+            raise OnnxUnsupported("its output shape is unknown")
+        before, after = [], []
+        for n, out, k, s, d, e in zip(size, output[2:], kernel, stride, dilation, extra):
+            total = s * (n - 1) + e + (k - 1) * d + 1 - int(out)
+            if total < 0:
+                raise OnnxUnsupported(f"output_shape {list(output[2:])} is larger than the full "
+                                      "transposed convolution: it would need negative pads")
+            first = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            before.append(first)
+            after.append(total - first)
+        return tuple(before), tuple(after)
     colour = "#cfe2ff"
     params = {
         "filters": Param(v.integer(1), doc="number of filters = output depth"),

@@ -13,7 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 from convgraph.ops import values as v
-from convgraph.ops.base import NotExportable, Op, Param, Weight, register
+from convgraph.ops.base import (
+    NotExportable,
+    OnnxLayer,
+    OnnxUnsupported,
+    Op,
+    Param,
+    Weight,
+    register,
+)
 from convgraph.ops.cases import Case
 
 # LAYERNORM_TRAIN saves (mean, 1/std) of every pixel for the backward kernels
@@ -41,6 +49,34 @@ class LayerNorm(Op):
     aliases = ("layer_norm", "ln")
     summary = "Normalise each pixel over its channels, then scale and shift (learned)."
     kernels = ("layernorm", "reduction")  # reduction: SUM_SPLITS of the parameter gradients
+    onnx_types = ("LayerNormalization",)
+    onnx_notes = ("over the channels only: the channels-last pattern (Transpose to NHWC, "
+                  "axis -1, Transpose back), the last axis of an (N, C) input, and the "
+                  "decomposed ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div (and Mul, Add) "
+                  "over axis 1 or, within those Transposes or on (N, C), axis -1; eps kept")
+
+    def from_onnx(self, node):
+        # the importer's pattern pass marks the LayerNormalization it makes of those patterns
+        # (channels_only): one found alone in an NCHW graph normalises over other axes, but
+        # over an (N, C) input (ConvNeXt's head, after the mean over space) it is the same
+        shape = node.input_shapes[0]
+        pooled = shape is not None and len(shape) == 2 and node.attr("axis", -1) in (-1, 1)
+        if not node.attr("channels_only", 0) and not pooled:
+            raise OnnxUnsupported(f"axis {node.attr('axis', -1)} on {node.input_shapes[0]}: "
+                                  "convgraph normalises each pixel over its channels (the "
+                                  "channels-last Transpose, LayerNormalization axis -1, "
+                                  "Transpose back that exporters write)")
+        if len(node.output_shapes) > 1 and any(s is not None for s in node.output_shapes[1:]):
+            raise OnnxUnsupported("its Mean and InvStdDev outputs are not supported")
+        depth = int(node.input_shapes[0][1])
+        weight = np.asarray(node.constant(1, "scale"), np.float64).reshape(-1)
+        bias = np.asarray(node.constant(2, "bias"), np.float64).reshape(-1) \
+            if node.has_input(2) else np.zeros(depth)
+        if weight.size != depth or bias.size != depth:
+            raise OnnxUnsupported(f"scale and bias of {weight.size} and {bias.size} values "
+                                  f"for {depth} channels")
+        return OnnxLayer({"eps": float(node.attr("epsilon", 1e-5))},
+                         {"weight": weight, "bias": bias})
     colour = "#e0cffc"
     params = {
         # ConvNeXt's default; PyTorch's nn.LayerNorm defaults to 1e-5 (write eps: 1e-5 for it)

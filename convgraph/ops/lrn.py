@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, register
 from convgraph.ops.cases import Case
 
 LARGEST_WINDOW = 255  # channels; the kernels loop over the window once per value
@@ -45,6 +45,16 @@ class LRN(Op):
     summary = "Divide each value by a power of the sum of squares of its neighbouring channels."
     positional = ("size",)
     kernels = ("lrn",)
+    onnx_types = ("LRN",)
+    onnx_notes = "odd size; alpha, beta, bias (the `k`)"
+
+    def from_onnx(self, node):
+        size = int(node.attr("size"))
+        if size % 2 == 0:
+            raise OnnxUnsupported(f"size {size}: convgraph's window is centred, so odd")
+        return OnnxLayer({"size": size, "alpha": float(node.attr("alpha", 1e-4)),
+                          "beta": float(node.attr("beta", 0.75)),
+                          "k": float(node.attr("bias", 1.0))})
     colour = "#e0cffc"
     params = {
         "size": Param(odd_window, doc="channels in the window, centred on each channel",

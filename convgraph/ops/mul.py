@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from convgraph.core import Volume
-from convgraph.ops.base import Op, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, register
 from convgraph.ops.cases import Case
 
 _SE_GATE = {  # x * sigmoid(conv1x1(gap(x))): the gate is 1x1xD, broadcast over x
@@ -52,6 +52,51 @@ class Mul(Op):
                "width and height (squeeze-and-excitation).")
     min_inputs, max_inputs = 2, 2
     kernels = ("mul",)
+    onnx_types = ("Mul", "Div")
+    onnx_notes = ("two volumes of one shape, or one and a (N, C, 1, 1) gate (squeeze-and-"
+                  "excitation); by a constant, per channel ((C, 1, 1), (1, C, 1, 1); (C,) for "
+                  "an (N, C) input) or one number: `scale` with those factors; Div by such a "
+                  "constant: `scale` by their inverses")
+
+    def from_onnx(self, node):
+        constants = [i for i in (0, 1) if node.constants[i] is not None]
+        if node.op_type == "Div":
+            if constants != [1]:
+                raise OnnxUnsupported("convgraph divides a volume by constants only (a scale "
+                                      "by their inverses)")
+            return self._onnx_scale(node, 1, 1.0 / np.asarray(node.constants[1], np.float64))
+        if not constants:
+            shapes = [tuple(s[1:]) if s else None for s in node.input_shapes]
+            if shapes[0] != shapes[1] and not any(s and len(s) == 3 and s[1:] == (1, 1)
+                                                  for s in shapes):
+                raise OnnxUnsupported(f"it broadcasts {node.input_shapes}: convgraph "
+                                      "multiplies volumes of one shape, or by a (N, C, 1, 1) "
+                                      "gate")
+            return OnnxLayer({}, inputs=(0, 1))
+        if len(constants) == 2:
+            raise OnnxUnsupported("both its inputs are constants")
+        (index,) = constants
+        return self._onnx_scale(node, index, np.asarray(node.constants[index], np.float64))
+
+    @staticmethod
+    def _onnx_scale(node, index: int, factors: np.ndarray) -> OnnxLayer:
+        """The volume (the other input) times constant ``factors``: a scale, one per channel."""
+        volume = node.input_shapes[1 - index]
+        depth = int(volume[1]) if volume and len(volume) in (2, 4) else None
+        squeezed = factors.reshape([n for n in factors.shape if n != 1] or [1])
+        per_channel = (factors.ndim in (3, 4) and factors.shape[-2:] == (1, 1) and (
+            factors.ndim == 3 or factors.shape[0] == 1)) or (
+            len(volume or ()) == 2 and factors.ndim in (1, 2) and factors.shape[-1] == depth)
+        if factors.size == 1 and depth:
+            weight = np.full(depth, float(factors.reshape(-1)[0]))
+        elif per_channel and squeezed.size == depth:
+            weight = squeezed.reshape(depth)
+        else:
+            raise OnnxUnsupported(f"its constant '{node.input_names[index]}' of shape "
+                                  f"{list(factors.shape)}: convgraph multiplies by one factor "
+                                  "per channel ((C, 1, 1) or (1, C, 1, 1)) or one number")
+        return OnnxLayer({}, {"weight": weight}, inputs=(1 - index,), op="scale")
+
     colour = "#f8d7da"
 
     def infer(self, node):

@@ -252,7 +252,8 @@ class Dropout(Op):
                    {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth,
                     "RATE": float(ctx.attrs["rate"]), "SALT": int(salt),
                     "ACCUMULATE": accumulate, **read.defines("X"), **written.defines("Y")},
-                   (volume.depth, volume.width, volume.height), [source, target, ctx.SEED],
+                   (volume.depth, volume.width, volume.height),
+                   [source, target, ctx.SEED, ctx.SAMPLE_OFFSET],
                    batch_axis=2, local_size=ctx.profile.pixel_local)
 
     def lower_eval(self, ctx) -> None:  # training plans keep dropout's own tensor: copy it
@@ -273,10 +274,12 @@ class Dropout(Op):
         self._launch(ctx, "DROPOUT_BACKWARD", ctx.output_grad, grad, ctx.output_layout,
                      ctx.input_layout(), accumulate)
 
-    def mask(self, node, shape, seed: int):
-        """The kernels' keep/scale factor for every value of an (N, D, H, W) batch."""
+    def mask(self, node, shape, seed: int, sample_offset: int = 0):
+        """The kernels' keep/scale factor for every value of an (N, D, H, W) batch whose first
+        image is image ``sample_offset`` of the global batch (a data-parallel shard's)."""
         n, d, h, w = shape
-        index = np.arange(n * h * w * d, dtype=np.uint64).reshape(n, h, w, d)
+        first = sample_offset * h * w * d
+        index = np.arange(first, first + n * h * w * d, dtype=np.uint64).reshape(n, h, w, d)
         salt = node.order * 7919
         uniform = uniform_hash((seed + int(salt)) % 2**32, index).transpose(0, 3, 1, 2)
         rate = node.attrs["rate"]

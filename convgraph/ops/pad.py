@@ -6,7 +6,7 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, register
 from convgraph.ops.cases import Case
 
 SIDES = ("left", "right", "top", "bottom")
@@ -33,6 +33,26 @@ class Pad(Op):
     summary = "Zeros added around width and height: pad on every side, or each side its own."
     positional = ("pad",)
     kernels = ("pad",)
+    onnx_types = ("Pad",)
+    onnx_notes = ("zero, constant mode, H and W only: folded into the next conv or average "
+                  "pool, or its own `pad` where a reader cannot take it (a max pool, a join)")
+
+    def from_onnx(self, node):
+        mode = node.attr("mode", "constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        value = node.constant(2, "value") if node.has_input(2) else 0.0
+        if node.has_input(3):
+            raise OnnxUnsupported("a Pad with axes is not supported")
+        if mode != "constant" or float(np.asarray(value).reshape(-1)[0]) != 0.0:
+            raise OnnxUnsupported(f"mode '{mode}' with value {value}: convgraph pads with "
+                                  "zeros")
+        pads = [int(p) for p in np.asarray(node.constant(1, "pads")).reshape(-1)]
+        if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+            raise OnnxUnsupported(f"pads {pads}: convgraph pads H and W only, by >= 0")
+        top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
+        if top == bottom and left == right:
+            return OnnxLayer({"pad": top if top == left else [left, top]})
+        return OnnxLayer({"left": left, "right": right, "top": top, "bottom": bottom})
     colour = "#fff3cd"
     params = {
         "pad": Param(v.pair(0), default=(0, 0),

@@ -248,10 +248,19 @@ class GlobalAvgPool(Op):
         Case("13x9x5", "CONV(17, 3, pad=1)-GAP", batch=1),
     )
     aliases = ("globalavgpool", "global_avg_pool", "globalpool")
-    onnx_types = ("GlobalAveragePool",)
+    onnx_types = ("GlobalAveragePool", "ReduceMean")
+    onnx_notes = ("ReduceMean: over axes (2, 3) (attribute before opset 18, constant input "
+                  "from 18), keepdims either")
 
     def from_onnx(self, node):
         node.spatial_input()  # a 2-D input
+        if node.op_type == "ReduceMean":
+            axes = node.constant(1, "axes") if node.has_input(1) else node.attr("axes")
+            axes = sorted(int(a) % 4 for a in np.asarray(axes).reshape(-1)) \
+                if axes is not None else None
+            if axes != [2, 3]:
+                raise OnnxUnsupported(f"axes {axes or 'all'}: convgraph averages over the "
+                                      "space only (axes 2 and 3), as gap")
         return OnnxLayer({})
     summary = "Global average pooling: each depth slice averaged to one value (1x1xD)."
     kernels = ("pool",)
@@ -333,6 +342,11 @@ class GlobalMaxPool(Op):
         Case("11x3x7", "POOL(2, 1)-GLOBALMAXPOOL", batch=7),  # overlapping windows: ties
     )
     aliases = ("global_max_pool", "gmp")
+    onnx_types = ("GlobalMaxPool",)
+
+    def from_onnx(self, node):
+        node.spatial_input()  # a 2-D input
+        return OnnxLayer({})
     summary = "Global max pooling: each depth slice reduced to its maximum (1x1xD)."
     kernels = ("globalmax",)
     colour = "#fff3cd"

@@ -6,7 +6,7 @@ import numpy as np
 
 from convgraph.core import Volume
 from convgraph.ops import values as v
-from convgraph.ops.base import Op, Param, register
+from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, register
 from convgraph.ops.cases import Case
 
 
@@ -75,6 +75,92 @@ class Upsample(Op):
     summary = "Upsampling (UPSAMPLE) by whole factors: nearest or bilinear interpolation."
     positional = ("factor", "mode")
     kernels = ("upsample",)
+    onnx_types = ("Resize",)
+    onnx_notes = ("whole factors (scales or sizes input) of H and W; nearest (PyTorch's "
+                  "asymmetric/floor, the half-pixel roundings, Keras' tf_half_pixel_for_nn/"
+                  "floor) and linear (half_pixel, pytorch_half_pixel: align_corners false; "
+                  "align_corners) wherever ONNX reads the same pixels as convgraph, checked "
+                  "on the actual sizes; no cubic, antialias or tf_crop_and_resize. The old "
+                  "Upsample op is ONNX's until opset 9, below what convgraph imports")
+
+    def from_onnx(self, node):
+        mode, transform, nearest_mode = (
+            value.decode() if isinstance(value, bytes) else str(value) for value in (
+                node.attr("mode", "nearest"),
+                node.attr("coordinate_transformation_mode", "half_pixel"),
+                node.attr("nearest_mode", "round_prefer_floor")))
+        if mode not in ("nearest", "linear"):
+            raise OnnxUnsupported(f"mode '{mode}': convgraph upsamples nearest or linear")
+        if node.attr("antialias", 0) or transform == "tf_crop_and_resize":
+            raise OnnxUnsupported(f"{'antialias' if node.attr('antialias', 0) else transform}"
+                                  " is not supported")
+        (before, after) = node.input_shapes[0], node.output_shapes[0]
+        if before is None or after is None or len(before) != 4 or len(after) != 4 or tuple(
+                before[1:2]) != tuple(after[1:2]):
+            raise OnnxUnsupported(f"it resizes {before} to {after}: convgraph upsamples H "
+                                  "and W of (N, C, H, W)")
+        factors = []
+        scales = node.constants[2] if node.has_input(2) else None
+        for axis in (2, 3):
+            size, out = int(before[axis]), int(after[axis])
+            if out % size:
+                raise OnnxUnsupported(f"{size} to {out} is no whole factor: convgraph "
+                                      "upsamples by whole factors")
+            factor = out // size
+            scale = float(np.asarray(scales).reshape(-1)[axis]) if scales is not None \
+                and np.asarray(scales).size == 4 else float(factor)
+            wanted = self._onnx_resize_matrix(out, size, scale, mode, transform, nearest_mode)
+            ours = {align: interpolation_matrix(out, size, factor, "nearest" if mode ==
+                                                "nearest" else "bilinear", align)
+                    for align in ((False,) if mode == "nearest" else (False, True))}
+            matching = [align for align, matrix in ours.items()
+                        if np.allclose(matrix, wanted, atol=1e-6)]
+            if not matching:
+                raise OnnxUnsupported(f"{mode} with {transform}"
+                                      f"{'/' + nearest_mode if mode == 'nearest' else ''} "
+                                      f"reads other pixels than convgraph's upsampling for "
+                                      f"{size} to {out}")
+            factors.append((factor, matching))
+        (fh, align_h), (fw, align_w) = factors
+        common = [a for a in align_h if a in align_w]
+        if not common:
+            raise OnnxUnsupported(f"{transform} matches different corner rules along H and W")
+        attrs = {"factor": fh if fh == fw else [fw, fh]}
+        if mode == "linear":
+            attrs["mode"] = "bilinear"
+            attrs["align_corners"] = common[-1] if transform == "align_corners" else common[0]
+        return OnnxLayer(attrs)
+
+    @staticmethod
+    def _onnx_resize_matrix(out_size: int, in_size: int, scale: float, mode: str,
+                           transform: str, nearest_mode: str) -> np.ndarray:
+        """(out_size, in_size): the weights ONNX Resize gives each input along one axis (its
+        coordinate transform, then the nearest rounding or the two linear neighbours, clamped)."""
+        dst = np.arange(out_size, dtype=np.float64)
+        if transform == "align_corners":
+            source = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+        elif transform == "asymmetric":
+            source = dst / scale
+        elif transform == "tf_half_pixel_for_nn":
+            source = (dst + 0.5) / scale
+        elif transform == "pytorch_half_pixel" and out_size == 1:
+            source = np.zeros(1)
+        else:  # half_pixel, pytorch_half_pixel, half_pixel_symmetric (the same for whole factors)
+            source = (dst + 0.5) / scale - 0.5
+        matrix = np.zeros((out_size, in_size))
+        rows = np.arange(out_size)
+        if mode == "nearest":
+            rounded = {"floor": np.floor(source), "ceil": np.ceil(source),
+                       "round_prefer_ceil": np.floor(source + 0.5),
+                       "round_prefer_floor": np.ceil(source - 0.5)}[nearest_mode]
+            matrix[rows, np.clip(rounded, 0, in_size - 1).astype(int)] = 1.0
+            return matrix
+        source = np.clip(source, 0, in_size - 1)
+        first = np.floor(source).astype(int)
+        second = np.minimum(first + 1, in_size - 1)
+        np.add.at(matrix, (rows, first), 1.0 - (source - first))
+        np.add.at(matrix, (rows, second), source - first)
+        return matrix
     colour = "#e2f0d9"
     params = {
         "factor": Param(v.pair(1), default=(2, 2), doc="scale factor, int or WxH"),

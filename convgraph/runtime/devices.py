@@ -174,3 +174,40 @@ def select_device(request: str | None = None) -> tuple[DeviceInfo, object]:
             hint="pass --device P:D or a part of a name shown by 'convgraph devices'.",
         )
     return matches[0]
+
+
+# --device keywords naming every device of a type, for data-parallel training in one process
+ALL_OF_TYPE = {"all-gpus": "gpu", "all-cpus": "cpu"}
+
+
+def device_selectors(request: str | None) -> list[str | None]:
+    """The device selectors a ``--device`` value names: one (``P:D``, a fragment, None for the
+    default), several separated by commas (``0:0,0:1``), or every device of a type
+    (``all-gpus``, ``all-cpus``, as ``P:D`` indices). Each is resolved by select_device later;
+    a list that names one device twice is refused (two sessions on one device would only
+    share its compute units).
+
+    >>> device_selectors("0:0,0:1")
+    ['0:0', '0:1']
+    """
+    if request is None or ("," not in request and request.strip().lower() not in ALL_OF_TYPE):
+        return [request]
+    keyword = request.strip().lower()
+    if keyword in ALL_OF_TYPE:
+        wanted = ALL_OF_TYPE[keyword]
+        found = [info.index for info, _ in list_devices() if info.type == wanted]
+        if not found:
+            raise DeviceError(f"--device {request}: no OpenCL {wanted.upper()} was found.",
+                              hint="see 'convgraph devices' for the devices there are.")
+        return found
+    parts = [part.strip() for part in request.split(",")]
+    if any(not part for part in parts):
+        raise DeviceError(f"--device '{request}' has an empty entry between its commas.",
+                          hint="name each device once, e.g. --device 0:0,0:1.")
+    indices = [select_device(part)[0].index for part in parts]
+    repeated = sorted({index for index in indices if indices.count(index) > 1})
+    if repeated:
+        raise DeviceError(f"--device '{request}' names device {', '.join(repeated)} more than "
+                          "once.", hint="name each device once; on PoCL, "
+                                        "POCL_DEVICES='pthread pthread' gives two CPU devices.")
+    return parts

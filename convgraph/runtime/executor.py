@@ -330,7 +330,7 @@ class Executor:
 
         ``scalars`` gives the run-time arguments other than the batch (seed, lr, ...)."""
         cl = self.cl
-        values = {"batch": np.int32(batch), **(scalars or {})}
+        values = {"batch": np.int32(batch), "sample_offset": np.uint32(0), **(scalars or {})}
         for launch, kernel, slots, global_size in self._prepared(group, batch):
             for slot, name in slots:  # only changed scalars: set_arg costs a step's time
                 value = values[name]

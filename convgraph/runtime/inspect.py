@@ -183,6 +183,9 @@ def profile_training(session, model, repeats: int = 10) -> Profile:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
     labels = rng.integers(0, plan.classes, batch)
+    if plan.segmentation:  # (batch, H, W) masks for a per-pixel loss
+        logits = plan.layouts[plan.logits].volume
+        labels = rng.integers(0, plan.classes, (batch, logits.height, logits.width))
     session.check_every = 0  # the finite-value guard's downloads are no kernels of the step
     session.step(x, labels, 0.0)  # warm-up: the first launches compile on some drivers
     session.queue.finish()

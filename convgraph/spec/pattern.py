@@ -5,7 +5,7 @@ Grammar (``-`` or ``->`` separates layers, ``[...]*N`` repeats, arguments are op
     sequence := item (('-' | '->') item)*
     item     := ('[' sequence ']' | layer) ('*' COUNT)?
     layer    := NAME ('(' argument (',' argument)* ')')?
-    argument := value | NAME '=' value          value := 32 | 0.5 | 3x3 | same | true
+    argument := value | NAME '=' value          value := 32 | -0.5 | 3x3 | same | true
 
 Every layer keeps the column of its token, so errors point inside the pattern string.
 """
@@ -233,6 +233,11 @@ class _Parser:
         return layer
 
     def value(self):
+        if self._at_negative_number():  # CLIP(-0.5, 1): inside an argument '-' is a sign
+            self.pos += 1
+            value, _ = self.value()
+            sign = self.tokens[self.pos - 2]
+            return (f"-{value}" if isinstance(value, str) else -value), sign.offset
         token = self.peek()
         if token is None or token.kind not in ("number", "word"):
             raise self.fail(token.offset if token else self.end, "expected a value",
@@ -246,6 +251,11 @@ class _Parser:
             )
         self.pos += 1
         return _literal(token), token.offset
+
+
+    def _at_negative_number(self) -> bool:
+        following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
+        return self.at("-") and following is not None and following.kind == "number"
 
 
 def _literal(token: Token):

@@ -19,6 +19,8 @@ TRAIN_PARAMS: dict[str, Param] = {
         0.0,
         "spread this much of the target over all classes",
     ),
+    "ignore_label": Param(v.integer(0, 2**31 - 1), 255,
+                          "segmentation: the mask value of pixels that count for nothing"),
     "optimizer": Param(v.choice("sgd", "adam", "adamw"), "sgd", "sgd, adam or adamw"),
     "lr": Param(v.number(0.0, 10.0, exclusive_min=True), 0.01, "learning rate"),
     "momentum": Param(v.number(0.0, 1.0, exclusive_max=True), 0.9, "SGD momentum"),

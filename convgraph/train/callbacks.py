@@ -31,9 +31,11 @@ from pathlib import Path
 from convgraph.errors import UsageError, suggest
 
 # what an EpochRecord measures, by the names a monitor may use; Keras's names are aliases
-METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+# (the mean IoUs are measured for segmentation only)
+METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "train_miou",
+           "test_miou")
 ALIASES = {"loss": "train_loss", "accuracy": "train_accuracy", "val_loss": "test_loss",
-           "val_accuracy": "test_accuracy"}
+           "val_accuracy": "test_accuracy", "miou": "train_miou", "val_miou": "test_miou"}
 HOOKS = ("on_train_begin", "on_epoch_begin", "on_batch_begin", "on_batch_end", "on_epoch_end",
          "on_train_end")
 
@@ -119,7 +121,12 @@ def metric_name(monitor, who: str) -> str:
 
 
 def check_measured(metric: str, trainer, who: str) -> None:
-    """A test_ metric needs test data: UsageError at the start, not a KeyError at epoch 1."""
+    """A test_ metric needs test data, and a mean IoU a segmentation network: UsageError at
+    the start, not a KeyError at epoch 1."""
+    if metric.endswith("miou") and not trainer.session.plan.segmentation:
+        raise UsageError(f"{who} monitors '{metric}', but this network is a classifier (a "
+                         "1x1 output): the mean IoU is measured for segmentation only.",
+                         hint="monitor 'test_accuracy' or 'test_loss'.")
     if metric.startswith("test_") and trainer.test_data is None:
         raise UsageError(f"{who} monitors '{metric}', but this fit has no test data to measure "
                          "it on.",
@@ -140,7 +147,7 @@ class _Monitor:
             raise UsageError(f"{who}: min_delta must be a finite number of at least 0, got "
                              f"{min_delta!r}.", hint="e.g. min_delta=0.001.")
         if mode == "auto":
-            mode = "max" if self.metric.endswith("accuracy") else "min"
+            mode = "max" if self.metric.endswith(("accuracy", "miou")) else "min"
         self.mode, self.min_delta, self.who = mode, float(min_delta), who
         self.best: float | None = None
 

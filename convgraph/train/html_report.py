@@ -43,6 +43,7 @@ class ReportData:
     data: str | None = None  # the training set, in words
     confusion: object = None  # (classes, classes) counts: rows true, columns predicted
     class_names: list | None = None
+    counts: str = "test images"  # what the confusion matrix counts (segmentation: pixels)
     profile: object = None  # (timings, total ms, peak GFLOP/s, peak GB/s) of profile_model
     live: bool = False  # training goes on: the page reloads itself
     note: str = ""  # e.g. where the page came from, or why training stopped
@@ -83,8 +84,11 @@ def _overview(report: ReportData) -> str:
     cards.append(("epochs", epochs))
     if history:
         last = history[-1]
+        if last.get("test_miou") is not None:  # segmentation
+            cards.append(("final test mIoU", _number(last["test_miou"])))
         if last.get("test_accuracy") is not None:
-            cards.append(("final test accuracy", _number(last["test_accuracy"])))
+            cards.append(("final test " + ("pixel accuracy" if "train_miou" in last
+                                           else "accuracy"), _number(last["test_accuracy"])))
         cards.append(("final train loss", _number(last["train_loss"])))
         best = best_epoch(history)
         if best is not None:
@@ -164,6 +168,9 @@ def _history_table(history: list) -> str:
                ("train accuracy", "train_accuracy", 4), ("test loss", "test_loss", 4),
                ("test accuracy", "test_accuracy", 4), ("learning rate", "lr", None),
                ("images/s", "images_per_s", None), ("seconds", "seconds", 1))
+    if any("train_miou" in record for record in history):  # segmentation: the mean IoUs too
+        columns = columns[:5] + (("train mIoU", "train_miou", 4),
+                                 ("test mIoU", "test_miou", 4)) + columns[5:]
     head = "".join(f"<th>{_e(title)}</th>" for title, _, _ in columns)
     rows = []
     for record in history:
@@ -197,9 +204,9 @@ def _heat(fraction: float, diagonal: bool) -> str:
             f"color:{text}")
 
 
-def confusion_table(matrix, class_names=None) -> str:
+def confusion_table(matrix, class_names=None, what: str = "test images") -> str:
     """The confusion matrix as an HTML table (rows: true class, columns: predicted), each cell
-    coloured by its share of the row, with row and column totals."""
+    coloured by its share of the row, with row and column totals; ``what`` it counts."""
     matrix = np.asarray(matrix, dtype=np.int64)
     classes = matrix.shape[0]
     names = [str(n) for n in class_names] if class_names and len(class_names) == classes \
@@ -219,7 +226,7 @@ def confusion_table(matrix, class_names=None) -> str:
     rows.append(f'<tr><th class="true">predicted</th>{sums}'
                 f'<td class="num total">{everything}</td></tr>')
     accuracy = right / everything if everything else 0.0
-    return (f'<table class="confusion"><caption>{right:,} of {everything:,} test images right '
+    return (f'<table class="confusion"><caption>{right:,} of {everything:,} {_e(what)} right '
             f"({accuracy:.4f}); rows: true class, columns: predicted</caption>"
             f'<thead><tr><th>true \\ predicted</th>{head}<th>total</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
@@ -353,7 +360,8 @@ def render(report: ReportData) -> str:
         "curves": _curves(report),
         "history": _history_table(report.history) if report.history
         else _absent("No epoch has finished yet."),
-        "confusion": confusion_table(report.confusion, report.class_names)
+        "confusion": confusion_table(report.confusion, report.class_names,
+                                     report.counts)
         if report.confusion is not None else _absent(report.missing.get(
             "confusion", "Added when training ends (the final test evaluation).")),
         "profile": _profile_table(report.profile) if report.profile is not None
@@ -437,6 +445,8 @@ class ReportWriter(Callback):
             outputs = graph.nodes[graph.graph["output"]]["output"].depth
             report.confusion = evaluation.confusion(max(outputs, trainer.test_data.classes))
             report.class_names = trainer.test_data.class_names
+            if evaluation.miou is not None:
+                report.counts = "counted test pixels"
         elif trainer.test_data is None:
             report.missing["confusion"] = "This run had no test set."
         if model is not None and not note:

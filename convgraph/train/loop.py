@@ -23,6 +23,7 @@ import numpy as np
 
 from convgraph import signals
 from convgraph.data import Dataset, batches, input_normalization
+from convgraph.data.masks import confusion, mean_iou
 from convgraph.errors import DataError, TrainingDiverged, UsageError
 from convgraph.params import check_params
 from convgraph.train.callbacks import Callback, notify
@@ -51,23 +52,37 @@ class EpochRecord:
     images_per_s: float
     seconds: float
     lr: float
+    # segmentation only (None, and absent from as_json, for a classifier): mean IoU over the
+    # classes present; the accuracies are then pixel accuracies over counted pixels
+    train_miou: float | None = None
+    test_miou: float | None = None
 
     def as_json(self) -> dict:
         return {key: (round(value, 6) if isinstance(value, float) else value)
-                for key, value in self.__dict__.items()}
+                for key, value in self.__dict__.items()
+                if not (key in SEGMENTATION_METRICS and value is None)}
+
+
+SEGMENTATION_METRICS = ("train_miou", "test_miou")
 
 
 @dataclass
 class Evaluation:
+    """What evaluating a data set gives: the mean loss and the accuracy (of images, or of the
+    counted pixels for segmentation, whose ``predictions`` and ``labels`` are (N, H, W) and
+    ``miou`` the mean IoU over the classes present)."""
+
     loss: float
     accuracy: float
     predictions: np.ndarray
     labels: np.ndarray
+    miou: float | None = None
+    ignore_label: int | None = None
 
     def confusion(self, classes: int) -> np.ndarray:
-        matrix = np.zeros((classes, classes), np.int64)
-        np.add.at(matrix, (self.labels, self.predictions), 1)
-        return matrix
+        """Rows: true class; columns: predicted class (pixels with the ignore label left out)."""
+        return confusion(self.labels, self.predictions, classes,
+                         self.ignore_label if self.labels.ndim == 3 else None)
 
 
 @dataclass
@@ -80,6 +95,8 @@ class Progress:
     loss_sum: float = 0.0  # of the epoch so far
     correct: float = 0.0
     seen: int = 0
+    units: int = 0  # what loss_sum and correct count: images, or counted pixels (segmentation)
+    confusion: list | None = None  # segmentation: the epoch's pixel confusion matrix so far
     seconds: float = 0.0
     best_accuracy: float = -1.0
     history: list = field(default_factory=list)
@@ -111,14 +128,22 @@ def evaluate(session, data: Dataset, mean=None, std=None) -> Evaluation:
     """Loss and accuracy of ``data`` on ``session`` (a training or an evaluation session) in
     inference mode (running statistics, no dropout), inputs standardised with ``mean`` and
     ``std`` as in training: one implementation for the figures of every epoch,
-    ``Model.evaluate`` and ``convgraph eval``."""
-    loss_sum, predictions = 0.0, []
+    ``Model.evaluate`` and ``convgraph eval``. For segmentation the loss and accuracy are over
+    the counted pixels, and the mean IoU is measured too."""
+    loss_sum, units, correct, predictions = 0.0, 0, 0.0, []
     for x, y in batches(data, session.batch, seed=0, epoch=0, shuffle=False, mean=mean, std=std):
         result = session.evaluate_batch(x, y)
         loss_sum += result.loss
+        units += result.units
+        correct += result.correct
         predictions.append(session.last_predictions(result.count))
     predicted = np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
     labels = np.asarray(data.y)
+    if labels.ndim == 3:  # masks
+        ignore = session.ignore_label
+        matrix = confusion(labels, predicted, session.plan.classes, ignore)
+        return Evaluation(loss_sum / max(units, 1), correct / max(units, 1), predicted, labels,
+                          mean_iou(matrix), ignore)
     return Evaluation(loss_sum / max(len(labels), 1),
                       float((predicted == labels).mean()) if len(labels) else 0.0,
                       predicted, labels)
@@ -164,7 +189,8 @@ class Trainer:
         settings = {key: self.settings[key] for key in SAVED_SETTINGS if key in self.settings}
         return {**model_fields(self.graph, self.train_data.class_names),
                 "epoch": p.epoch, "batch": p.batch, "step": p.step, "loss_sum": p.loss_sum,
-                "correct": p.correct, "seen": p.seen, "seconds": p.seconds,
+                "correct": p.correct, "seen": p.seen, "units": p.units,
+                "confusion": p.confusion, "seconds": p.seconds,
                 "best_accuracy": p.best_accuracy, "history": p.history,
                 "seed": self.settings["seed"], "batch_size": self.session.batch,
                 "steps_per_epoch": self.steps_per_epoch(), "data": self.data_identity(),
@@ -231,6 +257,7 @@ class Trainer:
         p = self.progress
         p.epoch, p.batch, p.step = header["epoch"], header["batch"], header["step"]
         p.loss_sum, p.correct, p.seen = header["loss_sum"], header["correct"], header["seen"]
+        p.units, p.confusion = header.get("units", p.seen), header.get("confusion")
         p.seconds, p.best_accuracy = header["seconds"], header["best_accuracy"]
         p.history = header["history"]
         if p.history:
@@ -407,7 +434,8 @@ class Trainer:
         started = time.perf_counter() - p.seconds
         stream = batches(self.train_data, self.session.batch, seed=self.settings["seed"],
                          epoch=p.epoch, shuffle=self.shuffle, crop_pad=self.settings["crop_pad"],
-                         flip=self.settings["flip"], mean=self.mean, std=self.std, start=p.batch)
+                         flip=self.settings["flip"], mean=self.mean, std=self.std, start=p.batch,
+                         ignore_label=self.session.ignore_label)
         rate = self._rate(total)
         untimed = 0  # images of the run's first step (the first launch): not the epoch's time
         for x, y in stream:
@@ -426,13 +454,25 @@ class Trainer:
                 p.loss_sum += result.loss
                 p.correct += result.correct
                 p.seen += result.count
+                p.units += result.units
+                if y.ndim == 3:
+                    self._count_pixels(y, result.count)
                 p.seconds = time.perf_counter() - started
-            figures = (p.batch, total, p.loss_sum / p.seen, p.correct / p.seen,
+            figures = (p.batch, total, p.loss_sum / max(p.units, 1), p.correct / max(p.units, 1),
                        (p.seen - untimed) / max(p.seconds, 1e-9))
             if on_batch:
                 on_batch(*figures)
             notify(callbacks, "on_batch_end", self, *figures)
         return self._finish_epoch(rate, untimed)
+
+    def _count_pixels(self, masks: np.ndarray, count: int) -> None:
+        """Add the step's pixels to the epoch's confusion matrix (segmentation)."""
+        classes = self.session.plan.classes
+        matrix = confusion(masks, self.session.last_pixel_predictions(count), classes,
+                           self.session.ignore_label)
+        p = self.progress
+        p.confusion = (matrix if p.confusion is None else np.asarray(p.confusion) + matrix
+                       ).tolist()
 
     def _rate(self, total: int) -> float:
         """The next step's learning rate: a callback's ``epoch_lr``, else the schedule's."""
@@ -444,20 +484,26 @@ class Trainer:
         p = self.progress
         test = self.evaluate(self.test_data) if self.test_data is not None else None
         record = EpochRecord(
-            epoch=p.epoch + 1, train_loss=p.loss_sum / max(p.seen, 1),
-            train_accuracy=p.correct / max(p.seen, 1),
+            epoch=p.epoch + 1, train_loss=p.loss_sum / max(p.units, 1),
+            train_accuracy=p.correct / max(p.units, 1),
             test_loss=test.loss if test else None, test_accuracy=test.accuracy if test else None,
             images_per_s=(p.seen - untimed) / max(p.seconds, 1e-9), seconds=p.seconds,
-            lr=rate)
+            lr=rate, train_miou=None if p.confusion is None else mean_iou(
+                np.asarray(p.confusion)),
+            test_miou=test.miou if test else None)
         with signals.deferred():  # the epoch's end, its checkpoint and metrics line, whole
             p.history.append(record.as_json())
-            best = test is not None and test.accuracy > p.best_accuracy
+            # best.npz: the best test accuracy, or for segmentation the best test mean IoU
+            score = None if test is None else test.miou if test.miou is not None \
+                else test.accuracy
+            best = score is not None and score > p.best_accuracy
             if best:
-                p.best_accuracy = test.accuracy
+                p.best_accuracy = score
             p.epoch += 1
             p.batch = 0
             p.loss_sum = p.correct = p.seconds = 0.0
-            p.seen = 0
+            p.seen = p.units = 0
+            p.confusion = None
             self.save(best=best or test is None)
             if self.metrics_file is not None:
                 self.metrics_file.parent.mkdir(parents=True, exist_ok=True)

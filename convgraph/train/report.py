@@ -94,11 +94,23 @@ def first_step_line(kernels: int, seconds: float, epoch: int = 1) -> str:
 
 
 def epoch_line(record) -> str:
+    if getattr(record, "train_miou", None) is not None:
+        return segmentation_epoch_line(record)
     test = (f", test loss {record.test_loss:.4f}, test accuracy {record.test_accuracy:.4f}"
             if record.test_accuracy is not None else "")
     return (f"epoch {record.epoch}: train loss {record.train_loss:.4f}, train accuracy "
             f"{record.train_accuracy:.4f}{test}; {record.images_per_s:,.0f} images/s, "
             f"{record.seconds:.1f} s, lr {record.lr:.4g}")
+
+
+def segmentation_epoch_line(record) -> str:
+    """An epoch of per-pixel training: accuracy over the counted pixels and mean IoU."""
+    test = (f", test loss {record.test_loss:.4f}, test pixel accuracy "
+            f"{record.test_accuracy:.4f}, test mIoU {record.test_miou:.4f}"
+            if record.test_miou is not None else "")
+    return (f"epoch {record.epoch}: train loss {record.train_loss:.4f}, pixel accuracy "
+            f"{record.train_accuracy:.4f}, mIoU {record.train_miou:.4f}{test}; "
+            f"{record.images_per_s:,.0f} images/s, {record.seconds:.1f} s, lr {record.lr:.4g}")
 
 
 def _pyplot():

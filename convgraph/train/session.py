@@ -38,9 +38,14 @@ CHECK_EVERY = 100
 
 @dataclass
 class StepResult:
-    loss: float  # summed over the batch
+    loss: float  # summed over the batch (over its counted pixels, for segmentation)
     correct: float
-    count: int
+    count: int  # images
+    units: int | None = None  # what loss and correct are summed over: images, or counted pixels
+
+    def __post_init__(self):
+        if self.units is None:
+            self.units = self.count
 
 
 class _Session:
@@ -85,19 +90,52 @@ class _Session:
         self._staging = self.plan.layouts[self.plan.input].pack(x, getattr(self, "_staging", None))
         self.executor.write(buffers.tensor(self.plan.input).name, self._staging)
         if labels is not None:
-            labels = np.asarray(labels)
-            if labels.min(initial=0) < 0 or labels.max(initial=0) >= self.plan.classes:
-                raise DataError(f"labels must lie in [0, {self.plan.classes}), got "
-                                f"{labels.min()}..{labels.max()}.")
+            labels = self._checked_labels(np.asarray(labels), count)
             self._labels = np.ascontiguousarray(labels, np.int32)
+            self._units = (int(np.count_nonzero(labels != self.ignore_label))
+                           if self.plan.segmentation else count)
             self.executor.write(buffers.LABELS.name, self._labels)
         return count
+
+    @property
+    def ignore_label(self) -> int:
+        return int(self.train.get("ignore_label", 255))
+
+    def _checked_labels(self, labels: np.ndarray, count: int) -> np.ndarray:
+        """Class indices (N,), or for a per-pixel loss (N, H, W) masks of classes and the
+        ignore label; DataError otherwise."""
+        classes = self.plan.classes
+        if not self.plan.segmentation:
+            if labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
+                raise DataError(f"labels must lie in [0, {classes}), got "
+                                f"{labels.min()}..{labels.max()}.")
+            return labels
+        volume = self.plan.layouts[self.plan.logits].volume
+        if labels.shape != (count, volume.height, volume.width):
+            raise DataError(f"masks must be (N, H, W) = ({count}, {volume.height}, "
+                            f"{volume.width}) for the network's {volume} output, got "
+                            f"{labels.shape}.")
+        bad = (labels < 0) | ((labels >= classes) & (labels != self.ignore_label))
+        if bad.any():
+            raise DataError(f"mask values must lie in [0, {classes}) or be the ignore label "
+                            f"{self.ignore_label}, got {int(labels[bad].flat[0])}.")
+        return labels
 
     def _read_metrics(self, count: int) -> StepResult:
         losses = self.executor.read(buffers.LOSSES.name, np.empty(self.batch, np.float32))
         correct = self.executor.read(buffers.CORRECT.name, np.empty(self.batch, np.float32))
         return StepResult(float(losses[:count].sum(dtype=np.float64)),
-                          float(correct[:count].sum()), count)
+                          float(correct[:count].sum()), count, self._units)
+
+    def last_pixel_predictions(self, count: int) -> np.ndarray:
+        """The top class of each pixel of the last batch, (count, H, W), from the loss kernel
+        (segmentation only)."""
+        volume = self.plan.layouts[self.plan.logits].volume
+        host = np.empty(self.batch * self.plan.pixels, np.int32)
+        node = next(n for n, key in self.plan.scratch if key == "predicted")
+        name = buffers.scratch(node, "predicted").name
+        predicted = self.executor.read(name, host)
+        return predicted[:count * self.plan.pixels].reshape(count, volume.height, volume.width)
 
     def evaluate_batch(self, x: np.ndarray, labels: np.ndarray) -> StepResult:
         """Loss and correct count of one batch in inference mode (running statistics)."""
@@ -106,14 +144,22 @@ class _Session:
         return self._read_metrics(count)
 
     def last_predictions(self, count: int) -> np.ndarray:
-        """The top class of each image of the last evaluated batch."""
+        """The top class of each image (or, segmenting, of each pixel: (count, H, W)) of the
+        last evaluated batch."""
         logits = self.executor.read_tensor(self.plan.logits, count)
+        if self.plan.segmentation:
+            return logits.argmax(axis=1)
         return logits.reshape(count, -1).argmax(axis=1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        count = self._write_batch(x, np.zeros(x.shape[0], np.int32))
+        """Scores (N, classes), or segmenting (N, classes, H, W)."""
+        volume = self.plan.layouts[self.plan.logits].volume
+        blank = (np.zeros((x.shape[0], volume.height, volume.width), np.int32)
+                 if self.plan.segmentation else np.zeros(x.shape[0], np.int32))
+        count = self._write_batch(x, blank)
         self.executor.enqueue(count, group="evaluate")
-        return self.executor.read_tensor(self.plan.logits, count).reshape(count, -1)
+        scores = self.executor.read_tensor(self.plan.logits, count)
+        return scores if self.plan.segmentation else scores.reshape(count, -1)
 
     def device_memory(self) -> int:
         """Bytes held on the device: parameters (and, training, gradients and optimizer
@@ -170,6 +216,9 @@ class TrainingSession(_Session):
         self.executor.allocate(batch)
         self.check_every = CHECK_EVERY
         self._good_weights = None  # device arrays of the last parameters found finite
+        # the global index of this session's first image in each batch (a data-parallel
+        # shard's, train/distributed.py): dropout masks follow it
+        self.sample_offset = 0
 
     # ------------------------------------------------------------------ parameters and state
 
@@ -242,26 +291,58 @@ class TrainingSession(_Session):
         on the steps the guard checks (the first, then every ``check_every``), when a
         parameter or a gradient is not: the session then holds the last parameters found
         finite."""
-        count = self._write_batch(x, labels)
-        self.step_count += 1
-        checking = self._good_weights is None or (
-            self.check_every > 0 and (self.step_count - 1) % self.check_every == 0)
+        count = self._write_batch(x, labels)  # checked (and copied) before the step counts
+        checking = self.begin_step()
         if checking:
             self.check_finite("weights")
-        scalars = self._scalars(lr)
-        self.executor.enqueue(count, group="train", scalars=scalars)
-        result = self._read_metrics(count)
+        result = self._train_group(count, lr)
+        self.check_loss(result)
+        if checking:
+            self.check_finite("gradients")
+        self.optimizer_step(count=result.count, lr=lr)
+        return result
+
+    def begin_step(self) -> bool:
+        """Count the step about to run; True when the guard checks weights and gradients at
+        it (the first step, then every ``check_every``)."""
+        self.step_count += 1
+        return self._good_weights is None or (
+            self.check_every > 0 and (self.step_count - 1) % self.check_every == 0)
+
+    def forward_backward(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
+        """The first half of the step begun: the forward pass, the loss and the backward pass
+        (the gradients of the batch-mean loss land in the gradient buffers). A data-parallel
+        run (train/distributed.py) averages the gradients across shards before
+        optimizer_step."""
+        return self._train_group(self._write_batch(x, labels), lr)
+
+    def start_forward_backward(self, x: np.ndarray, labels: np.ndarray, lr: float) -> int:
+        """forward_backward without waiting for it (several devices then run at once); returns
+        the image count for finish_forward_backward."""
+        count = self._write_batch(x, labels)
+        self.executor.enqueue(count, group="train", scalars=self._scalars(lr))
+        return count
+
+    def finish_forward_backward(self, count: int) -> StepResult:
+        return self._read_metrics(count)
+
+    def _train_group(self, count: int, lr: float) -> StepResult:
+        self.executor.enqueue(count, group="train", scalars=self._scalars(lr))
+        return self._read_metrics(count)
+
+    def check_loss(self, result: StepResult) -> None:
+        """TrainingDiverged if the step's loss is not finite (before the optimizer step)."""
         if not math.isfinite(result.loss):
             raise TrainingDiverged(
                 f"the loss became {result.loss} at step {self.step_count}"
-                f"{self._first_non_finite(count)}; training stopped before the optimizer "
-                "step could spread it.",
+                f"{self._first_non_finite(result.count)}; training stopped before the "
+                "optimizer step could spread it.",
                 hint="lower the learning rate (--lr), add batchnorm, or check the data "
                      "normalisation; the last checkpoint is kept.")
-        if checking:
-            self.check_finite("gradients")
-        self.executor.enqueue(count, group="step", scalars=scalars)
-        return result
+
+    def optimizer_step(self, count: int, lr: float) -> None:
+        """The second half of a step: one optimizer kernel per trainable parameter."""
+        self.executor.enqueue(max(count, 1), group="step", scalars=self._scalars(lr))
 
     def check_finite(self, kind: str = "weights") -> None:
         """Download every parameter (``kind`` 'weights') or every trainable parameter's
@@ -323,6 +404,7 @@ class TrainingSession(_Session):
     def _scalars(self, lr: float) -> dict:
         beta1, beta2 = self.train["betas"]
         return {"seed": np.uint32(self.dropout_seed()), "lr": np.float32(lr),
+                "sample_offset": np.uint32(self.sample_offset),
                 "correction1": np.float32(1.0 - beta1 ** self.step_count),
                 "correction2": np.float32(1.0 - beta2 ** self.step_count)}
 
