@@ -108,13 +108,12 @@ def test_a_unet_input_that_does_not_halve_four_times_is_refused_with_the_fix():
 
 @pytest.mark.parametrize("name", NETWORKS)
 def test_the_plans_build(name):
-    """Inference on each device family's profile, and the training step where there are class
-    scores (the U-Net's per-pixel output has none yet)."""
+    """Inference and the training step (the U-Net's per pixel) on each device family's
+    profile."""
     graph = convgraph.analyse(SPECS / f"{name}.yaml")
     for profile in (profiles.CPU, profiles.GPU):
         assert plan_forward(graph, profile).launches
-        if name in ZOO:
-            assert plan_training(graph, profile, "sgd").groups["train"]
+        assert plan_training(graph, profile, "sgd").groups["train"]
 
 
 ROW = re.compile(r"^\| `(\w+)\.yaml` \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) G \| (\w+) \|", re.M)
@@ -166,8 +165,8 @@ VERIFY_INPUT = {"densenet121": ["--set", "input=112x112x3"]}
 @pytest.mark.parametrize("name", NETWORKS)
 def test_run_verify_passes(name):
     """Every forward and backward kernel at 224x224 (DenseNet-121 at 112x112; the U-Net at
-    256x256, forward only), by the command a user runs; the backward kernels are judged layer
-    by layer."""
+    256x256, its per-pixel loss too), by the command a user runs; the backward kernels are
+    judged layer by layer."""
     done = convgraph_cli("run", SPECS / f"{name}.yaml", "--verify", "--batch", "1",
                          *VERIFY_INPUT.get(name, []))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
@@ -176,15 +175,20 @@ def test_run_verify_passes(name):
 
 @pytest.mark.slow
 @pytest.mark.device
-@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("name", NETWORKS)
 def test_one_training_step_changes_every_parameter(name, cl_device):
     """A step at batch 2 from the spec's own initialisation: a finite loss, and every trainable
-    parameter moved (layer scale's 1e-6 and the batchnorm shifts too)."""
-    model = convgraph.compile(SPECS / f"{name}.yaml", device=cl_device, batch=2)
+    parameter moved (layer scale's 1e-6 and the batchnorm shifts too). The classifiers at
+    224x224; the U-Net per pixel on (2, 128, 128) masks at 128x128."""
+    overrides = ["input=128x128x3"] if name == "unet" else []
+    model = convgraph.compile(SPECS / f"{name}.yaml", device=cl_device, batch=2,
+                              overrides=overrides)
     rng = np.random.default_rng(0)
-    x = rng.random((2, 3, 224, 224)).astype(np.float32)
+    size = 128 if name == "unet" else 224
+    x = rng.random((2, 3, size, size)).astype(np.float32)
+    labels = rng.integers(0, 2, (2, size, size)) if name == "unet" else np.array([3, 997])
     before = {key: value.copy() for key, value in model.params.items()}
-    history = model.fit((x, np.array([3, 997])), epochs=1, verbose=0)
+    history = model.fit((x, labels), epochs=1, verbose=0)
     assert np.isfinite(history.history["train_loss"][0])
     after = model.params
     trainable = [key for key in before if not key.endswith(("running_mean", "running_var"))]
