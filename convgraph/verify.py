@@ -60,9 +60,11 @@ def random_params(model, seed: int = 0) -> dict:
     return params
 
 
-def verify_model(model, batch: int = 2, seed: int = 0) -> list[Check]:
-    """Every kernel of ``model`` (compiled with share_buffers=False) against numpy, per layer."""
+def verify_model(model, batch: int | None = None, seed: int = 0) -> list[Check]:
+    """Every kernel of ``model`` (compiled with share_buffers=False) against numpy, per layer,
+    on ``batch`` images (default: 2, or 1 for a model planned for one: its buffers hold no more)."""
     graph, plan, executor = model.graph, model.plan, model.executor
+    batch = min(2, model.batch) if batch is None else batch
     rng = np.random.default_rng(seed)
     volume = graph.nodes[ordered(graph)[0]]["output"]
     x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
@@ -92,39 +94,49 @@ def verify_model(model, batch: int = 2, seed: int = 0) -> list[Check]:
 
 
 def verify_training(graph, device=None, batch: int = 2, seed: int = 0) -> list[Check]:
-    """Every backward kernel: the device's gradients of one training step (each layer's output
-    and each parameter) against a float64 numpy forward and backward pass from the same
-    parameters and batch. ``device``: a selector or a Target (a model's, to check on its
-    context with its profile)."""
-    from convgraph.reference import reference_gradients
+    """Every backward kernel of one training step: the loss kernel's gradient of the device's own
+    logits, then each layer's gradients from the device's own activations and output gradient
+    (verify_training_locally). ``device``: a selector or a Target (a model's, to check on its
+    context with its profile).
+
+    Layer by layer, as verify_model: a whole-network float64 comparison measures float32
+    rounding compounded through a deep network, not the kernels (MobileNetV2 at 224x224 read
+    errors up to 1.3 over 256 gradients whose kernels are each right to 1e-4)."""
     from convgraph.train.session import TrainingSession
 
     session = TrainingSession(graph, device=device, batch=batch)
     rng = np.random.default_rng(seed)
-    params = random_params(session, seed)
-    session.set_params(params)
+    session.set_params(random_params(session, seed))
     volume = graph.nodes[ordered(graph)[0]]["output"]
     x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
     labels = random_labels(session.plan, batch, rng, session.ignore_label)
-    grads, param_grads = session.gradients(x, labels)
-    _, _, _, expected, expected_params = reference_gradients(
-        graph, params, x, labels, session.dropout_seed(), graph.graph["train"]["label_smoothing"],
-        session.ignore_label)
+    checks = verify_training_locally(session, x, labels)
+    return [_loss_check(session, labels)] + checks
+
+
+def _loss_check(session, labels) -> Check:
+    """The loss kernel's gradient (of the logits it read this step: class scores, or a score
+    per pixel) against float64."""
+    from convgraph.reference import loss_and_gradient
+
+    plan = session.plan
+    names = [n for n in ordered(session.graph) if plan.storage_of[n] == plan.logits]
+    logits = session.executor.read_tensor(plan.logits, len(labels)).astype(np.float64)
+    grad = session.executor.read_tensor(plan.logits, len(labels), "grad")
+    smoothing = session.graph.graph["train"]["label_smoothing"]
+    expected = loss_and_gradient(logits, labels, smoothing, session.ignore_label)[2]
+    kernels = _train_kernels(session).get(names[-1], [])
+    return Check(f"d {names[-1]}", session.graph.nodes[names[-1]]["op"], kernels,
+                 relative_error(grad, expected))
+
+
+def _train_kernels(session) -> dict[str, list[str]]:
+    """{node: its kernels in the training step, in launch order}."""
     kernels_of: dict[str, list[str]] = {}
     for launch in session.plan.groups["train"]:
         if launch.kernel not in kernels_of.setdefault(launch.node, []):
             kernels_of[launch.node].append(launch.kernel)
-    checks = []
-    for name, grad in grads.items():
-        if name in expected:
-            checks.append(Check(f"d {name}", graph.nodes[name]["op"],
-                                kernels_of.get(name, []), relative_error(grad, expected[name])))
-    for key, grad in param_grads.items():
-        node = key.rsplit(".", 1)[0]
-        checks.append(Check(f"d {key}", graph.nodes[node]["op"], kernels_of.get(node, []),
-                            relative_error(grad, expected_params[key],
-                                           layer_scale(expected_params, node))))
-    return checks
+    return kernels_of
 
 
 def random_labels(plan, batch: int, rng, ignore_label: int = 255) -> np.ndarray:
@@ -162,6 +174,7 @@ def verify_training_locally(session, x, labels) -> list[Check]:
             value[storage] = session.executor.read_tensor(storage, count)
         return value[storage]
 
+    kernels_of = _train_kernels(session)
     checks = []
     for name in ordered(graph):
         data = graph.nodes[name]
@@ -175,7 +188,7 @@ def verify_training_locally(session, x, labels) -> list[Check]:
         floor = max((float(np.abs(g).max(initial=0.0)) for g in d_params.values()), default=0.0)
         for key, expected in d_params.items():
             if f"{name}.{key}" in param_grads:
-                checks.append(Check(f"d {name}.{key}", data["op"], [],
+                checks.append(Check(f"d {name}.{key}", data["op"], kernels_of.get(name, []),
                                     relative_error(param_grads[f"{name}.{key}"], expected,
                                                    floor)))
         for source, expected in zip(data["inputs"], d_inputs):
@@ -189,6 +202,6 @@ def verify_training_locally(session, x, labels) -> list[Check]:
                 fused = graph.nodes[producer["epilogue"]]
                 expected = REGISTRY[fused["op"]].reference_backward(
                     fused, [None], activation(source), expected, {}, 0)[0][0]
-            checks.append(Check(f"d {source} (from {name})", data["op"], [],
+            checks.append(Check(f"d {source}", data["op"], kernels_of.get(name, []),
                                 relative_error(grads[source], expected)))
     return checks
