@@ -189,9 +189,13 @@ def test_a_convnext_block_passes_verify(convnext_spec):
     report = json.loads(done.stdout)
     assert report["failed"] == 0 and report["passed"] > 40
     checked = {check["layer"] for check in report["checks"] if check["op"] == "layernorm"}
-    # every layernorm, forward and in both gradients of its backward
-    for name in ("stem_norm", "stage1/norm", "stage2/norm", "head_norm"):
-        assert {name, f"d {name}", f"d {name}.weight", f"d {name}.bias"} <= checked, checked
+    # every layernorm, forward and in both gradients of its backward: its parameters' and its
+    # input's (judged layer by layer, so named by the input)
+    for name, source in (("stem_norm", "stem"), ("stage1/norm", "stage1/dwconv"),
+                         ("stage2/norm", "stage2/dwconv"), ("head_norm", "pool")):
+        assert {name, f"d {source}", f"d {name}.weight", f"d {name}.bias"} <= checked, checked
+    # a residual's input gradient is the sum of its readers' parts, and judged as one
+    assert {"d stem_norm", "d stage1/add"} <= {check["layer"] for check in report["checks"]}
 
 
 @pytest.mark.device
