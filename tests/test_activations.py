@@ -91,23 +91,26 @@ def test_training_fuses_an_activation_only_where_its_derivative_allows(activatio
 
 
 @on_devices
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "alone"])
+@pytest.mark.parametrize(("fused", "batch"), [
+    pytest.param(True, 3, id="fused-b3"), pytest.param(False, 1, id="alone-b1"),
+    pytest.param(True, 1, id="fused-b1", marks=pytest.mark.slow),
+    pytest.param(False, 3, id="alone-b3", marks=pytest.mark.slow)])
 @pytest.mark.parametrize(("activation", "spread"), ACTIVATIONS, ids=IDS)
-def test_gradients_reach_every_kink(cl_device, activation, spread, fused):
+def test_gradients_reach_every_kink(cl_device, activation, spread, fused, batch):
     """Forward and one backward pass, fused and not, against the float64 reference on inputs
-    spread past the kinks; batch 1 and an odd batch."""
+    spread past the kinks; batch 1 and an odd batch (the default tier: fused at 3, alone at 1;
+    the slow tier both at both)."""
     spec = network(activation, fused)
-    for batch in (1, 3):
-        model, params = prepared(spec, cl_device, batch, seed=batch)
-        x = (np.random.default_rng(batch).normal(size=(batch, 3, 5, 7)) * spread).astype(
-            np.float32)
-        check_forward(model, params, x, what=f"{activation} forward batch {batch}")
-        graph = analyse(spec)
-        session = TrainingSession(graph, device=cl_device, batch=batch)
-        session.set_params(params)
-        errors = check_gradients(session, params, x, least_likely(graph, params, x),
-                                 what=f"{activation} fused={fused} batch {batch}")
-        assert "d conv" in errors and "d conv.weight" in errors
+    model, params = prepared(spec, cl_device, batch, seed=batch)
+    x = (np.random.default_rng(batch).normal(size=(batch, 3, 5, 7)) * spread).astype(
+        np.float32)
+    check_forward(model, params, x, what=f"{activation} forward batch {batch}")
+    graph = analyse(spec)
+    session = TrainingSession(graph, device=cl_device, batch=batch)
+    session.set_params(params)
+    errors = check_gradients(session, params, x, least_likely(graph, params, x),
+                             what=f"{activation} fused={fused} batch {batch}")
+    assert "d conv" in errors and "d conv.weight" in errors
 
 
 def test_swish_is_silu():

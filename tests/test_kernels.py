@@ -34,6 +34,7 @@ reference.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -86,21 +87,40 @@ def _case_id(op: str, index: int, case, batch: int) -> str:
     return f"{op}{index}-{text}-b{batch}"
 
 
-def _tier(index: int, case, batch: int):
-    """A case declared at a batch above 1 runs at it and at batch 1; the default tier runs one
-    of the two (batch 1 for even-numbered cases, the declared batch for odd ones), so every op
-    meets both, and the slow tier (and the Oclgrind sweep) runs both for every case."""
-    if case.batch == 1 or (batch == 1) == (index % 2 == 0):
+def _tier(op: str, index: int, case, batch: int, kind: str):
+    """Which tier runs a case's forward (``kind`` "forward") or backward check at ``batch``.
+
+    A case declared at a batch above 1 runs at it and at batch 1. The slow tier (and the
+    Oclgrind sweep) runs every case both ways at both batches. The default tier keeps every op
+    meeting its forward and backward kernels at both batches, with fewer runs: an op of up to
+    three cases runs each case both ways at one batch (batch 1 for even-numbered cases, the
+    declared batch for odd ones); an op of more runs its even-numbered cases forward and its
+    odd-numbered ones backward, the batch alternating by pairs (cases 0, 1: batch 1; 2, 3: the
+    declared batch; ...)."""
+    count = CASES_PER_OP[op]
+    if count <= 3:
+        wanted_batch_1 = index % 2 == 0
+        runs = True
+    else:
+        wanted_batch_1 = (index // 2) % 2 == 0
+        runs = (index % 2 == 0) == (kind == "forward")
+    if runs and (case.batch == 1 or (batch == 1) == wanted_batch_1):
         return ()
     return (pytest.mark.slow,)
 
 
-CASE_PARAMS = [
-    pytest.param(op, index, case, batch, id=_case_id(op, index, case, batch),
-                 marks=_tier(index, case, batch))
-    for op, index, case in DEVICE_CASES
-    for batch in sorted({1, case.batch})
-]
+CASES_PER_OP = Counter(op for op, _, _ in DEVICE_CASES)
+
+
+def _case_params(kind: str) -> list:
+    return [pytest.param(op, index, case, batch, id=_case_id(op, index, case, batch),
+                         marks=_tier(op, index, case, batch, kind))
+            for op, index, case in DEVICE_CASES
+            for batch in sorted({1, case.batch})]
+
+
+CASE_PARAMS = _case_params("forward")
+BACKWARD_CASE_PARAMS = _case_params("backward")
 
 
 def described(case) -> str:
@@ -278,7 +298,7 @@ def check_gradients(session, params: dict, x: np.ndarray, labels: np.ndarray,
 
 
 @on_devices
-@pytest.mark.parametrize(("op", "index", "case", "batch"), CASE_PARAMS)
+@pytest.mark.parametrize(("op", "index", "case", "batch"), BACKWARD_CASE_PARAMS)
 def test_op_backward(cl_device, op, index, case, batch):
     graph = analyse(backward_spec(case, name=f"{op}{index}"))
     session = TrainingSession(graph, device=cl_device, batch=batch)
@@ -304,11 +324,17 @@ def test_op_backward(cl_device, op, index, case, batch):
 OTHER_PROFILE_CASES = [(op, index, case) for op, index, case in DEVICE_CASES if case.other_profile]
 
 
+OTHER_PROFILE_PARAMS = [
+    pytest.param(op, index, case, batch, id=f"{batch}-{op}{index}",
+                 marks=() if (batch == 1) == (index % 2 == 0) else (pytest.mark.slow,))
+    for batch in (1, 5) for op, index, case in OTHER_PROFILE_CASES]
+
+
 @on_devices
-@pytest.mark.parametrize(("op", "index", "case"), OTHER_PROFILE_CASES,
-                         ids=[f"{op}{index}" for op, index, _ in OTHER_PROFILE_CASES])
-@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize(("op", "index", "case", "batch"), OTHER_PROFILE_PARAMS)
 def test_op_kernel_other_profile(cl_device, op, index, case, batch, monkeypatch):
+    """(The default tier runs each case at one batch, 1 for even-numbered cases and 5 for odd
+    ones; the slow tier and the Oclgrind sweep at both.)"""
     import convgraph.runtime.target
 
     own = convgraph.runtime.target.profile_for(select_device(cl_device)[0])
@@ -376,11 +402,14 @@ BIG = {"vgg16", "resnet18"}
 
 
 @on_devices
-@pytest.mark.parametrize("path", [path for path in sorted(SPECS.glob("*.yaml"))
-                                  if path.stem not in ZOO], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [
+    pytest.param(path, id=path.stem, marks=(pytest.mark.slow,) if path.stem in BIG else ())
+    for path in sorted(SPECS.glob("*.yaml")) if path.stem not in ZOO])
 def test_whole_model(cl_device, path):
     """(The zoo's forward passes are checked by tests/test_zoo.py's slow tier, through
-    --verify: their cold compiles and float64 references took 11 minutes here.)"""
+    --verify: their cold compiles and float64 references took 11 minutes here. VGG-16 and
+    ResNet-18, whose layers are VGG-CIFAR's and ResNet-8's kinds at 224, are in the slow tier:
+    their float64 references took 26 s of a cold CI run.)"""
     batch = 1 if path.stem in BIG else 2
     model, params = prepared(str(path), cl_device, batch)
     x = input_batch(model, batch, seed=11)
