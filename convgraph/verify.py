@@ -9,7 +9,7 @@ is a module of its own and runtime/ never imports training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -178,7 +178,7 @@ def verify_training_locally(session, x, labels) -> list[Check]:
     checks = []
     # an input gradient is the sum of its readers' parts: each reader's part is added here,
     # and the sum is judged once the last reader has added its own
-    pending = {}  # storage -> [source, readers left, summed part, ops, kernels]
+    pending = {}  # storage -> _InputGradient
     for name in ordered(graph):
         data = graph.nodes[name]
         if name not in grads or not data["inputs"] or plan.storage_of[name] != name:
@@ -199,33 +199,52 @@ def verify_training_locally(session, x, labels) -> list[Check]:
                 continue
             storage = plan.storage_of[source]
             if storage not in pending:
-                pending[storage] = [source, _gradient_readers(graph, plan, storage), 0.0, [], []]
+                pending[storage] = _InputGradient(source, _gradient_readers(graph, plan, storage))
             entry = pending[storage]
-            entry[2] = entry[2] + expected
-            entry[1].discard(name)
-            entry[3].append(data["op"])
-            entry[4].extend(k for k in kernels_of.get(name, []) if k not in entry[4])
-            if not entry[1]:  # every reader's part is in
+            entry.add(name, data["op"], expected, kernels_of.get(name, []))
+            if entry.complete:  # every reader's part is in
                 checks.append(_input_gradient_check(graph, plan, activation, grads, entry))
     return checks
 
 
-def _gradient_readers(graph, plan, storage: str) -> set[str]:
-    """The layers whose backward passes add into the gradient of ``storage``; one that the
-    check cannot recompute (an alias of another storage) leaves that gradient unjudged."""
+@dataclass
+class _InputGradient:
+    """An input gradient being summed from its readers' parts (verify_training_locally)."""
+
+    source: str
+    readers_left: set[str] | None  # None: a reader the check cannot recompute, never judged
+    expected: np.ndarray | float = 0.0
+    ops: list[str] = field(default_factory=list)
+    kernels: list[str] = field(default_factory=list)
+
+    def add(self, reader: str, op: str, part: np.ndarray, kernels: list[str]) -> None:
+        self.expected = self.expected + part
+        if self.readers_left is not None:
+            self.readers_left.discard(reader)
+        self.ops.append(op)
+        self.kernels.extend(k for k in kernels if k not in self.kernels)
+
+    @property
+    def complete(self) -> bool:
+        return self.readers_left is not None and not self.readers_left
+
+
+def _gradient_readers(graph, plan, storage: str) -> set[str] | None:
+    """The layers whose backward passes add into the gradient of ``storage``, or None where one
+    of them is an alias of another storage, which the check cannot recompute."""
     readers = {n for n in graph
                if storage in (plan.storage_of[i] for i in graph.nodes[n]["inputs"])}
     if any(plan.storage_of[n] != n for n in readers):
-        return {None}  # never emptied: not judged
+        return None
     return readers
 
 
-def _input_gradient_check(graph, plan, activation, grads, entry) -> Check:
-    source, _, expected, ops, kernels = entry
+def _input_gradient_check(graph, plan, activation, grads, entry: _InputGradient) -> Check:
+    source, expected, ops = entry.source, entry.expected, entry.ops
     producer = graph.nodes[plan.storage_of[source]]
     if producer.get("epilogue"):  # converted in place by the fused activation (linear in dy)
         fused = graph.nodes[producer["epilogue"]]
         expected = REGISTRY[fused["op"]].reference_backward(
             fused, [None], activation(source), expected, {}, 0)[0][0]
     op = ops[0] if len(set(ops)) == 1 else "+".join(dict.fromkeys(ops))
-    return Check(f"d {source}", op, kernels, relative_error(grads[source], expected))
+    return Check(f"d {source}", op, entry.kernels, relative_error(grads[source], expected))
