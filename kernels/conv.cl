@@ -249,6 +249,94 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global const floa
 #undef PIXEL
 #endif
 
+#if defined(CONV_BACKWARD_DATA_CHANNELS)
+/* The same stride phases with the forward kernel's inner loop: work-item (ct, pt, n * IN_H + ih)
+ * computes TILE_PIXELS input pixels of one phase (STRIDE_W apart) times FILTER_VECTORS vectors of
+ * VECTOR_WIDTH input channels from c0 = ct * VECTOR_WIDTH * FILTER_VECTORS. Each dy value is
+ * broadcast against a vector of channels of wt (GROUPS = 1, KERNEL_H, KERNEL_W, FILTERS,
+ * TRANSPOSED_ALLOC), the weights as CONV_TRANSPOSE_WEIGHTS lays them out (flipped in space), so
+ * there is no horizontal sum at the end and CHANNEL_STEP gradients come in one load. The
+ * filter-vector body above spent 4-8 loads per 16 fmas and reduced every accumulator across
+ * its lanes (a 1x1 stride-2 projection ran at 2% of the FMA peak). Padding channels of dx get
+ * the zero rows of wt. */
+#define CHANNELS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
+#define PHASE_PIXELS ((IN_W + STRIDE_W - 1) / STRIDE_W)
+#define PHASE_TILES ((PHASE_PIXELS + TILE_PIXELS - 1) / TILE_PIXELS)
+#define PIXEL(p) (first + (p) * STRIDE_W)
+__kernel void KERNEL_NAME(__global const float *restrict dy, __global const float *restrict wt,
+                          __global float *restrict dx)
+{
+    const int ct = get_global_id(0);
+    const int pt = get_global_id(1);
+    const int row = get_global_id(2);
+    if (ct >= TRANSPOSED_ALLOC / CHANNELS_PER_ITEM || pt >= STRIDE_W * PHASE_TILES) return;
+    const int n = row / IN_H;
+    const int ih = row % IN_H;
+    const int c0 = ct * CHANNELS_PER_ITEM;
+    const int phase = pt % STRIDE_W;
+    const int first = phase + STRIDE_W * (pt / STRIDE_W) * TILE_PIXELS;
+
+    realV acc[TILE_PIXELS][FILTER_VECTORS];
+#pragma unroll
+    for (int p = 0; p < TILE_PIXELS; ++p)
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f) acc[p][f] = (realV)(0.0f);
+
+    for (int r = 0; r < KERNEL_H; ++r) {
+        const int oh_scaled = ih + PAD_TOP - r * DILATION_H;
+        if (oh_scaled < 0 || oh_scaled % STRIDE_H != 0 || oh_scaled / STRIDE_H >= OUT_H) continue;
+        const int oh = oh_scaled / STRIDE_H;
+        for (int s = 0; s < KERNEL_W; ++s) {
+            const int shift = phase + PAD_LEFT - s * DILATION_W;
+            if ((shift % STRIDE_W + STRIDE_W) % STRIDE_W != 0) continue; /* misses this phase */
+            int at[TILE_PIXELS];
+            float keep[TILE_PIXELS];
+#pragma unroll
+            for (int p = 0; p < TILE_PIXELS; ++p) {
+                const int ow_scaled = PIXEL(p) + PAD_LEFT - s * DILATION_W; /* STRIDE_W divides */
+                const int ok = ow_scaled >= 0 && ow_scaled / STRIDE_W < OUT_W && PIXEL(p) < IN_W;
+                at[p] = ok ? AT(Y, n, oh, ow_scaled / STRIDE_W, 0) : AT(Y, n, oh, 0, 0);
+                keep[p] = ok ? 1.0f : 0.0f;
+            }
+            const int flipped = (KERNEL_H - 1 - r) * KERNEL_W + (KERNEL_W - 1 - s);
+            __global const float *wrs = wt + flipped * FILTERS * TRANSPOSED_ALLOC + c0;
+            for (int k = 0; k < FILTERS; k += CHANNEL_STEP) {
+                realV wv[CHANNEL_STEP][FILTER_VECTORS];
+#pragma unroll
+                for (int j = 0; j < CHANNEL_STEP; ++j)
+#pragma unroll
+                    for (int f = 0; f < FILTER_VECTORS; ++f)
+                        wv[j][f] = LOADV(0, wrs + (k + j) * TRANSPOSED_ALLOC + f * VECTOR_WIDTH);
+#pragma unroll
+                for (int p = 0; p < TILE_PIXELS; ++p) {
+                    float gs[CHANNEL_STEP];
+                    VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, dy + at[p] + k) * keep[p], 0, gs);
+#pragma unroll
+                    for (int j = 0; j < CHANNEL_STEP; ++j)
+#pragma unroll
+                        for (int f = 0; f < FILTER_VECTORS; ++f)
+                            acc[p][f] = fma((realV)(gs[j]), wv[j][f], acc[p][f]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int p = 0; p < TILE_PIXELS; ++p) {
+        if (PIXEL(p) >= IN_W) continue;
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f) {
+            __global float *out = dx + AT(X, n, ih, PIXEL(p), c0 + f * VECTOR_WIDTH);
+            realV v = acc[p][f];
+#if ACCUMULATE
+            v += LOADV(0, out);
+#endif
+            STOREV(v, 0, out);
+        }
+    }
+}
+#undef PIXEL
+#endif
+
 #if defined(CONV_BACKWARD_WEIGHTS)
 #define realC CONCAT(float, CHANNEL_TILE)
 #define LOADC VLOAD(CHANNEL_TILE)

@@ -297,28 +297,7 @@ class Conv(Op):
         if ctx.needs_grad() and ctx.attrs["stride"] == (1, 1):
             _lower_transposed_conv(ctx)
         elif ctx.needs_grad():
-            grad, accumulate = ctx.input_grad()
-            defines["ACCUMULATE"] = accumulate
-            # PoCL replicates private arrays across a work-group: the private tile is
-            # TILE_PIXELS x CHANNEL_TILE vectors, kept at most 16 (8 x 4 crashed ResNet-8)
-            stride_w = ctx.attrs["stride"][0]
-            phase_pixels = -(-x.volume.width // stride_w)  # input pixels of one stride phase
-            site, knobs = ctx.tuned("CONV_BACKWARD_DATA", defines, [
-                {"TILE_PIXELS": choose_tile(phase_pixels, pixels), "CHANNEL_TILE": channels}
-                for pixels in (ctx.profile.grad_tile_pixels, 2, 4, 8)
-                for channels in (tile, 1, 2, 4)
-                if channels <= tile and pixels * channels <= 16])
-            ctx.launch(
-                "conv",
-                "CONV_BACKWARD_DATA",
-                {**defines, **knobs},
-                (x.volume.depth // knobs["CHANNEL_TILE"],
-                 stride_w * -(-phase_pixels // knobs["TILE_PIXELS"]), x.volume.height),
-                [ctx.output_grad, ctx.param("weight"), grad],
-                batch_axis=2,
-                flops=ctx.node.flops,
-                site=site,
-            )
+            _lower_strided_input_grad(ctx, defines)
 
     def device_params(self, node, params, input_layout, output_layout):
         groups = node.derived["groups"]
@@ -550,6 +529,67 @@ def _weight_gradient_space(ctx, defines: dict, width: int, wide: int, all_taps: 
         if all_taps or (c <= wide and cin % c == 0)
         for i in (1, 2, 4, 8, 16)
         for v in ([1] if all_taps else [1, 2, 4]) if filter_vectors % v == 0]
+
+
+def _strided_input_grad_space(ctx, phase_pixels: int, width: int) -> list[dict]:
+    """Every setting of a strided conv's input-gradient site, the profile's default first.
+    BODY "channels" (CONV_BACKWARD_DATA_CHANNELS: vectors of input channels, the forward
+    kernel's loop) takes pixels, vectors of channels and gradients per load; "filters"
+    (CONV_BACKWARD_DATA: vectors over filters, summed across lanes at the end; kept for grouped
+    convs and as the reference the benchmark measures against) takes pixels and a channel tile.
+    Both keep each work-item's private tile at most 16 vectors: PoCL replicates private arrays
+    across a work-group (8 x 4 vectors crashed ResNet-8)."""
+    x, filters = ctx.input_layout(), ctx.attrs["filters"]
+    tile = widest_dividing(x.volume.depth // ctx.derived["groups"], 4)
+    space = []
+    if ctx.derived["groups"] == 1:
+        for pixels in (ctx.profile.grad_tile_pixels * 2, 4, 2, 16):
+            for vectors in (1, 2, 4):
+                if x.stride_c % (width * vectors) or pixels * vectors * width > 256:
+                    continue
+                for step in (8, 4, 2, 1):
+                    if filters % step == 0:
+                        space.append({"BODY": "channels", "TILE_PIXELS":
+                                      choose_tile(phase_pixels, pixels), "FILTER_VECTORS": vectors,
+                                      "CHANNEL_STEP": step, "CHANNEL_TILE": 1})
+    space += [{"BODY": "filters", "TILE_PIXELS": choose_tile(phase_pixels, pixels),
+               "FILTER_VECTORS": 1, "CHANNEL_STEP": 1, "CHANNEL_TILE": channels}
+              for pixels in (ctx.profile.grad_tile_pixels, 2, 4, 8)
+              for channels in (tile, 1, 2, 4)
+              if channels <= tile and pixels * channels <= 16]
+    return space
+
+
+def _lower_strided_input_grad(ctx, defines: dict) -> None:
+    """dx of a strided conv, by stride phase (kernels/conv.cl CONV_BACKWARD_DATA_CHANNELS, or
+    CONV_BACKWARD_DATA as the site's BODY knob chooses)."""
+    x = ctx.input_layout()
+    grad, accumulate = ctx.input_grad()
+    stride_w = ctx.attrs["stride"][0]
+    phase_pixels = -(-x.volume.width // stride_w)  # input pixels of one stride phase
+    width = ctx.vector_width(x)
+    shape = {**defines, "ACCUMULATE": accumulate}
+    site, knobs = ctx.tuned("CONV_BACKWARD_DATA", shape,
+                            _strided_input_grad_space(ctx, phase_pixels, width))
+    grid_pixels = stride_w * -(-phase_pixels // knobs["TILE_PIXELS"])
+    if knobs["BODY"] == "filters":
+        ctx.launch("conv", "CONV_BACKWARD_DATA",
+                   {**shape, "TILE_PIXELS": knobs["TILE_PIXELS"],
+                    "CHANNEL_TILE": knobs["CHANNEL_TILE"]},
+                   (x.volume.depth // knobs["CHANNEL_TILE"], grid_pixels, x.volume.height),
+                   [ctx.output_grad, ctx.param("weight"), grad],
+                   batch_axis=2, flops=ctx.node.flops, site=site)
+        return
+    (kw, kh), filters = ctx.attrs["size"], ctx.attrs["filters"]
+    transposed = ctx.work_buffer("weight_t", kh * kw * filters * x.stride_c)
+    ctx.launch("conv", "CONV_TRANSPOSE_WEIGHTS", {**defines, "TRANSPOSED_ALLOC": x.stride_c},
+               (filters, x.volume.depth, kh * kw), [ctx.param("weight"), transposed])
+    knobs = {key: knobs[key] for key in ("TILE_PIXELS", "FILTER_VECTORS", "CHANNEL_STEP")}
+    ctx.launch("conv", "CONV_BACKWARD_DATA_CHANNELS",
+               {**shape, **knobs, "VECTOR_WIDTH": width, "TRANSPOSED_ALLOC": x.stride_c},
+               (x.stride_c // (width * knobs["FILTER_VECTORS"]), grid_pixels, x.volume.height),
+               [ctx.output_grad, transposed, grad],
+               batch_axis=2, flops=ctx.node.flops, site=site)
 
 
 def _lower_transposed_conv(ctx) -> None:
