@@ -35,7 +35,8 @@
  *   inside the halo, as in the forward pass. The batch is an argument.
  * CONV_BACKWARD_WEIGHTS_TAPS: the same for layers with few input channels (the first layer):
  *   work-item (kt, c * ROW_GROUPS + rg, split) computes TAP_ROWS kernel rows (all their taps) of
- *   one input channel, so each gradient vector it loads serves TAP_ROWS * KERNEL_W fmas.
+ *   one input channel times FILTER_VECTORS vectors of filters, so each gradient vector it loads
+ *   serves TAP_ROWS * KERNEL_W fmas and each input FILTER_VECTORS.
  */
 
 #ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
@@ -400,6 +401,8 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #endif
 
 #if defined(CONV_BACKWARD_WEIGHTS_TAPS)
+/* FILTER_VECTORS vectors of filters per work-item: each input value loaded serves that many
+ * vector fmas (with one, a first layer's weight gradient did one load per fma) */
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict dy,
                           __global float *restrict dw, const int batch)
 {
@@ -407,32 +410,40 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     const int c = get_global_id(1) / (KERNEL_H / TAP_ROWS);
     const int r0 = get_global_id(1) % (KERNEL_H / TAP_ROWS) * TAP_ROWS;
     const int split = get_global_id(2);
-    if (kt >= K_TILES || c >= IN_CHANNELS) return;
-    const int k0 = kt * VECTOR_WIDTH;
+    if (kt >= K_TILES / FILTER_VECTORS || c >= IN_CHANNELS) return;
+    const int k0 = kt * VECTOR_WIDTH * FILTER_VECTORS; /* FILTER_VECTORS divides a group's */
     const int group = k0 / K_PER_GROUP;
 #if GROUPS > 1
     if (c / C_PER_GROUP != group) return;
 #endif
     const int first_image = split * IMAGES_PER_SPLIT;
     const int last_image = min(batch, first_image + IMAGES_PER_SPLIT);
-    realV acc[TAP_ROWS * KERNEL_W];
+    realV acc[TAP_ROWS * KERNEL_W][FILTER_VECTORS];
 #pragma unroll
-    for (int t = 0; t < TAP_ROWS * KERNEL_W; ++t) acc[t] = (realV)(0.0f);
+    for (int t = 0; t < TAP_ROWS * KERNEL_W; ++t)
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f) acc[t][f] = (realV)(0.0f);
     for (int n = first_image; n < last_image; ++n) {
         for (int oh = 0; oh < OUT_H; ++oh) {
             __global const float *xrow =
                 x + AT(X, n, oh * STRIDE_H - PAD_TOP + r0 * DILATION_H, -PAD_LEFT, c);
             __global const float *grow = dy + AT(Y, n, oh, 0, k0);
             for (int ow = 0; ow < OUT_W; ++ow) {
-                const realV g = LOADV(0, grow + ow * Y_STRIDE_C);
+                realV g[FILTER_VECTORS];
+#pragma unroll
+                for (int f = 0; f < FILTER_VECTORS; ++f)
+                    g[f] = LOADV(0, grow + ow * Y_STRIDE_C + f * VECTOR_WIDTH);
                 __global const float *xp = xrow + ow * STRIDE_W * X_STRIDE_C;
 #pragma unroll
                 for (int r = 0; r < TAP_ROWS; ++r)
 #pragma unroll
-                    for (int s = 0; s < KERNEL_W; ++s)
-                        acc[r * KERNEL_W + s] = fma(
-                            (realV)(xp[(r * DILATION_H * X_ALLOC_W + s * DILATION_W) * X_STRIDE_C]),
-                            g, acc[r * KERNEL_W + s]);
+                    for (int s = 0; s < KERNEL_W; ++s) {
+                        const realV xv = (realV)(
+                            xp[(r * DILATION_H * X_ALLOC_W + s * DILATION_W) * X_STRIDE_C]);
+#pragma unroll
+                        for (int f = 0; f < FILTER_VECTORS; ++f)
+                            acc[r * KERNEL_W + s][f] = fma(xv, g[f], acc[r * KERNEL_W + s][f]);
+                    }
             }
         }
     }
@@ -442,7 +453,9 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
                           + (k0 - group * K_PER_GROUP);
 #pragma unroll
     for (int t = 0; t < TAP_ROWS * KERNEL_W; ++t)
-        STOREV(acc[t], 0, out + t * C_PER_GROUP * K_PER_GROUP);
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f)
+            STOREV(acc[t][f], 0, out + t * C_PER_GROUP * K_PER_GROUP + f * VECTOR_WIDTH);
 }
 #endif
 

@@ -219,6 +219,42 @@ def test_kernels_are_clean_under_oclgrind(tmp_path):
     assert reports == [], done.stderr[:4000]
 
 
+# The weak-spot variants (README "Weak spots") with their widest register tiles, which the
+# Oclgrind profile's defaults do not reach: every site set to its space's entry with the most
+# vectors per work-item (strided input gradients by vectors of channels, a first layer's
+# 2 vectors of filters in the forward and all-taps weight gradient, an fc's 4 vectors of units)
+WIDEST = """
+import dataclasses, json, sys
+from convgraph.codegen import profile as profiles
+from convgraph.codegen.training import plan_training
+from convgraph.codegen.tuning import Tuning
+from convgraph.pipeline import analyse
+
+def widest(knobs):
+    return (knobs.get("BODY", "channels") == "channels",
+            knobs.get("FILTER_VECTORS", 1) * knobs.get("UNIT_VECTORS", 1),
+            knobs.get("CHANNEL_STEP", 1), -knobs.get("TILE_ROWS", 1))
+
+base = dataclasses.replace(profiles.OCLGRIND, grad_filter_vectors=2)
+entries = {}
+for spec in json.loads(sys.argv[1]):
+    for key, site in plan_training(analyse(spec), base).sites.items():
+        entries[key] = {"knobs": max(site.space, key=widest)}
+profiles.OCLGRIND = dataclasses.replace(base, tuning=Tuning(entries, "widest"))
+""" + CHILD
+WEAK_SPOTS = [{"input": "9x9x3", "pattern": "[INPUT-CONV(32, 3, pad=1)-RELU-CONV(16, 1, stride=2)"
+                                            "-CONV(8, 3, stride=2, pad=1)-FC(64)-FC(3)]"}]
+
+
+@pytest.mark.slow
+def test_the_weak_spot_variants_are_clean_under_oclgrind(tmp_path):
+    done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", WIDEST,
+                                                  json.dumps(WEAK_SPOTS)], timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("kernel checks on") == len(WEAK_SPOTS)
+    assert reports == [], done.stderr[:4000]
+
+
 def sweep_tests(tmp_path) -> list[str]:
     """The node ids of the sweep, collected as its shards will see them (under Oclgrind)."""
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",

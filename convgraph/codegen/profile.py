@@ -30,6 +30,10 @@ class DeviceProfile:
     grad_filter_vectors: int = 1
     dense_unit_vectors: int = 1  # vectors of units per work-item in fc (at most)
     dense_channel_step: int = 1  # inputs per load in fc (at most)
+    # fc weight gradient: inputs x vectors of units per work-item (at most)
+    dense_grad_inputs: int = 4
+    dense_grad_unit_vectors: int = 1
+    dense_grad_rows: int = 16  # images per work-item of the fc input gradient (at most)
     # input pixels per work-item of the strided conv input-gradient gather: its private
     # tile is 4 x this many vectors, and PoCL replicates private arrays across a work-group (8
     # segfaulted ResNet-8 at batch 64)
@@ -47,6 +51,8 @@ class DeviceProfile:
 # conv tiles of 8 pixels: `convgraph tune` chose 8 for most VGG-CIFAR layers, and a 16-pixel
 # tile (x 8 channels per load) took PoCL 0.47 s to compile against 0.30 s
 # fc forward: 8 inputs per load (VGG-CIFAR fc1 at batch 64, alternating: 3.0 -> 1.9 ms);
+# fc gradients (VGG-CIFAR fc1 at batch 64, alternating): weights 4 inputs x 4 vectors of units
+# per work-item (0.74-0.91 -> 0.45-0.51 ms), inputs 8 images x 4 inputs (1.21 -> 0.88 ms)
 # weight gradients: 8 channels x 2 vectors of filters, splits of ~1 MiB (alternating timings
 # on VGG-CIFAR, batch 64: conv2 7.9 -> 6.4 ms, conv4 8.7 -> 6.5, conv6 13.7 -> 8.6-9.7)
 # Winograd by default where benchmarks/winograd.py measured it ahead of direct at batch 64 in
@@ -60,7 +66,8 @@ CPU_WINOGRAD = ((64, 8, 16, "winograd4"), (64, 1, 7, "winograd2"))
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_local=None, pixel_local=None, batch_free_local=True,
                     split_cache_bytes=1024 * 1024, grad_filter_vectors=2,
-                    dense_channel_step=8, winograd_rules=CPU_WINOGRAD)
+                    dense_channel_step=8, dense_grad_unit_vectors=4, dense_grad_rows=8,
+                    winograd_rules=CPU_WINOGRAD)
 GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
                     conv_local=(4, 4, 4), pixel_local=(4, 8, 4), images_per_split=1)
 

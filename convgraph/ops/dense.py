@@ -38,6 +38,9 @@ class Dense(Op):
             "conv": {"op": "conv", "filters": 10, "size": "7x5", "pad": 1, "inputs": ["input"]},
             "add": {"op": "add", "inputs": ["fc", "conv"]},
         }, batch=7, other_profile=True, label="halo"),
+        # 64 units: 4 vectors of units per work-item in the weight gradient (odd: backward)
+        Case("2x2x12", "FC(64)", batch=1),
+        Case("3x1x16", "FC(64)", batch=5),
     )
     aliases = ("dense", "linear", "fully_connected")
     summary = "Fully connected layer (FC): every output sees every input; output 1x1xunits."
@@ -176,28 +179,35 @@ class Dense(Op):
         # inputs per work-item of the gradient kernels: one pixel's channels
         tile = widest_dividing(x.volume.depth, 4)
         defines["INPUT_TILE"] = tile
-        inputs = x.volume.elements // tile
+        vectors = y.stride_c // width
+        site, knobs = ctx.tuned("DENSE_BACKWARD_WEIGHTS", defines,
+                                _weight_gradient_space(ctx.profile, x.volume.depth, vectors))
         ctx.launch(
             "dense",
             "DENSE_BACKWARD_WEIGHTS",
-            defines,
-            (y.stride_c // width, inputs),
+            {**defines, **knobs},
+            (vectors // knobs["UNIT_VECTORS"], x.volume.elements // knobs["INPUT_TILE"]),
             [ctx.input_tensor(), ctx.output_grad, ctx.param_grad("weight"), ctx.BATCH],
             flops=ctx.node.flops,
+            site=site,
         )
         if ctx.attrs["bias"]:
             ctx.channel_sum(ctx.output_grad, y, "bias")
         if ctx.needs_grad():
             grad, accumulate = ctx.input_grad()
+            shape = {**defines, "ACCUMULATE": accumulate}
+            site, knobs = ctx.tuned("DENSE_BACKWARD_DATA", shape, _input_gradient_space(
+                ctx.profile, x.volume.depth, rows, tile))
             ctx.launch(
                 "dense",
                 "DENSE_BACKWARD_DATA",
-                {**defines, "ACCUMULATE": accumulate},
-                (inputs, 1),
+                {**shape, **knobs},
+                (x.volume.elements // knobs["INPUT_TILE"], 1),
                 [ctx.output_grad, ctx.param("weight"), grad, ctx.BATCH],
                 batch_axis=1,
                 flops=ctx.node.flops,
-                batch_divisor=rows,
+                batch_divisor=knobs["TILE_ROWS"],
+                site=site,
             )
 
     def host_params(self, node, device, input_layout, output_layout):
@@ -219,6 +229,26 @@ class Dense(Op):
         if node.attrs["bias"]:
             d_params["bias"] = dy.sum(axis=0)
         return [(dy @ weight).reshape(x.shape)], d_params
+
+
+def _weight_gradient_space(profile, channels: int, vectors: int) -> list[dict]:
+    """Every setting of an fc weight-gradient site, the profile's default first: inputs per
+    work-item (one load; they divide a pixel's ``channels``) and vectors of units (of the
+    ``vectors`` stored), a register tile of at most 16 vectors."""
+    default = {"INPUT_TILE": widest_dividing(channels, profile.dense_grad_inputs),
+               "UNIT_VECTORS": widest_dividing(vectors, profile.dense_grad_unit_vectors)}
+    return [default] + [{"INPUT_TILE": tile, "UNIT_VECTORS": units}
+                        for tile in (4, 8, 2) for units in (1, 2, 4)
+                        if channels % tile == 0 and vectors % units == 0 and tile * units <= 16]
+
+
+def _input_gradient_space(profile, channels: int, rows: int, tile: int) -> list[dict]:
+    """Every setting of an fc input-gradient site, the profile's default first: images and
+    inputs per work-item, each pair a vector accumulator (summed across lanes at the end)."""
+    default = {"TILE_ROWS": min(rows, profile.dense_grad_rows), "INPUT_TILE": tile}
+    return [default] + [{"TILE_ROWS": r, "INPUT_TILE": i}
+                        for r in (4, 8, 16) for i in (4, 2)
+                        if channels % i == 0]
 
 
 @register
