@@ -440,9 +440,10 @@ def _forward_space(profile, width: int, channels: int, filters: int, out_width: 
             continue
         for pixels in (profile.conv_tile_pixels, 4, 8, 16, 2, 1):
             tile = choose_tile(out_width, pixels)
-            # a first layer's 1-3 channels give each work-item few fmas per loaded value:
-            # 2 vectors of filters by default (VGG-CIFAR conv1, batch 64: 2.33 -> 1.50 ms)
-            for vectors in ((2, 1, 4) if channels < 4 else (1, 2, 4)):
+            # a first layer's 1-3 channels give each work-item few fmas per loaded value: on a
+            # CPU 2 vectors of filters by default (VGG-CIFAR conv1, batch 64: 2.33 -> 1.50 ms;
+            # a GPU, not measured, keeps its many work-items)
+            for vectors in ((2, 1, 4) if channels < 4 and not gpu else (1, 2, 4)):
                 # accumulators in vector registers: 32 on AVX-512, and a GPU's private memory
                 if filters % (vector * vectors) or tile * vectors * vector > 256:
                     continue
@@ -546,8 +547,9 @@ def _strided_input_grad_space(ctx, phase_pixels: int, width: int) -> list[dict]:
     (CONV_BACKWARD_DATA: vectors over filters, summed across lanes at the end; kept for grouped
     convs and as the reference the benchmark measures against) takes pixels and a channel tile.
     Both keep each work-item's private tile at most 16 vectors: PoCL replicates private arrays
-    across a work-group (8 x 4 vectors crashed ResNet-8)."""
-    x, filters = ctx.input_layout(), ctx.attrs["filters"]
+    across a work-group (8 x 4 vectors crashed ResNet-8). A GPU, where "channels" has not been
+    measured, keeps "filters" as its default (the tuner may choose either)."""
+    x, count = ctx.input_layout(), ctx.attrs["filters"]
     tile = widest_dividing(x.volume.depth // ctx.derived["groups"], 4)
     space = []
     if ctx.derived["groups"] == 1:
@@ -556,16 +558,16 @@ def _strided_input_grad_space(ctx, phase_pixels: int, width: int) -> list[dict]:
                 if x.stride_c % (width * vectors) or pixels * vectors * width > 256:
                     continue
                 for step in (8, 4, 2, 1):
-                    if filters % step == 0:
+                    if count % step == 0:
                         space.append({"BODY": "channels", "TILE_PIXELS":
                                       choose_tile(phase_pixels, pixels), "FILTER_VECTORS": vectors,
                                       "CHANNEL_STEP": step, "CHANNEL_TILE": 1})
-    space += [{"BODY": "filters", "TILE_PIXELS": choose_tile(phase_pixels, pixels),
-               "FILTER_VECTORS": 1, "CHANNEL_STEP": 1, "CHANNEL_TILE": channels}
-              for pixels in (ctx.profile.grad_tile_pixels, 2, 4, 8)
-              for channels in (tile, 1, 2, 4)
-              if channels <= tile and pixels * channels <= 16]
-    return space
+    filters = [{"BODY": "filters", "TILE_PIXELS": choose_tile(phase_pixels, pixels),
+                "FILTER_VECTORS": 1, "CHANNEL_STEP": 1, "CHANNEL_TILE": channels}
+               for pixels in (ctx.profile.grad_tile_pixels, 2, 4, 8)
+               for channels in (tile, 1, 2, 4)
+               if channels <= tile and pixels * channels <= 16]
+    return filters + space if ctx.profile.conv_local is not None else space + filters
 
 
 def _lower_strided_input_grad(ctx, defines: dict) -> None:
