@@ -19,9 +19,14 @@
  *                      (taps x channels), columns = K_ALLOC, depth = IMAGES_PER_SPLIT x the output
  *                      pixels (images past the batch read as zeros); each split writes its own
  *                      partial weights, which reduction.cl's SUM_SPLITS adds up.
- *   GEMM_FORWARD       fc: rows = images, columns = UNITS_ALLOC units, depth = INPUTS; A is the
- *                      input volume read in (c, h, w) order (x is NHWC), B the (INPUTS, UNITS_ALLOC)
- *                      weights; bias and the fused activation in the epilogue.
+ *   GEMM_FORWARD       fc (dense.cl's layouts): rows = the batch's images, columns = U_ALLOC
+ *                      units, depth = the IN_H * IN_W * IN_CHANNELS inputs in (h, w, c) order, as
+ *                      w's rows are (the host permutes PyTorch's weights); A is the input volume
+ *                      itself (a flatten read by the fc is elided). Bias and fused activation.
+ *   GEMM_BACKWARD_DATA    fc's dx = dy w^T: rows = images, columns = inputs (a vector of columns
+ *                      stays inside one pixel's channels), depth = UNITS. ACCUMULATE adds to dx.
+ *   GEMM_BACKWARD_WEIGHTS fc's dw = x^T dy: rows = inputs, columns = U_ALLOC, depth = the batch.
+ * (The batch is a run-time argument of the fc kernels: rows or depth past it are masked.)
  *
  * Two levels of tiles. A work-group of (GROUP_COLUMNS, GROUP_ROWS) work-items computes a tile of
  * TILE_ROWS x TILE_COLUMNS outputs; work-item (tx, ty) computes ITEM_ROWS rows (ty, ty +
@@ -66,8 +71,8 @@
 #define K_ALLOC 16
 #define TRANSPOSED_ALLOC 8
 #define IMAGES_PER_SPLIT 2
-#define INPUTS 64
-#define UNITS_ALLOC 16
+#define UNITS 10
+#define U_ALLOC 16
 #define HAS_BIAS 1
 #define EPILOGUE ACT_RELU
 #define EPILOGUE_SLOPE 0.0f
@@ -158,18 +163,36 @@ inline float CONCAT(landing_gradient_, KERNEL_NAME)(__global const float *restri
          ? LOADV(0, dy + AT(Y, IMAGE(k), (k) % PIXELS / OUT_W, (k) % PIXELS % OUT_W, (column))) \
          : (realV)(0.0f))
 
-#elif defined(GEMM_FORWARD)
+#elif defined(GEMM_FORWARD) || defined(GEMM_BACKWARD_DATA) || defined(GEMM_BACKWARD_WEIGHTS)
+#define INPUTS (IN_H * IN_W * IN_CHANNELS)
+/* input ``i`` (in w's (h, w, c) row order) of image n */
+#define INPUT_AT(n, i) AT(X, (n), (i) / (IN_W * IN_CHANNELS), (i) / IN_CHANNELS % IN_W, (i) % IN_CHANNELS)
+#if defined(GEMM_FORWARD)
 #define ROWS batch
-#define COLUMNS UNITS_ALLOC
+#define COLUMNS U_ALLOC
 #define DEPTH INPUTS
 #define KERNEL_ARGUMENTS __global const float *restrict x, __global const float *restrict w, \
                          __global const float *restrict b, __global float *restrict y,       \
                          const int batch
-/* input k of image ``row`` in PyTorch's (c, h, w) flattening order */
-#define X_PIXELS (X_HEIGHT * X_WIDTH)
-#define A_ELEMENT(row, k)                                                                      \
-    x[AT(X, (row), (k) % X_PIXELS / X_WIDTH, (k) % X_WIDTH, (k) / X_PIXELS)]
-#define B_VECTOR(k, column) LOADV(0, w + (k) * UNITS_ALLOC + (column))
+#define A_ELEMENT(row, k) x[INPUT_AT(row, k)]
+#define B_VECTOR(k, column) LOADV(0, w + (k) * U_ALLOC + (column))
+#elif defined(GEMM_BACKWARD_DATA) /* VECTOR_WIDTH 1: B is w transposed, a strided gather */
+#define ROWS batch
+#define COLUMNS INPUTS
+#define DEPTH UNITS
+#define KERNEL_ARGUMENTS __global const float *restrict dy, __global const float *restrict w, \
+                         __global float *restrict dx, const int batch
+#define A_ELEMENT(row, k) dy[AT(Y, (row), 0, 0, (k))]
+#define B_VECTOR(k, column) w[(column) * U_ALLOC + (k)]
+#else
+#define ROWS INPUTS
+#define COLUMNS U_ALLOC
+#define DEPTH batch
+#define KERNEL_ARGUMENTS __global const float *restrict x, __global const float *restrict dy, \
+                         __global float *restrict dw, const int batch
+#define A_ELEMENT(row, k) x[INPUT_AT(k, row)]
+#define B_VECTOR(k, column) LOADV(0, dy + AT(Y, (k), 0, 0, (column)))
+#endif
 #endif
 
 __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
@@ -178,8 +201,8 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
     const int ty = get_local_id(1);
     const int first_column = get_group_id(0) * TILE_COLUMNS;
     const int first_row = get_group_id(1) * TILE_ROWS;
-#if defined(GEMM_FORWARD)
-    const int item = 0;
+#if defined(GEMM_FORWARD) || defined(GEMM_BACKWARD_DATA) || defined(GEMM_BACKWARD_WEIGHTS)
+    const int item = 0; /* the batch is the rows (or the depth) */
 #else
     const int item = get_global_id(2); /* the image, or the split of the batch */
 #endif
@@ -284,7 +307,12 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
             STOREV(acc[i][f], 0, dw + (item * ROWS + row) * K_ALLOC + column);
 #elif defined(GEMM_FORWARD)
             STOREV(ACTIVATE(acc[i][f] + bias, EPILOGUE, EPILOGUE_SLOPE), 0,
-                   y + row * UNITS_ALLOC + column);
+                   y + AT(Y, row, 0, 0, column));
+#elif defined(GEMM_BACKWARD_DATA)
+            const int at = INPUT_AT(row, column);
+            STOREV(acc[i][f] + (ACCUMULATE ? LOADV(0, dx + at) : (realV)(0.0f)), 0, dx + at);
+#elif defined(GEMM_BACKWARD_WEIGHTS)
+            STOREV(acc[i][f], 0, dw + row * U_ALLOC + column);
 #endif
         }
     }

@@ -24,6 +24,8 @@ direct kernel's register tiles serve them).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from convgraph.ops.spatial import widest_dividing
 
 TILED = ("gemm", "gemm_global")  # the ALGORITHM knob's values for this family
@@ -149,11 +151,17 @@ def _grid(knobs: dict, rows: int, columns: int) -> tuple[tuple[int, int, int], t
     return grid, (group_columns, group_rows, 1)
 
 
-def _launch(ctx, selector: str, defines: dict, knobs: dict, rows: int, columns: int, args,
-            site: str, **extra) -> None:
-    grid, local = _grid(knobs, rows, columns)
+def _launch(ctx, selector: str, defines: dict, knobs: dict, rows: int | None, columns: int,
+            args, site: str, batch_axis: int | None = 2, **extra) -> None:
+    """One GEMM launch: ``rows`` None means the rows are the batch's images (fc), whole
+    work-groups of TILE_ROWS images each along axis 1."""
+    if rows is None:
+        grid, local = _grid(knobs, 1, columns)
+        batch_axis, extra["batch_divisor"] = 1, local[1] * knobs["TILE_PIXELS"]
+    else:
+        grid, local = _grid(knobs, rows, columns)
     ctx.launch(KERNELS, selector, {**defines, **_tile_defines(knobs)}, grid, args,
-               batch_axis=2, local_size=local, exact_local=True, site=site, **extra)
+               batch_axis=batch_axis, local_size=local, exact_local=True, site=site, **extra)
 
 
 # the defines of a conv site that the GEMM kernels read (the rest would split identical kernels)
@@ -268,3 +276,59 @@ def _lower_data_gradient(ctx, defines: dict, settings: list[dict]) -> None:
     site, knobs = ctx.tuned("CONV_GEMM_DATA", shape, settings)
     _launch(ctx, "CONV_GEMM_DATA", shape, knobs, rows, columns,
             [ctx.output_grad, transposed, grad], site, flops=ctx.node.flops)
+
+
+# fc: rows (or the depth) are the batch, known only at run time; settings are sized for this many
+NOMINAL_BATCH = 64
+_DENSE_SHAPE = ("IN_H", "IN_W", "IN_CHANNELS", "UNITS", "U_ALLOC")
+
+
+def _dense_shape(defines: dict) -> dict:
+    return {key: value for key, value in defines.items()
+            if key in _DENSE_SHAPE or key.startswith(("X_", "Y_"))}
+
+
+def lower_dense(ctx, defines: dict, args: list, moved: int) -> bool:
+    """fc's forward as the tiled GEMM of ``args`` = [x, w, b, y, batch] (dense.cl's arguments,
+    ``defines`` its defines with the epilogue); False (nothing launched) where the profile does
+    not ask for this family or no setting fits."""
+    if getattr(ctx.profile, "conv_family", "direct") != "tiled":
+        return False
+    inputs = defines["IN_H"] * defines["IN_W"] * defines["IN_CHANNELS"]
+    settings = space(ctx.profile, NOMINAL_BATCH, defines["U_ALLOC"], inputs)
+    if not settings:
+        return False
+    shape = {**_dense_shape(defines), **{key: defines[key] for key in (
+        "HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE")}}
+    site, knobs = ctx.tuned("GEMM_FORWARD", shape, settings)
+    _launch(ctx, "GEMM_FORWARD", shape, knobs, None, defines["U_ALLOC"], args, site,
+            flops=ctx.node.flops, moved=moved)
+    return True
+
+
+def lower_dense_backward(ctx, defines: dict) -> bool:
+    """fc's weight gradient (x^T dy over the batch), bias gradient and input gradient (dy w^T,
+    one input per column: w^T is a strided gather) as tiled GEMMs; False where not offered."""
+    if getattr(ctx.profile, "conv_family", "direct") != "tiled":
+        return False
+    shape = _dense_shape(defines)
+    inputs = defines["IN_H"] * defines["IN_W"] * defines["IN_CHANNELS"]
+    weights = space(ctx.profile, inputs, defines["U_ALLOC"], NOMINAL_BATCH)
+    data = [knobs for knobs in space(replace(ctx.profile, max_vector=1), NOMINAL_BATCH, inputs,
+                                     defines["UNITS"])]
+    if not weights or (ctx.needs_grad() and not data):
+        return False
+    site, knobs = ctx.tuned("GEMM_BACKWARD_WEIGHTS", shape, weights)
+    _launch(ctx, "GEMM_BACKWARD_WEIGHTS", shape, knobs, inputs, defines["U_ALLOC"],
+            [ctx.input_tensor(), ctx.output_grad, ctx.param_grad("weight"), ctx.BATCH], site,
+            batch_axis=None, flops=ctx.node.flops)
+    if ctx.attrs["bias"]:
+        ctx.channel_sum(ctx.output_grad, ctx.output_layout, "bias")
+    if ctx.needs_grad():
+        grad, accumulate = ctx.input_grad()
+        data_shape = {**shape, "ACCUMULATE": accumulate}
+        site, knobs = ctx.tuned("GEMM_BACKWARD_DATA", data_shape, data)
+        _launch(ctx, "GEMM_BACKWARD_DATA", data_shape, knobs, None, inputs,
+                [ctx.output_grad, ctx.param("weight"), grad, ctx.BATCH], site,
+                flops=ctx.node.flops)
+    return True
