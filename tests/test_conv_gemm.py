@@ -324,4 +324,6 @@ def test_oclgrind_catches_a_missing_barrier(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     races = [r for r in reports if "race" in r["kind"].lower()]
     assert races, done.stderr[:4000]
-    assert all("conv_gemm_forward" in r["kernel"] for r in races), races[:3]
+    # the plant removes the barrier from every kernel of conv_gemm.cl (the conv's and fc's)
+    assert any(r["kernel"].endswith("conv_gemm_forward") for r in races), races[:3]
+    assert all("gemm" in r["kernel"] for r in reports), reports[:3]
