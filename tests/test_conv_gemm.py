@@ -8,10 +8,10 @@ work-groups, width-1 vectors. Each runs small networks with partial tiles (odd h
 and channel counts), stride 2 and 3, padding, dilation, 1x1, 5x5, a gated and an accumulated
 input gradient, fc, at batch 1 and 3, forward and backward, with the kernel tests' tolerance.
 The numpy backward they are compared with is itself checked against finite differences
-(tests/test_gradients.py). The default tier runs one network with the default setting and the
-pure-Python and limit checks (about 15 s); ``-m slow`` runs every setting and case, ResNet-8 and
-VGG-CIFAR whole on the GPU profile, and Oclgrind (every setting clean, and a planted missing
-barrier caught as a local-memory race).
+(tests/test_gradients.py). The default tier runs the rules (plans, limits, the direct
+fallback, the exact work-group refusal: about 5 s); ``-m slow`` runs every setting and case,
+ResNet-8 and VGG-CIFAR whole on the GPU profile, and Oclgrind (every setting clean, and a
+planted missing barrier caught as a local-memory race).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ CASES = {
     "dilated": ("11x11x4", "[INPUT-CONV(8, 3, pad=2, dilation=2)-RELU-CONV(17, 3, pad=1)"
                            "-SIGMOID-CONV(12, 1)-FC(3)]", 1),
     # 5x5 over 17 channels, stride 3 valid, a non-square kernel with WxH stride and padding
-    "odd": ("15x10x17", "[INPUT-CONV(20, 5, pad=2)-TANH-CONV(6, 3, stride=3, pad=valid)"
+    "odd": ("15x12x17", "[INPUT-CONV(20, 5, pad=2)-TANH-CONV(6, 3, stride=3, pad=valid)"
                         "-CONV(9, 3x2, stride=1x2, pad=1x0, rounding=floor)-FC(2)]", 3),
     # an input two convs read: their input gradients add up (ACCUMULATE), one of them strided
     "residual": ("9x7x5", {"a": {"op": "conv", "filters": 6, "size": 1, "inputs": ["input"]},
@@ -143,7 +143,11 @@ def check_case(monkeypatch, name: str, variant: str, batch: int | None = None) -
 pytestmark = pytest.mark.device
 
 
+@pytest.mark.slow  # 50 s with cold PoCL caches: the default tier's cover is below
 def test_the_default_setting_computes_what_numpy_does(monkeypatch):
+    """(In the default tier the GPU profile's tiled kernels run forward in tests/test_kernels.py's
+    other-profile cases and forward and backward in tests/test_tuning.py's other-family
+    spread.)"""
     check_case(monkeypatch, "strided", "default")
 
 
@@ -202,6 +206,20 @@ def test_the_gpu_profile_defaults_to_the_tiled_family_with_the_others_searchable
     assert launches and all(launch.exact_local for launch in launches)
     for launch in launches:  # whole work-groups: the kernels have no early return
         assert all(g % w == 0 for g, w in zip(launch.global_size, launch.local_size))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_ungrouped_conv_and_fc_gets_the_tiled_family_by_default(name):
+    graph = analyse(spec_of(name))
+    plan = plan_training(graph, profiles.GPU)
+    tiled = {layer for spec in plan.kernels.values() if spec.selector in GEMM_SELECTORS
+             for layer in spec.layers}
+    wanted = {node for node in graph if graph.nodes[node]["op"] in ("conv", "fc")}
+    assert wanted <= tiled
+    direct = {"CONV_FORWARD", "CONV_BACKWARD_WEIGHTS", "CONV_BACKWARD_WEIGHTS_TAPS",
+              "CONV_BACKWARD_DATA", "DENSE_FORWARD", "DENSE_BACKWARD_WEIGHTS",
+              "DENSE_BACKWARD_DATA"}
+    assert not direct & {spec.selector for spec in plan.kernels.values()}
 
 
 def test_every_offered_setting_fits_the_profiles_limits():

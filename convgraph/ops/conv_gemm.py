@@ -66,9 +66,15 @@ def default_knobs(profile, rows: int, columns: int, depth: int) -> dict:
     while (group_rows * 2 * group_columns <= min(256, most)
            and group_rows * 2 * item_rows <= _pow2_at_least(rows)):
         group_rows *= 2
-    return {"ALGORITHM": "gemm", "TILE_PIXELS": item_rows, "FILTER_VECTORS": vectors,
-            "CHANNEL_STEP": 16 if depth >= 64 else 8, "VECTOR_WIDTH": width,
-            "LOCAL": _local_text(group_columns, group_rows)}
+    knobs = {"ALGORITHM": "gemm", "TILE_PIXELS": item_rows, "FILTER_VECTORS": vectors,
+             "CHANNEL_STEP": 16 if depth >= 64 else 8, "VECTOR_WIDTH": width,
+             "LOCAL": _local_text(group_columns, group_rows)}
+    # a narrow matrix (few columns) gets tall work-groups: fewer rows where the stage would
+    # not fit the local memory
+    while local_bytes(knobs) > (profile.local_memory or 16384) and group_rows > 1:
+        group_rows //= 2
+        knobs["LOCAL"] = _local_text(group_columns, group_rows)
+    return knobs
 
 
 def local_bytes(knobs: dict) -> int:
