@@ -93,6 +93,10 @@
 #define TILE_VECTORS (GROUP_COLUMNS * ITEM_VECTORS) /* vectors of columns in a work-group's tile */
 #define TILE_COLUMNS (TILE_VECTORS * VECTOR_WIDTH)
 #define GROUP_SIZE (GROUP_ROWS * GROUP_COLUMNS)
+/* a_stage's lines are one float longer than the tile's rows: consecutive work-items store
+ * consecutive k, a line apart, which with lines a multiple of the bank count would all fall in
+ * one local-memory bank */
+#define A_STRIDE (TILE_ROWS + 1)
 #define realV CONCAT(float, VECTOR_WIDTH)
 #define LOADV VLOAD(VECTOR_WIDTH)
 #define STOREV VSTORE(VECTOR_WIDTH)
@@ -215,7 +219,7 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
 
 #if USE_LOCAL_MEMORY
     /* a_stage[k][row]: a work-item's rows of one step are GROUP_ROWS apart; b_stage[k][column] */
-    __local float a_stage[STAGE_DEPTH * TILE_ROWS];
+    __local float a_stage[STAGE_DEPTH * A_STRIDE];
     __local float b_stage[STAGE_DEPTH * TILE_COLUMNS];
     const int local_id = ty * GROUP_COLUMNS + tx;
     for (int k0 = 0; k0 < DEPTH; k0 += STAGE_DEPTH) {
@@ -223,7 +227,7 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
         for (int i = local_id; i < STAGE_DEPTH * TILE_ROWS; i += GROUP_SIZE) {
             const int k = k0 + i % STAGE_DEPTH;
             const int row = first_row + i / STAGE_DEPTH;
-            a_stage[i % STAGE_DEPTH * TILE_ROWS + i / STAGE_DEPTH] =
+            a_stage[i % STAGE_DEPTH * A_STRIDE + i / STAGE_DEPTH] =
                 k < DEPTH && row < ROWS ? A_ELEMENT(row, k) : 0.0f;
         }
         /* consecutive work-items load consecutive vectors of columns (contiguous in w, dy) */
@@ -239,7 +243,7 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
             float a[ITEM_ROWS];
             realV bv[ITEM_VECTORS];
 #pragma unroll
-            for (int i = 0; i < ITEM_ROWS; ++i) a[i] = a_stage[kk * TILE_ROWS + i * GROUP_ROWS + ty];
+            for (int i = 0; i < ITEM_ROWS; ++i) a[i] = a_stage[kk * A_STRIDE + i * GROUP_ROWS + ty];
 #pragma unroll
             for (int f = 0; f < ITEM_VECTORS; ++f)
                 bv[f] = LOADV(0, b_stage + kk * TILE_COLUMNS + (f * GROUP_COLUMNS + tx) * VECTOR_WIDTH);

@@ -281,6 +281,7 @@ if plant:  # the barrier that keeps the next stage's loads from overwriting this
         "barrier(CLK_LOCAL_MEM_FENCE); /* stage consumed", "/* (planted: no barrier) */ /*", 1)
 info = select_device()[0]
 base = gpu_profile(info, build_options=("-cl-opt-disable",))
+print("limits", base.max_work_group, base.local_memory, flush=True)
 failed = 0
 for spec in specs:
     for variant in variants:
@@ -288,6 +289,9 @@ for spec in specs:
         target.profile_for = lambda info, profile=profile: profile
         model = convgraph.compile(spec, batch=2, share_buffers=False)
         assert "Oclgrind" in model.info.platform, model.info.label
+        for launch in model.plan.launches:  # what the plan chose fits the device
+            if launch.exact_local:
+                assert launch.local_size[0] * launch.local_size[1] <= base.max_work_group
         checks = verify_model(model)
         if not plant:
             checks += verify_training(model.graph, batch=2)
@@ -324,6 +328,25 @@ def test_the_tiled_kernels_are_clean_under_oclgrind(tmp_path):
                    json.dumps(variants), "clean"], timeout=3600)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     assert done.stdout.count("kernel checks") == len(variants) * len(OCLGRIND_NETWORKS)
+    assert reports == [], done.stderr[:4000]
+
+
+@pytest.mark.slow
+@needs_oclgrind
+def test_a_small_device_gets_settings_it_holds(tmp_path):
+    """Oclgrind simulating a device of 64 work-items and 8 KiB of local memory a work-group:
+    the profile takes its limits, every tiled setting the plans choose fits them, and the
+    kernels are clean and right there."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_NETWORKS[:1]),
+                   json.dumps(["default", "large"]), "clean"],
+        extra_env={"OCLGRIND_MAX_WGSIZE": "64", "OCLGRIND_LOCAL_MEM_SIZE": "8192"},
+        timeout=3600)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert done.stdout.count("kernel checks") == 2, done.stdout
+    assert "limits 64 8192" in done.stdout, done.stdout
     assert reports == [], done.stderr[:4000]
 
 

@@ -78,13 +78,14 @@ def default_knobs(profile, rows: int, columns: int, depth: int) -> dict:
 
 
 def local_bytes(knobs: dict) -> int:
-    """Local memory of one work-group: a stage of A rows and of B columns."""
+    """Local memory of one work-group: a stage of A rows (each padded by one float) and of B
+    columns."""
     if knobs["ALGORITHM"] != "gemm":
         return 0
     columns, rows = group_shape(knobs)
     tile_rows = rows * knobs["TILE_PIXELS"]
     tile_columns = columns * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"]
-    return 4 * knobs["CHANNEL_STEP"] * (tile_rows + tile_columns)
+    return 4 * knobs["CHANNEL_STEP"] * (tile_rows + 1 + tile_columns)
 
 
 def group_shape(knobs: dict) -> tuple[int, int]:
