@@ -222,6 +222,15 @@ def test_every_ungrouped_conv_and_fc_gets_the_tiled_family_by_default(name):
     assert not direct & {spec.selector for spec in plan.kernels.values()}
 
 
+def test_weight_gradient_splits_follow_the_layers_work_groups():
+    """Small layers split the batch finely (their splits fill the device), large ones into
+    splits of up to 16 images (fewer partial sums to hold and add)."""
+    knobs = conv_gemm.default_knobs(profiles.GPU, 4608, 512, 196)  # VGG-16 conv5 at 14x14
+    assert conv_gemm.split_images(knobs, 4608, 512) == 16
+    knobs = conv_gemm.default_knobs(profiles.GPU, 27, 16, 1024)  # a 3-channel first layer
+    assert conv_gemm.split_images(knobs, 27, 16) == 1
+
+
 def test_every_offered_setting_fits_the_profiles_limits():
     small = replace(profiles.GPU, local_memory=4096, max_work_group=64)
     for profile in (profiles.GPU, small):

@@ -229,14 +229,28 @@ def _weight_matrix(defines: dict) -> tuple[int, int, int]:
 
 
 def _weight_gradient_space(profile, defines: dict) -> list[dict]:
-    """The tiled settings with the profile's images per split, then the default tiles with
+    """The tiled settings with the default images per split, then the default tiles with
     other splits (more splits: more work-groups for a small layer, a longer sum of splits)."""
-    tiled = space(profile, *_weight_matrix(defines))
+    rows, columns, _ = _weight_matrix(defines)
+    tiled = space(profile, rows, columns, _weight_matrix(defines)[2])
     if not tiled:
         return []
-    first = profile.images_per_split
+    first = split_images(tiled[0], rows, columns)
     return ([{**knobs, "IMAGES_PER_SPLIT": first} for knobs in tiled]
             + [{**tiled[0], "IMAGES_PER_SPLIT": n} for n in (1, 2, 4, 8, 16) if n != first])
+
+
+def split_images(knobs: dict, rows: int, columns: int) -> int:
+    """Images per split of a weight gradient: one where a split has few work-groups (a small
+    layer needs the batch's splits to fill a GPU), up to 16 where it has many, so the partial
+    sums stay few (VGG-16's 512-channel layers at one image a split would hold 64-256 copies of
+    their 9.4 MB of weights, and sum them)."""
+    grid, local = _grid(knobs, rows, columns)
+    groups = grid[0] // local[0] * (grid[1] // local[1])
+    images = 1
+    while images * 2 <= 16 and images * 2 * 4 <= groups:
+        images *= 2
+    return images
 
 
 def _lower_weight_gradient(ctx, defines: dict, settings: list[dict]) -> None:
