@@ -176,6 +176,25 @@ def test_whole_models_on_the_gpu_profile(monkeypatch, name):
                                  if s.selector == "CONV_GEMM_FORWARD"} for c in checks)
 
 
+@pytest.mark.slow
+def test_the_tuner_searches_the_tiled_space(monkeypatch, tmp_path):
+    """`convgraph tune` on the GPU profile times the tiled sites (the conv forward, whose space
+    holds both families, first) and keeps settings of their spaces."""
+    import convgraph.runtime.tune as tune_module
+
+    monkeypatch.setenv("CONVGRAPH_CACHE", str(tmp_path / "cache"))
+    profile = gpu_profile()
+    monkeypatch.setattr(tune_module, "profile_for", lambda info, tuned=True: profile)
+    graph = analyse({"name": "gemm-tune", "input": "12x12x8", "pattern":
+                     "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(32, 3, stride=2, pad=same)-FC(10)]"})
+    report = tune_module.tune(graph, batch=4, budget=40.0, modes=("train",), repeats=2)
+    assert report.results, report.skipped
+    for result in report.results:
+        assert result.best in result.site.space
+    forward = [r for r in report.results if r.site.selector == "CONV_FORWARD"]
+    assert forward and forward[0].site.default["ALGORITHM"] == "gemm"
+
+
 # ---------------------------------------------------------------- the family's rules, no device
 
 NETWORK = analyse(spec_of("strided"))
