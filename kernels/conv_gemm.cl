@@ -33,8 +33,10 @@
  * GROUP_ROWS, ...) times ITEM_VECTORS vectors of VECTOR_WIDTH columns ((tx + f * GROUP_COLUMNS) *
  * VECTOR_WIDTH), in registers. With USE_LOCAL_MEMORY the work-group stages STAGE_DEPTH steps of
  * the reduction of its A rows and B columns in local memory (each element loaded once from global
- * memory serves GROUP_COLUMNS or GROUP_ROWS work-items), between two barriers; without it, each
- * work-item loads its own operands (no barriers). The grid is exactly whole work-groups: the
+ * memory serves GROUP_COLUMNS or GROUP_ROWS work-items), between two barriers; with PREFETCH as
+ * well, the next stage's loads are issued into registers before this stage's products (double
+ * buffering through registers: the loads' latency hides behind the fmas); without local memory,
+ * each work-item loads its own operands (no barriers). The grid is exactly whole work-groups: the
  * kernel must run with exactly (GROUP_COLUMNS, GROUP_ROWS, 1) (the plan marks its launches so,
  * and the executor never shrinks them). Every work-item runs every stage, so both barriers are
  * in uniform control flow; rows, columns and depth past the matrix are masked loads (zeros) and
@@ -86,6 +88,7 @@
 #define GROUP_COLUMNS 4
 #define STAGE_DEPTH 8
 #define USE_LOCAL_MEMORY 1
+#define PREFETCH 0
 #endif
 
 /* derived values */
@@ -100,6 +103,31 @@
 #define realV CONCAT(float, VECTOR_WIDTH)
 #define LOADV VLOAD(VECTOR_WIDTH)
 #define STOREV VSTORE(VECTOR_WIDTH)
+
+/* Element i of the stage starting at reduction step k0, as the work-group lays it out: of A,
+ * step k0 + i % STAGE_DEPTH of row first_row + i / STAGE_DEPTH; of B, the vector of columns
+ * first_column + i % TILE_VECTORS * VECTOR_WIDTH of step k0 + i / TILE_VECTORS (zero past the
+ * matrix). PREFETCH_STAGE loads a work-item's share of a stage into a_next and b_next. */
+#define STAGE_A(k0, i)                                                                          \
+    ((k0) + (i) % STAGE_DEPTH < DEPTH && first_row + (i) / STAGE_DEPTH < ROWS                   \
+         ? A_ELEMENT(first_row + (i) / STAGE_DEPTH, (k0) + (i) % STAGE_DEPTH) : 0.0f)
+#define STAGE_B(k0, i)                                                                          \
+    ((k0) + (i) / TILE_VECTORS < DEPTH && first_column + (i) % TILE_VECTORS * VECTOR_WIDTH < COLUMNS \
+         ? B_VECTOR((k0) + (i) / TILE_VECTORS, first_column + (i) % TILE_VECTORS * VECTOR_WIDTH) \
+         : (realV)(0.0f))
+#define A_LOADS ((STAGE_DEPTH * TILE_ROWS + GROUP_SIZE - 1) / GROUP_SIZE)
+#define B_LOADS ((STAGE_DEPTH * TILE_VECTORS + GROUP_SIZE - 1) / GROUP_SIZE)
+#define PREFETCH_STAGE(k0)                                                                      \
+    do {                                                                                        \
+        for (int j = 0; j < A_LOADS; ++j) {                                                     \
+            const int i = local_id + j * GROUP_SIZE;                                            \
+            a_next[j] = i < STAGE_DEPTH * TILE_ROWS ? STAGE_A(k0, i) : 0.0f;                    \
+        }                                                                                       \
+        for (int j = 0; j < B_LOADS; ++j) {                                                     \
+            const int i = local_id + j * GROUP_SIZE;                                            \
+            b_next[j] = i < STAGE_DEPTH * TILE_VECTORS ? STAGE_B(k0, i) : (realV)(0.0f);        \
+        }                                                                                       \
+    } while (0)
 
 /* Each kernel names its matrices: ROWS, COLUMNS, DEPTH; A_ELEMENT(row, k) (a float, called only
  * for row < ROWS and k < DEPTH) and B_VECTOR(k, column) (VECTOR_WIDTH columns from ``column``,
@@ -222,22 +250,39 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
     __local float a_stage[STAGE_DEPTH * A_STRIDE];
     __local float b_stage[STAGE_DEPTH * TILE_COLUMNS];
     const int local_id = ty * GROUP_COLUMNS + tx;
+#if PREFETCH
+    /* the next stage's operands wait in registers while this stage's products are computed:
+     * element i of a stage is loaded by work-item i % GROUP_SIZE */
+    float a_next[A_LOADS];
+    realV b_next[B_LOADS];
+    PREFETCH_STAGE(0);
+#endif
     for (int k0 = 0; k0 < DEPTH; k0 += STAGE_DEPTH) {
+#if PREFETCH
+#pragma unroll
+        for (int j = 0; j < A_LOADS; ++j) {
+            const int i = local_id + j * GROUP_SIZE;
+            if (i < STAGE_DEPTH * TILE_ROWS) a_stage[i % STAGE_DEPTH * A_STRIDE + i / STAGE_DEPTH] = a_next[j];
+        }
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j) {
+            const int i = local_id + j * GROUP_SIZE;
+            if (i < STAGE_DEPTH * TILE_VECTORS)
+                STOREV(b_next[j], 0, b_stage + i / TILE_VECTORS * TILE_COLUMNS + i % TILE_VECTORS * VECTOR_WIDTH);
+        }
+#else
         /* consecutive work-items load consecutive k (channels: contiguous in x) */
-        for (int i = local_id; i < STAGE_DEPTH * TILE_ROWS; i += GROUP_SIZE) {
-            const int k = k0 + i % STAGE_DEPTH;
-            const int row = first_row + i / STAGE_DEPTH;
-            a_stage[i % STAGE_DEPTH * A_STRIDE + i / STAGE_DEPTH] =
-                k < DEPTH && row < ROWS ? A_ELEMENT(row, k) : 0.0f;
-        }
+        for (int i = local_id; i < STAGE_DEPTH * TILE_ROWS; i += GROUP_SIZE)
+            a_stage[i % STAGE_DEPTH * A_STRIDE + i / STAGE_DEPTH] = STAGE_A(k0, i);
         /* consecutive work-items load consecutive vectors of columns (contiguous in w, dy) */
-        for (int i = local_id; i < STAGE_DEPTH * TILE_VECTORS; i += GROUP_SIZE) {
-            const int k = k0 + i / TILE_VECTORS;
-            const int column = first_column + i % TILE_VECTORS * VECTOR_WIDTH;
-            STOREV(k < DEPTH && column < COLUMNS ? B_VECTOR(k, column) : (realV)(0.0f), 0,
+        for (int i = local_id; i < STAGE_DEPTH * TILE_VECTORS; i += GROUP_SIZE)
+            STOREV(STAGE_B(k0, i), 0,
                    b_stage + i / TILE_VECTORS * TILE_COLUMNS + i % TILE_VECTORS * VECTOR_WIDTH);
-        }
+#endif
         barrier(CLK_LOCAL_MEM_FENCE); /* stage loaded */
+#if PREFETCH
+        if (k0 + STAGE_DEPTH < DEPTH) PREFETCH_STAGE(k0 + STAGE_DEPTH); /* uniform: no barrier */
+#endif
 #pragma unroll
         for (int kk = 0; kk < STAGE_DEPTH; ++kk) {
             float a[ITEM_ROWS];

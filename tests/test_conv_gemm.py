@@ -69,6 +69,9 @@ CASES = {
 VARIANTS = {
     "default": {},
     "no-local-memory": {"ALGORITHM": "gemm_global"},
+    "prefetch": {"ALGORITHM": "gemm_prefetch"},
+    "prefetch-small": {"ALGORITHM": "gemm_prefetch", "TILE_PIXELS": 2, "CHANNEL_STEP": 16,
+                       "LOCAL": "8,8,1"},
     "small": {"TILE_PIXELS": 2, "FILTER_VECTORS": 1, "CHANNEL_STEP": 8, "LOCAL": "8,8,1"},
     "large": {"TILE_PIXELS": 8, "FILTER_VECTORS": 2, "CHANNEL_STEP": 16, "LOCAL": "16,4,1"},
     "tall": {"TILE_PIXELS": 4, "CHANNEL_STEP": 8, "LOCAL": "4,16,1"},
@@ -350,7 +353,7 @@ def test_the_tiled_kernels_are_clean_under_oclgrind(tmp_path):
     data-race, uninitialised-value and bounds checks: nothing reported."""
     from tests.test_oclgrind import run_under_oclgrind
 
-    variants = ["default", "no-local-memory", "small", "vector-1"]
+    variants = ["default", "no-local-memory", "prefetch", "prefetch-small", "small", "vector-1"]
     done, reports = run_under_oclgrind(
         tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_NETWORKS),
                    json.dumps(variants), "clean"], timeout=3600)

@@ -3,7 +3,9 @@
 Where the device profile asks for it (``profile.conv_family == "tiled"``: the GPU profile), an
 ungrouped conv's forward site offers kernels/conv_gemm.cl's implicit GEMM beside the direct
 kernel (and Winograd) through its ALGORITHM knob, the tiled one first: "gemm" stages operands in
-local memory, "gemm_global" is the same register tiling with each work-item loading its own.
+local memory, "gemm_prefetch" too, with the next stage's loads issued into registers before
+this stage's products (double buffering), "gemm_global" is the same register tiling with each
+work-item loading its own.
 The stride-1 input gradient is such a conv of dy (ops/conv.py), so it follows; the strided input
 gradient (CONV_GEMM_DATA) and the weight gradient (CONV_GEMM_WEIGHTS, split over the batch, the
 splits summed by SUM_SPLITS as the direct family's are) get sites of their own.
@@ -28,7 +30,10 @@ from dataclasses import replace
 
 from convgraph.ops.spatial import widest_dividing
 
-TILED = ("gemm", "gemm_global")  # the ALGORITHM knob's values for this family
+# the ALGORITHM knob's values for this family: local memory, local memory with the next
+# stage prefetched into registers (double buffering), none
+TILED = ("gemm", "gemm_prefetch", "gemm_global")
+STAGED = ("gemm", "gemm_prefetch")
 KERNELS = "conv_gemm"  # kernels/conv_gemm.cl
 # work-group shapes (columns, rows) searched beside the default
 GROUP_SHAPES = ((16, 16), (8, 8), (16, 4), (4, 16), (8, 32))
@@ -80,7 +85,7 @@ def default_knobs(profile, rows: int, columns: int, depth: int) -> dict:
 def local_bytes(knobs: dict) -> int:
     """Local memory of one work-group: a stage of A rows (each padded by one float) and of B
     columns."""
-    if knobs["ALGORITHM"] != "gemm":
+    if knobs["ALGORITHM"] not in STAGED:
         return 0
     columns, rows = group_shape(knobs)
     tile_rows = rows * knobs["TILE_PIXELS"]
@@ -146,7 +151,8 @@ def _tile_defines(knobs: dict) -> dict:
     return {"VECTOR_WIDTH": knobs["VECTOR_WIDTH"], "ITEM_ROWS": knobs["TILE_PIXELS"],
             "ITEM_VECTORS": knobs["FILTER_VECTORS"], "GROUP_ROWS": group_rows,
             "GROUP_COLUMNS": group_columns, "STAGE_DEPTH": knobs["CHANNEL_STEP"],
-            "USE_LOCAL_MEMORY": int(knobs["ALGORITHM"] == "gemm")}
+            "USE_LOCAL_MEMORY": int(knobs["ALGORITHM"] in STAGED),
+            "PREFETCH": int(knobs["ALGORITHM"] == "gemm_prefetch")}
 
 
 def _grid(knobs: dict, rows: int, columns: int) -> tuple[tuple[int, int, int], tuple]:
