@@ -3,10 +3,11 @@ and under Oclgrind's race checks.
 
 The GPU profile's tiled settings are forced onto every site that offers them (conv forward, and
 so the stride-1 input gradient, the strided input gradient, the weight gradient, fc's three),
-in several knob settings: the default, no local memory, small and large register tiles and
-work-groups, width-1 vectors. Each runs small networks with partial tiles (odd heights, widths
-and channel counts), stride 2 and 3, padding, dilation, 1x1, 5x5, a gated and an accumulated
-input gradient, fc, at batch 1 and 3, forward and backward, with the kernel tests' tolerance.
+in several knob settings: the default, no local memory, the next stage prefetched into
+registers, small and large register tiles and work-groups, width-1 vectors. Each runs small
+networks with partial tiles (odd heights, widths and channel counts), stride 2 and 3, padding,
+dilation, 1x1, 5x5, a gated and an accumulated input gradient, fc, at batch 1 and 3, forward
+and backward, with the kernel tests' tolerance.
 The numpy backward they are compared with is itself checked against finite differences
 (tests/test_gradients.py). The default tier runs the rules (plans, limits, the direct
 fallback, the exact work-group refusal: about 5 s); ``-m slow`` runs every setting and case,
