@@ -127,6 +127,10 @@ class Launch:
     bytes: int = 0  # per image moved to and from memory, for --profile
     batch_divisor: int = 1  # global_size[batch_axis] counts groups of this many images
     site: str | None = None  # the tuning site whose knobs specialised this launch
+    # a kernel whose barriers and local tiles are sized for exactly local_size (the tiled GPU
+    # family, ops/conv_gemm.py): the executor runs it with that work-group or refuses, never
+    # with a smaller one, which would compute a wrong result silently
+    exact_local: bool = False
 
     def sizes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         size = list(self.global_size)

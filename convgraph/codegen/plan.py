@@ -186,10 +186,13 @@ class Lowering:
 
     def launch(self, family: str, selector: str, defines: dict, global_size, args: list[Arg], *,
                batch_axis: int | None = None, local_size=None, flops: int = 0, moved: int = 0,
-               batch_divisor: int = 1, site: str | None = None) -> None:
+               batch_divisor: int = 1, site: str | None = None,
+               exact_local: bool = False) -> None:
         """Add one launch of kernels/<family>.cl's ``selector`` kernel specialised by
         ``defines`` (shared when identical): ``global_size`` work-items, per image along
-        ``batch_axis``; ``flops`` and ``moved`` bytes per image, for --profile."""
+        ``batch_axis``; ``flops`` and ``moved`` bytes per image, for --profile.
+        ``exact_local``: the kernel needs exactly ``local_size`` (a whole number of groups
+        along every axis), never a smaller work-group."""
         if family not in self.families:
             raise OpDeclarationError(
                 f"op '{self.op.name}' (node '{self.name}') launches {selector} from "
@@ -212,8 +215,14 @@ class Lowering:
                     width *= 2
                 local[batch_axis] = width
             local = tuple(local)
+        if exact_local and (local is None or tuple(local) != tuple(local_size) or any(
+                g % size for g, size in zip(global_size, local_size))):
+            raise OpDeclarationError(
+                f"node '{self.name}' launches {selector} with exact work-groups {local_size} "
+                f"over {tuple(global_size)} work-items: the grid must be whole work-groups.")
         self.planner.launches.append(Launch(kernel, self.name, tuple(global_size), batch_axis,
-                                            local, args, flops, moved, batch_divisor, site))
+                                            local, args, flops, moved, batch_divisor, site,
+                                            exact_local))
 
     def vector_width(self, *layouts: Layout) -> int:
         """The widest vector the device profile allows that divides every channel stride."""

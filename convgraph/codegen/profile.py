@@ -45,6 +45,14 @@ class DeviceProfile:
     # (least input and output channels, output width and height from, to, algorithm) that
     # fits it, else direct
     winograd_rules: tuple[tuple[int, int, int, str], ...] = ()
+    # the conv kernel family of untuned sites (ops/conv_gemm.py): "direct" (conv.cl's register
+    # tiles, no local memory: what wins on PoCL) or "tiled" (conv_gemm.cl's local-memory tiled
+    # GEMMs, offered beside direct and Winograd, first); the tiled family's limits per work-group
+    # (profile_for lowers them to the device's reported CL_DEVICE_LOCAL_MEM_SIZE and work-group
+    # limits, so a setting a device cannot hold is never offered)
+    conv_family: str = "direct"
+    local_memory: int = 0  # bytes
+    max_work_group: int = 0  # work-items
     tuning: Tuning = field(default_factory=Tuning)  # per-site choices measured on the device
 
 
@@ -68,8 +76,11 @@ CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16
                     split_cache_bytes=1024 * 1024, grad_filter_vectors=2,
                     dense_channel_step=8, dense_grad_unit_vectors=4, dense_grad_rows=8,
                     winograd_rules=CPU_WINOGRAD)
+# the tiled family within 32 KiB and 256 work-items a work-group: what every OpenCL GPU of the
+# last decade holds (NVIDIA 48 KiB, AMD 64 KiB, Intel 64 KiB, Apple 32 KiB)
 GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
-                    conv_local=(4, 4, 4), pixel_local=(4, 8, 4), images_per_split=1)
+                    conv_local=(4, 4, 4), pixel_local=(4, 8, 4), images_per_split=1,
+                    conv_family="tiled", local_memory=32768, max_work_group=256)
 
 
 # Oclgrind simulates a device to find bugs: its uninitialised-value checker cannot follow the
@@ -89,7 +100,17 @@ def base_profile(info: DeviceInfo) -> DeviceProfile:
 def profile_for(info: DeviceInfo, tuned: bool = True) -> DeviceProfile:
     """The defaults with this device's tuning table (or the closest tuned device's) attached.
     Oclgrind checks the default kernels: a simulator's timings mean nothing."""
-    profile = base_profile(info)
+    profile = within_limits(base_profile(info), info)
     if not tuned or profile is OCLGRIND:
         return profile
     return replace(profile, tuning=load_tuning(info))
+
+
+def within_limits(profile: DeviceProfile, info: DeviceInfo) -> DeviceProfile:
+    """The tiled family's limits lowered to what ``info``'s device reports (a device with less
+    local memory or smaller work-groups is offered only the settings it holds)."""
+    if profile.conv_family != "tiled":
+        return profile
+    largest = min(info.max_work_group_size, *info.max_work_item_sizes[:2])
+    return replace(profile, local_memory=min(profile.local_memory, info.local_memory),
+                   max_work_group=min(profile.max_work_group, largest))

@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from convgraph.core import Volume
+from convgraph.ops import conv_gemm, winograd
 from convgraph.ops import values as v
-from convgraph.ops import winograd
 from convgraph.ops.base import (
     InputExtent,
     Node,
@@ -132,8 +132,9 @@ class Conv(Op):
     aliases = ("convolution", "conv2d")
     summary = "2-D convolution (CONV): filters slide over the input volume with shared weights."
     positional = ("filters", "size", "stride", "pad")
-    # reduction: SUM_SPLITS and CHANNEL_SUM of the gradients; winograd: 3x3 stride-1 layers
-    kernels = ("conv", "reduction", "winograd")
+    # reduction: SUM_SPLITS and CHANNEL_SUM of the gradients; winograd: 3x3 stride-1 layers;
+    # conv_gemm: the GPU family (ops/conv_gemm.py)
+    kernels = ("conv", "reduction", "winograd", "conv_gemm")
     takes_epilogue = True
     colour = "#cfe2ff"
     params = {
@@ -265,6 +266,8 @@ class Conv(Op):
 
     def lower_backward(self, ctx) -> None:
         defines, _, width = _conv_defines(ctx)
+        if conv_gemm.lower_backward(ctx, defines, _lower_transposed_conv):  # the GPU family
+            return
         x = ctx.input_layout()
         groups = ctx.derived["groups"]
         tile = widest_dividing(x.volume.depth // groups, 4)
@@ -485,7 +488,12 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
         space = winograd.with_algorithms(
             space, winograd.default_algorithm(ctx.profile, channels, filters, out_width,
                                               shape["OUT_H"]), channels)
+    if conv_gemm.offered(ctx.profile, shape):  # the GPU family first, where the profile asks
+        space = conv_gemm.with_family(ctx.profile, space, *conv_gemm.forward_matrix(shape))
     site, knobs = ctx.tuned("CONV_FORWARD", shape, space)
+    if knobs.get("ALGORITHM") in conv_gemm.TILED:
+        conv_gemm.lower_forward(ctx, shape, knobs, args, site, ctx.node.flops, moved)
+        return
     if knobs.get("ALGORITHM", "direct") != "direct":
         winograd.lower(ctx, shape, knobs, args, site, ctx.node.flops, role)
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from convgraph.core import Volume
+from convgraph.ops import conv_gemm
 from convgraph.ops import values as v
 from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, Weight, register
 from convgraph.ops.cases import Case
@@ -45,7 +46,8 @@ class Dense(Op):
     aliases = ("dense", "linear", "fully_connected")
     summary = "Fully connected layer (FC): every output sees every input; output 1x1xunits."
     positional = ("units",)
-    kernels = ("dense", "reduction")  # reduction: the bias gradient's CHANNEL_SUM
+    # reduction: the bias gradient's CHANNEL_SUM; conv_gemm: the GPU family (ops/conv_gemm.py)
+    kernels = ("dense", "reduction", "conv_gemm")
     takes_epilogue = True
     implicit_flatten = "flatten"
     onnx_types = ("Gemm", "MatMul")
@@ -122,6 +124,8 @@ class Dense(Op):
         args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor,
                 ctx.BATCH]
         moved = 4 * (x.volume.elements + y.stride_c)
+        if conv_gemm.lower_dense(ctx, defines, args, moved):  # the GPU family
+            return
         vectors = y.stride_c // width
         default = {"TILE_ROWS": rows,
                    "CHANNEL_STEP": widest_dividing(x.volume.depth, ctx.profile.dense_channel_step),
@@ -176,6 +180,8 @@ class Dense(Op):
     def lower_backward(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
         defines, width, rows = self._defines(ctx)
+        if conv_gemm.lower_dense_backward(ctx, defines):  # the GPU family
+            return
         # inputs per work-item of the gradient kernels: one pixel's channels
         tile = widest_dividing(x.volume.depth, 4)
         defines["INPUT_TILE"] = tile

@@ -19,6 +19,9 @@ from convgraph.memory import bytes_text, size_text
 INVALID_LOCAL = ("OUT_OF_RESOURCES", "INVALID_WORK_GROUP_SIZE", "INVALID_WORK_ITEM_SIZE")
 
 ALLOCATION_HINT = "use a smaller batch (--batch), or another device with more memory (--device)."
+EXACT_LOCAL_HINT = ("compile the model on this device (its profile then offers only work-groups "
+                    "the device holds, or the direct kernels), or drop the tuning entry that "
+                    "chose this setting ('convgraph tune' rewrites it).")
 
 
 def memory_needed(plan, batch: int, param_bytes: int) -> tuple[int, int]:
@@ -312,9 +315,12 @@ class Executor:
         return self._prepared_launches[key]
 
     def legal_local(self, launch: Launch):
-        """The plan's work-group shape clipped to this device's limits (None: the driver's)."""
+        """The plan's work-group shape clipped to this device's limits (None: the driver's); a
+        launch marked ``exact_local`` gets its own shape or a DeviceError."""
         if launch.local_size is None:
             return None
+        if getattr(launch, "exact_local", False):
+            return self.exact_local(launch)
         limit = self.info.max_work_group_size
         sizes = list(launch.local_size)
         for axis, most in enumerate(self.info.max_work_item_sizes[: len(sizes)]):
@@ -323,6 +329,20 @@ class Executor:
             axis = max(range(len(sizes)), key=lambda a: sizes[a])
             sizes[axis] = max(1, sizes[axis] // 2)
         return tuple(sizes)
+
+    def exact_local(self, launch: Launch) -> tuple:
+        """``launch``'s work-group, checked against the device's limits: a tiled kernel's
+        barriers and local tiles are sized for exactly that shape."""
+        local = tuple(launch.local_size)
+        sizes = self.info.max_work_item_sizes[: len(local)]
+        if (math.prod(local) > self.info.max_work_group_size
+                or any(size > most for size, most in zip(local, sizes))):
+            raise DeviceError(
+                f"kernel {launch.kernel} (layer '{launch.node}') needs work-groups of exactly "
+                f"{'x'.join(map(str, local))} work-items, and {self.info.label} holds at most "
+                f"{self.info.max_work_group_size} ({'x'.join(map(str, sizes))} per axis).",
+                hint=EXACT_LOCAL_HINT)
+        return local
 
     def enqueue(self, batch: int, events: list | None = None, group: str = "forward",
                 scalars: dict | None = None) -> None:
@@ -348,11 +368,15 @@ class Executor:
                     event = cl.enqueue_nd_range_kernel(self.queue, kernel, padded, local)
                     break
                 except cl.Error as exc:  # too big a work-group here: halve it and retry
-                    if local is None or not any(code in str(exc) for code in INVALID_LOCAL):
+                    exact = getattr(launch, "exact_local", False)
+                    if (local is None or exact
+                            or not any(code in str(exc) for code in INVALID_LOCAL)):
                         raise DeviceError(
                             f"launching kernel {launch.kernel} (layer '{launch.node}') for "
-                            f"batch {batch} on {self.info.label} failed: {exc}.",
-                            hint=ALLOCATION_HINT) from None
+                            f"batch {batch} on {self.info.label} failed: {exc}"
+                            + (f" (it runs only with work-groups of exactly {local})"
+                               if exact else "") + ".",
+                            hint=EXACT_LOCAL_HINT if exact else ALLOCATION_HINT) from None
                     local = None if math.prod(local) <= 1 else tuple(
                         max(1, size // 2) for size in local)
                     self.local_sizes[key] = local

@@ -1,0 +1,361 @@
+"""The GPU kernel family: convolution (and its gradients) as local-memory tiled GEMMs.
+
+Where the device profile asks for it (``profile.conv_family == "tiled"``: the GPU profile), an
+ungrouped conv's forward site offers kernels/conv_gemm.cl's implicit GEMM beside the direct
+kernel (and Winograd) through its ALGORITHM knob, the tiled one first: "gemm" stages operands in
+local memory, "gemm_prefetch" too, with the next stage's loads issued into registers before
+this stage's products (double buffering), "gemm_global" is the same register tiling with each
+work-item loading its own.
+The stride-1 input gradient is such a conv of dy (ops/conv.py), so it follows; the strided input
+gradient (CONV_GEMM_DATA) and the weight gradient (CONV_GEMM_WEIGHTS, split over the batch, the
+splits summed by SUM_SPLITS as the direct family's are) get sites of their own.
+
+The knobs reuse the direct kernel's names, so the tuner's one-knob-at-a-time search crosses
+between families where the other knobs agree: TILE_PIXELS is the register tile's rows (output
+pixels per work-item), FILTER_VECTORS its vectors of columns, VECTOR_WIDTH their width,
+CHANNEL_STEP the reduction steps per stage (the unrolled block), LOCAL the work-group shape
+(columns, rows, 1); the work-group's tile is their product. A setting is offered only if its
+work-group and local memory fit the profile's limits (``max_work_group``, ``local_memory``,
+from the device's reported limits in ``profile_for``); where none fits, the direct family
+stays. Its launches are marked ``exact_local``: a kernel with barriers and local tiles sized at
+compile time must run with exactly its work-group, which the executor never shrinks.
+
+Grouped and depthwise convs stay on the direct family (their per-group GEMMs are thin; the
+direct kernel's register tiles serve them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from convgraph.ops.spatial import widest_dividing
+
+# the ALGORITHM knob's values for this family: local memory, local memory with the next
+# stage prefetched into registers (double buffering), none
+TILED = ("gemm", "gemm_prefetch", "gemm_global")
+STAGED = ("gemm", "gemm_prefetch")
+KERNELS = "conv_gemm"  # kernels/conv_gemm.cl
+# work-group shapes (columns, rows) searched beside the default
+GROUP_SHAPES = ((16, 16), (8, 8), (16, 4), (4, 16), (8, 32))
+
+
+def offered(profile, shape: dict) -> bool:
+    """Whether a conv site of these defines may run as a tiled GEMM on this profile."""
+    return getattr(profile, "conv_family", "direct") == "tiled" and shape["GROUPS"] == 1
+
+
+def _pow2_at_least(extent: int) -> int:
+    size = 1
+    while size < extent:
+        size *= 2
+    return size
+
+
+def _local_text(columns: int, rows: int) -> str:
+    return f"{columns},{rows},1"
+
+
+def default_knobs(profile, rows: int, columns: int, depth: int) -> dict:
+    """The GPU profile's untuned setting for a GEMM of ``rows`` x ``columns`` over ``depth``:
+    8x4 or 4x4 register tiles (DLPrimitives' and CLBlast's order of size), a work-group of up
+    to 256 work-items whose tile does not overshoot the matrix far, 16 steps a stage."""
+    width = widest_dividing(columns, profile.max_vector)
+    vectors = 2 if columns >= 64 and columns % (2 * width) == 0 else 1
+    item_rows = 8 if rows >= 1024 else 4
+    most = max(1, profile.max_work_group or 256)
+    group_columns = 1
+    while (group_columns * 2 <= 16 and group_columns * 2 * vectors * width
+           <= _pow2_at_least(columns)):
+        group_columns *= 2
+    group_rows = 1
+    while (group_rows * 2 * group_columns <= min(256, most)
+           and group_rows * 2 * item_rows <= _pow2_at_least(rows)):
+        group_rows *= 2
+    knobs = {"ALGORITHM": "gemm", "TILE_PIXELS": item_rows, "FILTER_VECTORS": vectors,
+             "CHANNEL_STEP": 16 if depth >= 64 else 8, "VECTOR_WIDTH": width,
+             "LOCAL": _local_text(group_columns, group_rows)}
+    # a narrow matrix (few columns) gets tall work-groups: fewer rows where the stage would
+    # not fit the local memory
+    while local_bytes(knobs) > (profile.local_memory or 16384) and group_rows > 1:
+        group_rows //= 2
+        knobs["LOCAL"] = _local_text(group_columns, group_rows)
+    return knobs
+
+
+def local_bytes(knobs: dict) -> int:
+    """Local memory of one work-group: a stage of A rows (each padded by one float) and of B
+    columns."""
+    if knobs["ALGORITHM"] not in STAGED:
+        return 0
+    columns, rows = group_shape(knobs)
+    tile_rows = rows * knobs["TILE_PIXELS"]
+    tile_columns = columns * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"]
+    return 4 * knobs["CHANNEL_STEP"] * (tile_rows + 1 + tile_columns)
+
+
+def group_shape(knobs: dict) -> tuple[int, int]:
+    columns, rows, _ = (int(n) for n in knobs["LOCAL"].split(","))
+    return columns, rows
+
+
+def fits(profile, knobs: dict, rows: int, columns: int) -> bool:
+    """A setting the profile's device can run (work-group size, local memory), whose vectors
+    divide the columns and whose tile does not overshoot the matrix by more than 2x a side."""
+    group_columns, group_rows = group_shape(knobs)
+    width = knobs["VECTOR_WIDTH"]
+    tile_columns = group_columns * knobs["FILTER_VECTORS"] * width
+    tile_rows = group_rows * knobs["TILE_PIXELS"]
+    return (columns % width == 0 and width <= profile.max_vector
+            and group_columns * group_rows <= (profile.max_work_group or 256)
+            and local_bytes(knobs) <= (profile.local_memory or 16384)
+            and tile_columns <= 2 * _pow2_at_least(columns)
+            and tile_rows <= 2 * _pow2_at_least(rows))
+
+
+def space(profile, rows: int, columns: int, depth: int) -> list[dict]:
+    """Every tiled setting of a GEMM site that fits the profile, its default first (empty when
+    even the default does not fit: the caller keeps the direct family)."""
+    default = default_knobs(profile, rows, columns, depth)
+    if not fits(profile, default, rows, columns):
+        return []
+    width = default["VECTOR_WIDTH"]
+    shapes = [default["LOCAL"]] + [_local_text(*shape) for shape in GROUP_SHAPES]
+    candidates = [default] + [
+        {"ALGORITHM": algorithm, "TILE_PIXELS": item_rows, "FILTER_VECTORS": vectors,
+         "CHANNEL_STEP": step, "VECTOR_WIDTH": vector, "LOCAL": local}
+        for algorithm in TILED
+        for vector in dict.fromkeys((width, 1))
+        for item_rows in (4, 8, 2)
+        for vectors in (1, 2)
+        for step in (8, 16)
+        for local in dict.fromkeys(shapes)
+        # vectors narrower than the default only with the default tiles (a width-1 check)
+        if vector == width or (item_rows, vectors, step, local) == (
+            default["TILE_PIXELS"], default["FILTER_VECTORS"], default["CHANNEL_STEP"],
+            default["LOCAL"])]
+    return [knobs for knobs in dict.fromkeys(tuple(sorted(k.items())) for k in candidates)
+            for knobs in [dict(knobs)] if fits(profile, knobs, rows, columns)]
+
+
+def with_family(profile, direct_space: list[dict], rows: int, columns: int, depth: int
+                ) -> list[dict]:
+    """A conv forward site's space with the tiled settings first (the profile's family), then
+    the direct (and Winograd) ones, each with its ALGORITHM."""
+    tiled = space(profile, rows, columns, depth)
+    others = [{"ALGORITHM": "direct", **knobs} for knobs in direct_space]
+    return tiled + others
+
+
+def _tile_defines(knobs: dict) -> dict:
+    group_columns, group_rows = group_shape(knobs)
+    return {"VECTOR_WIDTH": knobs["VECTOR_WIDTH"], "ITEM_ROWS": knobs["TILE_PIXELS"],
+            "ITEM_VECTORS": knobs["FILTER_VECTORS"], "GROUP_ROWS": group_rows,
+            "GROUP_COLUMNS": group_columns, "STAGE_DEPTH": knobs["CHANNEL_STEP"],
+            "USE_LOCAL_MEMORY": int(knobs["ALGORITHM"] in STAGED),
+            "PREFETCH": int(knobs["ALGORITHM"] == "gemm_prefetch")}
+
+
+def _grid(knobs: dict, rows: int, columns: int) -> tuple[tuple[int, int, int], tuple]:
+    """Whole work-groups covering the matrix (one per image along axis 2), and their shape."""
+    group_columns, group_rows = group_shape(knobs)
+    tile_columns = group_columns * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"]
+    tile_rows = group_rows * knobs["TILE_PIXELS"]
+    grid = (-(-columns // tile_columns) * group_columns, -(-rows // tile_rows) * group_rows, 1)
+    return grid, (group_columns, group_rows, 1)
+
+
+def _launch(ctx, selector: str, defines: dict, knobs: dict, rows: int | None, columns: int,
+            args, site: str, batch_axis: int | None = 2, **extra) -> None:
+    """One GEMM launch: ``rows`` None means the rows are the batch's images (fc), whole
+    work-groups of TILE_ROWS images each along axis 1."""
+    if rows is None:
+        grid, local = _grid(knobs, 1, columns)
+        batch_axis, extra["batch_divisor"] = 1, local[1] * knobs["TILE_PIXELS"]
+    else:
+        grid, local = _grid(knobs, rows, columns)
+    ctx.launch(KERNELS, selector, {**defines, **_tile_defines(knobs)}, grid, args,
+               batch_axis=batch_axis, local_size=local, exact_local=True, site=site, **extra)
+
+
+# the defines of a conv site that the GEMM kernels read (the rest would split identical kernels)
+_CONV_SHAPE = ("IN_CHANNELS", "FILTERS", "KERNEL_H", "KERNEL_W", "STRIDE_H", "STRIDE_W",
+               "DILATION_H", "DILATION_W", "PAD_TOP", "PAD_LEFT", "OUT_H", "OUT_W", "K_ALLOC")
+
+
+def _conv_shape(shape: dict) -> dict:
+    return {key: value for key, value in shape.items()
+            if key in _CONV_SHAPE or key.startswith(("X_", "Y_"))}
+
+
+def lower_forward(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int,
+                  moved: int) -> None:
+    """Launch the implicit-GEMM conv of ``args`` = [x, w, b, y] (conv.cl's CONV_FORWARD
+    arguments and defines ``shape``, its epilogue, gate and accumulation included)."""
+    epilogue = {key: shape[key] for key in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
+                                            "GATE_SLOPE", "ACCUMULATE") if key in shape}
+    epilogue.setdefault("GATE", "ACT_NONE")
+    epilogue.setdefault("ACCUMULATE", 0)
+    _launch(ctx, "CONV_GEMM_FORWARD", {**_conv_shape(shape), **epilogue}, knobs,
+            shape["OUT_H"] * shape["OUT_W"], shape["K_ALLOC"], args, site, flops=flops,
+            moved=moved)
+
+
+def forward_matrix(shape: dict) -> tuple[int, int, int]:
+    """(rows, columns, depth) of a conv forward site's GEMM."""
+    return (shape["OUT_H"] * shape["OUT_W"], shape["K_ALLOC"],
+            shape["KERNEL_H"] * shape["KERNEL_W"] * shape["IN_CHANNELS"])
+
+
+def lower_backward(ctx, defines: dict, transposed_conv) -> bool:
+    """A conv's backward pass in this family: the weight gradient, the bias gradient, and the
+    input gradient (stride 1: ``transposed_conv(ctx)``, conv.py's conv of dy, whose forward site
+    offers this family; strided: CONV_GEMM_DATA). False, with nothing launched, where the profile
+    does not ask for the family or no tiled setting fits the device: the direct family then."""
+    if not offered(ctx.profile, defines):
+        return False
+    weights = _weight_gradient_space(ctx.profile, defines)
+    strided = ctx.attrs["stride"] != (1, 1)
+    data = _data_gradient_space(ctx, defines) if strided else [None]
+    if not weights or not data:
+        return False
+    _lower_weight_gradient(ctx, defines, weights)
+    if ctx.attrs["bias"]:
+        ctx.channel_sum(ctx.output_grad, ctx.output_layout, "bias")
+    if ctx.needs_grad() and not strided:
+        transposed_conv(ctx)
+    elif ctx.needs_grad():
+        _lower_data_gradient(ctx, defines, data)
+    return True
+
+
+def _weight_matrix(defines: dict) -> tuple[int, int, int]:
+    """(rows, columns, depth per image) of the weight gradient's GEMM."""
+    return (defines["KERNEL_H"] * defines["KERNEL_W"] * defines["IN_CHANNELS"],
+            defines["K_ALLOC"], defines["OUT_H"] * defines["OUT_W"])
+
+
+def _weight_gradient_space(profile, defines: dict) -> list[dict]:
+    """The tiled settings with the default images per split, then the default tiles with
+    other splits (more splits: more work-groups for a small layer, a longer sum of splits)."""
+    rows, columns, _ = _weight_matrix(defines)
+    tiled = space(profile, rows, columns, _weight_matrix(defines)[2])
+    if not tiled:
+        return []
+    first = split_images(tiled[0], rows, columns)
+    return ([{**knobs, "IMAGES_PER_SPLIT": first} for knobs in tiled]
+            + [{**tiled[0], "IMAGES_PER_SPLIT": n} for n in (1, 2, 4, 8, 16) if n != first])
+
+
+def split_images(knobs: dict, rows: int, columns: int) -> int:
+    """Images per split of a weight gradient: one where a split has few work-groups (a small
+    layer needs the batch's splits to fill a GPU), up to 16 where it has many, so the partial
+    sums stay few (VGG-16's 512-channel layers at one image a split would hold 64-256 copies of
+    their 9.4 MB of weights, and sum them)."""
+    grid, local = _grid(knobs, rows, columns)
+    groups = grid[0] // local[0] * (grid[1] // local[1])
+    images = 1
+    while images * 2 <= 16 and images * 2 * 4 <= groups:
+        images *= 2
+    return images
+
+
+def _lower_weight_gradient(ctx, defines: dict, settings: list[dict]) -> None:
+    """dw as a GEMM over each split's images and output pixels into partial sums per split,
+    then summed (reduction.cl's SUM_SPLITS, timed with the site by the tuner)."""
+    rows, columns, _ = _weight_matrix(defines)
+    shape = _conv_shape(defines)
+    site, knobs = ctx.tuned("CONV_GEMM_WEIGHTS", shape, settings)
+    partial, per_split = ctx.split_sum("weight", knobs["IMAGES_PER_SPLIT"])
+    tiles = {key: value for key, value in knobs.items() if key != "IMAGES_PER_SPLIT"}
+    _launch(ctx, "CONV_GEMM_WEIGHTS", {**shape, "IMAGES_PER_SPLIT": per_split}, tiles, rows,
+            columns, [ctx.input_tensor(), ctx.output_grad, partial, ctx.BATCH], site,
+            flops=ctx.node.flops, batch_divisor=per_split)
+    ctx.sum_splits("weight", site)
+
+
+def _data_shape(ctx, defines: dict) -> tuple[dict, int, int]:
+    """The strided input gradient's defines less ACCUMULATE, its rows and columns."""
+    x = ctx.input_layout()
+    shape = {**_conv_shape(defines), "IN_H": x.volume.height, "IN_W": x.volume.width,
+             "TRANSPOSED_ALLOC": x.stride_c}
+    shape.pop("K_ALLOC")
+    return shape, x.volume.height * x.volume.width, x.stride_c
+
+
+def _data_gradient_space(ctx, defines: dict) -> list[dict]:
+    shape, rows, columns = _data_shape(ctx, defines)
+    return space(ctx.profile, rows, columns,
+                 defines["KERNEL_H"] * defines["KERNEL_W"] * defines["FILTERS"])
+
+
+def _lower_data_gradient(ctx, defines: dict, settings: list[dict]) -> None:
+    """dx of a strided conv: conv.cl's CONV_TRANSPOSE_WEIGHTS lays the weights out flipped and
+    transposed, (KERNEL_H, KERNEL_W, FILTERS, x's channel stride), then a GEMM gathers dy where
+    each tap lands."""
+    shape, rows, columns = _data_shape(ctx, defines)
+    kh, kw = defines["KERNEL_H"], defines["KERNEL_W"]
+    filters, channels = defines["FILTERS"], defines["IN_CHANNELS"]
+    transposed = ctx.work_buffer("weight_t", kh * kw * filters * columns)
+    ctx.launch("conv", "CONV_TRANSPOSE_WEIGHTS", {**defines, "TRANSPOSED_ALLOC": columns},
+               (filters, channels, kh * kw), [ctx.param("weight"), transposed])
+    grad, accumulate = ctx.input_grad()
+    shape["ACCUMULATE"] = accumulate
+    site, knobs = ctx.tuned("CONV_GEMM_DATA", shape, settings)
+    _launch(ctx, "CONV_GEMM_DATA", shape, knobs, rows, columns,
+            [ctx.output_grad, transposed, grad], site, flops=ctx.node.flops)
+
+
+# fc: rows (or the depth) are the batch, known only at run time; settings are sized for this many
+NOMINAL_BATCH = 64
+_DENSE_SHAPE = ("IN_H", "IN_W", "IN_CHANNELS", "UNITS", "U_ALLOC")
+
+
+def _dense_shape(defines: dict) -> dict:
+    return {key: value for key, value in defines.items()
+            if key in _DENSE_SHAPE or key.startswith(("X_", "Y_"))}
+
+
+def lower_dense(ctx, defines: dict, args: list, moved: int) -> bool:
+    """fc's forward as the tiled GEMM of ``args`` = [x, w, b, y, batch] (dense.cl's arguments,
+    ``defines`` its defines with the epilogue); False (nothing launched) where the profile does
+    not ask for this family or no setting fits."""
+    if getattr(ctx.profile, "conv_family", "direct") != "tiled":
+        return False
+    inputs = defines["IN_H"] * defines["IN_W"] * defines["IN_CHANNELS"]
+    settings = space(ctx.profile, NOMINAL_BATCH, defines["U_ALLOC"], inputs)
+    if not settings:
+        return False
+    shape = {**_dense_shape(defines), **{key: defines[key] for key in (
+        "HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE")}}
+    site, knobs = ctx.tuned("GEMM_FORWARD", shape, settings)
+    _launch(ctx, "GEMM_FORWARD", shape, knobs, None, defines["U_ALLOC"], args, site,
+            flops=ctx.node.flops, moved=moved)
+    return True
+
+
+def lower_dense_backward(ctx, defines: dict) -> bool:
+    """fc's weight gradient (x^T dy over the batch), bias gradient and input gradient (dy w^T,
+    one input per column: w^T is a strided gather) as tiled GEMMs; False where not offered."""
+    if getattr(ctx.profile, "conv_family", "direct") != "tiled":
+        return False
+    shape = _dense_shape(defines)
+    inputs = defines["IN_H"] * defines["IN_W"] * defines["IN_CHANNELS"]
+    weights = space(ctx.profile, inputs, defines["U_ALLOC"], NOMINAL_BATCH)
+    data = [knobs for knobs in space(replace(ctx.profile, max_vector=1), NOMINAL_BATCH, inputs,
+                                     defines["UNITS"])]
+    if not weights or (ctx.needs_grad() and not data):
+        return False
+    site, knobs = ctx.tuned("GEMM_BACKWARD_WEIGHTS", shape, weights)
+    _launch(ctx, "GEMM_BACKWARD_WEIGHTS", shape, knobs, inputs, defines["U_ALLOC"],
+            [ctx.input_tensor(), ctx.output_grad, ctx.param_grad("weight"), ctx.BATCH], site,
+            batch_axis=None, flops=ctx.node.flops)
+    if ctx.attrs["bias"]:
+        ctx.channel_sum(ctx.output_grad, ctx.output_layout, "bias")
+    if ctx.needs_grad():
+        grad, accumulate = ctx.input_grad()
+        data_shape = {**shape, "ACCUMULATE": accumulate}
+        site, knobs = ctx.tuned("GEMM_BACKWARD_DATA", data_shape, data)
+        _launch(ctx, "GEMM_BACKWARD_DATA", data_shape, knobs, None, inputs,
+                [ctx.output_grad, ctx.param("weight"), grad, ctx.BATCH], site,
+                flops=ctx.node.flops)
+    return True

@@ -1,0 +1,402 @@
+"""The GPU kernel family (ops/conv_gemm.py, kernels/conv_gemm.cl) against float64 numpy on PoCL
+and under Oclgrind's race checks.
+
+The GPU profile's tiled settings are forced onto every site that offers them (conv forward, and
+so the stride-1 input gradient, the strided input gradient, the weight gradient, fc's three),
+in several knob settings: the default, no local memory, the next stage prefetched into
+registers, small and large register tiles and work-groups, width-1 vectors. Each runs small
+networks with partial tiles (odd heights, widths and channel counts), stride 2 and 3, padding,
+dilation, 1x1, 5x5, a gated and an accumulated input gradient, fc, at batch 1 and 3, forward
+and backward, with the kernel tests' tolerance.
+The numpy backward they are compared with is itself checked against finite differences
+(tests/test_gradients.py). The default tier runs the rules (plans, limits, the direct
+fallback, the exact work-group refusal: about 5 s); ``-m slow`` runs every setting and case,
+ResNet-8 and VGG-CIFAR whole on the GPU profile, and Oclgrind (every setting clean, and a
+planted missing barrier caught as a local-memory race).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import convgraph
+import convgraph.runtime.target
+from convgraph.codegen import profile as profiles
+from convgraph.codegen.plan import plan_forward
+from convgraph.codegen.training import plan_training
+from convgraph.codegen.tuning import Tuning
+from convgraph.errors import DeviceError
+from convgraph.ops import conv_gemm
+from convgraph.pipeline import analyse
+from convgraph.runtime.devices import select_device
+from convgraph.train.session import TrainingSession
+from convgraph.verify import verify_model, verify_training
+from tests.test_kernels import check_forward, check_gradients, input_batch, poison, random_params
+
+ROOT = Path(__file__).resolve().parent.parent
+GEMM_SELECTORS = {"CONV_GEMM_FORWARD", "CONV_GEMM_DATA", "CONV_GEMM_WEIGHTS", "GEMM_FORWARD",
+                  "GEMM_BACKWARD_DATA", "GEMM_BACKWARD_WEIGHTS"}
+
+# (input, pattern or nodes, batch)
+CASES = {
+    # partial tiles everywhere, stride 2 (the strided input gradient), fc with a hidden layer
+    "strided": ("13x9x3", "[INPUT-CONV(12, 3, pad=1)-RELU-CONV(20, 3, stride=2, pad=1)-FC(33)"
+                          "-RELU-FC(3)]", 3),
+    # dilation, a gated stride-1 input gradient (RELU before a conv), 17 filters, 1x1
+    "dilated": ("11x11x4", "[INPUT-CONV(8, 3, pad=2, dilation=2)-RELU-CONV(17, 3, pad=1)"
+                           "-SIGMOID-CONV(12, 1)-FC(3)]", 1),
+    # 5x5 over 17 channels, stride 3 valid, a non-square kernel with WxH stride and padding
+    "odd": ("15x12x17", "[INPUT-CONV(20, 5, pad=2)-TANH-CONV(6, 3, stride=3, pad=valid)"
+                        "-CONV(9, 3x2, stride=1x2, pad=1x0, rounding=floor)-FC(2)]", 3),
+    # an input two convs read: their input gradients add up (ACCUMULATE), one of them strided
+    "residual": ("9x7x5", {"a": {"op": "conv", "filters": 6, "size": 1, "inputs": ["input"]},
+                           "b": {"op": "conv", "filters": 8, "size": 3, "pad": 1,
+                                 "inputs": ["a"]},
+                           "c": {"op": "conv", "filters": 8, "size": 3, "pad": 1,
+                                 "inputs": ["a"]},
+                           "s": {"op": "add", "inputs": ["b", "c"]},
+                           "d": {"op": "conv", "filters": 4, "size": 3, "stride": 2, "pad": 1,
+                                 "inputs": ["s"]},
+                           "g": "gap", "o": {"op": "fc", "units": 3}}, 1),
+}
+
+# knob settings by name: overrides of each tiled site's default
+VARIANTS = {
+    "default": {},
+    "no-local-memory": {"ALGORITHM": "gemm_global"},
+    "prefetch": {"ALGORITHM": "gemm_prefetch"},
+    "prefetch-small": {"ALGORITHM": "gemm_prefetch", "TILE_PIXELS": 2, "CHANNEL_STEP": 16,
+                       "LOCAL": "8,8,1"},
+    "small": {"TILE_PIXELS": 2, "FILTER_VECTORS": 1, "CHANNEL_STEP": 8, "LOCAL": "8,8,1"},
+    "large": {"TILE_PIXELS": 8, "FILTER_VECTORS": 2, "CHANNEL_STEP": 16, "LOCAL": "16,4,1"},
+    "tall": {"TILE_PIXELS": 4, "CHANNEL_STEP": 8, "LOCAL": "4,16,1"},
+    "vector-1": {"VECTOR_WIDTH": 1},
+}
+
+
+def spec_of(name: str) -> dict:
+    volume, body, _ = CASES[name]
+    key = "pattern" if isinstance(body, str) else "nodes"
+    return {"name": f"gemm-{name}", "input": volume, key: body}
+
+
+def gpu_profile(info=None, build_options=None):
+    """The GPU profile within ``info``'s device limits (this device's by default), with this
+    device's build options (Oclgrind needs unoptimised code)."""
+    info = info or select_device()[0]
+    own = profiles.base_profile(info)
+    return replace(profiles.within_limits(profiles.GPU, info),
+                   build_options=build_options or own.build_options)
+
+
+def _tiled(site) -> list[dict]:
+    return [knobs for knobs in site.space if knobs.get("ALGORITHM") in conv_gemm.TILED]
+
+
+def _pick(site, overrides: dict) -> dict:
+    """The tiled setting of ``site`` nearest to its tiled default with ``overrides``: the one
+    agreeing on most of the overridden knobs (ties: the earliest, i.e. nearest the default)."""
+    tiled = _tiled(site)
+    wanted = {**tiled[0], **overrides}
+    if wanted in tiled:
+        return wanted
+    return max(tiled, key=lambda k: sum(k.get(key) == value for key, value in overrides.items()))
+
+
+def forced(graph, variant: str, base=None):
+    """``base`` (the GPU profile) tuned so that every site offering the tiled family takes the
+    setting ``variant`` names, as a tuning table would set it."""
+    base = base or gpu_profile()
+    sites = dict(plan_forward(graph, base).sites)
+    sites.update(plan_training(graph, base).sites)
+    entries = {key: {"knobs": _pick(site, VARIANTS[variant])}
+               for key, site in sites.items() if _tiled(site)}
+    assert entries, "no site offers the tiled family"
+    return replace(base, tuning=Tuning(entries, "tuned on this device"))
+
+
+def check_case(monkeypatch, name: str, variant: str, batch: int | None = None) -> None:
+    """Forward and every gradient of case ``name`` with ``variant`` forced, against numpy."""
+    spec = spec_of(name)
+    batch = batch or CASES[name][2]
+    graph = analyse(spec)
+    profile = forced(graph, variant)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(spec, batch=batch, share_buffers=False)
+    assert {k.selector for k in model.plan.kernels.values()} & GEMM_SELECTORS
+    params = random_params(model, 1)
+    model.set_params(params)
+    poison(model)
+    check_forward(model, params, input_batch(model, batch, 2),
+                  what=f"{name} {variant} batch {batch}")
+    session = TrainingSession(graph, batch=batch)
+    selectors = {k.selector for k in session.plan.kernels.values()}
+    assert {"CONV_GEMM_WEIGHTS", "GEMM_BACKWARD_WEIGHTS"} <= selectors, selectors
+    session.set_params(params)
+    x = input_batch(session, batch, 3)
+    labels = np.random.default_rng(4).integers(0, session.plan.classes, batch)
+    check_gradients(session, params, x, labels, what=f"{name} {variant} batch {batch}")
+
+
+pytestmark = pytest.mark.device
+
+
+@pytest.mark.slow  # 50 s with cold PoCL caches: the default tier's cover is below
+def test_the_default_setting_computes_what_numpy_does(monkeypatch):
+    """(In the default tier the GPU profile's tiled kernels run forward in tests/test_kernels.py's
+    other-profile cases and forward and backward in tests/test_tuning.py's other-family
+    spread.)"""
+    check_case(monkeypatch, "strided", "default")
+
+
+@pytest.mark.slow  # 10-40 s each on a loaded 2-core machine
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_setting_computes_what_numpy_does(monkeypatch, name, variant):
+    check_case(monkeypatch, name, variant)
+    check_case(monkeypatch, name, variant, batch=1 if CASES[name][2] > 1 else 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet8", "vgg_cifar"])
+def test_whole_models_on_the_gpu_profile(monkeypatch, name):
+    """Every layer's forward and backward kernels of the example network on the GPU profile
+    (tiled family by default) against numpy, on the device's own activations (--verify)."""
+    profile = gpu_profile()
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(str(ROOT / "specs" / f"{name}.yaml"), batch=2,
+                              share_buffers=False)
+    assert {k.selector for k in model.plan.kernels.values()} & GEMM_SELECTORS
+    checks = verify_model(model) + verify_training(model.graph, batch=2)
+    failed = [(c.node, c.op, c.error) for c in checks if not c.passed]
+    assert not failed, failed
+    assert any(set(c.kernels) & {k for k, s in model.plan.kernels.items()
+                                 if s.selector == "CONV_GEMM_FORWARD"} for c in checks)
+
+
+@pytest.mark.slow
+def test_the_tuner_searches_the_tiled_space(monkeypatch, tmp_path):
+    """`convgraph tune` on the GPU profile times the tiled sites (the conv forward, whose space
+    holds both families, first) and keeps settings of their spaces."""
+    import convgraph.runtime.tune as tune_module
+
+    monkeypatch.setenv("CONVGRAPH_CACHE", str(tmp_path / "cache"))
+    profile = gpu_profile()
+    monkeypatch.setattr(tune_module, "profile_for", lambda info, tuned=True: profile)
+    graph = analyse({"name": "gemm-tune", "input": "12x12x8", "pattern":
+                     "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(32, 3, stride=2, pad=same)-FC(10)]"})
+    report = tune_module.tune(graph, batch=4, budget=40.0, modes=("train",), repeats=2)
+    assert report.results, report.skipped
+    for result in report.results:
+        assert result.best in result.site.space
+    forward = [r for r in report.results if r.site.selector == "CONV_FORWARD"]
+    assert forward and forward[0].site.default["ALGORITHM"] == "gemm"
+
+
+# ---------------------------------------------------------------- the family's rules, no device
+
+NETWORK = analyse(spec_of("strided"))
+
+
+def test_the_cpu_profile_stays_on_todays_kernels():
+    plan = plan_forward(NETWORK, profiles.CPU)
+    training = plan_training(NETWORK, profiles.CPU)
+    used = {k.selector for k in plan.kernels.values()} | {
+        k.selector for k in training.kernels.values()}
+    assert not used & GEMM_SELECTORS
+    assert all(knobs.get("ALGORITHM") not in conv_gemm.TILED
+               for site in plan.sites.values() for knobs in site.space)
+
+
+def test_the_gpu_profile_defaults_to_the_tiled_family_with_the_others_searchable():
+    plan = plan_training(NETWORK, profiles.GPU)
+    selectors = {k.selector for k in plan.kernels.values()}
+    assert GEMM_SELECTORS <= selectors
+    forward = [s for s in plan.sites.values() if s.selector == "CONV_FORWARD"]
+    assert forward and all(s.default["ALGORITHM"] == "gemm" for s in forward)
+    for site in forward:  # the direct family is in the same space, the tuner may pick it
+        algorithms = {k["ALGORITHM"] for k in site.space}
+        assert {"gemm", "gemm_global", "direct"} <= algorithms
+        assert len({tuple(sorted(k)) for k in site.space}) == 1  # one set of knobs: searchable
+    launches = [launch for launch in plan.launch_groups()["train"]
+                if plan.kernels[launch.kernel].selector in GEMM_SELECTORS]
+    assert launches and all(launch.exact_local for launch in launches)
+    for launch in launches:  # whole work-groups: the kernels have no early return
+        assert all(g % w == 0 for g, w in zip(launch.global_size, launch.local_size))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_ungrouped_conv_and_fc_gets_the_tiled_family_by_default(name):
+    graph = analyse(spec_of(name))
+    plan = plan_training(graph, profiles.GPU)
+    tiled = {layer for spec in plan.kernels.values() if spec.selector in GEMM_SELECTORS
+             for layer in spec.layers}
+    wanted = {node for node in graph if graph.nodes[node]["op"] in ("conv", "fc")}
+    assert wanted <= tiled
+    direct = {"CONV_FORWARD", "CONV_BACKWARD_WEIGHTS", "CONV_BACKWARD_WEIGHTS_TAPS",
+              "CONV_BACKWARD_DATA", "DENSE_FORWARD", "DENSE_BACKWARD_WEIGHTS",
+              "DENSE_BACKWARD_DATA"}
+    assert not direct & {spec.selector for spec in plan.kernels.values()}
+
+
+def test_weight_gradient_splits_follow_the_layers_work_groups():
+    """Small layers split the batch finely (their splits fill the device), large ones into
+    splits of up to 16 images (fewer partial sums to hold and add)."""
+    knobs = conv_gemm.default_knobs(profiles.GPU, 4608, 512, 196)  # VGG-16 conv5 at 14x14
+    assert conv_gemm.split_images(knobs, 4608, 512) == 16
+    knobs = conv_gemm.default_knobs(profiles.GPU, 27, 16, 1024)  # a 3-channel first layer
+    assert conv_gemm.split_images(knobs, 27, 16) == 1
+
+
+def test_every_offered_setting_fits_the_profiles_limits():
+    small = replace(profiles.GPU, local_memory=4096, max_work_group=64)
+    for profile in (profiles.GPU, small):
+        for site in plan_training(NETWORK, profile).sites.values():
+            for knobs in _tiled(site):
+                columns, rows = conv_gemm.group_shape(knobs)
+                assert columns * rows <= profile.max_work_group
+                assert conv_gemm.local_bytes(knobs) <= profile.local_memory
+
+
+def test_a_device_too_small_for_any_setting_keeps_the_direct_family():
+    tiny = replace(profiles.GPU, local_memory=64, max_work_group=2)
+    plan = plan_training(NETWORK, tiny)
+    assert not {k.selector for k in plan.kernels.values()} & GEMM_SELECTORS
+
+
+def test_the_profile_takes_the_devices_limits():
+    info = replace(select_device()[0], type="gpu", local_memory=16384, max_work_group_size=128,
+                   max_work_item_sizes=(128, 64, 64))
+    profile = profiles.profile_for(info, tuned=False)
+    assert profile.conv_family == "tiled"
+    assert (profile.local_memory, profile.max_work_group) == (16384, 64)
+
+
+def test_a_plan_for_a_larger_device_is_refused_not_shrunk(monkeypatch):
+    """An exact_local launch whose work-group the device cannot hold is a DeviceError with a
+    hint (a plan made for another device), never a halved work-group."""
+    spec = {"name": "gemm-one", "input": "8x8x4", "pattern": "[INPUT-CONV(32, 3, pad=1)-FC(2)]"}
+    profile = gpu_profile()
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(spec, batch=1)
+    launch = next(launch for launch in model.plan.launches if launch.exact_local)
+    executor = model.executor
+    largest = max(launch.local_size[0] * launch.local_size[1] // 2, 1)
+    executor.info = replace(executor.info, max_work_group_size=largest)
+    executor.local_sizes.clear()
+    with pytest.raises(DeviceError) as caught:
+        model.predict(np.zeros((1, 4, 8, 8), np.float32))
+    assert "exactly" in str(caught.value) and caught.value.hint
+
+
+# ---------------------------------------------------------------- Oclgrind
+
+OCLGRIND_CHILD = """
+import json, sys
+import convgraph
+import convgraph.runtime.target as target
+from convgraph.codegen import source
+from convgraph.pipeline import analyse
+from convgraph.runtime.devices import select_device
+from convgraph.verify import verify_model, verify_training
+from tests.test_conv_gemm import forced, gpu_profile
+specs, variants, plant = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "plant"
+if plant:  # the barrier that keeps the next stage's loads from overwriting this one's operands
+    real = source.kernel_file
+    source.kernel_file = lambda family: real(family).replace(
+        "barrier(CLK_LOCAL_MEM_FENCE); /* stage consumed", "/* (planted: no barrier) */ /*", 1)
+info = select_device()[0]
+base = gpu_profile(info, build_options=("-cl-opt-disable",))
+print("limits", base.max_work_group, base.local_memory, flush=True)
+failed = 0
+for spec in specs:
+    for variant in variants:
+        profile = forced(analyse(spec), variant, base)
+        target.profile_for = lambda info, profile=profile: profile
+        model = convgraph.compile(spec, batch=2, share_buffers=False)
+        assert "Oclgrind" in model.info.platform, model.info.label
+        for launch in model.plan.launches:  # what the plan chose fits the device
+            if launch.exact_local:
+                assert launch.local_size[0] * launch.local_size[1] <= base.max_work_group
+        checks = verify_model(model)
+        if not plant:
+            checks += verify_training(model.graph, batch=2)
+        failed += sum(not check.passed for check in checks)
+        print(variant, len(checks), "kernel checks", flush=True)
+sys.exit(1 if failed and not plant else 0)
+"""
+# tiny shapes (Oclgrind is ~1000x slower than PoCL): partial tiles, stride 2, a gated input
+# gradient, an accumulated one (two readers), fc
+OCLGRIND_NETWORKS = [
+    {"input": "5x7x3", "pattern": "[INPUT-CONV(5, 3, pad=1)-RELU-CONV(6, 3, stride=2, pad=1)"
+                                  "-FC(3)]"},
+    {"input": "6x5x2", "nodes": {
+        "a": {"op": "conv", "filters": 5, "size": 1, "inputs": ["input"]},
+        "b": {"op": "conv", "filters": 3, "size": 3, "pad": 1, "inputs": ["a"]},
+        "c": {"op": "conv", "filters": 3, "size": 3, "pad": 1, "inputs": ["a"]},
+        "s": {"op": "add", "inputs": ["b", "c"]}, "g": "gap", "o": {"op": "fc", "units": 2}}},
+]
+needs_oclgrind = pytest.mark.skipif(
+    not Path("/usr/lib/oclgrind/liboclgrind-rt-icd.so").exists(),
+    reason="oclgrind is not installed (apt-get install oclgrind)")
+
+
+@pytest.mark.slow
+@needs_oclgrind
+def test_the_tiled_kernels_are_clean_under_oclgrind(tmp_path):
+    """Every forced setting's forward and backward kernels against numpy under Oclgrind's
+    data-race, uninitialised-value and bounds checks: nothing reported."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    variants = ["default", "no-local-memory", "prefetch", "prefetch-small", "small", "vector-1"]
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_NETWORKS),
+                   json.dumps(variants), "clean"], timeout=3600)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert done.stdout.count("kernel checks") == len(variants) * len(OCLGRIND_NETWORKS)
+    assert reports == [], done.stderr[:4000]
+
+
+@pytest.mark.slow
+@needs_oclgrind
+def test_a_small_device_gets_settings_it_holds(tmp_path):
+    """Oclgrind simulating a device of 64 work-items and 8 KiB of local memory a work-group:
+    the profile takes its limits, every tiled setting the plans choose fits them, and the
+    kernels are clean and right there."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_NETWORKS[:1]),
+                   json.dumps(["default", "large"]), "clean"],
+        extra_env={"OCLGRIND_MAX_WGSIZE": "64", "OCLGRIND_LOCAL_MEM_SIZE": "8192"},
+        timeout=3600)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert done.stdout.count("kernel checks") == 2, done.stdout
+    assert "limits 64 8192" in done.stdout, done.stdout
+    assert reports == [], done.stderr[:4000]
+
+
+@pytest.mark.slow
+@needs_oclgrind
+def test_oclgrind_catches_a_missing_barrier(tmp_path):
+    """The hazard the checks above guard against: without the barrier after a stage's
+    products, the next stage's loads overwrite operands other work-items still read, a
+    local-memory race that Oclgrind reports (on PoCL it may silently pass)."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    network = {"input": "6x6x8", "pattern": "[INPUT-CONV(8, 3, pad=1)-FC(2)]"}  # 72 deep: stages
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps([network]),
+                   json.dumps(["default"]), "plant"], timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    races = [r for r in reports if "race" in r["kind"].lower()]
+    assert races, done.stderr[:4000]
+    # the plant removes the barrier from every kernel of conv_gemm.cl (the conv's and fc's)
+    assert any(r["kernel"].endswith("conv_gemm_forward") for r in races), races[:3]
+    assert all("gemm" in r["kernel"] for r in reports), reports[:3]
