@@ -3,15 +3,17 @@
     .venv/bin/python benchmarks/winograd.py [--batch 64] [--rounds 5] [--resnet18] [--json OUT]
 
 For each 3x3 stride-1 layer shape of VGG-CIFAR and ResNet-8 (and, with --resnet18, ResNet-18
-at 224x224) this times the conv's forward site and its input-gradient site (the stride-1 input
-gradient is itself a 3x3 conv) with each algorithm of the site's ALGORITHM knob, direct,
-winograd2 = F(2x2, 3x3) and winograd4 = F(4x4, 3x3), at the profile's default tiles, through
-the tuner's own runner (runtime/tune.py: the site's launches alone, OpenCL event times, median
-of several runs; Winograd's times include its filter, input and output transforms). The
-algorithms alternate within each round, and the table gives the median over rounds and the
-spread (min-max), since other work shares the machine. GFLOP/s are direct-conv FLOPs / time
-(for Winograd layers "effective", marked *), and % is of the device's fp32 FMA peak measured in
-the same run with kernels/peak.cl. The CPU model is printed with the table.
+at 224x224) this times the conv's forward site, its input-gradient site (the stride-1 input
+gradient is itself a 3x3 conv) and its weight-gradient site (with the sum of its batch splits)
+with each algorithm of the site's ALGORITHM knob, direct, winograd2 = F(2x2, 3x3) and
+winograd4 = F(4x4, 3x3), at the profile's default tiles, through the tuner's own runner
+(runtime/tune.py: the site's launches alone, OpenCL event times, median of several runs;
+Winograd's times include its transforms: filter, input and output for a forward site; input,
+output gradient and the inverse filter transform for a weight gradient). The algorithms
+alternate within each round, and the table gives the median over rounds and the spread
+(min-max), since other work shares the machine. GFLOP/s are direct-conv FLOPs / time (for
+Winograd layers "effective", marked *), and % is of the device's fp32 FMA peak measured in the
+same run with kernels/peak.cl. The CPU model is printed with the table.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from convgraph.runtime.inspect import _peak  # noqa: E402
 from convgraph.runtime.tune import _Tuner  # noqa: E402
 
 ALGORITHMS = ("direct", "winograd2", "winograd4")
+PASSES = ("forward", "input grad", "weight grad")
 # (network, layer, width = height, input channels, filters): every 3x3 stride-1 shape once
 LAYERS = [
     ("vgg_cifar", "conv1", 32, 3, 32),
@@ -74,21 +77,30 @@ def layer_graph(size: int, channels: int, filters: int):
                     "pattern": f"[INPUT-CONV({channels}, 1)-CONV({filters}, 3, pad=1)-FC(2)]"})
 
 
-def layer_sites(tuner: _Tuner, node: str) -> dict:
-    """The layer's forward site (inference plan) and input-gradient site (training plan: the
-    CONV_FORWARD launch that reads a gradient)."""
+def layer_sites(tuner: _Tuner, node: str, passes=PASSES) -> dict:
+    """The layer's forward site (inference plan), input-gradient site (training plan: the
+    CONV_FORWARD launch that reads a gradient) and weight-gradient site (training plan; only
+    where it offers Winograd: not on 3-channel layers), of those named in ``passes``."""
     sites = {site.key: site for site in tuner.sites(("infer", "train"))}
     found = {}
-    for mode, role in (("infer", "forward"), ("train", "input grad")):
+    for mode, role in (("infer", "forward"), ("train", "input grad"), ("train", "weight grad")):
+        if role not in passes:
+            continue
         plan = tuner.plan_with(Tuning(), mode)
         for launch in (x for group in plan.launch_groups().values() for x in group):
             if launch.node != node or launch.site not in sites:
                 continue
-            if sites[launch.site].selector != "CONV_FORWARD":
+            site = sites[launch.site]
+            if role == "weight grad":
+                if site.selector == "CONV_BACKWARD_WEIGHTS" and "ALGORITHM" in site.default:
+                    found[role] = site
+                    tuner.mode_of[launch.site] = mode
+                continue
+            if site.selector != "CONV_FORWARD":
                 continue
             reads_grad = isinstance(launch.args[0], Buffer) and launch.args[0].kind == "grad"
             if reads_grad == (role == "input grad"):
-                found[role] = sites[launch.site]
+                found[role] = site
                 tuner.mode_of[launch.site] = mode
     return found
 
@@ -110,6 +122,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="runs per round (median)")
     parser.add_argument("--resnet18", action="store_true", help="add ResNet-18's 224 layers")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--passes", default=",".join(PASSES),
+                        help="which sites to time (comma-separated: " + ", ".join(PASSES) + ")")
     args = parser.parse_args(argv)
     layers = LAYERS + (RESNET18 if args.resnet18 else [])
 
@@ -121,7 +135,7 @@ def main(argv=None) -> int:
         graph = layer_graph(size, channels, filters)
         tuner = _Tuner(graph, None, args.batch, args.repeats)
         flops = 2 * size * size * channels * filters * 9 * args.batch
-        for role, site in layer_sites(tuner, "conv2").items():
+        for role, site in layer_sites(tuner, "conv2", args.passes.split(",")).items():
             samples = measure(tuner, site, args.rounds)
             row = {"network": network, "layer": layer, "shape": f"{size}x{size} {channels}->"
                    f"{filters}", "pass": role, "gflop": flops / 1e9}

@@ -24,6 +24,7 @@ from convgraph.codegen.training import plan_training
 from convgraph.codegen.tuning import Tuning
 from convgraph.errors import SpecError
 from convgraph.ops import winograd
+from convgraph.params import initial_params
 from convgraph.pipeline import analyse
 from convgraph.reference import reference_gradients
 from convgraph.runtime.devices import select_device
@@ -179,3 +180,100 @@ def test_f4_is_offered_only_within_its_numerical_guard():
     assert [k["ALGORITHM"] for k in wide] == ["direct", "winograd2"]
     within = winograd.with_algorithms(space, "winograd4", winograd.F4_MAX_CHANNELS)
     assert [k["ALGORITHM"] for k in within] == ["winograd4", "direct", "winograd2"]
+
+
+# The weight gradient by Winograd: a conv reading the network's input (so no input-gradient
+# kernels are built) with odd sizes that leave partial tiles of both sizes, channels that fit no
+# vector width, and batches that leave a partial last split of the batch
+WEIGHT_CASES = [
+    ("9x7x12", "[INPUT-CONV(10, 3, pad=1)-FC(2)]", 3, 2),
+    ("6x10x8", "[INPUT-CONV(20, 3, bias=false)-RELU-FC(3)]", 1, 2),
+    ("11x5x16", "[INPUT-CONV(16, 3, pad=2)-FC(2)]", 3, 1),
+]
+
+
+def forced_weight_gradients(graph, algorithm: str, images: int):
+    """The untuned profile with every Winograd-capable weight-gradient site set to
+    ``algorithm`` with ``images`` per split of the batch (the other knobs the defaults)."""
+    base = profile_for(select_device()[0], tuned=False)
+    entries = {}
+    for key, site in plan_training(graph, base).sites.items():
+        if site.selector == "CONV_BACKWARD_WEIGHTS" and "ALGORITHM" in site.default:
+            knobs = {**site.default, "ALGORITHM": algorithm, "IMAGES_PER_SPLIT": images}
+            assert knobs in site.space
+            entries[key] = {"knobs": knobs}
+    assert entries, "no Winograd weight-gradient site"
+    return replace(base, tuning=Tuning(entries, "tuned on this device"))
+
+
+def weight_gradient_error(monkeypatch, case, algorithm: str, seed: int = 0) -> float:
+    """Worst relative error of the parameter gradients with ``algorithm`` forced on the weight
+    gradients, against the float64 numpy reference."""
+    volume, pattern, batch, images = case
+    graph = analyse({"input": volume, "pattern": pattern})
+    profile = forced_weight_gradients(graph, algorithm, images)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    session = TrainingSession(graph, batch=batch)
+    selectors = {k.selector for k in session.plan.kernels.values()}
+    assert {"WINOGRAD_WEIGHT_GEMM", "WINOGRAD_FILTER_GRAD"} <= selectors
+    assert "CONV_BACKWARD_WEIGHTS" not in selectors
+    rng = np.random.default_rng(seed)
+    params = initial_params(graph, seed=seed)  # He-scaled weights: logits that do not saturate
+    params.update({key: rng.normal(0.0, 0.5, value.shape).astype(np.float32)
+                   for key, value in params.items() if key.endswith(".bias")})
+    session.set_params(params)
+    volume = graph.nodes["input"]["output"]
+    x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
+    y = rng.integers(0, session.plan.classes, batch)
+    _, param_grads = session.gradients(x, y)
+    *_, expected_params = reference_gradients(
+        graph, params, x, y, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
+    return max(relative_error(grad, expected_params[key]) for key, grad in param_grads.items())
+
+
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+def test_winograd_weight_gradients_compute_what_numpy_does(monkeypatch, algorithm):
+    """Partial tiles, 12 channels, 10 filters (6 padding ones), batch 3 in splits of 2 (a
+    partial last split)."""
+    assert weight_gradient_error(monkeypatch, WEIGHT_CASES[0], algorithm) <= TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("case", WEIGHT_CASES[1:], ids=["batch1-valid", "pad2-split1"])
+def test_winograd_weight_gradients_on_more_shapes(monkeypatch, case, algorithm):
+    assert weight_gradient_error(monkeypatch, case, algorithm) <= TOLERANCE
+
+
+def test_the_weight_gradient_transforms_are_exact_in_float64():
+    """The identity the weight-gradient kernels rely on, in float64 numpy with the matrices
+    of winograd.cl's 1-D transforms: summed over tiles, G^T [(B^T d B) . (A dY A^T)] G is the
+    correlation of the input with the output gradient (no device involved)."""
+    rng = np.random.default_rng(0)
+    for out_tile, (a_t, g, b_t) in winograd_matrices().items():
+        tile = out_tile + 2
+        d = rng.normal(size=(tile + out_tile, tile + out_tile))  # 2 x 2 tiles of outputs
+        dy = rng.normal(size=(2 * out_tile, 2 * out_tile))
+        total = np.zeros((3, 3))
+        for ty in range(2):
+            for tx in range(2):
+                dt = d[ty * out_tile:ty * out_tile + tile, tx * out_tile:tx * out_tile + tile]
+                gt = dy[ty * out_tile:(ty + 1) * out_tile, tx * out_tile:(tx + 1) * out_tile]
+                total += g.T @ ((b_t @ dt @ b_t.T) * (a_t.T @ gt @ a_t)) @ g
+        direct = np.array([[np.sum(d[r:r + 2 * out_tile, s:s + 2 * out_tile] * dy)
+                            for s in range(3)] for r in range(3)])
+        np.testing.assert_allclose(total, direct, rtol=1e-10, atol=1e-10)
+
+
+def winograd_matrices() -> dict:
+    """A^T, G, B^T of F(2x2, 3x3) and F(4x4, 3x3) as kernels/winograd.cl writes them."""
+    f2 = (np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float),
+          np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]),
+          np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float))
+    f4 = (np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                    [0, 1, -1, 8, -8, 1]], float),
+          np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                    [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+          np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float))
+    return {2: f2, 4: f4}

@@ -41,6 +41,8 @@ class DeviceProfile:
     # (least input and output channels, output width and height from, to, algorithm) that
     # fits it, else direct
     winograd_rules: tuple[tuple[int, int, int, str], ...] = ()
+    # the same for the weight gradients of those convs (their own site and rules)
+    winograd_weight_rules: tuple[tuple[int, int, int, str], ...] = ()
     tuning: Tuning = field(default_factory=Tuning)  # per-site choices measured on the device
 
 
