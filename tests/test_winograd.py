@@ -18,6 +18,7 @@ import pytest
 
 import convgraph
 import convgraph.runtime.target
+from convgraph.codegen.launches import work
 from convgraph.codegen.plan import plan_forward
 from convgraph.codegen.profile import profile_for
 from convgraph.codegen.training import plan_training
@@ -147,8 +148,10 @@ for spec in json.loads(sys.argv[1]):
 sys.exit(1 if failed else 0)
 """
 # partial tiles of both sizes, 3 and 5 channels (vectors of 1 on Oclgrind's 4-wide profile),
-# a gated input gradient, and an input gradient added into a tensor two layers read
+# a gated input gradient, and an input gradient added into a tensor two layers read; 4 and 6
+# channels (weight gradients by Winograd: fewer channels keep the all-taps direct kernel)
 OCLGRIND_NETWORKS = [
+    {"input": "5x6x4", "pattern": "[INPUT-CONV(6, 3, pad=1)-RELU-CONV(4, 3)-FC(2)]"},
     {"input": "5x7x3", "pattern": "[INPUT-CONV(5, 3, pad=1)-RELU-CONV(4, 3, pad=1)-FC(2)]"},
     {"input": "6x5x2", "nodes": {
         "a": {"op": "conv", "filters": 5, "size": 1, "inputs": ["input"]},
@@ -206,9 +209,9 @@ def forced_weight_gradients(graph, algorithm: str, images: int):
     return replace(base, tuning=Tuning(entries, "tuned on this device"))
 
 
-def weight_gradient_error(monkeypatch, case, algorithm: str, seed: int = 0) -> float:
-    """Worst relative error of the parameter gradients with ``algorithm`` forced on the weight
-    gradients, against the float64 numpy reference."""
+def winograd_weight_gradients(monkeypatch, case, algorithm: str, seed: int = 0):
+    """The device's parameter gradients of ``case`` with ``algorithm`` forced on the weight
+    gradients, and what they were computed from: (graph, params, x, labels, gradients)."""
     volume, pattern, batch, images = case
     graph = analyse({"input": volume, "pattern": pattern})
     profile = forced_weight_gradients(graph, algorithm, images)
@@ -224,11 +227,18 @@ def weight_gradient_error(monkeypatch, case, algorithm: str, seed: int = 0) -> f
     session.set_params(params)
     volume = graph.nodes["input"]["output"]
     x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
-    y = rng.integers(0, session.plan.classes, batch)
-    _, param_grads = session.gradients(x, y)
-    *_, expected_params = reference_gradients(
-        graph, params, x, y, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
-    return max(relative_error(grad, expected_params[key]) for key, grad in param_grads.items())
+    labels = rng.integers(0, session.plan.classes, batch)
+    _, param_grads = session.gradients(x, labels)
+    return graph, params, x, labels, param_grads
+
+
+def weight_gradient_error(monkeypatch, case, algorithm: str) -> float:
+    """Worst relative error of the parameter gradients with ``algorithm`` forced on the weight
+    gradients, against the float64 numpy reference."""
+    graph, params, x, labels, param_grads = winograd_weight_gradients(monkeypatch, case,
+                                                                      algorithm)
+    *_, expected = reference_gradients(graph, params, x, labels)
+    return max(relative_error(grad, expected[key]) for key, grad in param_grads.items())
 
 
 @pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
@@ -236,6 +246,27 @@ def test_winograd_weight_gradients_compute_what_numpy_does(monkeypatch, algorith
     """Partial tiles, 12 channels, 10 filters (6 padding ones), batch 3 in splits of 2 (a
     partial last split)."""
     assert weight_gradient_error(monkeypatch, WEIGHT_CASES[0], algorithm) <= TOLERANCE
+
+
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+def test_winograd_weight_gradients_agree_with_finite_differences(monkeypatch, algorithm):
+    """The device's Winograd conv weight gradient against central differences of the float64
+    reference loss (mean over the batch) at sampled weights."""
+    graph, params, x, labels, param_grads = winograd_weight_gradients(
+        monkeypatch, WEIGHT_CASES[0], algorithm)
+    weights = {key: np.asarray(value, np.float64) for key, value in params.items()}
+    rng = np.random.default_rng(1)
+    device = param_grads["conv1.weight"]
+    scale = np.abs(device).max()
+    h = 1e-5
+    for index in [tuple(int(rng.integers(0, n)) for n in device.shape) for _ in range(8)]:
+        losses = []
+        for step in (h, -h):
+            moved = {**weights, "conv1.weight": weights["conv1.weight"].copy()}
+            moved["conv1.weight"][index] += step
+            losses.append(reference_gradients(graph, moved, x, labels)[0].mean())
+        numeric = (losses[0] - losses[1]) / (2 * h)
+        assert abs(device[index] - numeric) <= TOLERANCE * scale, (index, device[index], numeric)
 
 
 @pytest.mark.slow
@@ -277,3 +308,60 @@ def winograd_matrices() -> dict:
           np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float))
     return {2: f2, 4: f4}
+
+
+CACHED = {"input": "10x7x8", "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(8, 3, pad=1)]"}
+
+
+def poison_transformed_filters(model) -> None:
+    """NaN into every Winograd layer's transformed filters (the inference plan's work buffers)."""
+    executor = model.executor
+    for node, key in model.plan.work:
+        name = model.plan.buffer_name(work(node, key))
+        executor.write(name, np.full(executor.buffer(name).size // 4, np.nan, np.float32))
+    model.queue.finish()
+
+
+def test_inference_transforms_the_filters_once_per_change_of_the_weights(monkeypatch, tmp_path):
+    """A Winograd inference plan transforms its filters on the first pass after parameters
+    reach the device and reuses them (NaN planted in them afterwards reaches the output); new
+    weights by set_params or load_weights are transformed again and reach the output."""
+    graph = analyse(CACHED)
+    profile = forced(graph, "winograd4")
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(CACHED, batch=2)
+    transforms = [launch for launch in model.plan.launches
+                  if model.plan.kernels[launch.kernel].selector == "WINOGRAD_FILTER"]
+    assert len(transforms) == 2 and all(launch.per_params for launch in transforms)
+    x = input_batch(model, 2, 0)
+    first = random_params(model, 0)
+    model.set_params(first)
+    check_forward(model, first, x, what="first weights")
+    poison_transformed_filters(model)
+    assert np.isnan(model.forward(x)).all()  # the filters were not transformed again
+
+    second = random_params(model, 1)
+    model.set_params(second)
+    check_forward(model, second, x, what="set_params")
+    poison_transformed_filters(model)
+    np.savez(tmp_path / "w.npz", **first)
+    model.load_weights(tmp_path / "w.npz")
+    check_forward(model, first, x, what="load_weights")
+
+
+@pytest.mark.slow  # a training program's compile: ~6 s cold
+def test_weights_trained_by_fit_reach_a_cached_winograd_inference(monkeypatch):
+    spec = {"input": "8x8x8", "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-FC(3)]",
+            "train": {"batch": 4, "epochs": 1, "lr": 0.5, "normalize": False}}
+    graph = analyse(spec)
+    profile = forced(graph, "winograd2")
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(spec, batch=4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 8, 8, 8)).astype(np.float32)
+    before = model.params
+    check_forward(model, before, x[:4], what="before fit")
+    model.fit((x, rng.integers(0, 3, 8)), epochs=1)
+    after = model.params
+    assert not np.allclose(after["conv1.weight"], before["conv1.weight"])
+    check_forward(model, after, x[:4], what="after fit")

@@ -127,6 +127,9 @@ class Launch:
     bytes: int = 0  # per image moved to and from memory, for --profile
     batch_divisor: int = 1  # global_size[batch_axis] counts groups of this many images
     site: str | None = None  # the tuning site whose knobs specialised this launch
+    # reads only parameters (Winograd's filter transform in inference): the executor runs it
+    # on the first pass after parameters are uploaded or buffers allocated, not every pass
+    per_params: bool = False
 
     def sizes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         size = list(self.global_size)

@@ -186,10 +186,13 @@ class Lowering:
 
     def launch(self, family: str, selector: str, defines: dict, global_size, args: list[Arg], *,
                batch_axis: int | None = None, local_size=None, flops: int = 0, moved: int = 0,
-               batch_divisor: int = 1, site: str | None = None) -> None:
+               batch_divisor: int = 1, site: str | None = None, per_params: bool = False
+               ) -> None:
         """Add one launch of kernels/<family>.cl's ``selector`` kernel specialised by
         ``defines`` (shared when identical): ``global_size`` work-items, per image along
-        ``batch_axis``; ``flops`` and ``moved`` bytes per image, for --profile."""
+        ``batch_axis``; ``flops`` and ``moved`` bytes per image, for --profile.
+        ``per_params``: it reads only parameters (and writes a work buffer), so an inference
+        plan runs it once per upload of the parameters, not every pass."""
         if family not in self.families:
             raise OpDeclarationError(
                 f"op '{self.op.name}' (node '{self.name}') launches {selector} from "
@@ -213,7 +216,8 @@ class Lowering:
                 local[batch_axis] = width
             local = tuple(local)
         self.planner.launches.append(Launch(kernel, self.name, tuple(global_size), batch_axis,
-                                            local, args, flops, moved, batch_divisor, site))
+                                            local, args, flops, moved, batch_divisor, site,
+                                            per_params))
 
     def vector_width(self, *layouts: Layout) -> int:
         """The widest vector the device profile allows that divides every channel stride."""

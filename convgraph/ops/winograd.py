@@ -86,7 +86,8 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
     ctx.launch("winograd", "WINOGRAD_FILTER",
                {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
                 "VECTOR_WIDTH": filter_width},
-               (filters // filter_width, channels), [weight, transformed], site=site)
+               (filters // filter_width, channels), [weight, transformed], site=site,
+               per_params=True)
     input_width = widest_dividing(channels, widest)
     layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
     ctx.launch("winograd", "WINOGRAD_INPUT",
