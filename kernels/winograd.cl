@@ -19,13 +19,15 @@
  * WINOGRAD_INPUT: work-item (cv, tw, n * TILES_H + th) transforms tile (th, tw) of image n for
  *   VECTOR_WIDTH channels from cv * VECTOR_WIDTH. Tiles past the bottom/right edge read zeros
  *   outside the allocated halo (only outputs that are never stored depend on them).
- * WINOGRAD_GEMM: POSITIONS independent GEMMs per image, m[t] = v[t] (TILES x C) u[t] (C x K).
- *   Work-item (kt, rg, n * POSITIONS + t) keeps TILE_ROWS tiles x FILTER_VECTORS vectors of
+ * WINOGRAD_GEMM: POSITIONS independent GEMMs per group of IMAGES_PER_GROUP images, m[t] = v[t]
+ *   (IMAGES_PER_GROUP TILES x C) u[t] (C x K): small outputs (an 8x8 output has 4 tiles of 4x4)
+ *   get GEMM rows from several images. Work-item (kt, rg, group * POSITIONS + t) keeps
+ *   TILE_ROWS tiles x FILTER_VECTORS vectors of
  *   VECTOR_WIDTH filters in registers, CHANNEL_STEP channels per load, as conv.cl's forward
  *   kernel does (no local memory: on PoCL register tiles win); a work-group shares one
  *   position's u[t] (one row of groups per position: a group across positions read them all,
- *   2x slower). The last row group clamps its
- *   reads and skips its stores past TILES.
+ *   2x slower). Rows past the group's tiles or the batch (the batch is an argument) clamp
+ *   their reads and skip their stores.
  * WINOGRAD_OUTPUT: work-item (kv, tw, n * TILES_H + th) transforms tile (th, tw) back for
  *   VECTOR_WIDTH filters, adds the bias, applies EPILOGUE (or GATE: dL/dz = f'(b) dL/dy, as
  *   conv.cl does for a stride-1 input gradient), adds to y with ACCUMULATE, and stores the pixels
@@ -80,6 +82,7 @@
 #define ACCUMULATE 0
 #define CHANNEL_TILE 4
 #define IMAGES_PER_SPLIT 2
+#define IMAGES_PER_GROUP 1
 #endif
 
 /* derived values */
@@ -247,25 +250,33 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global float *rest
 #endif
 
 #if defined(WINOGRAD_GEMM)
-#define ROW_GROUPS ((TILES + TILE_ROWS - 1) / TILE_ROWS)
+#define GROUP_ROWS (IMAGES_PER_GROUP * TILES) /* GEMM rows: the tiles of a group of images */
+#define ROW_GROUPS ((GROUP_ROWS + TILE_ROWS - 1) / TILE_ROWS)
 #define FILTERS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
 __kernel void KERNEL_NAME(__global const float *restrict v, __global const float *restrict u,
-                          __global float *restrict m)
+                          __global float *restrict m, const int batch)
 {
     const int kt = get_global_id(0);
     const int rg = get_global_id(1);
     const int row = get_global_id(2);
     if (kt >= K_ALLOC / FILTERS_PER_ITEM || rg >= ROW_GROUPS) return;
-    const int n = row / POSITIONS;
+    const int first_image = row / POSITIONS * IMAGES_PER_GROUP;
     const int t = row % POSITIONS;
     const int first = rg * TILE_ROWS;
     const int k0 = kt * FILTERS_PER_ITEM;
-    __global const float *vt = v + (n * POSITIONS + t) * TILES * IN_CHANNELS;
     __global const float *ut = u + t * IN_CHANNELS * K_ALLOC + k0;
 
-    int at[TILE_ROWS]; /* where each tile's channels start in v[t] */
+    /* where each row's tile starts in v[n][t] and m[n][t]: rows past the group or the batch
+     * read the group's last tile and store nothing */
+    int at[TILE_ROWS];
+    bool stored[TILE_ROWS];
 #pragma unroll
-    for (int p = 0; p < TILE_ROWS; ++p) at[p] = min(first + p, TILES - 1) * IN_CHANNELS;
+    for (int p = 0; p < TILE_ROWS; ++p) {
+        const int r = min(first + p, GROUP_ROWS - 1);
+        const int n = min(first_image + r / TILES, batch - 1);
+        at[p] = (n * POSITIONS + t) * TILES + r % TILES;
+        stored[p] = first + p < GROUP_ROWS && first_image + r / TILES < batch;
+    }
 
     realV acc[TILE_ROWS][FILTER_VECTORS];
 #pragma unroll
@@ -283,7 +294,7 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
 #pragma unroll
         for (int p = 0; p < TILE_ROWS; ++p) {
             float vs[CHANNEL_STEP];
-            VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, vt + at[p] + c), 0, vs);
+            VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, v + at[p] * IN_CHANNELS + c), 0, vs);
 #pragma unroll
             for (int j = 0; j < CHANNEL_STEP; ++j)
 #pragma unroll
@@ -292,16 +303,16 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
         }
     }
 
-    __global float *mt = m + (n * POSITIONS + t) * TILES * K_ALLOC + k0;
 #pragma unroll
     for (int p = 0; p < TILE_ROWS; ++p) {
-        if (first + p < TILES) {
+        if (stored[p]) {
 #pragma unroll
             for (int f = 0; f < FILTER_VECTORS; ++f)
-                STOREV(acc[p][f], 0, mt + (first + p) * K_ALLOC + f * VECTOR_WIDTH);
+                STOREV(acc[p][f], 0, m + at[p] * K_ALLOC + k0 + f * VECTOR_WIDTH);
         }
     }
 }
+#undef GROUP_ROWS
 #undef ROW_GROUPS
 #undef FILTERS_PER_ITEM
 #endif

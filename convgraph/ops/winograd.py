@@ -58,6 +58,20 @@ def with_algorithms(space: list[dict], default: str, channels: int) -> list[dict
     return [{**knobs, "ALGORITHM": algorithm} for algorithm in order for knobs in space]
 
 
+# GEMM rows across images (benchmarks/winograd.py, README "Winograd"): an image whose output has
+# fewer tiles than a work-item's rows shares its GEMM with the next images'
+CROSS_IMAGE_ROWS = True
+
+
+def gemm_images(image_tiles: int, rows: int) -> int:
+    """Images per Winograd GEMM: enough that their tiles fill ``rows`` GEMM rows a work-item,
+    a power of two (1 when one image's tiles do)."""
+    images = 1
+    while CROSS_IMAGE_ROWS and images * image_tiles < rows:
+        images *= 2
+    return images
+
+
 def tiles(shape: dict, out_tile: int) -> tuple[int, int]:
     """Output tiles of one image (down, across)."""
     return -(-shape["OUT_H"] // out_tile), -(-shape["OUT_W"] // out_tile)
@@ -96,16 +110,20 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
                 **layout_x, "VECTOR_WIDTH": input_width},
                (channels // input_width, across, down), [x, tiles_in], batch_axis=2,
                moved=4 * positions * down * across * channels, site=site)
-    # tiles per work-item near the knob, dividing an image's tiles where one does (an 8x8
-    # output has 4 tiles of 4x4: 8 rows would compute 4 twice over)
-    rows = choose_tile(down * across, knobs["TILE_PIXELS"])
+    # GEMM rows from as many images as fill the knob's tiles per work-item (an 8x8 output
+    # has 4 tiles of 4x4: alone, 4 rows a work-item), then tiles per work-item near the knob,
+    # dividing the group's tiles where one does
+    images = gemm_images(down * across, knobs["TILE_PIXELS"])
+    rows = choose_tile(images * down * across, knobs["TILE_PIXELS"])
     per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
     ctx.launch("winograd", "WINOGRAD_GEMM",
                {**size, "IN_CHANNELS": channels, "K_ALLOC": filters,
                 "VECTOR_WIDTH": knobs["VECTOR_WIDTH"], "TILE_ROWS": rows,
-                "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_STEP": knobs["CHANNEL_STEP"]},
-               (filters // per_item, -(-down * across // rows), positions),
-               [tiles_in, transformed, products], batch_axis=2, flops=flops, site=site)
+                "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_STEP": knobs["CHANNEL_STEP"],
+                "IMAGES_PER_GROUP": images},
+               (filters // per_item, -(-images * down * across // rows), positions),
+               [tiles_in, transformed, products, ctx.BATCH], batch_axis=2,
+               batch_divisor=images, flops=flops, site=site)
     output_width = widest_dividing(filters, widest)
     epilogue = {k: shape[k] for k in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
                                       "GATE_SLOPE", "ACCUMULATE") if k in shape}
