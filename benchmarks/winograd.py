@@ -24,14 +24,19 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import convgraph  # noqa: E402
 from convgraph.codegen.launches import Buffer  # noqa: E402
+from convgraph.codegen.plan import plan_forward  # noqa: E402
+from convgraph.codegen.profile import profile_for  # noqa: E402
+from convgraph.codegen.training import plan_training  # noqa: E402
 from convgraph.codegen.tuning import Tuning  # noqa: E402
 from convgraph.pipeline import analyse  # noqa: E402
+from convgraph.runtime.devices import select_device  # noqa: E402
 from convgraph.runtime.inspect import _peak  # noqa: E402
 from convgraph.runtime.tune import _Tuner  # noqa: E402
 
@@ -115,6 +120,74 @@ def measure(tuner: _Tuner, site, rounds: int) -> dict:
     return samples
 
 
+# (width = height, input channels, filters, batch): the numerical guard's layers, up to the
+# 512 channels F(4x4) is offered for; the weight gradient sums batch x tiles products
+ERROR_LAYERS = [(32, 32, 32, 16), (16, 64, 64, 8), (8, 128, 128, 8), (14, 256, 256, 4),
+                (7, 512, 512, 4)]
+
+
+def forced_profile(graph, algorithm: str):
+    """The untuned profile with every site that offers ``algorithm`` (forward, input and weight
+    gradients) set to it, the other knobs their defaults."""
+    base = profile_for(select_device()[0], tuned=False)
+    sites = {**plan_forward(graph, base).sites, **plan_training(graph, base).sites}
+    entries = {key: {"knobs": {**site.default, "ALGORITHM": algorithm}}
+               for key, site in sites.items()
+               if {**site.default, "ALGORITHM": algorithm} in site.space}
+    return replace(base, tuning=Tuning(entries, "tuned on this device"))
+
+
+def layer_errors(size: int, channels: int, filters: int, batch: int, algorithm: str) -> dict:
+    """Worst relative errors (max |device - reference| / max |reference|) of the 3x3 layer's
+    output, input gradient and weight gradient, ``algorithm`` forced, against float64 numpy."""
+    import numpy as np
+
+    import convgraph.runtime.target as target
+    from convgraph.params import initial_params
+    from convgraph.reference import reference_gradients
+    from convgraph.train.session import TrainingSession
+    from convgraph.verify import relative_error
+
+    graph = layer_graph(size, channels, filters)
+    profile = forced_profile(graph, algorithm)
+    original, target.profile_for = target.profile_for, lambda info: profile
+    try:
+        session = TrainingSession(graph, batch=batch)
+    finally:
+        target.profile_for = original
+    rng = np.random.default_rng(0)
+    params = initial_params(graph, seed=0)
+    params.update({key: rng.normal(0.0, 0.5, value.shape).astype(np.float32)
+                   for key, value in params.items() if key.endswith(".bias")})
+    session.set_params(params)
+    x = rng.normal(size=(batch, channels, size, size)).astype(np.float32)
+    labels = rng.integers(0, 2, batch)
+    grads, param_grads = session.gradients(x, labels)
+    _, _, values, expected, expected_params = reference_gradients(graph, params, x, labels)
+    output = session.executor.read_tensor(session.plan.storage_of["conv2"], batch)
+    return {"forward": relative_error(output, values["conv2"]),
+            "input grad": relative_error(grads["conv1"], expected["conv1"]),
+            "weight grad": relative_error(param_grads["conv2.weight"],
+                                          expected_params["conv2.weight"])}
+
+
+def errors_table(started: str) -> tuple[str, list]:
+    """The numerical guard: every layer of ERROR_LAYERS with each algorithm."""
+    rows = []
+    for size, channels, filters, batch in ERROR_LAYERS:
+        for algorithm in ALGORITHMS:
+            errors = layer_errors(size, channels, filters, batch, algorithm)
+            rows.append({"shape": f"{size}x{size} {channels}->{filters}", "batch": batch,
+                         "algorithm": algorithm, **errors})
+            print(rows[-1], flush=True)
+    lines = [f"CPU: {cpu_model()}; {started}; worst relative error against float64 numpy",
+             "", "| layer | batch | algorithm | forward | input grad | weight grad |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['shape']} | {r['batch']} | {r['algorithm']} | {r['forward']:.1e} | "
+              f"{r['input grad']:.1e} | {r['weight grad']:.1e} |" for r in rows]
+    return "\n".join(lines), rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
@@ -124,8 +197,16 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--passes", default=",".join(PASSES),
                         help="which sites to time (comma-separated: " + ", ".join(PASSES) + ")")
+    parser.add_argument("--errors", action="store_true",
+                        help="measure the numerical guard instead (worst errors per variant)")
     args = parser.parse_args(argv)
     layers = LAYERS + (RESNET18 if args.resnet18 else [])
+    if args.errors:
+        text, rows = errors_table(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        print(text)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "rows": rows}, indent=1))
+        return 0
 
     probe = convgraph.compile({"input": "8x8x8", "pattern": "[INPUT-CONV(8, 3, pad=1)]"})
     peak_before, _ = _peak(probe)

@@ -365,3 +365,25 @@ def test_weights_trained_by_fit_reach_a_cached_winograd_inference(monkeypatch):
     after = model.params
     assert not np.allclose(after["conv1.weight"], before["conv1.weight"])
     check_forward(model, after, x[:4], what="after fit")
+
+
+def test_weight_gradient_sites_default_as_the_profile_says():
+    """F(4x4) by default where the CPU profile's weight rules say (8x8, 128 channels on both
+    sides), direct elsewhere and with no rules; either way every algorithm is in the space."""
+    from convgraph.codegen import profile as profiles
+
+    graph = analyse({"input": "8x8x64", "pattern": "[INPUT-CONV(128, 3, pad=1)"
+                     "-CONV(128, 3, pad=1)-FC(2)]"})
+
+    def defaults(profile) -> dict:
+        sites = plan_training(graph, profile).sites.values()
+        found = {}
+        for site in sites:
+            if site.selector == "CONV_BACKWARD_WEIGHTS":
+                found[site.node] = site.default["ALGORITHM"]
+                assert {k["ALGORITHM"] for k in site.space} == set(winograd.ALGORITHMS)
+        return found
+
+    assert defaults(profiles.CPU) == {"conv1": "direct", "conv2": "winograd4"}
+    assert defaults(replace(profiles.CPU, winograd_weight_rules=())) == {"conv1": "direct",
+                                                                         "conv2": "direct"}

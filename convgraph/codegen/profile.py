@@ -59,10 +59,17 @@ class DeviceProfile:
 # outputs (ResNet-18 layer1, 56x56: even; layer2, 28x28 x 128, F(4x4) 1.6x, but every wide
 # layer's transformed tiles would cost training its scratch: left to `convgraph tune`)
 CPU_WINOGRAD = ((64, 8, 16, "winograd4"), (64, 1, 7, "winograd2"))
+# Weight gradients by F(4x4) only where benchmarks/winograd.py measured it ahead in both of two
+# runs (2026-12-01 18:23 and 18:39, batch 64, loaded machine): 8x8 outputs of 128 channels
+# (VGG-CIFAR conv6: 1.3x and 1.7x). ResNet-8 res3 (8x8, 64 -> 64) won too (1.3x, 1.4x), but
+# VGG-CIFAR conv5 (8x8, 64 -> 128), which a rule reaching 64 channels would take, lost in both
+# (0.89x, 0.94x); 16x16 64 -> 64 won once and lost once; below 64 channels direct won
+CPU_WINOGRAD_WEIGHTS = ((128, 8, 8, "winograd4"),)
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_local=None, pixel_local=None, batch_free_local=True,
                     split_cache_bytes=1024 * 1024, grad_filter_vectors=2,
-                    dense_channel_step=8, winograd_rules=CPU_WINOGRAD)
+                    dense_channel_step=8, winograd_rules=CPU_WINOGRAD,
+                    winograd_weight_rules=CPU_WINOGRAD_WEIGHTS)
 GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,
                     conv_local=(4, 4, 4), pixel_local=(4, 8, 4), images_per_split=1)
 
