@@ -35,10 +35,12 @@ from convgraph.codegen.plan import plan_forward  # noqa: E402
 from convgraph.codegen.profile import profile_for  # noqa: E402
 from convgraph.codegen.training import plan_training  # noqa: E402
 from convgraph.codegen.tuning import Tuning  # noqa: E402
+from convgraph.ops import winograd  # noqa: E402
 from convgraph.pipeline import analyse  # noqa: E402
 from convgraph.runtime.devices import select_device  # noqa: E402
 from convgraph.runtime.inspect import _peak  # noqa: E402
-from convgraph.runtime.tune import _Tuner  # noqa: E402
+from convgraph.runtime.target import build  # noqa: E402
+from convgraph.runtime.tune import _ProbePlan, _Tuner  # noqa: E402
 
 ALGORITHMS = ("direct", "winograd2", "winograd4")
 PASSES = ("forward", "input grad", "weight grad")
@@ -110,13 +112,47 @@ def layer_sites(tuner: _Tuner, node: str, passes=PASSES) -> dict:
     return found
 
 
-def measure(tuner: _Tuner, site, rounds: int) -> dict:
-    """Per algorithm: the per-round medians of the site's launches (ms), alternating."""
+def session6_runner(tuner: _Tuner, site, knobs: dict):
+    """The tuner's runner for ``knobs`` as the code stood before session 7: GEMM rows from one
+    image only, and the filters transformed on every pass (also in inference)."""
+    winograd.CROSS_IMAGE_ROWS = False
+    try:
+        plan = tuner.plan_with(Tuning().with_choice(site.key, knobs), tuner.mode_of[site.key])
+    finally:
+        winograd.CROSS_IMAGE_ROWS = True
+    launches = [launch for group in plan.launch_groups().values() for launch in group
+                if launch.site == site.key]
+    executor = build(_ProbePlan(tuner.graph, plan, launches, tuner.batch), tuner.target,
+                     f"tuning {site.node}").executor()
+    executor.allocate(tuner.batch)
+    executor.enqueue(tuner.batch, group="probe")
+    tuner.queue.finish()
+
+    def run() -> float:
+        samples = []
+        for _ in range(tuner.repeats):
+            events: list = []
+            executor.params_changed = True  # the filter transform runs every pass
+            executor.enqueue(tuner.batch, events, group="probe")
+            tuner.queue.finish()
+            samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
+        return statistics.median(samples)
+
+    return run
+
+
+def measure(tuner: _Tuner, site, rounds: int, before: bool) -> dict:
+    """Per algorithm (and with ``before``, per Winograd algorithm as of session 6, marked
+    'winograd2 s6'): the per-round medians of the site's launches (ms), alternating."""
     runs = {a: tuner.runner(site, {**site.default, "ALGORITHM": a}) for a in ALGORITHMS}
-    samples = {a: [] for a in ALGORITHMS}
+    if before and site.selector == "CONV_FORWARD":
+        for algorithm in ALGORITHMS[1:]:
+            runs[f"{algorithm} s6"] = session6_runner(tuner, site,
+                                                      {**site.default, "ALGORITHM": algorithm})
+    samples = {name: [] for name in runs}
     for _ in range(rounds):
-        for algorithm in ALGORITHMS:
-            samples[algorithm].append(runs[algorithm]())
+        for name, run in runs.items():
+            samples[name].append(run())
     return samples
 
 
@@ -197,6 +233,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--passes", default=",".join(PASSES),
                         help="which sites to time (comma-separated: " + ", ".join(PASSES) + ")")
+    parser.add_argument("--before", action="store_true",
+                        help="also time forward sites' Winograd as of session 6 (GEMM rows per "
+                        "image, filters transformed every pass)")
     parser.add_argument("--errors", action="store_true",
                         help="measure the numerical guard instead (worst errors per variant)")
     args = parser.parse_args(argv)
@@ -217,7 +256,7 @@ def main(argv=None) -> int:
         tuner = _Tuner(graph, None, args.batch, args.repeats)
         flops = 2 * size * size * channels * filters * 9 * args.batch
         for role, site in layer_sites(tuner, "conv2", args.passes.split(",")).items():
-            samples = measure(tuner, site, args.rounds)
+            samples = measure(tuner, site, args.rounds, args.before)
             row = {"network": network, "layer": layer, "shape": f"{size}x{size} {channels}->"
                    f"{filters}", "pass": role, "gflop": flops / 1e9}
             for algorithm, times in samples.items():
@@ -239,25 +278,35 @@ def main(argv=None) -> int:
 
 def _line(row: dict, peak: float) -> str:
     return f"{row['network']} {row['layer']} {row['pass']}: " + ", ".join(
-        f"{a} {row[a]['ms']:.2f} ms" for a in ALGORITHMS)
+        f"{a} {row[a]['ms']:.2f} ms" for a in (*ALGORITHMS, *BEFORE) if a in row)
+
+
+BEFORE = ("winograd2 s6", "winograd4 s6")  # as of session 6 (--before)
 
 
 def table(rows: list[dict], peak: float, args, started: str) -> str:
+    before = any(name in row for row in rows for name in BEFORE)
     lines = [f"CPU: {cpu_model()}; fp32 FMA peak {peak:.0f} GFLOP/s (kernels/peak.cl, "
              f"same run); batch {args.batch}; {started}; median of {args.rounds} alternating "
              f"rounds (each the median of {args.repeats} runs), spread min-max",
-             "GFLOP/s = direct-conv FLOPs / time; * = effective (Winograd); % of the FMA peak",
+             "GFLOP/s = direct-conv FLOPs / time; * = effective (Winograd); % of the FMA peak"
+             + ("; s6 = Winograd as of session 6 (GEMM rows per image, filters transformed "
+                "every pass), same run" if before else ""),
              "",
              "| layer | shape | pass | direct ms | F(2x2) ms | F(4x4) ms | direct GFLOP/s (%) "
-             "| F(2x2) GFLOP/s* (%) | F(4x4) GFLOP/s* (%) | best |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| F(2x2) GFLOP/s* (%) | F(4x4) GFLOP/s* (%) |"
+             + (" F(2x2) s6 GFLOP/s* | F(4x4) s6 GFLOP/s* |" if before else "") + " best |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if before else "") + "---|"]
     for row in rows:
         cells = []
         for algorithm in ALGORITHMS:
             r = row[algorithm]
             cells.append(f"{r['ms']:.2f} ({r['min']:.2f}-{r['max']:.2f})")
         rates = []
-        for algorithm in ALGORITHMS:
+        for algorithm in ALGORITHMS + (BEFORE if before else ()):
+            if algorithm not in row:
+                rates.append("-")
+                continue
             gflops = row["gflop"] / (row[algorithm]["ms"] / 1e3)
             rates.append(f"{gflops:.0f} ({100 * gflops / peak:.0f}%)")
         best = min(ALGORITHMS, key=lambda a: row[a]["ms"])
