@@ -1,6 +1,7 @@
 """Winograd against direct convolution, per 3x3 stride-1 layer, on this machine's device.
 
     .venv/bin/python benchmarks/winograd.py [--batch 64] [--rounds 5] [--resnet18] [--json OUT]
+        [--passes forward,input grad,weight grad] [--before] [--breakdown | --errors]
 
 For each 3x3 stride-1 layer shape of VGG-CIFAR and ResNet-8 (and, with --resnet18, ResNet-18
 at 224x224) this times the conv's forward site, its input-gradient site (the stride-1 input
@@ -141,6 +142,62 @@ def session6_runner(tuner: _Tuner, site, knobs: dict):
     return run
 
 
+def kernel_times(tuner: _Tuner, site, knobs: dict, rounds: int) -> dict:
+    """Median event time (ms) of each kernel of the site's launches with ``knobs``, by
+    selector (the launches of one selector summed), over ``rounds`` passes."""
+    plan = tuner.plan_with(Tuning().with_choice(site.key, knobs), tuner.mode_of[site.key])
+    launches = [launch for group in plan.launch_groups().values() for launch in group
+                if launch.site == site.key]
+    executor = build(_ProbePlan(tuner.graph, plan, launches, tuner.batch), tuner.target,
+                     f"tuning {site.node}").executor()
+    executor.allocate(tuner.batch)
+    executor.enqueue(tuner.batch, group="probe")
+    tuner.queue.finish()
+    ran = [launch for launch in launches if not launch.per_params]  # once per weights
+    samples: dict = {}
+    for _ in range(rounds):
+        events: list = []
+        executor.enqueue(tuner.batch, events, group="probe")
+        tuner.queue.finish()
+        per: dict = {}
+        for launch, event in zip(ran, events):
+            selector = plan.kernels[launch.kernel].selector
+            per[selector] = per.get(selector, 0.0) + (event.profile.end
+                                                      - event.profile.start) * 1e-6
+        for selector, ms in per.items():
+            samples.setdefault(selector, []).append(ms)
+    return {selector: statistics.median(ms) for selector, ms in samples.items()}
+
+
+def gemm_gflop(size: int, channels: int, filters: int, batch: int, algorithm: str) -> float:
+    """The FLOPs the Winograd GEMMs do (positions x tiles x channels x filters x 2)."""
+    out_tile = winograd.OUT_TILE[algorithm]
+    tiles = (-(-size // out_tile)) ** 2
+    return 2 * (out_tile + 2) ** 2 * tiles * channels * filters * batch / 1e9
+
+
+def breakdown(layers, args, peak: float) -> list[str]:
+    """Per layer and pass, each Winograd algorithm's kernels: the transforms' share of the
+    time, and the GEMM's own GFLOP/s and % of the FMA peak (the limit of a faster Winograd)."""
+    lines = ["| layer | shape | pass | algorithm | transforms ms | GEMM ms | GEMM GFLOP/s (% of "
+             "peak) | transforms' share |", "|---|---|---|---|---|---|---|---|"]
+    gemms = ("WINOGRAD_GEMM", "WINOGRAD_WEIGHT_GEMM")
+    for network, layer, size, channels, filters in layers:
+        tuner = _Tuner(layer_graph(size, channels, filters), None, args.batch, args.repeats)
+        for role, site in layer_sites(tuner, "conv2", args.passes.split(",")).items():
+            for algorithm in ALGORITHMS[1:]:
+                times = kernel_times(tuner, site, {**site.default, "ALGORITHM": algorithm},
+                                     args.rounds)
+                gemm = sum(ms for selector, ms in times.items() if selector in gemms)
+                rest = sum(times.values()) - gemm
+                rate = gemm_gflop(size, channels, filters, args.batch, algorithm) / gemm * 1e3
+                lines.append(f"| {network} {layer} | {size}x{size} {channels}->{filters} | "
+                             f"{role} | {algorithm} | {rest:.2f} | {gemm:.2f} | {rate:.0f} "
+                             f"({100 * rate / peak:.0f}%) | {100 * rest / (rest + gemm):.0f}% |")
+                print(lines[-1], flush=True)
+    return lines
+
+
 def measure(tuner: _Tuner, site, rounds: int, before: bool) -> dict:
     """Per algorithm (and with ``before``, per Winograd algorithm as of session 6, marked
     'winograd2 s6'): the per-round medians of the site's launches (ms), alternating."""
@@ -236,10 +293,23 @@ def main(argv=None) -> int:
     parser.add_argument("--before", action="store_true",
                         help="also time forward sites' Winograd as of session 6 (GEMM rows per "
                         "image, filters transformed every pass)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="per-kernel times of each Winograd site instead: transforms "
+                        "against the GEMM, and the GEMM's own % of the peak")
     parser.add_argument("--errors", action="store_true",
                         help="measure the numerical guard instead (worst errors per variant)")
     args = parser.parse_args(argv)
     layers = LAYERS + (RESNET18 if args.resnet18 else [])
+    if args.breakdown:
+        probe = convgraph.compile({"input": "8x8x8", "pattern": "[INPUT-CONV(8, 3, pad=1)]"})
+        peak, _ = _peak(probe)
+        print(f"CPU: {cpu_model()}; fp32 FMA peak {peak:.0f} GFLOP/s; batch {args.batch}; "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; per-kernel event times, "
+              f"median of {args.rounds} passes; transforms = everything but the GEMM (with the "
+              "split sum for a weight gradient; inference's filter transform runs once per "
+              "weights, not here)")
+        print("\n".join(breakdown(layers, args, peak)))
+        return 0
     if args.errors:
         text, rows = errors_table(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         print(text)
