@@ -241,14 +241,19 @@ def weight_gradient_error(monkeypatch, case, algorithm: str) -> float:
     return max(relative_error(grad, expected[key]) for key, grad in param_grads.items())
 
 
-@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+# F(4x4) in the slow tier: the default tier meets it through tests/test_tuning.py's spread
+# (the 'plain' case's weight site), and each algorithm's training compile costs ~6-7 s cold
+BOTH = ["winograd2", pytest.param("winograd4", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
 def test_winograd_weight_gradients_compute_what_numpy_does(monkeypatch, algorithm):
     """Partial tiles, 12 channels, 10 filters (6 padding ones), batch 3 in splits of 2 (a
     partial last split)."""
     assert weight_gradient_error(monkeypatch, WEIGHT_CASES[0], algorithm) <= TOLERANCE
 
 
-@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("algorithm", BOTH)
 def test_winograd_weight_gradients_agree_with_finite_differences(monkeypatch, algorithm):
     """The device's Winograd conv weight gradient against central differences of the float64
     reference loss (mean over the batch) at sampled weights."""
@@ -310,7 +315,8 @@ def winograd_matrices() -> dict:
     return {2: f2, 4: f4}
 
 
-CACHED = {"input": "10x7x8", "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(8, 3, pad=1)]"}
+# partial tiles; no relu after it, since a planted NaN would come out of it as 0 (fmax)
+CACHED = {"input": "10x7x8", "pattern": "[INPUT-CONV(12, 3, pad=1)]"}
 
 
 def poison_transformed_filters(model) -> None:
@@ -332,7 +338,7 @@ def test_inference_transforms_the_filters_once_per_change_of_the_weights(monkeyp
     model = convgraph.compile(CACHED, batch=2)
     transforms = [launch for launch in model.plan.launches
                   if model.plan.kernels[launch.kernel].selector == "WINOGRAD_FILTER"]
-    assert len(transforms) == 2 and all(launch.per_params for launch in transforms)
+    assert len(transforms) == 1 and transforms[0].per_params
     x = input_batch(model, 2, 0)
     first = random_params(model, 0)
     model.set_params(first)
