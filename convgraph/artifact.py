@@ -101,7 +101,9 @@ def plan_record(plan: Plan) -> dict:
                       "local_size": None if launch.local_size is None else list(launch.local_size),
                       "args": [_arg_record(arg) for arg in launch.args], "flops": launch.flops,
                       "bytes": launch.bytes, "batch_divisor": launch.batch_divisor,
-                      "site": launch.site}
+                      "site": launch.site,
+                      **({"per_params": True} if launch.per_params else {}),
+                      **({"exact_local": True} if launch.exact_local else {})}
                      for launch in plan.launches],
         "buffer_of": dict(plan.buffer_of),
         "buffer_elements": list(plan.buffer_elements),
@@ -127,7 +129,9 @@ def plan_from_record(record: dict, graph: nx.DiGraph, where: str) -> Plan:
                            item["batch_axis"],
                            None if item["local_size"] is None else tuple(item["local_size"]),
                            [_arg_from(arg) for arg in item["args"]], item["flops"],
-                           item["bytes"], item["batch_divisor"], item["site"])
+                           item["bytes"], item["batch_divisor"], item["site"],
+                           exact_local=bool(item.get("exact_local", False)),
+                           per_params=bool(item.get("per_params", False)))
                     for item in record["launches"]]
         sites = {item["key"]: Site(item["key"], item["node"], item["selector"],
                                    tuple(item["space"])) for item in record["sites"]}

@@ -19,17 +19,35 @@
  * WINOGRAD_INPUT: work-item (cv, tw, n * TILES_H + th) transforms tile (th, tw) of image n for
  *   VECTOR_WIDTH channels from cv * VECTOR_WIDTH. Tiles past the bottom/right edge read zeros
  *   outside the allocated halo (only outputs that are never stored depend on them).
- * WINOGRAD_GEMM: POSITIONS independent GEMMs per image, m[t] = v[t] (TILES x C) u[t] (C x K).
- *   Work-item (kt, rg, n * POSITIONS + t) keeps TILE_ROWS tiles x FILTER_VECTORS vectors of
+ * WINOGRAD_GEMM: POSITIONS independent GEMMs per group of IMAGES_PER_GROUP images, m[t] = v[t]
+ *   (IMAGES_PER_GROUP TILES x C) u[t] (C x K): small outputs (an 8x8 output has 4 tiles of 4x4)
+ *   get GEMM rows from several images. Work-item (kt, rg, group * POSITIONS + t) keeps
+ *   TILE_ROWS tiles x FILTER_VECTORS vectors of
  *   VECTOR_WIDTH filters in registers, CHANNEL_STEP channels per load, as conv.cl's forward
  *   kernel does (no local memory: on PoCL register tiles win); a work-group shares one
  *   position's u[t] (one row of groups per position: a group across positions read them all,
- *   2x slower). The last row group clamps its
- *   reads and skips its stores past TILES.
+ *   2x slower). Rows past the group's tiles or the batch (the batch is an argument) clamp
+ *   their reads and skip their stores.
  * WINOGRAD_OUTPUT: work-item (kv, tw, n * TILES_H + th) transforms tile (th, tw) back for
  *   VECTOR_WIDTH filters, adds the bias, applies EPILOGUE (or GATE: dL/dz = f'(b) dL/dy, as
  *   conv.cl does for a stride-1 input gradient), adds to y with ACCUMULATE, and stores the pixels
  *   inside OUT_H x OUT_W.
+ *
+ * The weight gradient (Winograd's transpose: dL/dg = sum over images and tiles of
+ * G^T [ (B^T d B) . (A dY A^T) ] G), with WINOGRAD_INPUT's v and
+ *   dm (N, POSITIONS, TILES, K_ALLOC): transformed output-gradient tiles, A dY A^T per tile
+ *   du (SPLITS, POSITIONS, IN_CHANNELS, K_ALLOC): per batch split, sum of v x dm over its tiles
+ *   dw (SPLITS, 3, 3, IN_CHANNELS, K_ALLOC): per split, partial weight gradients (conv.cl's
+ *     CONV_BACKWARD_WEIGHTS layout, which reduction.cl's SUM_SPLITS adds up)
+ * WINOGRAD_OUTPUT_GRAD: work-item (kv, tw, n * TILES_H + th) transforms tile (th, tw) of dy for
+ *   VECTOR_WIDTH filters; pixels past OUT_H x OUT_W read as zeros (a partial tile's missing
+ *   outputs have no gradient, so the input pixels only they would read contribute nothing).
+ * WINOGRAD_WEIGHT_GEMM: POSITIONS independent GEMMs per batch split, du[t] = v[t]^T dm[t]
+ *   (C x tiles of the split's images) (tiles x K). Work-item (kt, ct, split * POSITIONS + t) keeps
+ *   CHANNEL_TILE channels x FILTER_VECTORS vectors of VECTOR_WIDTH filters in registers, as
+ *   conv.cl's CONV_BACKWARD_WEIGHTS does (its knobs); the batch is an argument.
+ * WINOGRAD_FILTER_GRAD: work-item (kv, c, split) transforms du back, G^T du G (IN_TILE^2 -> 3x3),
+ *   for VECTOR_WIDTH filters of channel c.
  */
 
 #ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
@@ -62,6 +80,9 @@
 #define GATE ACT_NONE
 #define GATE_SLOPE 0.0f
 #define ACCUMULATE 0
+#define CHANNEL_TILE 4
+#define IMAGES_PER_SPLIT 2
+#define IMAGES_PER_GROUP 1
 #endif
 
 /* derived values */
@@ -102,6 +123,21 @@
         o0 = m0 + m1 + m2;                                                                     \
         o1 = m1 - m2 - m3;                                                                     \
     } while (0)
+/* the transposes, for the weight gradient: OUTPUT_1D_T = A g (OUT_TILE -> IN_TILE),
+ * FILTER_1D_T = G^T u (IN_TILE -> 3) */
+#define OUTPUT_1D_T(g0, g1, o0, o1, o2, o3)                                                    \
+    do {                                                                                       \
+        o0 = g0;                                                                               \
+        o1 = g0 + g1;                                                                          \
+        o2 = g0 - g1;                                                                          \
+        o3 = -g1;                                                                              \
+    } while (0)
+#define FILTER_1D_T(u0, u1, u2, u3, o0, o1, o2)                                                \
+    do {                                                                                       \
+        o0 = u0 + 0.5f * (u1 + u2);                                                            \
+        o1 = 0.5f * (u1 - u2);                                                                 \
+        o2 = 0.5f * (u1 + u2) + u3;                                                            \
+    } while (0)
 #elif OUT_TILE == 4
 #define ROW(a, i) a[i][0], a[i][1], a[i][2], a[i][3], a[i][4], a[i][5]
 #define COLUMN(a, j) a[0][j], a[1][j], a[2][j], a[3][j], a[4][j], a[5][j]
@@ -131,6 +167,21 @@
         o1 = (m1 - m2) + 2.0f * (m3 - m4);                                                     \
         o2 = (m1 + m2) + 4.0f * (m3 + m4);                                                     \
         o3 = (m1 - m2) + 8.0f * (m3 - m4) + m5;                                                \
+    } while (0)
+#define OUTPUT_1D_T(g0, g1, g2, g3, o0, o1, o2, o3, o4, o5)                                    \
+    do {                                                                                       \
+        o0 = g0;                                                                               \
+        o1 = (g0 + g2) + (g1 + g3);                                                            \
+        o2 = (g0 + g2) - (g1 + g3);                                                            \
+        o3 = (g0 + 4.0f * g2) + 2.0f * (g1 + 4.0f * g3);                                       \
+        o4 = (g0 + 4.0f * g2) - 2.0f * (g1 + 4.0f * g3);                                       \
+        o5 = g3;                                                                               \
+    } while (0)
+#define FILTER_1D_T(u0, u1, u2, u3, u4, u5, o0, o1, o2)                                        \
+    do {                                                                                       \
+        o0 = 0.25f * u0 - (1.0f / 6.0f) * (u1 + u2) + (1.0f / 24.0f) * (u3 + u4);              \
+        o1 = (1.0f / 6.0f) * (u2 - u1) + (1.0f / 12.0f) * (u3 - u4);                           \
+        o2 = (1.0f / 6.0f) * ((u3 + u4) - (u1 + u2)) + u5;                                     \
     } while (0)
 #else
 #error "OUT_TILE must be 2 or 4"
@@ -199,25 +250,33 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global float *rest
 #endif
 
 #if defined(WINOGRAD_GEMM)
-#define ROW_GROUPS ((TILES + TILE_ROWS - 1) / TILE_ROWS)
+#define GROUP_ROWS (IMAGES_PER_GROUP * TILES) /* GEMM rows: the tiles of a group of images */
+#define ROW_GROUPS ((GROUP_ROWS + TILE_ROWS - 1) / TILE_ROWS)
 #define FILTERS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
 __kernel void KERNEL_NAME(__global const float *restrict v, __global const float *restrict u,
-                          __global float *restrict m)
+                          __global float *restrict m, const int batch)
 {
     const int kt = get_global_id(0);
     const int rg = get_global_id(1);
     const int row = get_global_id(2);
     if (kt >= K_ALLOC / FILTERS_PER_ITEM || rg >= ROW_GROUPS) return;
-    const int n = row / POSITIONS;
+    const int first_image = row / POSITIONS * IMAGES_PER_GROUP;
     const int t = row % POSITIONS;
     const int first = rg * TILE_ROWS;
     const int k0 = kt * FILTERS_PER_ITEM;
-    __global const float *vt = v + (n * POSITIONS + t) * TILES * IN_CHANNELS;
     __global const float *ut = u + t * IN_CHANNELS * K_ALLOC + k0;
 
-    int at[TILE_ROWS]; /* where each tile's channels start in v[t] */
+    /* where each row's tile starts in v[n][t] and m[n][t]: rows past the group or the batch
+     * read the group's last tile and store nothing */
+    int at[TILE_ROWS];
+    bool stored[TILE_ROWS];
 #pragma unroll
-    for (int p = 0; p < TILE_ROWS; ++p) at[p] = min(first + p, TILES - 1) * IN_CHANNELS;
+    for (int p = 0; p < TILE_ROWS; ++p) {
+        const int r = min(first + p, GROUP_ROWS - 1);
+        const int n = min(first_image + r / TILES, batch - 1);
+        at[p] = (n * POSITIONS + t) * TILES + r % TILES;
+        stored[p] = first + p < GROUP_ROWS && first_image + r / TILES < batch;
+    }
 
     realV acc[TILE_ROWS][FILTER_VECTORS];
 #pragma unroll
@@ -235,7 +294,7 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
 #pragma unroll
         for (int p = 0; p < TILE_ROWS; ++p) {
             float vs[CHANNEL_STEP];
-            VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, vt + at[p] + c), 0, vs);
+            VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, v + at[p] * IN_CHANNELS + c), 0, vs);
 #pragma unroll
             for (int j = 0; j < CHANNEL_STEP; ++j)
 #pragma unroll
@@ -244,16 +303,16 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
         }
     }
 
-    __global float *mt = m + (n * POSITIONS + t) * TILES * K_ALLOC + k0;
 #pragma unroll
     for (int p = 0; p < TILE_ROWS; ++p) {
-        if (first + p < TILES) {
+        if (stored[p]) {
 #pragma unroll
             for (int f = 0; f < FILTER_VECTORS; ++f)
-                STOREV(acc[p][f], 0, mt + (first + p) * K_ALLOC + f * VECTOR_WIDTH);
+                STOREV(acc[p][f], 0, m + at[p] * K_ALLOC + k0 + f * VECTOR_WIDTH);
         }
     }
 }
+#undef GROUP_ROWS
 #undef ROW_GROUPS
 #undef FILTERS_PER_ITEM
 #endif
@@ -304,5 +363,113 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
             }
         }
     }
+}
+#endif
+
+#if defined(WINOGRAD_OUTPUT_GRAD)
+__kernel void KERNEL_NAME(__global const float *restrict dy, __global float *restrict dm)
+{
+    const int kv = get_global_id(0);
+    const int tw = get_global_id(1);
+    const int row = get_global_id(2);
+    if (kv >= K_ALLOC / VECTOR_WIDTH || tw >= TILES_W) return;
+    const int n = row / TILES_H;
+    const int th = row % TILES_H;
+    const int k = kv * VECTOR_WIDTH;
+    realV g[OUT_TILE][OUT_TILE], part[IN_TILE][OUT_TILE], out[IN_TILE][IN_TILE];
+#pragma unroll
+    for (int i = 0; i < OUT_TILE; ++i) {
+        const int oh = th * OUT_TILE + i;
+#pragma unroll
+        for (int j = 0; j < OUT_TILE; ++j) {
+            const int ow = tw * OUT_TILE + j;
+            g[i][j] = oh < OUT_H && ow < OUT_W ? LOADV(0, dy + AT(Y, n, oh, ow, k)) : (realV)(0.0f);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < OUT_TILE; ++j) APPLY(OUTPUT_1D_T, COLUMN_OUT(g, j), COLUMN(part, j));
+#pragma unroll
+    for (int i = 0; i < IN_TILE; ++i) APPLY(OUTPUT_1D_T, ROW_OUT(part, i), ROW(out, i));
+    __global float *tile = dm + ((n * POSITIONS) * TILES + th * TILES_W + tw) * K_ALLOC + k;
+#pragma unroll
+    for (int i = 0; i < IN_TILE; ++i)
+#pragma unroll
+        for (int j = 0; j < IN_TILE; ++j)
+            STOREV(out[i][j], 0, tile + (i * IN_TILE + j) * TILES * K_ALLOC);
+}
+#endif
+
+#if defined(WINOGRAD_WEIGHT_GEMM)
+#define realC CONCAT(float, CHANNEL_TILE)
+#define FILTERS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
+__kernel void KERNEL_NAME(__global const float *restrict v, __global const float *restrict dm,
+                          __global float *restrict du, const int batch)
+{
+    const int kt = get_global_id(0);
+    const int ct = get_global_id(1);
+    const int split = get_global_id(2) / POSITIONS;
+    const int t = get_global_id(2) % POSITIONS;
+    if (kt >= K_ALLOC / FILTERS_PER_ITEM || ct >= IN_CHANNELS / CHANNEL_TILE) return;
+    const int c0 = ct * CHANNEL_TILE;
+    const int k0 = kt * FILTERS_PER_ITEM;
+    const int first_image = split * IMAGES_PER_SPLIT;
+    const int last_image = min(batch, first_image + IMAGES_PER_SPLIT);
+    realV acc[CHANNEL_TILE][FILTER_VECTORS];
+#pragma unroll
+    for (int i = 0; i < CHANNEL_TILE; ++i)
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f) acc[i][f] = (realV)(0.0f);
+    for (int n = first_image; n < last_image; ++n) {
+        __global const float *vt = v + (n * POSITIONS + t) * TILES * IN_CHANNELS + c0;
+        __global const float *gt = dm + (n * POSITIONS + t) * TILES * K_ALLOC + k0;
+        for (int p = 0; p < TILES; ++p) {
+            realV g[FILTER_VECTORS];
+#pragma unroll
+            for (int f = 0; f < FILTER_VECTORS; ++f)
+                g[f] = LOADV(0, gt + p * K_ALLOC + f * VECTOR_WIDTH);
+            float vs[CHANNEL_TILE];
+            VSTORE(CHANNEL_TILE)(VLOAD(CHANNEL_TILE)(0, vt + p * IN_CHANNELS), 0, vs);
+#pragma unroll
+            for (int i = 0; i < CHANNEL_TILE; ++i)
+#pragma unroll
+                for (int f = 0; f < FILTER_VECTORS; ++f)
+                    acc[i][f] = fma((realV)(vs[i]), g[f], acc[i][f]);
+        }
+    }
+    __global float *out = du + ((split * POSITIONS + t) * IN_CHANNELS + c0) * K_ALLOC + k0;
+#pragma unroll
+    for (int i = 0; i < CHANNEL_TILE; ++i)
+#pragma unroll
+        for (int f = 0; f < FILTER_VECTORS; ++f)
+            STOREV(acc[i][f], 0, out + i * K_ALLOC + f * VECTOR_WIDTH);
+}
+#undef realC
+#undef FILTERS_PER_ITEM
+#endif
+
+#if defined(WINOGRAD_FILTER_GRAD)
+__kernel void KERNEL_NAME(__global const float *restrict du, __global float *restrict dw)
+{
+    const int kv = get_global_id(0);
+    const int c = get_global_id(1);
+    const int split = get_global_id(2);
+    if (kv >= K_ALLOC / VECTOR_WIDTH || c >= IN_CHANNELS) return;
+    const int k = kv * VECTOR_WIDTH;
+    __global const float *from = du + (split * POSITIONS * IN_CHANNELS + c) * K_ALLOC + k;
+    realV u[IN_TILE][IN_TILE], part[3][IN_TILE], g[3][3];
+#pragma unroll
+    for (int i = 0; i < IN_TILE; ++i)
+#pragma unroll
+        for (int j = 0; j < IN_TILE; ++j)
+            u[i][j] = LOADV(0, from + (i * IN_TILE + j) * IN_CHANNELS * K_ALLOC);
+#pragma unroll
+    for (int j = 0; j < IN_TILE; ++j) APPLY(FILTER_1D_T, COLUMN(u, j), FILTER_COLUMN(part, j));
+#pragma unroll
+    for (int r = 0; r < 3; ++r) APPLY(FILTER_1D_T, ROW(part, r), FILTER_ROW(g, r));
+    __global float *to = dw + (split * 9 * IN_CHANNELS + c) * K_ALLOC + k;
+#pragma unroll
+    for (int r = 0; r < 3; ++r)
+#pragma unroll
+        for (int s = 0; s < 3; ++s) STOREV(g[r][s], 0, to + (r * 3 + s) * IN_CHANNELS * K_ALLOC);
 }
 #endif

@@ -18,12 +18,14 @@ import pytest
 
 import convgraph
 import convgraph.runtime.target
+from convgraph.codegen.launches import work
 from convgraph.codegen.plan import plan_forward
 from convgraph.codegen.profile import profile_for
 from convgraph.codegen.training import plan_training
 from convgraph.codegen.tuning import Tuning
 from convgraph.errors import SpecError
 from convgraph.ops import winograd
+from convgraph.params import initial_params
 from convgraph.pipeline import analyse
 from convgraph.reference import reference_gradients
 from convgraph.runtime.devices import select_device
@@ -146,8 +148,10 @@ for spec in json.loads(sys.argv[1]):
 sys.exit(1 if failed else 0)
 """
 # partial tiles of both sizes, 3 and 5 channels (vectors of 1 on Oclgrind's 4-wide profile),
-# a gated input gradient, and an input gradient added into a tensor two layers read
+# a gated input gradient, and an input gradient added into a tensor two layers read; 4 and 6
+# channels (weight gradients by Winograd: fewer channels keep the all-taps direct kernel)
 OCLGRIND_NETWORKS = [
+    {"input": "5x6x4", "pattern": "[INPUT-CONV(6, 3, pad=1)-RELU-CONV(4, 3)-FC(2)]"},
     {"input": "5x7x3", "pattern": "[INPUT-CONV(5, 3, pad=1)-RELU-CONV(4, 3, pad=1)-FC(2)]"},
     {"input": "6x5x2", "nodes": {
         "a": {"op": "conv", "filters": 5, "size": 1, "inputs": ["input"]},
@@ -179,3 +183,213 @@ def test_f4_is_offered_only_within_its_numerical_guard():
     assert [k["ALGORITHM"] for k in wide] == ["direct", "winograd2"]
     within = winograd.with_algorithms(space, "winograd4", winograd.F4_MAX_CHANNELS)
     assert [k["ALGORITHM"] for k in within] == ["winograd4", "direct", "winograd2"]
+
+
+# The weight gradient by Winograd: a conv reading the network's input (so no input-gradient
+# kernels are built) with odd sizes that leave partial tiles of both sizes, channels that fit no
+# vector width, and batches that leave a partial last split of the batch
+WEIGHT_CASES = [
+    ("9x7x12", "[INPUT-CONV(10, 3, pad=1)-FC(2)]", 3, 2),
+    ("6x10x8", "[INPUT-CONV(20, 3, bias=false)-RELU-FC(3)]", 1, 2),
+    ("11x5x16", "[INPUT-CONV(16, 3, pad=2)-FC(2)]", 3, 1),
+]
+
+
+def forced_weight_gradients(graph, algorithm: str, images: int):
+    """The untuned profile with every Winograd-capable weight-gradient site set to
+    ``algorithm`` with ``images`` per split of the batch (the other knobs the defaults)."""
+    base = profile_for(select_device()[0], tuned=False)
+    entries = {}
+    for key, site in plan_training(graph, base).sites.items():
+        if site.selector == "CONV_BACKWARD_WEIGHTS" and "ALGORITHM" in site.default:
+            knobs = {**site.default, "ALGORITHM": algorithm, "IMAGES_PER_SPLIT": images}
+            assert knobs in site.space
+            entries[key] = {"knobs": knobs}
+    assert entries, "no Winograd weight-gradient site"
+    return replace(base, tuning=Tuning(entries, "tuned on this device"))
+
+
+def winograd_weight_gradients(monkeypatch, case, algorithm: str, seed: int = 0):
+    """The device's parameter gradients of ``case`` with ``algorithm`` forced on the weight
+    gradients, and what they were computed from: (graph, params, x, labels, gradients)."""
+    volume, pattern, batch, images = case
+    graph = analyse({"input": volume, "pattern": pattern})
+    profile = forced_weight_gradients(graph, algorithm, images)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    session = TrainingSession(graph, batch=batch)
+    selectors = {k.selector for k in session.plan.kernels.values()}
+    assert {"WINOGRAD_WEIGHT_GEMM", "WINOGRAD_FILTER_GRAD"} <= selectors
+    assert "CONV_BACKWARD_WEIGHTS" not in selectors
+    rng = np.random.default_rng(seed)
+    params = initial_params(graph, seed=seed)  # He-scaled weights: logits that do not saturate
+    params.update({key: rng.normal(0.0, 0.5, value.shape).astype(np.float32)
+                   for key, value in params.items() if key.endswith(".bias")})
+    session.set_params(params)
+    volume = graph.nodes["input"]["output"]
+    x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
+    labels = rng.integers(0, session.plan.classes, batch)
+    _, param_grads = session.gradients(x, labels)
+    return graph, params, x, labels, param_grads
+
+
+def weight_gradient_error(monkeypatch, case, algorithm: str) -> float:
+    """Worst relative error of the parameter gradients with ``algorithm`` forced on the weight
+    gradients, against the float64 numpy reference."""
+    graph, params, x, labels, param_grads = winograd_weight_gradients(monkeypatch, case,
+                                                                      algorithm)
+    *_, expected = reference_gradients(graph, params, x, labels)
+    return max(relative_error(grad, expected[key]) for key, grad in param_grads.items())
+
+
+# F(4x4) in the slow tier: the default tier meets it through tests/test_tuning.py's spread
+# (the 'plain' case's weight site), and each algorithm's training compile costs ~6-7 s cold
+BOTH = ["winograd2", pytest.param("winograd4", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_winograd_weight_gradients_compute_what_numpy_does(monkeypatch, algorithm):
+    """Partial tiles, 12 channels, 10 filters (6 padding ones), batch 3 in splits of 2 (a
+    partial last split)."""
+    assert weight_gradient_error(monkeypatch, WEIGHT_CASES[0], algorithm) <= TOLERANCE
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_winograd_weight_gradients_agree_with_finite_differences(monkeypatch, algorithm):
+    """The device's Winograd conv weight gradient against central differences of the float64
+    reference loss (mean over the batch) at sampled weights."""
+    graph, params, x, labels, param_grads = winograd_weight_gradients(
+        monkeypatch, WEIGHT_CASES[0], algorithm)
+    weights = {key: np.asarray(value, np.float64) for key, value in params.items()}
+    rng = np.random.default_rng(1)
+    device = param_grads["conv1.weight"]
+    scale = np.abs(device).max()
+    h = 1e-5
+    for index in [tuple(int(rng.integers(0, n)) for n in device.shape) for _ in range(8)]:
+        losses = []
+        for step in (h, -h):
+            moved = {**weights, "conv1.weight": weights["conv1.weight"].copy()}
+            moved["conv1.weight"][index] += step
+            losses.append(reference_gradients(graph, moved, x, labels)[0].mean())
+        numeric = (losses[0] - losses[1]) / (2 * h)
+        assert abs(device[index] - numeric) <= TOLERANCE * scale, (index, device[index], numeric)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("case", WEIGHT_CASES[1:], ids=["batch1-valid", "pad2-split1"])
+def test_winograd_weight_gradients_on_more_shapes(monkeypatch, case, algorithm):
+    assert weight_gradient_error(monkeypatch, case, algorithm) <= TOLERANCE
+
+
+def test_the_weight_gradient_transforms_are_exact_in_float64():
+    """The identity the weight-gradient kernels rely on, in float64 numpy with the matrices
+    of winograd.cl's 1-D transforms: summed over tiles, G^T [(B^T d B) . (A dY A^T)] G is the
+    correlation of the input with the output gradient (no device involved)."""
+    rng = np.random.default_rng(0)
+    for out_tile, (a_t, g, b_t) in winograd_matrices().items():
+        tile = out_tile + 2
+        d = rng.normal(size=(tile + out_tile, tile + out_tile))  # 2 x 2 tiles of outputs
+        dy = rng.normal(size=(2 * out_tile, 2 * out_tile))
+        total = np.zeros((3, 3))
+        for ty in range(2):
+            for tx in range(2):
+                dt = d[ty * out_tile:ty * out_tile + tile, tx * out_tile:tx * out_tile + tile]
+                gt = dy[ty * out_tile:(ty + 1) * out_tile, tx * out_tile:(tx + 1) * out_tile]
+                total += g.T @ ((b_t @ dt @ b_t.T) * (a_t.T @ gt @ a_t)) @ g
+        direct = np.array([[np.sum(d[r:r + 2 * out_tile, s:s + 2 * out_tile] * dy)
+                            for s in range(3)] for r in range(3)])
+        np.testing.assert_allclose(total, direct, rtol=1e-10, atol=1e-10)
+
+
+def winograd_matrices() -> dict:
+    """A^T, G, B^T of F(2x2, 3x3) and F(4x4, 3x3) as kernels/winograd.cl writes them."""
+    f2 = (np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float),
+          np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]),
+          np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float))
+    f4 = (np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                    [0, 1, -1, 8, -8, 1]], float),
+          np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                    [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+          np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float))
+    return {2: f2, 4: f4}
+
+
+# partial tiles; no relu after it, since a planted NaN would come out of it as 0 (fmax)
+CACHED = {"input": "10x7x8", "pattern": "[INPUT-CONV(12, 3, pad=1)]"}
+
+
+def poison_transformed_filters(model) -> None:
+    """NaN into every Winograd layer's transformed filters (the inference plan's work buffers)."""
+    executor = model.executor
+    for node, key in model.plan.work:
+        name = model.plan.buffer_name(work(node, key))
+        executor.write(name, np.full(executor.buffer(name).size // 4, np.nan, np.float32))
+    model.queue.finish()
+
+
+def test_inference_transforms_the_filters_once_per_change_of_the_weights(monkeypatch, tmp_path):
+    """A Winograd inference plan transforms its filters on the first pass after parameters
+    reach the device and reuses them (NaN planted in them afterwards reaches the output); new
+    weights by set_params or load_weights are transformed again and reach the output."""
+    graph = analyse(CACHED)
+    profile = forced(graph, "winograd4")
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(CACHED, batch=2)
+    transforms = [launch for launch in model.plan.launches
+                  if model.plan.kernels[launch.kernel].selector == "WINOGRAD_FILTER"]
+    assert len(transforms) == 1 and transforms[0].per_params
+    x = input_batch(model, 2, 0)
+    first = random_params(model, 0)
+    model.set_params(first)
+    check_forward(model, first, x, what="first weights")
+    poison_transformed_filters(model)
+    assert np.isnan(model.forward(x)).all()  # the filters were not transformed again
+
+    second = random_params(model, 1)
+    model.set_params(second)
+    check_forward(model, second, x, what="set_params")
+    poison_transformed_filters(model)
+    np.savez(tmp_path / "w.npz", **first)
+    model.load_weights(tmp_path / "w.npz")
+    check_forward(model, first, x, what="load_weights")
+
+
+@pytest.mark.slow  # a training program's compile: ~6 s cold
+def test_weights_trained_by_fit_reach_a_cached_winograd_inference(monkeypatch):
+    spec = {"input": "8x8x8", "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-FC(3)]",
+            "train": {"batch": 4, "epochs": 1, "lr": 0.5, "normalize": False}}
+    graph = analyse(spec)
+    profile = forced(graph, "winograd2")
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(spec, batch=4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 8, 8, 8)).astype(np.float32)
+    before = model.params
+    check_forward(model, before, x[:4], what="before fit")
+    model.fit((x, rng.integers(0, 3, 8)), epochs=1)
+    after = model.params
+    assert not np.allclose(after["conv1.weight"], before["conv1.weight"])
+    check_forward(model, after, x[:4], what="after fit")
+
+
+def test_weight_gradient_sites_default_as_the_profile_says():
+    """F(4x4) by default where the CPU profile's weight rules say (8x8, 128 channels on both
+    sides), direct elsewhere and with no rules; either way every algorithm is in the space."""
+    from convgraph.codegen import profile as profiles
+
+    graph = analyse({"input": "8x8x64", "pattern": "[INPUT-CONV(128, 3, pad=1)"
+                     "-CONV(128, 3, pad=1)-FC(2)]"})
+
+    def defaults(profile) -> dict:
+        sites = plan_training(graph, profile).sites.values()
+        found = {}
+        for site in sites:
+            if site.selector == "CONV_BACKWARD_WEIGHTS":
+                found[site.node] = site.default["ALGORITHM"]
+                assert {k["ALGORITHM"] for k in site.space} == set(winograd.ALGORITHMS)
+        return found
+
+    assert defaults(profiles.CPU) == {"conv1": "direct", "conv2": "winograd4"}
+    assert defaults(replace(profiles.CPU, winograd_weight_rules=())) == {"conv1": "direct",
+                                                                         "conv2": "direct"}

@@ -131,6 +131,9 @@ class Launch:
     # family, ops/conv_gemm.py): the executor runs it with that work-group or refuses, never
     # with a smaller one, which would compute a wrong result silently
     exact_local: bool = False
+    # reads only parameters (Winograd's filter transform in inference): the executor runs it
+    # on the first pass after parameters are uploaded or buffers allocated, not every pass
+    per_params: bool = False
 
     def sizes(self, batch: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         size = list(self.global_size)

@@ -187,12 +187,14 @@ class Lowering:
     def launch(self, family: str, selector: str, defines: dict, global_size, args: list[Arg], *,
                batch_axis: int | None = None, local_size=None, flops: int = 0, moved: int = 0,
                batch_divisor: int = 1, site: str | None = None,
-               exact_local: bool = False) -> None:
+               exact_local: bool = False, per_params: bool = False) -> None:
         """Add one launch of kernels/<family>.cl's ``selector`` kernel specialised by
         ``defines`` (shared when identical): ``global_size`` work-items, per image along
         ``batch_axis``; ``flops`` and ``moved`` bytes per image, for --profile.
         ``exact_local``: the kernel needs exactly ``local_size`` (a whole number of groups
-        along every axis), never a smaller work-group."""
+        along every axis), never a smaller work-group. ``per_params``: it reads only
+        parameters (and writes a work buffer), so an inference plan runs it once per upload of
+        the parameters, not every pass."""
         if family not in self.families:
             raise OpDeclarationError(
                 f"op '{self.op.name}' (node '{self.name}') launches {selector} from "
@@ -222,7 +224,7 @@ class Lowering:
                 f"over {tuple(global_size)} work-items: the grid must be whole work-groups.")
         self.planner.launches.append(Launch(kernel, self.name, tuple(global_size), batch_axis,
                                             local, args, flops, moved, batch_divisor, site,
-                                            exact_local))
+                                            exact_local, per_params))
 
     def vector_width(self, *layouts: Layout) -> int:
         """The widest vector the device profile allows that divides every channel stride."""

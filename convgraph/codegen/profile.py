@@ -53,6 +53,8 @@ class DeviceProfile:
     conv_family: str = "direct"
     local_memory: int = 0  # bytes
     max_work_group: int = 0  # work-items
+    # the same for the weight gradients of those convs (their own site and rules)
+    winograd_weight_rules: tuple[tuple[int, int, int, str], ...] = ()
     tuning: Tuning = field(default_factory=Tuning)  # per-site choices measured on the device
 
 
@@ -71,11 +73,17 @@ class DeviceProfile:
 # outputs (ResNet-18 layer1, 56x56: even; layer2, 28x28 x 128, F(4x4) 1.6x, but every wide
 # layer's transformed tiles would cost training its scratch: left to `convgraph tune`)
 CPU_WINOGRAD = ((64, 8, 16, "winograd4"), (64, 1, 7, "winograd2"))
+# Weight gradients by F(4x4) only where benchmarks/winograd.py measured it ahead in both of two
+# runs (2026-12-01 18:23 and 18:39, batch 64, loaded machine): 8x8 outputs of 128 channels
+# (VGG-CIFAR conv6: 1.3x and 1.7x). ResNet-8 res3 (8x8, 64 -> 64) won too (1.3x, 1.4x), but
+# VGG-CIFAR conv5 (8x8, 64 -> 128), which a rule reaching 64 channels would take, lost in both
+# (0.89x, 0.94x); 16x16 64 -> 64 won once and lost once; below 64 channels direct won
+CPU_WINOGRAD_WEIGHTS = ((128, 8, 8, "winograd4"),)
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_local=None, pixel_local=None, batch_free_local=True,
                     split_cache_bytes=1024 * 1024, grad_filter_vectors=2,
                     dense_channel_step=8, dense_grad_unit_vectors=4, dense_grad_rows=8,
-                    winograd_rules=CPU_WINOGRAD)
+                    winograd_rules=CPU_WINOGRAD, winograd_weight_rules=CPU_WINOGRAD_WEIGHTS)
 # the tiled family within 32 KiB and 256 work-items a work-group: what every OpenCL GPU of the
 # last decade holds (NVIDIA 48 KiB, AMD 64 KiB, Intel 64 KiB, Apple 32 KiB)
 GPU = DeviceProfile("gpu", conv_tile_pixels=4, dense_tile_rows=4, max_vector=4,

@@ -117,6 +117,11 @@ class TrainLowering(Lowering):
     def output_grad(self) -> Buffer:
         return grad(self.output_storage)
 
+    def launch(self, *args, per_params: bool = False, **kwargs) -> None:
+        """As in inference, but every launch runs every step: the optimizer changes the
+        parameters on the device (a filter transform runs once per step)."""
+        super().launch(*args, **kwargs)
+
     def epilogue(self) -> tuple[str, float]:
         """As in inference, but no activation that training runs on its own (runs_alone)."""
         if runs_alone(self.planner.graph, self.node.epilogue):

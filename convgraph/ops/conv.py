@@ -278,26 +278,19 @@ class Conv(Op):
         # few input channels (a first layer): one work-item covers every tap of a channel
         all_taps = wide < 4
         selector = "CONV_BACKWARD_WEIGHTS_TAPS" if all_taps else "CONV_BACKWARD_WEIGHTS"
-        site, knobs = ctx.tuned(selector, defines,
-                                _weight_gradient_space(ctx, defines, width, wide, all_taps))
+        space = _weight_gradient_space(ctx, defines, width, wide, all_taps)
+        if not all_taps and winograd.applies(defines):  # (3 channels: Winograd does not pay)
+            space = winograd.with_weight_algorithms(space, winograd.default_algorithm(
+                ctx.profile, x.volume.depth, ctx.attrs["filters"], ctx.node.output.width,
+                ctx.node.output.height, rules="winograd_weight_rules"))
+        site, knobs = ctx.tuned(selector, defines, space)
         partial, images = ctx.split_sum("weight", knobs["IMAGES_PER_SPLIT"])
-        wide = knobs["CHANNEL_TILE"]
-        # whole kernel rows per work-item, at most 9 taps: more accumulators spill (a 5x5
-        # kernel in one work-item took 12 ms, by rows 1.6 ms)
-        rows = kh if kh * kw <= 9 else 1
-        ctx.launch(
-            "conv",
-            selector,
-            {**defines, **knobs, "TAP_ROWS": rows},
-            (defines["K_ALLOC"] // width // knobs["FILTER_VECTORS"],
-             x.volume.depth * (kh // rows) if all_taps else x.volume.depth // wide,
-             1 if all_taps else kh * kw),
-            [ctx.input_tensor(), ctx.output_grad, partial, ctx.BATCH],
-            batch_axis=2,
-            flops=ctx.node.flops,
-            batch_divisor=images,
-            site=site,
-        )
+        if knobs.get("ALGORITHM", "direct") != "direct":
+            winograd.lower_weight_gradient(ctx, defines, knobs, ctx.input_tensor(),
+                                           ctx.output_grad, partial, images, site)
+        else:
+            _launch_weight_gradient(ctx, selector, defines, knobs, width, all_taps, partial,
+                                    images, site)
         ctx.sum_splits("weight", site)
         if ctx.attrs["bias"]:
             ctx.channel_sum(ctx.output_grad, ctx.output_layout, "bias")
@@ -608,6 +601,32 @@ def _lower_strided_input_grad(ctx, defines: dict) -> None:
                (x.stride_c // (width * knobs["FILTER_VECTORS"]), grid_pixels, x.volume.height),
                [ctx.output_grad, transposed, grad],
                batch_axis=2, flops=ctx.node.flops, site=site)
+
+
+def _launch_weight_gradient(ctx, selector: str, defines: dict, knobs: dict, width: int,
+                            all_taps: bool, partial, images: int, site: str) -> None:
+    """The direct weight-gradient kernel (conv.cl's CONV_BACKWARD_WEIGHTS[_TAPS]) into the
+    per-split ``partial`` sums."""
+    x = ctx.input_layout()
+    (kw, kh) = ctx.attrs["size"]
+    knobs = {k: v for k, v in knobs.items() if k != "ALGORITHM"}
+    wide = knobs["CHANNEL_TILE"]
+    # whole kernel rows per work-item, at most 9 taps: more accumulators spill (a 5x5
+    # kernel in one work-item took 12 ms, by rows 1.6 ms)
+    rows = kh if kh * kw <= 9 else 1
+    ctx.launch(
+        "conv",
+        selector,
+        {**defines, **knobs, "TAP_ROWS": rows},
+        (defines["K_ALLOC"] // width // knobs["FILTER_VECTORS"],
+         x.volume.depth * (kh // rows) if all_taps else x.volume.depth // wide,
+         1 if all_taps else kh * kw),
+        [ctx.input_tensor(), ctx.output_grad, partial, ctx.BATCH],
+        batch_axis=2,
+        flops=ctx.node.flops,
+        batch_divisor=images,
+        site=site,
+    )
 
 
 def _lower_transposed_conv(ctx) -> None:

@@ -27,12 +27,13 @@ def applies(shape: dict) -> bool:
             shape["DILATION_H"], shape["DILATION_W"], shape["GROUPS"]) == (3, 3, 1, 1, 1, 1, 1)
 
 
-def default_algorithm(profile, channels: int, filters: int, out_width: int, out_height: int
-                      ) -> str:
+def default_algorithm(profile, channels: int, filters: int, out_width: int, out_height: int,
+                      rules: str = "winograd_rules") -> str:
     """The device profile's algorithm for an untuned 3x3 stride-1 site: that of the first of
-    ``profile.winograd_rules`` (least channels, least and most output size, algorithm) that
-    the site fits, else direct."""
-    for least, smallest, largest, algorithm in getattr(profile, "winograd_rules", ()):
+    its ``rules`` (``profile.winograd_rules`` for forward sites, ``winograd_weight_rules`` for
+    weight gradients: least channels, least and most output size, algorithm) that the site
+    fits, else direct."""
+    for least, smallest, largest, algorithm in getattr(profile, rules, ()):
         if (min(channels, filters) >= least
                 and smallest <= min(out_width, out_height)
                 and max(out_width, out_height) <= largest):
@@ -55,6 +56,20 @@ def with_algorithms(space: list[dict], default: str, channels: int) -> list[dict
     default = default if default in allowed else "direct"
     order = [default] + [a for a in allowed if a != default]
     return [{**knobs, "ALGORITHM": algorithm} for algorithm in order for knobs in space]
+
+
+# GEMM rows across images (benchmarks/winograd.py, README "Winograd"): an image whose output has
+# fewer tiles than a work-item's rows shares its GEMM with the next images'
+CROSS_IMAGE_ROWS = True
+
+
+def gemm_images(image_tiles: int, rows: int) -> int:
+    """Images per Winograd GEMM: enough that their tiles fill ``rows`` GEMM rows a work-item,
+    a power of two (1 when one image's tiles do)."""
+    images = 1
+    while CROSS_IMAGE_ROWS and images * image_tiles < rows:
+        images *= 2
+    return images
 
 
 def tiles(shape: dict, out_tile: int) -> tuple[int, int]:
@@ -85,7 +100,8 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
     ctx.launch("winograd", "WINOGRAD_FILTER",
                {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
                 "VECTOR_WIDTH": filter_width},
-               (filters // filter_width, channels), [weight, transformed], site=site)
+               (filters // filter_width, channels), [weight, transformed], site=site,
+               per_params=True)
     input_width = widest_dividing(channels, widest)
     layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
     ctx.launch("winograd", "WINOGRAD_INPUT",
@@ -94,16 +110,20 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
                 **layout_x, "VECTOR_WIDTH": input_width},
                (channels // input_width, across, down), [x, tiles_in], batch_axis=2,
                moved=4 * positions * down * across * channels, site=site)
-    # tiles per work-item near the knob, dividing an image's tiles where one does (an 8x8
-    # output has 4 tiles of 4x4: 8 rows would compute 4 twice over)
-    rows = choose_tile(down * across, knobs["TILE_PIXELS"])
+    # GEMM rows from as many images as fill the knob's tiles per work-item (an 8x8 output
+    # has 4 tiles of 4x4: alone, 4 rows a work-item), then tiles per work-item near the knob,
+    # dividing the group's tiles where one does
+    images = gemm_images(down * across, knobs["TILE_PIXELS"])
+    rows = choose_tile(images * down * across, knobs["TILE_PIXELS"])
     per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
     ctx.launch("winograd", "WINOGRAD_GEMM",
                {**size, "IN_CHANNELS": channels, "K_ALLOC": filters,
                 "VECTOR_WIDTH": knobs["VECTOR_WIDTH"], "TILE_ROWS": rows,
-                "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_STEP": knobs["CHANNEL_STEP"]},
-               (filters // per_item, -(-down * across // rows), positions),
-               [tiles_in, transformed, products], batch_axis=2, flops=flops, site=site)
+                "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_STEP": knobs["CHANNEL_STEP"],
+                "IMAGES_PER_GROUP": images},
+               (filters // per_item, -(-images * down * across // rows), positions),
+               [tiles_in, transformed, products, ctx.BATCH], batch_axis=2,
+               batch_divisor=images, flops=flops, site=site)
     output_width = widest_dividing(filters, widest)
     epilogue = {k: shape[k] for k in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
                                       "GATE_SLOPE", "ACCUMULATE") if k in shape}
@@ -113,3 +133,60 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
                 "VECTOR_WIDTH": output_width},
                (filters // output_width, across, down), [products, bias, y], batch_axis=2,
                moved=4 * positions * down * across * filters, site=site)
+
+
+def with_weight_algorithms(space: list[dict], default: str) -> list[dict]:
+    """A weight-gradient site's direct space once per algorithm, ``default``'s first: the
+    Winograd GEMM (channels x filters over the tiles of a batch split) takes the same knobs,
+    CHANNEL_TILE x FILTER_VECTORS registers and IMAGES_PER_SPLIT."""
+    order = [default] + [a for a in ALGORITHMS if a != default]
+    return [{**knobs, "ALGORITHM": algorithm} for algorithm in order for knobs in space]
+
+
+def lower_weight_gradient(ctx, shape: dict, knobs: dict, x, dy, partial, images: int,
+                          site: str) -> None:
+    """The weight gradient of a 3x3 stride-1 conv by Winograd, into ``partial`` (per split of
+    ``images`` images, conv.cl's CONV_BACKWARD_WEIGHTS layout, for SUM_SPLITS): transform the
+    input tiles (B^T d B) and the output-gradient tiles (A dY A^T), sum their products over
+    each split's tiles per position (POSITIONS GEMMs C x K), transform that back (G^T . G).
+    ``shape``: the conv's defines (conv.py's _conv_defines)."""
+    out_tile = OUT_TILE[knobs["ALGORITHM"]]
+    positions = (out_tile + 2) ** 2
+    down, across = tiles(shape, out_tile)
+    channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
+    size = {"OUT_TILE": out_tile, "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
+    tiles_in = ctx.batch_scratch("winograd_weight_grad_tiles",
+                                 positions * down * across * channels)
+    tiles_grad = ctx.batch_scratch("winograd_weight_grad_dy",
+                                   positions * down * across * filters)
+    summed, _ = ctx.split_scratch("winograd_weight_grad_sums", positions * channels * filters,
+                                  images)
+    widest = 8 if out_tile == 2 else 4  # IN_TILE^2 vectors per work-item stay in registers
+    input_width = widest_dividing(channels, widest)
+    layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
+    ctx.launch("winograd", "WINOGRAD_INPUT",
+               {**size, "IN_CHANNELS": channels, "PAD_TOP": shape["PAD_TOP"],
+                "PAD_LEFT": shape["PAD_LEFT"], **layout_x, "VECTOR_WIDTH": input_width},
+               (channels // input_width, across, down), [x, tiles_in], batch_axis=2,
+               moved=4 * positions * down * across * channels, site=site)
+    grad_width = widest_dividing(filters, widest)
+    layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
+    ctx.launch("winograd", "WINOGRAD_OUTPUT_GRAD",
+               {**size, "K_ALLOC": filters, **layout_y, "VECTOR_WIDTH": grad_width},
+               (filters // grad_width, across, down), [dy, tiles_grad], batch_axis=2,
+               moved=4 * positions * down * across * filters, site=site)
+    width = shape["VECTOR_WIDTH"]
+    per_item = width * knobs["FILTER_VECTORS"]
+    ctx.launch("winograd", "WINOGRAD_WEIGHT_GEMM",
+               {**size, "IN_CHANNELS": channels, "K_ALLOC": filters, "VECTOR_WIDTH": width,
+                "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_TILE": knobs["CHANNEL_TILE"],
+                "IMAGES_PER_SPLIT": images},
+               (filters // per_item, channels // knobs["CHANNEL_TILE"], positions),
+               [tiles_in, tiles_grad, summed, ctx.BATCH], batch_axis=2, batch_divisor=images,
+               flops=ctx.node.flops, site=site)
+    filter_width = widest_dividing(filters, widest)
+    ctx.launch("winograd", "WINOGRAD_FILTER_GRAD",
+               {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
+                "VECTOR_WIDTH": filter_width},
+               (filters // filter_width, channels, 1), [summed, partial], batch_axis=2,
+               batch_divisor=images, site=site)

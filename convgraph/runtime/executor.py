@@ -202,6 +202,9 @@ class Executor:
         self.fixed: dict[str, object] = {}  # parameters, optimizer state: any batch
         self.kernels: dict[str, list] = {}
         self.local_sizes: dict[int, tuple | None] = {}
+        # whether launches that read only parameters (Launch.per_params) must run on the next
+        # pass: after any upload, and after allocating (their work buffers are per batch)
+        self.params_changed = True
 
     # ------------------------------------------------------------------ memory
 
@@ -231,6 +234,7 @@ class Executor:
             self.buffers = {}  # give back what was allocated before the failure
             raise
         self.batch = batch
+        self.params_changed = True
         self._bind()
 
     def upload(self, arrays: dict[str, np.ndarray]) -> None:
@@ -248,6 +252,7 @@ class Executor:
                     self.fixed[name] = cl.Buffer(self.context, cl.mem_flags.READ_WRITE
                                                  | cl.mem_flags.COPY_HOST_PTR, hostbuf=data)
             self.queue.finish()
+        self.params_changed = True
         if self.batch:
             self._bind()
 
@@ -319,7 +324,7 @@ class Executor:
         launch marked ``exact_local`` gets its own shape or a DeviceError."""
         if launch.local_size is None:
             return None
-        if getattr(launch, "exact_local", False):
+        if launch.exact_local:
             return self.exact_local(launch)
         limit = self.info.max_work_group_size
         sizes = list(launch.local_size)
@@ -351,7 +356,10 @@ class Executor:
         ``scalars`` gives the run-time arguments other than the batch (seed, lr, ...)."""
         cl = self.cl
         values = {"batch": np.int32(batch), "sample_offset": np.uint32(0), **(scalars or {})}
+        run_per_params, self.params_changed = self.params_changed, False
         for launch, kernel, slots, global_size in self._prepared(group, batch):
+            if launch.per_params and not run_per_params:
+                continue  # its work buffer still holds what it computed from these parameters
             for slot, name in slots:  # only changed scalars: set_arg costs a step's time
                 value = values[name]
                 if self._scalar_set.get((id(kernel), slot)) != value:
@@ -368,7 +376,7 @@ class Executor:
                     event = cl.enqueue_nd_range_kernel(self.queue, kernel, padded, local)
                     break
                 except cl.Error as exc:  # too big a work-group here: halve it and retry
-                    exact = getattr(launch, "exact_local", False)
+                    exact = launch.exact_local
                     if (local is None or exact
                             or not any(code in str(exc) for code in INVALID_LOCAL)):
                         raise DeviceError(
