@@ -109,6 +109,15 @@ def test_a_conv_read_twice_keeps_its_output():
     assert (layers, folded) == ({}, unfolded)
 
 
+def test_a_winograd_conv_keeps_its_pool():
+    """Where the profile runs the conv as Winograd (the CPU's, from 64 channels at 8x8-16x16),
+    the pool stays a pass of its own; the GPU profile runs it direct, pool folded in."""
+    graph = analyse({"name": "t", "input": "16x16x64",
+                     "pattern": "[INPUT-CONV(64, 3, pad=1)-RELU-POOL(2)]"})
+    assert folded_layers(plan_forward(graph, CPU)) == {}
+    assert folded_layers(plan_forward(graph, GPU)) == {"pool1": "conv1"}
+
+
 @pytest.mark.parametrize("profile", [CPU, GPU, OCLGRIND], ids=lambda p: p.family)
 def test_pooled_tiles_cover_whole_windows(profile):
     """Every setting a pooled conv site offers the tuner has whole 2x2 windows per work-item

@@ -10,8 +10,9 @@ Two folds, each chosen from the ops' declarations (ops/base.py), never from op n
   fused after it moves into the producer's epilogue.
 - **max pool**: a 2x2 stride-2 max pool without padding whose windows tile its input
   (``is_foldable_max_pool``) reading, through activations fused into it or folded affines, a
-  node whose forward kernel can write it (``takes_max_pool``: conv), with no other reader on
-  the way. The conv writes only the pooled maxima, into the pool's tensor.
+  node whose forward kernel can write it on this device (``takes_max_pool``: a conv the
+  profile runs direct, not as Winograd), with no other reader on the way. The conv writes
+  only the pooled maxima, into the pool's tensor.
 
 Training plans never fold: their batchnorm normalises with batch statistics, and the backward
 pass needs the conv's own output. ``CONVGRAPH_FOLD=0`` turns folding off (a debugging aid, and
@@ -55,8 +56,9 @@ def folding_enabled() -> bool:
     return os.environ.get("CONVGRAPH_FOLD", "1").strip() not in ("0", "off", "no", "false")
 
 
-def inference_folds(graph: nx.DiGraph) -> Folds:
-    """The folds of ``graph``'s inference plan (after mark_fusions; nothing is changed)."""
+def inference_folds(graph: nx.DiGraph, profile) -> Folds:
+    """The folds of ``graph``'s inference plan on a device with ``profile`` (after
+    mark_fusions; nothing is changed)."""
     folds = Folds()
     for name in ordered(graph):
         producer = _affine_producer(graph, name)
@@ -64,7 +66,7 @@ def inference_folds(graph: nx.DiGraph) -> Folds:
             folds.affine[name] = producer
             folds.epilogue[producer] = graph.nodes[name].epilogue
     for name in ordered(graph):
-        writer = _pool_writer(graph, name, folds)
+        writer = _pool_writer(graph, name, folds, profile)
         if writer is not None:
             folds.pool[name] = writer
     return folds
@@ -87,7 +89,7 @@ def _affine_producer(graph: nx.DiGraph, name: str) -> str | None:
     return None
 
 
-def _pool_writer(graph: nx.DiGraph, name: str, folds: Folds) -> str | None:
+def _pool_writer(graph: nx.DiGraph, name: str, folds: Folds, profile) -> str | None:
     """The conv that can write pool ``name`` in its epilogue: back through the activation
     fused into it and a folded affine, each read by nothing else."""
     node = graph.nodes[name]
@@ -100,7 +102,7 @@ def _pool_writer(graph: nx.DiGraph, name: str, folds: Folds) -> str | None:
             source = data.fused_into  # an activation another node's epilogue applies
         elif source in folds.affine:
             source = folds.affine[source]
-        elif REGISTRY[data.op].takes_max_pool:
+        elif REGISTRY[data.op].takes_max_pool(data, profile):
             return source if folds.pool_of(source) is None else None
         else:
             return None

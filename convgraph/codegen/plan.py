@@ -357,7 +357,7 @@ def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool 
     conv's epilogue (codegen/fold.py); the plan's parameters are then ``fold_params``'s."""
     planner = _Planner(graph, profile)
     if share_buffers if fold is None else fold:
-        planner.folds = inference_folds(graph) if folding_enabled() or fold else Folds()
+        planner.folds = inference_folds(graph, profile) if folding_enabled() or fold else Folds()
     folds = planner.folds
     names = ordered(graph)
     for name in names:

@@ -320,8 +320,6 @@ class Op:
     affine_in_inference: bool = False
     # its weights and bias can take a per-output-channel affine after it (``fold_affine``)
     takes_affine: bool = False
-    # its forward kernel can write the 2x2 stride-2 max pool of its (activated) output
-    takes_max_pool: bool = False
     # --- ONNX import (convgraph/onnx/importer.py) ---
     onnx_types: tuple[str, ...] = ()  # the ONNX op types this op reads, through from_onnx
     onnx_notes: str = ""  # what of those types it covers, for the README's coverage table
@@ -397,6 +395,11 @@ class Op:
         channel folded in, float64 (an op declaring ``takes_affine``; a bias appears where
         there was none)."""
         raise NotImplementedError(f"op '{self.name}' takes no affine")
+
+    def takes_max_pool(self, node: Node, profile) -> bool:
+        """Whether this node's forward kernel, planned with the device ``profile``, can write
+        the 2x2 stride-2 max pool of its (activated) output in inference (conv)."""
+        return False
 
     def is_foldable_max_pool(self, node: Node) -> bool:
         """Whether this node is a 2x2 stride-2 max pool with no padding whose windows tile its

@@ -132,9 +132,7 @@ class Conv(Op):
     # reduction: SUM_SPLITS and CHANNEL_SUM of the gradients; winograd: 3x3 stride-1 layers
     kernels = ("conv", "reduction", "winograd")
     takes_epilogue = True
-    # inference: a batchnorm after it folds into its weights, a 2x2 max pool into its epilogue
-    takes_affine = True
-    takes_max_pool = True
+    takes_affine = True  # inference: a batchnorm after it folds into its weights
     colour = "#cfe2ff"
     params = {
         "filters": Param(v.integer(1), doc="number of filters = output depth (depthwise: "
@@ -341,6 +339,20 @@ class Conv(Op):
 
     def fold_affine(self, node, params, scale, shift):
         return fold_output_affine(params, scale, shift)
+
+    def takes_max_pool(self, node, profile):
+        # the direct kernel writes it; a site the profile runs as Winograd keeps the pool as its
+        # own pass (its output tiles are not the pool's windows, and F(4x4) ran VGG-CIFAR's
+        # conv4 1.7x faster than direct, the pool pass a few percent of either)
+        (kw, kh), (sw, sh), (dw, dh) = (node.attrs[key] for key in ("size", "stride",
+                                                                   "dilation"))
+        shape = {"KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw,
+                 "DILATION_H": dh, "DILATION_W": dw, "GROUPS": node.derived["groups"]}
+        if not winograd.applies(shape):
+            return True
+        out = node.output
+        return winograd.default_algorithm(profile, node.input_volumes[0].depth, out.depth,
+                                          out.width, out.height) == "direct"
 
     def device_param_elements(self, node, input_layout, output_layout):
         _, cg, kh, kw = node["param_shapes"]["weight"]  # (K, C/g, kh, kw)
