@@ -256,7 +256,8 @@ class Conv(Op):
         defines.update(ctx.max_pool_epilogue())  # a 2x2 max pool it writes (inference)
         y = ctx.output_layout
         args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor]
-        moved = 4 * (ctx.input_layout().volume.elements + ctx.node.output.elements)
+        # y: the conv's output, or the pool's that it writes
+        moved = 4 * (ctx.input_layout().volume.elements + y.volume.elements)
         groups = ctx.derived["groups"]
         _launch_forward(ctx, defines, width, ctx.input_layout().volume.depth // groups,
                         _filters_allocated(ctx.node, y) // groups, ctx.node.output.width, args,
