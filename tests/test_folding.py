@@ -170,6 +170,27 @@ def test_folded_predict_matches_float64(cl_device):
     check_forward(model, other, x, what="mixed, new weights")
 
 
+@pytest.mark.slow
+@on_devices
+def test_folded_predict_with_the_other_profile(cl_device, monkeypatch):
+    """The other device family's tiles and work-groups (GPU's 4-wide vectors, 4x4x4 groups over
+    pooled rows on a CPU), as tests/test_kernels.py's other_profile cases run."""
+    from dataclasses import replace
+
+    import convgraph.runtime.target
+    from convgraph.runtime.devices import select_device
+
+    own = convgraph.runtime.target.profile_for(select_device(cl_device)[0])
+    other = replace(CPU if own.family == "gpu" else GPU, build_options=own.build_options)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: other)
+    for spec in (MIXED, RESIDUAL):
+        model, params = prepared(spec, cl_device, 3, share_buffers=True)
+        assert folded_layers(model.plan) and model.profile == other
+        x = input_batch(model, 3, seed=4)
+        check_forward(model, params, x, what=f"{spec['name']}, {other.family} profile")
+        check_forward(model, params, x[:1], what=f"{spec['name']}, batch 1")
+
+
 @on_devices
 def test_folded_residual_block_matches_float64(cl_device):
     model, params = prepared(RESIDUAL, cl_device, 2, share_buffers=True)
