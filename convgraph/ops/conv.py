@@ -537,10 +537,15 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
 
 def _pooled_space(space: list[dict], pooled_width: int) -> list[dict]:
     """A forward space whose pixel tiles are whole 2x2 windows: TILE_PIXELS = 4 x the windows
-    per work-item, near the setting's own pixel count (a row of ``pooled_width`` windows)."""
+    per work-item, the setting's own pixel count rounded to them (a 7-pixel tile, a divisor
+    of a 28-wide row, becomes 2 windows: rounded down, 1, each weight load served 4 pixels
+    instead of 7), at most a row's ``pooled_width`` and 256 accumulators; a last partial
+    tile is guarded."""
     pooled = []
     for knobs in space:
-        windows = choose_tile(pooled_width, max(1, knobs["TILE_PIXELS"] // 4))
+        per_window = 4 * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"]  # accumulators
+        windows = min(pooled_width, max(1, (knobs["TILE_PIXELS"] + 2) // 4),
+                      max(1, 256 // per_window))
         pooled.append({**knobs, "TILE_PIXELS": 4 * windows})
     return [dict(items) for items in dict.fromkeys(tuple(k.items()) for k in pooled)]
 
