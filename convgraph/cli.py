@@ -443,12 +443,11 @@ def tuned_sites(model) -> int:
 
 
 def model_line(model) -> str:
-    from convgraph.codegen.fold import folded_layers
     from convgraph.summary import mib
 
     state = "from the cache" if model.build.cache_hit else "built"
     advice = "" if tuned_sites(model) else "; convgraph tune SPEC times them"
-    folded = len(folded_layers(model.plan))
+    folded = len(model.plan.folded_layers())
     folds = f" ({plural(folded, 'layer')} folded into the kernel before them)" if folded else ""
     return (f"{plural(len(model.plan.kernels), 'kernel')}, "
             f"{plural(len(model.plan.launches), 'launch', 'launches')} per pass{folds}; "

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from convgraph.codegen.fold import Folds, epilogue_node, folding_enabled, inference_folds
+from convgraph.codegen.fold import (
+    Folds,
+    epilogue_node,
+    folded_layers,
+    folding_enabled,
+    inference_folds,
+)
 from convgraph.codegen.launches import (
     BATCH,
     SAMPLE_OFFSET,
@@ -84,6 +90,12 @@ class Plan:
                            for (node, key), count in param_sizes(self.graph,
                                                                  self.layout_of).items()}
         return self._fixed
+
+    def folded_layers(self) -> dict[str, str]:
+        """Layer -> the layer whose kernel does its work, for each layer this inference plan
+        folded (codegen/fold.py: a batchnorm into the conv before it, a pool into its
+        epilogue); what listings of the plan name."""
+        return folded_layers(self)
 
     def buffer_name(self, arg: Arg) -> str | None:
         """The device buffer a launch argument names (None for scalars); an activation names
