@@ -88,8 +88,11 @@
 #define GATE ACT_NONE
 #define GATE_SLOPE 0.0f
 #endif
-#ifndef POOL_MAX
+#ifndef POOL_MAX /* no pool folded in; the pooled sizes of OUT_H x OUT_W if one were */
 #define POOL_MAX 0
+#define POOL_OUT_H 4
+#define POOL_OUT_W 4
+#define POOL_FIRST 1
 #endif
 
 /* derived values */
