@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -175,8 +176,6 @@ def test_folded_predict_matches_float64(cl_device):
 def test_folded_predict_with_the_other_profile(cl_device, monkeypatch):
     """The other device family's tiles and work-groups (GPU's 4-wide vectors, 4x4x4 groups over
     pooled rows on a CPU), as tests/test_kernels.py's other_profile cases run."""
-    from dataclasses import replace
-
     import convgraph.runtime.target
     from convgraph.runtime.devices import select_device
 
@@ -189,6 +188,48 @@ def test_folded_predict_with_the_other_profile(cl_device, monkeypatch):
         x = input_batch(model, 3, seed=4)
         check_forward(model, params, x, what=f"{spec['name']}, {other.family} profile")
         check_forward(model, params, x[:1], what=f"{spec['name']}, batch 1")
+
+
+def _with_pooled_settings(cl_device, monkeypatch, index: int, count: int) -> dict:
+    """Make setting ``index`` of ``count`` spread over each pooled conv site's space (MIXED's
+    conv1 and conv3) this device's tuning; returns the chosen knobs by site key.
+    (tests/test_tuning.py's harness plans unfolded, with share_buffers=False.)"""
+    import convgraph.runtime.target
+    from convgraph.codegen.tuning import Tuning
+    from convgraph.runtime.devices import select_device
+
+    own = convgraph.runtime.target.profile_for(select_device(cl_device)[0])
+    plan = plan_forward(analyse(MIXED), own)
+    sites = {launch.site: plan.sites[launch.site] for launch in plan.launches
+             if plan.kernels[launch.kernel].defines.get("POOL_MAX")}
+    chosen = {key: site.space[index * len(site.space) // count] for key, site in sites.items()}
+    tuned = replace(own, tuning=Tuning({key: {"knobs": knobs} for key, knobs in chosen.items()},
+                                       "tuned on this device"))
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: tuned)
+    return chosen
+
+
+def _check_pooled_settings(cl_device, monkeypatch, index: int, count: int) -> None:
+    chosen = _with_pooled_settings(cl_device, monkeypatch, index, count)
+    model, params = prepared(MIXED, cl_device, 3, share_buffers=True, seed=index)
+    for key, knobs in chosen.items():
+        assert model.profile.tuning.choice(key, model.plan.sites[key].space) == knobs
+    x = input_batch(model, 3, seed=20 + index)
+    check_forward(model, params, x, what=f"pooled settings {index}/{count}: {chosen}")
+    check_forward(model, params, x[:1], what=f"pooled settings {index}/{count}, batch 1")
+
+
+@on_devices
+def test_a_pooled_site_s_last_setting_matches_float64(cl_device, monkeypatch):
+    """The far end of each pooled site's tuning space (the default is checked above)."""
+    _check_pooled_settings(cl_device, monkeypatch, 7, 8)
+
+
+@pytest.mark.slow
+@on_devices
+@pytest.mark.parametrize("index", range(1, 7))
+def test_pooled_site_settings_match_float64(cl_device, monkeypatch, index):
+    _check_pooled_settings(cl_device, monkeypatch, index, 8)
 
 
 @on_devices
