@@ -447,8 +447,10 @@ def model_line(model) -> str:
 
     state = "from the cache" if model.build.cache_hit else "built"
     advice = "" if tuned_sites(model) else "; convgraph tune SPEC times them"
+    folded = len(model.plan.folded_layers())
+    folds = f" ({plural(folded, 'layer')} folded into the kernel before them)" if folded else ""
     return (f"{plural(len(model.plan.kernels), 'kernel')}, "
-            f"{plural(len(model.plan.launches), 'launch', 'launches')} per pass; "
+            f"{plural(len(model.plan.launches), 'launch', 'launches')} per pass{folds}; "
             f"program {state} in {model.build.seconds:.2f} s for {model.info.label}; peak device "
             f"memory at batch {model.batch}: {mib(model.device_memory())} (parameters "
             f"{mib(model.param_bytes)}, activations shared by liveness); tile sizes: "

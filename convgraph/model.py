@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from convgraph.codegen.fold import fold_params
 from convgraph.codegen.plan import plan_forward
 from convgraph.errors import DataError, TrainingDiverged, UsageError
 from convgraph.graph import loss_input, ordered
@@ -145,7 +146,9 @@ class Model:
         program = self._inference
         if program.uploaded != self._version:
             layout_of = program.built.plan.layout_of
-            device = to_device_layouts(self.graph, self._host_params(), layout_of)
+            # a batchnorm folded into the layer before it: that layer's weights take it
+            params = fold_params(program.built.plan, self._host_params())
+            device = to_device_layouts(self.graph, params, layout_of)
             program.executor.check_memory(self.batch, device_bytes(device))  # before uploading
             program.executor.upload_params(device)
             program.uploaded = self._version

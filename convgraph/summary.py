@@ -153,6 +153,10 @@ def plan_text(model) -> str:
         lines.append(f"{record['node']}: {record['name']} global {tuple(record['global_size'])} "
                      f"local {tuple(record['local_size']) if record['local_size'] else 'auto'} "
                      f"({args})")
+    folded = plan.folded_layers()
+    if folded:  # inference: layers with no kernel of their own
+        lines += ["", "## folded (done by the kernel of the layer before)"]
+        lines += [f"{layer}: folded into {into}" for layer, into in folded.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -72,6 +72,15 @@ typedef float float1;
      : (kind) == ACT_ELU ? fmax((v), 0.0f) + SETTING_A(slope) * expm1(fmin((v), 0.0f))        \
      : (v))
 
+/* POOLED_MAX(a, b, c, d, kind, slope, first): a 2x2 max pool of the activations of four values,
+ * as a pool folded into a layer's epilogue computes it. first (a compile-time 0 or 1): the
+ * activation never decreases (the op declares commutes_with_max), so max(f(a), ...) = f(max(a,
+ * ...)): the maximum first and one activation; else (silu, gelu, hardswish) f of each first. */
+#define POOLED_MAX(a, b, c, d, kind, slope, first)                                             \
+    ((first) ? ACTIVATE(fmax(fmax((a), (b)), fmax((c), (d))), kind, slope)                     \
+             : fmax(fmax(ACTIVATE((a), kind, slope), ACTIVATE((b), kind, slope)),              \
+                    fmax(ACTIVATE((c), kind, slope), ACTIVATE((d), kind, slope))))
+
 /* Index of element (n, h, w, c) of a tensor whose layout macros start with PREFIX. */
 #define AT(PREFIX, n, h, w, c)                                                                 \
     ((((n) * PREFIX##_ALLOC_H + (h) + PREFIX##_HALO_TOP) * PREFIX##_ALLOC_W + (w)               \

@@ -15,6 +15,13 @@
  * layer and device by `convgraph tune` (codegen/tuning.py), else from the device profile.
  * Reads never leave the halo, so the inner loop has no bounds checks; the last pixel tile of a row
  * clamps its reads and skips its stores past OUT_W.
+ * With POOL_MAX (inference: a 2x2 stride-2 max pool after the layer, folded into it), y is the
+ *   pool's output (N, POOL_OUT_H, POOL_OUT_W): work-item (kt, pt, n * POOL_OUT_H + ph) computes
+ *   TILE_PIXELS / 4 whole 2x2 windows of pooled row ph (conv rows 2 ph and 2 ph + 1; pixel p is
+ *   window p / 4, its row (p % 4) / 2 and column p % 2) and stores only their maxima: with
+ *   POOL_FIRST (an activation that never decreases) max first then one activation, else each
+ *   pixel activated first. The pixels differ only in where their windows start, so the
+ *   reduction is the same code.
  *
  * For stride 1, dx is itself a convolution of dy (zero halo as wide as the kernel less the
  *   padding) with the weights flipped in space and filters and channels swapped: CONV_FORWARD
@@ -82,12 +89,30 @@
 #define GATE ACT_NONE
 #define GATE_SLOPE 0.0f
 #endif
+#ifndef POOL_MAX /* no pool folded in; the pooled sizes of OUT_H x OUT_W if one were */
+#define POOL_MAX 0
+#define POOL_OUT_H 4
+#define POOL_OUT_W 4
+#define POOL_FIRST 1
+#endif
 
 /* derived values */
 #define C_PER_GROUP (IN_CHANNELS / GROUPS)
 #define K_PER_GROUP (K_ALLOC / GROUPS)
 #define K_TILES (K_ALLOC / VECTOR_WIDTH)
 #define PIXEL_TILES ((OUT_W + TILE_PIXELS - 1) / TILE_PIXELS)
+#if POOL_MAX /* rows of y per image, work-items per row, and pixel p's conv row and column */
+#define POOL_WINDOWS (TILE_PIXELS / 4)
+#define Y_ROWS POOL_OUT_H
+#define ROW_TILES ((POOL_OUT_W + POOL_WINDOWS - 1) / POOL_WINDOWS)
+#define PIXEL_ROW(oh, p) (2 * (oh) + ((p) % 4) / 2)
+#define PIXEL_COLUMN(pt, p) (2 * min((pt) * POOL_WINDOWS + (p) / 4, POOL_OUT_W - 1) + (p) % 2)
+#else
+#define Y_ROWS OUT_H
+#define ROW_TILES PIXEL_TILES
+#define PIXEL_ROW(oh, p) (oh)
+#define PIXEL_COLUMN(pt, p) min((pt) * TILE_PIXELS + (p), OUT_W - 1)
+#endif
 #define realV CONCAT(float, VECTOR_WIDTH)
 #define LOADV VLOAD(VECTOR_WIDTH)
 #define STOREV VSTORE(VECTOR_WIDTH)
@@ -103,9 +128,9 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     const int kt = get_global_id(0);
     const int pt = get_global_id(1);
     const int row = get_global_id(2);
-    if (kt >= K_ALLOC / FILTERS_PER_ITEM || pt >= PIXEL_TILES) return; /* sizes rounded up */
-    const int n = row / OUT_H;
-    const int oh = row % OUT_H;
+    if (kt >= K_ALLOC / FILTERS_PER_ITEM || pt >= ROW_TILES) return; /* sizes rounded up */
+    const int n = row / Y_ROWS;
+    const int oh = row % Y_ROWS;
     const int k0 = kt * FILTERS_PER_ITEM;
     const int group = k0 / K_PER_GROUP; /* FILTERS_PER_ITEM divides K_PER_GROUP */
     const int first_pixel = pt * TILE_PIXELS;
@@ -114,8 +139,8 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     int window[TILE_PIXELS];
 #pragma unroll
     for (int p = 0; p < TILE_PIXELS; ++p) {
-        const int ow = min(first_pixel + p, OUT_W - 1);
-        window[p] = AT(X, n, oh * STRIDE_H - PAD_TOP, ow * STRIDE_W - PAD_LEFT, group * C_PER_GROUP);
+        window[p] = AT(X, n, PIXEL_ROW(oh, p) * STRIDE_H - PAD_TOP,
+                       PIXEL_COLUMN(pt, p) * STRIDE_W - PAD_LEFT, group * C_PER_GROUP);
     }
     __global const float *filters = w + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
                                     + (k0 - group * K_PER_GROUP);
@@ -152,6 +177,26 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
         }
     }
 
+#if POOL_MAX /* y: the pool's output; window q is pixels 4q .. 4q + 3 */
+#pragma unroll
+    for (int f = 0; f < FILTER_VECTORS; ++f) {
+#if HAS_BIAS
+        const realV bias = LOADV(0, b + k0 + f * VECTOR_WIDTH);
+#else
+        const realV bias = (realV)(0.0f);
+#endif
+#pragma unroll
+        for (int q = 0; q < POOL_WINDOWS; ++q) {
+            const int pw = pt * POOL_WINDOWS + q;
+            if (pw < POOL_OUT_W) {
+                const realV v = POOLED_MAX(acc[4 * q][f] + bias, acc[4 * q + 1][f] + bias,
+                                           acc[4 * q + 2][f] + bias, acc[4 * q + 3][f] + bias,
+                                           EPILOGUE, EPILOGUE_SLOPE, POOL_FIRST);
+                STOREV(v, 0, y + AT(Y, n, oh, pw, k0 + f * VECTOR_WIDTH));
+            }
+        }
+    }
+#else
 #pragma unroll
     for (int f = 0; f < FILTER_VECTORS; ++f) {
 #if HAS_BIAS
@@ -174,6 +219,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
             }
         }
     }
+#endif
 }
 #endif
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from convgraph.codegen import profile as profiles
+from convgraph.codegen.fold import folded_layers
 from convgraph.codegen.launches import Buffer, Scalar
 from convgraph.codegen.plan import plan_forward
 from convgraph.codegen.source import kernel_file, kernels_dir
@@ -156,13 +157,14 @@ def test_plans_follow_the_declarations(network):
                     assert (name is None) == isinstance(arg, Scalar), arg
                     assert name is None or name in table, (launch.kernel, name)
     forward = plans[0]
+    doer = folded_layers(forward)  # a folded batchnorm's activation: its producer applies it
     for name in ordered(graph):
         node = graph.nodes[name]
         if node.epilogue:
             assert REGISTRY[node.op].takes_epilogue
             code = REGISTRY[graph.nodes[node.epilogue]["op"]].activation_code
             epilogues = {forward.kernels[launch.kernel].defines.get("EPILOGUE")
-                         for launch in forward.launches if launch.node == name}
+                         for launch in forward.launches if launch.node == doer.get(name, name)}
             assert code in epilogues, (name, epilogues)
     if len(plans) == 2:
         trainable = {(n, k) for n in graph for k, w in graph.nodes[n].weights.items()
@@ -177,7 +179,7 @@ def test_lowering_refuses_an_undeclared_kernel_file(monkeypatch):
     graph = analyse({"input": "8x8x3", "pattern": "[INPUT-CONV(4, 3)-POOL-FC(2)]"})
     monkeypatch.setattr(type(REGISTRY["pool"]), "kernels", ("conv",))
     with pytest.raises(OpDeclarationError, match=r"op 'pool' .* kernels/pool\.cl.*add 'pool'"):
-        plan_forward(graph, profiles.CPU)
+        plan_forward(graph, profiles.CPU, fold=False)  # folded, the conv would write the pool
 
 
 def test_planning_refuses_an_epilogue_the_kernels_drop(monkeypatch):

@@ -191,7 +191,8 @@ def test_compile_json_lists_kernels(cli):
     summary = json.loads(out)
     assert status == 0 and summary["batch"] == 16
     nodes = {k["node"] for k in summary["kernels"]}
-    assert {"conv1", "pool1", "fc1"} == nodes  # relu1 is fused, the flatten is read by fc1
+    # relu1 is fused, pool1 folded into conv1's epilogue, the flatten is read by fc1
+    assert {"conv1", "fc1"} == nodes
     for kernel in summary["kernels"]:
         assert {"name", "node", "global_size", "local_size"} <= set(kernel)
     assert summary["peak_device_memory"] > 0 and summary["device"]["index"]
@@ -207,6 +208,7 @@ def test_compile_writes_readable_source_and_plan(cli, tmp_path):
     assert "double" not in source.replace("/*", "").split("*/")[-1]
     plan = (target / "plan.txt").read_text()
     assert "## launches, in order" in plan and "res3/add" in plan
+    assert "res3/bn2: folded into res3/conv2" in plan
 
 
 def test_run_accepts_a_compiled_directory(cli, tmp_path):

@@ -15,6 +15,13 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from convgraph.codegen.fold import (
+    Folds,
+    epilogue_node,
+    folded_layers,
+    folding_enabled,
+    inference_folds,
+)
 from convgraph.codegen.launches import (
     BATCH,
     SAMPLE_OFFSET,
@@ -84,6 +91,12 @@ class Plan:
                                                                  self.layout_of).items()}
         return self._fixed
 
+    def folded_layers(self) -> dict[str, str]:
+        """Layer -> the layer whose kernel does its work, for each layer this inference plan
+        folded (codegen/fold.py: a batchnorm into the conv before it, a pool into its
+        epilogue); what listings of the plan name."""
+        return folded_layers(self)
+
     def buffer_name(self, arg: Arg) -> str | None:
         """The device buffer a launch argument names (None for scalars); an activation names
         the buffer it shares."""
@@ -150,13 +163,35 @@ class Lowering:
         return self.planner.layouts[self.output_storage]
 
     def epilogue(self) -> tuple[str, float]:
-        """The activation fused into this node's kernel, as (ACT_* name, slope)."""
-        fused = self.node.epilogue
+        """The activation fused into this node's kernel, as (ACT_* name, slope): in an
+        inference plan that folds a batchnorm into this node, the one fused after that."""
+        fused = epilogue_node(self.planner.graph, self.planner.folds, self.name)
         self.epilogue_applied = True
         if not fused:
             return "ACT_NONE", 0.0
         activation = self.planner.graph.nodes[fused]
         return REGISTRY[activation.op].epilogue_args(activation)
+
+    @property
+    def folds_affine(self) -> bool:
+        """Whether this node's weights and bias hold a per-channel affine folded after it
+        (codegen/fold.py): its kernels then add a bias even where the layer has none."""
+        return self.name in self.planner.folds.affine.values()
+
+    def max_pool_epilogue(self) -> dict:
+        """The defines of the 2x2 stride-2 max pool this node's forward kernel writes into the
+        pool's tensor (``ctx.output_layout``), or {} where none is folded into it: POOL_MAX,
+        the pooled height and width, and POOL_FIRST where the activation commutes with max
+        (max first, one activation per pooled value)."""
+        pool = self.planner.folds.pool_of(self.name)
+        if pool is None:
+            return {}
+        fused = epilogue_node(self.planner.graph, self.planner.folds, self.name)
+        activation = self.planner.graph.nodes[fused] if fused else None
+        first = activation is None or REGISTRY[activation.op].commutes_with_max(activation)
+        out = self.planner.graph.nodes[pool].output
+        return {"POOL_MAX": 1, "POOL_OUT_H": out.height, "POOL_OUT_W": out.width,
+                "POOL_FIRST": int(first)}
 
     def tuned(self, selector: str, shape: dict, space: list[dict]) -> tuple[str, dict]:
         """(site key, knobs) for a kernel specialised by ``shape``: the device's tuned choice
@@ -289,10 +324,12 @@ def _batch_free_local(global_size, batch_axis: int, most: int = 256) -> tuple[in
     return tuple(local)
 
 
-def passes_through(graph: nx.DiGraph, name: str) -> bool:
-    """Nodes that do no work in inference and share their input's tensor."""
+def passes_through(graph: nx.DiGraph, name: str, folds: Folds | None = None) -> bool:
+    """Nodes that do no work in inference and share their input's tensor (with ``folds``, an
+    inference plan's: a folded batchnorm, and a folded pool, whose conv writes its tensor)."""
     node = graph.nodes[name]
-    return bool(node.fused_into) or REGISTRY[node.op].inference_identity
+    return (bool(node.fused_into) or REGISTRY[node.op].inference_identity
+            or (folds is not None and name in folds.absorbed))
 
 
 def param_sizes(graph: nx.DiGraph, layouts_of) -> dict[tuple[str, str], int]:
@@ -314,6 +351,7 @@ class _Planner:
         self.launches: list[Launch] = []
         self.sites: dict[str, Site] = {}
         self.work: dict[tuple[str, str], int] = {}
+        self.folds = Folds()  # training plans fold nothing
 
     def add_kernel(self, spec: KernelSpec, node: str) -> str:
         key = spec.identity()
@@ -332,31 +370,39 @@ class _Planner:
         return name
 
 
-def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool = True) -> Plan:
+def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool = True,
+                 fold: bool | None = None) -> Plan:
     """Storage, layouts, kernels and launches for inference on a device with ``profile``.
 
     ``share_buffers=False`` keeps every tensor in its own buffer, so all can be read back after a
-    pass (``convgraph run --verify``)."""
+    pass (``convgraph run --verify``). ``fold`` (default: when sharing buffers, unless
+    ``CONVGRAPH_FOLD=0``): batchnorms into the conv or fc before them and 2x2 max pools into the
+    conv's epilogue (codegen/fold.py); the plan's parameters are then ``fold_params``'s."""
     planner = _Planner(graph, profile)
+    if share_buffers if fold is None else fold:
+        planner.folds = inference_folds(graph, profile) if folding_enabled() or fold else Folds()
+    folds = planner.folds
     names = ordered(graph)
     for name in names:
         data = graph.nodes[name]
-        if passes_through(graph, name):
+        pool = folds.pool_of(name)
+        if passes_through(graph, name, folds):
             planner.storage_of[name] = planner.storage_of[data["inputs"][0]]
-        else:
-            planner.storage_of[name] = name
-            volume = data["output"]
-            planner.layouts[name] = Layout(volume, channel_stride(volume.depth))
+        else:  # a conv writing a folded pool writes the pool's tensor
+            planner.storage_of[name] = name if pool is None else pool
+            volume = graph.nodes[pool]["output"] if pool else data["output"]
+            planner.layouts[planner.storage_of[name]] = Layout(volume,
+                                                               channel_stride(volume.depth))
     for name in names:  # halos: each tensor gets the widest padding any reader needs
         node = graph.nodes[name]
-        if passes_through(graph, name) or not node.inputs:
+        if passes_through(graph, name, folds) or not node.inputs:
             continue
         need = REGISTRY[node.op].input_halo(node)
         if need is not None:
             source = planner.storage_of[node.inputs[0]]
             planner.layouts[source] = planner.layouts[source].with_halo(need)
     for name in names:
-        if passes_through(graph, name):
+        if passes_through(graph, name, folds):
             continue
         lower_forward(REGISTRY[graph.nodes[name].op].lower, Lowering(planner, name))
     output = planner.storage_of[graph.graph["output"]]

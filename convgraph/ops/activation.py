@@ -18,6 +18,13 @@ class Elementwise(Op):
     flops_per_element = 1
     kernels = ("elementwise",)
     onnx_op: str | None = None  # the ONNX operator computing it (onnx_attributes: its settings)
+    # f never decreases (for every allowed setting), so max(f(a), f(b)) = f(max(a, b)): a max
+    # pool folded into the conv before takes the max first and activates once; silu, gelu and
+    # hardswish dip below 0, so there the conv activates every pixel before the max
+    never_decreasing = False
+
+    def commutes_with_max(self, node) -> bool:
+        return self.never_decreasing
 
     def onnx_attributes(self, node) -> dict:
         return {}
@@ -93,6 +100,7 @@ class Relu(Elementwise):
     )
     summary = "max(0, x)."
     activation_code = "ACT_RELU"
+    never_decreasing = True
     onnx_op = "Relu"
 
     def function(self, x):
@@ -122,10 +130,14 @@ class LeakyRelu(Elementwise):
     params = {"slope": Param(v.number(0.0, 1.0), default=0.01, doc="slope for x < 0")}
     flops_per_element = 2
     activation_code = "ACT_LEAKY_RELU"
+    never_decreasing = True
     onnx_op = "LeakyRelu"
 
     def epilogue_args(self, node):
         return self.activation_code, float(node.attrs["slope"])
+
+    def commutes_with_max(self, node) -> bool:
+        return node.attrs["slope"] >= 0  # (the schema allows 0 to 1 today)
 
     def onnx_attributes(self, node):
         return {"alpha": float(node.attrs["slope"])}
@@ -149,6 +161,7 @@ class Sigmoid(Elementwise):
     summary = "1 / (1 + exp(-x))."
     flops_per_element = 4
     activation_code = "ACT_SIGMOID"
+    never_decreasing = True
     onnx_op = "Sigmoid"
 
     def function(self, x):
@@ -171,6 +184,7 @@ class Tanh(Elementwise):
     summary = "tanh(x)."
     flops_per_element = 4
     activation_code = "ACT_TANH"
+    never_decreasing = True
     onnx_op = "Tanh"
 
     def function(self, x):
@@ -200,6 +214,7 @@ class Clip(Elementwise):
     }
     flops_per_element = 2
     activation_code = "ACT_CLIP"
+    never_decreasing = True
     onnx_types = ("Clip",)
     onnx_notes = ("min and max as constant inputs (either may be left out or infinite: -/+1e30); "
                   "Clip(0, 6) becomes `relu6`, Clip(0) `relu`")
@@ -287,6 +302,7 @@ class HardSigmoid(Elementwise):
     }
     flops_per_element = 3
     activation_code = "ACT_HARDSIGMOID"
+    never_decreasing = True
     onnx_op = "HardSigmoid"
     onnx_types = ("HardSigmoid",)
     onnx_notes = "alpha (ONNX's default 0.2) and beta kept"
@@ -464,6 +480,7 @@ class Elu(Elementwise):
                              doc="the value approached as x -> -inf is -alpha")}
     flops_per_element = 4
     activation_code = "ACT_ELU"
+    never_decreasing = True
     onnx_op = "Elu"
     onnx_types = ("Elu",)
     onnx_notes = "alpha above 0"

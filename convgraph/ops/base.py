@@ -314,6 +314,12 @@ class Op:
     # as the network's output, the loss reads this op's input (softmax: the cross-entropy
     # kernel applies its own), and training stops before it
     loss_reads_input: bool = False
+    # --- folding in inference plans (codegen/fold.py) ---
+    # in inference this op is a per-channel affine y = x * scale + shift (``inference_affine``):
+    # a batchnorm with its running statistics, which the node before can take into its weights
+    affine_in_inference: bool = False
+    # its weights and bias can take a per-output-channel affine after it (``fold_affine``)
+    takes_affine: bool = False
     # --- ONNX import (convgraph/onnx/importer.py) ---
     onnx_types: tuple[str, ...] = ()  # the ONNX op types this op reads, through from_onnx
     onnx_notes: str = ""  # what of those types it covers, for the README's coverage table
@@ -379,6 +385,32 @@ class Op:
     def epilogue_args(self, node: Node) -> tuple[str, float]:
         """(ACT_* code, its slope) of this activation run inside another kernel."""
         return self.activation_code, 0.0
+
+    def inference_affine(self, node: Node, params: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift) per channel, float64, of an op declaring ``affine_in_inference``."""
+        raise NotImplementedError(f"op '{self.name}' is no affine in inference")
+
+    def fold_affine(self, node: Node, params: dict, scale, shift) -> dict:
+        """This node's parameters (PyTorch layouts) with ``y * scale + shift`` per output
+        channel folded in, float64 (an op declaring ``takes_affine``; a bias appears where
+        there was none)."""
+        raise NotImplementedError(f"op '{self.name}' takes no affine")
+
+    def takes_max_pool(self, node: Node, profile) -> bool:
+        """Whether this node's forward kernel, planned with the device ``profile``, can write
+        the 2x2 stride-2 max pool of its (activated) output in inference (conv)."""
+        return False
+
+    def is_foldable_max_pool(self, node: Node) -> bool:
+        """Whether this node is a 2x2 stride-2 max pool with no padding whose windows tile its
+        input whole (the output is the input halved, rounded down): the conv before it (one
+        that ``takes_max_pool``) can then write it in inference."""
+        return False
+
+    def commutes_with_max(self, node: Node) -> bool:
+        """Whether max(f(a), f(b)) = f(max(a, b)) for this activation (it never decreases): a
+        pool folded into the conv's epilogue then takes the max first and activates once."""
+        return False
 
     def kinks(self, node: Node) -> tuple[float, ...]:
         """The inputs where this op's derivative jumps (relu: 0; relu6: 0 and 6), which the
@@ -449,6 +481,17 @@ class Op:
             onnx.same_as_input()
             return
         raise NotExportable(f"op '{self.name}' has no ONNX mapping")
+
+
+def fold_output_affine(params: dict, scale, shift) -> dict:
+    """``params`` of a layer whose weight's first axis is its output channels (conv, fc), with
+    ``y * scale + shift`` per output channel folded in, float64: w' = w * scale,
+    b' = b * scale + shift (b = 0 where the layer has no bias)."""
+    weight = np.asarray(params["weight"], np.float64)
+    scale = np.asarray(scale, np.float64)
+    bias = np.asarray(params.get("bias", np.zeros(weight.shape[0])), np.float64)
+    return {"weight": weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1)),
+            "bias": bias * scale + np.asarray(shift, np.float64)}
 
 
 def _attr_text(value) -> str:

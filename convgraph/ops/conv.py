@@ -17,6 +17,7 @@ from convgraph.ops.base import (
     Op,
     Param,
     Weight,
+    fold_output_affine,
     register,
 )
 from convgraph.ops.cases import Case
@@ -136,6 +137,7 @@ class Conv(Op):
     # conv_gemm: the GPU family (ops/conv_gemm.py)
     kernels = ("conv", "reduction", "winograd", "conv_gemm")
     takes_epilogue = True
+    takes_affine = True  # inference: a batchnorm after it folds into its weights
     colour = "#cfe2ff"
     params = {
         "filters": Param(v.integer(1), doc="number of filters = output depth (depthwise: "
@@ -256,9 +258,11 @@ class Conv(Op):
 
     def lower(self, ctx) -> None:
         defines, _, width = _conv_defines(ctx)
+        defines.update(ctx.max_pool_epilogue())  # a 2x2 max pool it writes (inference)
         y = ctx.output_layout
         args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor]
-        moved = 4 * (ctx.input_layout().volume.elements + ctx.node.output.elements)
+        # y: the conv's output, or the pool's that it writes
+        moved = 4 * (ctx.input_layout().volume.elements + y.volume.elements)
         groups = ctx.derived["groups"]
         _launch_forward(ctx, defines, width, ctx.input_layout().volume.depth // groups,
                         _filters_allocated(ctx.node, y) // groups, ctx.node.output.width, args,
@@ -309,9 +313,29 @@ class Conv(Op):
         device = np.zeros((groups, kh, kw, cg, k_alloc // groups), np.float32)
         device[..., : k // groups] = grouped
         bias = np.zeros(output_layout.stride_c, np.float32)  # whole vectors: summed as grads
-        if node.attrs["bias"]:
+        if "bias" in params:  # a folded batchnorm brings one where the layer has none
             bias[:k] = params["bias"]
         return {"weight": device, "bias": bias}
+
+    def fold_affine(self, node, params, scale, shift):
+        return fold_output_affine(params, scale, shift)
+
+    def takes_max_pool(self, node, profile):
+        # the direct kernel writes it; a site the profile runs as Winograd keeps the pool as its
+        # own pass (its output tiles are not the pool's windows, and F(4x4) ran VGG-CIFAR's
+        # conv4 1.7x faster than direct, the pool pass a few percent of either); so does a
+        # site the tiled GPU family may run (its work-group tiles are not windows either)
+        (kw, kh), (sw, sh), (dw, dh) = (node.attrs[key] for key in ("size", "stride",
+                                                                   "dilation"))
+        shape = {"KERNEL_H": kh, "KERNEL_W": kw, "STRIDE_H": sh, "STRIDE_W": sw,
+                 "DILATION_H": dh, "DILATION_W": dw, "GROUPS": node.derived["groups"]}
+        if conv_gemm.offered(profile, shape):  # a GPU's tiled GEMM keeps its pool a pass too
+            return False
+        if not winograd.applies(shape):
+            return True
+        out = node.output
+        return winograd.default_algorithm(profile, node.input_volumes[0].depth, out.depth,
+                                          out.width, out.height) == "direct"
 
     def device_param_elements(self, node, input_layout, output_layout):
         _, cg, kh, kw = node["param_shapes"]["weight"]  # (K, C/g, kh, kw)
@@ -408,7 +432,7 @@ def _conv_defines(ctx):
         "OUT_W": out.width,
         "K_ALLOC": k_alloc,
         "VECTOR_WIDTH": width,
-        "HAS_BIAS": int(attrs["bias"]),
+        "HAS_BIAS": int(attrs["bias"] or ctx.folds_affine),
         "EPILOGUE": activation,
         "EPILOGUE_SLOPE": slope,
         **x.defines("X"),
@@ -463,10 +487,14 @@ def _tuned_forward(ctx, shape: dict, width: int, channels: int, filters: int, ou
 
 
 def _direct_forward(shape: dict, knobs: dict, out_width: int):
-    """The direct kernel's defines, grid and work-group for ``knobs``."""
+    """The direct kernel's defines, grid and work-group for ``knobs``; with a max pool in the
+    epilogue, a work-item's pixels are TILE_PIXELS / 4 whole 2x2 windows of a pooled row."""
     defines = {**shape, **{k: v for k, v in knobs.items() if k not in ("LOCAL", "ALGORITHM")}}
     per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
     grid = (shape["K_ALLOC"] // per_item, -(-out_width // knobs["TILE_PIXELS"]), shape["OUT_H"])
+    if shape.get("POOL_MAX"):
+        grid = (grid[0], -(-shape["POOL_OUT_W"] // (knobs["TILE_PIXELS"] // 4)),
+                shape["POOL_OUT_H"])
     return defines, grid, _local_tuple(knobs["LOCAL"])
 
 
@@ -477,7 +505,9 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
     knob chooses (ops/winograd.py); the tuner times every algorithm with every tile setting."""
     space = _forward_space(ctx.profile, width, channels, filters, out_width)
     shape = {key: value for key, value in shape.items() if key != "VECTOR_WIDTH"}
-    if winograd.applies(shape):
+    if shape.get("POOL_MAX"):  # direct only, each work-item's pixels whole 2x2 windows
+        space = _pooled_space(space, shape["POOL_OUT_W"])
+    elif winograd.applies(shape):
         space = winograd.with_algorithms(
             space, winograd.default_algorithm(ctx.profile, channels, filters, out_width,
                                               shape["OUT_H"]), channels)
@@ -493,6 +523,21 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
     defines, grid, local = _direct_forward(shape, knobs, out_width)
     ctx.launch("conv", "CONV_FORWARD", defines, grid, args, batch_axis=2, local_size=local,
                flops=ctx.node.flops, moved=moved, site=site)
+
+
+def _pooled_space(space: list[dict], pooled_width: int) -> list[dict]:
+    """A forward space whose pixel tiles are whole 2x2 windows: TILE_PIXELS = 4 x the windows
+    per work-item, the setting's own pixel count rounded to them (a 7-pixel tile, a divisor
+    of a 28-wide row, becomes 2 windows: rounded down, 1, each weight load served 4 pixels
+    instead of 7), at most a row's ``pooled_width`` and 256 accumulators; a last partial
+    tile is guarded."""
+    pooled = []
+    for knobs in space:
+        per_window = 4 * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"]  # accumulators
+        windows = min(pooled_width, max(1, (knobs["TILE_PIXELS"] + 2) // 4),
+                      max(1, 256 // per_window))
+        pooled.append({**knobs, "TILE_PIXELS": 4 * windows})
+    return [dict(items) for items in dict.fromkeys(tuple(k.items()) for k in pooled)]
 
 
 def _local_text(local) -> str:

@@ -41,7 +41,8 @@ GROUP_SHAPES = ((16, 16), (8, 8), (16, 4), (4, 16), (8, 32))
 
 def offered(profile, shape: dict) -> bool:
     """Whether a conv site of these defines may run as a tiled GEMM on this profile."""
-    return getattr(profile, "conv_family", "direct") == "tiled" and shape["GROUPS"] == 1
+    return (getattr(profile, "conv_family", "direct") == "tiled" and shape["GROUPS"] == 1
+            and not shape.get("POOL_MAX"))  # a folded pool is the direct kernel's epilogue
 
 
 def _pow2_at_least(extent: int) -> int:

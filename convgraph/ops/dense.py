@@ -7,7 +7,15 @@ import numpy as np
 from convgraph.core import Volume
 from convgraph.ops import conv_gemm
 from convgraph.ops import values as v
-from convgraph.ops.base import OnnxLayer, OnnxUnsupported, Op, Param, Weight, register
+from convgraph.ops.base import (
+    OnnxLayer,
+    OnnxUnsupported,
+    Op,
+    Param,
+    Weight,
+    fold_output_affine,
+    register,
+)
 from convgraph.ops.cases import Case
 from convgraph.ops.spatial import widest_dividing
 
@@ -49,6 +57,7 @@ class Dense(Op):
     # reduction: the bias gradient's CHANNEL_SUM; conv_gemm: the GPU family (ops/conv_gemm.py)
     kernels = ("dense", "reduction", "conv_gemm")
     takes_epilogue = True
+    takes_affine = True  # a batchnorm after it folds into its weights in inference
     implicit_flatten = "flatten"
     onnx_types = ("Gemm", "MatMul")
     onnx_notes = ("Gemm: alpha, beta, transB, a constant B and C (no transA); MatMul: a "
@@ -119,7 +128,8 @@ class Dense(Op):
         x, y = ctx.input_layout(), ctx.output_layout
         defines, width, rows = self._defines(ctx)
         activation, slope = ctx.epilogue()
-        defines.update({"HAS_BIAS": int(ctx.attrs["bias"]), "EPILOGUE": activation,
+        defines.update({"HAS_BIAS": int(ctx.attrs["bias"] or ctx.folds_affine),
+                        "EPILOGUE": activation,
                         "EPILOGUE_SLOPE": slope})
         args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor,
                 ctx.BATCH]
@@ -147,6 +157,9 @@ class Dense(Op):
             site=site,
         )
 
+    def fold_affine(self, node, params, scale, shift):
+        return fold_output_affine(params, scale, shift)
+
     def device_params(self, node, params, input_layout, output_layout):
         # PyTorch's (units, C*H*W) in (c, h, w) order -> (H*W*C, U_ALLOC) in (h, w, c) order
         volume = input_layout.volume
@@ -156,7 +169,7 @@ class Dense(Op):
         device = np.zeros((volume.elements, output_layout.stride_c), np.float32)
         device[:, :units] = hwc.reshape(volume.elements, units)
         bias = np.zeros(output_layout.stride_c, np.float32)
-        if node.attrs["bias"]:
+        if "bias" in params:  # a folded batchnorm brings one where the layer has none
             bias[:units] = params["bias"]
         return {"weight": device, "bias": bias}
 

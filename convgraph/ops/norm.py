@@ -39,6 +39,7 @@ class BatchNorm(Op):
     summary = "Normalise each depth slice over the batch, then scale and shift (learned)."
     kernels = ("norm", "reduction")  # reduction: SUM_SPLITS of the gradients
     takes_epilogue = True
+    affine_in_inference = True  # the running statistics: folded into a conv or fc before it
     colour = "#e0cffc"
     params = {
         "eps": Param(
@@ -99,6 +100,13 @@ class BatchNorm(Op):
         x = np.asarray(inputs[0], np.float64)
         scale = channel("weight") / np.sqrt(channel("running_var") + node.attrs["eps"])
         return (x - channel("running_mean")) * scale + channel("bias")
+
+    def inference_affine(self, node, params):
+        """gamma / sqrt(var + eps) and beta - mean * that, float64 (what ``reference`` does)."""
+        scale = (np.asarray(params["weight"], np.float64)
+                 / np.sqrt(np.asarray(params["running_var"], np.float64) + node.attrs["eps"]))
+        return scale, np.asarray(params["bias"], np.float64) - np.asarray(
+            params["running_mean"], np.float64) * scale
 
     def onnx_export(self, node, onnx):  # inference: the running statistics
         params = [onnx.param(key) for key in ("weight", "bias", "running_mean", "running_var")]

@@ -77,6 +77,14 @@ class Pool(Op):
     def derived_defaults(self, attrs):
         return {"stride": attrs["size"]}
 
+    def is_foldable_max_pool(self, node):
+        (x,) = node.input_volumes
+        unpadded = not any(node.derived[key] for key in ("pad_top", "pad_left", "pad_bottom",
+                                                         "pad_right"))
+        return (node.attrs["mode"] == "max" and node.attrs["size"] == (2, 2)
+                and node.attrs["stride"] == (2, 2) and unpadded
+                and (node.output.width, node.output.height) == (x.width // 2, x.height // 2))
+
     onnx_types = ("MaxPool", "AveragePool")
     onnx_notes = ("2-D; pads, auto_pad, ceil_mode, count_include_pad (not with more padding "
                   "after than before); no dilations, no Indices output")

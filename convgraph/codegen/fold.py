@@ -1,0 +1,156 @@
+"""Folding in inference: work that an inference plan does inside the conv (or fc) before it.
+
+Two folds, each chosen from the ops' declarations (ops/base.py), never from op names:
+
+- **affine**: a node that is a per-channel affine in inference (``affine_in_inference``: a
+  batchnorm with its running statistics) reading only a node whose weights can take it
+  (``takes_affine``: conv, depthwise conv, fc), which nothing else reads. The producer's
+  weights become w * scale and its bias b * scale + shift (``fold_params``, float64 on the
+  host each time parameters are uploaded), the affine's kernel disappears and the activation
+  fused after it moves into the producer's epilogue.
+- **max pool**: a 2x2 stride-2 max pool without padding whose windows tile its input
+  (``is_foldable_max_pool``) reading, through activations fused into it or folded affines, a
+  node whose forward kernel can write it on this device (``takes_max_pool``: a conv the
+  profile runs direct, not as Winograd), with no other reader on the way. The conv writes
+  only the pooled maxima, into the pool's tensor.
+
+Training plans never fold: their batchnorm normalises with batch statistics, and the backward
+pass needs the conv's own output. ``CONVGRAPH_FOLD=0`` turns folding off (a debugging aid, and
+the benchmark's reference); ``convgraph run --verify`` plans without folding, since it reads
+every layer's own tensor.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from convgraph.graph import ordered
+from convgraph.ops.base import REGISTRY
+from convgraph.reference import node_params
+
+
+@dataclass
+class Folds:
+    """What an inference plan folds, by node name."""
+
+    affine: dict[str, str] = field(default_factory=dict)  # affine node -> producer taking it
+    pool: dict[str, str] = field(default_factory=dict)  # pool node -> conv writing it
+    # producer -> the activation node its epilogue applies now (the one after the affine)
+    epilogue: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def absorbed(self) -> set[str]:
+        """Nodes whose work another node's kernel does: they launch nothing."""
+        return set(self.affine) | set(self.pool)
+
+    def pool_of(self, writer: str) -> str | None:
+        """The pool node ``writer``'s kernel writes, if one is folded into it."""
+        return next((pool for pool, conv in self.pool.items() if conv == writer), None)
+
+
+def folding_enabled() -> bool:
+    """False when the environment says ``CONVGRAPH_FOLD=0`` (a debugging aid)."""
+    return os.environ.get("CONVGRAPH_FOLD", "1").strip() not in ("0", "off", "no", "false")
+
+
+def inference_folds(graph: nx.DiGraph, profile) -> Folds:
+    """The folds of ``graph``'s inference plan on a device with ``profile`` (after
+    mark_fusions; nothing is changed)."""
+    folds = Folds()
+    for name in ordered(graph):
+        producer = _affine_producer(graph, name)
+        if producer is not None:
+            folds.affine[name] = producer
+            folds.epilogue[producer] = graph.nodes[name].epilogue
+    for name in ordered(graph):
+        writer = _pool_writer(graph, name, folds, profile)
+        if writer is not None:
+            folds.pool[name] = writer
+    return folds
+
+
+def _sole_reader(graph: nx.DiGraph, source: str) -> bool:
+    """Whether one node alone reads ``source`` (once) and it is not the network's output."""
+    return graph.out_degree(source) == 1 and source != graph.graph["output"]
+
+
+def _affine_producer(graph: nx.DiGraph, name: str) -> str | None:
+    node = graph.nodes[name]
+    if not REGISTRY[node.op].affine_in_inference or len(node.inputs) != 1 or node.fused_into:
+        return None
+    (source,) = node.inputs
+    producer = graph.nodes[source]
+    if (REGISTRY[producer.op].takes_affine and _sole_reader(graph, source)
+            and not producer.epilogue and not producer.fused_into):
+        return source
+    return None
+
+
+def _pool_writer(graph: nx.DiGraph, name: str, folds: Folds, profile) -> str | None:
+    """The conv that can write pool ``name`` in its epilogue: back through the activation
+    fused into it and a folded affine, each read by nothing else."""
+    node = graph.nodes[name]
+    if len(node.inputs) != 1 or not REGISTRY[node.op].is_foldable_max_pool(node):
+        return None
+    source = node.inputs[0]
+    while _sole_reader(graph, source):
+        data = graph.nodes[source]
+        if data.fused_into and graph.nodes[data.fused_into].epilogue == source:
+            source = data.fused_into  # an activation another node's epilogue applies
+        elif source in folds.affine:
+            source = folds.affine[source]
+        elif REGISTRY[data.op].takes_max_pool(data, profile):
+            return source if folds.pool_of(source) is None else None
+        else:
+            return None
+    return None
+
+
+def epilogue_node(graph: nx.DiGraph, folds: Folds, name: str) -> str | None:
+    """The activation node ``name``'s kernel applies: its own fused one, or the one after the
+    affine folded into it."""
+    return folds.epilogue.get(name, graph.nodes[name].epilogue)
+
+
+def folded_affines(plan) -> dict[str, str]:
+    """Affine node -> producer for every affine ``plan`` folded (read from the plan itself: a
+    folded node shares its producer's tensor, so a plan rebuilt from an artifact tells too)."""
+    graph = plan.graph
+    return {name: graph.nodes[name].inputs[0] for name in ordered(graph)
+            if REGISTRY[graph.nodes[name].op].affine_in_inference
+            and plan.storage_of[name] != name}
+
+
+def fold_params(plan, params: dict) -> dict:
+    """``params`` (PyTorch-named host arrays) as ``plan``'s kernels take them: each folded
+    affine's scale and shift multiplied into its producer's weight and bias in float64, the
+    affine's own arrays left out (no kernel reads them)."""
+    folded = dict(params)
+    graph = plan.graph
+    for name, producer in folded_affines(plan).items():
+        node, source = graph.nodes[name], graph.nodes[producer]
+        scale, shift = REGISTRY[node.op].inference_affine(node, node_params(params, name))
+        taken = REGISTRY[source.op].fold_affine(source, node_params(params, producer),
+                                                scale, shift)
+        for key in node_params(params, name):
+            del folded[f"{name}.{key}"]
+        folded.update({f"{producer}.{key}": value for key, value in taken.items()})
+    return folded
+
+
+def folded_layers(plan) -> dict[str, str]:
+    """Layer -> the layer whose kernel does its work, for every layer ``plan`` folded (read
+    from the plan, as ``folded_affines``): what the compile line and --profile name."""
+    launched = {launch.node for launch in plan.launches}
+    folded = dict(folded_affines(plan))
+    for name in ordered(plan.graph):
+        if name in launched or plan.storage_of.get(name) != name:
+            continue
+        writer = next((node for node in launched
+                       if node != name and plan.storage_of[node] == name), None)
+        if writer is not None:  # a pool the conv before it writes
+            folded[name] = writer
+    return folded
