@@ -293,9 +293,10 @@ def param_sizes(graph: nx.DiGraph, layouts_of) -> dict[tuple[str, str], int]:
 
 
 class _Planner:
-    def __init__(self, graph: nx.DiGraph, profile: DeviceProfile):
+    def __init__(self, graph: nx.DiGraph, profile: DeviceProfile, share_kernels: bool = True):
         self.graph = graph
         self.profile = profile
+        self.share_kernels = share_kernels
         self.storage_of: dict[str, str] = {}
         self.layouts: dict[str, Layout] = {}
         self.kernels: dict[str, KernelSpec] = {}
@@ -305,8 +306,11 @@ class _Planner:
         self.work: dict[tuple[str, str], int] = {}
 
     def add_kernel(self, spec: KernelSpec, node: str) -> str:
+        """The name of the kernel ``spec`` specialises: an identical one already planned is
+        shared (PoCL compiles each distinct kernel at its first launch, 0.1-0.8 s here), unless
+        the planner was told not to (the tests compare both)."""
         key = spec.identity()
-        if key in self._by_identity:
+        if key in self._by_identity and self.share_kernels:
             name = self._by_identity[key]
             self.kernels[name].layers.append(node)
             return name
@@ -321,12 +325,14 @@ class _Planner:
         return name
 
 
-def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool = True) -> Plan:
+def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool = True,
+                 share_kernels: bool = True) -> Plan:
     """Storage, layouts, kernels and launches for inference on a device with ``profile``.
 
     ``share_buffers=False`` keeps every tensor in its own buffer, so all can be read back after a
-    pass (``convgraph run --verify``)."""
-    planner = _Planner(graph, profile)
+    pass (``convgraph run --verify``); ``share_kernels=False`` gives every launch a kernel of its
+    own even where layers specialise one identically (a reference for the shared plan)."""
+    planner = _Planner(graph, profile, share_kernels)
     names = ordered(graph)
     for name in names:
         data = graph.nodes[name]
