@@ -36,6 +36,7 @@ COLD_BUILD_SECONDS = 0.25
 # Below this many distinct kernels a worker's start (Python, pyopencl, the cached build: about
 # 0.3 s) costs more than it saves.
 MIN_KERNELS = 4
+MPI_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID")
 WORKER_TIMEOUT = 600.0  # seconds; a worker still running then is ended (its kernels: serial)
 SCALAR_TYPES = {"batch": "int32", "sample_offset": "uint32", "seed": "uint32",
                 "lr": "float32", "correction1": "float32", "correction2": "float32"}
@@ -44,6 +45,8 @@ SCALAR_TYPES = {"batch": "int32", "sample_offset": "uint32", "seed": "uint32",
 def worker_count(kernels: int) -> int:
     """How many worker processes to start for ``kernels`` distinct kernels."""
     setting = os.environ.get("CONVGRAPH_BUILD_WORKERS", "").strip()
+    if not setting and any(name in os.environ for name in MPI_VARIABLES):
+        return 0  # one rank per CPU already, and forking inside MPI is best avoided
     if setting.isdigit():
         wanted = int(setting)
     else:
@@ -99,10 +102,14 @@ def prebuild(plan, target, program, source: str, options: list[str]) -> dict:
         path.write_text(json.dumps(work))
         (Path(folder) / "claims").mkdir()
         children = [_start_worker(path) for _ in range(workers)]
-        here = _compile_share(work, Path(folder) / "claims", target.context, target.queue,
-                              program, from_end=False)
+        claims = Path(folder) / "claims"
+        here = _compile_share(work, claims, target.context, target.queue, program,
+                              from_end=False)
+        owners = _claimants(claims)
         for child in children:
-            _finish(child, start)
+            # every kernel is claimed now: a worker that holds none has nothing left to do
+            # (it may still be starting up), so it is not waited for
+            _finish(child, start, needed=str(child.pid) in owners)
     return {"workers": workers, "kernels": len(work["launches"]), "here": here,
             "seconds": time.perf_counter() - start}
 
@@ -114,7 +121,9 @@ def _start_worker(path: Path) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL, env=dict(os.environ))
 
 
-def _finish(child: subprocess.Popen, start: float) -> None:
+def _finish(child: subprocess.Popen, start: float, needed: bool) -> None:
+    if not needed:
+        child.terminate()  # our own child, by its handle
     try:
         child.wait(timeout=max(1.0, WORKER_TIMEOUT - (time.perf_counter() - start)))
     except subprocess.TimeoutExpired:
@@ -123,11 +132,28 @@ def _finish(child: subprocess.Popen, start: float) -> None:
 
 
 def _claim(claims: Path, index: int) -> bool:
+    """Take kernel ``index`` for this process (the claim holds its pid); False: taken."""
     try:
-        os.close(os.open(claims / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        return True
+        handle = os.open(claims / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return False
+    try:
+        os.write(handle, str(os.getpid()).encode())
+    finally:
+        os.close(handle)
+    return True
+
+
+def _claimants(claims: Path) -> set[str]:
+    """The pids holding claims (a claim being written may read empty: it is the main's own
+    or a worker's that is then waited for only if another claim names it)."""
+    owners = set()
+    for claim in claims.iterdir():
+        try:
+            owners.add(claim.read_text())
+        except OSError:
+            continue
+    return owners
 
 
 def _compile_share(work: dict, claims: Path, context, queue, program, from_end: bool) -> int:
