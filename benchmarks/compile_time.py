@@ -16,7 +16,10 @@ tuning table). Three clocks, all ending when that first batch's output is on the
 Cold: empty convgraph and PoCL caches (``CONVGRAPH_CACHE``, ``POCL_CACHE_DIR`` pointed at new
 empty folders); warm: the next process on the same caches. "before" is
 ``CONVGRAPH_BUILD_WORKERS=0`` (every kernel compiled at its first launch, one after another, as
-before runtime/parallel.py), "after" the default (CPUs - 1 worker processes). The two alternate
+before runtime/parallel.py), "after" CPUs - 1 worker processes, forced (by default convgraph
+starts them only where the load average leaves CPUs idle). Each process's CPU seconds are
+printed too (the main process's, and its workers'): on a machine busy with other work the wall
+clock shows little of the split, the CPU seconds show where the work went. The two alternate
 within each round (which goes first alternates too); medians over rounds, spread min-max. The
 breakdown is the median "after" run's. ``--kernels`` adds, per model, each distinct kernel's
 compile time at its first launch (serial, cold), which is the floor's material: N kernels x
@@ -39,7 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("seed", "lenet5", "fashion_convnet", "fashion_convnet_bn", "vgg_cifar", "resnet8",
           "resnet18")
-MODES = {"before": "0", "after": ""}  # CONVGRAPH_BUILD_WORKERS
+# CONVGRAPH_BUILD_WORKERS: none, or one per CPU but the main process's (forced: by default the
+# workers are left out while other work keeps the CPUs busy, which would hide what they do)
+MODES = {"before": "0", "after": str(max(1, len(os.sched_getaffinity(0)) - 1))}
 
 CHILD = r"""
 import time
@@ -78,7 +83,11 @@ if per_kernel:  # each distinct kernel's first launch alone, timed (serial build
 model.forward(np.zeros((1, volume.depth, volume.height, volume.width), np.float32))
 T6 = time.perf_counter()
 built = model.build
+import resource
+own, workers = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                   resource.RUSAGE_CHILDREN))
 print(json.dumps({
+    "cpu_main": own.ru_utime + own.ru_stime, "cpu_workers": workers.ru_utime + workers.ru_stime,
     "end": START + (T6 - T0), "start": START, "import_convgraph": T1 - T0, "imports": T2 - T0,
     "device": T3 - T2, "analyse": T4 - T3, "compile": T5 - T4, "first_batch": T6 - T5,
     "after_import": T6 - T1, "in_process": T6 - T2, "build": built.seconds,
@@ -173,6 +182,14 @@ def print_tables(records: dict) -> None:
         runs = record["runs"]
         print(f"  {model}: {spread([run['before']['cold']['after_import'] for run in runs])} -> "
               f"{spread([run['after']['cold']['after_import'] for run in runs])}")
+    print("\nCold CPU seconds, the median run: main process (+ its workers), before -> after")
+    for model, record in records["models"].items():
+        before, after = (median_run([run[mode]["cold"] for run in record["runs"]])
+                         for mode in ("before", "after"))
+        if "cpu_main" in after:
+            print(f"  {model}: {before['cpu_main']:.2f} -> {after['cpu_main']:.2f} "
+                  f"(+ {after['cpu_workers']:.2f} in {(after['prebuilt'] or {}).get('workers', 0)}"
+                  " workers)")
     for kind in ("cold", "warm"):
         print(f"\nBreakdown, {kind}, 'after' (the median run, seconds):")
         names = list(breakdown(next(iter(records["models"].values()))["runs"][0]["after"][kind]))
@@ -215,7 +232,7 @@ def main() -> None:
             spec = ROOT / "specs" / f"{model}.yaml"
             run = {mode: cold_and_warm(spec, args.device, MODES[mode]) for mode in order}
             records["models"][model]["runs"].append(run)
-            print(f"round {round_index + 1} {model}: " + ", ".join(
+            print(f"round {round_index + 1} {model} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
                 f"{mode} cold {run[mode]['cold']['from_start']:.2f} warm "
                 f"{run[mode]['warm']['from_start']:.2f}" for mode in order), flush=True)
     if args.kernels:
