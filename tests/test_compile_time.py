@@ -168,3 +168,27 @@ def test_shared_kernels_give_the_outputs_of_unshared_ones():
     executor.enqueue(2)
     alone = executor.read_tensor(unshared.output, 2).reshape(2, -1)
     np.testing.assert_array_equal(model.forward(x), alone)
+
+
+def test_every_kind_of_plan_built_gives_a_recipe_or_no_workers(monkeypatch):
+    """build() may prebuild any plan whose build was slow (a loaded machine makes a warm one
+    slow): inference, training, evaluation and the tuner's probes give recipes whose buffers
+    are all sized; the profiler's peak kernels (no network buffers) start no worker."""
+    from convgraph.codegen.training import plan_training
+    from convgraph.runtime.inspect import _PeakPlan
+    from convgraph.runtime.parallel import prebuild
+    from convgraph.runtime.program import SubPlan
+
+    monkeypatch.setenv("CONVGRAPH_BUILD_WORKERS", "1")
+    target = Target.open()
+    graph = convgraph.analyse(SMALL)
+    training = plan_training(graph, target.profile)
+    plans = [plan_forward(graph, target.profile), training,
+             SubPlan(training, {"evaluate": training.groups["evaluate"]})]
+    for plan in plans:
+        work = recipe(plan, target.info, "", [])
+        assert {launch["kernel"] for launch in work["launches"]} == set(plan.kernels)
+        assert all(arg[1] in work["buffers"] for launch in work["launches"]
+                   for arg in launch["args"] if arg[0] == "buffer")
+    peak = _PeakPlan(4)
+    assert prebuild(peak, target, None, "", [])["workers"] == 0

@@ -90,7 +90,9 @@ def recipe(plan, info, source: str, options: list[str]) -> dict:
         for arg in launch.args:
             name = plan.buffer_name(arg)
             args.append(["buffer", name] if name is not None
-                        else ["scalar", SCALAR_TYPES[arg.name], 1])
+                        else ["scalar", SCALAR_TYPES.get(arg.name, "int32"), 1])
+        if any(kind == "buffer" and name not in sizes for kind, name, *_ in args):
+            continue  # a buffer the plan does not size: left to the real first launch
         launches.append({"kernel": launch.kernel, "args": args, "local": local,
                          "global": padded_global(launch.sizes(1)[0], local)})
     return {"device": info.index, "device_name": info.name, "source": source,
@@ -104,10 +106,12 @@ def prebuild(plan, target, program, source: str, options: list[str]) -> dict:
     worker processes at once, so that its first launches find them compiled. Returns what it
     did (workers, kernels compiled here, seconds), for ``--profile`` and the benchmark."""
     start = time.perf_counter()
-    work = recipe(plan, target.info, source, options)
-    workers = worker_count(len(work["launches"]))
+    # decided on the kernel count first: a plan with a few kernels may be no network's (the
+    # profiler's peak kernels have no buffers to size), and it is never worth a worker
+    workers = worker_count(len(plan.kernels))
     if workers == 0:
-        return {"workers": 0, "kernels": len(work["launches"]), "here": 0, "seconds": 0.0}
+        return {"workers": 0, "kernels": len(plan.kernels), "here": 0, "seconds": 0.0}
+    work = recipe(plan, target.info, source, options)
     with tempfile.TemporaryDirectory(prefix="convgraph-build-") as folder:
         path = Path(folder) / "recipe.json"
         path.write_text(json.dumps(work))
