@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 
 # A PoCL build that takes less than this found the program in PoCL's own cache, and then its
-# kernels too (cold builds measured 0.55-0.85 s here, warm ones 0.02-0.08 s): no workers.
+# kernels too (cold builds measured 0.55-0.85 s here, warm ones 0.02-0.15 s, under load 13
+# too): no workers. A misjudged warm build only starts a worker that finds nothing to do.
 COLD_BUILD_SECONDS = 0.25
-# Below this many distinct kernels a worker's start (Python, pyopencl, the cached build: about
-# 0.3 s) costs more than it saves.
+# Below this many distinct kernels a worker's start (Python, pyopencl, PoCL's cached build:
+# 0.4-1.4 CPU seconds measured) costs more than it saves.
 MIN_KERNELS = 4
 MPI_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID")
 WORKER_TIMEOUT = 600.0  # seconds; a worker still running then is ended (its kernels: serial)
@@ -104,7 +105,8 @@ def recipe(plan, info, source: str, options: list[str]) -> dict:
 def prebuild(plan, target, program, source: str, options: list[str]) -> dict:
     """Compile every kernel of a freshly (cold) built ``program`` now, in this process and in
     worker processes at once, so that its first launches find them compiled. Returns what it
-    did (workers, kernels compiled here, seconds), for ``--profile`` and the benchmark."""
+    did (workers, kernels, compiled here, seconds): ``Built.prebuilt``, which
+    benchmarks/compile_time.py reports. A worker that cannot be started is one fewer."""
     start = time.perf_counter()
     # decided on the kernel count first: a plan with a few kernels may be no network's (the
     # profiler's peak kernels have no buffers to size), and it is never worth a worker
@@ -112,12 +114,14 @@ def prebuild(plan, target, program, source: str, options: list[str]) -> dict:
     if workers == 0:
         return {"workers": 0, "kernels": len(plan.kernels), "here": 0, "seconds": 0.0}
     work = recipe(plan, target.info, source, options)
-    with tempfile.TemporaryDirectory(prefix="convgraph-build-") as folder:
-        path = Path(folder) / "recipe.json"
-        path.write_text(json.dumps(work))
-        (Path(folder) / "claims").mkdir()
-        children = [_start_worker(path) for _ in range(workers)]
-        claims = Path(folder) / "claims"
+    with tempfile.TemporaryDirectory(prefix="convgraph-build-") as folder:  # private: 0700
+        path, claims = Path(folder) / "recipe.json", Path(folder) / "claims"
+        try:
+            path.write_text(json.dumps(work))
+            claims.mkdir()
+        except OSError:  # a full temporary folder: the kernels compile at first launch
+            return {"workers": 0, "kernels": len(plan.kernels), "here": 0, "seconds": 0.0}
+        children = [child for child in (_start_worker(path) for _ in range(workers)) if child]
         here = _compile_share(work, claims, target.context, target.queue, program,
                               from_end=False)
         owners = _claimants(claims)
@@ -125,15 +129,18 @@ def prebuild(plan, target, program, source: str, options: list[str]) -> dict:
             # every kernel is claimed now: a worker that holds none has nothing left to do
             # (it may still be starting up), so it is not waited for
             _finish(child, start, needed=str(child.pid) in owners)
-    return {"workers": workers, "kernels": len(work["launches"]), "here": here,
+    return {"workers": len(children), "kernels": len(work["launches"]), "here": here,
             "seconds": time.perf_counter() - start}
 
 
-def _start_worker(path: Path) -> subprocess.Popen:
-    # stdout/stderr dropped: a worker is an optimisation, never a message to the user
-    return subprocess.Popen([sys.executable, "-m", "convgraph.runtime.parallel", str(path)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=dict(os.environ))
+def _start_worker(path: Path) -> subprocess.Popen | None:
+    """A worker on the recipe at ``path``; None when the system refuses another process."""
+    try:  # stdout/stderr dropped: a worker is an optimisation, never a message to the user
+        return subprocess.Popen([sys.executable, "-m", "convgraph.runtime.parallel", str(path)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except OSError:  # no memory or process slots left for it
+        return None
 
 
 def _finish(child: subprocess.Popen, start: float, needed: bool) -> None:
