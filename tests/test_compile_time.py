@@ -30,23 +30,30 @@ POCL = "Portable Computing Language"
 REPEATED = {"name": "repeated", "input": "8x8x4",
             "pattern": "[INPUT-CONV(4, 3, pad=1)-RELU-CONV(4, 3, pad=1)-RELU-CONV(4, 3, pad=1)"
                        "-RELU-POOL(2)-FC(3)]"}
-# four small kernels (conv, pool, conv, fc): the fewest a cold build starts a worker for
-SMALL = {"name": "small", "input": "8x8x1",
-         "pattern": "[INPUT-CONV(4, 3, pad=1)-RELU-POOL(2)-CONV(8, 3, pad=1)-RELU-FC(2)]"}
+# eight small kernels (4 conv, 2 pool, 2 fc): the fewest a cold build starts a worker for
+SMALL = {"name": "small", "input": "16x16x1",
+         "pattern": "[INPUT-CONV(4, 3, pad=1)-RELU-POOL(2)-CONV(8, 3, pad=1)-RELU-POOL(2)"
+                    "-CONV(8, 1)-RELU-CONV(4, 1)-RELU-FC(6)-RELU-FC(2)]"}
 TINY = {"name": "tiny", "input": "8x8x1", "pattern": "[INPUT-CONV(4, 3, pad=1)-RELU-FC(2)]"}
-X = np.random.default_rng(0).normal(size=(3, 1, 8, 8)).astype(np.float32)
-# compile, list what PoCL's cache holds before any launch, then run one batch (X)
+# compile, list what PoCL's cache holds before any launch, then run one batch (_batch's)
 CHILD = """
 import json, os, sys, numpy as np, convgraph
 model = convgraph.compile(json.loads(sys.argv[1]), batch=4)
 cache = os.environ.get("POCL_CACHE_DIR", "/nonexistent")
 compiled = sorted({os.path.basename(os.path.dirname(os.path.dirname(os.path.join(top, name))))
                    for top, _, names in os.walk(cache) for name in names if name.endswith(".so")})
-x = np.random.default_rng(0).normal(size=(3, 1, 8, 8)).astype(np.float32)  # X
+v = model.plan.layouts[model.plan.input].volume
+x = np.random.default_rng(0).normal(size=(3, v.depth, v.height, v.width)).astype(np.float32)
 print(json.dumps({"prebuilt": model.build.prebuilt, "compiled": compiled,
                   "kernels": sorted(model.plan.kernels), "cache_hit": model.build.cache_hit,
                   "out": model.forward(x).tolist()}))
 """
+
+
+def _batch(spec: dict) -> np.ndarray:
+    """The child's batch: 3 images of the spec's (one-channel) input."""
+    width, height, depth = (int(part) for part in spec["input"].split("x"))
+    return np.random.default_rng(0).normal(size=(3, depth, height, width)).astype(np.float32)
 
 
 def _pocl_only():
@@ -72,10 +79,10 @@ def test_a_cold_build_compiles_every_kernel_before_the_first_launch(tmp_path):
     _pocl_only()
     child = _child({"POCL_CACHE_DIR": str(tmp_path / "pocl"),
                     "CONVGRAPH_CACHE": str(tmp_path / "cache"), "CONVGRAPH_BUILD_WORKERS": "1"})
-    here = convgraph.compile(SMALL, batch=4).forward(X).tolist()
+    here = convgraph.compile(SMALL, batch=4).forward(_batch(SMALL)).tolist()
     parallel, _ = _result(child)
     assert parallel["prebuilt"]["workers"] == 1
-    assert parallel["prebuilt"]["kernels"] == len(parallel["kernels"]) == 4
+    assert parallel["prebuilt"]["kernels"] == len(parallel["kernels"]) == 8
     assert parallel["compiled"] == parallel["kernels"]  # before the first launch
     assert parallel["out"] == here
 
@@ -114,7 +121,7 @@ def test_two_processes_fill_one_binary_cache_at_once(tmp_path, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     third = convgraph.compile(TINY, batch=4)
-    assert third.build.cache_hit is True and third.forward(X).tolist() == one["out"]
+    assert third.build.cache_hit is True and third.forward(_batch(TINY)).tolist() == one["out"]
 
 
 TINY_A = "__kernel void k_a(__global float *x) { x[get_global_id(0)] = 1.0f; }\n"

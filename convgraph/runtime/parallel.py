@@ -36,8 +36,11 @@ from pathlib import Path
 # too): no workers. A misjudged warm build only starts a worker that finds nothing to do.
 COLD_BUILD_SECONDS = 0.25
 # Below this many distinct kernels a worker's start (Python, pyopencl, PoCL's cached build:
-# 0.4-1.4 CPU seconds measured) costs more than it saves.
-MIN_KERNELS = 4
+# 0.4-1.4 CPU seconds measured) costs about what it saves (LeNet-5's 7 kernels: the main
+# process 0.35 CPU seconds less, the worker 0.73). It also keeps the tuner's probe programs
+# (one site's launches: at most 5 kernels, timed by the hundred) from starting workers: with
+# 4 they did, and `convgraph tune` ran out of its budget on a cold cache.
+MIN_KERNELS = 8
 MPI_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID")
 WORKER_TIMEOUT = 600.0  # seconds; a worker still running then is ended (its kernels: serial)
 SCALAR_TYPES = {"batch": "int32", "sample_offset": "uint32", "seed": "uint32",
