@@ -17,8 +17,8 @@ Nothing here changes what runs: the scratch launches read and write scratch buff
 the real launches use the same kernels with the same shapes. A worker that fails, hangs or
 is killed costs only speed: a kernel it did not finish is compiled at its first real launch,
 as without workers. ``CONVGRAPH_BUILD_WORKERS=0`` turns the workers off (a number sets how
-many; default: the CPUs this process may use that the load average leaves idle, minus one, at
-most 7; none under MPI).
+many; default: the CPUs this process may use, minus one, at most 7; none while the load average
+is 3 or more per CPU, and none under MPI).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ COLD_BUILD_SECONDS = 0.25
 # (one site's launches: at most 5 kernels, timed by the hundred) from starting workers: with
 # 4 they did, and `convgraph tune` ran out of its budget on a cold cache.
 MIN_KERNELS = 8
+BUSY_LOAD = 3.0  # runnable processes per CPU beyond which a worker did not pay (idle_cpus)
 MPI_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID")
 WORKER_TIMEOUT = 600.0  # seconds; a worker still running then is ended (its kernels: serial)
 SCALAR_TYPES = {"batch": "int32", "sample_offset": "uint32", "seed": "uint32",
@@ -57,9 +58,11 @@ def worker_count(kernels: int) -> int:
 
 
 def idle_cpus() -> int:
-    """The CPUs this process may use that other work leaves idle (this process's own included),
-    by the 1-minute load average: on a machine whose CPUs are busy a worker only competes for
-    them (measured under load 13 on 2 CPUs: no faster), and it costs ~0.3 s of CPU to start."""
+    """The CPUs this process may use (its own included), or just its own when other work keeps
+    them busy: 1-minute load average at least BUSY_LOAD per CPU. Measured on 2 CPUs: at load
+    5-6 a worker made 4 of 6 alternating cold compiles faster (medians 0.78x VGG-CIFAR, 0.72x
+    ResNet-8); at load 8-13 none faster (7 models, 3 rounds), and a worker's start costs 0.4-1.4
+    CPU seconds."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity on this OS
@@ -68,8 +71,7 @@ def idle_cpus() -> int:
         load = os.getloadavg()[0]
     except OSError:
         return cpus
-    # the load counts this process itself, running: 1.0 on 2 CPUs leaves one for a worker
-    return max(1, min(cpus, int(cpus - load + 1.5)))
+    return cpus if load < BUSY_LOAD * cpus else 1
 
 
 def wants_prebuild(info, cache_hit: bool, seconds: float) -> bool:
