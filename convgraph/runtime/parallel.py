@@ -17,8 +17,8 @@ Nothing here changes what runs: the scratch launches read and write scratch buff
 the real launches use the same kernels with the same shapes. A worker that fails, hangs or
 is killed costs only speed: a kernel it did not finish is compiled at its first real launch,
 as without workers. ``CONVGRAPH_BUILD_WORKERS=0`` turns the workers off (a number sets how
-many; default: the CPUs this process may use, minus one, at most 7; none while the load average
-is 3 or more per CPU, and none under MPI).
+many; default: the CPUs this process may use that the load average leaves idle, minus one, at
+most 7; none under MPI).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ COLD_BUILD_SECONDS = 0.25
 # (one site's launches: at most 5 kernels, timed by the hundred) from starting workers: with
 # 4 they did, and `convgraph tune` ran out of its budget on a cold cache.
 MIN_KERNELS = 8
-BUSY_LOAD = 3.0  # runnable processes per CPU beyond which a worker did not pay (idle_cpus)
 MPI_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID")
 WORKER_TIMEOUT = 600.0  # seconds; a worker still running then is ended (its kernels: serial)
 SCALAR_TYPES = {"batch": "int32", "sample_offset": "uint32", "seed": "uint32",
@@ -58,11 +57,11 @@ def worker_count(kernels: int) -> int:
 
 
 def idle_cpus() -> int:
-    """The CPUs this process may use (its own included), or just its own when other work keeps
-    them busy: 1-minute load average at least BUSY_LOAD per CPU. Measured on 2 CPUs: at load
-    5-6 a worker made 4 of 6 alternating cold compiles faster (medians 0.78x VGG-CIFAR, 0.72x
-    ResNet-8); at load 8-13 none faster (7 models, 3 rounds), and a worker's start costs 0.4-1.4
-    CPU seconds."""
+    """The CPUs this process may use that other work leaves idle (its own included), by the
+    1-minute load average, which counts this process itself. A worker pays only on an idle CPU:
+    on 2 CPUs at load 2.8-3.7 one made VGG-CIFAR's and ResNet-8's cold compiles 4-5% slower
+    (3 alternating rounds; the main process's CPU seconds fell to 0.60-0.70x but it waited for
+    the worker), at load 8-13 none was faster; a worker's start costs 0.4-1.4 CPU seconds."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity on this OS
@@ -71,7 +70,8 @@ def idle_cpus() -> int:
         load = os.getloadavg()[0]
     except OSError:
         return cpus
-    return cpus if load < BUSY_LOAD * cpus else 1
+    # load 1.0 on 2 CPUs (this process alone, running) leaves one for a worker
+    return max(1, min(cpus, int(cpus - load + 1.5)))
 
 
 def wants_prebuild(info, cache_hit: bool, seconds: float) -> bool:
