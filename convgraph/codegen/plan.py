@@ -341,9 +341,10 @@ def param_sizes(graph: nx.DiGraph, layouts_of) -> dict[tuple[str, str], int]:
 
 
 class _Planner:
-    def __init__(self, graph: nx.DiGraph, profile: DeviceProfile):
+    def __init__(self, graph: nx.DiGraph, profile: DeviceProfile, share_kernels: bool = True):
         self.graph = graph
         self.profile = profile
+        self.share_kernels = share_kernels
         self.storage_of: dict[str, str] = {}
         self.layouts: dict[str, Layout] = {}
         self.kernels: dict[str, KernelSpec] = {}
@@ -354,8 +355,11 @@ class _Planner:
         self.folds = Folds()  # training plans fold nothing
 
     def add_kernel(self, spec: KernelSpec, node: str) -> str:
+        """The name of the kernel ``spec`` specialises: an identical one already planned is
+        shared (PoCL compiles each distinct kernel at its first launch, 0.1-0.8 s here), unless
+        the planner was told not to (the tests compare both)."""
         key = spec.identity()
-        if key in self._by_identity:
+        if key in self._by_identity and self.share_kernels:
             name = self._by_identity[key]
             self.kernels[name].layers.append(node)
             return name
@@ -371,14 +375,16 @@ class _Planner:
 
 
 def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool = True,
-                 fold: bool | None = None) -> Plan:
+                 fold: bool | None = None, share_kernels: bool = True) -> Plan:
     """Storage, layouts, kernels and launches for inference on a device with ``profile``.
 
     ``share_buffers=False`` keeps every tensor in its own buffer, so all can be read back after a
     pass (``convgraph run --verify``). ``fold`` (default: when sharing buffers, unless
     ``CONVGRAPH_FOLD=0``): batchnorms into the conv or fc before them and 2x2 max pools into the
-    conv's epilogue (codegen/fold.py); the plan's parameters are then ``fold_params``'s."""
-    planner = _Planner(graph, profile)
+    conv's epilogue (codegen/fold.py); the plan's parameters are then ``fold_params``'s.
+    ``share_kernels=False`` gives every launch a kernel of its own even where layers specialise
+    one identically (a reference for the shared plan)."""
+    planner = _Planner(graph, profile, share_kernels)
     if share_buffers if fold is None else fold:
         planner.folds = inference_folds(graph, profile) if folding_enabled() or fold else Folds()
     folds = planner.folds

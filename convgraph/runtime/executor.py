@@ -190,6 +190,29 @@ def device_errors(info: DeviceInfo, what: str, hint: str = ALLOCATION_HINT):
                           hint=hint) from None
 
 
+def legal_local(info: DeviceInfo, launch: Launch) -> tuple[int, ...] | None:
+    """``launch``'s work-group shape clipped to the device's limits (None: the driver's); an
+    ``exact_local`` launch keeps its own (the executor refuses it where it does not fit)."""
+    if launch.local_size is None:
+        return None
+    if launch.exact_local:
+        return tuple(launch.local_size)
+    sizes = list(launch.local_size)
+    for axis, most in enumerate(info.max_work_item_sizes[: len(sizes)]):
+        sizes[axis] = max(1, min(sizes[axis], most))
+    while math.prod(sizes) > info.max_work_group_size:
+        axis = max(range(len(sizes)), key=lambda a: sizes[a])
+        sizes[axis] = max(1, sizes[axis] // 2)
+    return tuple(sizes)
+
+
+def padded_global(global_size, local) -> tuple[int, ...]:
+    """The global size rounded up to whole work-groups (kernels check their bounds)."""
+    if local is None:
+        return tuple(global_size)
+    return tuple(-(-g // size) * size for g, size in zip(global_size, local))
+
+
 class Executor:
     def __init__(self, context, queue, device, info: DeviceInfo, plan: ExecutablePlan, program):
         import pyopencl as cl
@@ -322,18 +345,9 @@ class Executor:
     def legal_local(self, launch: Launch):
         """The plan's work-group shape clipped to this device's limits (None: the driver's); a
         launch marked ``exact_local`` gets its own shape or a DeviceError."""
-        if launch.local_size is None:
-            return None
-        if launch.exact_local:
+        if launch.local_size is not None and launch.exact_local:
             return self.exact_local(launch)
-        limit = self.info.max_work_group_size
-        sizes = list(launch.local_size)
-        for axis, most in enumerate(self.info.max_work_item_sizes[: len(sizes)]):
-            sizes[axis] = max(1, min(sizes[axis], most))
-        while math.prod(sizes) > limit:
-            axis = max(range(len(sizes)), key=lambda a: sizes[a])
-            sizes[axis] = max(1, sizes[axis] // 2)
-        return tuple(sizes)
+        return legal_local(self.info, launch)
 
     def exact_local(self, launch: Launch) -> tuple:
         """``launch``'s work-group, checked against the device's limits: a tiled kernel's
@@ -370,8 +384,7 @@ class Executor:
             if local is False:
                 local = self.local_sizes[key] = self.legal_local(launch)
             while True:
-                padded = global_size if local is None else tuple(
-                    -(-g // size) * size for g, size in zip(global_size, local))
+                padded = padded_global(global_size, local)
                 try:
                     event = cl.enqueue_nd_range_kernel(self.queue, kernel, padded, local)
                     break

@@ -56,7 +56,7 @@ def build_program(context, device, info: DeviceInfo, source: str, options: list[
             raise _build_failure(program, device, info, source, options, exc, key) from None
         return BuildResult(program, False, time.perf_counter() - start, key)
     cached = programs_dir() / f"{key}.bin"
-    binary = _load(cached)
+    binary = _load(cached, key)
     if binary is not None:
         try:
             program = cl.Program(context, [device], [binary])
@@ -69,7 +69,7 @@ def build_program(context, device, info: DeviceInfo, source: str, options: list[
         program.build(options=options, devices=[device])
     except cl.Error as exc:
         raise _build_failure(program, device, info, source, options, exc, key) from None
-    _store(cached, program)
+    _store(cached, program, key)
     return BuildResult(program, False, time.perf_counter() - start, key)
 
 
@@ -84,8 +84,10 @@ def _caches_itself(info: DeviceInfo) -> bool:
 
 # A cached binary is the driver's own format, which drivers do not check: a truncated or
 # flipped one crashes the process inside clBuildProgram (segfault, abort). So each is stored
-# behind a header holding its length and SHA-256, checked before the bytes reach the driver.
-MAGIC = b"convgraph-binary 1\n"
+# behind a header holding its build key, length and SHA-256, checked before the bytes reach the
+# driver: a valid binary of another program (copied or renamed onto this key) would load and
+# then lack this program's kernels.
+MAGIC = b"convgraph-binary 2\n"
 MAX_BINARY = 1 << 30  # no program binary is near 1 GiB; a larger file is not one of ours
 
 
@@ -99,9 +101,10 @@ def warn(message: str) -> None:
 _warned: set[str] = set()
 
 
-def _load(path: Path) -> bytes | None:
-    """The verified binary at ``path``, or None (absent, unusable or corrupt: a one-line
-    warning, except when simply absent). Never blocks: only a regular file is opened."""
+def _load(path: Path, key: str) -> bytes | None:
+    """The verified binary of build ``key`` at ``path``, or None (absent, unusable, corrupt or
+    another program's: a one-line warning, except when simply absent). Never blocks: only a
+    regular file is opened."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -123,9 +126,11 @@ def _load(path: Path) -> bytes | None:
     except OSError as exc:
         warn(f"the program cache {path} cannot be read ({exc.strerror or exc}); rebuilding.")
         return None
-    binary = _verified(data)
+    binary = _verified(data, key)
     if binary is None:
-        why = ("is corrupt (truncated or changed: its length or checksum does not match)"
+        why = ("is another program's (its header names another build key)"
+               if _verified(data, None) is not None
+               else "is corrupt (truncated or changed: its length or checksum does not match)"
                if data.startswith(MAGIC) else "has no checksum (written by an older convgraph, "
                "or not a program binary at all), so it is not given to the driver")
         warn(f"the cached program binary {path} {why}; rebuilding it.")
@@ -133,23 +138,25 @@ def _load(path: Path) -> bytes | None:
     return binary
 
 
-def _verified(data: bytes) -> bytes | None:
-    """The binary inside a cache file's bytes, if its header, length and checksum hold."""
+def _verified(data: bytes, key: str | None) -> bytes | None:
+    """The binary inside a cache file's bytes, if its header, length and checksum hold and it
+    was stored for build ``key`` (None: any key)."""
     if not data.startswith(MAGIC):
         return None
     header, _, binary = data[len(MAGIC):].partition(b"\n")
     try:
-        length, digest = header.decode("ascii").split(" ")
+        stored_key, length, digest = header.decode("ascii").split(" ")
         length = int(length)
     except (UnicodeDecodeError, ValueError):
         return None
-    if length != len(binary) or length == 0:
+    if length != len(binary) or length == 0 or key not in (None, stored_key):
         return None
     return binary if hashlib.sha256(binary).hexdigest() == digest else None
 
 
-def _framed(binary: bytes) -> bytes:
-    return MAGIC + f"{len(binary)} {hashlib.sha256(binary).hexdigest()}\n".encode() + binary
+def _framed(binary: bytes, key: str) -> bytes:
+    digest = hashlib.sha256(binary).hexdigest()
+    return MAGIC + f"{key} {len(binary)} {digest}\n".encode() + binary
 
 
 def _discard(path: Path) -> None:
@@ -160,7 +167,7 @@ def _discard(path: Path) -> None:
         pass  # the next store replaces it
 
 
-def _store(path: Path, program) -> None:
+def _store(path: Path, program, key: str) -> None:
     """Write the binary atomically behind its checksum; a cache that cannot be written costs a
     rebuild next time and a one-line warning now."""
     try:
@@ -170,7 +177,7 @@ def _store(path: Path, program) -> None:
     if not binary:
         return
     try:
-        atomic_write(path, lambda handle: handle.write(_framed(bytes(binary))))
+        atomic_write(path, lambda handle: handle.write(_framed(bytes(binary), key)))
     except OSError as exc:
         warn(f"could not store the program binary in the cache {path.parent} "
              f"({exc.strerror or exc}); the next run builds it again.")

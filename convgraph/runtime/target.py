@@ -29,6 +29,7 @@ from convgraph.codegen.source import program_source
 from convgraph.core import DeviceInfo
 from convgraph.runtime.devices import select_device
 from convgraph.runtime.executor import Executor
+from convgraph.runtime.parallel import prebuild, wants_prebuild
 from convgraph.runtime.program import build_program
 
 
@@ -102,7 +103,9 @@ class Built:
     """A plan's program, built for a target: what ``build`` returns.
 
     ``cache_hit``, ``seconds`` and ``key`` describe the build (from the on-disk cache or not,
-    how long it took, the cache key); ``executor()`` runs the plan with it.
+    how long it took, the cache key); ``prebuilt`` what compiling the kernels in parallel
+    did after a cold PoCL build (``runtime/parallel.py``; None when it did not run);
+    ``executor()`` runs the plan with it.
     """
 
     plan: object
@@ -112,6 +115,7 @@ class Built:
     cache_hit: bool
     seconds: float
     key: str
+    prebuilt: dict | None = None  # what parallel.prebuild did after a cold PoCL build
 
     def executor(self):
         """A fresh Executor running this plan's launches with this program (its own buffers)."""
@@ -138,5 +142,9 @@ def build(plan, target: Target, title: str, options=None, source: str | None = N
     source = program_source(plan, title) if source is None else source
     options = list(target.profile.build_options if options is None else options)
     result = build_program(target.context, target.device, target.info, source, options)
+    prebuilt = None
+    if wants_prebuild(target.info, result.cache_hit, result.seconds):
+        # PoCL compiles each kernel at its first launch, one at a time: do it now, in parallel
+        prebuilt = prebuild(plan, target, result.program, source, options)
     return Built(plan, target, source, result.program, result.cache_hit, result.seconds,
-                 result.key)
+                 result.key, prebuilt)
