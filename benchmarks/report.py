@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import conv_rows  # noqa: E402
+from bench import conv_rows, targets  # noqa: E402
 
 NAMES = {"M1": "M1 seed", "M2": "M2 LeNet-5", "M3": "M3 VGG-CIFAR", "M4": "M4 ResNet-8",
          "R18": "ResNet-18 224", "V16": "VGG-16 224"}
@@ -79,9 +79,10 @@ def main() -> None:
     print("compile + first batch: " + "; ".join(
         f"{label} " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in times.items())
         for label, times in records["compile"].items()) + "\n")
-    for row in records.get("targets", []):
+    for row in records.get("targets") or targets(records):  # a run cut short has none
+        detail = row.get("measured") or row.get("below") or row.get("layers") or ""
         print(f"- {'met' if row['met'] else 'NOT met'}: {row['target']}: worst "
-              f"{row.get('worst', '')} {row.get('measured') or row.get('below') or ''}")
+              f"{row.get('worst', '')} {detail}")
 
 
 if __name__ == "__main__":
