@@ -5,6 +5,7 @@ same run.
     pip install -e '.[bench]'           # torch==2.13.0 (a CPU build) and onnxruntime
     python benchmarks/bench.py [--models M1,M2,M3,M4,R18,V16] [--device pocl] [--json FILE]
                                [--rounds N] [--quick] [--tune SECONDS | --no-tune]
+                               [--batches 'train=16;infer=1,16'] [--spin]
 
 Each measurement (a model, training or inference, a batch) runs in rounds; a round starts one
 process per peer, in turn (convgraph, PyTorch, onnxruntime; benchmarks/peers.py), so every peer
@@ -19,7 +20,7 @@ compile times in fresh processes, and the issue-16 targets, met or not.
 M1-M4 (seed, LeNet-5, VGG-CIFAR, ResNet-8): training batch 64 and 128, inference 64 and 256.
 R18 and V16 (ResNet-18 and VGG-16 at 224x224): training batch 16, inference 1, 16 and 64.
 --quick: the first batch of each, two rounds, short timings, no tuning and no cold compile: a
-smoke run (`--quick --models M1` takes about a minute).
+smoke run (`--quick --models M1` takes about a minute). --batches picks the batches instead.
 """
 
 from __future__ import annotations
@@ -53,9 +54,31 @@ PEERS = {"train": ("convgraph", "torch"), "infer": ("convgraph", "torch", "onnxr
 PROFILED = ("M3", "M4", "R18", "V16")  # per-layer tables (training step)
 
 
-def batches(label: str, mode: str, quick: bool) -> tuple[int, ...]:
-    chosen = BATCHES["large" if label in LARGE else "small"][mode]
-    return chosen[:1] if quick else chosen
+def batches(label: str, mode: str, quick: bool, chosen: dict | None = None) -> tuple[int, ...]:
+    """The batches a model is measured at: ``chosen`` (from --batches) where given, else the
+    model's defaults (the first of each with --quick)."""
+    if chosen:
+        return chosen.get(mode, ())
+    default = BATCHES["large" if label in LARGE else "small"][mode]
+    return default[:1] if quick else default
+
+
+def parse_batches(text: str | None) -> dict | None:
+    """--batches "train=16;infer=1,16" -> {"train": (16,), "infer": (1, 16)}; a mode left out
+    is not measured.
+
+    >>> parse_batches("infer=1,16")
+    {'infer': (1, 16)}
+    """
+    if not text:
+        return None
+    chosen = {}
+    for part in text.split(";"):
+        mode, _, numbers = part.partition("=")
+        if mode.strip() not in PEERS or not numbers:
+            raise SystemExit(f"--batches {text!r}: expected e.g. 'train=16;infer=1,16'")
+        chosen[mode.strip()] = tuple(int(n) for n in numbers.split(","))
+    return chosen
 
 
 def spec_path(label: str) -> Path:
@@ -364,6 +387,8 @@ def main() -> None:
     parser.add_argument("--tune", type=float, default=60.0, metavar="SECONDS",
                         help="tune each model on the device first, in this many seconds")
     parser.add_argument("--no-tune", action="store_true", help="measure the untuned defaults")
+    parser.add_argument("--batches", type=parse_batches, metavar="'train=16;infer=1,16'",
+                        help="measure these batches only (every model), instead of the defaults")
     parser.add_argument("--spin", action="store_true",
                         help="the peers' own thread wait policies (default: passive waits)")
     args = parser.parse_args()
@@ -400,7 +425,7 @@ def main() -> None:
         for label in labels:
             onnx = export_onnx(label, folder)
             for mode in ("train", "infer"):
-                for batch in batches(label, mode, args.quick):
+                for batch in batches(label, mode, args.quick, args.batches):
                     record = measure(label, mode, batch, folder, args, onnx)
                     records["measurements"].append(record)
                     print_measurement(record)
