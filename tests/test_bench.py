@@ -138,3 +138,13 @@ def test_quick_benchmark_runs_every_peer_in_its_own_process(tmp_path):
     assert infer["max_rel_diff_vs_torch"]["convgraph"] < 1e-4
     assert infer["max_rel_diff_vs_torch"]["onnxruntime"] < 1e-4
     assert all(size > 0 for size in infer["max_rss_bytes"].values())
+
+
+def test_batches_option_replaces_the_defaults_and_leaves_out_modes_not_named():
+    chosen = bench.parse_batches("infer=1,16")
+    assert bench.batches("V16", "infer", False, chosen) == (1, 16)
+    assert bench.batches("V16", "train", False, chosen) == ()
+    assert bench.batches("V16", "train", True) == (16,)
+    assert bench.batches("M3", "infer", False) == (64, 256)
+    with pytest.raises(SystemExit, match="expected e.g."):
+        bench.parse_batches("inference=1")
