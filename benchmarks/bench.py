@@ -236,8 +236,17 @@ def mib(size: float) -> str:
     return f"{size / 2**20:,.0f} MiB"
 
 
+def rate(value: float) -> str:
+    """Images/s: whole numbers, except the few per second of the 224x224 networks.
+
+    >>> rate(12345.6), rate(0.456)
+    ('12,346', '0.456')
+    """
+    return f"{value:,.0f}" if value >= 10 else f"{value:.3g}"
+
+
 def _figure(value: dict) -> str:
-    return f"{value['median']:,.0f} [{value['min']:,.0f}-{value['max']:,.0f}]"
+    return f"{rate(value['median'])} [{rate(value['min'])}-{rate(value['max'])}]"
 
 
 def _ratio(value: dict) -> str:

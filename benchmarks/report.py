@@ -21,8 +21,13 @@ NAMES = {"M1": "M1 seed", "M2": "M2 LeNet-5", "M3": "M3 VGG-CIFAR", "M4": "M4 Re
          "R18": "ResNet-18 224", "V16": "VGG-16 224"}
 
 
+def rate(value: float) -> str:
+    """Images/s: whole numbers, except the few per second of the 224x224 networks."""
+    return f"{value:,.0f}" if value >= 10 else f"{value:.3g}"
+
+
 def _figure(value: dict) -> str:
-    return f"{value['median']:,.0f} ({value['min']:,.0f}-{value['max']:,.0f})"
+    return f"{rate(value['median'])} ({rate(value['min'])}-{rate(value['max'])})"
 
 
 def _ratio(value: dict) -> str:
