@@ -114,7 +114,8 @@ def relative_difference(output, reference) -> float:
 # On a shared, loaded machine the peers' spinning worker threads (OpenMP's default wait policy
 # in PyTorch, onnxruntime's intra-op spinning) lose their cores to other processes and collapse:
 # PyTorch trained M1 at ~200 img/s spinning and ~5,000 passive at load 9 (2026-12-01). So by
-# default the peers wait passively; --spin keeps their defaults (for a quiet machine).
+# default the peers wait passively; --spin keeps their defaults, which can win at light load
+# (M3 training up to 1.7x at load 2.7): on a quieter machine measure both.
 PASSIVE_WAIT = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
