@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import cpu_model  # noqa: E402
 
 # the published figure for each architecture (Fashion-MNIST benchmark table and the issue)
 TARGETS = {
@@ -52,6 +55,26 @@ def run(model: str, device: str | None, out: Path) -> dict:
             "device": _device_line(done.stdout)}
 
 
+def kernels_used(model: str, device: str | None) -> dict:
+    """{kernel family: kernels} of the model's training plan on the device, and the conv
+    algorithms its tuned sites chose (direct unless Winograd was), to say which kernels the
+    accuracy figures come from."""
+    import convgraph
+    from convgraph.codegen.training import plan_training
+    from convgraph.runtime.target import Target
+
+    graph = convgraph.analyse(ROOT / "specs" / f"{model}.yaml")
+    train = graph.graph["train"]
+    plan = plan_training(graph, Target.open(device).profile, train["optimizer"], train)
+    families: dict = {}
+    for kernel in plan.kernels.values():
+        families[kernel.family] = families.get(kernel.family, 0) + 1
+    algorithms = {str(k.defines["ALGORITHM"]) for k in plan.kernels.values()
+                  if "ALGORITHM" in k.defines} | ({"winograd"} if "winograd" in families else set())
+    algorithms = sorted(algorithms or {"direct"})
+    return {"families": families, "conv_algorithms": algorithms}
+
+
 def _device_line(stdout: str) -> str:
     first = stdout.splitlines()[0] if stdout else ""
     return first.split(" on ", 1)[1].split(":", 1)[0] if " on " in first else "?"
@@ -65,14 +88,18 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "out" / "accuracy"))
     args = parser.parse_args()
     results = []
+    print(f"CPU: {cpu_model()['line']}")
     print(f"{'model':<20} {'epochs':>6} {'test acc':>9} {'target':>7} {'met':>4} "
           f"{'minutes':>8} {'images/s':>9}")
     for model in args.models.split(","):
         result = run(model, args.device, Path(args.out))
+        result["kernels"] = kernels_used(model, args.device)
+        result["cpu"] = cpu_model()["line"]
         results.append(result)
         print(f"{model:<20} {result['epochs']:>6} {result['test_accuracy']:>9.4f} "
               f"{result['target']:>7.3f} {'yes' if result['met'] else 'NO':>4} "
-              f"{result['minutes']:>8.1f} {result['median_images_per_s']:>9,.0f}", flush=True)
+              f"{result['minutes']:>8.1f} {result['median_images_per_s']:>9,.0f}  "
+              f"conv: {', '.join(result['kernels']['conv_algorithms'])}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
