@@ -90,16 +90,23 @@ def test_training_fuses_an_activation_only_where_its_derivative_allows(activatio
         assert [d["GATE"] for d in gates if d["GATE"] != "ACT_NONE"] == [code]
 
 
+def _kink_params() -> list:
+    """Every activation fused and alone at batches 1 and 3; the default tier runs one of
+    fused-b3 and alone-b1 per activation, by turns (so both modes and batches), the slow tier
+    all four."""
+    modes = [(True, 3, "fused-b3"), (False, 1, "alone-b1"), (True, 1, "fused-b1"),
+             (False, 3, "alone-b3")]
+    return [pytest.param(activation, spread, fused, batch, id=f"{name}-{label}",
+                         marks=() if mode == index % 2 else (pytest.mark.slow,))
+            for index, ((activation, spread), name) in enumerate(zip(ACTIVATIONS, IDS))
+            for mode, (fused, batch, label) in enumerate(modes)]
+
+
 @on_devices
-@pytest.mark.parametrize(("fused", "batch"), [
-    pytest.param(True, 3, id="fused-b3"), pytest.param(False, 1, id="alone-b1"),
-    pytest.param(True, 1, id="fused-b1", marks=pytest.mark.slow),
-    pytest.param(False, 3, id="alone-b3", marks=pytest.mark.slow)])
-@pytest.mark.parametrize(("activation", "spread"), ACTIVATIONS, ids=IDS)
+@pytest.mark.parametrize(("activation", "spread", "fused", "batch"), _kink_params())
 def test_gradients_reach_every_kink(cl_device, activation, spread, fused, batch):
     """Forward and one backward pass, fused and not, against the float64 reference on inputs
-    spread past the kinks; batch 1 and an odd batch (the default tier: fused at 3, alone at 1;
-    the slow tier both at both)."""
+    spread past the kinks; batch 1 and an odd batch."""
     spec = network(activation, fused)
     model, params = prepared(spec, cl_device, batch, seed=batch)
     x = (np.random.default_rng(batch).normal(size=(batch, 3, 5, 7)) * spread).astype(

@@ -166,7 +166,7 @@ def test_verify_table_in_narrow_terminals_pipes_and_json():
     assert record["failed"] == 0 and record["passed"] == len(record["checks"])
     layers = [check["layer"] for check in record["checks"]]
     assert "res2/add" in layers
-    for columns in WIDTHS:
+    for columns in WIDTHS[-1:]:  # the narrowest (each run is a whole --verify of ResNet-8)
         text = in_terminal(args, columns)
         assert_fits(text, columns)
         assert_cells_whole(text, layers + ["pass"])

@@ -96,11 +96,18 @@ def _tier(op: str, index: int, case, batch: int, kind: str):
     three cases runs each case both ways at one batch (batch 1 for even-numbered cases, the
     declared batch for odd ones); an op of more runs its even-numbered cases forward and its
     odd-numbered ones backward, the batch alternating by pairs (cases 0, 1: batch 1; 2, 3: the
-    declared batch; ...)."""
+    declared batch; ...); an op of more than twelve (conv, pool, deconv) runs every fourth case
+    forward (0, 4, ...) and every fourth backward (2, 6, ...), those declared at a batch above
+    1 at it and at batch 1 by turns."""
     count = CASES_PER_OP[op]
     if count <= 3:
         wanted_batch_1 = index % 2 == 0
         runs = True
+    elif count > 12:
+        picked = [i for op_, i, c in DEVICE_CASES if op_ == op and c.batch > 1
+                  and i % 4 == (0 if kind == "forward" else 2)]
+        runs = index % 4 == (0 if kind == "forward" else 2)
+        wanted_batch_1 = runs and case.batch > 1 and picked.index(index) % 2 == 1
     else:
         wanted_batch_1 = (index // 2) % 2 == 0
         runs = (index % 2 == 0) == (kind == "forward")
