@@ -31,13 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (benchmarks/machine.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("seed", "lenet5", "fashion_convnet", "fashion_convnet_bn", "vgg_cifar", "resnet8",
@@ -102,17 +104,9 @@ print(json.dumps({
 
 
 def cpu_model() -> str:
-    """Vendor, family, model and name from /proc/cpuinfo (the machine changes between runs)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor()
-    return (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model "
-            f"{fields.get('model', '?')} ({fields.get('model name', '?')}), "
-            f"{len(os.sched_getaffinity(0))} CPUs")
+    """The CPU line benchmarks/machine.py prints with every table (vendor, family, model, name,
+    cores, SIMD flags): the machine changes between runs."""
+    return machine.cpu_model()["line"]
 
 
 def run_child(spec: Path, device: str | None, caches: Path, workers: str,

@@ -25,21 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (benchmarks/machine.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def cpu_model() -> str:
-    """'vendor, family F model M, name' from /proc/cpuinfo (the machine can change)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return "unknown CPU"
-    return (f"{fields.get('vendor_id', '?')}, family {fields.get('cpu family', '?')} model "
-            f"{fields.get('model', '?')}, {fields.get('model name', '?')}, "
-            f"{os.cpu_count()} cores")
+    """The CPU line benchmarks/machine.py prints with every table (vendor, family, model, name,
+    cores, SIMD flags): the machine changes between runs."""
+    return machine.cpu_model()["line"]
 
 
 def child(spec: str, batch: int, device: str | None) -> None:

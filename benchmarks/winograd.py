@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (benchmarks/machine.py)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -67,16 +69,9 @@ RESNET18 = [
 
 
 def cpu_model() -> str:
-    """Vendor, family, model and name from /proc/cpuinfo (the machine changes between runs)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor()
-    return (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model "
-            f"{fields.get('model', '?')} ({fields.get('model name', '?')})")
+    """The CPU line benchmarks/machine.py prints with every table (vendor, family, model, name,
+    cores, SIMD flags): the machine changes between runs."""
+    return machine.cpu_model()["line"]
 
 
 def layer_graph(size: int, channels: int, filters: int):
