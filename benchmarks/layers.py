@@ -35,7 +35,6 @@ from convgraph.codegen.launches import Buffer  # noqa: E402
 from convgraph.codegen.tuning import Tuning  # noqa: E402
 from convgraph.pipeline import analyse  # noqa: E402
 from convgraph.runtime.inspect import _peak  # noqa: E402
-from convgraph.runtime.target import build  # noqa: E402
 from convgraph.runtime.tune import _ProbePlan, _Tuner  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -125,10 +124,7 @@ class LayerTimer:
             spec = plan.kernels[launch.kernel]
             self.kernels[name].append((spec.selector, sorted(spec.defines.items(), key=str)))
         self.batch, self.queue, self.repeats = tuner.batch, tuner.queue, tuner.repeats
-        self.executor = build(probe, tuner.target, f"layers {node}").executor()
-        self.executor.allocate(self.batch)
-        self.executor.enqueue(self.batch, group="probe")
-        self.queue.finish()
+        self.executor = tuner.warm_executor(probe, f"layers {node}")
 
     def run(self) -> dict[str, float]:
         """ms per pass, the median of ``repeats`` runs."""

@@ -42,8 +42,7 @@ from convgraph.ops import winograd  # noqa: E402
 from convgraph.pipeline import analyse  # noqa: E402
 from convgraph.runtime.devices import select_device  # noqa: E402
 from convgraph.runtime.inspect import _peak  # noqa: E402
-from convgraph.runtime.target import build  # noqa: E402
-from convgraph.runtime.tune import _ProbePlan, _Tuner  # noqa: E402
+from convgraph.runtime.tune import _Tuner  # noqa: E402
 
 ALGORITHMS = ("direct", "winograd2", "winograd4")
 PASSES = ("forward", "input grad", "weight grad")
@@ -113,16 +112,9 @@ def session6_runner(tuner: _Tuner, site, knobs: dict):
     image only, and the filters transformed on every pass (also in inference)."""
     winograd.CROSS_IMAGE_ROWS = False
     try:
-        plan = tuner.plan_with(Tuning().with_choice(site.key, knobs), tuner.mode_of[site.key])
+        _, _, executor = tuner.probe(site, knobs)
     finally:
         winograd.CROSS_IMAGE_ROWS = True
-    launches = [launch for group in plan.launch_groups().values() for launch in group
-                if launch.site == site.key]
-    executor = build(_ProbePlan(tuner.graph, plan, launches, tuner.batch), tuner.target,
-                     f"tuning {site.node}").executor()
-    executor.allocate(tuner.batch)
-    executor.enqueue(tuner.batch, group="probe")
-    tuner.queue.finish()
 
     def run() -> float:
         samples = []
@@ -140,14 +132,7 @@ def session6_runner(tuner: _Tuner, site, knobs: dict):
 def kernel_times(tuner: _Tuner, site, knobs: dict, rounds: int) -> dict:
     """Median event time (ms) of each kernel of the site's launches with ``knobs``, by
     selector (the launches of one selector summed), over ``rounds`` passes."""
-    plan = tuner.plan_with(Tuning().with_choice(site.key, knobs), tuner.mode_of[site.key])
-    launches = [launch for group in plan.launch_groups().values() for launch in group
-                if launch.site == site.key]
-    executor = build(_ProbePlan(tuner.graph, plan, launches, tuner.batch), tuner.target,
-                     f"tuning {site.node}").executor()
-    executor.allocate(tuner.batch)
-    executor.enqueue(tuner.batch, group="probe")
-    tuner.queue.finish()
+    plan, launches, executor = tuner.probe(site, knobs)
     ran = [launch for launch in launches if not launch.per_params]  # once per weights
     samples: dict = {}
     for _ in range(rounds):

@@ -134,16 +134,26 @@ class _Tuner:
                     self.flops_of[key] = _site_flops(plan, key)
         return sorted(every.values(), key=lambda s: -self.flops_of[s.key])
 
-    def runner(self, site: Site, knobs: dict):
-        """A function timing the site's launches with ``knobs`` (built and warmed up once)."""
+    def warm_executor(self, probe: _ProbePlan, title: str):
+        """``probe`` built, its buffers allocated and its launches run once (the first launch
+        compiles on some drivers)."""
+        executor = build(probe, self.target, title).executor()
+        executor.allocate(self.batch)
+        executor.enqueue(self.batch, group="probe")
+        self.queue.finish()
+        return executor
+
+    def probe(self, site: Site, knobs: dict):
+        """(plan, the site's launches, a warm executor of them) with ``knobs``."""
         plan = self.plan_with(Tuning().with_choice(site.key, knobs), self.mode_of[site.key])
         launches = [launch for group in plan.launch_groups().values() for launch in group
                     if launch.site == site.key]
         probe = _ProbePlan(self.graph, plan, launches, self.batch)
-        executor = build(probe, self.target, f"tuning {site.node}").executor()
-        executor.allocate(self.batch)
-        executor.enqueue(self.batch, group="probe")  # the first launch compiles on some drivers
-        self.queue.finish()
+        return plan, launches, self.warm_executor(probe, f"tuning {site.node}")
+
+    def runner(self, site: Site, knobs: dict):
+        """A function timing the site's launches with ``knobs`` (built and warmed up once)."""
+        _, _, executor = self.probe(site, knobs)
 
         def run() -> float:
             samples = []
