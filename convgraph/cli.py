@@ -951,47 +951,45 @@ def command_eval(args) -> int:
         result = model.evaluate(test_data)
     names = class_names_of(model, test_data)
     matrix = result.confusion(model.classes)
-    if result.miou is not None:
-        return print_segmentation_eval(graph, test_data, result, matrix, names, args, out)
-    right = int((result.predictions == result.labels).sum())
+    record, line = (segmentation_eval_summary if result.miou is not None
+                    else classification_eval_summary)(graph, test_data, result, matrix, names)
     if args.json:
-        record = {"model": graph.graph["name"], "dataset": test_data.name,
-                  "loss": result.loss, "accuracy": result.accuracy, "correct": right,
-                  "images": len(result.labels), "class_names": names}
         if args.confusion:
             record["confusion"] = matrix.tolist()
         print_json(record)
         return 0
-    out.print(f"{markup_safe(graph.graph['name'])} on {markup_safe(test_data.name)}: "
-              f"test loss {result.loss:.4f}, "
-              f"test accuracy {result.accuracy:.4f} ({right:,} of {len(result.labels):,}).",
-              highlight=False)
+    out.print(line, highlight=False)
     if args.confusion:
         print_listing(confusion_listing(matrix, names), out)
     return 0
 
 
-def print_segmentation_eval(graph, test_data, result, matrix, names, args, out) -> int:
+def classification_eval_summary(graph, test_data, result, matrix, names) -> tuple[dict, str]:
+    """``convgraph eval`` of a classifier: its JSON record and its line (loss, accuracy)."""
+    right = int((result.predictions == result.labels).sum())
+    record = {"model": graph.graph["name"], "dataset": test_data.name,
+              "loss": result.loss, "accuracy": result.accuracy, "correct": right,
+              "images": len(result.labels), "class_names": names}
+    line = (f"{markup_safe(graph.graph['name'])} on {markup_safe(test_data.name)}: "
+            f"test loss {result.loss:.4f}, "
+            f"test accuracy {result.accuracy:.4f} ({right:,} of {len(result.labels):,}).")
+    return record, line
+
+
+def segmentation_eval_summary(graph, test_data, result, matrix, names) -> tuple[dict, str]:
     """``convgraph eval`` of a segmentation network: loss, accuracy over the counted pixels
     (those without the ignore label), mean IoU over the classes present."""
     counted = int(matrix.sum())
     right = int(np.trace(matrix))
-    if args.json:
-        record = {"model": graph.graph["name"], "dataset": test_data.name,
-                  "loss": result.loss, "pixel_accuracy": result.accuracy, "miou": result.miou,
-                  "correct_pixels": right, "counted_pixels": counted,
-                  "images": len(result.labels), "class_names": names}
-        if args.confusion:
-            record["confusion"] = matrix.tolist()
-        print_json(record)
-        return 0
-    out.print(f"{markup_safe(graph.graph['name'])} on {markup_safe(test_data.name)}: "
-              f"test loss {result.loss:.4f}, test pixel accuracy {result.accuracy:.4f} "
-              f"({right:,} of {counted:,} pixels), test mIoU {result.miou:.4f} "
-              f"({plural(len(result.labels), 'image')}).", highlight=False)
-    if args.confusion:
-        print_listing(confusion_listing(matrix, names), out)
-    return 0
+    record = {"model": graph.graph["name"], "dataset": test_data.name,
+              "loss": result.loss, "pixel_accuracy": result.accuracy, "miou": result.miou,
+              "correct_pixels": right, "counted_pixels": counted,
+              "images": len(result.labels), "class_names": names}
+    line = (f"{markup_safe(graph.graph['name'])} on {markup_safe(test_data.name)}: "
+            f"test loss {result.loss:.4f}, test pixel accuracy {result.accuracy:.4f} "
+            f"({right:,} of {counted:,} pixels), test mIoU {result.miou:.4f} "
+            f"({plural(len(result.labels), 'image')}).")
+    return record, line
 
 
 def command_export(args) -> int:
