@@ -129,6 +129,12 @@ class Conv(Op):
         # all-taps weight gradient); a 1x1 stride-2 projection, dx by vectors of channels
         Case("13x9x3", "CONV(32, 3, pad=1)", batch=3),
         Case("11x9x32", "CONV(48, 1, stride=2)", batch=2),
+        # the CPU forward's 2 vectors of filters x 4 channels a step, a partial last tile; dx of
+        # a 1x1 stride-2 conv by 2 vectors of channels (whole and masked tiles); dx of a
+        # stride-1 conv (the forward kernel) by 2 vectors of channels
+        Case("13x5x8", "CONV(32, 3, pad=1)", batch=1),
+        Case("9x9x32", "CONV(32, 1, stride=2)", batch=1),
+        Case("11x7x32", "CONV(16, 3, pad=1)", batch=2),
     )
     aliases = ("convolution", "conv2d")
     summary = "2-D convolution (CONV): filters slide over the input volume with shared weights."
