@@ -32,13 +32,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import convgraph  # noqa: E402
 from convgraph.codegen import source as source_module  # noqa: E402
+from convgraph.codegen.launches import Buffer  # noqa: E402
 from convgraph.codegen.tuning import Tuning  # noqa: E402
 from convgraph.runtime.inspect import _peak  # noqa: E402
 from convgraph.runtime.tune import _ProbePlan, _site_flops, _Tuner  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from layers import LAYERS, layer_graph  # noqa: E402
 from winograd import cpu_model  # noqa: E402
 
@@ -98,8 +100,10 @@ class SiteTimer:
         self.launches = [launch for group in plan.launch_groups().values() for launch in group
                          if launch.site == site.key]
         self.flops = _site_flops(plan, site.key) * tuner.batch
-        self.moved = sum(launch.moved for launch in self.launches) * tuner.batch  # bytes
         probe = _ProbePlan(tuner.graph, plan, self.launches, tuner.batch)
+        sizes = probe.buffer_sizes(tuner.batch)  # bytes of the buffers the site touches
+        self.moved = sum(sizes.get(plan.buffer_name(arg), 0) for launch in self.launches
+                         for arg in launch.args if isinstance(arg, Buffer))
         self.executor = tuner.warm_executor(probe, f"conv_tiles {site.node}")
         self.tuner = tuner
         ACTIVE[0] = ""
@@ -198,7 +202,7 @@ def main(argv=None) -> int:
         ms = statistics.median(times)
         rate = timers[label].flops / ms / 1e6
         knobs = ",".join(f"{k}={v}" for k, v in timers[label].knobs.items())
-        moved = timers[label].moved / ms / 1e6  # GB/s of the tensors the site reads and writes
+        moved = timers[label].moved / ms / 1e6  # GB/s of the buffers the site touches
         print(f"  {label:12s} {ms:7.3f} ms ({min(times):.3f}-{max(times):.3f}) "
               f"{rate:5.0f} GFLOP/s {100 * rate / peak:3.0f}%, {moved:5.1f} GB/s  {knobs}")
     return 0

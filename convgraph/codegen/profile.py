@@ -86,7 +86,8 @@ CPU_WINOGRAD_WEIGHTS = ((128, 8, 8, "winograd4"),)
 # direct conv forward: 8 pixels x 2 vectors of filters x 4 channels a step (16 accumulators, 8
 # weight vectors, one broadcast: 25 of the 32 zmm registers), each input broadcast straight
 # from memory (kernels/conv.cl). benchmarks/conv_tiles.py, batch 64, alternating, against
-# 8 x 1 x 8: VGG-CIFAR conv2 1.2-1.5x, conv3 1.2x, ResNet-8 res2/conv2 1.6x (README "Weak spots")
+# 8 x 1 x 8 with the same kernel: VGG-CIFAR conv2 1.2x, conv3 1.2x, ResNet-8 res2/conv2 1.6x;
+# 4 channels a step also where one vector of filters is all there is (README "Weak spots")
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_filter_vectors=2, conv_channel_step=4,
                     conv_local=None, pixel_local=None, batch_free_local=True,

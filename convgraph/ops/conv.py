@@ -608,18 +608,22 @@ def _strided_input_grad_space(ctx, phase_pixels: int, width: int) -> list[dict]:
     tile = widest_dividing(x.volume.depth // ctx.derived["groups"], 4)
     space = []
     if ctx.derived["groups"] == 1:
-        # default: 4 pixels x 2 vectors of channels x 4 gradients a step where the channels
-        # allow (each gradient broadcast from memory serves 2 fmas; benchmarks/conv_tiles.py,
-        # ResNet-8 res3/conv1 at batch 64: 1.3x over 8 x 1 x 8)
-        for pixels in dict.fromkeys((ctx.profile.grad_tile_pixels, 8, 2, 16)):
-            for vectors in (2, 1, 4):
+        for pixels in (ctx.profile.grad_tile_pixels * 2, 4, 2, 16):
+            for vectors in (1, 2, 4):
                 if x.stride_c % (width * vectors) or pixels * vectors * width > 256:
                     continue
-                for step in (4, 8, 2, 1):
+                for step in (8, 4, 2, 1):
                     if count % step == 0:
                         space.append({"BODY": "channels", "TILE_PIXELS":
                                       choose_tile(phase_pixels, pixels), "FILTER_VECTORS": vectors,
                                       "CHANNEL_STEP": step, "CHANNEL_TILE": 1})
+        # first where the channels allow: 4 pixels x 2 vectors of channels x 4 gradients a step
+        # (each gradient broadcast from memory serves 2 fmas; benchmarks/conv_tiles.py, batch
+        # 64, alternating: ResNet-8 res3/conv1 1.3x, res3/proj 1.3x over 8 x 1 x 8, which
+        # stays first where one vector is all the channels: res2/proj 0.73x with 4 x 1 x 4)
+        paired = [k for k in space if (k["FILTER_VECTORS"], k["CHANNEL_STEP"]) == (2, 4)
+                  and k["TILE_PIXELS"] == choose_tile(phase_pixels, ctx.profile.grad_tile_pixels)]
+        space = paired[:1] + [k for k in space if k not in paired[:1]]
     filters = [{"BODY": "filters", "TILE_PIXELS": choose_tile(phase_pixels, pixels),
                 "FILTER_VECTORS": 1, "CHANNEL_STEP": 1, "CHANNEL_TILE": channels}
                for pixels in (ctx.profile.grad_tile_pixels, 2, 4, 8)
