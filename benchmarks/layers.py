@@ -8,14 +8,14 @@ small fc for the loss. Its training plan is built twice: "before" with each of t
 tuning sites set to the setting the CPU profile chose before the weak-spot work (README, "Weak
 spots"; both run today's kernel text: benchmarks/conv_tiles.py sets an earlier revision's
 conv.cl beside it), "after" with today's defaults; every launch of the layer (forward, weight
-gradient with its split sums and bias, input gradient with any weight transpose) runs on zero-
-filled buffers of the planned sizes, timed by OpenCL events. The two alternate within each round
-in ABBA order (neither always runs first); the table gives the median over rounds and the spread
-(min-max), since other work shares the machine, and rows marked "same kernels" time identical
-kernels twice: they show the noise. Compute-bound passes report GFLOP/s and % of the device's
-fp32 FMA peak (kernels/peak.cl, measured in the same run); pooling and batchnorm report GB/s
-(bytes of the buffers the pass touches / time) and % of the copy bandwidth measured beside it
-(above 100%: the pass's buffers stay in cache, the copy's 64 MiB do not). The CPU model is
+gradient with its split sums and bias, input gradient with any weight transpose) runs on
+zero-filled buffers of the planned sizes, timed by OpenCL events. The two alternate within each
+round in ABBA order (neither always runs first); the table gives the median over rounds and the
+spread (min-max), since other work shares the machine, and rows marked "same kernels" time
+identical kernels twice: they show the noise. Compute-bound passes report GFLOP/s and % of the
+device's fp32 FMA peak (kernels/peak.cl, measured in the same run); pooling and batchnorm report
+GB/s (bytes of the buffers the pass touches / time) and % of the copy bandwidth measured beside
+it (above 100%: the pass's buffers stay in cache, the copy's 64 MiB do not). The CPU model is
 printed with the table.
 """
 

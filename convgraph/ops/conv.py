@@ -450,7 +450,7 @@ def _conv_defines(ctx):
 def _forward_space(profile, width: int, channels: int, filters: int, out_width: int
                    ) -> list[dict]:
     """Every setting of a direct forward site, the profile's default first: pixels per
-    work-item, vectors of filters per work-item, channels per load, vector width, and on a GPU
+    work-item, vectors of filters per work-item, channels per step, vector width, and on a GPU
     the work-group shape. ``channels``/``filters``: per group, as stored."""
     # channels per step: the profile's, or the widest below it that divides the channels (8
     # won on VGG-CIFAR when the kernel loaded them as one vector; broadcast one by one from
