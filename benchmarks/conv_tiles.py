@@ -5,7 +5,8 @@
         [--batch 64] [--rounds 7] [--repeats 5] [--objdump]
 
 A variant is LABEL=SOURCE:KNOBS. SOURCE is a git revision whose kernels/conv.cl is used (empty:
-the working tree's) and KNOBS overrides the site's default setting (KEY=VALUE, comma-separated).
+the working tree's) and KNOBS overrides the site's default setting (KEY=VALUE, comma-separated;
+a work-group shape as LOCAL=1x4x8).
 The site is that of the layer's pass ("forward" or "input grad") in the training plan of a
 small network holding the layer (benchmarks/layers.py builds the same); every launch of the
 site (an input gradient's weight transpose included) runs on zero-filled buffers of the
@@ -70,6 +71,8 @@ def parse_variant(text: str) -> tuple[str, str, dict]:
     parsed = {}
     for item in filter(None, knobs.split(",")):
         key, _, value = item.partition("=")
+        if key == "LOCAL":  # a work-group shape, written 1x4x8 (commas part the knobs)
+            value = value.replace("x", ",")
         parsed[key] = int(value) if value.lstrip("-").isdigit() else value
     if revision and revision not in CONV_TEXT:
         CONV_TEXT[revision] = subprocess.run(
