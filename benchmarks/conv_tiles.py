@@ -7,12 +7,13 @@
 A variant is LABEL=SOURCE:KNOBS. SOURCE is a git revision whose kernels/conv.cl is used (empty:
 the working tree's) and KNOBS overrides the site's default setting (KEY=VALUE, comma-separated;
 a work-group shape as LOCAL=1x4x8).
-The site is that of the layer's pass ("forward" or "input grad") in the training plan of a
-small network holding the layer (benchmarks/layers.py builds the same); every launch of the
-site (an input gradient's weight transpose included) runs on zero-filled buffers of the
-planned sizes, timed by OpenCL events. The variants alternate within each round (ABBA), and
-the table gives the median over rounds with the spread (min-max), GFLOP/s and % of the fp32
-FMA peak (kernels/peak.cl, measured in the same run), the CPU model and the load.
+The site is that of the layer's pass ("forward" or "input grad") in the training plan of a small
+network holding the layer (benchmarks/layers.py builds the same); the site's launches in the
+training step (not an input gradient's weight transpose, which is no part of the site) run on
+zero-filled buffers of the planned sizes, timed by OpenCL events. The variants alternate within
+each round (ABBA), and the table gives the median over rounds with the spread (min-max), GFLOP/s
+and % of the fp32 FMA peak (kernels/peak.cl, measured in the same run), the CPU model and the
+load.
 ``--objdump`` instead builds each variant in a fresh process with PoCL's temporary files kept
 and counts, in the code PoCL generated for the site's conv kernel, the vector fmas, the
 shuffles that compete with them for port 5 (vpermps, vbroadcastss from a register, vextract,
@@ -39,7 +40,7 @@ from convgraph.codegen import source as source_module  # noqa: E402
 from convgraph.codegen.launches import Buffer  # noqa: E402
 from convgraph.codegen.tuning import Tuning  # noqa: E402
 from convgraph.runtime.inspect import _peak  # noqa: E402
-from convgraph.runtime.tune import _ProbePlan, _site_flops, _Tuner  # noqa: E402
+from convgraph.runtime.tune import _ProbePlan, _Tuner  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from layers import LAYERS, layer_graph  # noqa: E402
@@ -100,9 +101,10 @@ class SiteTimer:
         ACTIVE[0] = revision
         self.knobs = {**site.default, **knobs}
         plan = tuner.plan_with(Tuning().with_choice(site.key, self.knobs), tuner.mode_of[site.key])
-        self.launches = [launch for group in plan.launch_groups().values() for launch in group
+        # the training step's launches of the site (the evaluation group repeats the forward)
+        self.launches = [launch for launch in plan.launch_groups()["train"]
                          if launch.site == site.key]
-        self.flops = _site_flops(plan, site.key) * tuner.batch
+        self.flops = sum(launch.flops for launch in self.launches) * tuner.batch
         probe = _ProbePlan(tuner.graph, plan, self.launches, tuner.batch)
         sizes = probe.buffer_sizes(tuner.batch)  # bytes of the buffers the site touches
         self.moved = sum(sizes.get(plan.buffer_name(arg), 0) for launch in self.launches
