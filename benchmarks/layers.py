@@ -5,17 +5,18 @@
 Each layer of the table is a small network holding that layer (after a 1x1 conv, so that its
 input has a gradient, except for first layers, whose input has none in a real network) and a
 small fc for the loss. Its training plan is built twice: "before" with each of the layer's
-tuning sites set to the setting the CPU profile chose before the weak-spot work (README,
-"Weak spots"), "after" with today's defaults; every launch of the layer (forward, weight
+tuning sites set to the setting the CPU profile chose before the weak-spot work (README, "Weak
+spots"; both run today's kernel text: benchmarks/conv_tiles.py sets an earlier revision's
+conv.cl beside it), "after" with today's defaults; every launch of the layer (forward, weight
 gradient with its split sums and bias, input gradient with any weight transpose) runs on
-zero-filled buffers of the planned sizes, timed by OpenCL events. The two alternate within
-each round in ABBA order (neither always runs first); the table gives the median over rounds
-and the spread (min-max), since other work shares the machine, and rows marked "same kernels"
-time identical kernels twice: they show the noise. Compute-bound passes report GFLOP/s and %
-of the device's fp32 FMA peak (kernels/peak.cl, measured in the same run); pooling and
-batchnorm report GB/s (bytes of the buffers the pass touches / time) and % of the copy
-bandwidth measured beside it (above 100%: the pass's buffers stay in cache, the copy's 64 MiB
-do not). The CPU model is printed with the table.
+zero-filled buffers of the planned sizes, timed by OpenCL events. The two alternate within each
+round in ABBA order (neither always runs first); the table gives the median over rounds and the
+spread (min-max), since other work shares the machine, and rows marked "same kernels" time
+identical kernels twice: they show the noise. Compute-bound passes report GFLOP/s and % of the
+device's fp32 FMA peak (kernels/peak.cl, measured in the same run); pooling and batchnorm report
+GB/s (bytes of the buffers the pass touches / time) and % of the copy bandwidth measured beside
+it (above 100%: the pass's buffers stay in cache, the copy's 64 MiB do not). The CPU model is
+printed with the table.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def before(site) -> dict:
     few_channels = site.selector == "CONV_FORWARD" and default["CHANNEL_STEP"] == 1
     if few_channels or site.selector == "CONV_BACKWARD_WEIGHTS_TAPS":
         return {**default, "FILTER_VECTORS": 1}
+    if site.selector == "CONV_FORWARD":  # 1 vector of filters, 8 channels a step where they fit
+        step = max(k["CHANNEL_STEP"] for k in site.space if k["CHANNEL_STEP"] <= 8)
+        old = {**default, "FILTER_VECTORS": 1, "CHANNEL_STEP": step}
+        return old if old in site.space else default
     if site.selector == "DENSE_BACKWARD_WEIGHTS":
         return {**default, "UNIT_VECTORS": 1}
     if site.selector == "DENSE_BACKWARD_DATA":

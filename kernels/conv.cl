@@ -10,7 +10,11 @@
  * An implicit GEMM with register tiles: work-item (kt, pt, n * OUT_H + oh) computes TILE_PIXELS
  * consecutive output pixels of row oh times FILTER_VECTORS vectors of VECTOR_WIDTH output
  * channels starting at kt * VECTOR_WIDTH * FILTER_VECTORS, reducing over (r, s, c) in registers,
- * CHANNEL_STEP input channels per load. No local memory and no barriers: on a CPU (PoCL) wide
+ * CHANNEL_STEP input channels per step. Each input value is broadcast straight from memory
+ * ((realV)(x[i]): a load-port broadcast, or an fma's {1to16} operand) and serves FILTER_VECTORS
+ * fmas: a vector load of CHANNEL_STEP inputs broadcast lane by lane became one register shuffle
+ * per input (vpermps, vbroadcastss from a register) on the port that also runs the second
+ * 512-bit fma of an Intel core, plus spills. No local memory and no barriers: on a CPU (PoCL) wide
  * vectors and register tiles win; a GPU gets its own tile sizes. The tile sizes are chosen per
  * layer and device by `convgraph tune` (codegen/tuning.py), else from the device profile.
  * Reads never leave the halo, so the inner loop has no bounds checks; the last pixel tile of a row
@@ -165,13 +169,14 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
                         wv[j][f] = LOADV(0, wrs + (c + j) * K_PER_GROUP + f * VECTOR_WIDTH);
 #pragma unroll
                 for (int p = 0; p < TILE_PIXELS; ++p) {
-                    float xs[CHANNEL_STEP];
-                    VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, x + window[p] + tap + c), 0, xs);
+                    __global const float *xp = x + window[p] + tap + c;
 #pragma unroll
-                    for (int j = 0; j < CHANNEL_STEP; ++j)
+                    for (int j = 0; j < CHANNEL_STEP; ++j) {
+                        const realV xb = (realV)(xp[j]); /* a broadcast load (see the top) */
 #pragma unroll
                         for (int f = 0; f < FILTER_VECTORS; ++f)
-                            acc[p][f] = fma((realV)(xs[j]), wv[j][f], acc[p][f]);
+                            acc[p][f] = fma(xb, wv[j][f], acc[p][f]);
+                    }
                 }
             }
         }
@@ -302,7 +307,8 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global const floa
  * VECTOR_WIDTH input channels from c0 = ct * VECTOR_WIDTH * FILTER_VECTORS. Each dy value is
  * broadcast against a vector of channels of wt (GROUPS = 1, KERNEL_H, KERNEL_W, FILTERS,
  * TRANSPOSED_ALLOC), the weights as CONV_TRANSPOSE_WEIGHTS lays them out (flipped in space), so
- * there is no horizontal sum at the end and CHANNEL_STEP gradients come in one load. The
+ * there is no horizontal sum at the end; each gradient is broadcast from memory, as in the
+ * forward kernel (a tile at a row's edge masks its gradients, a slower body of its own). The
  * filter-vector body above spent 4-8 loads per 16 fmas and reduced every accumulator across
  * its lanes (a 1x1 stride-2 projection ran at 2% of the FMA peak). Padding channels of dx get
  * the zero rows of wt. */
@@ -310,6 +316,23 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global const floa
 #define PHASE_PIXELS ((IN_W + STRIDE_W - 1) / STRIDE_W)
 #define PHASE_TILES ((PHASE_PIXELS + TILE_PIXELS - 1) / TILE_PIXELS)
 #define PIXEL(p) (first + (p) * STRIDE_W)
+/* one tap: acc[p][f] += dy(pixel p's gradient, k + j) wt(k + j, vector f) for every k, the
+ * gradient GRADIENT (gp[j], the value at dy + at[p] + k + j, or it masked) broadcast */
+#define GRADIENT_TAP(GRADIENT)                                                                 \
+    for (int k = 0; k < FILTERS; k += CHANNEL_STEP) {                                          \
+        realV wv[CHANNEL_STEP][FILTER_VECTORS];                                                \
+        _Pragma("unroll") for (int j = 0; j < CHANNEL_STEP; ++j)                               \
+        _Pragma("unroll") for (int f = 0; f < FILTER_VECTORS; ++f)                             \
+            wv[j][f] = LOADV(0, wrs + (k + j) * TRANSPOSED_ALLOC + f * VECTOR_WIDTH);          \
+        _Pragma("unroll") for (int p = 0; p < TILE_PIXELS; ++p) {                              \
+            __global const float *gp = dy + at[p] + k;                                         \
+            _Pragma("unroll") for (int j = 0; j < CHANNEL_STEP; ++j) {                         \
+                const realV gb = (realV)(GRADIENT);                                            \
+                _Pragma("unroll") for (int f = 0; f < FILTER_VECTORS; ++f)                     \
+                    acc[p][f] = fma(gb, wv[j][f], acc[p][f]);                                  \
+            }                                                                                  \
+        }                                                                                      \
+    }
 __kernel void KERNEL_NAME(__global const float *restrict dy, __global const float *restrict wt,
                           __global float *restrict dx)
 {
@@ -338,32 +361,24 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global const floa
             if ((shift % STRIDE_W + STRIDE_W) % STRIDE_W != 0) continue; /* misses this phase */
             int at[TILE_PIXELS];
             float keep[TILE_PIXELS];
+            int whole = 1; /* every pixel of the tile reaches dy through this tap */
 #pragma unroll
             for (int p = 0; p < TILE_PIXELS; ++p) {
                 const int ow_scaled = PIXEL(p) + PAD_LEFT - s * DILATION_W; /* STRIDE_W divides */
                 const int ok = ow_scaled >= 0 && ow_scaled / STRIDE_W < OUT_W && PIXEL(p) < IN_W;
                 at[p] = ok ? AT(Y, n, oh, ow_scaled / STRIDE_W, 0) : AT(Y, n, oh, 0, 0);
                 keep[p] = ok ? 1.0f : 0.0f;
+                whole &= ok;
             }
             const int flipped = (KERNEL_H - 1 - r) * KERNEL_W + (KERNEL_W - 1 - s);
             __global const float *wrs = wt + flipped * FILTERS * TRANSPOSED_ALLOC + c0;
-            for (int k = 0; k < FILTERS; k += CHANNEL_STEP) {
-                realV wv[CHANNEL_STEP][FILTER_VECTORS];
-#pragma unroll
-                for (int j = 0; j < CHANNEL_STEP; ++j)
-#pragma unroll
-                    for (int f = 0; f < FILTER_VECTORS; ++f)
-                        wv[j][f] = LOADV(0, wrs + (k + j) * TRANSPOSED_ALLOC + f * VECTOR_WIDTH);
-#pragma unroll
-                for (int p = 0; p < TILE_PIXELS; ++p) {
-                    float gs[CHANNEL_STEP];
-                    VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, dy + at[p] + k) * keep[p], 0, gs);
-#pragma unroll
-                    for (int j = 0; j < CHANNEL_STEP; ++j)
-#pragma unroll
-                        for (int f = 0; f < FILTER_VECTORS; ++f)
-                            acc[p][f] = fma((realV)(gs[j]), wv[j][f], acc[p][f]);
-                }
+            /* the masked body multiplies each gradient by keep, and a broadcast of that
+             * product is a register shuffle (port 5, the fmas' second port): only the tiles at
+             * a row's edges take it */
+            if (whole) {
+                GRADIENT_TAP(gp[j])
+            } else {
+                GRADIENT_TAP(gp[j] * keep[p])
             }
         }
     }
@@ -382,6 +397,7 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global const floa
     }
 }
 #undef PIXEL
+#undef GRADIENT_TAP
 #endif
 
 #if defined(CONV_BACKWARD_WEIGHTS)

@@ -23,6 +23,10 @@ class DeviceProfile:
     conv_local: tuple[int, int, int] | None  # work-group shape of conv launches (None: driver's)
     pixel_local: tuple[int, int, int] | None  # of the pixel-wise kernels
     build_options: tuple[str, ...] = ("-cl-mad-enable",)
+    # direct conv forward (and stride-1 input gradient): vectors of filters per work-item where
+    # the filters allow it, and input channels per step of the inner loop (at most)
+    conv_filter_vectors: int = 1
+    conv_channel_step: int = 4
     images_per_split: int = 2  # batch split of gradient sums (each split: partial sums)
     # weight gradients: images per split as many as fit this many bytes (inputs + gradients;
     # None: images_per_split), and vectors of filters per work-item
@@ -79,7 +83,13 @@ CPU_WINOGRAD = ((64, 8, 16, "winograd4"), (64, 1, 7, "winograd2"))
 # VGG-CIFAR conv5 (8x8, 64 -> 128), which a rule reaching 64 channels would take, lost in both
 # (0.89x, 0.94x); 16x16 64 -> 64 won once and lost once; below 64 channels direct won
 CPU_WINOGRAD_WEIGHTS = ((128, 8, 8, "winograd4"),)
+# direct conv forward: 8 pixels x 2 vectors of filters x 4 channels a step (16 accumulators, 8
+# weight vectors, one broadcast: 25 of the 32 zmm registers), each input broadcast straight
+# from memory (kernels/conv.cl). benchmarks/conv_tiles.py, batch 64, alternating, against
+# 8 x 1 x 8 with the same kernel: VGG-CIFAR conv2 1.2x, conv3 1.2x, ResNet-8 res2/conv2 1.6x;
+# 4 channels a step also where one vector of filters is all there is (README "Weak spots")
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
+                    conv_filter_vectors=2, conv_channel_step=4,
                     conv_local=None, pixel_local=None, batch_free_local=True,
                     split_cache_bytes=1024 * 1024, grad_filter_vectors=2,
                     dense_channel_step=8, dense_grad_unit_vectors=4, dense_grad_rows=8,

@@ -129,6 +129,12 @@ class Conv(Op):
         # all-taps weight gradient); a 1x1 stride-2 projection, dx by vectors of channels
         Case("13x9x3", "CONV(32, 3, pad=1)", batch=3),
         Case("11x9x32", "CONV(48, 1, stride=2)", batch=2),
+        # the CPU forward's 2 vectors of filters x 4 channels a step, a partial last tile; dx of
+        # a 1x1 stride-2 conv by 2 vectors of channels (whole and masked tiles); dx of a
+        # stride-1 conv (the forward kernel) by 2 vectors of channels
+        Case("13x5x8", "CONV(32, 3, pad=1)", batch=1),
+        Case("9x9x32", "CONV(32, 1, stride=2)", batch=1),
+        Case("11x7x32", "CONV(16, 3, pad=1)", batch=2),
     )
     aliases = ("convolution", "conv2d")
     summary = "2-D convolution (CONV): filters slide over the input volume with shared weights."
@@ -444,12 +450,13 @@ def _conv_defines(ctx):
 def _forward_space(profile, width: int, channels: int, filters: int, out_width: int
                    ) -> list[dict]:
     """Every setting of a direct forward site, the profile's default first: pixels per
-    work-item, vectors of filters per work-item, channels per load, vector width, and on a GPU
+    work-item, vectors of filters per work-item, channels per step, vector width, and on a GPU
     the work-group shape. ``channels``/``filters``: per group, as stored."""
-    # channels per load: 8 won on every 32-128 channel layer of VGG-CIFAR on PoCL (1.2-1.5x
-    # over 4, `convgraph tune`); the GPU profile's 4-wide vectors keep 4
-    default_step = max(step for step in (profile.max_vector // 2, 4, 2, 1)
-                       if channels % step == 0 and step <= 8)
+    # channels per step: the profile's, or the widest below it that divides the channels (8
+    # won on VGG-CIFAR when the kernel loaded them as one vector; broadcast one by one from
+    # memory, 4 leaves registers for 2 vectors of filters)
+    default_step = max(step for step in (profile.conv_channel_step, 4, 2, 1)
+                       if channels % step == 0 and step <= profile.conv_channel_step)
     gpu = profile.conv_local is not None
     locals_ = [_local_text(profile.conv_local)]
     if gpu:  # (on PoCL the work-group shape made no measurable difference: not searched)
@@ -460,15 +467,17 @@ def _forward_space(profile, width: int, channels: int, filters: int, out_width: 
             continue
         for pixels in (profile.conv_tile_pixels, 4, 8, 16, 2, 1):
             tile = choose_tile(out_width, pixels)
-            # a first layer's 1-3 channels give each work-item few fmas per loaded value: on a
-            # CPU 2 vectors of filters by default (VGG-CIFAR conv1, batch 64: 2.33 -> 1.50 ms;
-            # a GPU, not measured, keeps its many work-items)
-            for vectors in ((2, 1, 4) if channels < 4 and not gpu else (1, 2, 4)):
+            # each input broadcast serves FILTER_VECTORS fmas: on a CPU 2 by default where the
+            # filters allow (a first layer's 1-3 channels: VGG-CIFAR conv1, batch 64, 2.33 ->
+            # 1.50 ms; wider layers: the profile's note); a GPU, not measured, keeps its many
+            # work-items
+            first = 2 if channels < 4 and not gpu else profile.conv_filter_vectors
+            for vectors in dict.fromkeys((first, 1, 2, 4)):
                 # accumulators in vector registers: 32 on AVX-512, and a GPU's private memory
                 if filters % (vector * vectors) or tile * vectors * vector > 256:
                     continue
-                for step in (default_step, 16, 8, 4, 2):
-                    if channels % step or step > max(default_step * 2, 8):
+                for step in dict.fromkeys((default_step, 8, 4, 2)):
+                    if channels % step:
                         continue
                     for local in locals_:
                         space.append({"TILE_PIXELS": tile, "FILTER_VECTORS": vectors,
@@ -608,6 +617,13 @@ def _strided_input_grad_space(ctx, phase_pixels: int, width: int) -> list[dict]:
                         space.append({"BODY": "channels", "TILE_PIXELS":
                                       choose_tile(phase_pixels, pixels), "FILTER_VECTORS": vectors,
                                       "CHANNEL_STEP": step, "CHANNEL_TILE": 1})
+        # first where the channels allow: 4 pixels x 2 vectors of channels x 4 gradients a step
+        # (each gradient broadcast from memory serves 2 fmas; benchmarks/conv_tiles.py, batch
+        # 64, alternating: ResNet-8 res3/conv1 1.3x, res3/proj 1.3x over 8 x 1 x 8, which
+        # stays first where one vector is all the channels: res2/proj 0.73x with 4 x 1 x 4)
+        paired = [k for k in space if (k["FILTER_VECTORS"], k["CHANNEL_STEP"]) == (2, 4)
+                  and k["TILE_PIXELS"] == choose_tile(phase_pixels, ctx.profile.grad_tile_pixels)]
+        space = paired[:1] + [k for k in space if k not in paired[:1]]
     filters = [{"BODY": "filters", "TILE_PIXELS": choose_tile(phase_pixels, pixels),
                 "FILTER_VECTORS": 1, "CHANNEL_STEP": 1, "CHANNEL_TILE": channels}
                for pixels in (ctx.profile.grad_tile_pixels, 2, 4, 8)
