@@ -61,8 +61,7 @@ def forced(graph, algorithm: str, base=None):
     entries = {}
     for key, site in sites.items():
         if "ALGORITHM" in site.default:
-            knobs = {**site.default, "ALGORITHM": algorithm}
-            assert knobs in site.space
+            knobs = winograd.first_of(site.space, algorithm)  # the algorithm's default tile
             entries[key] = {"knobs": knobs}
     assert entries, "no Winograd site"
     return replace(base, tuning=Tuning(entries, "tuned on this device"))
