@@ -376,11 +376,12 @@ def test_weights_trained_by_fit_reach_a_cached_winograd_inference(monkeypatch):
 
 
 def test_weight_gradient_sites_default_as_the_profile_says():
-    """F(4x4) by default where the CPU profile's weight rules say (8x8, 128 channels on both
-    sides), direct elsewhere and with no rules; either way every algorithm is in the space."""
+    """F(4x4) by default where the CPU profile's weight rules say (8x8 or 16x16, 32 channels on
+    both sides), direct elsewhere (here 16 input channels) and with no rules; either way every
+    algorithm is in the space."""
     from convgraph.codegen import profile as profiles
 
-    graph = analyse({"input": "8x8x64", "pattern": "[INPUT-CONV(128, 3, pad=1)"
+    graph = analyse({"input": "8x8x16", "pattern": "[INPUT-CONV(128, 3, pad=1)"
                      "-CONV(128, 3, pad=1)-FC(2)]"})
 
     def defaults(profile) -> dict:
