@@ -187,8 +187,9 @@
 #endif
 /* VECTOR_ITEMS(a), OUT_ITEMS(a): the IN_TILE or OUT_TILE items of a 1-D array, as a
  * transform's arguments;
- * UNROLL_PASSES: whether a tile transform's passes are unrolled (F(2x2)) or loops (F(4x4): its
- * 6x6 tile of vectors unrolled took PoCL 3x as long to compile, for 0-13% of the speed) */
+ * UNROLL_PASSES: whether the input and output-gradient transforms' passes are unrolled (F(2x2))
+ * or loops (F(4x4): its 6x6 tile of vectors unrolled took PoCL 3x as long to build, for 0-13%
+ * of the speed) */
 #if OUT_TILE == 2
 #define VECTOR_ITEMS(a) a[0], a[1], a[2], a[3]
 #define OUT_ITEMS(a) a[0], a[1]
@@ -391,9 +392,10 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
     const int th = row % TILES_H;
     const int k = kv * VECTOR_WIDTH;
     __global const float *tile = m + ((n * POSITIONS) * TILES + th * TILES_W + tw) * K_ALLOC + k;
-    /* down each column of the products, then along each row of that, storing */
+    /* down each column of the products, then along each row of that, storing; unrolled for
+     * F(4x4) too (as loops it ran 1.5x slower: OUT_TILE^2 results need no large tile) */
     realV part[OUT_TILE][IN_TILE];
-    UNROLL_PASSES
+#pragma unroll
     for (int j = 0; j < IN_TILE; ++j) {
         realV s[IN_TILE], o[OUT_TILE];
 #pragma unroll
@@ -407,7 +409,7 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
 #else
     const realV bias = (realV)(0.0f);
 #endif
-    UNROLL_PASSES
+#pragma unroll
     for (int i = 0; i < OUT_TILE; ++i) {
         realV out[OUT_TILE];
         APPLY(OUTPUT_1D, ROW(part, i), OUT_ITEMS(out));
