@@ -1,7 +1,8 @@
 """Winograd against direct convolution, per 3x3 stride-1 layer, on this machine's device.
 
     .venv/bin/python benchmarks/winograd.py [--batch 64] [--rounds 5] [--resnet18] [--json OUT]
-        [--passes forward,input grad,weight grad] [--before] [--breakdown | --errors]
+        [--passes forward,input grad,weight grad] [--only conv6,res3] [--before]
+        [--breakdown | --errors]
 
 For each 3x3 stride-1 layer shape of VGG-CIFAR and ResNet-8 (and, with --resnet18, ResNet-18
 at 224x224) this times the conv's forward site, its input-gradient site (the stride-1 input
@@ -156,24 +157,46 @@ def gemm_gflop(size: int, channels: int, filters: int, batch: int, algorithm: st
     return 2 * (out_tile + 2) ** 2 * tiles * channels * filters * batch / 1e9
 
 
-def breakdown(layers, args, peak: float) -> list[str]:
+def transform_bytes(size: int, channels: int, filters: int, batch: int, algorithm: str
+                    ) -> dict:
+    """The bytes each transform kernel must move at least (its input read once, its output
+    written once), by selector: against the copy bandwidth they tell how far each is from
+    memory-bound."""
+    out_tile = winograd.OUT_TILE[algorithm]
+    tiled = (out_tile + 2) ** 2 * (-(-size // out_tile)) ** 2 * batch * 4  # bytes a channel
+    pixels = size * size * batch * 4
+    return {"WINOGRAD_INPUT": (pixels + tiled) * channels,
+            "WINOGRAD_OUTPUT": (tiled + pixels) * filters,
+            "WINOGRAD_OUTPUT_GRAD": (pixels + tiled) * filters}
+
+
+def breakdown(layers, args, peak: float, bandwidth: float) -> list[str]:
     """Per layer and pass, each Winograd algorithm's kernels: the transforms' share of the
-    time, and the GEMM's own GFLOP/s and % of the FMA peak (the limit of a faster Winograd)."""
+    time, the GEMM's own GFLOP/s and % of the FMA peak (the limit of a faster Winograd), and
+    each tile transform's ms and GB/s (% of the copy bandwidth)."""
     lines = ["| layer | shape | pass | algorithm | transforms ms | GEMM ms | GEMM GFLOP/s (% of "
-             "peak) | transforms' share |", "|---|---|---|---|---|---|---|---|"]
+             "peak) | transforms' share | tile transforms: ms, GB/s (% of copy) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     gemms = ("WINOGRAD_GEMM", "WINOGRAD_WEIGHT_GEMM")
     for network, layer, size, channels, filters in layers:
         tuner = _Tuner(layer_graph(size, channels, filters), None, args.batch, args.repeats)
         for role, site in layer_sites(tuner, "conv2", args.passes.split(",")).items():
             for algorithm in ALGORITHMS[1:]:
-                times = kernel_times(tuner, site, {**site.default, "ALGORITHM": algorithm},
+                times = kernel_times(tuner, site, winograd.first_of(site.space, algorithm),
                                      args.rounds)
                 gemm = sum(ms for selector, ms in times.items() if selector in gemms)
                 rest = sum(times.values()) - gemm
                 rate = gemm_gflop(size, channels, filters, args.batch, algorithm) / gemm * 1e3
+                moved = transform_bytes(size, channels, filters, args.batch, algorithm)
+                cells = ", ".join(
+                    f"{selector.removeprefix('WINOGRAD_').lower()} {times[selector]:.2f} ms "
+                    f"{moved[selector] / times[selector] / 1e6:.0f} GB/s "
+                    f"({100 * moved[selector] / times[selector] / 1e6 / bandwidth:.0f}%)"
+                    for selector in moved if selector in times)
                 lines.append(f"| {network} {layer} | {size}x{size} {channels}->{filters} | "
                              f"{role} | {algorithm} | {rest:.2f} | {gemm:.2f} | {rate:.0f} "
-                             f"({100 * rate / peak:.0f}%) | {100 * rest / (rest + gemm):.0f}% |")
+                             f"({100 * rate / peak:.0f}%) | {100 * rest / (rest + gemm):.0f}% | "
+                             f"{cells} |")
                 print(lines[-1], flush=True)
     return lines
 
@@ -181,7 +204,7 @@ def breakdown(layers, args, peak: float) -> list[str]:
 def measure(tuner: _Tuner, site, rounds: int, before: bool) -> dict:
     """Per algorithm (and with ``before``, per Winograd algorithm as of session 6, marked
     'winograd2 s6'): the per-round medians of the site's launches (ms), alternating."""
-    runs = {a: tuner.runner(site, {**site.default, "ALGORITHM": a}) for a in ALGORITHMS}
+    runs = {a: tuner.runner(site, winograd.first_of(site.space, a)) for a in ALGORITHMS}
     if before and site.selector == "CONV_FORWARD":
         for algorithm in ALGORITHMS[1:]:
             runs[f"{algorithm} s6"] = session6_runner(tuner, site,
@@ -204,9 +227,9 @@ def forced_profile(graph, algorithm: str):
     gradients) set to it, the other knobs their defaults."""
     base = profile_for(select_device()[0], tuned=False)
     sites = {**plan_forward(graph, base).sites, **plan_training(graph, base).sites}
-    entries = {key: {"knobs": {**site.default, "ALGORITHM": algorithm}}
+    entries = {key: {"knobs": winograd.first_of(site.space, algorithm)}
                for key, site in sites.items()
-               if {**site.default, "ALGORITHM": algorithm} in site.space}
+               if any(knobs.get("ALGORITHM") == algorithm for knobs in site.space)}
     return replace(base, tuning=Tuning(entries, "tuned on this device"))
 
 
@@ -278,17 +301,23 @@ def main(argv=None) -> int:
                         "against the GEMM, and the GEMM's own % of the peak")
     parser.add_argument("--errors", action="store_true",
                         help="measure the numerical guard instead (worst errors per variant)")
+    parser.add_argument("--only", help="only the layers whose 'network layer' name contains "
+                        "one of these (comma-separated), e.g. 'conv6,res3'")
     args = parser.parse_args(argv)
     layers = LAYERS + (RESNET18 if args.resnet18 else [])
+    if args.only:
+        layers = [row for row in layers
+                  if any(part in f"{row[0]} {row[1]}" for part in args.only.split(","))]
     if args.breakdown:
         probe = convgraph.compile({"input": "8x8x8", "pattern": "[INPUT-CONV(8, 3, pad=1)]"})
-        peak, _ = _peak(probe)
-        print(f"CPU: {cpu_model()}; fp32 FMA peak {peak:.0f} GFLOP/s; batch {args.batch}; "
+        peak, bandwidth = _peak(probe)
+        print(f"CPU: {cpu_model()}; fp32 FMA peak {peak:.0f} GFLOP/s, copy {bandwidth:.0f} GB/s "
+              f"(kernels/peak.cl); batch {args.batch}; "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; per-kernel event times, "
               f"median of {args.rounds} passes; transforms = everything but the GEMM (with the "
               "split sum for a weight gradient; inference's filter transform runs once per "
               "weights, not here)")
-        print("\n".join(breakdown(layers, args, peak)))
+        print("\n".join(breakdown(layers, args, peak, bandwidth)))
         return 0
     if args.errors:
         text, rows = errors_table(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))

@@ -21,13 +21,12 @@
  *   outside the allocated halo (only outputs that are never stored depend on them).
  * WINOGRAD_GEMM: POSITIONS independent GEMMs per group of IMAGES_PER_GROUP images, m[t] = v[t]
  *   (IMAGES_PER_GROUP TILES x C) u[t] (C x K): small outputs (an 8x8 output has 4 tiles of 4x4)
- *   get GEMM rows from several images. Work-item (kt, rg, group * POSITIONS + t) keeps
- *   TILE_ROWS tiles x FILTER_VECTORS vectors of
- *   VECTOR_WIDTH filters in registers, CHANNEL_STEP channels per load, as conv.cl's forward
- *   kernel does (no local memory: on PoCL register tiles win); a work-group shares one
- *   position's u[t] (one row of groups per position: a group across positions read them all,
- *   2x slower). Rows past the group's tiles or the batch (the batch is an argument) clamp
- *   their reads and skip their stores.
+ *   get GEMM rows from several images. Work-item (kt, rg, t * GROUPS + group), GROUPS the
+ *   batch's image groups, keeps TILE_ROWS tiles x FILTER_VECTORS vectors of VECTOR_WIDTH
+ *   filters in registers, CHANNEL_STEP channels of u per load and each tile's channel
+ *   broadcast from memory (no local memory: on PoCL register tiles win). Position-major, so
+ *   that consecutive work-groups share one position's u[t] in cache. Rows past the group's
+ *   tiles or the batch (the batch is an argument) clamp their reads and skip their stores.
  * WINOGRAD_OUTPUT: work-item (kv, tw, n * TILES_H + th) transforms tile (th, tw) back for
  *   VECTOR_WIDTH filters, adds the bias, applies EPILOGUE (or GATE: dL/dz = f'(b) dL/dy, as
  *   conv.cl does for a stride-1 input gradient), adds to y with ACCUMULATE, and stores the pixels
@@ -186,6 +185,20 @@
 #else
 #error "OUT_TILE must be 2 or 4"
 #endif
+/* VECTOR_ITEMS(a), OUT_ITEMS(a): the IN_TILE or OUT_TILE items of a 1-D array, as a
+ * transform's arguments;
+ * UNROLL_PASSES: whether the input and output-gradient transforms' passes are unrolled (F(2x2))
+ * or loops (F(4x4): its 6x6 tile of vectors unrolled took PoCL 3x as long to build, for 0-13%
+ * of the speed) */
+#if OUT_TILE == 2
+#define VECTOR_ITEMS(a) a[0], a[1], a[2], a[3]
+#define OUT_ITEMS(a) a[0], a[1]
+#define UNROLL_PASSES _Pragma("unroll")
+#else
+#define VECTOR_ITEMS(a) a[0], a[1], a[2], a[3], a[4], a[5]
+#define OUT_ITEMS(a) a[0], a[1], a[2], a[3]
+#define UNROLL_PASSES
+#endif
 #define FILTER_ROW(a, i) a[i][0], a[i][1], a[i][2]
 #define FILTER_COLUMN(a, j) a[0][j], a[1][j], a[2][j]
 
@@ -225,27 +238,33 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global float *rest
     const int c = cv * VECTOR_WIDTH;
     const int top = th * OUT_TILE - PAD_TOP;
     const int left = tw * OUT_TILE - PAD_LEFT;
-    realV d[IN_TILE][IN_TILE], part[IN_TILE][IN_TILE], out[IN_TILE][IN_TILE];
+    /* two passes of 1-D transforms as loops (PoCL compiles a fully unrolled IN_TILE^2 tile
+     * of vectors slowly): down each column of the tile, then along each row, storing */
+    realV part[IN_TILE][IN_TILE];
+    UNROLL_PASSES
+    for (int j = 0; j < IN_TILE; ++j) {
+        const int wc = left + j + X_HALO_LEFT;
+        realV d[IN_TILE];
 #pragma unroll
-    for (int i = 0; i < IN_TILE; ++i) {
-        const int h = top + i + X_HALO_TOP; /* row inside the allocated image */
-#pragma unroll
-        for (int j = 0; j < IN_TILE; ++j) {
-            const int wc = left + j + X_HALO_LEFT;
+        for (int i = 0; i < IN_TILE; ++i) {
+            const int h = top + i + X_HALO_TOP; /* row inside the allocated image */
             const int inside = h >= 0 && h < X_ALLOC_H && wc >= 0 && wc < X_ALLOC_W;
-            d[i][j] = inside ? LOADV(0, x + AT(X, n, top + i, left + j, c)) : (realV)(0.0f);
+            d[i] = inside ? LOADV(0, x + AT(X, n, top + i, left + j, c)) : (realV)(0.0f);
         }
+        realV o[IN_TILE];
+        APPLY(INPUT_1D, VECTOR_ITEMS(d), VECTOR_ITEMS(o));
+#pragma unroll
+        for (int i = 0; i < IN_TILE; ++i) part[i][j] = o[i];
     }
-#pragma unroll
-    for (int j = 0; j < IN_TILE; ++j) APPLY(INPUT_1D, COLUMN(d, j), COLUMN(part, j));
-#pragma unroll
-    for (int i = 0; i < IN_TILE; ++i) APPLY(INPUT_1D, ROW(part, i), ROW(out, i));
     __global float *tile = v + ((n * POSITIONS) * TILES + th * TILES_W + tw) * IN_CHANNELS + c;
-#pragma unroll
-    for (int i = 0; i < IN_TILE; ++i)
+    UNROLL_PASSES
+    for (int i = 0; i < IN_TILE; ++i) {
+        realV o[IN_TILE];
+        APPLY(INPUT_1D, ROW(part, i), VECTOR_ITEMS(o));
 #pragma unroll
         for (int j = 0; j < IN_TILE; ++j)
-            STOREV(out[i][j], 0, tile + (i * IN_TILE + j) * TILES * IN_CHANNELS);
+            STOREV(o[j], 0, tile + (i * IN_TILE + j) * TILES * IN_CHANNELS);
+    }
 }
 #endif
 
@@ -253,6 +272,13 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global float *rest
 #define GROUP_ROWS (IMAGES_PER_GROUP * TILES) /* GEMM rows: the tiles of a group of images */
 #define ROW_GROUPS ((GROUP_ROWS + TILE_ROWS - 1) / TILE_ROWS)
 #define FILTERS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
+/* rows aligned with images: no partial row group, and a work-item's rows inside one image's
+ * tiles or spanning whole images (what ops/winograd.py plans wherever a divisor allows) */
+#define ALIGNED_ROWS \
+    (GROUP_ROWS % TILE_ROWS == 0 && (TILES % TILE_ROWS == 0 || TILE_ROWS % TILES == 0))
+#define ROW_IMAGES (TILE_ROWS % TILES == 0 ? TILE_ROWS / TILES : 1)
+#define ROW_IMAGE(p) (TILE_ROWS % TILES == 0 ? (p) / TILES : 0)
+#define ROW_TILE(p) (TILE_ROWS % TILES == 0 ? (p) % TILES : (p))
 __kernel void KERNEL_NAME(__global const float *restrict v, __global const float *restrict u,
                           __global float *restrict m, const int batch)
 {
@@ -260,12 +286,38 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
     const int rg = get_global_id(1);
     const int row = get_global_id(2);
     if (kt >= K_ALLOC / FILTERS_PER_ITEM || rg >= ROW_GROUPS) return;
-    const int first_image = row / POSITIONS * IMAGES_PER_GROUP;
-    const int t = row % POSITIONS;
+    /* position-major: consecutive groups share one position's filters u[t], which stay in
+     * cache across the batch (image-major groups cycled through all POSITIONS x C x K of u,
+     * more than the L2 from 128 channels) */
+    const int groups = (batch + IMAGES_PER_GROUP - 1) / IMAGES_PER_GROUP;
+    const int t = row / groups;
+    const int first_image = row % groups * IMAGES_PER_GROUP;
     const int first = rg * TILE_ROWS;
     const int k0 = kt * FILTERS_PER_ITEM;
     __global const float *ut = u + t * IN_CHANNELS * K_ALLOC + k0;
 
+#if ALIGNED_ROWS
+    /* a work-item's rows lie in one image, or span whole images: each row's tile is one of
+     * ROW_IMAGES image pointers plus a compile-time offset, so the inner loop addresses memory
+     * with constants (an array of row indices became SIMD integer vectors there, whose lane
+     * extracts are shuffles on the FMA port); images past the batch read its last and store
+     * nothing */
+    __global const float *v_image[ROW_IMAGES];
+    __global float *m_image[ROW_IMAGES];
+    bool stored_image[ROW_IMAGES];
+    const int lead = first % TILES; /* 0 where the rows span whole images */
+#pragma unroll
+    for (int i = 0; i < ROW_IMAGES; ++i) {
+        const int image = first_image + first / TILES + i;
+        const int at = (min(image, batch - 1) * POSITIONS + t) * TILES + lead;
+        v_image[i] = v + at * IN_CHANNELS;
+        m_image[i] = m + at * K_ALLOC + k0;
+        stored_image[i] = image < batch;
+    }
+#define ROW_V(p) (v_image[ROW_IMAGE(p)] + ROW_TILE(p) * IN_CHANNELS)
+#define ROW_M(p) (m_image[ROW_IMAGE(p)] + ROW_TILE(p) * K_ALLOC)
+#define ROW_STORED(p) stored_image[ROW_IMAGE(p)]
+#else
     /* where each row's tile starts in v[n][t] and m[n][t]: rows past the group or the batch
      * read the group's last tile and store nothing */
     int at[TILE_ROWS];
@@ -277,6 +329,10 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
         at[p] = (n * POSITIONS + t) * TILES + r % TILES;
         stored[p] = first + p < GROUP_ROWS && first_image + r / TILES < batch;
     }
+#define ROW_V(p) (v + at[p] * IN_CHANNELS)
+#define ROW_M(p) (m + at[p] * K_ALLOC + k0)
+#define ROW_STORED(p) stored[p]
+#endif
 
     realV acc[TILE_ROWS][FILTER_VECTORS];
 #pragma unroll
@@ -293,28 +349,35 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
                 uv[j][f] = LOADV(0, ut + (c + j) * K_ALLOC + f * VECTOR_WIDTH);
 #pragma unroll
         for (int p = 0; p < TILE_ROWS; ++p) {
-            float vs[CHANNEL_STEP];
-            VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, v + at[p] * IN_CHANNELS + c), 0, vs);
 #pragma unroll
-            for (int j = 0; j < CHANNEL_STEP; ++j)
+            for (int j = 0; j < CHANNEL_STEP; ++j) {
+                /* each scalar broadcast straight from memory (a load-port vbroadcastss): a
+                 * vector load split into lanes costs a shuffle per lane on the FMA port */
+                const realV vb = (realV)(ROW_V(p)[c + j]);
 #pragma unroll
-                for (int f = 0; f < FILTER_VECTORS; ++f)
-                    acc[p][f] = fma((realV)(vs[j]), uv[j][f], acc[p][f]);
+                for (int f = 0; f < FILTER_VECTORS; ++f) acc[p][f] = fma(vb, uv[j][f], acc[p][f]);
+            }
         }
     }
 
 #pragma unroll
     for (int p = 0; p < TILE_ROWS; ++p) {
-        if (stored[p]) {
+        if (ROW_STORED(p)) {
 #pragma unroll
-            for (int f = 0; f < FILTER_VECTORS; ++f)
-                STOREV(acc[p][f], 0, m + at[p] * K_ALLOC + k0 + f * VECTOR_WIDTH);
+            for (int f = 0; f < FILTER_VECTORS; ++f) STOREV(acc[p][f], 0, ROW_M(p) + f * VECTOR_WIDTH);
         }
     }
 }
+#undef ROW_V
+#undef ROW_M
+#undef ROW_STORED
 #undef GROUP_ROWS
 #undef ROW_GROUPS
 #undef FILTERS_PER_ITEM
+#undef ALIGNED_ROWS
+#undef ROW_IMAGES
+#undef ROW_IMAGE
+#undef ROW_TILE
 #endif
 
 #if defined(WINOGRAD_OUTPUT)
@@ -329,16 +392,18 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
     const int th = row % TILES_H;
     const int k = kv * VECTOR_WIDTH;
     __global const float *tile = m + ((n * POSITIONS) * TILES + th * TILES_W + tw) * K_ALLOC + k;
-    realV s[IN_TILE][IN_TILE], part[OUT_TILE][IN_TILE], out[OUT_TILE][OUT_TILE];
+    /* down each column of the products, then along each row of that, storing; unrolled for
+     * F(4x4) too (as loops it ran 1.5x slower: OUT_TILE^2 results need no large tile) */
+    realV part[OUT_TILE][IN_TILE];
 #pragma unroll
-    for (int i = 0; i < IN_TILE; ++i)
+    for (int j = 0; j < IN_TILE; ++j) {
+        realV s[IN_TILE], o[OUT_TILE];
 #pragma unroll
-        for (int j = 0; j < IN_TILE; ++j)
-            s[i][j] = LOADV(0, tile + (i * IN_TILE + j) * TILES * K_ALLOC);
+        for (int i = 0; i < IN_TILE; ++i) s[i] = LOADV(0, tile + (i * IN_TILE + j) * TILES * K_ALLOC);
+        APPLY(OUTPUT_1D, VECTOR_ITEMS(s), OUT_ITEMS(o));
 #pragma unroll
-    for (int j = 0; j < IN_TILE; ++j) APPLY(OUTPUT_1D, COLUMN(s, j), COLUMN_OUT(part, j));
-#pragma unroll
-    for (int i = 0; i < OUT_TILE; ++i) APPLY(OUTPUT_1D, ROW(part, i), ROW_OUT(out, i));
+        for (int i = 0; i < OUT_TILE; ++i) part[i][j] = o[i];
+    }
 #if HAS_BIAS
     const realV bias = LOADV(0, b + k);
 #else
@@ -346,13 +411,15 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
 #endif
 #pragma unroll
     for (int i = 0; i < OUT_TILE; ++i) {
+        realV out[OUT_TILE];
+        APPLY(OUTPUT_1D, ROW(part, i), OUT_ITEMS(out));
         const int oh = th * OUT_TILE + i;
 #pragma unroll
         for (int j = 0; j < OUT_TILE; ++j) {
             const int ow = tw * OUT_TILE + j;
             if (oh < OUT_H && ow < OUT_W) {
                 const int at = AT(Y, n, oh, ow, k);
-                realV value = ACTIVATE(out[i][j] + bias, EPILOGUE, EPILOGUE_SLOPE);
+                realV value = ACTIVATE(out[j] + bias, EPILOGUE, EPILOGUE_SLOPE);
 #if defined(GATE) && GATE != ACT_NONE
                 value = ACTIVATE_BACKWARD(LOADV(0, b + at), value, GATE, GATE_SLOPE);
 #endif
@@ -376,31 +443,34 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global float *res
     const int n = row / TILES_H;
     const int th = row % TILES_H;
     const int k = kv * VECTOR_WIDTH;
-    realV g[OUT_TILE][OUT_TILE], part[IN_TILE][OUT_TILE], out[IN_TILE][IN_TILE];
+    /* down each column of the gradient tile, then along each row of that, storing */
+    realV part[IN_TILE][OUT_TILE];
+    UNROLL_PASSES
+    for (int j = 0; j < OUT_TILE; ++j) {
+        const int ow = tw * OUT_TILE + j;
+        realV g[OUT_TILE], o[IN_TILE];
 #pragma unroll
-    for (int i = 0; i < OUT_TILE; ++i) {
-        const int oh = th * OUT_TILE + i;
-#pragma unroll
-        for (int j = 0; j < OUT_TILE; ++j) {
-            const int ow = tw * OUT_TILE + j;
-            g[i][j] = oh < OUT_H && ow < OUT_W ? LOADV(0, dy + AT(Y, n, oh, ow, k)) : (realV)(0.0f);
+        for (int i = 0; i < OUT_TILE; ++i) {
+            const int oh = th * OUT_TILE + i;
+            g[i] = oh < OUT_H && ow < OUT_W ? LOADV(0, dy + AT(Y, n, oh, ow, k)) : (realV)(0.0f);
         }
+        APPLY(OUTPUT_1D_T, OUT_ITEMS(g), VECTOR_ITEMS(o));
+#pragma unroll
+        for (int i = 0; i < IN_TILE; ++i) part[i][j] = o[i];
     }
-#pragma unroll
-    for (int j = 0; j < OUT_TILE; ++j) APPLY(OUTPUT_1D_T, COLUMN_OUT(g, j), COLUMN(part, j));
-#pragma unroll
-    for (int i = 0; i < IN_TILE; ++i) APPLY(OUTPUT_1D_T, ROW_OUT(part, i), ROW(out, i));
     __global float *tile = dm + ((n * POSITIONS) * TILES + th * TILES_W + tw) * K_ALLOC + k;
-#pragma unroll
-    for (int i = 0; i < IN_TILE; ++i)
+    UNROLL_PASSES
+    for (int i = 0; i < IN_TILE; ++i) {
+        realV o[IN_TILE];
+        APPLY(OUTPUT_1D_T, ROW_OUT(part, i), VECTOR_ITEMS(o));
 #pragma unroll
         for (int j = 0; j < IN_TILE; ++j)
-            STOREV(out[i][j], 0, tile + (i * IN_TILE + j) * TILES * K_ALLOC);
+            STOREV(o[j], 0, tile + (i * IN_TILE + j) * TILES * K_ALLOC);
+    }
 }
 #endif
 
 #if defined(WINOGRAD_WEIGHT_GEMM)
-#define realC CONCAT(float, CHANNEL_TILE)
 #define FILTERS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
 __kernel void KERNEL_NAME(__global const float *restrict v, __global const float *restrict dm,
                           __global float *restrict du, const int batch)
@@ -427,13 +497,13 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
 #pragma unroll
             for (int f = 0; f < FILTER_VECTORS; ++f)
                 g[f] = LOADV(0, gt + p * K_ALLOC + f * VECTOR_WIDTH);
-            float vs[CHANNEL_TILE];
-            VSTORE(CHANNEL_TILE)(VLOAD(CHANNEL_TILE)(0, vt + p * IN_CHANNELS), 0, vs);
 #pragma unroll
-            for (int i = 0; i < CHANNEL_TILE; ++i)
+            for (int i = 0; i < CHANNEL_TILE; ++i) {
+                /* broadcast from memory, not from a vector load's lanes (see WINOGRAD_GEMM) */
+                const realV vb = (realV)(vt[p * IN_CHANNELS + i]);
 #pragma unroll
-                for (int f = 0; f < FILTER_VECTORS; ++f)
-                    acc[i][f] = fma((realV)(vs[i]), g[f], acc[i][f]);
+                for (int f = 0; f < FILTER_VECTORS; ++f) acc[i][f] = fma(vb, g[f], acc[i][f]);
+            }
         }
     }
     __global float *out = du + ((split * POSITIONS + t) * IN_CHANNELS + c0) * K_ALLOC + k0;
@@ -443,7 +513,6 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
         for (int f = 0; f < FILTER_VECTORS; ++f)
             STOREV(acc[i][f], 0, out + i * K_ALLOC + f * VECTOR_WIDTH);
 }
-#undef realC
 #undef FILTERS_PER_ITEM
 #endif
 

@@ -42,6 +42,9 @@ CASES = [
     ("7x11x17", "[INPUT-CONV(20, 3, pad=1)-SIGMOID-CONV(16, 3)-FC(4)]", 3),
     ("6x6x8", "[INPUT-CONV(16, 3, pad=2)-LEAKYRELU(0.2)-CONV(8, 3, pad=1, bias=false)-FC(2)]",
      2),
+    # 11x11 outputs: F(4x4) has 9 tiles an image, which no tile of 4-8 rows divides, so its
+    # GEMM takes the unaligned rows' path (a partial row group)
+    ("11x11x5", "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(16, 3, pad=1)-FC(3)]", 3),
 ]
 IDS = [f"{i}-{c[0]}" for i, c in enumerate(CASES)]
 
@@ -58,8 +61,7 @@ def forced(graph, algorithm: str, base=None):
     entries = {}
     for key, site in sites.items():
         if "ALGORITHM" in site.default:
-            knobs = {**site.default, "ALGORITHM": algorithm}
-            assert knobs in site.space
+            knobs = winograd.first_of(site.space, algorithm)  # the algorithm's default tile
             entries[key] = {"knobs": knobs}
     assert entries, "no Winograd site"
     return replace(base, tuning=Tuning(entries, "tuned on this device"))
@@ -374,11 +376,12 @@ def test_weights_trained_by_fit_reach_a_cached_winograd_inference(monkeypatch):
 
 
 def test_weight_gradient_sites_default_as_the_profile_says():
-    """F(4x4) by default where the CPU profile's weight rules say (8x8, 128 channels on both
-    sides), direct elsewhere and with no rules; either way every algorithm is in the space."""
+    """F(4x4) by default where the CPU profile's weight rules say (8x8 or 16x16, 32 channels on
+    both sides), direct elsewhere (here 16 input channels) and with no rules; either way every
+    algorithm is in the space."""
     from convgraph.codegen import profile as profiles
 
-    graph = analyse({"input": "8x8x64", "pattern": "[INPUT-CONV(128, 3, pad=1)"
+    graph = analyse({"input": "8x8x16", "pattern": "[INPUT-CONV(128, 3, pad=1)"
                      "-CONV(128, 3, pad=1)-FC(2)]"})
 
     def defaults(profile) -> dict:

@@ -77,12 +77,14 @@ class DeviceProfile:
 # outputs (ResNet-18 layer1, 56x56: even; layer2, 28x28 x 128, F(4x4) 1.6x, but every wide
 # layer's transformed tiles would cost training its scratch: left to `convgraph tune`)
 CPU_WINOGRAD = ((64, 8, 16, "winograd4"), (64, 1, 7, "winograd2"))
-# Weight gradients by F(4x4) only where benchmarks/winograd.py measured it ahead in both of two
-# runs (2026-12-01 18:23 and 18:39, batch 64, loaded machine): 8x8 outputs of 128 channels
-# (VGG-CIFAR conv6: 1.3x and 1.7x). ResNet-8 res3 (8x8, 64 -> 64) won too (1.3x, 1.4x), but
-# VGG-CIFAR conv5 (8x8, 64 -> 128), which a rule reaching 64 channels would take, lost in both
-# (0.89x, 0.94x); 16x16 64 -> 64 won once and lost once; below 64 channels direct won
-CPU_WINOGRAD_WEIGHTS = ((128, 8, 8, "winograd4"),)
+# Weight gradients by F(4x4) where benchmarks/winograd.py measured it ahead in both of two runs
+# (2026-12-01 21:31 and 21:40, batch 64, load 12-13, after the GEMMs' memory broadcasts and
+# position-major groups): every 8x8 and 16x16 layer of at least 32 channels, VGG-CIFAR
+# conv3-conv6 (16x16 32->64 2.1x, 1.5x; 64->64 1.1x, 4.2x; 8x8 64->128 3.4x, 1.4x;
+# 128->128 1.8x, 1.6x) and ResNet-8 res2, res3 (16x16 32->32 1.2x, 1.1x; 8x8 64->64 1.5x,
+# 1.7x). Not the sizes between (ResNet-18's 14x14 256->256 lost in the run before) nor 32x32
+# (VGG-CIFAR conv2 won once and lost once; 16-channel ResNet-8 res1 lost both)
+CPU_WINOGRAD_WEIGHTS = ((32, 8, 8, "winograd4"), (32, 16, 16, "winograd4"))
 # direct conv forward: 8 pixels x 2 vectors of filters x 4 channels a step (16 accumulators, 8
 # weight vectors, one broadcast: 25 of the 32 zmm registers), each input broadcast straight
 # from memory (kernels/conv.cl). benchmarks/conv_tiles.py, batch 64, alternating, against

@@ -48,14 +48,40 @@ def default_algorithm(profile, channels: int, filters: int, out_width: int, out_
 F4_MAX_CHANNELS = 512
 
 
+# The GEMMs' own default register tile (the direct kernel's default rows, 2 vectors of filters,
+# 4 channels of u per load), where the direct space holds it: with each tile's channel broadcast
+# from memory, 2 vectors per broadcast beat 1 on every F(4x4) layer timed (benchmarks/winograd.py
+# --gemm, README "Winograd"): 8x8 64->64 1.30x, 8x8 128->128 1.38x, 16x16 64->64 1.3x
+GEMM_TILE = {"FILTER_VECTORS": 2, "CHANNEL_STEP": 4}
+
+
+def gemm_first(space: list[dict]) -> list[dict]:
+    """``space`` with its first setting of GEMM_TILE (at the default's rows, vector width and
+    work-group) moved to the front: a Winograd algorithm's default tile."""
+    head = space[0]
+    for index, knobs in enumerate(space):
+        if all(knobs.get(key) == value for key, value in GEMM_TILE.items()) and all(
+                knobs.get(key) == head.get(key) for key in ("TILE_PIXELS", "VECTOR_WIDTH",
+                                                            "LOCAL")):
+            return [knobs] + space[:index] + space[index + 1:]
+    return space
+
+
 def with_algorithms(space: list[dict], default: str, channels: int) -> list[dict]:
     """The direct space once per algorithm, ``default``'s first: every tile setting of the
-    direct kernel is also a GEMM tile setting, so the tuner reaches each algorithm from any.
+    direct kernel is also a GEMM tile setting, so the tuner reaches each algorithm from any
+    (a Winograd algorithm's first, its default, is the GEMMs' own: GEMM_TILE).
     ``channels``: summed per output (F(4x4) only up to F4_MAX_CHANNELS)."""
     allowed = [a for a in ALGORITHMS if a != "winograd4" or channels <= F4_MAX_CHANNELS]
     default = default if default in allowed else "direct"
     order = [default] + [a for a in allowed if a != default]
-    return [{**knobs, "ALGORITHM": algorithm} for algorithm in order for knobs in space]
+    return [{**knobs, "ALGORITHM": algorithm} for algorithm in order
+            for knobs in (space if algorithm == "direct" else gemm_first(space))]
+
+
+def first_of(space: list[dict], algorithm: str) -> dict:
+    """The first (default) setting of ``algorithm`` in a site's space."""
+    return next(knobs for knobs in space if knobs.get("ALGORITHM") == algorithm)
 
 
 # GEMM rows across images (benchmarks/winograd.py, README "Winograd"): an image whose output has
@@ -70,6 +96,16 @@ def gemm_images(image_tiles: int, rows: int) -> int:
     while CROSS_IMAGE_ROWS and images * image_tiles < rows:
         images *= 2
     return images
+
+
+# Vector widths over channels, by OUT_TILE. The tile transforms (input, output, output
+# gradient) stream memory: 4-wide vectors left three quarters of each AVX-512 register idle
+# (kernels alone, batch 64, alternating with a copy of the same bytes under load: F(4x4) input
+# 16x16x64 2.27 ms at 4 wide, 1.39 at 8 as loops; output 1.04 -> 0.58 ms; F(2x2) input 8 ->
+# 16 wide 1.76 -> 1.09 ms). The filter transforms hold a whole tile of vectors in registers
+# and run once per weights (per step in training): as they were.
+TRANSFORM_WIDTH = {2: 16, 4: 8}
+FILTER_WIDTH = {2: 8, 4: 4}
 
 
 def tiles(shape: dict, out_tile: int) -> tuple[int, int]:
@@ -93,16 +129,14 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
     tiles_in = ctx.batch_scratch(f"winograd_{role}_tiles", positions * down * across * channels)
     products = ctx.batch_scratch(f"winograd_{role}_products",
                                  positions * down * across * filters)
-    # the transforms hold IN_TILE^2 vectors per work-item: narrower vectors for F(4x4) keep
-    # them in registers (36 x float16 would spill)
-    widest = 8 if out_tile == 2 else 4
+    widest = FILTER_WIDTH[out_tile]
     filter_width = widest_dividing(filters, widest)
     ctx.launch("winograd", "WINOGRAD_FILTER",
                {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
                 "VECTOR_WIDTH": filter_width},
                (filters // filter_width, channels), [weight, transformed], site=site,
                per_params=True)
-    input_width = widest_dividing(channels, widest)
+    input_width = widest_dividing(channels, TRANSFORM_WIDTH[out_tile])
     layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
     ctx.launch("winograd", "WINOGRAD_INPUT",
                {**size, "IN_CHANNELS": channels, "PAD_TOP": shape["PAD_TOP"],
@@ -124,7 +158,7 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
                (filters // per_item, -(-images * down * across // rows), positions),
                [tiles_in, transformed, products, ctx.BATCH], batch_axis=2,
                batch_divisor=images, flops=flops, site=site)
-    output_width = widest_dividing(filters, widest)
+    output_width = widest_dividing(filters, TRANSFORM_WIDTH[out_tile])
     epilogue = {k: shape[k] for k in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
                                       "GATE_SLOPE", "ACCUMULATE") if k in shape}
     layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
@@ -161,15 +195,15 @@ def lower_weight_gradient(ctx, shape: dict, knobs: dict, x, dy, partial, images:
                                    positions * down * across * filters)
     summed, _ = ctx.split_scratch("winograd_weight_grad_sums", positions * channels * filters,
                                   images)
-    widest = 8 if out_tile == 2 else 4  # IN_TILE^2 vectors per work-item stay in registers
-    input_width = widest_dividing(channels, widest)
+    widest = FILTER_WIDTH[out_tile]
+    input_width = widest_dividing(channels, TRANSFORM_WIDTH[out_tile])
     layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
     ctx.launch("winograd", "WINOGRAD_INPUT",
                {**size, "IN_CHANNELS": channels, "PAD_TOP": shape["PAD_TOP"],
                 "PAD_LEFT": shape["PAD_LEFT"], **layout_x, "VECTOR_WIDTH": input_width},
                (channels // input_width, across, down), [x, tiles_in], batch_axis=2,
                moved=4 * positions * down * across * channels, site=site)
-    grad_width = widest_dividing(filters, widest)
+    grad_width = widest_dividing(filters, TRANSFORM_WIDTH[out_tile])
     layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
     ctx.launch("winograd", "WINOGRAD_OUTPUT_GRAD",
                {**size, "K_ALLOC": filters, **layout_y, "VECTOR_WIDTH": grad_width},
