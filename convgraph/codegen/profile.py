@@ -2,8 +2,9 @@
 
 The kernels are the same on every device; these numbers specialise them. A CPU (PoCL) wants few,
 fat work-items with wide vectors and register tiles; a GPU wants many work-items grouped for
-coalesced loads. These are the defaults; `convgraph tune` times the alternatives each kernel site
-allows and keeps the fastest per device (codegen/tuning.py), which ``profile_for`` attaches.
+coalesced loads. These are the defaults (a GPU's refined by its vendor and architecture class's
+row of GPU_VENDORS); `convgraph tune` times the alternatives each kernel site allows and keeps
+the fastest per device (codegen/tuning.py), which ``profile_for`` attaches.
 """
 
 from __future__ import annotations
