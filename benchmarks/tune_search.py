@@ -53,6 +53,17 @@ def tune(search: str, cache: Path, models: list[str], budget: float) -> dict:
             for model in report["models"]}
 
 
+def changed(cache: Path) -> list[str]:
+    """The sites whose tuned setting is not their default (layer kernel: default -> tuned ms)."""
+    found = []
+    for table in sorted((cache / "tuning").glob("*.json")):
+        for entry in json.loads(table.read_text())["entries"].values():
+            if entry["ms"] != entry["default_ms"]:
+                found.append(f"{entry['node']} {entry['kernel']} ({entry['default_ms']:.1f} -> "
+                             f"{entry['ms']:.1f} ms)")
+    return found or ["none"]
+
+
 def child(models: list[str]) -> None:
     """One timing process: each model's median inference pass and SGD step, in ms."""
     import numpy as np
@@ -69,11 +80,11 @@ def child(models: list[str]) -> None:
         volume = model.graph.nodes["input"]["output"]
         x = np.random.default_rng(0).normal(
             size=(BATCH, volume.depth, volume.height, volume.width)).astype(np.float32)
-        result[f"{name} infer"] = median_ms(lambda m=model, x=x: m.forward(x), 15)
+        result[f"{name} infer"] = median_ms(lambda m=model, x=x: m.forward(x), 10)
         session = TrainingSession(analyse(spec), device="cpu", batch=BATCH)
         labels = np.random.default_rng(1).integers(0, 10, BATCH)
         result[f"{name} train"] = median_ms(
-            lambda s=session, x=x, y=labels: s.step(x, y, 0.001), 10)
+            lambda s=session, x=x, y=labels: s.step(x, y, 0.001), 7)
     print(json.dumps(result))
 
 
@@ -89,6 +100,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", default="vgg_cifar,resnet8")
+    parser.add_argument("--reuse", default=None, metavar="FOLDER",
+                        help="time the arms an earlier run tuned in FOLDER (no tuning)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -97,30 +110,34 @@ def main() -> None:
     models = args.models.split(",")
     print(cpu_model()["line"])
     print(f"load before: {load_average()}")
-    folder = Path(tempfile.mkdtemp(prefix="tune-search-"))
+    folder = Path(args.reuse or tempfile.mkdtemp(prefix="tune-search-"))
+    print(f"arms in {folder}")
     arms = {"untuned": folder / "untuned", **{s: folder / s for s in SEARCHES}}
-    for search in SEARCHES:
+    for search in SEARCHES if not args.reuse else ():
         started = time.perf_counter()
         print(f"{search}: {tune(search, arms[search], models, args.budget)} "
               f"({time.perf_counter() - started:.0f} s with start-up)", flush=True)
+    for search in SEARCHES:
+        print(f"{search} chose other than the default at: {', '.join(changed(arms[search]))}")
     times: dict[str, list[dict]] = {arm: [] for arm in arms}
     for round_ in range(args.rounds):
         order = list(arms) if round_ % 2 == 0 else list(reversed(arms))
         for arm in order:
             times[arm].append(timed(arms[arm], models))
-        print(f"round {round_ + 1}: load {load_average()}", flush=True)
+        print(f"round {round_ + 1}: load {load_average()}; "
+              f"{json.dumps({arm: runs[-1] for arm, runs in times.items()})}", flush=True)
     print(f"\nbatch {BATCH}, ms per pass: median over {args.rounds} rounds (min-max); x: the "
-          "untuned arm's median / this one's")
+          "median over the rounds of the untuned arm's time / this one's in the same round")
     keys = list(times["untuned"][0])
     print(f"| pass | {' | '.join(arms)} |")
     print(f"|---|{'---|' * len(arms)}")
     for key in keys:
-        base = statistics.median(r[key] for r in times["untuned"])
         cells = []
         for arm in arms:
             values = [r[key] for r in times[arm]]
             median = statistics.median(values)
-            ratio = "" if arm == "untuned" else f", {base / median:.2f}x"
+            ratios = [u[key] / r[key] for u, r in zip(times["untuned"], times[arm])]
+            ratio = "" if arm == "untuned" else f", {statistics.median(ratios):.2f}x"
             cells.append(f"{median:.1f} ({min(values):.1f}-{max(values):.1f}){ratio}")
         print(f"| {key} | {' | '.join(cells)} |")
     print(f"load after: {load_average()}")
