@@ -37,14 +37,15 @@ def arm_environment(cache: Path) -> dict:
     return {**os.environ, "CONVGRAPH_CACHE": str(cache), "POCL_CACHE_DIR": str(cache / "pocl")}
 
 
-def tune(search: str, cache: Path, models: list[str], budget: float) -> dict:
+def tune(search: str, cache: Path, models: list[str], budget: float, seed: int) -> dict:
     """``convgraph tune`` of every model with ``search`` into ``cache``: the sites tuned, not
     reached and the seconds, by model."""
     specs = [str(ROOT / "specs" / f"{name}.yaml") for name in models]
     done = subprocess.run(
         [sys.executable, "-c", "from convgraph.cli import run_as_program; run_as_program()",
          "tune", *specs, "--budget", str(budget),
-         "--search", search, "--batch", str(BATCH), "--device", "cpu", "--json"],
+         "--search", search, "--seed", str(seed), "--batch", str(BATCH), "--device", "cpu",
+         "--json"],
         env=arm_environment(cache), capture_output=True, text=True, check=True)
     report = json.loads(done.stdout)
     return {model["model"]: {"sites": len(model["sites"]), "not_reached": model["not_reached"],
@@ -102,6 +103,9 @@ def main() -> None:
     parser.add_argument("--models", default="vgg_cifar,resnet8")
     parser.add_argument("--reuse", default=None, metavar="FOLDER",
                         help="time the arms an earlier run tuned in FOLDER (no tuning)")
+    parser.add_argument("--descent-first", action="store_true",
+                        help="tune with descent first (the load moves: alternate runs)")
+    parser.add_argument("--seed", type=int, default=0, help="the two-stage search's seed")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -113,9 +117,9 @@ def main() -> None:
     folder = Path(args.reuse or tempfile.mkdtemp(prefix="tune-search-"))
     print(f"arms in {folder}")
     arms = {"untuned": folder / "untuned", **{s: folder / s for s in SEARCHES}}
-    for search in SEARCHES if not args.reuse else ():
+    for search in (() if args.reuse else SEARCHES[::-1] if args.descent_first else SEARCHES):
         started = time.perf_counter()
-        print(f"{search}: {tune(search, arms[search], models, args.budget)} "
+        print(f"{search}: {tune(search, arms[search], models, args.budget, args.seed)} "
               f"({time.perf_counter() - started:.0f} s with start-up)", flush=True)
     for search in SEARCHES:
         print(f"{search} chose other than the default at: {', '.join(changed(arms[search]))}")
