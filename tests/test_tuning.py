@@ -299,6 +299,15 @@ def test_a_seed_repeats_the_samples_and_another_draws_others():
     assert len({json.dumps(k) for k in first}) == 7 and all(k in site.space for k in first)
 
 
+def test_the_api_refuses_an_unknown_search():
+    from convgraph.errors import UsageError
+    from convgraph.runtime.tune import tune
+
+    with pytest.raises(UsageError) as caught:
+        tune(analyse(CASES["plain"]), search="grid")
+    assert "two-stage or descent" in str(caught.value) and caught.value.hint
+
+
 @pytest.mark.slow  # 20-60 s on a loaded 2-core machine (cold PoCL builds of every candidate)
 def test_each_search_tunes_within_the_space(tuning_cache):
     from convgraph.runtime.tune import tune

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from convgraph.codegen.plan import Launch
 from convgraph.codegen.profile import profile_for
 from convgraph.codegen.tuning import Site, Tuning, load_tuning, nearest, save_tuning
-from convgraph.errors import ConvgraphError, OutputError
+from convgraph.errors import ConvgraphError, OutputError, UsageError
 from convgraph.runtime.program import SubPlan
 from convgraph.runtime.target import Target, build
 
@@ -91,7 +91,8 @@ def tune(graph, device=None, batch: int = 64, budget: float = 120.0,
     that cannot be written leaves ``report.path`` empty and the OutputError in
     ``report.unsaved`` (``convgraph tune`` shows the results, then exits 7 with it)."""
     if search not in SEARCHES:
-        raise ValueError(f"search must be one of {SEARCHES}, not {search!r}")
+        raise UsageError(f"tune's search must be {' or '.join(SEARCHES)}, not {search!r}.",
+                         hint="two-stage (a fixed set, then random samples) or descent.")
     start = time.perf_counter()
     tuner = _Tuner(graph, device, batch, repeats)
     sites = tuner.sites(modes)
