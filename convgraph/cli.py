@@ -56,6 +56,14 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def at_least_zero(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (tune's --samples)."""
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def a_path(text: str) -> str:
     """An argparse type: a path, which cannot be empty (``--save ''`` skipped the save)."""
     if not text:
@@ -279,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time allowed per spec (default 120); untimed kernels keep defaults")
     tune.add_argument("--mode", choices=("both", "train", "infer"), default="both",
                       help="tune the training kernels, the inference kernels, or both")
+    tune.add_argument("--search", choices=("two-stage", "descent"), default="two-stage",
+                      help="two-stage (default): per kernel a fixed set (the defaults and the "
+                           "settings that won most often), then random samples of the rest; "
+                           "descent: one knob at a time from the default (the earlier search)")
+    tune.add_argument("--samples", type=at_least_zero, default=12, metavar="N",
+                      help="random samples per kernel after the fixed set (default 12; the "
+                           "budget may stop them sooner)")
+    tune.add_argument("--seed", type=_whole, default=0,
+                      help="seed of the random samples, so a run can be repeated (default 0)")
     tune.add_argument("--reset", action="store_true",
                       help="forget this device's tuning first")
     tune.add_argument("--json", action="store_true", help="print one JSON object")
@@ -1294,7 +1311,9 @@ def command_tune(args) -> int:
 
             reports.append((graph, tune(graph, device=target,
                                         batch=planned_batch(graph, args.batch),
-                                        budget=args.budget, modes=modes, progress=advance)))
+                                        budget=args.budget, modes=modes, progress=advance,
+                                        search=args.search, samples=args.samples,
+                                        seed=args.seed)))
     if args.json:
         print(json.dumps({"device": info.label, "models": [{
             "model": graph.graph["name"], "file": report.path, "seconds": report.seconds,

@@ -46,6 +46,8 @@ class DeviceInfo:
     fp64: bool
     fp16: bool
     image_support: bool
+    # NVIDIA's compute capability ("sm_90") or AMD's GPU target ("gfx90a") where the driver says
+    architecture: str = ""
 
     @property
     def label(self) -> str:

@@ -194,7 +194,7 @@ def test_tune_measures_saves_and_compile_uses_it(tuning_cache, cli, write_spec):
     """)
     # a budget the tuner does not use up: it stops when every site is done (under a load of
     # 10-14 it needed 55 s for this network before its fc gradients became sites)
-    status, out, err = cli("tune", spec, "--budget", "150", "--json")
+    status, out, err = cli("tune", spec, "--budget", "150", "--samples", "2", "--json")
     assert status == 0, err
     report = json.loads(out)["models"][0]
     assert report["sites"] and report["not_reached"] == 0
@@ -238,3 +238,84 @@ def test_an_unwritable_tuning_file_is_a_clear_error(tmp_path, monkeypatch, cli, 
     assert status == 7  # an output error, checked before the first timing
     assert "the tuning folder" in err and "CONVGRAPH_CACHE" in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------- the search
+
+def test_the_fixed_set_holds_the_defaults_then_the_most_frequent_winners(tuning_cache):
+    """The first stage: what runs untuned, the profile's default, then the settings of this
+    site nearest to those that won most often at the same kernel (the tuning table's and this
+    run's), each once."""
+    from convgraph.runtime.tune import _Tuner, _winners
+
+    graph = analyse(CASES["plain"])
+    tuner = _Tuner(graph, None, 4, 1)
+    site = next(s for s in tuner.sites(("infer",)) if s.selector == "CONV_FORWARD")
+    often, once = site.space[3], site.space[5]
+    save_tuning(tuner.info, {f"CONV_FORWARD:{n}": {"knobs": often} for n in range(3)}
+                | {"CONV_FORWARD:x": {"knobs": once}, "DENSE_FORWARD:y": {"knobs": {"A": 1}}})
+    won = _winners(load_tuning(tuner.info))
+    assert set(won) == {"CONV_FORWARD", "DENSE_FORWARD"}
+    assert tuner.fixed_set(site, won["CONV_FORWARD"]) == [site.default, often, once]
+    # a winner of another layer's site (not in this space) brings the nearest setting of it
+    elsewhere = {**often, "TILE_PIXELS": 999}
+    from collections import Counter
+
+    assert tuner.fixed_set(site, Counter({tuple(sorted(elsewhere.items())): 1}))[1] in site.space
+
+
+def test_the_budget_goes_to_the_heavy_sites_that_can_use_it():
+    from convgraph.runtime.tune import MIN_CANDIDATES, _share
+
+    assert _share(30.0, [300, 100, 100, 100], 0.0) == pytest.approx(15.0)  # by FLOPs
+    # at 3 s a probe, 30 s hold five sites' two probes: the lightest go, their time to the rest
+    heavy = _share(30.0, [100] * 4 + [1] * 20, 3.0)
+    assert heavy == pytest.approx(7.5) and heavy >= MIN_CANDIDATES * 3.0
+    assert _share(1.0, [5, 5], 3.0) == pytest.approx(1.0)  # the heaviest keeps what is left
+
+
+@pytest.mark.parametrize("option", [("--samples", "-1"), ("--search", "grid"),
+                                    ("--seed", "one")])
+def test_tune_refuses_bad_search_options(capsys, write_spec, option):
+    from tests.test_hostile_cli import assert_refused, run_cli
+
+    spec = write_spec("""
+        input: 8x8x4
+        pattern: "[INPUT-CONV(8, 3, pad=1)-FC(2)]"
+    """)
+    status, _, err = run_cli(capsys, "tune", spec, *option)
+    assert_refused(status, err, 2, option[0])
+
+
+def test_a_seed_repeats_the_samples_and_another_draws_others():
+    from convgraph.codegen.tuning import Site
+    from convgraph.runtime.tune import two_stage_order
+
+    site = Site("CONV_FORWARD:k", "c", "CONV_FORWARD", tuple({"A": n} for n in range(20)))
+    first = two_stage_order(site, [site.default, site.space[9]], 5, seed=7)
+    assert first[:2] == [site.default, site.space[9]]
+    assert first == two_stage_order(site, [site.default, site.space[9]], 5, seed=7)
+    assert first != two_stage_order(site, [site.default, site.space[9]], 5, seed=8)
+    assert len({json.dumps(k) for k in first}) == 7 and all(k in site.space for k in first)
+
+
+def test_the_api_refuses_an_unknown_search():
+    from convgraph.errors import UsageError
+    from convgraph.runtime.tune import tune
+
+    with pytest.raises(UsageError) as caught:
+        tune(analyse(CASES["plain"]), search="grid")
+    assert "two-stage or descent" in str(caught.value) and caught.value.hint
+
+
+@pytest.mark.slow  # 20-60 s on a loaded 2-core machine (cold PoCL builds of every candidate)
+def test_each_search_tunes_within_the_space(tuning_cache):
+    from convgraph.runtime.tune import tune
+
+    graph = analyse({"name": "tiny", "input": "6x6x4", "pattern": "[INPUT-CONV(8, 3, pad=1)]"})
+    for search in ("two-stage", "descent"):
+        report = tune(graph, batch=2, budget=60.0, modes=("infer",), repeats=1, samples=2,
+                      search=search, seed=7)
+        assert report.results and not report.skipped, search
+        for result in report.results:
+            assert result.best in result.site.space and result.tried >= 1

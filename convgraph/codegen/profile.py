@@ -2,12 +2,14 @@
 
 The kernels are the same on every device; these numbers specialise them. A CPU (PoCL) wants few,
 fat work-items with wide vectors and register tiles; a GPU wants many work-items grouped for
-coalesced loads. These are the defaults; `convgraph tune` times the alternatives each kernel site
-allows and keeps the fastest per device (codegen/tuning.py), which ``profile_for`` attaches.
+coalesced loads. These are the defaults (a GPU's refined by its vendor and architecture class's
+row of GPU_VENDORS); `convgraph tune` times the alternatives each kernel site allows and keeps
+the fastest per device (codegen/tuning.py), which ``profile_for`` attaches.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from convgraph.codegen.tuning import Tuning, load_tuning
@@ -110,20 +112,148 @@ OCLGRIND = DeviceProfile("oclgrind", conv_tile_pixels=4, dense_tile_rows=4, max_
                          build_options=("-cl-opt-disable",))
 
 
+# ---------------------------------------------------------------------------- GPU vendor rows
+# An untuned GPU starts from its vendor and architecture class's row: profile fields (the
+# direct family's pixel tile and work-groups, the tiled family's limits) and shipped settings
+# (partial settings of the tiled and direct families, see Tuning.shipped_choice; a site takes
+# the setting of its space nearest to them, so every shipped choice is a setting the site
+# offers, within the device's reported limits). Rows are derived from published facts (the
+# source is named on each); none is measured but the NVIDIA Hopper row's direct-family tile,
+# which `convgraph tune` chose on an H100 (README "Performance": 8 pixels x 2 vectors of 4
+# filters, 4x4x4 work-groups). `convgraph tune` starts from them and measures the rest.
+
+@dataclass(frozen=True)
+class VendorRow:
+    """The shipped defaults of one vendor and architecture class of GPU."""
+
+    label: str
+    vendors: str  # a regular expression CL_DEVICE_VENDOR matches (from its start, any case)
+    names: str = ""  # a regular expression on the device name or architecture; "" any
+    overrides: dict = field(default_factory=dict)  # DeviceProfile fields
+    shipped: tuple[dict, ...] = ()  # partial settings, each for the sites of its ALGORITHM
+    measured: str = ""  # where these settings were measured; "" derived, unmeasured
+
+    def matches(self, info: DeviceInfo) -> bool:
+        if info.type != "gpu" or not re.match(self.vendors, info.vendor, re.IGNORECASE):
+            return False
+        text = f"{info.name} {info.architecture}"
+        return not self.names or re.search(self.names, text, re.IGNORECASE) is not None
+
+
+def tiled(rows: int, vectors: int, group: str, step: int = 16, algorithm: str = "gemm",
+          width: int = 4) -> dict:
+    """A tiled-family setting (ops/conv_gemm.py's knobs): a register tile of ``rows`` output
+    rows x ``vectors`` vectors of ``width`` columns, work-groups of ``group`` = "columns,rows,1",
+    ``step`` reduction steps a stage, staged in local memory (gemm) or not (gemm_global)."""
+    return {"ALGORITHM": algorithm, "TILE_PIXELS": rows, "FILTER_VECTORS": vectors,
+            "VECTOR_WIDTH": width, "LOCAL": group, "CHANNEL_STEP": step}
+
+
+def direct(pixels: int, vectors: int, group: str) -> dict:
+    """A direct-family setting of a GPU's conv forward site (ops/conv.py's knobs)."""
+    return {"ALGORITHM": "direct", "TILE_PIXELS": pixels, "FILTER_VECTORS": vectors,
+            "VECTOR_WIDTH": 4, "LOCAL": group}
+
+
+GPU_VENDORS = (
+    # NVIDIA Hopper (H100, H200; compute capability 9.0). CUDA C Programming Guide, "Compute
+    # Capabilities": warps of 32, 48 KiB of shared (local) memory per block without opt-in, 255
+    # registers per thread, 1024 threads per block; NVIDIA's OpenCL reports a preferred float
+    # vector width of 1 but 128-bit loads (float4) are its widest. Tiled: 8 x 2 vectors of 4
+    # (64 accumulators, within 255 registers), 16x16 work-groups (8 warps): DLPrimitives'
+    # 8x8 blocks and 128-wide tiles (unmeasured). Direct: measured on an H100 (above).
+    VendorRow("NVIDIA Hopper", "nvidia", r"\b(G?H100|H200|H800)\b|sm_90",
+              {"conv_tile_pixels": 8, "local_memory": 48 << 10},
+              (tiled(8, 2, "16,16,1"), direct(8, 2, "4,4,4")),
+              measured="direct tile: convgraph tune on an H100 (README Performance)"),
+    # other NVIDIA GPUs (Maxwell to Blackwell): the same per-thread and per-block limits
+    # (CUDA C Programming Guide, "Compute Capabilities"), so the same tiles; unmeasured
+    VendorRow("NVIDIA", "nvidia", "",
+              {"conv_tile_pixels": 8, "local_memory": 48 << 10},
+              (tiled(8, 2, "16,16,1"), direct(8, 2, "4,4,4"))),
+    # AMD RDNA (gfx10xx-gfx12xx, Radeon RX 5000 and later). AMD RDNA ISA guides: wave32
+    # natively, 64 KiB of LDS per work-group (128 KiB per WGP), up to 256 VGPRs a lane;
+    # AMD's OpenCL caps work-groups at 256 by default. 8 x 2 vectors of 4 in 16x16
+    # work-groups (8 waves of 32); 32 KiB of local memory keeps two work-groups per WGP
+    VendorRow("AMD RDNA", r"(advanced micro devices|amd\b)", r"gfx1[0-2]\d|radeon rx",
+              {"local_memory": 32 << 10, "max_work_group": 256},
+              (tiled(8, 2, "16,16,1"), direct(4, 2, "8,8,1"))),
+    # AMD GCN and CDNA (gfx8xx, gfx9xx: Polaris, Vega, Instinct MI). AMD GCN/CDNA ISA guides:
+    # wavefronts of 64, 64 KiB of LDS per CU (a work-group at 32 KiB leaves room for two), 256
+    # VGPRs a lane (an 8x8 tile's ~100 keep 2 waves per SIMD), work-groups up to 256 (four
+    # wavefronts); direct work-groups of 64 (one wavefront)
+    VendorRow("AMD GCN/CDNA", r"(advanced micro devices|amd\b)", "",
+              {"local_memory": 32 << 10, "max_work_group": 256},
+              (tiled(8, 2, "16,16,1"), direct(4, 2, "8,8,1"))),
+    # Intel GPUs (Gen9 to Xe). oneAPI GPU Optimization Guide: SIMD8/16/32 sub-groups, 64 KiB
+    # of shared local memory per work-group, 128 32-byte registers per hardware thread (4 KiB:
+    # 64 floats a work-item at SIMD16), work-groups up to 256 on Gen9 (512-1024 on Xe): a 4 x 1
+    # vector of 4 tile (16 accumulators) in 16x16 work-groups, so the compiler keeps SIMD16
+    VendorRow("Intel GPU", "intel", "",
+              {"conv_tile_pixels": 4, "local_memory": 32 << 10, "max_work_group": 256},
+              (tiled(4, 1, "16,16,1"), direct(4, 1, "4,4,4"))),
+    # Apple GPUs (M1 and later). Apple's Metal feature set tables: SIMD-groups of 32, 32 KiB of
+    # threadgroup (local) memory; Apple's OpenCL reports work-groups of up to 256; register use
+    # beyond ~64 floats a thread lowers occupancy (Apple's "Optimize Metal Performance" notes):
+    # 4 x 2 vectors of 4 (32 accumulators), 16x16 work-groups
+    VendorRow("Apple GPU", "apple", "",
+              {"local_memory": 32 << 10, "max_work_group": 256},
+              (tiled(4, 2, "16,16,1"), direct(4, 1, "4,4,4"))),
+    # ARM Mali (Bifrost, Valhall). Arm Mali GPU OpenCL Developer Guide / Best Practices: local
+    # memory is ordinary cached memory (staging through it buys nothing: gemm_global), 64
+    # registers a thread keep full occupancy (a 4 x 1 vector of 4 tile: 16 accumulators),
+    # 128-bit vector loads, work-groups of 64-128: 8x8
+    VendorRow("ARM Mali", r"arm\b", r"mali",
+              {"conv_tile_pixels": 4, "max_work_group": 256},
+              (tiled(4, 1, "8,8,1", 8, "gemm_global"), direct(4, 1, "8,8,1"))),
+    # Qualcomm Adreno (6xx, 7xx). Snapdragon OpenCL General Programming and Optimization guide:
+    # waves of 64 or 128 fibers, 32 KiB of on-chip local memory, vload4 (128-bit) loads
+    # preferred, registers shared by the waves in flight (small private tiles): 4 x 1 vector of
+    # 4 in 8x8 work-groups, stages of 8
+    VendorRow("Qualcomm Adreno", "qualcomm", r"adreno",
+              {"conv_tile_pixels": 4, "local_memory": 32 << 10, "max_work_group": 256},
+              (tiled(4, 1, "8,8,1", 8), direct(4, 1, "8,8,1"))),
+)
+
+
+def vendor_row(info: DeviceInfo) -> VendorRow | None:
+    """The first row of GPU_VENDORS that ``info``'s device matches (None: a CPU, or a GPU of
+    no listed vendor, which keeps the generic GPU profile)."""
+    return next((row for row in GPU_VENDORS if row.matches(info)), None)
+
+
 def base_profile(info: DeviceInfo) -> DeviceProfile:
-    """The device family's defaults, without tuning."""
+    """The device family's defaults, without tuning (a GPU's with its vendor row's fields)."""
     if "oclgrind" in info.platform.lower():
         return OCLGRIND
-    return GPU if info.type == "gpu" else CPU
+    if info.type != "gpu":
+        return CPU
+    row = vendor_row(info)
+    return replace(GPU, **row.overrides) if row else GPU
+
+
+def shipped_tuning(info: DeviceInfo) -> Tuning:
+    """No measured choices, the shipped defaults of the device's vendor row (if any)."""
+    row = vendor_row(info)
+    if row is None:
+        return Tuning()
+    return Tuning(source=f"shipped defaults for {row.label}", shipped=row.shipped)
 
 
 def profile_for(info: DeviceInfo, tuned: bool = True) -> DeviceProfile:
-    """The defaults with this device's tuning table (or the closest tuned device's) attached.
-    Oclgrind checks the default kernels: a simulator's timings mean nothing."""
+    """The defaults with this device's tuning table (or the closest tuned device's) attached;
+    a GPU of a listed vendor starts from its row's shipped defaults (``tuned=False``: those
+    alone). Oclgrind checks the default kernels: a simulator's timings mean nothing."""
     profile = within_limits(base_profile(info), info)
-    if not tuned or profile is OCLGRIND:
+    if profile is OCLGRIND:
         return profile
-    return replace(profile, tuning=load_tuning(info))
+    shipped = shipped_tuning(info)
+    if not tuned:
+        return replace(profile, tuning=shipped) if shipped.shipped else profile
+    measured = load_tuning(info)
+    if not measured.entries:
+        return replace(profile, tuning=shipped) if shipped.shipped else profile
+    return replace(profile, tuning=replace(measured, shipped=shipped.shipped))
 
 
 def within_limits(profile: DeviceProfile, info: DeviceInfo) -> DeviceProfile:

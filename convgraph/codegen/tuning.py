@@ -3,9 +3,11 @@
 An op's lowering asks ``ctx.tuned(selector, shape, space)`` for the knobs of one kernel site (a
 kernel specialised to one layer's shapes): ``space`` lists every setting the kernel supports
 there, the device profile's default first. The answer is the device's tuned choice when the
-tuning table holds one that is still in the space, else the default. Every setting in a space
-is a legal kernel, and tests/test_tuning.py checks each against numpy, so a tuning table can
-only change speed.
+tuning table holds one that is still in the space, else the setting nearest the shipped default
+of the device's vendor row (codegen/profile.py's GPU_VENDORS: partial settings derived from
+published facts, each for the sites that offer its ALGORITHM), else the profile's default.
+Every setting in a space is a legal kernel, and tests/test_tuning.py checks each against numpy,
+so a tuning table can only change speed.
 
 ``convgraph tune SPEC`` (runtime/tune.py) times the candidates and stores the fastest per site
 in a JSON file per device, keyed by platform, device, vendor, driver and OpenCL version, under
@@ -56,18 +58,45 @@ class Tuning:
 
     entries: dict = field(default_factory=dict)  # key -> {"knobs": {...}, ...}
     source: str = "defaults"
+    # the device's shipped defaults (profile.VendorRow.shipped): partial settings, each for
+    # the sites offering its ALGORITHM; a site takes the first its space offers
+    shipped: tuple[dict, ...] = ()
 
     def choice(self, key: str, space: tuple[dict, ...]) -> dict:
         entry = self.entries.get(key)
         if entry is not None and entry.get("knobs") in space:
             return entry["knobs"]
-        return space[0]  # untuned, or tuned for kernels that have since changed
+        # untuned, or tuned for kernels that have since changed
+        return self.shipped_choice(space)
+
+    def shipped_choice(self, space: tuple[dict, ...]) -> dict:
+        """The setting of ``space`` nearest the first shipped default whose ALGORITHM it
+        offers (the profile's default where none is shipped for it)."""
+        for wanted in self.shipped:
+            offered = [knobs for knobs in space
+                       if knobs.get("ALGORITHM") == wanted.get("ALGORITHM")]
+            if offered:
+                return nearest(offered, wanted)
+        return space[0]
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def with_choice(self, key: str, knobs: dict) -> Tuning:
-        return Tuning({**self.entries, key: {"knobs": knobs}}, self.source)
+        return Tuning({**self.entries, key: {"knobs": knobs}}, self.source, self.shipped)
+
+
+def nearest(space, wanted: dict) -> dict:
+    """The setting of ``space`` nearest ``wanted`` (a partial setting), its knobs in order of
+    importance: agreeing on the first knob beats agreeing on all the later ones; ties go to
+    the earliest setting, i.e. the one nearest the default.
+
+    >>> space = [{"A": 1, "B": 1}, {"A": 2, "B": 1}, {"A": 2, "B": 2}, {"A": 1, "B": 3}]
+    >>> nearest(space, {"A": 2, "B": 3})
+    {'A': 2, 'B': 1}
+    """
+    return max(space, key=lambda knobs: tuple(knobs.get(name) == value
+                                              for name, value in wanted.items()))
 
 
 # ---------------------------------------------------------------------------- persistence

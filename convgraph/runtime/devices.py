@@ -36,6 +36,19 @@ def _c_version(text: str) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2))) if match else (1, 2)
 
 
+def _architecture(cl, device, extensions: list[str]) -> str:
+    """NVIDIA's compute capability as "sm_XY" (cl_nv_device_attribute_query), AMD's GPU
+    target ("gfx90a": ROCm names its devices so), else "" (the vendor rows of
+    codegen/profile.py then match by name)."""
+    if "cl_nv_device_attribute_query" in extensions:
+        try:
+            return f"sm_{device.compute_capability_major_nv}{device.compute_capability_minor_nv}"
+        except (AttributeError, cl.Error):
+            return ""
+    match = re.match(r"gfx[0-9a-f]+", device.name.strip())
+    return match.group(0) if match else ""
+
+
 def _describe(cl, p: int, d: int, platform, device) -> DeviceInfo:
     extensions = device.extensions.split()
     return DeviceInfo(
@@ -56,6 +69,7 @@ def _describe(cl, p: int, d: int, platform, device) -> DeviceInfo:
         fp64="cl_khr_fp64" in extensions or device.double_fp_config != 0,
         fp16="cl_khr_fp16" in extensions,
         image_support=bool(device.image_support),
+        architecture=_architecture(cl, device, extensions),
     )
 
 

@@ -3,22 +3,31 @@
 For every tunable site of a network's training (or inference) plan, heaviest first, the tuner
 re-plans the network with one candidate setting for that site, builds a small program holding
 only that site's kernels, runs their launches on zero-filled buffers of the planned sizes and
-takes the median of several timed runs. The search walks one knob at a time from the default
-(coordinate descent, a second sweep if time allows), inside a time budget; sites the budget does
-not reach keep their defaults. The winners go to the device's tuning file (codegen/tuning.py),
-which every later compile on this device reads.
+takes the median of several timed runs. The search has two stages, as CLBlast's tuner does: a
+fixed set first (the profile's default, the device's shipped vendor default, and the settings
+nearest to those that won most often at this kernel's other sites, in this run and in the
+device's tuning table), then random samples of the rest of the space (``samples`` at most, in an
+order drawn from ``seed``, so a run can be repeated). The budget is split over the sites by
+their FLOPs, heaviest first, and what a site leaves unused goes to the sites after it; sites the
+budget does not reach keep their defaults. ``search="descent"`` is the earlier search (one knob
+at a time from the default, a second sweep if time allows), kept to compare against. Either
+way a winner is re-timed against the default, alternately, before it is accepted. The winners
+go to the device's tuning file (codegen/tuning.py), which every later compile on this device
+reads.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from convgraph.codegen.plan import Launch
 from convgraph.codegen.profile import profile_for
-from convgraph.codegen.tuning import Site, Tuning, save_tuning
-from convgraph.errors import ConvgraphError, OutputError
+from convgraph.codegen.tuning import Site, Tuning, load_tuning, nearest, save_tuning
+from convgraph.errors import ConvgraphError, OutputError, UsageError
 from convgraph.runtime.program import SubPlan
 from convgraph.runtime.target import Target, build
 
@@ -64,26 +73,48 @@ class _ProbePlan(SubPlan):
         return {}
 
 
+SEARCHES = ("two-stage", "descent")
+SAMPLES = 12  # random samples per site after the fixed set (at most; the budget may stop it)
+FREQUENT = 3  # settings that won most often, in the fixed set
+MIN_CANDIDATES = 2  # timed at every site reached, whatever its share (the default and one)
+
+
 def tune(graph, device=None, batch: int = 64, budget: float = 120.0,
          modes: tuple[str, ...] = ("train", "infer"), repeats: int = 5,
-         progress=None) -> TuneReport:
+         progress=None, search: str = "two-stage", samples: int = SAMPLES,
+         seed: int = 0) -> TuneReport:
     """Tune every kernel site of ``graph``'s training and/or inference plan on ``device`` (a
     selector or a Target) within ``budget`` seconds and save the winners; ``progress(done,
     total, text)`` follows the sites. (Training and inference sites differ: training lays
-    gradients out with halos.) A table that cannot be written leaves ``report.path`` empty
-    and the OutputError in ``report.unsaved`` (``convgraph tune`` shows the results, then
-    exits 7 with it)."""
+    gradients out with halos.) ``search`` is "two-stage" (a fixed set, then up to ``samples``
+    random samples per site drawn from ``seed``) or "descent" (one knob at a time). A table
+    that cannot be written leaves ``report.path`` empty and the OutputError in
+    ``report.unsaved`` (``convgraph tune`` shows the results, then exits 7 with it)."""
+    if search not in SEARCHES:
+        raise UsageError(f"tune's search must be {' or '.join(SEARCHES)}, not {search!r}.",
+                         hint="two-stage (a fixed set, then random samples) or descent.")
     start = time.perf_counter()
     tuner = _Tuner(graph, device, batch, repeats)
     sites = tuner.sites(modes)
     report = TuneReport(tuner.info.label)
     found: dict[str, dict] = {}
+    winners = _winners(load_tuning(tuner.info))
+    deadline = start + budget
     try:
         for done, site in enumerate(sites):
-            if time.perf_counter() >= start + budget:
+            now = time.perf_counter()
+            if now >= deadline:
                 report.skipped.extend(sites[done:])
                 break
-            result = tuner.tune_site(site, start + budget)
+            share = _share(deadline - now, [tuner.flops_of[s.key] for s in sites[done:]],
+                           tuner.probe_seconds())
+            if search == "descent":  # the earlier search: every site may use what is left
+                result = tuner.descend(site, deadline)
+            else:
+                fixed = tuner.fixed_set(site, winners.get(site.selector, Counter()))
+                result = tuner.two_stage(site, fixed, min(now + share, deadline), deadline,
+                                         samples, seed)
+            winners.setdefault(site.selector, Counter())[_frozen(result.best)] += 1
             report.results.append(result)
             found[site.key] = {"knobs": result.best, "ms": round(result.best_ms, 4),
                                "default_ms": round(result.default_ms, 4), "node": site.node,
@@ -100,6 +131,44 @@ def tune(graph, device=None, batch: int = 64, budget: float = 120.0,
     return report
 
 
+def two_stage_order(site: Site, fixed: list[dict], samples: int, seed: int) -> list[dict]:
+    """The settings a two-stage search times at ``site``, in order: ``fixed``, then ``samples``
+    of the rest of its space drawn at random from ``seed`` and the site (the same every run).
+
+    >>> site = Site("k", "conv1", "CONV_FORWARD", tuple({"A": n} for n in range(9)))
+    >>> order = two_stage_order(site, [{"A": 0}, {"A": 4}], 3, seed=0)
+    >>> order[:2], len(order), order == two_stage_order(site, [{"A": 0}, {"A": 4}], 3, 0)
+    ([{'A': 0}, {'A': 4}], 5, True)
+    """
+    chosen = {_frozen(knobs) for knobs in fixed}
+    rest = [knobs for knobs in site.space if _frozen(knobs) not in chosen]
+    rng = random.Random(f"{seed}:{site.key}")
+    return list(fixed) + rng.sample(rest, min(samples, len(rest)))
+
+
+def _share(left: float, flops: list[int], probe: float) -> float:
+    """The seconds of ``left`` for the first of the sites of ``flops`` (heaviest first): shares
+    by FLOPs among the heaviest sites that each get MIN_CANDIDATES probes of ``probe`` seconds
+    (the lighter ones would get too few to find anything: their time goes to the heavier)."""
+    weights = [max(f, 1) for f in flops]
+    while len(weights) > 1 and left * weights[-1] / sum(weights) < MIN_CANDIDATES * probe:
+        weights.pop()
+    return left * weights[0] / sum(weights)
+
+
+def _frozen(knobs: dict) -> tuple:
+    return tuple(sorted(knobs.items()))
+
+
+def _winners(tuning: Tuning) -> dict[str, Counter]:
+    """How often each setting won, by kernel, in a tuning table (this device's or the one it
+    borrows): the fixed set's third part, with this run's winners added as they come."""
+    counts: dict[str, Counter] = {}
+    for key, entry in tuning.entries.items():
+        counts.setdefault(key.split(":")[0], Counter())[_frozen(entry["knobs"])] += 1
+    return counts
+
+
 class _Tuner:
     """Times one network's kernel sites on one device."""
 
@@ -107,9 +176,11 @@ class _Tuner:
         self.graph, self.batch, self.repeats = graph, batch, repeats
         opened = Target.open(device)
         # every candidate is timed against the untuned defaults, whatever is tuned already
-        self.base = replace(profile_for(opened.info, tuned=False), tuning=Tuning())
+        self.base = profile_for(opened.info, tuned=False)
+        self.shipped = self.base.tuning
         self.target = opened.with_profile(self.base)
         self.info, self.queue = self.target.info, self.target.queue
+        self.probes, self.probe_time = 0, 0.0  # candidates timed, and their seconds
         self.mode_of: dict[str, str] = {}
         self.flops_of: dict[str, int] = {}
 
@@ -117,7 +188,7 @@ class _Tuner:
         from convgraph.codegen.plan import plan_forward
         from convgraph.codegen.training import plan_training
 
-        profile = replace(self.base, tuning=tuning)
+        profile = replace(self.base, tuning=replace(tuning, shipped=self.shipped.shipped))
         if mode == "train":
             train = self.graph.graph["train"]
             return plan_training(self.graph, profile, train["optimizer"], train)
@@ -166,24 +237,67 @@ class _Tuner:
 
         return run
 
-    def tune_site(self, site: Site, deadline: float) -> SiteResult:
-        """Coordinate descent from the default: each knob in turn, the others fixed, twice at
-        most; then the winner must beat the default again, the two timed alternately (a shared
-        machine's load comes and goes between candidates)."""
+    def probe_seconds(self) -> float:
+        """The mean wall-clock seconds of a candidate so far (build and timing; 0 before the
+        first)."""
+        return self.probe_time / self.probes if self.probes else 0.0
+
+    def timer(self, site: Site):
+        """(timed, runs): ``timed(knobs)`` builds and times a setting once (inf where the
+        device cannot run it) and remembers it; ``runs`` maps settings to their timers."""
         runs: dict[tuple, object] = {}
         times: dict[tuple, float] = {}
 
         def timed(knobs: dict) -> float:
-            key = tuple(sorted(knobs.items()))
+            key = _frozen(knobs)
             if key not in times:
+                started = time.perf_counter()
                 try:
                     runs[key] = self.runner(site, knobs)
                     times[key] = runs[key]()
                 except ConvgraphError:
                     times[key] = float("inf")  # a setting this device cannot run
+                self.probes += 1
+                self.probe_time += time.perf_counter() - started
             return times[key]
 
-        best = site.default
+        return timed, runs, times
+
+    def untuned(self, site: Site) -> dict:
+        """What the site runs untuned: the shipped vendor default, else the profile's."""
+        return self.shipped.shipped_choice(site.space)
+
+    def fixed_set(self, site: Site, won: Counter) -> list[dict]:
+        """The first stage: the shipped vendor default (what runs untuned), the profile's
+        default, then the settings of this site nearest to the FREQUENT that won most often at
+        this kernel."""
+        fixed = [self.untuned(site), site.default]
+        fixed += [nearest(site.space, dict(knobs)) for knobs, _ in won.most_common(FREQUENT)]
+        return [dict(knobs) for knobs in dict.fromkeys(_frozen(k) for k in fixed)]
+
+    def two_stage(self, site: Site, fixed: list[dict], share_end: float, deadline: float,
+                  samples: int, seed: int) -> SiteResult:
+        """The fixed set, then up to ``samples`` random settings of the rest of the space, while
+        the site's share lasts (MIN_CANDIDATES are timed whatever the share, within the
+        whole budget)."""
+        timed, runs, times = self.timer(site)
+        candidates = two_stage_order(site, fixed, samples, seed)
+        best, best_ms = fixed[0], timed(fixed[0])
+        for candidate in candidates[1:]:
+            now = time.perf_counter()
+            if now >= deadline or (now >= share_end and len(times) >= MIN_CANDIDATES):
+                break
+            ms = timed(candidate)
+            if ms < best_ms * 0.98:  # noise: a setting must win clearly to move
+                best, best_ms = candidate, ms
+        return self.confirmed(site, best, best_ms, times[_frozen(fixed[0])], runs,
+                              len(times))
+
+    def descend(self, site: Site, deadline: float) -> SiteResult:
+        """Coordinate descent from the default: each knob in turn, the others fixed, twice at
+        most (the search before the two-stage one)."""
+        timed, runs, times = self.timer(site)
+        best = self.untuned(site)
         best_ms = default_ms = timed(best)
         for _ in range(2):
             improved = False
@@ -197,14 +311,21 @@ class _Tuner:
                         best, best_ms, improved = candidate, ms, True
             if not improved:
                 break
-        pair = [runs.get(tuple(sorted(k.items()))) for k in (site.default, best)]
-        if best != site.default and all(pair):
+        return self.confirmed(site, best, best_ms, default_ms, runs, len(times))
+
+    def confirmed(self, site: Site, best: dict, best_ms: float, default_ms: float, runs: dict,
+                  tried: int) -> SiteResult:
+        """The winner must beat the untuned setting again, the two timed alternately (a shared
+        machine's load comes and goes between candidates)."""
+        untuned = self.untuned(site)
+        pair = [runs.get(_frozen(k)) for k in (untuned, best)]
+        if best != untuned and all(pair):
             rounds = [[run() for run in pair] for _ in range(3)]
             default_ms = statistics.median(r[0] for r in rounds)
             best_ms = statistics.median(r[1] for r in rounds)
             if best_ms >= default_ms:
-                best, best_ms = site.default, default_ms
-        return SiteResult(site, self.mode_of[site.key], default_ms, best_ms, best, len(times),
+                best, best_ms = untuned, default_ms
+        return SiteResult(site, self.mode_of[site.key], default_ms, best_ms, best, tried,
                           self.flops_of[site.key] * self.batch)
 
 
