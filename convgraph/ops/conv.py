@@ -451,11 +451,12 @@ def _conv_defines(ctx):
     return defines, None, width
 
 
-def _forward_space(profile, width: int, channels: int, filters: int, out_width: int
-                   ) -> list[dict]:
-    """Every setting of a direct forward site, the profile's default first: pixels per
-    work-item, vectors of filters per work-item, channels per step, vector width, and on a GPU
-    the work-group shape. ``channels``/``filters``: per group, as stored."""
+def _forward_space(profile, width: int, channels: int, filters: int, out_width: int,
+                   row_tiles: bool = True) -> list[dict]:
+    """Every setting of a direct forward site, the profile's default first: pixels and rows
+    per work-item (rows only with ``row_tiles``: not where a max pool is folded in), vectors of
+    filters per work-item, channels per step, vector width, and on a GPU the work-group shape.
+    ``channels``/``filters``: per group, as stored."""
     # channels per step: the profile's, or the widest below it that divides the channels (8
     # won on VGG-CIFAR when the kernel loaded them as one vector; broadcast one by one from
     # memory, 4 leaves registers for 2 vectors of filters)
@@ -471,7 +472,7 @@ def _forward_space(profile, width: int, channels: int, filters: int, out_width: 
             continue
         # rows per work-item: 2 where the filters fit one or two vectors, so that each weight
         # vector loaded serves twice the pixels (one vector of filters: one fma per input)
-        rows_options = (1, 2) if filters <= 2 * vector else (1,)
+        rows_options = (1, 2) if row_tiles and filters <= 2 * vector else (1,)
         for pixels in (profile.conv_tile_pixels, 4, 8, 16, 2, 1):
             tile = choose_tile(out_width, pixels)
             # each input broadcast serves FILTER_VECTORS fmas: on a CPU 2 by default where the
@@ -491,7 +492,7 @@ def _forward_space(profile, width: int, channels: int, filters: int, out_width: 
                         space.append({"TILE_PIXELS": tile, "TILE_ROWS": rows,
                                       "FILTER_VECTORS": vectors, "CHANNEL_STEP": step,
                                       "VECTOR_WIDTH": vector, "LOCAL": local})
-    if channels < 4 and profile.conv_first_tile_rows > 1:
+    if row_tiles and channels < 4 and profile.conv_first_tile_rows > 1:
         space = _first_layer_rows_first(space, profile, out_width)
     return space
 
@@ -539,9 +540,10 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
     """A conv forward pass (or a stride-1 input gradient, ``role`` "input_grad") of ``args`` =
     [x, w, b, y]: direct, or on 3x3 stride-1 ungrouped sites Winograd, as the site's ALGORITHM
     knob chooses (ops/winograd.py); the tuner times every algorithm with every tile setting."""
-    space = _forward_space(ctx.profile, width, channels, filters, out_width)
+    pooled = bool(shape.get("POOL_MAX"))
+    space = _forward_space(ctx.profile, width, channels, filters, out_width, not pooled)
     shape = {key: value for key, value in shape.items() if key != "VECTOR_WIDTH"}
-    if shape.get("POOL_MAX"):  # direct only, each work-item's pixels whole 2x2 windows
+    if pooled:  # direct only, each work-item's pixels whole 2x2 windows
         space = _pooled_space(space, shape["POOL_OUT_W"])
     elif winograd.applies(shape):
         space = winograd.with_algorithms(
@@ -566,14 +568,13 @@ def _pooled_space(space: list[dict], pooled_width: int) -> list[dict]:
     per work-item, the setting's own pixel count rounded to them (a 7-pixel tile, a divisor
     of a 28-wide row, becomes 2 windows: rounded down, 1, each weight load served 4 pixels
     instead of 7), at most a row's ``pooled_width`` and 256 accumulators; a last partial
-    tile is guarded. One pooled row per work-item (TILE_ROWS 1)."""
+    tile is guarded. ``space`` has one row per work-item (TILE_ROWS 1): a pooled row."""
     pooled = []
     for knobs in space:
         per_window = 4 * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"]  # accumulators
-        pixels = knobs["TILE_PIXELS"] * knobs.get("TILE_ROWS", 1)  # 2 rows of 4: 2 windows
-        windows = min(pooled_width, max(1, (pixels + 2) // 4),
+        windows = min(pooled_width, max(1, (knobs["TILE_PIXELS"] + 2) // 4),
                       max(1, 256 // per_window))
-        pooled.append({**knobs, "TILE_PIXELS": 4 * windows, "TILE_ROWS": 1})
+        pooled.append({**knobs, "TILE_PIXELS": 4 * windows})
     return [dict(items) for items in dict.fromkeys(tuple(k.items()) for k in pooled)]
 
 
