@@ -11,7 +11,8 @@ The site is that of the layer's pass ("forward" or "input grad") in the training
 network holding the layer (benchmarks/layers.py builds the same); the site's launches in the
 training step (not an input gradient's weight transpose, which is no part of the site) run on
 zero-filled buffers of the planned sizes, timed by OpenCL events. The variants alternate within
-each round (ABBA), and the table gives the median over rounds with the spread (min-max), GFLOP/s
+each round (ABBA), and the table gives the median over rounds with the spread (min-max), the
+speed-up over the first variant paired round by round (median of the per-round ratios), GFLOP/s
 and % of the fp32 FMA peak (kernels/peak.cl, measured in the same run), the CPU model and the
 load.
 ``--objdump`` instead builds each variant in a fresh process with PoCL's temporary files kept
@@ -179,6 +180,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--objdump", action="store_true")
+    parser.add_argument("--samples", action="store_true",
+                        help="print each variant's times, round by round (a bimodal spread)")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.objdump:
@@ -203,13 +206,20 @@ def main(argv=None) -> int:
           f"load {load:.1f} -> "
           f"{os.getloadavg()[0]:.1f}; batch {args.batch}; {entry[0]} {entry[1]} {entry[2]} "
           f"{entry[3]} {args.pass_}; median of {args.rounds} rounds (min-max)")
+    first = samples[order[0]]
     for label, times in samples.items():
         ms = statistics.median(times)
+        # the first variant's time over this one's, round by round (the two ran back to back,
+        # under the same load), median over rounds: robust to load that moves between rounds
+        paired = statistics.median(a / b for a, b in zip(first, times))
         rate = timers[label].flops / ms / 1e6
         knobs = ",".join(f"{k}={v}" for k, v in timers[label].knobs.items())
         moved = timers[label].moved / ms / 1e6  # GB/s of the buffers the site touches
         print(f"  {label:12s} {ms:7.3f} ms ({min(times):.3f}-{max(times):.3f}) "
-              f"{rate:5.0f} GFLOP/s {100 * rate / peak:3.0f}%, {moved:5.1f} GB/s  {knobs}")
+              f"{rate:5.0f} GFLOP/s {100 * rate / peak:3.0f}%, {moved:5.1f} GB/s, "
+              f"{paired:.2f}x paired  {knobs}")
+        if args.samples:
+            print("    " + " ".join(f"{t:.2f}" for t in times))
     return 0
 
 

@@ -7,8 +7,10 @@
  *   b  (K_ALLOC), zero beyond FILTERS
  *   y  (N, Y_ALLOC_H, Y_ALLOC_W, Y_STRIDE_C)
  *
- * An implicit GEMM with register tiles: work-item (kt, pt, n * OUT_H + oh) computes TILE_PIXELS
- * consecutive output pixels of row oh times FILTER_VECTORS vectors of VECTOR_WIDTH output
+ * An implicit GEMM with register tiles: work-item (kt, pt, n * ROW_BLOCKS + rb) computes
+ * TILE_PIXELS consecutive output pixels of each of TILE_ROWS rows from rb * TILE_ROWS (each
+ * weight vector loaded serves TILE_ROWS x TILE_PIXELS fmas; the last row tile of an odd OUT_H
+ * clamps its reads and skips its stores) times FILTER_VECTORS vectors of VECTOR_WIDTH output
  * channels starting at kt * VECTOR_WIDTH * FILTER_VECTORS, reducing over (r, s, c) in registers,
  * CHANNEL_STEP input channels per step. Each input value is broadcast straight from memory
  * ((realV)(x[i]): a load-port broadcast, or an fma's {1to16} operand) and serves FILTER_VECTORS
@@ -121,11 +123,18 @@
 #define LOADV VLOAD(VECTOR_WIDTH)
 #define STOREV VSTORE(VECTOR_WIDTH)
 #define HSUM CONCAT(hsum, VECTOR_WIDTH)
+#ifndef TILE_ROWS /* output rows per work-item (forward) */
+#define TILE_ROWS 1
+#endif
+#define ROW_BLOCKS ((Y_ROWS + TILE_ROWS - 1) / TILE_ROWS)
 
 #if defined(CONV_FORWARD)
-/* FILTER_VECTORS vectors of filters per work-item: TILE_PIXELS x FILTER_VECTORS accumulators,
- * each input value loaded once serves FILTER_VECTORS vector fmas */
+/* FILTER_VECTORS vectors of filters per work-item: TILE_ROWS x TILE_PIXELS x FILTER_VECTORS
+ * accumulators, each input value loaded once serves FILTER_VECTORS vector fmas */
 #define FILTERS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
+#if POOL_MAX && TILE_ROWS != 1
+#error "a pooled forward computes one row of 2x2 windows per work-item: TILE_ROWS 1"
+#endif
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict w,
                           __global const float *restrict b, __global float *restrict y)
 {
@@ -133,27 +142,37 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     const int pt = get_global_id(1);
     const int row = get_global_id(2);
     if (kt >= K_ALLOC / FILTERS_PER_ITEM || pt >= ROW_TILES) return; /* sizes rounded up */
-    const int n = row / Y_ROWS;
-    const int oh = row % Y_ROWS;
+    const int n = row / ROW_BLOCKS;
+    const int first_row = (row % ROW_BLOCKS) * TILE_ROWS;
     const int k0 = kt * FILTERS_PER_ITEM;
     const int group = k0 / K_PER_GROUP; /* FILTERS_PER_ITEM divides K_PER_GROUP */
     const int first_pixel = pt * TILE_PIXELS;
 
-    /* where each pixel's window starts in x (top-left tap, first channel of the group) */
+    /* where each pixel's window starts in x (top-left tap, first channel of the group), in the
+     * tile's first row; row t's are row_offset[t] further (one offset a row: a window per pixel
+     * and row became TILE_ROWS x TILE_PIXELS pointers, spilled). The last row tile of an odd
+     * OUT_H clamps its reads to the last row and skips its stores. */
     int window[TILE_PIXELS];
 #pragma unroll
     for (int p = 0; p < TILE_PIXELS; ++p) {
-        window[p] = AT(X, n, PIXEL_ROW(oh, p) * STRIDE_H - PAD_TOP,
+        window[p] = AT(X, n, PIXEL_ROW(first_row, p) * STRIDE_H - PAD_TOP,
                        PIXEL_COLUMN(pt, p) * STRIDE_W - PAD_LEFT, group * C_PER_GROUP);
     }
+    int row_offset[TILE_ROWS];
+#pragma unroll
+    for (int t = 0; t < TILE_ROWS; ++t)
+        row_offset[t] = (min(first_row + t, Y_ROWS - 1) - first_row) * STRIDE_H * X_ALLOC_W
+                        * X_STRIDE_C;
     __global const float *filters = w + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
                                     + (k0 - group * K_PER_GROUP);
 
-    realV acc[TILE_PIXELS][FILTER_VECTORS];
+    realV acc[TILE_ROWS][TILE_PIXELS][FILTER_VECTORS];
 #pragma unroll
-    for (int p = 0; p < TILE_PIXELS; ++p)
+    for (int t = 0; t < TILE_ROWS; ++t)
 #pragma unroll
-        for (int f = 0; f < FILTER_VECTORS; ++f) acc[p][f] = (realV)(0.0f);
+        for (int p = 0; p < TILE_PIXELS; ++p)
+#pragma unroll
+            for (int f = 0; f < FILTER_VECTORS; ++f) acc[t][p][f] = (realV)(0.0f);
 
     for (int r = 0; r < KERNEL_H; ++r) {
         for (int s = 0; s < KERNEL_W; ++s) {
@@ -167,15 +186,19 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #pragma unroll
                     for (int f = 0; f < FILTER_VECTORS; ++f)
                         wv[j][f] = LOADV(0, wrs + (c + j) * K_PER_GROUP + f * VECTOR_WIDTH);
+                /* each weight vector loaded serves TILE_ROWS x TILE_PIXELS fmas */
 #pragma unroll
-                for (int p = 0; p < TILE_PIXELS; ++p) {
-                    __global const float *xp = x + window[p] + tap + c;
+                for (int t = 0; t < TILE_ROWS; ++t) {
 #pragma unroll
-                    for (int j = 0; j < CHANNEL_STEP; ++j) {
-                        const realV xb = (realV)(xp[j]); /* a broadcast load (see the top) */
+                    for (int p = 0; p < TILE_PIXELS; ++p) {
+                        __global const float *xp = x + window[p] + row_offset[t] + tap + c;
 #pragma unroll
-                        for (int f = 0; f < FILTER_VECTORS; ++f)
-                            acc[p][f] = fma(xb, wv[j][f], acc[p][f]);
+                        for (int j = 0; j < CHANNEL_STEP; ++j) {
+                            const realV xb = (realV)(xp[j]); /* a broadcast load (see the top) */
+#pragma unroll
+                            for (int f = 0; f < FILTER_VECTORS; ++f)
+                                acc[t][p][f] = fma(xb, wv[j][f], acc[t][p][f]);
+                        }
                     }
                 }
             }
@@ -194,10 +217,11 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
         for (int q = 0; q < POOL_WINDOWS; ++q) {
             const int pw = pt * POOL_WINDOWS + q;
             if (pw < POOL_OUT_W) {
-                const realV v = POOLED_MAX(acc[4 * q][f] + bias, acc[4 * q + 1][f] + bias,
-                                           acc[4 * q + 2][f] + bias, acc[4 * q + 3][f] + bias,
-                                           EPILOGUE, EPILOGUE_SLOPE, POOL_FIRST);
-                STOREV(v, 0, y + AT(Y, n, oh, pw, k0 + f * VECTOR_WIDTH));
+                const realV v = POOLED_MAX(acc[0][4 * q][f] + bias, acc[0][4 * q + 1][f] + bias,
+                                           acc[0][4 * q + 2][f] + bias,
+                                           acc[0][4 * q + 3][f] + bias, EPILOGUE,
+                                           EPILOGUE_SLOPE, POOL_FIRST);
+                STOREV(v, 0, y + AT(Y, n, first_row, pw, k0 + f * VECTOR_WIDTH));
             }
         }
     }
@@ -210,10 +234,12 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
         const realV bias = (realV)(0.0f);
 #endif
 #pragma unroll
+        for (int t = 0; t < TILE_ROWS; ++t)
+#pragma unroll
         for (int p = 0; p < TILE_PIXELS; ++p) {
-            if (first_pixel + p < OUT_W) {
-                const int at = AT(Y, n, oh, first_pixel + p, k0 + f * VECTOR_WIDTH);
-                realV v = ACTIVATE(acc[p][f] + bias, EPILOGUE, EPILOGUE_SLOPE);
+            if (first_row + t < OUT_H && first_pixel + p < OUT_W) {
+                const int at = AT(Y, n, first_row + t, first_pixel + p, k0 + f * VECTOR_WIDTH);
+                realV v = ACTIVATE(acc[t][p][f] + bias, EPILOGUE, EPILOGUE_SLOPE);
 #if defined(GATE) && GATE != ACT_NONE /* b: the layer before's activation output */
                 v = ACTIVATE_BACKWARD(LOADV(0, b + at), v, GATE, GATE_SLOPE);
 #endif

@@ -29,6 +29,9 @@ class DeviceProfile:
     # the filters allow it, and input channels per step of the inner loop (at most)
     conv_filter_vectors: int = 1
     conv_channel_step: int = 4
+    # output rows per work-item of a first layer (under 4 channels) whose filters fit one or two
+    # vectors, its pixels conv_tile_pixels / vectors of filters (kernels/conv.cl TILE_ROWS)
+    conv_first_tile_rows: int = 1
     images_per_split: int = 2  # batch split of gradient sums (each split: partial sums)
     # weight gradients: images per split as many as fit this many bytes (inputs + gradients;
     # None: images_per_split), and vectors of filters per work-item
@@ -93,7 +96,7 @@ CPU_WINOGRAD_WEIGHTS = ((32, 8, 8, "winograd4"), (32, 16, 16, "winograd4"))
 # 8 x 1 x 8 with the same kernel: VGG-CIFAR conv2 1.2x, conv3 1.2x, ResNet-8 res2/conv2 1.6x;
 # 4 channels a step also where one vector of filters is all there is (README "Weak spots")
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
-                    conv_filter_vectors=2, conv_channel_step=4,
+                    conv_filter_vectors=2, conv_channel_step=4, conv_first_tile_rows=2,
                     conv_local=None, pixel_local=None, batch_free_local=True,
                     split_cache_bytes=1024 * 1024, grad_filter_vectors=2,
                     dense_channel_step=8, dense_grad_unit_vectors=4, dense_grad_rows=8,

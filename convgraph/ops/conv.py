@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -135,6 +136,9 @@ class Conv(Op):
         Case("13x5x8", "CONV(32, 3, pad=1)", batch=1),
         Case("9x9x32", "CONV(32, 1, stride=2)", batch=1),
         Case("11x7x32", "CONV(16, 3, pad=1)", batch=2),
+        # a first layer's 2 rows per work-item (16 filters: 2 x 8 pixels), an odd height: the
+        # last row tile clamps its reads and skips its stores
+        Case("11x9x3", "CONV(16, 3, pad=1)", batch=2),
     )
     aliases = ("convolution", "conv2d")
     summary = "2-D convolution (CONV): filters slide over the input volume with shared weights."
@@ -447,11 +451,12 @@ def _conv_defines(ctx):
     return defines, None, width
 
 
-def _forward_space(profile, width: int, channels: int, filters: int, out_width: int
-                   ) -> list[dict]:
-    """Every setting of a direct forward site, the profile's default first: pixels per
-    work-item, vectors of filters per work-item, channels per step, vector width, and on a GPU
-    the work-group shape. ``channels``/``filters``: per group, as stored."""
+def _forward_space(profile, width: int, channels: int, filters: int, out_width: int,
+                   row_tiles: bool = True) -> list[dict]:
+    """Every setting of a direct forward site, the profile's default first: pixels and rows
+    per work-item (rows only with ``row_tiles``: not where a max pool is folded in), vectors of
+    filters per work-item, channels per step, vector width, and on a GPU the work-group shape.
+    ``channels``/``filters``: per group, as stored."""
     # channels per step: the profile's, or the widest below it that divides the channels (8
     # won on VGG-CIFAR when the kernel loaded them as one vector; broadcast one by one from
     # memory, 4 leaves registers for 2 vectors of filters)
@@ -465,6 +470,9 @@ def _forward_space(profile, width: int, channels: int, filters: int, out_width: 
     for vector in (width, 16, 8, 4):
         if vector > width or filters % vector:
             continue
+        # rows per work-item: 2 where the filters fit one or two vectors, so that each weight
+        # vector loaded serves twice the pixels (one vector of filters: one fma per input)
+        rows_options = (1, 2) if row_tiles and filters <= 2 * vector else (1,)
         for pixels in (profile.conv_tile_pixels, 4, 8, 16, 2, 1):
             tile = choose_tile(out_width, pixels)
             # each input broadcast serves FILTER_VECTORS fmas: on a CPU 2 by default where the
@@ -472,18 +480,36 @@ def _forward_space(profile, width: int, channels: int, filters: int, out_width: 
             # 1.50 ms; wider layers: the profile's note); a GPU, not measured, keeps its many
             # work-items
             first = 2 if channels < 4 and not gpu else profile.conv_filter_vectors
-            for vectors in dict.fromkeys((first, 1, 2, 4)):
+            for vectors, rows in itertools.product(dict.fromkeys((first, 1, 2, 4)),
+                                                   rows_options):
                 # accumulators in vector registers: 32 on AVX-512, and a GPU's private memory
-                if filters % (vector * vectors) or tile * vectors * vector > 256:
+                if filters % (vector * vectors) or rows * tile * vectors * vector > 256:
                     continue
                 for step in dict.fromkeys((default_step, 8, 4, 2)):
                     if channels % step:
                         continue
                     for local in locals_:
-                        space.append({"TILE_PIXELS": tile, "FILTER_VECTORS": vectors,
-                                      "CHANNEL_STEP": step, "VECTOR_WIDTH": vector,
-                                      "LOCAL": local})
+                        space.append({"TILE_PIXELS": tile, "TILE_ROWS": rows,
+                                      "FILTER_VECTORS": vectors, "CHANNEL_STEP": step,
+                                      "VECTOR_WIDTH": vector, "LOCAL": local})
+    if row_tiles and channels < 4 and profile.conv_first_tile_rows > 1:
+        space = _first_layer_rows_first(space, profile, out_width)
     return space
+
+
+def _first_layer_rows_first(space: list[dict], profile, out_width: int) -> list[dict]:
+    """A first layer's space with the profile's rows per work-item as its default, where its
+    filters fit one or two vectors: the same accumulators as a tile of conv_tile_pixels x 2
+    vectors of filters, 2 rows x conv_tile_pixels / vectors of them (one input channel a step
+    leaves the loop load-bound: each weight vector loaded serves twice the pixels; ResNet-8
+    conv1 1.06-1.15x, VGG-CIFAR conv1 1.07-1.17x, README "Weak spots")."""
+    default = space[0]
+    rows = profile.conv_first_tile_rows
+    pixels = choose_tile(out_width, max(1, profile.conv_tile_pixels // default["FILTER_VECTORS"]))
+    wanted = {**default, "TILE_ROWS": rows, "TILE_PIXELS": pixels}
+    if wanted not in space:  # (the filters fill more than two vectors)
+        return space
+    return [wanted] + [knobs for knobs in space if knobs != wanted]
 
 
 def _tuned_forward(ctx, shape: dict, width: int, channels: int, filters: int, out_width: int):
@@ -500,7 +526,9 @@ def _direct_forward(shape: dict, knobs: dict, out_width: int):
     epilogue, a work-item's pixels are TILE_PIXELS / 4 whole 2x2 windows of a pooled row."""
     defines = {**shape, **{k: v for k, v in knobs.items() if k not in ("LOCAL", "ALGORITHM")}}
     per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
-    grid = (shape["K_ALLOC"] // per_item, -(-out_width // knobs["TILE_PIXELS"]), shape["OUT_H"])
+    rows = knobs.get("TILE_ROWS", 1)
+    grid = (shape["K_ALLOC"] // per_item, -(-out_width // knobs["TILE_PIXELS"]),
+            -(-shape["OUT_H"] // rows))
     if shape.get("POOL_MAX"):
         grid = (grid[0], -(-shape["POOL_OUT_W"] // (knobs["TILE_PIXELS"] // 4)),
                 shape["POOL_OUT_H"])
@@ -512,9 +540,10 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
     """A conv forward pass (or a stride-1 input gradient, ``role`` "input_grad") of ``args`` =
     [x, w, b, y]: direct, or on 3x3 stride-1 ungrouped sites Winograd, as the site's ALGORITHM
     knob chooses (ops/winograd.py); the tuner times every algorithm with every tile setting."""
-    space = _forward_space(ctx.profile, width, channels, filters, out_width)
+    pooled = bool(shape.get("POOL_MAX"))
+    space = _forward_space(ctx.profile, width, channels, filters, out_width, not pooled)
     shape = {key: value for key, value in shape.items() if key != "VECTOR_WIDTH"}
-    if shape.get("POOL_MAX"):  # direct only, each work-item's pixels whole 2x2 windows
+    if pooled:  # direct only, each work-item's pixels whole 2x2 windows
         space = _pooled_space(space, shape["POOL_OUT_W"])
     elif winograd.applies(shape):
         space = winograd.with_algorithms(
@@ -539,7 +568,7 @@ def _pooled_space(space: list[dict], pooled_width: int) -> list[dict]:
     per work-item, the setting's own pixel count rounded to them (a 7-pixel tile, a divisor
     of a 28-wide row, becomes 2 windows: rounded down, 1, each weight load served 4 pixels
     instead of 7), at most a row's ``pooled_width`` and 256 accumulators; a last partial
-    tile is guarded."""
+    tile is guarded. ``space`` has one row per work-item (TILE_ROWS 1): a pooled row."""
     pooled = []
     for knobs in space:
         per_window = 4 * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"]  # accumulators
