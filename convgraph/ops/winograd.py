@@ -75,8 +75,9 @@ def with_algorithms(space: list[dict], default: str, channels: int) -> list[dict
     allowed = [a for a in ALGORITHMS if a != "winograd4" or channels <= F4_MAX_CHANNELS]
     default = default if default in allowed else "direct"
     order = [default] + [a for a in allowed if a != default]
+    one_row = [knobs for knobs in space if knobs.get("TILE_ROWS", 1) == 1]  # GEMMs have no rows
     return [{**knobs, "ALGORITHM": algorithm} for algorithm in order
-            for knobs in (space if algorithm == "direct" else gemm_first(space))]
+            for knobs in (space if algorithm == "direct" else gemm_first(one_row))]
 
 
 def first_of(space: list[dict], algorithm: str) -> dict:
