@@ -19,6 +19,18 @@
  *                      (taps x channels), columns = K_ALLOC, depth = IMAGES_PER_SPLIT x the output
  *                      pixels (images past the batch read as zeros); each split writes its own
  *                      partial weights, which reduction.cl's SUM_SPLITS adds up.
+ *   WINOGRAD_GEMM_FORWARD  Winograd's POSITIONS independent GEMMs (winograd.cl's layouts: v (N,
+ *                      POSITIONS, TILES, IN_CHANNELS) transformed input tiles, u (POSITIONS,
+ *                      IN_CHANNELS, K_ALLOC) transformed filters, m (N, POSITIONS, TILES,
+ *                      K_ALLOC) their products): item = group * POSITIONS + position; rows =
+ *                      the tiles of the group's IMAGES_PER_GROUP images (rows of images past
+ *                      the batch read zeros and store nothing), columns = K_ALLOC, depth =
+ *                      IN_CHANNELS. Its inputs and outputs are winograd.cl's transforms'.
+ *   WINOGRAD_GEMM_WEIGHTS  the weight gradient's: item = split * POSITIONS + position; du[item]
+ *                      (IN_CHANNELS x K_ALLOC, du (SPLITS, POSITIONS, IN_CHANNELS, K_ALLOC))
+ *                      = v^T dm over the split's IMAGES_PER_GROUP images' tiles (dm: the
+ *                      transformed output-gradient tiles, laid out as m; images past the batch
+ *                      read as zeros).
  *   GEMM_FORWARD       fc (dense.cl's layouts): rows = the batch's images, columns = U_ALLOC
  *                      units, depth = the IN_H * IN_W * IN_CHANNELS inputs in (h, w, c) order, as
  *                      w's rows are (the host permutes PyTorch's weights); A is the input volume
@@ -40,7 +52,8 @@
  * kernel must run with exactly (GROUP_COLUMNS, GROUP_ROWS, 1) (the plan marks its launches so,
  * and the executor never shrinks them). Every work-item runs every stage, so both barriers are
  * in uniform control flow; rows, columns and depth past the matrix are masked loads (zeros) and
- * skipped stores, never early returns. Work-item (tx, ty, n) of group (gc, gr): image (or split) n.
+ * skipped stores, never early returns. Work-item (tx, ty, n) of group (gc, gr): image (or split) n
+ * (Winograd's: group or split of images n / POSITIONS, position n % POSITIONS).
  */
 
 #ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
@@ -73,6 +86,9 @@
 #define K_ALLOC 16
 #define TRANSPOSED_ALLOC 8
 #define IMAGES_PER_SPLIT 2
+#define POSITIONS 16
+#define TILES 16
+#define IMAGES_PER_GROUP 1
 #define UNITS 10
 #define U_ALLOC 16
 #define HAS_BIAS 1
@@ -194,6 +210,30 @@ inline float CONCAT(landing_gradient_, KERNEL_NAME)(__global const float *restri
     (IMAGE(k) < batch                                                                          \
          ? LOADV(0, dy + AT(Y, IMAGE(k), (k) % PIXELS / OUT_W, (k) % PIXELS % OUT_W, (column))) \
          : (realV)(0.0f))
+
+#elif defined(WINOGRAD_GEMM_FORWARD) || defined(WINOGRAD_GEMM_WEIGHTS)
+/* the image of a group's (or split's) tile ``index`` (a row, or a reduction step), and where
+ * that tile sits in v, m and dm (in tiles: times IN_CHANNELS or K_ALLOC for floats) */
+#define POSITION (item % POSITIONS)
+#define TILE_IMAGE(index) (item / POSITIONS * IMAGES_PER_GROUP + (index) / TILES)
+#define TILE_AT(index) ((TILE_IMAGE(index) * POSITIONS + POSITION) * TILES + (index) % TILES)
+#define COLUMNS K_ALLOC
+#if defined(WINOGRAD_GEMM_FORWARD)
+#define ROWS (IMAGES_PER_GROUP * TILES)
+#define DEPTH IN_CHANNELS
+#define KERNEL_ARGUMENTS __global const float *restrict v, __global const float *restrict u, \
+                         __global float *restrict m, const int batch
+#define A_ELEMENT(row, k) (TILE_IMAGE(row) < batch ? v[TILE_AT(row) * IN_CHANNELS + (k)] : 0.0f)
+#define B_VECTOR(k, column) LOADV(0, u + (POSITION * IN_CHANNELS + (k)) * K_ALLOC + (column))
+#else
+#define ROWS IN_CHANNELS
+#define DEPTH (IMAGES_PER_GROUP * TILES)
+#define KERNEL_ARGUMENTS __global const float *restrict v, __global const float *restrict dm, \
+                         __global float *restrict du, const int batch
+#define A_ELEMENT(row, k) (TILE_IMAGE(k) < batch ? v[TILE_AT(k) * IN_CHANNELS + (row)] : 0.0f)
+#define B_VECTOR(k, column)                                                                    \
+    (TILE_IMAGE(k) < batch ? LOADV(0, dm + TILE_AT(k) * K_ALLOC + (column)) : (realV)(0.0f))
+#endif
 
 #elif defined(GEMM_FORWARD) || defined(GEMM_BACKWARD_DATA) || defined(GEMM_BACKWARD_WEIGHTS)
 #define INPUTS (IN_H * IN_W * IN_CHANNELS)
@@ -354,6 +394,10 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
             STOREV(acc[i][f] + (ACCUMULATE ? LOADV(0, dx + at) : (realV)(0.0f)), 0, dx + at);
 #elif defined(CONV_GEMM_WEIGHTS)
             STOREV(acc[i][f], 0, dw + (item * ROWS + row) * K_ALLOC + column);
+#elif defined(WINOGRAD_GEMM_FORWARD)
+            if (TILE_IMAGE(row) < batch) STOREV(acc[i][f], 0, m + TILE_AT(row) * K_ALLOC + column);
+#elif defined(WINOGRAD_GEMM_WEIGHTS)
+            STOREV(acc[i][f], 0, du + (item * ROWS + row) * K_ALLOC + column);
 #elif defined(GEMM_FORWARD)
             STOREV(ACTIVATE(acc[i][f] + bias, EPILOGUE, EPILOGUE_SLOPE), 0,
                    y + AT(Y, row, 0, 0, column));

@@ -42,6 +42,7 @@ from tests.test_kernels import check_forward, check_gradients, input_batch, pois
 ROOT = Path(__file__).resolve().parent.parent
 GEMM_SELECTORS = {"CONV_GEMM_FORWARD", "CONV_GEMM_DATA", "CONV_GEMM_WEIGHTS", "GEMM_FORWARD",
                   "GEMM_BACKWARD_DATA", "GEMM_BACKWARD_WEIGHTS"}
+WINOGRAD_SELECTORS = {"WINOGRAD_GEMM_FORWARD", "WINOGRAD_GEMM_WEIGHTS"}
 
 # (input, pattern or nodes, batch)
 CASES = {
@@ -78,10 +79,27 @@ VARIANTS = {
     "tall": {"TILE_PIXELS": 4, "CHANNEL_STEP": 8, "LOCAL": "4,16,1"},
     "vector-1": {"VECTOR_WIDTH": 1},
 }
+# the tiled family's Winograd on every 3x3 stride-1 site (the others keep their default)
+WINOGRAD_VARIANTS = {
+    "winograd2": {"ALGORITHM": "winograd2_gemm"},
+    "winograd4": {"ALGORITHM": "winograd4_gemm"},
+    "winograd4-small": {"ALGORITHM": "winograd4_gemm", "TILE_PIXELS": 2, "CHANNEL_STEP": 8,
+                        "LOCAL": "8,8,1"},
+    "winograd2-large": {"ALGORITHM": "winograd2_gemm", "TILE_PIXELS": 8, "FILTER_VECTORS": 2,
+                        "CHANNEL_STEP": 16, "LOCAL": "16,4,1"},
+}
+# 3x3 stride-1 sites for them: partial F(2x2) and F(4x4) tiles (11x7, then 9x5 valid), 5 and 9
+# channels (vectors of 1 and the padded 12), a gated input gradient (RELU before a conv), a
+# valid one (the input gradient padded by 2); CASES' "residual" adds an accumulated one
+WINOGRAD_CASES = {
+    "winograd": ("11x7x5", "[INPUT-CONV(6, 3, pad=1)-RELU-CONV(9, 3, pad=1)-TANH"
+                           "-CONV(7, 3, pad=valid)-FC(3)]", 3),
+    "residual": CASES["residual"],
+}
 
 
 def spec_of(name: str) -> dict:
-    volume, body, _ = CASES[name]
+    volume, body, _ = {**CASES, **WINOGRAD_CASES}[name]
     key = "pattern" if isinstance(body, str) else "nodes"
     return {"name": f"gemm-{name}", "input": volume, key: body}
 
@@ -101,8 +119,10 @@ def _tiled(site) -> list[dict]:
 
 def _pick(site, overrides: dict) -> dict:
     """The tiled setting of ``site`` nearest to its tiled default with ``overrides``: the one
-    agreeing on most of the overridden knobs (ties: the earliest, i.e. nearest the default)."""
+    agreeing on most of the overridden knobs (ties: the earliest, i.e. nearest the default),
+    of the default's ALGORITHM unless ``overrides`` names one."""
     tiled = _tiled(site)
+    overrides = {"ALGORITHM": tiled[0]["ALGORITHM"], **overrides}
     wanted = {**tiled[0], **overrides}
     if wanted in tiled:
         return wanted
@@ -115,16 +135,19 @@ def forced(graph, variant: str, base=None):
     base = base or gpu_profile()
     sites = dict(plan_forward(graph, base).sites)
     sites.update(plan_training(graph, base).sites)
-    entries = {key: {"knobs": _pick(site, VARIANTS[variant])}
+    overrides = {**VARIANTS, **WINOGRAD_VARIANTS}[variant]
+    entries = {key: {"knobs": _pick(site, overrides)}
                for key, site in sites.items() if _tiled(site)}
     assert entries, "no site offers the tiled family"
     return replace(base, tuning=Tuning(entries, "tuned on this device"))
 
 
-def check_case(monkeypatch, name: str, variant: str, batch: int | None = None) -> None:
-    """Forward and every gradient of case ``name`` with ``variant`` forced, against numpy."""
+def check_case(monkeypatch, name: str, variant: str, batch: int | None = None,
+               weights=("CONV_GEMM_WEIGHTS", "GEMM_BACKWARD_WEIGHTS")) -> set[str]:
+    """Forward and every gradient of case ``name`` with ``variant`` forced, against numpy;
+    the kernels' selectors of both plans (``weights``: some that the training plan must use)."""
     spec = spec_of(name)
-    batch = batch or CASES[name][2]
+    batch = batch or {**CASES, **WINOGRAD_CASES}[name][2]
     graph = analyse(spec)
     profile = forced(graph, variant)
     monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
@@ -137,11 +160,12 @@ def check_case(monkeypatch, name: str, variant: str, batch: int | None = None) -
                   what=f"{name} {variant} batch {batch}")
     session = TrainingSession(graph, batch=batch)
     selectors = {k.selector for k in session.plan.kernels.values()}
-    assert {"CONV_GEMM_WEIGHTS", "GEMM_BACKWARD_WEIGHTS"} <= selectors, selectors
+    assert set(weights) <= selectors, selectors
     session.set_params(params)
     x = input_batch(session, batch, 3)
     labels = np.random.default_rng(4).integers(0, session.plan.classes, batch)
     check_gradients(session, params, x, labels, what=f"{name} {variant} batch {batch}")
+    return selectors | {k.selector for k in model.plan.kernels.values()}
 
 
 pytestmark = pytest.mark.device
@@ -199,6 +223,63 @@ def test_the_tuner_searches_the_tiled_space(monkeypatch, tmp_path):
     assert forward and forward[0].site.default["ALGORITHM"] == "gemm"
 
 
+@pytest.mark.slow  # 20-40 s each on a loaded 2-core machine
+@pytest.mark.parametrize("variant", sorted(WINOGRAD_VARIANTS))
+@pytest.mark.parametrize("name", sorted(WINOGRAD_CASES))
+def test_the_tiled_winograd_computes_what_numpy_does(monkeypatch, name, variant):
+    """The forward pass, the stride-1 input gradient and the weight gradient by the tiled
+    family's Winograd (its two GEMMs), at the case's batch and at 1 or 3."""
+    for batch in (WINOGRAD_CASES[name][2], 1 if WINOGRAD_CASES[name][2] > 1 else 3):
+        used = check_case(monkeypatch, name, variant, batch, weights=WINOGRAD_SELECTORS)
+        assert WINOGRAD_SELECTORS <= used
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("name", ["resnet8", "vgg_cifar"])
+def test_whole_models_with_the_tiled_winograd_forced(monkeypatch, name, variant):
+    """Every layer of the example network on the GPU profile with every 3x3 stride-1 site (the
+    forward, input and weight gradients) on the tiled Winograd, against numpy (--verify)."""
+    path = str(ROOT / "specs" / f"{name}.yaml")
+    profile = forced(analyse(path), variant)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(path, batch=2, share_buffers=False)
+    checks = verify_model(model) + verify_training(model.graph, batch=2)
+    failed = [(c.node, c.op, c.error) for c in checks if not c.passed]
+    assert not failed, failed
+    winograd = {k for k, s in model.plan.kernels.items() if s.selector in WINOGRAD_SELECTORS}
+    assert winograd and any(set(c.kernels) & winograd for c in checks)
+    session = TrainingSession(model.graph, batch=2)
+    assert WINOGRAD_SELECTORS <= {k.selector for k in session.plan.kernels.values()}
+
+
+@pytest.mark.slow
+def test_the_tuner_reaches_the_tiled_winograd(monkeypatch, tmp_path):
+    """`convgraph tune` on the GPU profile steps from the implicit GEMM's default to the tiled
+    Winograd on the forward and weight-gradient sites (one knob, ALGORITHM) and times it."""
+    import convgraph.runtime.tune as tune_module
+
+    monkeypatch.setenv("CONVGRAPH_CACHE", str(tmp_path / "cache"))
+    profile = gpu_profile()
+    monkeypatch.setattr(tune_module, "profile_for", lambda info, tuned=True: profile)
+    timed = []
+    real = tune_module._Tuner.runner
+
+    def runner(self, site, knobs):  # the real runner, recording what it times
+        timed.append((site.selector, knobs["ALGORITHM"]))
+        return real(self, site, knobs)
+
+    monkeypatch.setattr(tune_module._Tuner, "runner", runner)
+    graph = analyse({"name": "gemm-wino-tune", "input": "10x10x8",
+                     "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(16, 3, pad=1)-FC(4)]"})
+    report = tune_module.tune(graph, batch=4, budget=60.0, modes=("train",), repeats=1)
+    assert report.results, report.skipped
+    for result in report.results:
+        assert result.best in result.site.space
+    for selector in ("CONV_FORWARD", "CONV_GEMM_WEIGHTS"):
+        assert {(selector, name) for name in conv_gemm.WINOGRAD} <= set(timed), timed
+
+
 # ---------------------------------------------------------------- the family's rules, no device
 
 NETWORK = analyse(spec_of("strided"))
@@ -243,6 +324,64 @@ def test_every_ungrouped_conv_and_fc_gets_the_tiled_family_by_default(name):
               "CONV_BACKWARD_DATA", "DENSE_FORWARD", "DENSE_BACKWARD_WEIGHTS",
               "DENSE_BACKWARD_DATA"}
     assert not direct & {spec.selector for spec in plan.kernels.values()}
+
+
+WINOGRAD_NETWORK = analyse(spec_of("winograd"))
+
+
+def test_the_gpu_profile_offers_the_tiled_winograd_on_3x3_stride_1_sites():
+    """Forward (so the stride-1 input gradient) and weight-gradient sites of 3x3 stride-1
+    convs offer both tiled Winograd algorithms one ALGORITHM step from the implicit GEMM's
+    default, which stays the default; other sites do not offer them."""
+    for site in plan_training(WINOGRAD_NETWORK, profiles.GPU).sites.values():
+        if site.selector not in ("CONV_FORWARD", "CONV_GEMM_WEIGHTS"):
+            assert not {k["ALGORITHM"] for k in site.space} & set(conv_gemm.WINOGRAD)
+            continue
+        assert site.default["ALGORITHM"] == "gemm"
+        for algorithm in conv_gemm.WINOGRAD:
+            assert {**site.default, "ALGORITHM": algorithm} in site.space
+    stride_2 = [site for site in plan_training(NETWORK, profiles.GPU).sites.values()
+                if site.node == "conv2"]
+    assert stride_2 and not {k["ALGORITHM"] for site in stride_2 for k in site.space} & set(
+        conv_gemm.WINOGRAD)
+
+
+def test_the_cpu_profile_never_offers_the_tiled_winograd():
+    for plan in (plan_forward(WINOGRAD_NETWORK, profiles.CPU),
+                 plan_training(WINOGRAD_NETWORK, profiles.CPU)):
+        assert not {k.selector for k in plan.kernels.values()} & WINOGRAD_SELECTORS
+        assert all(knobs.get("ALGORITHM") not in conv_gemm.TILED
+                   for site in plan.sites.values() for knobs in site.space)
+
+
+def test_f4_in_the_tiled_family_keeps_the_numerical_guard():
+    shape = {"KERNEL_H": 3, "KERNEL_W": 3, "STRIDE_H": 1, "STRIDE_W": 1, "DILATION_H": 1,
+             "DILATION_W": 1, "GROUPS": 1, "IN_CHANNELS": 513}
+    assert conv_gemm.winograd_algorithms(shape) == ["winograd2_gemm"]
+    assert conv_gemm.winograd_algorithms({**shape, "IN_CHANNELS": 512}) == list(
+        conv_gemm.WINOGRAD)
+    assert conv_gemm.winograd_algorithms({**shape, "STRIDE_H": 2}) == []
+
+
+@pytest.mark.parametrize("variant", ["winograd2", "winograd4-small"])
+def test_forced_tiled_winograd_plans_launch_whole_exact_work_groups(variant):
+    """Every forward and weight-gradient GEMM of the forced plans is a tiled Winograd GEMM,
+    launched with exact, whole work-groups, one row of groups per position (and group of
+    images or split of the batch), within the device's limits."""
+    profile = forced(WINOGRAD_NETWORK, variant)
+    plan = plan_training(WINOGRAD_NETWORK, profile)
+    launches = plan.launch_groups()["train"]
+    selectors = [plan.kernels[launch.kernel].selector for launch in launches]
+    assert selectors.count("WINOGRAD_GEMM_FORWARD") == 5  # 3 forward, 2 input gradients
+    assert selectors.count("WINOGRAD_GEMM_WEIGHTS") == 3
+    assert not {"CONV_GEMM_FORWARD", "CONV_GEMM_WEIGHTS"} & set(selectors)
+    positions = 16 if variant.startswith("winograd2") else 36
+    for launch, selector in zip(launches, selectors):
+        if selector in WINOGRAD_SELECTORS:
+            assert launch.exact_local and launch.batch_axis == 2
+            assert launch.global_size[2] == positions and launch.local_size[2] == 1
+            assert all(g % w == 0 for g, w in zip(launch.global_size, launch.local_size))
+            assert launch.local_size[0] * launch.local_size[1] <= profile.max_work_group
 
 
 def test_weight_gradient_splits_follow_the_layers_work_groups():
