@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -255,8 +256,9 @@ def test_whole_models_with_the_tiled_winograd_forced(monkeypatch, name, variant)
 
 @pytest.mark.slow
 def test_the_tuner_reaches_the_tiled_winograd(monkeypatch, tmp_path):
-    """`convgraph tune` on the GPU profile steps from the implicit GEMM's default to the tiled
-    Winograd on the forward and weight-gradient sites (one knob, ALGORITHM) and times it."""
+    """The tuner's search on the GPU profile (`convgraph tune`'s, site by site, 60 s each)
+    steps from the implicit GEMM's default to both tiled Winograd algorithms on the forward
+    and weight-gradient sites (one knob, ALGORITHM) and times them."""
     import convgraph.runtime.tune as tune_module
 
     monkeypatch.setenv("CONVGRAPH_CACHE", str(tmp_path / "cache"))
@@ -270,14 +272,14 @@ def test_the_tuner_reaches_the_tiled_winograd(monkeypatch, tmp_path):
         return real(self, site, knobs)
 
     monkeypatch.setattr(tune_module._Tuner, "runner", runner)
-    graph = analyse({"name": "gemm-wino-tune", "input": "10x10x8",
-                     "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(16, 3, pad=1)-FC(4)]"})
-    report = tune_module.tune(graph, batch=4, budget=60.0, modes=("train",), repeats=1)
-    assert report.results, report.skipped
-    for result in report.results:
-        assert result.best in result.site.space
-    for selector in ("CONV_FORWARD", "CONV_GEMM_WEIGHTS"):
-        assert {(selector, name) for name in conv_gemm.WINOGRAD} <= set(timed), timed
+    graph = analyse({"name": "gemm-wino-tune", "input": "8x8x8",
+                     "pattern": "[INPUT-CONV(16, 3, pad=1)-FC(4)]"})
+    tuner = tune_module._Tuner(graph, None, 4, 1)
+    for site in tuner.sites(("train",)):
+        if site.selector in ("CONV_FORWARD", "CONV_GEMM_WEIGHTS"):
+            result = tuner.tune_site(site, time.perf_counter() + 60)
+            assert result.best in site.space and result.tried > 1
+            assert {(site.selector, name) for name in conv_gemm.WINOGRAD} <= set(timed), timed
 
 
 # ---------------------------------------------------------------- the family's rules, no device
@@ -445,7 +447,8 @@ from convgraph.pipeline import analyse
 from convgraph.runtime.devices import select_device
 from convgraph.verify import verify_model, verify_training
 from tests.test_conv_gemm import forced, gpu_profile
-specs, variants, plant = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "plant"
+specs, variants, mode = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+plant = mode.startswith("plant")  # "plant": forward checks only; "plant-training": both
 if plant:  # the barrier that keeps the next stage's loads from overwriting this one's operands
     real = source.kernel_file
     source.kernel_file = lambda family: real(family).replace(
@@ -464,7 +467,7 @@ for spec in specs:
             if launch.exact_local:
                 assert launch.local_size[0] * launch.local_size[1] <= base.max_work_group
         checks = verify_model(model)
-        if not plant:
+        if mode != "plant":
             checks += verify_training(model.graph, batch=2)
         failed += sum(not check.passed for check in checks)
         print(variant, len(checks), "kernel checks", flush=True)
@@ -539,3 +542,47 @@ def test_oclgrind_catches_a_missing_barrier(tmp_path):
     # the plant removes the barrier from every kernel of conv_gemm.cl (the conv's and fc's)
     assert any(r["kernel"].endswith("conv_gemm_forward") for r in races), races[:3]
     assert all("gemm" in r["kernel"] for r in reports), reports[:3]
+
+
+# 3x3 stride-1 sites for the tiled Winograd: partial tiles of both algorithms, a gated input
+# gradient, then OCLGRIND_NETWORKS' accumulated one
+OCLGRIND_WINOGRAD_NETWORKS = [
+    {"input": "5x7x3", "pattern": "[INPUT-CONV(5, 3, pad=1)-RELU-CONV(6, 3, pad=1)-FC(3)]"},
+    OCLGRIND_NETWORKS[1],
+]
+
+
+@pytest.mark.slow
+@needs_oclgrind
+def test_the_tiled_winograd_is_clean_under_oclgrind(tmp_path):
+    """Both Winograd GEMMs (forward, so the input gradients, and the weight gradient's), with
+    winograd.cl's transforms around them, against numpy under Oclgrind's data-race,
+    uninitialised-value and bounds checks: nothing reported."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    variants = ["winograd2", "winograd4"]
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_WINOGRAD_NETWORKS),
+                   json.dumps(variants), "clean"], timeout=3600)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert done.stdout.count("kernel checks") == len(variants) * len(OCLGRIND_WINOGRAD_NETWORKS)
+    assert reports == [], done.stderr[:4000]
+
+
+@pytest.mark.slow
+@needs_oclgrind
+def test_oclgrind_catches_a_missing_barrier_in_the_winograd_gemms(tmp_path):
+    """The planted missing barrier (see above) in both Winograd GEMMs: 20 channels (stages of
+    16) and a split's 9 tiles or more (stages of 8) make more than one stage in each, so the
+    next stage overwrites operands other work-items still read; Oclgrind reports both races."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    network = {"input": "6x6x20", "pattern": "[INPUT-CONV(8, 3, pad=1)-FC(2)]"}
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps([network]),
+                   json.dumps(["winograd2"]), "plant-training"], timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    races = {r["kernel"] for r in reports if "race" in r["kind"].lower()}
+    for kernel in ("winograd_gemm_forward", "winograd_gemm_weights"):
+        assert any(name.endswith(kernel) for name in races), (kernel, sorted(races))
+
