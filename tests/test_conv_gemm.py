@@ -334,8 +334,9 @@ WINOGRAD_NETWORK = analyse(spec_of("winograd"))
 def test_the_gpu_profile_offers_the_tiled_winograd_on_3x3_stride_1_sites():
     """Forward (so the stride-1 input gradient) and weight-gradient sites of 3x3 stride-1
     convs offer both tiled Winograd algorithms one ALGORITHM step from the implicit GEMM's
-    default, which stays the default; other sites do not offer them."""
+    default, which stays the default; other sites do not offer them. No setting twice."""
     for site in plan_training(WINOGRAD_NETWORK, profiles.GPU).sites.values():
+        assert len({json.dumps(k, sort_keys=True) for k in site.space}) == len(site.space)
         if site.selector not in ("CONV_FORWARD", "CONV_GEMM_WEIGHTS"):
             assert not {k["ALGORITHM"] for k in site.space} & set(conv_gemm.WINOGRAD)
             continue

@@ -204,7 +204,7 @@ def _as_winograd(profile, algorithm: str, first: dict, rows: int, columns: int, 
     settings += [{**knobs, "ALGORITHM": algorithm}
                  for knobs in space(profile, rows, columns, depth)
                  if knobs["ALGORITHM"] == "gemm"]
-    return [dict(knobs) for knobs in dict.fromkeys(tuple(k.items()) for k in settings)]
+    return [dict(knobs) for knobs in dict.fromkeys(tuple(sorted(k.items())) for k in settings)]
 
 
 def group_images(knobs: dict, image_tiles: int) -> int:
