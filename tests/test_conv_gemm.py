@@ -8,11 +8,15 @@ registers, small and large register tiles and work-groups, width-1 vectors. Each
 networks with partial tiles (odd heights, widths and channel counts), stride 2 and 3, padding,
 dilation, 1x1, 5x5, a gated and an accumulated input gradient, fc, at batch 1 and 3, forward
 and backward, with the kernel tests' tolerance.
+The tiled family's Winograd (WINOGRAD_GEMM_FORWARD and WINOGRAD_GEMM_WEIGHTS between
+winograd.cl's transforms) is forced the same way onto every 3x3 stride-1 site, F(2x2) and
+F(4x4), in four settings, on networks with partial tiles of both.
 The numpy backward they are compared with is itself checked against finite differences
 (tests/test_gradients.py). The default tier runs the rules (plans, limits, the direct
-fallback, the exact work-group refusal: about 5 s); ``-m slow`` runs every setting and case,
-ResNet-8 and VGG-CIFAR whole on the GPU profile, and Oclgrind (every setting clean, and a
-planted missing barrier caught as a local-memory race).
+fallback, the exact work-group refusal, where Winograd is offered: about 8 s); ``-m slow``
+runs every setting and case, ResNet-8 and VGG-CIFAR whole on the GPU profile (and with each
+Winograd forced), the tuner, and Oclgrind (every setting clean, and a planted missing barrier
+caught as a local-memory race, in the Winograd GEMMs too).
 """
 
 from __future__ import annotations
@@ -135,6 +139,7 @@ def forced(graph, variant: str, base=None):
     setting ``variant`` names, as a tuning table would set it."""
     base = base or gpu_profile()
     sites = dict(plan_forward(graph, base).sites)
+    sites.update(plan_forward(graph, base, share_buffers=False).sites)  # unfolded: --verify's
     sites.update(plan_training(graph, base).sites)
     overrides = {**VARIANTS, **WINOGRAD_VARIANTS}[variant]
     entries = {key: {"knobs": _pick(site, overrides)}
