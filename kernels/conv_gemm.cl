@@ -114,19 +114,20 @@
 #define GROUP_SIZE (GROUP_ROWS * GROUP_COLUMNS)
 /* a_stage's lines are one float longer than the tile's rows: consecutive work-items store
  * consecutive k, a line apart, which with lines a multiple of the bank count would all fall in
- * one local-memory bank */
+ * one local-memory bank (with A_ROWS_CONTIGUOUS they store along a line) */
 #define A_STRIDE (TILE_ROWS + 1)
 #define realV CONCAT(float, VECTOR_WIDTH)
 #define LOADV VLOAD(VECTOR_WIDTH)
 #define STOREV VSTORE(VECTOR_WIDTH)
 
 /* Element i of the stage starting at reduction step k0, as the work-group lays it out: of A,
- * step k0 + i % STAGE_DEPTH of row first_row + i / STAGE_DEPTH; of B, the vector of columns
- * first_column + i % TILE_VECTORS * VECTOR_WIDTH of step k0 + i / TILE_VECTORS (zero past the
- * matrix). PREFETCH_STAGE loads a work-item's share of a stage into a_next and b_next. */
+ * step k0 + A_STEP(i) of row first_row + A_ROW(i) (below the kernels' matrices); of B, the
+ * vector of columns first_column + i % TILE_VECTORS * VECTOR_WIDTH of step k0 + i /
+ * TILE_VECTORS (zero past the matrix). PREFETCH_STAGE loads a work-item's share of a stage
+ * into a_next and b_next. */
 #define STAGE_A(k0, i)                                                                          \
-    ((k0) + (i) % STAGE_DEPTH < DEPTH && first_row + (i) / STAGE_DEPTH < ROWS                   \
-         ? A_ELEMENT(first_row + (i) / STAGE_DEPTH, (k0) + (i) % STAGE_DEPTH) : 0.0f)
+    ((k0) + A_STEP(i) < DEPTH && first_row + A_ROW(i) < ROWS                                    \
+         ? A_ELEMENT(first_row + A_ROW(i), (k0) + A_STEP(i)) : 0.0f)
 #define STAGE_B(k0, i)                                                                          \
     ((k0) + (i) / TILE_VECTORS < DEPTH && first_column + (i) % TILE_VECTORS * VECTOR_WIDTH < COLUMNS \
          ? B_VECTOR((k0) + (i) / TILE_VECTORS, first_column + (i) % TILE_VECTORS * VECTOR_WIDTH) \
@@ -230,6 +231,7 @@ inline float CONCAT(landing_gradient_, KERNEL_NAME)(__global const float *restri
 #define DEPTH (IMAGES_PER_GROUP * TILES)
 #define KERNEL_ARGUMENTS __global const float *restrict v, __global const float *restrict dm, \
                          __global float *restrict du, const int batch
+#define A_ROWS_CONTIGUOUS 1 /* A's rows are v's channels */
 #define A_ELEMENT(row, k) (TILE_IMAGE(k) < batch ? v[TILE_AT(k) * IN_CHANNELS + (row)] : 0.0f)
 #define B_VECTOR(k, column)                                                                    \
     (TILE_IMAGE(k) < batch ? LOADV(0, dm + TILE_AT(k) * K_ALLOC + (column)) : (realV)(0.0f))
@@ -267,6 +269,17 @@ inline float CONCAT(landing_gradient_, KERNEL_NAME)(__global const float *restri
 #endif
 #endif
 
+/* Which element of A's stage work-item i loads: consecutive work-items take consecutive steps
+ * (where those are contiguous in memory: x's channels), or with A_ROWS_CONTIGUOUS consecutive
+ * rows (the Winograd weight gradient's channels), so that their global loads coalesce */
+#if defined(A_ROWS_CONTIGUOUS) && A_ROWS_CONTIGUOUS
+#define A_ROW(i) ((i) % TILE_ROWS)
+#define A_STEP(i) ((i) / TILE_ROWS)
+#else
+#define A_ROW(i) ((i) / STAGE_DEPTH)
+#define A_STEP(i) ((i) % STAGE_DEPTH)
+#endif
+
 __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
 {
     const int tx = get_local_id(0);
@@ -302,7 +315,7 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
 #pragma unroll
         for (int j = 0; j < A_LOADS; ++j) {
             const int i = local_id + j * GROUP_SIZE;
-            if (i < STAGE_DEPTH * TILE_ROWS) a_stage[i % STAGE_DEPTH * A_STRIDE + i / STAGE_DEPTH] = a_next[j];
+            if (i < STAGE_DEPTH * TILE_ROWS) a_stage[A_STEP(i) * A_STRIDE + A_ROW(i)] = a_next[j];
         }
 #pragma unroll
         for (int j = 0; j < B_LOADS; ++j) {
@@ -311,9 +324,9 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
                 STOREV(b_next[j], 0, b_stage + i / TILE_VECTORS * TILE_COLUMNS + i % TILE_VECTORS * VECTOR_WIDTH);
         }
 #else
-        /* consecutive work-items load consecutive k (channels: contiguous in x) */
+        /* consecutive work-items load consecutive k (channels: contiguous in x) or rows */
         for (int i = local_id; i < STAGE_DEPTH * TILE_ROWS; i += GROUP_SIZE)
-            a_stage[i % STAGE_DEPTH * A_STRIDE + i / STAGE_DEPTH] = STAGE_A(k0, i);
+            a_stage[A_STEP(i) * A_STRIDE + A_ROW(i)] = STAGE_A(k0, i);
         /* consecutive work-items load consecutive vectors of columns (contiguous in w, dy) */
         for (int i = local_id; i < STAGE_DEPTH * TILE_VECTORS; i += GROUP_SIZE)
             STOREV(STAGE_B(k0, i), 0,
