@@ -229,7 +229,8 @@ def test_the_tuner_searches_the_tiled_space(monkeypatch, tmp_path):
     assert forward and forward[0].site.default["ALGORITHM"] == "gemm"
 
 
-@pytest.mark.slow  # 20-40 s each on a loaded 2-core machine
+@pytest.mark.slow  # 40-200 s each on a loaded 2-core machine (load 12)
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("variant", sorted(WINOGRAD_VARIANTS))
 @pytest.mark.parametrize("name", sorted(WINOGRAD_CASES))
 def test_the_tiled_winograd_computes_what_numpy_does(monkeypatch, name, variant):
@@ -240,7 +241,8 @@ def test_the_tiled_winograd_computes_what_numpy_does(monkeypatch, name, variant)
         assert WINOGRAD_SELECTORS <= used
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # 2-5 minutes each at load 12: past the default 300 s timeout
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("variant", ["winograd2", "winograd4"])
 @pytest.mark.parametrize("name", ["resnet8", "vgg_cifar"])
 def test_whole_models_with_the_tiled_winograd_forced(monkeypatch, name, variant):
