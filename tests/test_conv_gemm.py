@@ -123,15 +123,21 @@ def _tiled(site) -> list[dict]:
 
 
 def _pick(site, overrides: dict) -> dict:
-    """The tiled setting of ``site`` nearest to its tiled default with ``overrides``: the one
-    agreeing on most of the overridden knobs (ties: the earliest, i.e. nearest the default),
-    of the default's ALGORITHM unless ``overrides`` names one."""
+    """The tiled setting of ``site`` nearest to its tiled default with ``overrides``: of the
+    ALGORITHM they name (the default's where they name none, or one the site does not offer),
+    the one agreeing on most of the overridden knobs (ties: the earliest, i.e. nearest the
+    default)."""
     tiled = _tiled(site)
-    overrides = {"ALGORITHM": tiled[0]["ALGORITHM"], **overrides}
+    algorithm = overrides.get("ALGORITHM", tiled[0]["ALGORITHM"])
+    if not any(k["ALGORITHM"] == algorithm for k in tiled):  # e.g. Winograd on a 1x1 site
+        algorithm = tiled[0]["ALGORITHM"]
+    candidates = [k for k in tiled if k["ALGORITHM"] == algorithm]
+    overrides = {**overrides, "ALGORITHM": algorithm}
     wanted = {**tiled[0], **overrides}
-    if wanted in tiled:
+    if wanted in candidates:
         return wanted
-    return max(tiled, key=lambda k: sum(k.get(key) == value for key, value in overrides.items()))
+    return max(candidates,
+               key=lambda k: sum(k.get(key) == value for key, value in overrides.items()))
 
 
 def forced(graph, variant: str, base=None):
