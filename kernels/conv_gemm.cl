@@ -19,6 +19,18 @@
  *                      (taps x channels), columns = K_ALLOC, depth = IMAGES_PER_SPLIT x the output
  *                      pixels (images past the batch read as zeros); each split writes its own
  *                      partial weights, which reduction.cl's SUM_SPLITS adds up.
+ *   WINOGRAD_GEMM_FORWARD  Winograd's POSITIONS independent GEMMs (winograd.cl's layouts: v (N,
+ *                      POSITIONS, TILES, IN_CHANNELS) transformed input tiles, u (POSITIONS,
+ *                      IN_CHANNELS, K_ALLOC) transformed filters, m (N, POSITIONS, TILES,
+ *                      K_ALLOC) their products): item = group * POSITIONS + position; rows =
+ *                      the tiles of the group's IMAGES_PER_GROUP images (rows of images past
+ *                      the batch read zeros and store nothing), columns = K_ALLOC, depth =
+ *                      IN_CHANNELS. Its inputs and outputs are winograd.cl's transforms'.
+ *   WINOGRAD_GEMM_WEIGHTS  the weight gradient's: item = split * POSITIONS + position; du[item]
+ *                      (IN_CHANNELS x K_ALLOC, du (SPLITS, POSITIONS, IN_CHANNELS, K_ALLOC))
+ *                      = v^T dm over the split's IMAGES_PER_GROUP images' tiles (dm: the
+ *                      transformed output-gradient tiles, laid out as m; images past the batch
+ *                      read as zeros).
  *   GEMM_FORWARD       fc (dense.cl's layouts): rows = the batch's images, columns = U_ALLOC
  *                      units, depth = the IN_H * IN_W * IN_CHANNELS inputs in (h, w, c) order, as
  *                      w's rows are (the host permutes PyTorch's weights); A is the input volume
@@ -40,7 +52,8 @@
  * kernel must run with exactly (GROUP_COLUMNS, GROUP_ROWS, 1) (the plan marks its launches so,
  * and the executor never shrinks them). Every work-item runs every stage, so both barriers are
  * in uniform control flow; rows, columns and depth past the matrix are masked loads (zeros) and
- * skipped stores, never early returns. Work-item (tx, ty, n) of group (gc, gr): image (or split) n.
+ * skipped stores, never early returns. Work-item (tx, ty, n) of group (gc, gr): image (or split) n
+ * (Winograd's: group or split of images n / POSITIONS, position n % POSITIONS).
  */
 
 #ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
@@ -73,6 +86,9 @@
 #define K_ALLOC 16
 #define TRANSPOSED_ALLOC 8
 #define IMAGES_PER_SPLIT 2
+#define POSITIONS 16
+#define TILES 16
+#define IMAGES_PER_GROUP 1
 #define UNITS 10
 #define U_ALLOC 16
 #define HAS_BIAS 1
@@ -98,19 +114,20 @@
 #define GROUP_SIZE (GROUP_ROWS * GROUP_COLUMNS)
 /* a_stage's lines are one float longer than the tile's rows: consecutive work-items store
  * consecutive k, a line apart, which with lines a multiple of the bank count would all fall in
- * one local-memory bank */
+ * one local-memory bank (with A_ROWS_CONTIGUOUS they store along a line) */
 #define A_STRIDE (TILE_ROWS + 1)
 #define realV CONCAT(float, VECTOR_WIDTH)
 #define LOADV VLOAD(VECTOR_WIDTH)
 #define STOREV VSTORE(VECTOR_WIDTH)
 
 /* Element i of the stage starting at reduction step k0, as the work-group lays it out: of A,
- * step k0 + i % STAGE_DEPTH of row first_row + i / STAGE_DEPTH; of B, the vector of columns
- * first_column + i % TILE_VECTORS * VECTOR_WIDTH of step k0 + i / TILE_VECTORS (zero past the
- * matrix). PREFETCH_STAGE loads a work-item's share of a stage into a_next and b_next. */
+ * step k0 + A_STEP(i) of row first_row + A_ROW(i) (below the kernels' matrices); of B, the
+ * vector of columns first_column + i % TILE_VECTORS * VECTOR_WIDTH of step k0 + i /
+ * TILE_VECTORS (zero past the matrix). PREFETCH_STAGE loads a work-item's share of a stage
+ * into a_next and b_next. */
 #define STAGE_A(k0, i)                                                                          \
-    ((k0) + (i) % STAGE_DEPTH < DEPTH && first_row + (i) / STAGE_DEPTH < ROWS                   \
-         ? A_ELEMENT(first_row + (i) / STAGE_DEPTH, (k0) + (i) % STAGE_DEPTH) : 0.0f)
+    ((k0) + A_STEP(i) < DEPTH && first_row + A_ROW(i) < ROWS                                    \
+         ? A_ELEMENT(first_row + A_ROW(i), (k0) + A_STEP(i)) : 0.0f)
 #define STAGE_B(k0, i)                                                                          \
     ((k0) + (i) / TILE_VECTORS < DEPTH && first_column + (i) % TILE_VECTORS * VECTOR_WIDTH < COLUMNS \
          ? B_VECTOR((k0) + (i) / TILE_VECTORS, first_column + (i) % TILE_VECTORS * VECTOR_WIDTH) \
@@ -195,6 +212,31 @@ inline float CONCAT(landing_gradient_, KERNEL_NAME)(__global const float *restri
          ? LOADV(0, dy + AT(Y, IMAGE(k), (k) % PIXELS / OUT_W, (k) % PIXELS % OUT_W, (column))) \
          : (realV)(0.0f))
 
+#elif defined(WINOGRAD_GEMM_FORWARD) || defined(WINOGRAD_GEMM_WEIGHTS)
+/* the image of a group's (or split's) tile ``index`` (a row, or a reduction step), and where
+ * that tile sits in v, m and dm (in tiles: times IN_CHANNELS or K_ALLOC for floats) */
+#define POSITION (item % POSITIONS)
+#define TILE_IMAGE(index) (item / POSITIONS * IMAGES_PER_GROUP + (index) / TILES)
+#define TILE_AT(index) ((TILE_IMAGE(index) * POSITIONS + POSITION) * TILES + (index) % TILES)
+#define COLUMNS K_ALLOC
+#if defined(WINOGRAD_GEMM_FORWARD)
+#define ROWS (IMAGES_PER_GROUP * TILES)
+#define DEPTH IN_CHANNELS
+#define KERNEL_ARGUMENTS __global const float *restrict v, __global const float *restrict u, \
+                         __global float *restrict m, const int batch
+#define A_ELEMENT(row, k) (TILE_IMAGE(row) < batch ? v[TILE_AT(row) * IN_CHANNELS + (k)] : 0.0f)
+#define B_VECTOR(k, column) LOADV(0, u + (POSITION * IN_CHANNELS + (k)) * K_ALLOC + (column))
+#else
+#define ROWS IN_CHANNELS
+#define DEPTH (IMAGES_PER_GROUP * TILES)
+#define KERNEL_ARGUMENTS __global const float *restrict v, __global const float *restrict dm, \
+                         __global float *restrict du, const int batch
+#define A_ROWS_CONTIGUOUS 1 /* A's rows are v's channels */
+#define A_ELEMENT(row, k) (TILE_IMAGE(k) < batch ? v[TILE_AT(k) * IN_CHANNELS + (row)] : 0.0f)
+#define B_VECTOR(k, column)                                                                    \
+    (TILE_IMAGE(k) < batch ? LOADV(0, dm + TILE_AT(k) * K_ALLOC + (column)) : (realV)(0.0f))
+#endif
+
 #elif defined(GEMM_FORWARD) || defined(GEMM_BACKWARD_DATA) || defined(GEMM_BACKWARD_WEIGHTS)
 #define INPUTS (IN_H * IN_W * IN_CHANNELS)
 /* input ``i`` (in w's (h, w, c) row order) of image n */
@@ -225,6 +267,17 @@ inline float CONCAT(landing_gradient_, KERNEL_NAME)(__global const float *restri
 #define A_ELEMENT(row, k) x[INPUT_AT(k, row)]
 #define B_VECTOR(k, column) LOADV(0, dy + AT(Y, (k), 0, 0, (column)))
 #endif
+#endif
+
+/* Which element of A's stage work-item i loads: consecutive work-items take consecutive steps
+ * (where those are contiguous in memory: x's channels), or with A_ROWS_CONTIGUOUS consecutive
+ * rows (the Winograd weight gradient's channels), so that their global loads coalesce */
+#if defined(A_ROWS_CONTIGUOUS) && A_ROWS_CONTIGUOUS
+#define A_ROW(i) ((i) % TILE_ROWS)
+#define A_STEP(i) ((i) / TILE_ROWS)
+#else
+#define A_ROW(i) ((i) / STAGE_DEPTH)
+#define A_STEP(i) ((i) % STAGE_DEPTH)
 #endif
 
 __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
@@ -262,7 +315,7 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
 #pragma unroll
         for (int j = 0; j < A_LOADS; ++j) {
             const int i = local_id + j * GROUP_SIZE;
-            if (i < STAGE_DEPTH * TILE_ROWS) a_stage[i % STAGE_DEPTH * A_STRIDE + i / STAGE_DEPTH] = a_next[j];
+            if (i < STAGE_DEPTH * TILE_ROWS) a_stage[A_STEP(i) * A_STRIDE + A_ROW(i)] = a_next[j];
         }
 #pragma unroll
         for (int j = 0; j < B_LOADS; ++j) {
@@ -271,9 +324,9 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
                 STOREV(b_next[j], 0, b_stage + i / TILE_VECTORS * TILE_COLUMNS + i % TILE_VECTORS * VECTOR_WIDTH);
         }
 #else
-        /* consecutive work-items load consecutive k (channels: contiguous in x) */
+        /* consecutive work-items load consecutive k (channels: contiguous in x) or rows */
         for (int i = local_id; i < STAGE_DEPTH * TILE_ROWS; i += GROUP_SIZE)
-            a_stage[i % STAGE_DEPTH * A_STRIDE + i / STAGE_DEPTH] = STAGE_A(k0, i);
+            a_stage[A_STEP(i) * A_STRIDE + A_ROW(i)] = STAGE_A(k0, i);
         /* consecutive work-items load consecutive vectors of columns (contiguous in w, dy) */
         for (int i = local_id; i < STAGE_DEPTH * TILE_VECTORS; i += GROUP_SIZE)
             STOREV(STAGE_B(k0, i), 0,
@@ -354,6 +407,10 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
             STOREV(acc[i][f] + (ACCUMULATE ? LOADV(0, dx + at) : (realV)(0.0f)), 0, dx + at);
 #elif defined(CONV_GEMM_WEIGHTS)
             STOREV(acc[i][f], 0, dw + (item * ROWS + row) * K_ALLOC + column);
+#elif defined(WINOGRAD_GEMM_FORWARD)
+            if (TILE_IMAGE(row) < batch) STOREV(acc[i][f], 0, m + TILE_AT(row) * K_ALLOC + column);
+#elif defined(WINOGRAD_GEMM_WEIGHTS)
+            STOREV(acc[i][f], 0, du + (item * ROWS + row) * K_ALLOC + column);
 #elif defined(GEMM_FORWARD)
             STOREV(ACTIVATE(acc[i][f] + bias, EPILOGUE, EPILOGUE_SLOPE), 0,
                    y + AT(Y, row, 0, 0, column));

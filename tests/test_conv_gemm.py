@@ -8,17 +8,22 @@ registers, small and large register tiles and work-groups, width-1 vectors. Each
 networks with partial tiles (odd heights, widths and channel counts), stride 2 and 3, padding,
 dilation, 1x1, 5x5, a gated and an accumulated input gradient, fc, at batch 1 and 3, forward
 and backward, with the kernel tests' tolerance.
+The tiled family's Winograd (WINOGRAD_GEMM_FORWARD and WINOGRAD_GEMM_WEIGHTS between
+winograd.cl's transforms) is forced the same way onto every 3x3 stride-1 site, F(2x2) and
+F(4x4), in four settings, on networks with partial tiles of both.
 The numpy backward they are compared with is itself checked against finite differences
 (tests/test_gradients.py). The default tier runs the rules (plans, limits, the direct
-fallback, the exact work-group refusal: about 5 s); ``-m slow`` runs every setting and case,
-ResNet-8 and VGG-CIFAR whole on the GPU profile, and Oclgrind (every setting clean, and a
-planted missing barrier caught as a local-memory race).
+fallback, the exact work-group refusal, where Winograd is offered: about 8 s); ``-m slow``
+runs every setting and case, ResNet-8 and VGG-CIFAR whole on the GPU profile (and with each
+Winograd forced), the tuner, and Oclgrind (every setting clean, and a planted missing barrier
+caught as a local-memory race, in the Winograd GEMMs too).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,6 +47,7 @@ from tests.test_kernels import check_forward, check_gradients, input_batch, pois
 ROOT = Path(__file__).resolve().parent.parent
 GEMM_SELECTORS = {"CONV_GEMM_FORWARD", "CONV_GEMM_DATA", "CONV_GEMM_WEIGHTS", "GEMM_FORWARD",
                   "GEMM_BACKWARD_DATA", "GEMM_BACKWARD_WEIGHTS"}
+WINOGRAD_SELECTORS = {"WINOGRAD_GEMM_FORWARD", "WINOGRAD_GEMM_WEIGHTS"}
 
 # (input, pattern or nodes, batch)
 CASES = {
@@ -78,10 +84,27 @@ VARIANTS = {
     "tall": {"TILE_PIXELS": 4, "CHANNEL_STEP": 8, "LOCAL": "4,16,1"},
     "vector-1": {"VECTOR_WIDTH": 1},
 }
+# the tiled family's Winograd on every 3x3 stride-1 site (the others keep their default)
+WINOGRAD_VARIANTS = {
+    "winograd2": {"ALGORITHM": "winograd2_gemm"},
+    "winograd4": {"ALGORITHM": "winograd4_gemm"},
+    "winograd4-small": {"ALGORITHM": "winograd4_gemm", "TILE_PIXELS": 2, "CHANNEL_STEP": 8,
+                        "LOCAL": "8,8,1"},
+    "winograd2-large": {"ALGORITHM": "winograd2_gemm", "TILE_PIXELS": 8, "FILTER_VECTORS": 2,
+                        "CHANNEL_STEP": 16, "LOCAL": "16,4,1"},
+}
+# 3x3 stride-1 sites for them: partial F(2x2) and F(4x4) tiles (11x7, then 9x5 valid), 5 and 9
+# channels (vectors of 1 and the padded 12), a gated input gradient (RELU before a conv), a
+# valid one (the input gradient padded by 2); CASES' "residual" adds an accumulated one
+WINOGRAD_CASES = {
+    "winograd": ("11x7x5", "[INPUT-CONV(6, 3, pad=1)-RELU-CONV(9, 3, pad=1)-TANH"
+                           "-CONV(7, 3, pad=valid)-FC(3)]", 3),
+    "residual": CASES["residual"],
+}
 
 
 def spec_of(name: str) -> dict:
-    volume, body, _ = CASES[name]
+    volume, body, _ = {**CASES, **WINOGRAD_CASES}[name]
     key = "pattern" if isinstance(body, str) else "nodes"
     return {"name": f"gemm-{name}", "input": volume, key: body}
 
@@ -100,13 +123,21 @@ def _tiled(site) -> list[dict]:
 
 
 def _pick(site, overrides: dict) -> dict:
-    """The tiled setting of ``site`` nearest to its tiled default with ``overrides``: the one
-    agreeing on most of the overridden knobs (ties: the earliest, i.e. nearest the default)."""
+    """The tiled setting of ``site`` nearest to its tiled default with ``overrides``: of the
+    ALGORITHM they name (the default's where they name none, or one the site does not offer),
+    the one agreeing on most of the overridden knobs (ties: the earliest, i.e. nearest the
+    default)."""
     tiled = _tiled(site)
+    algorithm = overrides.get("ALGORITHM", tiled[0]["ALGORITHM"])
+    if not any(k["ALGORITHM"] == algorithm for k in tiled):  # e.g. Winograd on a 1x1 site
+        algorithm = tiled[0]["ALGORITHM"]
+    candidates = [k for k in tiled if k["ALGORITHM"] == algorithm]
+    overrides = {**overrides, "ALGORITHM": algorithm}
     wanted = {**tiled[0], **overrides}
-    if wanted in tiled:
+    if wanted in candidates:
         return wanted
-    return max(tiled, key=lambda k: sum(k.get(key) == value for key, value in overrides.items()))
+    return max(candidates,
+               key=lambda k: sum(k.get(key) == value for key, value in overrides.items()))
 
 
 def forced(graph, variant: str, base=None):
@@ -114,17 +145,21 @@ def forced(graph, variant: str, base=None):
     setting ``variant`` names, as a tuning table would set it."""
     base = base or gpu_profile()
     sites = dict(plan_forward(graph, base).sites)
+    sites.update(plan_forward(graph, base, share_buffers=False).sites)  # unfolded: --verify's
     sites.update(plan_training(graph, base).sites)
-    entries = {key: {"knobs": _pick(site, VARIANTS[variant])}
+    overrides = {**VARIANTS, **WINOGRAD_VARIANTS}[variant]
+    entries = {key: {"knobs": _pick(site, overrides)}
                for key, site in sites.items() if _tiled(site)}
     assert entries, "no site offers the tiled family"
     return replace(base, tuning=Tuning(entries, "tuned on this device"))
 
 
-def check_case(monkeypatch, name: str, variant: str, batch: int | None = None) -> None:
-    """Forward and every gradient of case ``name`` with ``variant`` forced, against numpy."""
+def check_case(monkeypatch, name: str, variant: str, batch: int | None = None,
+               weights=("CONV_GEMM_WEIGHTS", "GEMM_BACKWARD_WEIGHTS")) -> set[str]:
+    """Forward and every gradient of case ``name`` with ``variant`` forced, against numpy;
+    the kernels' selectors of both plans (``weights``: some that the training plan must use)."""
     spec = spec_of(name)
-    batch = batch or CASES[name][2]
+    batch = batch or {**CASES, **WINOGRAD_CASES}[name][2]
     graph = analyse(spec)
     profile = forced(graph, variant)
     monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
@@ -137,11 +172,12 @@ def check_case(monkeypatch, name: str, variant: str, batch: int | None = None) -
                   what=f"{name} {variant} batch {batch}")
     session = TrainingSession(graph, batch=batch)
     selectors = {k.selector for k in session.plan.kernels.values()}
-    assert {"CONV_GEMM_WEIGHTS", "GEMM_BACKWARD_WEIGHTS"} <= selectors, selectors
+    assert set(weights) <= selectors, selectors
     session.set_params(params)
     x = input_batch(session, batch, 3)
     labels = np.random.default_rng(4).integers(0, session.plan.classes, batch)
     check_gradients(session, params, x, labels, what=f"{name} {variant} batch {batch}")
+    return selectors | {k.selector for k in model.plan.kernels.values()}
 
 
 pytestmark = pytest.mark.device
@@ -199,6 +235,66 @@ def test_the_tuner_searches_the_tiled_space(monkeypatch, tmp_path):
     assert forward and forward[0].site.default["ALGORITHM"] == "gemm"
 
 
+@pytest.mark.slow  # 40-200 s each on a loaded 2-core machine (load 12)
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("variant", sorted(WINOGRAD_VARIANTS))
+@pytest.mark.parametrize("name", sorted(WINOGRAD_CASES))
+def test_the_tiled_winograd_computes_what_numpy_does(monkeypatch, name, variant):
+    """The forward pass, the stride-1 input gradient and the weight gradient by the tiled
+    family's Winograd (its two GEMMs), at the case's batch and at 1 or 3."""
+    for batch in (WINOGRAD_CASES[name][2], 1 if WINOGRAD_CASES[name][2] > 1 else 3):
+        used = check_case(monkeypatch, name, variant, batch, weights=WINOGRAD_SELECTORS)
+        assert WINOGRAD_SELECTORS <= used
+
+
+@pytest.mark.slow  # 2-5 minutes each at load 12: past the default 300 s timeout
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("variant", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("name", ["resnet8", "vgg_cifar"])
+def test_whole_models_with_the_tiled_winograd_forced(monkeypatch, name, variant):
+    """Every layer of the example network on the GPU profile with every 3x3 stride-1 site (the
+    forward, input and weight gradients) on the tiled Winograd, against numpy (--verify)."""
+    path = str(ROOT / "specs" / f"{name}.yaml")
+    profile = forced(analyse(path), variant)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(path, batch=2, share_buffers=False)
+    checks = verify_model(model) + verify_training(model.graph, batch=2)
+    failed = [(c.node, c.op, c.error) for c in checks if not c.passed]
+    assert not failed, failed
+    winograd = {k for k, s in model.plan.kernels.items() if s.selector in WINOGRAD_SELECTORS}
+    assert winograd and any(set(c.kernels) & winograd for c in checks)
+    session = TrainingSession(model.graph, batch=2)
+    assert WINOGRAD_SELECTORS <= {k.selector for k in session.plan.kernels.values()}
+
+
+@pytest.mark.slow
+def test_the_tuner_reaches_the_tiled_winograd(monkeypatch, tmp_path):
+    """The tuner's search on the GPU profile (`convgraph tune`'s, site by site, 60 s each)
+    steps from the implicit GEMM's default to both tiled Winograd algorithms on the forward
+    and weight-gradient sites (one knob, ALGORITHM) and times them."""
+    import convgraph.runtime.tune as tune_module
+
+    monkeypatch.setenv("CONVGRAPH_CACHE", str(tmp_path / "cache"))
+    profile = gpu_profile()
+    monkeypatch.setattr(tune_module, "profile_for", lambda info, tuned=True: profile)
+    timed = []
+    real = tune_module._Tuner.runner
+
+    def runner(self, site, knobs):  # the real runner, recording what it times
+        timed.append((site.selector, knobs["ALGORITHM"]))
+        return real(self, site, knobs)
+
+    monkeypatch.setattr(tune_module._Tuner, "runner", runner)
+    graph = analyse({"name": "gemm-wino-tune", "input": "8x8x8",
+                     "pattern": "[INPUT-CONV(16, 3, pad=1)-FC(4)]"})
+    tuner = tune_module._Tuner(graph, None, 4, 1)
+    for site in tuner.sites(("train",)):
+        if site.selector in ("CONV_FORWARD", "CONV_GEMM_WEIGHTS"):
+            result = tuner.tune_site(site, time.perf_counter() + 60)
+            assert result.best in site.space and result.tried > 1
+            assert {(site.selector, name) for name in conv_gemm.WINOGRAD} <= set(timed), timed
+
+
 # ---------------------------------------------------------------- the family's rules, no device
 
 NETWORK = analyse(spec_of("strided"))
@@ -243,6 +339,65 @@ def test_every_ungrouped_conv_and_fc_gets_the_tiled_family_by_default(name):
               "CONV_BACKWARD_DATA", "DENSE_FORWARD", "DENSE_BACKWARD_WEIGHTS",
               "DENSE_BACKWARD_DATA"}
     assert not direct & {spec.selector for spec in plan.kernels.values()}
+
+
+WINOGRAD_NETWORK = analyse(spec_of("winograd"))
+
+
+def test_the_gpu_profile_offers_the_tiled_winograd_on_3x3_stride_1_sites():
+    """Forward (so the stride-1 input gradient) and weight-gradient sites of 3x3 stride-1
+    convs offer both tiled Winograd algorithms one ALGORITHM step from the implicit GEMM's
+    default, which stays the default; other sites do not offer them. No setting twice."""
+    for site in plan_training(WINOGRAD_NETWORK, profiles.GPU).sites.values():
+        assert len({json.dumps(k, sort_keys=True) for k in site.space}) == len(site.space)
+        if site.selector not in ("CONV_FORWARD", "CONV_GEMM_WEIGHTS"):
+            assert not {k["ALGORITHM"] for k in site.space} & set(conv_gemm.WINOGRAD)
+            continue
+        assert site.default["ALGORITHM"] == "gemm"
+        for algorithm in conv_gemm.WINOGRAD:
+            assert {**site.default, "ALGORITHM": algorithm} in site.space
+    stride_2 = [site for site in plan_training(NETWORK, profiles.GPU).sites.values()
+                if site.node == "conv2"]
+    assert stride_2 and not {k["ALGORITHM"] for site in stride_2 for k in site.space} & set(
+        conv_gemm.WINOGRAD)
+
+
+def test_the_cpu_profile_never_offers_the_tiled_winograd():
+    for plan in (plan_forward(WINOGRAD_NETWORK, profiles.CPU),
+                 plan_training(WINOGRAD_NETWORK, profiles.CPU)):
+        assert not {k.selector for k in plan.kernels.values()} & WINOGRAD_SELECTORS
+        assert all(knobs.get("ALGORITHM") not in conv_gemm.TILED
+                   for site in plan.sites.values() for knobs in site.space)
+
+
+def test_f4_in_the_tiled_family_keeps_the_numerical_guard():
+    shape = {"KERNEL_H": 3, "KERNEL_W": 3, "STRIDE_H": 1, "STRIDE_W": 1, "DILATION_H": 1,
+             "DILATION_W": 1, "GROUPS": 1, "IN_CHANNELS": 513}
+    assert conv_gemm.winograd_algorithms(shape) == ["winograd2_gemm"]
+    assert conv_gemm.winograd_algorithms({**shape, "IN_CHANNELS": 512}) == list(
+        conv_gemm.WINOGRAD)
+    assert conv_gemm.winograd_algorithms({**shape, "STRIDE_H": 2}) == []
+
+
+@pytest.mark.parametrize("variant", ["winograd2", "winograd4-small"])
+def test_forced_tiled_winograd_plans_launch_whole_exact_work_groups(variant):
+    """Every forward and weight-gradient GEMM of the forced plans is a tiled Winograd GEMM,
+    launched with exact, whole work-groups, one row of groups per position (and group of
+    images or split of the batch), within the device's limits."""
+    profile = forced(WINOGRAD_NETWORK, variant)
+    plan = plan_training(WINOGRAD_NETWORK, profile)
+    launches = plan.launch_groups()["train"]
+    selectors = [plan.kernels[launch.kernel].selector for launch in launches]
+    assert selectors.count("WINOGRAD_GEMM_FORWARD") == 5  # 3 forward, 2 input gradients
+    assert selectors.count("WINOGRAD_GEMM_WEIGHTS") == 3
+    assert not {"CONV_GEMM_FORWARD", "CONV_GEMM_WEIGHTS"} & set(selectors)
+    positions = 16 if variant.startswith("winograd2") else 36
+    for launch, selector in zip(launches, selectors):
+        if selector in WINOGRAD_SELECTORS:
+            assert launch.exact_local and launch.batch_axis == 2
+            assert launch.global_size[2] == positions and launch.local_size[2] == 1
+            assert all(g % w == 0 for g, w in zip(launch.global_size, launch.local_size))
+            assert launch.local_size[0] * launch.local_size[1] <= profile.max_work_group
 
 
 def test_weight_gradient_splits_follow_the_layers_work_groups():
@@ -306,7 +461,8 @@ from convgraph.pipeline import analyse
 from convgraph.runtime.devices import select_device
 from convgraph.verify import verify_model, verify_training
 from tests.test_conv_gemm import forced, gpu_profile
-specs, variants, plant = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "plant"
+specs, variants, mode = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+plant = mode.startswith("plant")  # "plant": forward checks only; "plant-training": both
 if plant:  # the barrier that keeps the next stage's loads from overwriting this one's operands
     real = source.kernel_file
     source.kernel_file = lambda family: real(family).replace(
@@ -325,7 +481,7 @@ for spec in specs:
             if launch.exact_local:
                 assert launch.local_size[0] * launch.local_size[1] <= base.max_work_group
         checks = verify_model(model)
-        if not plant:
+        if mode != "plant":
             checks += verify_training(model.graph, batch=2)
         failed += sum(not check.passed for check in checks)
         print(variant, len(checks), "kernel checks", flush=True)
@@ -400,3 +556,47 @@ def test_oclgrind_catches_a_missing_barrier(tmp_path):
     # the plant removes the barrier from every kernel of conv_gemm.cl (the conv's and fc's)
     assert any(r["kernel"].endswith("conv_gemm_forward") for r in races), races[:3]
     assert all("gemm" in r["kernel"] for r in reports), reports[:3]
+
+
+# 3x3 stride-1 sites for the tiled Winograd: partial tiles of both algorithms, a gated input
+# gradient, then OCLGRIND_NETWORKS' accumulated one
+OCLGRIND_WINOGRAD_NETWORKS = [
+    {"input": "5x7x3", "pattern": "[INPUT-CONV(5, 3, pad=1)-RELU-CONV(6, 3, pad=1)-FC(3)]"},
+    OCLGRIND_NETWORKS[1],
+]
+
+
+@pytest.mark.slow
+@needs_oclgrind
+def test_the_tiled_winograd_is_clean_under_oclgrind(tmp_path):
+    """Both Winograd GEMMs (forward, so the input gradients, and the weight gradient's), with
+    winograd.cl's transforms around them, against numpy under Oclgrind's data-race,
+    uninitialised-value and bounds checks: nothing reported."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    variants = ["winograd2", "winograd4"]
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_WINOGRAD_NETWORKS),
+                   json.dumps(variants), "clean"], timeout=3600)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert done.stdout.count("kernel checks") == len(variants) * len(OCLGRIND_WINOGRAD_NETWORKS)
+    assert reports == [], done.stderr[:4000]
+
+
+@pytest.mark.slow
+@needs_oclgrind
+def test_oclgrind_catches_a_missing_barrier_in_the_winograd_gemms(tmp_path):
+    """The planted missing barrier (see above) in both Winograd GEMMs: 20 channels (stages of
+    16) and a split's 9 tiles or more (stages of 8) make more than one stage in each, so the
+    next stage overwrites operands other work-items still read; Oclgrind reports both races."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    network = {"input": "6x6x20", "pattern": "[INPUT-CONV(8, 3, pad=1)-FC(2)]"}
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps([network]),
+                   json.dumps(["winograd2"]), "plant-training"], timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    races = {r["kernel"] for r in reports if "race" in r["kind"].lower()}
+    for kernel in ("winograd_gemm_forward", "winograd_gemm_weights"):
+        assert any(name.endswith(kernel) for name in races), (kernel, sorted(races))
+

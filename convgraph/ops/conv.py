@@ -550,10 +550,10 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
             space, winograd.default_algorithm(ctx.profile, channels, filters, out_width,
                                               shape["OUT_H"]), channels)
     if conv_gemm.offered(ctx.profile, shape):  # the GPU family first, where the profile asks
-        space = conv_gemm.with_family(ctx.profile, space, *conv_gemm.forward_matrix(shape))
+        space = conv_gemm.with_family(ctx.profile, space, shape)
     site, knobs = ctx.tuned("CONV_FORWARD", shape, space)
     if knobs.get("ALGORITHM") in conv_gemm.TILED:
-        conv_gemm.lower_forward(ctx, shape, knobs, args, site, ctx.node.flops, moved)
+        conv_gemm.lower_forward(ctx, shape, knobs, args, site, ctx.node.flops, moved, role)
         return
     if knobs.get("ALGORITHM", "direct") != "direct":
         winograd.lower(ctx, shape, knobs, args, site, ctx.node.flops, role)

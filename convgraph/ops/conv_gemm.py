@@ -20,6 +20,15 @@ from the device's reported limits in ``profile_for``); where none fits, the dire
 stays. Its launches are marked ``exact_local``: a kernel with barriers and local tiles sized at
 compile time must run with exactly its work-group, which the executor never shrinks.
 
+Winograd in this family ("winograd2_gemm", "winograd4_gemm": 3x3 stride-1 ungrouped sites, the
+forward, so the stride-1 input gradient, and the weight gradient): kernels/winograd.cl's
+transforms (ops/winograd.py's ``lower_with_gemm``, ``lower_weight_gradient_with_gemm``) around
+this family's local-memory GEMM with a batch dimension, the 16 or 36 positions
+(WINOGRAD_GEMM_FORWARD: [tiles x C] x [C x K] per position and group of images;
+WINOGRAD_GEMM_WEIGHTS: [C x tiles] x [tiles x K] per position and split of the batch). Its
+settings take the same knobs, sized for the GEMM of the transformed tiles; they are offered
+after the implicit GEMM's (the untuned default stays "gemm"), never on the CPU profile.
+
 Grouped and depthwise convs stay on the direct family (their per-group GEMMs are thin; the
 direct kernel's register tiles serve them).
 """
@@ -28,12 +37,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from convgraph.ops import winograd
 from convgraph.ops.spatial import widest_dividing
 
-# the ALGORITHM knob's values for this family: local memory, local memory with the next
-# stage prefetched into registers (double buffering), none
-TILED = ("gemm", "gemm_prefetch", "gemm_global")
-STAGED = ("gemm", "gemm_prefetch")
+# the ALGORITHM knob's values for this family's implicit GEMM: local memory, local memory with
+# the next stage prefetched into registers (double buffering), none; and Winograd F(2x2) and
+# F(4x4) with the local-memory GEMM (output tile of each)
+GEMMS = ("gemm", "gemm_prefetch", "gemm_global")
+WINOGRAD = {"winograd2_gemm": 2, "winograd4_gemm": 4}
+TILED = (*GEMMS, *WINOGRAD)
+STAGED = ("gemm", "gemm_prefetch", *WINOGRAD)
 KERNELS = "conv_gemm"  # kernels/conv_gemm.cl
 # work-group shapes (columns, rows) searched beside the default
 GROUP_SHAPES = ((16, 16), (8, 8), (16, 4), (4, 16), (8, 32))
@@ -99,9 +112,10 @@ def group_shape(knobs: dict) -> tuple[int, int]:
     return columns, rows
 
 
-def fits(profile, knobs: dict, rows: int, columns: int) -> bool:
+def fits(profile, knobs: dict, rows: int, columns: int, overshoot: bool = False) -> bool:
     """A setting the profile's device can run (work-group size, local memory), whose vectors
-    divide the columns and whose tile does not overshoot the matrix by more than 2x a side."""
+    divide the columns and whose tile does not overshoot the matrix by more than 2x a side
+    (unless ``overshoot``: such a tile is right, only wasteful)."""
     group_columns, group_rows = group_shape(knobs)
     width = knobs["VECTOR_WIDTH"]
     tile_columns = group_columns * knobs["FILTER_VECTORS"] * width
@@ -109,8 +123,8 @@ def fits(profile, knobs: dict, rows: int, columns: int) -> bool:
     return (columns % width == 0 and width <= profile.max_vector
             and group_columns * group_rows <= (profile.max_work_group or 256)
             and local_bytes(knobs) <= (profile.local_memory or 16384)
-            and tile_columns <= 2 * _pow2_at_least(columns)
-            and tile_rows <= 2 * _pow2_at_least(rows))
+            and (overshoot or (tile_columns <= 2 * _pow2_at_least(columns)
+                               and tile_rows <= 2 * _pow2_at_least(rows))))
 
 
 def space(profile, rows: int, columns: int, depth: int) -> list[dict]:
@@ -124,7 +138,7 @@ def space(profile, rows: int, columns: int, depth: int) -> list[dict]:
     candidates = [default] + [
         {"ALGORITHM": algorithm, "TILE_PIXELS": item_rows, "FILTER_VECTORS": vectors,
          "CHANNEL_STEP": step, "VECTOR_WIDTH": vector, "LOCAL": local}
-        for algorithm in TILED
+        for algorithm in GEMMS
         for vector in dict.fromkeys((width, 1))
         for item_rows in (4, 8, 2)
         for vectors in (1, 2)
@@ -138,13 +152,69 @@ def space(profile, rows: int, columns: int, depth: int) -> list[dict]:
             for knobs in [dict(knobs)] if fits(profile, knobs, rows, columns)]
 
 
-def with_family(profile, direct_space: list[dict], rows: int, columns: int, depth: int
-                ) -> list[dict]:
-    """A conv forward site's space with the tiled settings first (the profile's family), then
-    the direct (and Winograd) ones, each with its ALGORITHM."""
-    tiled = space(profile, rows, columns, depth)
+def with_family(profile, direct_space: list[dict], shape: dict) -> list[dict]:
+    """A conv forward site's space (``shape``: its defines) with the tiled settings first (the
+    profile's family), then, on 3x3 stride-1 sites, the tiled family's Winograd, then the
+    direct (and the CPU family's Winograd) ones, each with its ALGORITHM."""
+    tiled = space(profile, *forward_matrix(shape))
     others = [{"ALGORITHM": "direct", **knobs} for knobs in direct_space]
-    return tiled + others
+    return tiled + (winograd_space(profile, shape, tiled[0]) if tiled else []) + others
+
+
+# Winograd's GEMM rows are tiles of several images where one image has fewer than a
+# work-group's tile rows: a setting is sized for this many images' tiles (an 8x8 output has 4
+# F(4x4) tiles: 64 rows), and a group holds at most this many
+NOMINAL_IMAGES = 16
+
+
+def winograd_algorithms(shape: dict) -> list[str]:
+    """The tiled family's Winograd algorithms a site may take: none unless 3x3 stride 1
+    ungrouped; F(4x4) only up to ops/winograd.py's F4_MAX_CHANNELS summed channels."""
+    if not winograd.applies(shape):
+        return []
+    return [name for name, out_tile in WINOGRAD.items()
+            if out_tile == 2 or shape["IN_CHANNELS"] <= winograd.F4_MAX_CHANNELS]
+
+
+def image_tiles(shape: dict, algorithm: str) -> int:
+    """Winograd tiles of one image's output."""
+    down, across = winograd.tiles(shape, WINOGRAD[algorithm])
+    return down * across
+
+
+def winograd_space(profile, shape: dict, first: dict) -> list[dict]:
+    """A forward site's Winograd settings: the local-memory GEMM's settings for [tiles x C] x
+    [C x K], once per algorithm, those of the implicit GEMM's default ``first`` first (so the
+    tuner's one-knob steps reach Winograd from it)."""
+    settings = []
+    for algorithm in winograd_algorithms(shape):
+        rows = image_tiles(shape, algorithm) * NOMINAL_IMAGES
+        settings += _as_winograd(profile, algorithm, first, rows, shape["K_ALLOC"],
+                                 shape["IN_CHANNELS"])
+    return settings
+
+
+def _as_winograd(profile, algorithm: str, first: dict, rows: int, columns: int, depth: int
+                 ) -> list[dict]:
+    """The local-memory settings of a Winograd GEMM of ``rows`` x ``columns`` over ``depth``
+    that fit the profile, as ``algorithm``'s: ``first``'s tiles (however they overshoot this
+    GEMM: the tuner's step from them), then the GEMM's own space."""
+    settings = [{**knobs, "ALGORITHM": algorithm}
+                for knobs in [first] if fits(profile, knobs, rows, columns, overshoot=True)]
+    settings += [{**knobs, "ALGORITHM": algorithm}
+                 for knobs in space(profile, rows, columns, depth)
+                 if knobs["ALGORITHM"] == "gemm"]
+    return [dict(knobs) for knobs in dict.fromkeys(tuple(sorted(k.items())) for k in settings)]
+
+
+def group_images(knobs: dict, image_tiles: int) -> int:
+    """Images per Winograd GEMM group: a power of two whose tiles fill the work-group's tile
+    rows (1 where one image's do)."""
+    _, group_rows = group_shape(knobs)
+    images = 1
+    while images * image_tiles < group_rows * knobs["TILE_PIXELS"] and images < NOMINAL_IMAGES:
+        images *= 2
+    return images
 
 
 def _tile_defines(knobs: dict) -> dict:
@@ -156,24 +226,28 @@ def _tile_defines(knobs: dict) -> dict:
             "PREFETCH": int(knobs["ALGORITHM"] == "gemm_prefetch")}
 
 
-def _grid(knobs: dict, rows: int, columns: int) -> tuple[tuple[int, int, int], tuple]:
-    """Whole work-groups covering the matrix (one per image along axis 2), and their shape."""
+def _grid(knobs: dict, rows: int, columns: int, items: int = 1
+          ) -> tuple[tuple[int, int, int], tuple]:
+    """Whole work-groups covering the matrix (``items`` of them along axis 2, per image or
+    split), and their shape."""
     group_columns, group_rows = group_shape(knobs)
     tile_columns = group_columns * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"]
     tile_rows = group_rows * knobs["TILE_PIXELS"]
-    grid = (-(-columns // tile_columns) * group_columns, -(-rows // tile_rows) * group_rows, 1)
+    grid = (-(-columns // tile_columns) * group_columns, -(-rows // tile_rows) * group_rows,
+            items)
     return grid, (group_columns, group_rows, 1)
 
 
 def _launch(ctx, selector: str, defines: dict, knobs: dict, rows: int | None, columns: int,
-            args, site: str, batch_axis: int | None = 2, **extra) -> None:
+            args, site: str, batch_axis: int | None = 2, items: int = 1, **extra) -> None:
     """One GEMM launch: ``rows`` None means the rows are the batch's images (fc), whole
-    work-groups of TILE_ROWS images each along axis 1."""
+    work-groups of TILE_ROWS images each along axis 1; ``items`` GEMMs per image (or group of
+    images) along axis 2."""
     if rows is None:
         grid, local = _grid(knobs, 1, columns)
         batch_axis, extra["batch_divisor"] = 1, local[1] * knobs["TILE_PIXELS"]
     else:
-        grid, local = _grid(knobs, rows, columns)
+        grid, local = _grid(knobs, rows, columns, items)
     ctx.launch(KERNELS, selector, {**defines, **_tile_defines(knobs)}, grid, args,
                batch_axis=batch_axis, local_size=local, exact_local=True, site=site, **extra)
 
@@ -189,9 +263,13 @@ def _conv_shape(shape: dict) -> dict:
 
 
 def lower_forward(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int,
-                  moved: int) -> None:
+                  moved: int, role: str = "forward") -> None:
     """Launch the implicit-GEMM conv of ``args`` = [x, w, b, y] (conv.cl's CONV_FORWARD
-    arguments and defines ``shape``, its epilogue, gate and accumulation included)."""
+    arguments and defines ``shape``, its epilogue, gate and accumulation included), or its
+    Winograd as ``knobs`` choose (``role`` names that one's scratch, as ops/winograd.py's)."""
+    if knobs["ALGORITHM"] in WINOGRAD:
+        _lower_winograd_forward(ctx, shape, knobs, args, site, flops, role)
+        return
     epilogue = {key: shape[key] for key in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
                                             "GATE_SLOPE", "ACCUMULATE") if key in shape}
     epilogue.setdefault("GATE", "ACT_NONE")
@@ -199,6 +277,30 @@ def lower_forward(ctx, shape: dict, knobs: dict, args: list, site: str, flops: i
     _launch(ctx, "CONV_GEMM_FORWARD", {**_conv_shape(shape), **epilogue}, knobs,
             shape["OUT_H"] * shape["OUT_W"], shape["K_ALLOC"], args, site, flops=flops,
             moved=moved)
+
+
+def _winograd_defines(shape: dict, algorithm: str, images: int) -> dict:
+    out_tile = WINOGRAD[algorithm]
+    return {"IN_CHANNELS": shape["IN_CHANNELS"], "K_ALLOC": shape["K_ALLOC"],
+            "POSITIONS": (out_tile + 2) ** 2, "TILES": image_tiles(shape, algorithm),
+            "IMAGES_PER_GROUP": images}
+
+
+def _lower_winograd_forward(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int,
+                            role: str) -> None:
+    """Winograd's transforms around WINOGRAD_GEMM_FORWARD: one GEMM per position and group of
+    images, rows = the group's tiles."""
+    algorithm = knobs["ALGORITHM"]
+    tiles = image_tiles(shape, algorithm)
+    images = group_images(knobs, tiles)
+    defines = _winograd_defines(shape, algorithm, images)
+
+    def gemm(tiles_in, transformed, products):
+        _launch(ctx, "WINOGRAD_GEMM_FORWARD", defines, knobs, images * tiles, shape["K_ALLOC"],
+                [tiles_in, transformed, products, ctx.BATCH], site, items=defines["POSITIONS"],
+                batch_divisor=images, flops=flops)
+
+    winograd.lower_with_gemm(ctx, shape, WINOGRAD[algorithm], args, site, role, gemm)
 
 
 def forward_matrix(shape: dict) -> tuple[int, int, int]:
@@ -237,23 +339,44 @@ def _weight_matrix(defines: dict) -> tuple[int, int, int]:
 
 def _weight_gradient_space(profile, defines: dict) -> list[dict]:
     """The tiled settings with the default images per split, then the default tiles with
-    other splits (more splits: more work-groups for a small layer, a longer sum of splits)."""
+    other splits (more splits: more work-groups for a small layer, a longer sum of splits),
+    then on 3x3 stride-1 sites Winograd's, the same way."""
     rows, columns, _ = _weight_matrix(defines)
     tiled = space(profile, rows, columns, _weight_matrix(defines)[2])
     if not tiled:
         return []
-    first = split_images(tiled[0], rows, columns)
-    return ([{**knobs, "IMAGES_PER_SPLIT": first} for knobs in tiled]
-            + [{**tiled[0], "IMAGES_PER_SPLIT": n} for n in (1, 2, 4, 8, 16) if n != first])
+    return (_with_splits(tiled, rows, columns)
+            + _winograd_weight_space(profile, defines, tiled[0]))
 
 
-def split_images(knobs: dict, rows: int, columns: int) -> int:
+def _with_splits(settings: list[dict], rows: int, columns: int, positions: int = 1
+                 ) -> list[dict]:
+    first = split_images(settings[0], rows, columns, positions)
+    return ([{**knobs, "IMAGES_PER_SPLIT": first} for knobs in settings]
+            + [{**settings[0], "IMAGES_PER_SPLIT": n} for n in (1, 2, 4, 8, 16) if n != first])
+
+
+def _winograd_weight_space(profile, defines: dict, first: dict) -> list[dict]:
+    """Winograd's weight-gradient settings: the local-memory GEMM's for [C x tiles] x [tiles x
+    K] per position (the implicit GEMM's default ``first`` first), with splits as its."""
+    settings = []
+    channels, columns = defines["IN_CHANNELS"], defines["K_ALLOC"]
+    for algorithm in winograd_algorithms(defines):
+        depth = image_tiles(defines, algorithm) * NOMINAL_IMAGES
+        tiled = _as_winograd(profile, algorithm, first, channels, columns, depth)
+        if tiled:
+            positions = (WINOGRAD[algorithm] + 2) ** 2
+            settings += _with_splits(tiled, channels, columns, positions)
+    return settings
+
+
+def split_images(knobs: dict, rows: int, columns: int, positions: int = 1) -> int:
     """Images per split of a weight gradient: one where a split has few work-groups (a small
     layer needs the batch's splits to fill a GPU), up to 16 where it has many, so the partial
     sums stay few (VGG-16's 512-channel layers at one image a split would hold 64-256 copies of
-    their 9.4 MB of weights, and sum them)."""
+    their 9.4 MB of weights, and sum them). ``positions``: GEMMs per split (Winograd's)."""
     grid, local = _grid(knobs, rows, columns)
-    groups = grid[0] // local[0] * (grid[1] // local[1])
+    groups = grid[0] // local[0] * (grid[1] // local[1]) * positions
     images = 1
     while images * 2 <= 16 and images * 2 * 4 <= groups:
         images *= 2
@@ -268,10 +391,31 @@ def _lower_weight_gradient(ctx, defines: dict, settings: list[dict]) -> None:
     site, knobs = ctx.tuned("CONV_GEMM_WEIGHTS", shape, settings)
     partial, per_split = ctx.split_sum("weight", knobs["IMAGES_PER_SPLIT"])
     tiles = {key: value for key, value in knobs.items() if key != "IMAGES_PER_SPLIT"}
+    if knobs["ALGORITHM"] in WINOGRAD:
+        _lower_winograd_weight_gradient(ctx, defines, tiles, partial, per_split, site)
+        ctx.sum_splits("weight", site)
+        return
     _launch(ctx, "CONV_GEMM_WEIGHTS", {**shape, "IMAGES_PER_SPLIT": per_split}, tiles, rows,
             columns, [ctx.input_tensor(), ctx.output_grad, partial, ctx.BATCH], site,
             flops=ctx.node.flops, batch_divisor=per_split)
     ctx.sum_splits("weight", site)
+
+
+def _lower_winograd_weight_gradient(ctx, defines: dict, knobs: dict, partial, images: int,
+                                    site: str) -> None:
+    """Winograd's transforms around WINOGRAD_GEMM_WEIGHTS: one GEMM per position and split of
+    ``images`` images, reducing over the split's tiles, into ``partial``."""
+    algorithm = knobs["ALGORITHM"]
+    gemm_defines = _winograd_defines(defines, algorithm, images)
+
+    def gemm(tiles_in, tiles_grad, summed):
+        _launch(ctx, "WINOGRAD_GEMM_WEIGHTS", gemm_defines, knobs, defines["IN_CHANNELS"],
+                defines["K_ALLOC"], [tiles_in, tiles_grad, summed, ctx.BATCH], site,
+                items=gemm_defines["POSITIONS"], batch_divisor=images, flops=ctx.node.flops)
+
+    winograd.lower_weight_gradient_with_gemm(ctx, defines, WINOGRAD[algorithm],
+                                             ctx.input_tensor(), ctx.output_grad, partial,
+                                             images, site, gemm)
 
 
 def _data_shape(ctx, defines: dict) -> tuple[dict, int, int]:

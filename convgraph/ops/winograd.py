@@ -225,3 +225,97 @@ def lower_weight_gradient(ctx, shape: dict, knobs: dict, x, dy, partial, images:
                 "VECTOR_WIDTH": filter_width},
                (filters // filter_width, channels, 1), [summed, partial], batch_axis=2,
                batch_divisor=images, site=site)
+
+
+# ---------------------------------------------------------------- the GPU profile's Winograd
+# The tiled GPU family (ops/conv_gemm.py) runs the same transforms around its own local-memory
+# GEMM, batched over the positions: these take that GEMM as ``gemm``, a function that launches
+# it. (They launch kernels/winograd.cl's transforms as ``lower`` and ``lower_weight_gradient``
+# do, with the same defines, so the two paths share those kernels.)
+
+def transform_widths(out_tile: int) -> int:
+    """The widest vector a transform work-item holds IN_TILE^2 of in registers (36 x float16
+    would spill)."""
+    return 8 if out_tile == 2 else 4
+
+
+def _transform_size(shape: dict, out_tile: int) -> dict:
+    return {"OUT_TILE": out_tile, "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
+
+
+def _launch_input_transform(ctx, shape: dict, out_tile: int, x, tiles_in, site: str) -> None:
+    """B^T d B of every tile of x into ``tiles_in`` (N, POSITIONS, TILES, IN_CHANNELS)."""
+    channels, positions = shape["IN_CHANNELS"], (out_tile + 2) ** 2
+    down, across = tiles(shape, out_tile)
+    width = widest_dividing(channels, transform_widths(out_tile))
+    layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
+    ctx.launch("winograd", "WINOGRAD_INPUT",
+               {**_transform_size(shape, out_tile), "IN_CHANNELS": channels,
+                "PAD_TOP": shape["PAD_TOP"], "PAD_LEFT": shape["PAD_LEFT"], **layout_x,
+                "VECTOR_WIDTH": width},
+               (channels // width, across, down), [x, tiles_in], batch_axis=2,
+               moved=4 * positions * down * across * channels, site=site)
+
+
+def lower_with_gemm(ctx, shape: dict, out_tile: int, args: list, site: str, role: str,
+                    gemm) -> None:
+    """``lower``'s Winograd convolution of ``args`` = [x, w, b, y] with the POSITIONS GEMMs
+    launched by ``gemm(tiles_in, transformed, products)`` (v, u and m of winograd.cl)."""
+    x, weight, bias, y = args
+    positions = (out_tile + 2) ** 2
+    down, across = tiles(shape, out_tile)
+    channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
+    widest = transform_widths(out_tile)
+    transformed = ctx.work_buffer(f"winograd_{role}_filters", positions * channels * filters)
+    tiles_in = ctx.batch_scratch(f"winograd_{role}_tiles", positions * down * across * channels)
+    products = ctx.batch_scratch(f"winograd_{role}_products",
+                                 positions * down * across * filters)
+    filter_width = widest_dividing(filters, widest)
+    ctx.launch("winograd", "WINOGRAD_FILTER",
+               {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
+                "VECTOR_WIDTH": filter_width},
+               (filters // filter_width, channels), [weight, transformed], site=site,
+               per_params=True)
+    _launch_input_transform(ctx, shape, out_tile, x, tiles_in, site)
+    gemm(tiles_in, transformed, products)
+    output_width = widest_dividing(filters, widest)
+    epilogue = {k: shape[k] for k in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
+                                      "GATE_SLOPE", "ACCUMULATE") if k in shape}
+    layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
+    ctx.launch("winograd", "WINOGRAD_OUTPUT",
+               {**_transform_size(shape, out_tile), "K_ALLOC": filters, **layout_y, **epilogue,
+                "VECTOR_WIDTH": output_width},
+               (filters // output_width, across, down), [products, bias, y], batch_axis=2,
+               moved=4 * positions * down * across * filters, site=site)
+
+
+def lower_weight_gradient_with_gemm(ctx, shape: dict, out_tile: int, x, dy, partial,
+                                    images: int, site: str, gemm) -> None:
+    """``lower_weight_gradient``'s Winograd weight gradient into ``partial`` (per split of
+    ``images`` images) with the POSITIONS GEMMs per split launched by ``gemm(tiles_in,
+    tiles_grad, summed)`` (v, dm and du of winograd.cl)."""
+    positions = (out_tile + 2) ** 2
+    down, across = tiles(shape, out_tile)
+    channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
+    widest = transform_widths(out_tile)
+    tiles_in = ctx.batch_scratch("winograd_weight_grad_tiles",
+                                 positions * down * across * channels)
+    tiles_grad = ctx.batch_scratch("winograd_weight_grad_dy",
+                                   positions * down * across * filters)
+    summed, _ = ctx.split_scratch("winograd_weight_grad_sums", positions * channels * filters,
+                                  images)
+    _launch_input_transform(ctx, shape, out_tile, x, tiles_in, site)
+    grad_width = widest_dividing(filters, widest)
+    layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
+    ctx.launch("winograd", "WINOGRAD_OUTPUT_GRAD",
+               {**_transform_size(shape, out_tile), "K_ALLOC": filters, **layout_y,
+                "VECTOR_WIDTH": grad_width},
+               (filters // grad_width, across, down), [dy, tiles_grad], batch_axis=2,
+               moved=4 * positions * down * across * filters, site=site)
+    gemm(tiles_in, tiles_grad, summed)
+    filter_width = widest_dividing(filters, widest)
+    ctx.launch("winograd", "WINOGRAD_FILTER_GRAD",
+               {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
+                "VECTOR_WIDTH": filter_width},
+               (filters // filter_width, channels, 1), [summed, partial], batch_axis=2,
+               batch_divisor=images, site=site)
