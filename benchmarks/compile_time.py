@@ -58,6 +58,7 @@ T1 = time.perf_counter()
 from convgraph.model import Model  # noqa: F401  (what compile() loads: networkx, pyopencl...)
 T2 = time.perf_counter()
 spec, device, per_kernel = sys.argv[1], sys.argv[2] or None, sys.argv[3] == "1"
+train = sys.argv[4] == "1"
 target = convgraph.Target.open(device)
 target.queue
 T3 = time.perf_counter()
@@ -82,11 +83,19 @@ if per_kernel:  # each distinct kernel's first launch alone, timed (serial build
             (Path(claims) / "0").unlink()
             kernels[entry["kernel"]] = time.perf_counter() - began
     T5 = time.perf_counter()
-model.executor.allocate(64)  # what the first batch does first: buffers for the planned batch
-T5A = time.perf_counter()
-model.forward(np.zeros((1, volume.depth, volume.height, volume.width), np.float32))
-T6 = time.perf_counter()
-built = model.build
+if train:  # the first training step: fit() builds the training program, then one batch of 64
+    T5A = time.perf_counter()
+    images = np.random.default_rng(0).standard_normal(
+        (64, volume.depth, volume.height, volume.width)).astype(np.float32)
+    model.fit((images, np.arange(64) % 2), epochs=1, verbose=0, shuffle=False)
+    T6 = time.perf_counter()
+    built = model._training.build  # the training program's build
+else:
+    model.executor.allocate(64)  # what the first batch does first: buffers for the planned batch
+    T5A = time.perf_counter()
+    model.forward(np.zeros((1, volume.depth, volume.height, volume.width), np.float32))
+    T6 = time.perf_counter()
+    built = model.build
 import resource
 own, workers = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
                                                    resource.RUSAGE_CHILDREN))
@@ -110,10 +119,13 @@ def cpu_model() -> str:
 
 
 def run_child(spec: Path, device: str | None, caches: Path, workers: str,
-              per_kernel: bool = False) -> dict:
-    """One fresh process: compile + first batch; its clocks (from process start included)."""
+              per_kernel: bool = False, tree: Path | None = None, train: bool = False) -> dict:
+    """One fresh process: compile + first batch (``train``: first training step); its clocks
+    (from process start included). ``tree``: another checkout whose convgraph the child runs."""
     env = dict(os.environ, CONVGRAPH_CACHE=str(caches / "convgraph"),
                POCL_CACHE_DIR=str(caches / "pocl"))
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     env.pop("CONVGRAPH_BINARY_CACHE", None)
     if workers:
         env["CONVGRAPH_BUILD_WORKERS"] = workers
@@ -121,8 +133,8 @@ def run_child(spec: Path, device: str | None, caches: Path, workers: str,
         env.pop("CONVGRAPH_BUILD_WORKERS", None)
     began = time.time()
     done = subprocess.run([sys.executable, "-c", CHILD, str(spec), device or "",
-                           "1" if per_kernel else "0"], env=env, capture_output=True, text=True,
-                          cwd=ROOT, timeout=900)
+                           "1" if per_kernel else "0", "1" if train else "0"], env=env,
+                          capture_output=True, text=True, cwd=tree or ROOT, timeout=1800)
     if done.returncode:
         raise SystemExit(f"{spec.name} failed:\n{done.stderr[-3000:]}")
     record = json.loads(done.stdout.splitlines()[-1])
@@ -131,10 +143,11 @@ def run_child(spec: Path, device: str | None, caches: Path, workers: str,
     return record
 
 
-def cold_and_warm(spec: Path, device: str | None, workers: str) -> dict:
+def cold_and_warm(spec: Path, device: str | None, workers: str, tree: Path | None = None,
+                  train: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="compile-time-") as folder:
-        cold = run_child(spec, device, Path(folder), workers)
-        warm = run_child(spec, device, Path(folder), workers)
+        cold = run_child(spec, device, Path(folder), workers, tree=tree, train=train)
+        warm = run_child(spec, device, Path(folder), workers, tree=tree, train=train)
     return {"cold": cold, "warm": warm}
 
 
@@ -216,19 +229,30 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true",
                         help="also time each kernel's first-launch compile (serial, cold)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--baseline", default=None, type=Path,
+                        help="another checkout (e.g. `git archive main`): 'before' runs its "
+                             "convgraph, 'after' this one's, both without build workers")
+    parser.add_argument("--train", action="store_true",
+                        help="time compile + the first training step (fit of one batch of 64)")
     args = parser.parse_args()
+    if args.baseline:  # code against code: the same serial builds on both sides
+        modes = {"before": (args.baseline.resolve(), "0"), "after": (None, "0")}
+    else:
+        modes = {mode: (None, workers) for mode, workers in MODES.items()}
     models = [name.strip() for name in args.models.split(",") if name.strip()]
     stamp = time.strftime("%Y-%m-%d-%H%M", time.gmtime())
     records = {"cpu": cpu_model(), "date": stamp, "load_before": os.getloadavg(),
-               "python": sys.version.split()[0], "models": {}}
+               "python": sys.version.split()[0], "models": {},
+               "baseline": str(args.baseline) if args.baseline else None, "train": args.train}
     print(f"CPU: {records['cpu']}; load average {os.getloadavg()[0]:.1f}")
     for model in models:
         records["models"][model] = {"runs": []}
     for round_index in range(args.rounds):
-        order = list(MODES) if round_index % 2 == 0 else list(reversed(MODES))
+        order = list(modes) if round_index % 2 == 0 else list(reversed(modes))
         for model in models:
             spec = ROOT / "specs" / f"{model}.yaml"
-            run = {mode: cold_and_warm(spec, args.device, MODES[mode]) for mode in order}
+            run = {mode: cold_and_warm(spec, args.device, modes[mode][1], modes[mode][0],
+                                       args.train) for mode in order}
             records["models"][model]["runs"].append(run)
             print(f"round {round_index + 1} {model} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
                 f"{mode} cold {run[mode]['cold']['from_start']:.2f} warm "

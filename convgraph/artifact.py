@@ -39,7 +39,7 @@ from pathlib import Path
 import networkx as nx
 
 from convgraph import signals
-from convgraph.codegen.launches import Buffer, KernelSpec, Launch, Scalar
+from convgraph.codegen.launches import Buffer, Ints, KernelSpec, Launch, Scalar
 from convgraph.codegen.layout import Layout
 from convgraph.codegen.plan import Plan
 from convgraph.codegen.tuning import Site
@@ -72,12 +72,16 @@ def note(text: str) -> None:
 def _arg_record(arg) -> dict:
     if isinstance(arg, Scalar):
         return {"scalar": arg.name}
+    if isinstance(arg, Ints):
+        return {"ints": list(arg.values)}
     return {"buffer": [arg.kind, arg.node, arg.key, arg.slot]}
 
 
 def _arg_from(record: dict):
     if "scalar" in record:
         return Scalar(record["scalar"])
+    if "ints" in record:
+        return Ints(tuple(record["ints"]))
     kind, node, key, slot = record["buffer"]
     return Buffer(kind, node, key, slot)
 

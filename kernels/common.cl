@@ -86,6 +86,21 @@ typedef float float1;
     ((((n) * PREFIX##_ALLOC_H + (h) + PREFIX##_HALO_TOP) * PREFIX##_ALLOC_W + (w)               \
       + PREFIX##_HALO_LEFT) * PREFIX##_STRIDE_C + (c))
 
+/* The pixel-wise kernels (elementwise.cl, norm.cl) take their shapes at run time, so that one
+ * compiled kernel serves every layer of a kind: an int4 GRID (channel vectors, width, height, 0)
+ * and per tensor an int4 LAYOUT (element (0, 0, 0, 0)'s index past the halo, then elements per
+ * image, per row, per pixel), indexed by AT_RUN. */
+#define AT_RUN(LAYOUT, n, h, w, c)                                                             \
+    ((LAYOUT).s0 + (n) * (LAYOUT).s1 + (h) * (LAYOUT).s2 + (w) * (LAYOUT).s3 + (c))
+
+/* The work-item (ct, w, n * height + h) of such a GRID: its channel vector ct (channels from
+ * c0), pixel (h, w) of image n; past the grid's channel vectors or width (a global size rounded
+ * up to whole work-groups), it returns. */
+#define PIXEL_OF(GRID)                                                                         \
+    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);             \
+    if (ct >= (GRID).s0 || w >= (GRID).s1) return;                                             \
+    const int n = row / (GRID).s2, h = row % (GRID).s2, c0 = ct * VECTOR_WIDTH
+
 /* Horizontal sums of the vector types: reducing a vector of partial sums to one float. */
 inline float hsum1(float v) { return v; }
 inline float hsum2(float2 v) { return v.s0 + v.s1; }

@@ -1,9 +1,11 @@
 /* elementwise.cl -- activations and the elementwise add of residual connections; forward.
  *
- * Data layout: every tensor (N, *_ALLOC_H, *_ALLOC_W, *_STRIDE_C) with its own halo (see
- * common.cl). Work-item (ct, w, n * HEIGHT + h) handles VECTOR_WIDTH channels of one pixel;
+ * Data layout: every tensor (N, alloc height, alloc width, channel stride) with its own halo (see
+ * common.cl). Work-item (ct, w, n * height + h) handles VECTOR_WIDTH channels of one pixel;
  * VECTOR_WIDTH divides the channel stride, so the padding channels are processed too (they stay
- * finite and are never read as data).
+ * finite and are never read as data). The shapes arrive at run time (common.cl's PIXEL_OF and
+ * AT_RUN: the grid, then each tensor's layout, in the order of the kernel's tensors), so one
+ * compiled kernel serves every layer; only the dropout kernels take them as defines.
  *
  * ACTIVATION_BACKWARD: dx = f'(y) dy, from the activation's output y (in place when dx is dy);
  *   with FROM_INPUT (hardswish, silu, gelu: an op declaring derivative_from = "input"), from its
@@ -25,7 +27,6 @@
 #define SLOPE 0.0f
 #define HEIGHT 4
 #define WIDTH 4
-#define CHANNEL_VECTORS 1
 #define VECTOR_WIDTH 16
 #define X_ALLOC_H 4
 #define X_ALLOC_W 4
@@ -44,60 +45,58 @@
 #define STOREV VSTORE(VECTOR_WIDTH)
 
 #if defined(ACTIVATION_FORWARD)
-__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict y)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict y,
+                          const int4 grid, const int4 x_at, const int4 y_at)
 {
-    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
-    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
-    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
-    const realV v = LOADV(0, x + AT(X, n, h, w, c0));
-    STOREV(ACTIVATE(v, ACTIVATION, SLOPE), 0, y + AT(Y, n, h, w, c0));
+    PIXEL_OF(grid);
+    const realV v = LOADV(0, x + AT_RUN(x_at, n, h, w, c0));
+    STOREV(ACTIVATE(v, ACTIVATION, SLOPE), 0, y + AT_RUN(y_at, n, h, w, c0));
 }
 #endif
 
 #if defined(ADD_FORWARD)
 /* y = a + b; a sum of more inputs is a chain of these, y = y + next (so no restrict here) */
-__kernel void KERNEL_NAME(__global const float *a, __global const float *b, __global float *y)
+__kernel void KERNEL_NAME(__global const float *a, __global const float *b, __global float *y,
+                          const int4 grid, const int4 a_at, const int4 b_at, const int4 y_at)
 {
-    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
-    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
-    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
-    const realV sum = LOADV(0, a + AT(A, n, h, w, c0)) + LOADV(0, b + AT(B, n, h, w, c0));
-    STOREV(sum, 0, y + AT(Y, n, h, w, c0));
+    PIXEL_OF(grid);
+    const realV sum = LOADV(0, a + AT_RUN(a_at, n, h, w, c0))
+                      + LOADV(0, b + AT_RUN(b_at, n, h, w, c0));
+    STOREV(sum, 0, y + AT_RUN(y_at, n, h, w, c0));
 }
 #endif
 
 #if defined(ACTIVATION_BACKWARD)
 /* y: the activation's output (its input with FROM_INPUT); g: dL/dy; dx: dL/dx (may be g itself,
  * so no restrict) */
-__kernel void KERNEL_NAME(__global const float *y, __global const float *g, __global float *dx)
+__kernel void KERNEL_NAME(__global const float *y, __global const float *g, __global float *dx,
+                          const int4 grid, const int4 y_at, const int4 x_at)
 {
-    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
-    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
-    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+    PIXEL_OF(grid);
 #if defined(FROM_INPUT)
-    const realV out = LOADV(0, y + AT(X, n, h, w, c0));
+    const realV out = LOADV(0, y + AT_RUN(x_at, n, h, w, c0));
 #else
-    const realV out = LOADV(0, y + AT(Y, n, h, w, c0));
+    const realV out = LOADV(0, y + AT_RUN(y_at, n, h, w, c0));
 #endif
-    realV grad = ACTIVATE_BACKWARD(out, LOADV(0, g + AT(Y, n, h, w, c0)), ACTIVATION, SLOPE);
+    realV grad = ACTIVATE_BACKWARD(out, LOADV(0, g + AT_RUN(y_at, n, h, w, c0)), ACTIVATION,
+                                   SLOPE);
 #if ACCUMULATE
-    grad += LOADV(0, dx + AT(X, n, h, w, c0));
+    grad += LOADV(0, dx + AT_RUN(x_at, n, h, w, c0));
 #endif
-    STOREV(grad, 0, dx + AT(X, n, h, w, c0));
+    STOREV(grad, 0, dx + AT_RUN(x_at, n, h, w, c0));
 }
 #endif
 
 #if defined(GRADIENT_COPY)
-__kernel void KERNEL_NAME(__global const float *x, __global float *y)
+__kernel void KERNEL_NAME(__global const float *x, __global float *y,
+                          const int4 grid, const int4 x_at, const int4 y_at)
 {
-    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
-    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
-    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
-    realV v = LOADV(0, x + AT(X, n, h, w, c0));
+    PIXEL_OF(grid);
+    realV v = LOADV(0, x + AT_RUN(x_at, n, h, w, c0));
 #if ACCUMULATE
-    v += LOADV(0, y + AT(Y, n, h, w, c0));
+    v += LOADV(0, y + AT_RUN(y_at, n, h, w, c0));
 #endif
-    STOREV(v, 0, y + AT(Y, n, h, w, c0));
+    STOREV(v, 0, y + AT_RUN(y_at, n, h, w, c0));
 }
 #endif
 

@@ -1,8 +1,10 @@
 /* norm.cl -- batch normalisation: inference (running statistics), training, and its gradients.
  *
- * Data layout: x, y (N, *_ALLOC_H, *_ALLOC_W, *_STRIDE_C); gamma, beta, mean, variance
- * (STRIDE_C), zero-padded past CHANNELS. Work-item (ct, w, n * HEIGHT + h) normalises
+ * Data layout: x, y (N, alloc height, alloc width, channel stride); gamma, beta, mean, variance
+ * (channel stride), zero-padded past the channels. Work-item (ct, w, n * height + h) normalises
  * VECTOR_WIDTH channels of one pixel: y = (x - mean) / sqrt(variance + EPSILON) * gamma + beta.
+ * The shapes arrive at run time, after the other arguments (common.cl's PIXEL_OF and AT_RUN:
+ * the grid, then the layouts of x and y), so one compiled kernel serves every layer.
  *
  * Training: BATCHNORM_SPLIT_STATS, work-item (ct, split) per VECTOR_WIDTH channels and
  *   IMAGES_PER_SPLIT images, computes its images' mean and sum of squared deviations (two
@@ -24,20 +26,7 @@
 #define IMAGES_PER_SPLIT 2
 #define ACCUMULATE 0
 #define EPSILON 1e-5f
-#define HEIGHT 4
-#define WIDTH 4
-#define CHANNEL_VECTORS 1
 #define VECTOR_WIDTH 16
-#define X_ALLOC_H 4
-#define X_ALLOC_W 4
-#define X_HALO_TOP 0
-#define X_HALO_LEFT 0
-#define X_STRIDE_C 16
-#define Y_ALLOC_H 4
-#define Y_ALLOC_W 4
-#define Y_HALO_TOP 0
-#define Y_HALO_LEFT 0
-#define Y_STRIDE_C 16
 #define EPILOGUE ACT_NONE
 #define EPILOGUE_SLOPE 0.0f
 #endif
@@ -49,74 +38,73 @@
 #if defined(BATCHNORM_INFERENCE)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict gamma,
                           __global const float *restrict beta, __global const float *restrict mean,
-                          __global const float *restrict variance, __global float *restrict y)
+                          __global const float *restrict variance, __global float *restrict y,
+                          const int4 grid, const int4 x_at, const int4 y_at)
 {
-    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
-    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
-    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+    PIXEL_OF(grid);
     const realV scale = LOADV(0, gamma + c0) * rsqrt(LOADV(0, variance + c0) + EPSILON);
-    const realV v = (LOADV(0, x + AT(X, n, h, w, c0)) - LOADV(0, mean + c0)) * scale
+    const realV v = (LOADV(0, x + AT_RUN(x_at, n, h, w, c0)) - LOADV(0, mean + c0)) * scale
                     + LOADV(0, beta + c0);
-    STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, y + AT(Y, n, h, w, c0));
+    STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, y + AT_RUN(y_at, n, h, w, c0));
 }
 #endif
 
 #if defined(BATCHNORM_SPLIT_STATS)
-/* partial: per split, its mean (X_STRIDE_C values) then its sum of squared deviations */
+/* partial: per split, its mean (channel stride values) then its sum of squared deviations */
 __kernel void KERNEL_NAME(__global const float *restrict x, __global float *restrict partial,
-                          const int batch)
+                          const int batch, const int4 grid, const int4 x_at, const int4 y_at)
 {
     const int ct = get_global_id(0);
     const int split = get_global_id(1);
-    if (ct >= CHANNEL_VECTORS) return;
-    const int c0 = ct * VECTOR_WIDTH;
+    if (ct >= grid.s0) return;
+    const int c0 = ct * VECTOR_WIDTH, stride_c = x_at.s3, height = grid.s2, width = grid.s1;
     const int first = split * IMAGES_PER_SPLIT;
     const int last = min(batch, first + IMAGES_PER_SPLIT);
-    const float count = (float)((last - first) * HEIGHT * WIDTH);
+    const float count = (float)((last - first) * height * width);
     realV sum = (realV)(0.0f);
     for (int n = first; n < last; ++n)
-        for (int h = 0; h < HEIGHT; ++h)
-            for (int w = 0; w < WIDTH; ++w) sum += LOADV(0, x + AT(X, n, h, w, c0));
+        for (int h = 0; h < height; ++h)
+            for (int w = 0; w < width; ++w) sum += LOADV(0, x + AT_RUN(x_at, n, h, w, c0));
     const realV mu = sum / count;
     realV squares = (realV)(0.0f);
     for (int n = first; n < last; ++n)
-        for (int h = 0; h < HEIGHT; ++h)
-            for (int w = 0; w < WIDTH; ++w) {
-                const realV d = LOADV(0, x + AT(X, n, h, w, c0)) - mu;
+        for (int h = 0; h < height; ++h)
+            for (int w = 0; w < width; ++w) {
+                const realV d = LOADV(0, x + AT_RUN(x_at, n, h, w, c0)) - mu;
                 squares += d * d;
             }
-    STOREV(mu, 0, partial + split * 2 * X_STRIDE_C + c0);
-    STOREV(squares, 0, partial + split * 2 * X_STRIDE_C + X_STRIDE_C + c0);
+    STOREV(mu, 0, partial + split * 2 * stride_c + c0);
+    STOREV(squares, 0, partial + split * 2 * stride_c + stride_c + c0);
 }
 #endif
 
 #if defined(BATCHNORM_STATS)
-/* saved: mean (STRIDE_C values) then 1/std (STRIDE_C values) */
+/* saved: mean (channel stride values) then 1/std (channel stride values) */
 __kernel void KERNEL_NAME(__global const float *restrict partial, __global float *restrict saved,
                           __global float *restrict mean, __global float *restrict variance,
-                          const int batch)
+                          const int batch, const int4 grid, const int4 x_at, const int4 y_at)
 {
     const int ct = get_global_id(0);
-    if (ct >= CHANNEL_VECTORS) return;
-    const int c0 = ct * VECTOR_WIDTH;
+    if (ct >= grid.s0) return;
+    const int c0 = ct * VECTOR_WIDTH, stride_c = x_at.s3, pixels = grid.s1 * grid.s2;
     const int splits = (batch + IMAGES_PER_SPLIT - 1) / IMAGES_PER_SPLIT;
-    const float count = (float)(batch * HEIGHT * WIDTH);
+    const float count = (float)(batch * pixels);
     realV sum = (realV)(0.0f);
     for (int s = 0; s < splits; ++s) {
         const float images = (float)(min(batch, (s + 1) * IMAGES_PER_SPLIT) - s * IMAGES_PER_SPLIT);
-        sum += images * LOADV(0, partial + s * 2 * X_STRIDE_C + c0);
+        sum += images * LOADV(0, partial + s * 2 * stride_c + c0);
     }
     const realV mu = sum / (float)batch;
     realV squares = (realV)(0.0f);
     for (int s = 0; s < splits; ++s) {
-        const float pixels = (float)((min(batch, (s + 1) * IMAGES_PER_SPLIT) - s * IMAGES_PER_SPLIT)
-                                     * HEIGHT * WIDTH);
-        const realV d = LOADV(0, partial + s * 2 * X_STRIDE_C + c0) - mu;
-        squares += LOADV(0, partial + s * 2 * X_STRIDE_C + X_STRIDE_C + c0) + pixels * d * d;
+        const float split_pixels
+            = (float)((min(batch, (s + 1) * IMAGES_PER_SPLIT) - s * IMAGES_PER_SPLIT) * pixels);
+        const realV d = LOADV(0, partial + s * 2 * stride_c + c0) - mu;
+        squares += LOADV(0, partial + s * 2 * stride_c + stride_c + c0) + split_pixels * d * d;
     }
     const realV var = squares / count;
     STOREV(mu, 0, saved + c0);
-    STOREV(rsqrt(var + EPSILON), 0, saved + X_STRIDE_C + c0);
+    STOREV(rsqrt(var + EPSILON), 0, saved + stride_c + c0);
     const realV unbiased = count > 1.0f ? squares / (count - 1.0f) : var;
     STOREV((1.0f - MOMENTUM) * LOADV(0, mean + c0) + MOMENTUM * mu, 0, mean + c0);
     STOREV((1.0f - MOMENTUM) * LOADV(0, variance + c0) + MOMENTUM * unbiased, 0, variance + c0);
@@ -126,38 +114,38 @@ __kernel void KERNEL_NAME(__global const float *restrict partial, __global float
 #if defined(BATCHNORM_TRAIN)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict gamma,
                           __global const float *restrict beta, __global const float *restrict saved,
-                          __global float *restrict y)
+                          __global float *restrict y, const int4 grid, const int4 x_at,
+                          const int4 y_at)
 {
-    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
-    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
-    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
-    const realV scale = LOADV(0, gamma + c0) * LOADV(0, saved + X_STRIDE_C + c0);
-    const realV v = (LOADV(0, x + AT(X, n, h, w, c0)) - LOADV(0, saved + c0)) * scale
+    PIXEL_OF(grid);
+    const realV scale = LOADV(0, gamma + c0) * LOADV(0, saved + x_at.s3 + c0);
+    const realV v = (LOADV(0, x + AT_RUN(x_at, n, h, w, c0)) - LOADV(0, saved + c0)) * scale
                     + LOADV(0, beta + c0);
-    STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, y + AT(Y, n, h, w, c0));
+    STOREV(ACTIVATE(v, EPILOGUE, EPILOGUE_SLOPE), 0, y + AT_RUN(y_at, n, h, w, c0));
 }
 #endif
 
 #if defined(BATCHNORM_BACKWARD_REDUCE)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict dy,
                           __global const float *restrict saved, __global float *restrict dgamma,
-                          __global float *restrict dbeta, const int batch)
+                          __global float *restrict dbeta, const int batch, const int4 grid,
+                          const int4 x_at, const int4 y_at)
 {
     const int ct = get_global_id(0);
     const int split = get_global_id(1);
-    if (ct >= CHANNEL_VECTORS) return;
-    const int c0 = ct * VECTOR_WIDTH;
+    if (ct >= grid.s0) return;
+    const int c0 = ct * VECTOR_WIDTH, stride_c = x_at.s3, height = grid.s2, width = grid.s1;
     const int last = min(batch, (split + 1) * IMAGES_PER_SPLIT);
-    dgamma += split * X_STRIDE_C; /* this split's partial sums */
-    dbeta += split * X_STRIDE_C;
-    const realV mu = LOADV(0, saved + c0), inverse = LOADV(0, saved + X_STRIDE_C + c0);
+    dgamma += split * stride_c; /* this split's partial sums */
+    dbeta += split * stride_c;
+    const realV mu = LOADV(0, saved + c0), inverse = LOADV(0, saved + stride_c + c0);
     realV sum_dy = (realV)(0.0f), sum_dy_xhat = (realV)(0.0f);
     for (int n = split * IMAGES_PER_SPLIT; n < last; ++n)
-        for (int h = 0; h < HEIGHT; ++h)
-            for (int w = 0; w < WIDTH; ++w) {
-                const realV g = LOADV(0, dy + AT(Y, n, h, w, c0));
+        for (int h = 0; h < height; ++h)
+            for (int w = 0; w < width; ++w) {
+                const realV g = LOADV(0, dy + AT_RUN(y_at, n, h, w, c0));
                 sum_dy += g;
-                sum_dy_xhat += g * (LOADV(0, x + AT(X, n, h, w, c0)) - mu) * inverse;
+                sum_dy_xhat += g * (LOADV(0, x + AT_RUN(x_at, n, h, w, c0)) - mu) * inverse;
             }
     STOREV(sum_dy_xhat, 0, dgamma + c0);
     STOREV(sum_dy, 0, dbeta + c0);
@@ -168,21 +156,20 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict dy,
                           __global const float *restrict gamma, __global const float *restrict saved,
                           __global const float *restrict dgamma, __global const float *restrict dbeta,
-                          __global float *restrict dx, const int batch)
+                          __global float *restrict dx, const int batch, const int4 grid,
+                          const int4 x_at, const int4 y_at)
 {
-    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
-    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
-    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
+    PIXEL_OF(grid);
     if (n >= batch) return;
-    const float count = (float)(batch * HEIGHT * WIDTH);
-    const realV inverse = LOADV(0, saved + X_STRIDE_C + c0);
-    const realV xhat = (LOADV(0, x + AT(X, n, h, w, c0)) - LOADV(0, saved + c0)) * inverse;
+    const float count = (float)(batch * grid.s1 * grid.s2);
+    const realV inverse = LOADV(0, saved + x_at.s3 + c0);
+    const realV xhat = (LOADV(0, x + AT_RUN(x_at, n, h, w, c0)) - LOADV(0, saved + c0)) * inverse;
     realV grad = LOADV(0, gamma + c0) * inverse / count
-                 * (count * LOADV(0, dy + AT(Y, n, h, w, c0)) - LOADV(0, dbeta + c0)
+                 * (count * LOADV(0, dy + AT_RUN(y_at, n, h, w, c0)) - LOADV(0, dbeta + c0)
                     - xhat * LOADV(0, dgamma + c0));
 #if ACCUMULATE
-    grad += LOADV(0, dx + AT(X, n, h, w, c0));
+    grad += LOADV(0, dx + AT_RUN(x_at, n, h, w, c0));
 #endif
-    STOREV(grad, 0, dx + AT(X, n, h, w, c0));
+    STOREV(grad, 0, dx + AT_RUN(x_at, n, h, w, c0));
 }
 #endif

@@ -1,5 +1,6 @@
 """Compile time: kernels compiled in parallel worker processes, the binary cache under damage and
-concurrency, and kernels shared between identical layers. Speed itself is shown by
+concurrency, kernels shared between identical layers, and pixel-wise kernels shared between
+layers of every shape (their shapes are run-time arguments). Speed itself is shown by
 benchmarks/compile_time.py, never asserted here."""
 
 from __future__ import annotations
@@ -9,14 +10,20 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import convgraph
+from convgraph.codegen.launches import Ints
+from convgraph.codegen.layout import Layout
 from convgraph.codegen.plan import plan_forward
+from convgraph.codegen.profile import CPU
 from convgraph.codegen.source import program_source
+from convgraph.codegen.training import plan_training
+from convgraph.core import Volume
 from convgraph.params import to_device_layouts
 from convgraph.runtime import program as program_cache
 from convgraph.runtime.parallel import recipe
@@ -203,3 +210,45 @@ def test_every_kind_of_plan_built_gives_a_recipe_or_no_workers(monkeypatch):
                    for arg in launch["args"] if arg[0] == "buffer")
     peak = _PeakPlan(4)
     assert prebuild(peak, target, None, "", [])["workers"] == 0
+
+
+# the kernels that take their shapes at run time, and those among them whose defines choose
+# code by layer (a fused activation, accumulating or not): at most two variants each
+RUN_TIME_SHAPED = {"ACTIVATION_FORWARD": 1, "ADD_FORWARD": 1, "GRADIENT_COPY": 2,
+                   "ACTIVATION_BACKWARD": 2, "BATCHNORM_INFERENCE": 2, "BATCHNORM_TRAIN": 2,
+                   "BATCHNORM_SPLIT_STATS": 1, "BATCHNORM_STATS": 1,
+                   "BATCHNORM_BACKWARD_REDUCE": 1, "BATCHNORM_BACKWARD_DATA": 2, "SGD_STEP": 1}
+
+
+def test_pixelwise_kernels_of_every_shape_are_one_compiled_kernel():
+    """ResNet-8's activations, adds, batchnorms and optimizer steps come in three shapes (and
+    twelve parameter sizes); each kind is one kernel (two where a define chooses code), its
+    launches told their shapes by int arguments."""
+    graph = convgraph.analyse(ROOT / "specs" / "resnet8.yaml")
+    kernels, shapes = defaultdict(set), defaultdict(set)
+    for plan in (plan_forward(graph, CPU), plan_training(graph, CPU)):
+        for launch in (launch for group in plan.launch_groups().values() for launch in group):
+            selector = plan.kernels[launch.kernel].selector
+            if selector in RUN_TIME_SHAPED:
+                kernels[selector].add(plan.kernels[launch.kernel].identity())
+                shapes[selector].add(tuple(arg for arg in launch.args if isinstance(arg, Ints)))
+    assert set(kernels) == set(RUN_TIME_SHAPED)
+    for selector, most in RUN_TIME_SHAPED.items():
+        assert len(shapes[selector]) >= 3, selector
+        assert 1 <= len(kernels[selector]) <= most, (selector, kernels[selector])
+        assert not {"HEIGHT", "WIDTH", "CHANNEL_VECTORS", "COUNT", "X_ALLOC_W"} & {
+            key for identity in kernels[selector] for key, _ in identity[2]}, selector
+
+
+@pytest.mark.parametrize("halo", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 3, 1)])
+def test_run_time_layouts_address_what_pack_places(halo):
+    """common.cl's AT_RUN(layout, n, h, w, c) with Ints.layout's four values finds element
+    (n, c, h, w) of an array where Layout.pack put it (halo and padding channels included)."""
+    layout = Layout(Volume(3, 5, 4), 8, halo)  # 4 channels padded to 8, 5 high, 3 wide
+    x = np.arange(2 * 4 * 5 * 3, dtype=np.float32).reshape(2, 4, 5, 3) + 1
+    packed = layout.pack(x).ravel()
+    offset, image, row, pixel = Ints.layout(layout).values
+    n, c, h, w = np.meshgrid(*(np.arange(size) for size in x.shape), indexing="ij")
+    np.testing.assert_array_equal(packed[offset + n * image + h * row + w * pixel + c], x)
+    assert Ints.grid(layout, 4).values == (2, 3, 5, 0)
+    assert np.count_nonzero(packed) == x.size  # the rest is halo and padding, zero

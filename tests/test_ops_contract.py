@@ -15,7 +15,7 @@ import pytest
 
 from convgraph.codegen import profile as profiles
 from convgraph.codegen.fold import folded_layers
-from convgraph.codegen.launches import Buffer, Scalar
+from convgraph.codegen.launches import Buffer, Ints, Scalar
 from convgraph.codegen.plan import plan_forward
 from convgraph.codegen.source import kernel_file, kernels_dir
 from convgraph.codegen.training import plan_training
@@ -152,9 +152,9 @@ def test_plans_follow_the_declarations(network):
                 op = REGISTRY[graph.nodes[launch.node]["op"]]
                 assert family in op.kernels or family in own, (launch.node, family)
                 for arg in launch.args:  # typed; every buffer named is in the buffer table
-                    assert isinstance(arg, Buffer | Scalar), arg
+                    assert isinstance(arg, Buffer | Scalar | Ints), arg
                     name = plan.buffer_name(arg)
-                    assert (name is None) == isinstance(arg, Scalar), arg
+                    assert (name is None) == isinstance(arg, Scalar | Ints), arg
                     assert name is None or name in table, (launch.kernel, name)
     forward = plans[0]
     doer = folded_layers(forward)  # a folded batchnorm's activation: its producer applies it

@@ -1,16 +1,19 @@
 """What a plan is made of: specialised kernels, their launches, and the arguments of a launch.
 
-A launch argument is either a device buffer, named by what it holds (``Buffer``), or a scalar
-the runtime sets at each pass (``Scalar``). ``Buffer.name`` is the one naming function: the
-executor, the training session and the tuner find buffers by it, and nothing else composes
-names. Every kind of plan (inference, training, a tuner's probe) implements ``ExecutablePlan``,
-the interface the executor runs.
+A launch argument is a device buffer, named by what it holds (``Buffer``), a scalar the runtime
+sets at each pass (``Scalar``), or integers fixed by the plan (``Ints``: the shapes of the
+pixel-wise kernels, which take them at run time so one compiled kernel serves every layer).
+``Buffer.name`` is the one naming function: the executor, the training session and the tuner
+find buffers by it, and nothing else composes names. Every kind of plan (inference, training, a
+tuner's probe) implements ``ExecutablePlan``, the interface the executor runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
 
 # What a buffer can hold. Per batch: activations (act) and their gradients (grad), the batch's
 # labels and per-image losses and correct flags, partial sums over splits of the batch (scratch).
@@ -57,7 +60,47 @@ class Scalar:
             raise ValueError(f"unknown scalar {self.name!r}")
 
 
-Arg = Buffer | Scalar
+@dataclass(frozen=True)
+class Ints:
+    """Integers the plan fixes, set once when the kernel is bound: an ``int`` argument for one
+    value, ``int2``/``int4`` for two or four. They carry shapes that would otherwise be
+    compile-time defines: PoCL compiles each distinct kernel for 0.1-0.8 s, and a pixel-wise
+    kernel specialised by its shape is one more kernel per distinct layer shape."""
+
+    values: tuple[int, ...]
+
+    def __post_init__(self):
+        if len(self.values) not in (1, 2, 4):
+            raise ValueError(f"an int, int2 or int4 argument, not {len(self.values)} values")
+        object.__setattr__(self, "values", tuple(int(value) for value in self.values))
+
+    @property
+    def name(self) -> str:
+        """'ints:16,8,8,0', as plan listings show it."""
+        return "ints:" + ",".join(map(str, self.values))
+
+    @classmethod
+    def layout(cls, layout) -> Ints:
+        """A tensor's layout as common.cl's AT_RUN reads it: element (0, 0, 0, 0)'s index past
+        the halo, then the elements per image, per row, per pixel."""
+        top, _, left, _ = layout.halo
+        pixel = layout.stride_c
+        row = layout.alloc_w * pixel
+        return cls((top * row + left * pixel, layout.alloc_h * row, row, pixel))
+
+    @classmethod
+    def grid(cls, layout, vector: int) -> Ints:
+        """A pixel-wise kernel's grid over ``layout``: (channel vectors, width, height, 0)."""
+        return cls((layout.stride_c // vector, layout.volume.width, layout.volume.height, 0))
+
+    def value(self):
+        """What ``Kernel.set_arg`` takes: an int32, or the vector's bytes."""
+        if len(self.values) == 1:
+            return np.int32(self.values[0])
+        return np.array(self.values, np.int32)
+
+
+Arg = Buffer | Scalar | Ints
 
 
 def tensor(storage: str) -> Buffer:

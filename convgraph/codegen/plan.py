@@ -28,6 +28,7 @@ from convgraph.codegen.launches import (
     SEED,
     Arg,
     Buffer,
+    Ints,
     KernelSpec,
     Launch,
     param,
@@ -269,32 +270,47 @@ class Lowering:
         return width
 
     def channel_launch(self, family: str, selector: str, layouts: dict[str, Layout], args: list,
-                       defines: dict | None = None) -> None:
-        """A kernel with one work-item per channel vector, reducing over images and pixels."""
+                       defines: dict | None = None, *, shapes_at_run_time: bool = False) -> None:
+        """A kernel with one work-item per channel vector, reducing over images and pixels
+        (``shapes_at_run_time``: as in ``pixel_launch``)."""
         first = next(iter(layouts.values()))
         width = self.vector_width(*layouts.values())
-        every = {"HEIGHT": first.volume.height, "WIDTH": first.volume.width,
-                 "CHANNEL_VECTORS": first.stride_c // width, "VECTOR_WIDTH": width}
-        for prefix, layout in layouts.items():
-            every.update(layout.defines(prefix))
+        every, args = self.pixel_shapes(layouts, width, args, shapes_at_run_time)
         every.update(defines or {})
         self.launch(family, selector, every, (first.stride_c // width,), args)
 
     def pixel_launch(self, family: str, selector: str, layouts: dict[str, Layout], args: list,
-                     defines: dict | None = None, flops: int = 0) -> None:
-        """A kernel with one work-item per (channel vector, pixel), as in elementwise.cl."""
+                     defines: dict | None = None, flops: int = 0, *,
+                     shapes_at_run_time: bool = False) -> None:
+        """A kernel with one work-item per (channel vector, pixel), as in elementwise.cl.
+        ``shapes_at_run_time``: the kernel takes its grid and the ``layouts`` as int4
+        arguments after ``args`` (common.cl's AT_RUN) instead of as defines, so one compiled
+        kernel serves every shape."""
         first = next(iter(layouts.values()))
         width = self.vector_width(*layouts.values())
         volume = first.volume
-        every = {"HEIGHT": volume.height, "WIDTH": volume.width,
-                 "CHANNEL_VECTORS": first.stride_c // width, "VECTOR_WIDTH": width}
-        for prefix, layout in layouts.items():
-            every.update(layout.defines(prefix))
+        every, args = self.pixel_shapes(layouts, width, args, shapes_at_run_time)
         every.update(defines or {})
         moved = 4 * volume.width * volume.height * first.stride_c * len(layouts)
         self.launch(family, selector, every,
                     (first.stride_c // width, volume.width, volume.height), args, batch_axis=2,
                     local_size=self.profile.pixel_local, flops=flops, moved=moved)
+
+    @staticmethod
+    def pixel_shapes(layouts: dict[str, Layout], width: int, args: list,
+                     at_run_time: bool) -> tuple[dict, list]:
+        """(defines, args) giving a pixel-wise kernel its shapes: as defines (HEIGHT, WIDTH,
+        CHANNEL_VECTORS and each layout's), or at run time as arguments after ``args``: the
+        grid over the first layout, then each layout (``Ints.grid``, ``Ints.layout``)."""
+        first = next(iter(layouts.values()))
+        if at_run_time:
+            shapes = [Ints.grid(first, width), *map(Ints.layout, layouts.values())]
+            return {"VECTOR_WIDTH": width}, [*args, *shapes]
+        every = {"HEIGHT": first.volume.height, "WIDTH": first.volume.width,
+                 "CHANNEL_VECTORS": first.stride_c // width, "VECTOR_WIDTH": width}
+        for prefix, layout in layouts.items():
+            every.update(layout.defines(prefix))
+        return every, list(args)
 
 
 def lower_forward(lower, ctx: Lowering) -> None:

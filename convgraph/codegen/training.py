@@ -25,6 +25,7 @@ from convgraph.codegen.launches import (
     LR,
     Arg,
     Buffer,
+    Ints,
     KernelSpec,
     Launch,
     grad,
@@ -177,17 +178,16 @@ class TrainLowering(Lowering):
         return scratch(self.name, key), images
 
     def channel_split_launch(self, family: str, selector: str, layouts: dict, args: list,
-                             images: int, defines: dict | None = None) -> None:
+                             images: int, defines: dict | None = None, *,
+                             shapes_at_run_time: bool = False) -> None:
         """A per-channel reduction split over the batch: work-item (channel vector, split)
         covers ``images`` images. One work-item per channel vector left the second core idle
-        and one core summing a whole tensor (16 channels: one work-item)."""
+        and one core summing a whole tensor (16 channels: one work-item).
+        ``shapes_at_run_time``: as in ``pixel_launch``."""
         first = next(iter(layouts.values()))
         width = self.vector_width(*layouts.values())
-        every = {"HEIGHT": first.volume.height, "WIDTH": first.volume.width,
-                 "CHANNEL_VECTORS": first.stride_c // width, "VECTOR_WIDTH": width,
-                 "IMAGES_PER_SPLIT": images}
-        for prefix, layout in layouts.items():
-            every.update(layout.defines(prefix))
+        every, args = self.pixel_shapes(layouts, width, args, shapes_at_run_time)
+        every["IMAGES_PER_SPLIT"] = images
         every.update(defines or {})
         self.launch(family, selector, every, (first.stride_c // width, 1), args, batch_axis=1,
                     batch_divisor=images)
@@ -372,22 +372,25 @@ def _lower_epilogue_backward(planner: _TrainingPlanner, name: str) -> None:
     layout = ctx.output_layout
     ctx.pixel_launch("elementwise", "ACTIVATION_BACKWARD", {"Y": layout, "X": layout},
                      [ctx.output_tensor, ctx.output_grad, ctx.output_grad],
-                     {"ACTIVATION": code, "SLOPE": slope, "ACCUMULATE": 0})
+                     {"ACTIVATION": code, "SLOPE": slope, "ACCUMULATE": 0},
+                     shapes_at_run_time=True)
 
 
 def _lower_optimizer(planner, node: str, key: str, optimizer: str, train: dict) -> None:
     count = planner.param_sizes[(node, key)]
     ctx = TrainLowering(planner, node, families=("optim",))
-    defines = {"COUNT": count, "WEIGHT_DECAY": float(train["weight_decay"])}
+    # the count at run time: one compiled kernel steps every parameter
+    defines = {"WEIGHT_DECAY": float(train["weight_decay"])}
     target = [param(node, key), param_grad(node, key)]
     if optimizer == "sgd":
         defines.update({"MOMENTUM": float(train["momentum"]),
                         "NESTEROV": int(train["nesterov"])})
-        ctx.launch("optim", "SGD_STEP", defines, (count,), target + [state(node, key, 0), LR])
+        ctx.launch("optim", "SGD_STEP", defines, (count,),
+                   target + [state(node, key, 0), LR, Ints((count,))])
     else:
         beta1, beta2 = train["betas"]
         defines.update({"BETA1": float(beta1), "BETA2": float(beta2),
                         "DECOUPLED": int(optimizer == "adamw"), "ADAM_EPSILON": 1e-8})
         ctx.launch("optim", "ADAM_STEP", defines, (count,),
                    target + [state(node, key, 0), state(node, key, 1), LR, CORRECTION1,
-                             CORRECTION2])
+                             CORRECTION2, Ints((count,))])

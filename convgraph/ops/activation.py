@@ -53,6 +53,7 @@ class Elementwise(Op):
             [ctx.input_tensor(), ctx.output_tensor],
             {"ACTIVATION": code, "SLOPE": slope},
             ctx.node.flops,
+            shapes_at_run_time=True,
         )
 
     def reference(self, node, inputs, params):
@@ -72,6 +73,7 @@ class Elementwise(Op):
             {"Y": ctx.output_layout, "X": ctx.input_layout()},
             [source, ctx.output_grad, grad],
             defines,
+            shapes_at_run_time=True,
         )
 
     def reference_backward(self, node, inputs, output, grad, params, seed):

@@ -89,6 +89,7 @@ class Add(Op):
                 [a, ctx.input_tensor(slot), ctx.output_tensor],
                 None,
                 y.volume.elements,
+                shapes_at_run_time=True,
             )
 
     def reference(self, node, inputs, params):
@@ -108,6 +109,7 @@ class Add(Op):
                 {"X": ctx.output_layout, "Y": ctx.input_layout(slot)},
                 [ctx.output_grad, grad],
                 {"ACCUMULATE": accumulate},
+                shapes_at_run_time=True,
             )
 
     def reference_backward(self, node, inputs, output, grad, params, seed):

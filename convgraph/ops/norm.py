@@ -73,6 +73,7 @@ class BatchNorm(Op):
             args + [ctx.output_tensor],
             {"EPSILON": ctx.attrs["eps"], "EPILOGUE": activation, "EPILOGUE_SLOPE": slope},
             ctx.node.flops,
+            shapes_at_run_time=True,
         )
 
     def device_params(self, node, params, input_layout, output_layout):
@@ -113,34 +114,33 @@ class BatchNorm(Op):
         onnx.add("BatchNormalization", onnx.inputs + params, output=onnx.output,
                  epsilon=float(node.attrs["eps"]))
 
-    def _pixel_defines(self, ctx) -> dict:
+    def _epilogue_defines(self, ctx) -> dict:
         activation, slope = ctx.epilogue()
-        return {
-            "EPSILON": ctx.attrs["eps"],
-            "MOMENTUM": ctx.attrs["momentum"],
-            "EPILOGUE": activation,
-            "EPILOGUE_SLOPE": slope,
-        }
+        return {"EPILOGUE": activation, "EPILOGUE_SLOPE": slope}
 
     def lower_train(self, ctx) -> None:
+        # each kernel gets only the defines it reads: the shapes arrive at run time, so
+        # kernels of the same defines are one compiled kernel for every layer
         x, y = ctx.input_layout(), ctx.output_layout
         saved = ctx.saved()
         partial, images = ctx.split_scratch("stats", 2 * x.stride_c)
         ctx.channel_split_launch(
             "norm", "BATCHNORM_SPLIT_STATS", {"X": x, "Y": y},
-            [ctx.input_tensor(), partial, ctx.BATCH], images, self._pixel_defines(ctx))
+            [ctx.input_tensor(), partial, ctx.BATCH], images, shapes_at_run_time=True)
         ctx.channel_launch(
             "norm", "BATCHNORM_STATS", {"X": x, "Y": y},
             [partial, saved, ctx.param("running_mean"), ctx.param("running_var"), ctx.BATCH],
-            {**self._pixel_defines(ctx), "IMAGES_PER_SPLIT": images})
+            {"EPSILON": ctx.attrs["eps"], "MOMENTUM": ctx.attrs["momentum"],
+             "IMAGES_PER_SPLIT": images}, shapes_at_run_time=True)
         ctx.pixel_launch(
             "norm",
             "BATCHNORM_TRAIN",
             {"X": x, "Y": y},
             [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), saved,
              ctx.output_tensor],
-            self._pixel_defines(ctx),
+            self._epilogue_defines(ctx),
             ctx.node.flops,
+            shapes_at_run_time=True,
         )
 
     def lower_backward(self, ctx) -> None:
@@ -153,7 +153,7 @@ class BatchNorm(Op):
         ctx.channel_split_launch(
             "norm", "BATCHNORM_BACKWARD_REDUCE", {"X": x, "Y": y},
             [ctx.input_tensor(), ctx.output_grad, saved, dgamma, dbeta, ctx.BATCH], images,
-            self._pixel_defines(ctx))
+            shapes_at_run_time=True)
         ctx.sum_splits("weight")
         ctx.sum_splits("bias")
         if ctx.needs_grad():
@@ -164,7 +164,8 @@ class BatchNorm(Op):
                 {"X": x, "Y": y},
                 [ctx.input_tensor(), ctx.output_grad, ctx.param("weight"), saved,
                  ctx.param_grad("weight"), ctx.param_grad("bias"), grad, ctx.BATCH],
-                {**self._pixel_defines(ctx), "ACCUMULATE": accumulate},
+                {"ACCUMULATE": accumulate},
+                shapes_at_run_time=True,
             )
 
     def host_params(self, node, device, input_layout, output_layout):
@@ -271,6 +272,7 @@ class Dropout(Op):
             {"X": ctx.input_layout(), "Y": ctx.output_layout},
             [ctx.input_tensor(), ctx.output_tensor],
             {"ACCUMULATE": 0},
+            shapes_at_run_time=True,
         )
 
     def lower_train(self, ctx) -> None:

@@ -11,7 +11,15 @@ import math
 
 import numpy as np
 
-from convgraph.codegen.launches import ExecutablePlan, Launch, grad, param, tensor
+from convgraph.codegen.launches import (
+    ExecutablePlan,
+    Ints,
+    Launch,
+    Scalar,
+    grad,
+    param,
+    tensor,
+)
 from convgraph.core import DeviceInfo
 from convgraph.errors import DeviceError
 from convgraph.memory import bytes_text, size_text
@@ -326,6 +334,8 @@ class Executor:
                     name = self.plan.buffer_name(arg)
                     if name is not None:
                         kernel.set_arg(index, self.buffer(name))
+                    elif isinstance(arg, Ints):  # fixed by the plan: set once, here
+                        kernel.set_arg(index, arg.value())
                 bound.append(kernel)
             self.kernels[group] = bound
 
@@ -337,7 +347,7 @@ class Executor:
             self._prepared_launches[key] = [
                 (launch, kernel,
                  [(slot, arg.name) for slot, arg in enumerate(launch.args)
-                  if self.plan.buffer_name(arg) is None],
+                  if isinstance(arg, Scalar)],
                  launch.sizes(batch)[0])
                 for launch, kernel in zip(self.plan.launch_groups()[group], self.kernels[group])]
         return self._prepared_launches[key]

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from convgraph.codegen.launches import Ints
+
 # A PoCL build that takes less than this found the program in PoCL's own cache, and then its
 # kernels too (cold builds measured 0.55-0.85 s here, warm ones 0.02-0.15 s, under load 13
 # too): no workers. A misjudged warm build only starts a worker that finds nothing to do.
@@ -95,8 +97,12 @@ def recipe(plan, info, source: str, options: list[str]) -> dict:
         args = []
         for arg in launch.args:
             name = plan.buffer_name(arg)
-            args.append(["buffer", name] if name is not None
-                        else ["scalar", SCALAR_TYPES.get(arg.name, "int32"), 1])
+            if name is not None:
+                args.append(["buffer", name])
+            elif isinstance(arg, Ints):  # shapes: the real ones, so it stays in its buffers
+                args.append(["ints", list(arg.values)])
+            else:
+                args.append(["scalar", SCALAR_TYPES.get(arg.name, "int32"), 1])
         if any(kind == "buffer" and name not in sizes for kind, name, *_ in args):
             continue  # a buffer the plan does not size: left to the real first launch
         launches.append({"kernel": launch.kernel, "args": args, "local": local,
@@ -205,6 +211,8 @@ def _compile_share(work: dict, claims: Path, context, queue, program, from_end: 
                         buffers[arg[1]] = cl.Buffer(context, cl.mem_flags.READ_WRITE,
                                                     size=work["buffers"][arg[1]])
                     kernel.set_arg(slot, buffers[arg[1]])
+                elif arg[0] == "ints":
+                    kernel.set_arg(slot, Ints(tuple(arg[1])).value())
                 else:
                     kernel.set_arg(slot, np.dtype(arg[1]).type(arg[2]))
             local = None if entry["local"] is None else tuple(entry["local"])
