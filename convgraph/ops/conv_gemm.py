@@ -158,7 +158,11 @@ def with_family(profile, direct_space: list[dict], shape: dict) -> list[dict]:
     direct (and the CPU family's Winograd) ones, each with its ALGORITHM."""
     tiled = space(profile, *forward_matrix(shape))
     others = [{"ALGORITHM": "direct", **knobs} for knobs in direct_space]
-    return tiled + (winograd_space(profile, shape, tiled[0]) if tiled else []) + others
+    gemms = tiled + (winograd_space(profile, shape, tiled[0]) if tiled else [])
+    # the direct forward's row tiles, where it has them, as one row in the GEMMs' settings:
+    # one set of knobs across the space, so the tuner steps between families
+    rows = {"TILE_ROWS": 1} if any("TILE_ROWS" in knobs for knobs in direct_space) else {}
+    return [{**knobs, **rows} for knobs in gemms] + others
 
 
 # Winograd's GEMM rows are tiles of several images where one image has fewer than a
