@@ -86,16 +86,17 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #pragma unroll
                     for (int f = 0; f < UNIT_VECTORS; ++f)
                         wv[j][f] = LOADV(0, wp + (c + j) * U_ALLOC + f * VECTOR_WIDTH);
+                /* each input broadcast straight from memory (a load port): a vector load split
+                 * into lanes took a shuffle per lane, on the port of the second FMA unit */
 #pragma unroll
-                for (int r = 0; r < TILE_ROWS; ++r) {
-                    float xs[CHANNEL_STEP];
-                    VSTORE(CHANNEL_STEP)(VLOAD(CHANNEL_STEP)(0, x + image[r] + pixel + c), 0, xs);
+                for (int r = 0; r < TILE_ROWS; ++r)
 #pragma unroll
-                    for (int j = 0; j < CHANNEL_STEP; ++j)
+                    for (int j = 0; j < CHANNEL_STEP; ++j) {
+                        const realV xb = (realV)(x[image[r] + pixel + c + j]);
 #pragma unroll
                         for (int f = 0; f < UNIT_VECTORS; ++f)
-                            acc[r][f] = fma((realV)(xs[j]), wv[j][f], acc[r][f]);
-                }
+                            acc[r][f] = fma(xb, wv[j][f], acc[r][f]);
+                    }
             }
         }
     }
@@ -181,13 +182,14 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #pragma unroll
         for (int f = 0; f < UNIT_VECTORS; ++f)
             g[f] = LOADV(0, dy + AT(Y, n, 0, 0, u0 + f * VECTOR_WIDTH));
-        float xs[INPUT_TILE];
-        VSTORE(INPUT_TILE)(VLOAD(INPUT_TILE)(0, x + n * image + offset), 0, xs);
+        /* inputs broadcast from memory, not a vector load split into lanes (see the forward) */
 #pragma unroll
-        for (int i = 0; i < INPUT_TILE; ++i)
+        for (int i = 0; i < INPUT_TILE; ++i) {
+            const realV xb = (realV)(x[n * image + offset + i]);
 #pragma unroll
             for (int f = 0; f < UNIT_VECTORS; ++f)
-                acc[i][f] = fma((realV)(xs[i]), g[f], acc[i][f]);
+                acc[i][f] = fma(xb, g[f], acc[i][f]);
+        }
     }
 #pragma unroll
     for (int i = 0; i < INPUT_TILE; ++i)

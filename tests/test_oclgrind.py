@@ -255,6 +255,42 @@ def test_the_weak_spot_variants_are_clean_under_oclgrind(tmp_path):
     assert reports == [], done.stderr[:4000]
 
 
+# Weight gradients by rows of taps (conv.cl's TAP_COLUMNS, the CPU default for 3x3 kernels,
+# which the Oclgrind profile does not choose): every 3x3 weight-gradient site set to its
+# largest row tile, odd widths, a dilation, groups and a stride among them
+TAP_ROWS = """
+import dataclasses, json, sys
+from convgraph.codegen import profile as profiles
+from convgraph.codegen.training import plan_training
+from convgraph.codegen.tuning import Tuning
+from convgraph.pipeline import analyse
+
+def row_tile(knobs):
+    return (knobs.get("TAP_COLUMNS", 1) > 1,
+            knobs.get("TAP_COLUMNS", 1) * knobs["CHANNEL_TILE"] * knobs["FILTER_VECTORS"])
+
+entries = {}
+for spec in json.loads(sys.argv[1]):
+    for key, site in plan_training(analyse(spec), profiles.OCLGRIND).sites.items():
+        if site.selector == "CONV_BACKWARD_WEIGHTS":
+            entries[key] = {"knobs": max(site.space, key=row_tile)}
+assert any(e["knobs"]["TAP_COLUMNS"] > 1 for e in entries.values()), entries
+profiles.OCLGRIND = dataclasses.replace(profiles.OCLGRIND, tuning=Tuning(entries, "rows"))
+""" + CHILD
+ROW_NETWORKS = [{"input": "7x5x8", "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU"
+                                              "-CONV(8, 3, dilation=2, pad=2)"
+                                              "-CONV(16, 3, stride=2, pad=1, groups=2)-FC(3)]"}]
+
+
+@pytest.mark.slow
+def test_the_weight_gradient_tap_rows_are_clean_under_oclgrind(tmp_path):
+    done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", TAP_ROWS,
+                                                  json.dumps(ROW_NETWORKS)], timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("kernel checks on") == len(ROW_NETWORKS)
+    assert reports == [], done.stderr[:4000]
+
+
 def sweep_tests(tmp_path) -> list[str]:
     """The node ids of the sweep, collected as its shards will see them (under Oclgrind)."""
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
