@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convgraph.codegen import source  # noqa: E402
 from convgraph.codegen.tuning import Tuning  # noqa: E402
 from convgraph.pipeline import analyse  # noqa: E402
-from convgraph.runtime.tune import _ProbePlan, _Tuner  # noqa: E402
+from convgraph.runtime.tune import _Tuner  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from winograd import cpu_model  # noqa: E402
@@ -57,29 +57,15 @@ def branch_point() -> str:
 
 
 def runner_with_files(tuner: _Tuner, site, knobs: dict, files: dict[str, str] | None):
-    """The site's launches with ``knobs``, built from ``files`` (None: the working tree)."""
-    plan = tuner.plan_with(Tuning().with_choice(site.key, knobs), tuner.mode_of[site.key])
-    launches = [launch for group in plan.launch_groups().values() for launch in group
-                if launch.site == site.key]
-    probe = _ProbePlan(tuner.graph, plan, launches, tuner.batch)
+    """_Tuner.runner for the site with ``knobs``, built from ``files`` (None: the working
+    tree's kernels)."""
     original = source.kernel_file
     if files is not None:
         source.kernel_file = lambda family: files[family]
     try:
-        executor = tuner.warm_executor(probe, f"weight_grads {site.node}")
+        return tuner.runner(site, knobs)
     finally:
         source.kernel_file = original
-
-    def run() -> float:
-        samples = []
-        for _ in range(tuner.repeats):
-            events: list = []
-            executor.enqueue(tuner.batch, events, group="probe")
-            tuner.queue.finish()
-            samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
-        return statistics.median(samples)
-
-    return run
 
 
 def fma_peak(tuner: _Tuner) -> float:

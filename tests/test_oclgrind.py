@@ -246,13 +246,19 @@ WEAK_SPOTS = [{"input": "9x9x3", "pattern": "[INPUT-CONV(32, 3, pad=1)-RELU-CONV
                                             "-CONV(8, 3, stride=2, pad=1)-FC(64)-FC(3)]"}]
 
 
+def assert_checked_and_clean(tmp_path, child: str, networks: list) -> None:
+    """``child`` run under Oclgrind on ``networks``: every kernel check passed on every
+    network, and Oclgrind reported nothing."""
+    done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", child,
+                                                  json.dumps(networks)], timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("kernel checks on") == len(networks)
+    assert reports == [], done.stderr[:4000]
+
+
 @pytest.mark.slow
 def test_the_weak_spot_variants_are_clean_under_oclgrind(tmp_path):
-    done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", WIDEST,
-                                                  json.dumps(WEAK_SPOTS)], timeout=1800)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("kernel checks on") == len(WEAK_SPOTS)
-    assert reports == [], done.stderr[:4000]
+    assert_checked_and_clean(tmp_path, WIDEST, WEAK_SPOTS)
 
 
 # Weight gradients by rows of taps (conv.cl's TAP_COLUMNS, the CPU default for 3x3 kernels,
@@ -284,11 +290,7 @@ ROW_NETWORKS = [{"input": "7x5x8", "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU"
 
 @pytest.mark.slow
 def test_the_weight_gradient_tap_rows_are_clean_under_oclgrind(tmp_path):
-    done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", TAP_ROWS,
-                                                  json.dumps(ROW_NETWORKS)], timeout=1800)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("kernel checks on") == len(ROW_NETWORKS)
-    assert reports == [], done.stderr[:4000]
+    assert_checked_and_clean(tmp_path, TAP_ROWS, ROW_NETWORKS)
 
 
 def sweep_tests(tmp_path) -> list[str]:
