@@ -42,10 +42,12 @@
  *   weight layout serves) and reducing them at the end. Taps that fall between strides or outside
  *   dy are masked. ACCUMULATE adds to dx (a tensor read by several layers) instead of writing it.
  * CONV_BACKWARD_WEIGHTS: dw = sum over images and output pixels of x (window) * dy. Work-item
- *   (kt, ct, split * taps + r * KERNEL_W + s) computes CHANNEL_TILE input channels times
- *   FILTER_VECTORS vectors of VECTOR_WIDTH filters of one tap over IMAGES_PER_SPLIT images
- *   (each input loaded serves FILTER_VECTORS vector fmas), into that split's partial weights (the work-items of one split share images, which stay in cache); x reads stay
- *   inside the halo, as in the forward pass. The batch is an argument.
+ *   (kt, ct, split * TAP_GROUPS + (r * KERNEL_W + s) / TAP_COLUMNS) computes CHANNEL_TILE input
+ *   channels times FILTER_VECTORS vectors of VECTOR_WIDTH filters of TAP_COLUMNS taps of row r
+ *   (from column s) over IMAGES_PER_SPLIT images (each input loaded serves FILTER_VECTORS vector
+ *   fmas, each gradient vector TAP_COLUMNS x CHANNEL_TILE), into that split's partial weights
+ *   (the work-items of one split share images, which stay in cache); x reads stay inside the
+ *   halo, as in the forward pass. The batch is an argument.
  * CONV_BACKWARD_WEIGHTS_TAPS: the same for layers with few input channels (the first layer):
  *   work-item (kt, c * ROW_GROUPS + rg, split) computes TAP_ROWS kernel rows (all their taps) of
  *   one input channel times FILTER_VECTORS vectors of filters, so each gradient vector it loads
@@ -427,16 +429,17 @@ __kernel void KERNEL_NAME(__global const float *restrict dy, __global const floa
 #endif
 
 #if defined(CONV_BACKWARD_WEIGHTS)
-#define realC CONCAT(float, CHANNEL_TILE)
-#define LOADC VLOAD(CHANNEL_TILE)
-#define STOREC VSTORE(CHANNEL_TILE)
+#ifndef TAP_COLUMNS /* taps of one kernel row per work-item: 1, or KERNEL_W (a deconv's default) */
+#define TAP_COLUMNS 1
+#endif
+#define TAP_GROUPS (KERNEL_H * KERNEL_W / TAP_COLUMNS)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict dy,
                           __global float *restrict dw, const int batch)
 {
     const int kt = get_global_id(0);
     const int ct = get_global_id(1);
-    const int tap = get_global_id(2) % (KERNEL_H * KERNEL_W);
-    const int split = get_global_id(2) / (KERNEL_H * KERNEL_W);
+    const int tap = get_global_id(2) % TAP_GROUPS * TAP_COLUMNS; /* the first of its taps */
+    const int split = get_global_id(2) / TAP_GROUPS;
     if (kt >= K_TILES / FILTER_VECTORS || ct >= IN_CHANNELS / CHANNEL_TILE) return;
     const int first_image = split * IMAGES_PER_SPLIT;
     const int last_image = min(batch, first_image + IMAGES_PER_SPLIT);
@@ -448,13 +451,18 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #if GROUPS > 1
     if (c0 / C_PER_GROUP != group) return; /* no weight joins filters and channels of two groups */
 #endif
-    /* a GEMM over output pixels: each step loads FILTER_VECTORS vectors of gradients and
-     * CHANNEL_TILE inputs as one vector, and does CHANNEL_TILE x FILTER_VECTORS vector fmas */
-    realV acc[CHANNEL_TILE][FILTER_VECTORS];
+    /* a GEMM over output pixels: each step loads FILTER_VECTORS vectors of gradients, which
+     * serve TAP_COLUMNS x CHANNEL_TILE inputs, each broadcast straight from memory (a load port;
+     * a vector load split into lanes took a shuffle per lane, on the FMA's port 5), for
+     * TAP_COLUMNS x CHANNEL_TILE x FILTER_VECTORS vector fmas; the taps of a row re-read the
+     * same inputs one pixel apart, from cache */
+    realV acc[TAP_COLUMNS][CHANNEL_TILE][FILTER_VECTORS];
 #pragma unroll
-    for (int i = 0; i < CHANNEL_TILE; ++i)
+    for (int t = 0; t < TAP_COLUMNS; ++t)
 #pragma unroll
-        for (int f = 0; f < FILTER_VECTORS; ++f) acc[i][f] = (realV)(0.0f);
+        for (int i = 0; i < CHANNEL_TILE; ++i)
+#pragma unroll
+            for (int f = 0; f < FILTER_VECTORS; ++f) acc[t][i][f] = (realV)(0.0f);
     for (int n = first_image; n < last_image; ++n) {
         for (int oh = 0; oh < OUT_H; ++oh) {
             const int ih = oh * STRIDE_H - PAD_TOP + r * DILATION_H;
@@ -465,13 +473,16 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #pragma unroll
                 for (int f = 0; f < FILTER_VECTORS; ++f)
                     g[f] = LOADV(0, grow + ow * Y_STRIDE_C + f * VECTOR_WIDTH);
-                float xs[CHANNEL_TILE];
-                STOREC(LOADC(0, xrow + ow * STRIDE_W * X_STRIDE_C), 0, xs);
+                __global const float *xp = xrow + ow * STRIDE_W * X_STRIDE_C;
 #pragma unroll
-                for (int i = 0; i < CHANNEL_TILE; ++i)
+                for (int t = 0; t < TAP_COLUMNS; ++t)
 #pragma unroll
-                    for (int f = 0; f < FILTER_VECTORS; ++f)
-                        acc[i][f] = fma((realV)(xs[i]), g[f], acc[i][f]);
+                    for (int i = 0; i < CHANNEL_TILE; ++i) {
+                        const realV xb = (realV)(xp[t * DILATION_W * X_STRIDE_C + i]);
+#pragma unroll
+                        for (int f = 0; f < FILTER_VECTORS; ++f)
+                            acc[t][i][f] = fma(xb, g[f], acc[t][i][f]);
+                    }
             }
         }
     }
@@ -481,10 +492,13 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
                           + (tap * C_PER_GROUP + (c0 - group * C_PER_GROUP)) * K_PER_GROUP
                           + (k0 - group * K_PER_GROUP);
 #pragma unroll
-    for (int i = 0; i < CHANNEL_TILE; ++i)
+    for (int t = 0; t < TAP_COLUMNS; ++t)
 #pragma unroll
-        for (int f = 0; f < FILTER_VECTORS; ++f)
-            STOREV(acc[i][f], 0, out + i * K_PER_GROUP + f * VECTOR_WIDTH);
+        for (int i = 0; i < CHANNEL_TILE; ++i)
+#pragma unroll
+            for (int f = 0; f < FILTER_VECTORS; ++f)
+                STOREV(acc[t][i][f], 0, out + (t * C_PER_GROUP + i) * K_PER_GROUP
+                                            + f * VECTOR_WIDTH);
 }
 #endif
 

@@ -259,19 +259,58 @@ TWO_ROW_SPOTS = [{"input": "9x7x3", "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-P
                  {"input": "7x5x3", "pattern": "[INPUT-CONV(32, 3, pad=1)-RELU-CONV(16, 1)-GAP]"}]
 
 
+def assert_checked_and_clean(tmp_path, child: str, networks: list, *args: str) -> str:
+    """``child`` run under Oclgrind on ``networks`` (and ``args``): every kernel check passed
+    on every network, and Oclgrind reported nothing. Returns the child's output."""
+    done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", child,
+                                                  json.dumps(networks), *args], timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("kernel checks on") == len(networks)
+    assert reports == [], done.stderr[:4000]
+    return done.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("tiles", ["widest", "rows"])
 def test_the_weak_spot_variants_are_clean_under_oclgrind(tmp_path, tiles):
     """``rows``: each conv forward on two output rows a work-item where its space offers them
     (filters in one or two vectors, odd output heights)."""
-    spots = TWO_ROW_SPOTS if tiles == "rows" else WEAK_SPOTS
-    done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", WIDEST,
-                                                  json.dumps(spots), tiles], timeout=1800)
-    assert done.returncode == 0, done.stdout + done.stderr
-    two_rows = int(done.stdout.split("TWO_ROWS ", 1)[1].split()[0])
-    assert (two_rows > 0) == (tiles == "rows"), done.stdout
-    assert done.stdout.count("kernel checks on") == len(spots)
-    assert reports == [], done.stderr[:4000]
+    out = assert_checked_and_clean(tmp_path, WIDEST, TWO_ROW_SPOTS if tiles == "rows"
+                                   else WEAK_SPOTS, tiles)
+    two_rows = int(out.split("TWO_ROWS ", 1)[1].split()[0])
+    assert (two_rows > 0) == (tiles == "rows"), out
+
+
+# Weight gradients by rows of taps (conv.cl's TAP_COLUMNS, the CPU default for 3x3 kernels,
+# which the Oclgrind profile does not choose): every 3x3 weight-gradient site set to its
+# largest row tile, odd widths, a dilation, groups and a stride among them
+TAP_ROWS = """
+import dataclasses, json, sys
+from convgraph.codegen import profile as profiles
+from convgraph.codegen.training import plan_training
+from convgraph.codegen.tuning import Tuning
+from convgraph.pipeline import analyse
+
+def row_tile(knobs):
+    return (knobs.get("TAP_COLUMNS", 1) > 1,
+            knobs.get("TAP_COLUMNS", 1) * knobs["CHANNEL_TILE"] * knobs["FILTER_VECTORS"])
+
+entries = {}
+for spec in json.loads(sys.argv[1]):
+    for key, site in plan_training(analyse(spec), profiles.OCLGRIND).sites.items():
+        if site.selector == "CONV_BACKWARD_WEIGHTS":
+            entries[key] = {"knobs": max(site.space, key=row_tile)}
+assert any(e["knobs"]["TAP_COLUMNS"] > 1 for e in entries.values()), entries
+profiles.OCLGRIND = dataclasses.replace(profiles.OCLGRIND, tuning=Tuning(entries, "rows"))
+""" + CHILD
+ROW_NETWORKS = [{"input": "7x5x8", "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU"
+                                              "-CONV(8, 3, dilation=2, pad=2)"
+                                              "-CONV(16, 3, stride=2, pad=1, groups=2)-FC(3)]"}]
+
+
+@pytest.mark.slow
+def test_the_weight_gradient_tap_rows_are_clean_under_oclgrind(tmp_path):
+    assert_checked_and_clean(tmp_path, TAP_ROWS, ROW_NETWORKS)
 
 
 def sweep_tests(tmp_path) -> list[str]:

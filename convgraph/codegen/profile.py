@@ -37,6 +37,8 @@ class DeviceProfile:
     # None: images_per_split), and vectors of filters per work-item
     split_cache_bytes: int | None = None
     grad_filter_vectors: int = 1
+    # 3x3 weight gradients: a kernel row's taps per work-item (conv.cl's TAP_COLUMNS)
+    grad_tap_columns: bool = False
     dense_unit_vectors: int = 1  # vectors of units per work-item in fc (at most)
     dense_channel_step: int = 1  # inputs per load in fc (at most)
     # fc weight gradient: inputs x vectors of units per work-item (at most)
@@ -73,7 +75,10 @@ class DeviceProfile:
 # fc gradients (VGG-CIFAR fc1 at batch 64, alternating): weights 4 inputs x 4 vectors of units
 # per work-item (0.74-0.91 -> 0.45-0.51 ms), inputs 8 images x 4 inputs (1.21 -> 0.88 ms)
 # weight gradients: 8 channels x 2 vectors of filters, splits of ~1 MiB (alternating timings
-# on VGG-CIFAR, batch 64: conv2 7.9 -> 6.4 ms, conv4 8.7 -> 6.5, conv6 13.7 -> 8.6-9.7)
+# on VGG-CIFAR, batch 64: conv2 7.9 -> 6.4 ms, conv4 8.7 -> 6.5, conv6 13.7 -> 8.6-9.7); for
+# 3x3 kernels a row of 3 taps x 4 channels x 2 vectors per work-item (each gradient vector
+# serves 12 fmas instead of 8: VGG-CIFAR and ResNet-8 3x3 layers 1.03-1.37x, alternating in
+# one process, 2026-12-01 21:1x, Xeon family 6 model 167, load 9-12)
 # Winograd by default where benchmarks/winograd.py measured it ahead of direct at batch 64 in
 # both of two runs (2026-12-01, README "Winograd"): F(4x4) with >= 64 channels on both sides and
 # 8x8 to 16x16 outputs (VGG-CIFAR conv4-conv6, ResNet-8 res3, ResNet-18 layer3: 1.3-3.9x), F(2x2)
@@ -98,7 +103,7 @@ CPU_WINOGRAD_WEIGHTS = ((32, 8, 8, "winograd4"), (32, 16, 16, "winograd4"))
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_filter_vectors=2, conv_channel_step=4, conv_first_tile_rows=2,
                     conv_local=None, pixel_local=None, batch_free_local=True,
-                    split_cache_bytes=1024 * 1024, grad_filter_vectors=2,
+                    split_cache_bytes=1024 * 1024, grad_filter_vectors=2, grad_tap_columns=True,
                     dense_channel_step=8, dense_grad_unit_vectors=4, dense_grad_rows=8,
                     winograd_rules=CPU_WINOGRAD, winograd_weight_rules=CPU_WINOGRAD_WEIGHTS)
 # the tiled family within 32 KiB and 256 work-items a work-group: what every OpenCL GPU of the

@@ -292,11 +292,16 @@ class Conv(Op):
         # few input channels (a first layer): one work-item covers every tap of a channel
         all_taps = wide < 4
         selector = "CONV_BACKWARD_WEIGHTS_TAPS" if all_taps else "CONV_BACKWARD_WEIGHTS"
-        space = _weight_gradient_space(ctx, defines, width, wide, all_taps)
+        algorithm = "direct"
         if not all_taps and winograd.applies(defines):  # (3 channels: Winograd does not pay)
-            space = winograd.with_weight_algorithms(space, winograd.default_algorithm(
+            algorithm = winograd.default_algorithm(
                 ctx.profile, x.volume.depth, ctx.attrs["filters"], ctx.node.output.width,
-                ctx.node.output.height, rules="winograd_weight_rules"))
+                ctx.node.output.height, rules="winograd_weight_rules")
+        # (the Winograd GEMM ignores TAP_COLUMNS: its default keeps the tile it was measured at)
+        space = _weight_gradient_space(ctx, defines, width, wide, all_taps,
+                                       tap_rows=algorithm == "direct")
+        if not all_taps and winograd.applies(defines):
+            space = winograd.with_weight_algorithms(space, algorithm)
         site, knobs = ctx.tuned(selector, defines, space)
         partial, images = ctx.split_sum("weight", knobs["IMAGES_PER_SPLIT"])
         if knobs.get("ALGORITHM", "direct") != "direct":
@@ -597,12 +602,13 @@ def _transposed_padding(node: Node) -> tuple[int, int, int, int]:
             max((kw - 1) * dw - derived["pad_right"], 0))
 
 
-def _weight_gradient_space(ctx, defines: dict, width: int, wide: int, all_taps: bool
-                           ) -> list[dict]:
+def _weight_gradient_space(ctx, defines: dict, width: int, wide: int, all_taps: bool,
+                           tap_rows: bool = True) -> list[dict]:
     """Every setting of a weight-gradient site, the profile's default first: channels loaded as
     one vector, vectors of filters per work-item (their product is the register tile), images
     per batch split (each split's inputs and gradients should stay in cache; every split adds
-    a copy of the weights to SUM_SPLITS)."""
+    a copy of the weights to SUM_SPLITS), and taps of a kernel row per work-item (with
+    ``tap_rows``, the profile's row default where it has one)."""
     profile, groups = ctx.profile, ctx.derived["groups"]
     cin = ctx.input_layout().volume.depth // groups
     filter_vectors = defines["K_ALLOC"] // groups // width  # vectors of filters in a group
@@ -616,12 +622,32 @@ def _weight_gradient_space(ctx, defines: dict, width: int, wide: int, all_taps: 
         images = max(1, min(16, 2 ** int(math.log2(max(1, profile.split_cache_bytes
                                                           // per_image)))))
     default = {"CHANNEL_TILE": channels, "IMAGES_PER_SPLIT": images, "FILTER_VECTORS": vectors}
-    return [default] + [
+    (kernel_w, _) = ctx.attrs["size"]
+    if profile.grad_tap_columns and tap_rows and kernel_w == 3 and not all_taps:
+        # a 3x3 kernel row per work-item: 3 taps x 4 channels x 2 vectors of filters (or 8
+        # channels x 1 vector) = 24 accumulators
+        row_vectors = widest_dividing(filter_vectors, 2)
+        default = {"CHANNEL_TILE": widest_dividing(cin, min(wide, 8 // row_vectors)),
+                   "IMAGES_PER_SPLIT": images, "FILTER_VECTORS": row_vectors, "TAP_COLUMNS": 3}
+    space = [default] + [
         {"CHANNEL_TILE": c, "IMAGES_PER_SPLIT": i, "FILTER_VECTORS": v}
         for c in ([wide] if all_taps else [wide, 8, 4, 16])
         if all_taps or (c <= wide and cin % c == 0)
         for i in (1, 2, 4, 8, 16)
         for v in ([1, 2] if all_taps else [1, 2, 4]) if filter_vectors % v == 0]
+    if all_taps:
+        return space
+    # a kernel row's taps per work-item share each gradient vector loaded: TAP_COLUMNS x
+    # CHANNEL_TILE x FILTER_VECTORS accumulators, at most 24 (of 32 vector registers); every
+    # entry names the knob (the tuner walks the knobs of the default)
+    space = [{"TAP_COLUMNS": 1, **knobs} for knobs in space]
+    return space + [
+        {"CHANNEL_TILE": c, "IMAGES_PER_SPLIT": i, "FILTER_VECTORS": v,
+         "TAP_COLUMNS": kernel_w}
+        for c in (8, 4, 2) if c <= wide and cin % c == 0
+        for i in (2, 4, 8, 16)
+        for v in (1, 2, 4)
+        if kernel_w > 1 and filter_vectors % v == 0 and kernel_w * c * v <= 24]
 
 
 def _strided_input_grad_space(ctx, phase_pixels: int, width: int) -> list[dict]:
@@ -704,13 +730,14 @@ def _launch_weight_gradient(ctx, selector: str, defines: dict, knobs: dict, widt
     # whole kernel rows per work-item, at most 9 taps: more accumulators spill (a 5x5
     # kernel in one work-item took 12 ms, by rows 1.6 ms)
     rows = kh if kh * kw <= 9 else 1
+    columns = knobs.get("TAP_COLUMNS", 1)  # (CONV_BACKWARD_WEIGHTS only)
     ctx.launch(
         "conv",
         selector,
         {**defines, **knobs, "TAP_ROWS": rows},
         (defines["K_ALLOC"] // width // knobs["FILTER_VECTORS"],
          x.volume.depth * (kh // rows) if all_taps else x.volume.depth // wide,
-         1 if all_taps else kh * kw),
+         1 if all_taps else kh * kw // columns),
         [ctx.input_tensor(), ctx.output_grad, partial, ctx.BATCH],
         batch_axis=2,
         flops=ctx.node.flops,
