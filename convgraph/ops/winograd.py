@@ -107,6 +107,10 @@ def gemm_images(image_tiles: int, rows: int) -> int:
 # and run once per weights (per step in training): as they were.
 TRANSFORM_WIDTH = {2: 16, 4: 8}
 FILTER_WIDTH = {2: 8, 4: 4}
+CPU_WIDTHS = (TRANSFORM_WIDTH, FILTER_WIDTH)  # (tile transforms, filter transforms)
+# The GPU profile's: the widest vector a transform work-item holds IN_TILE^2 of in registers
+# (36 x float16 would spill a GPU thread's registers); unmeasured on a GPU
+GPU_WIDTHS = ({2: 8, 4: 4}, {2: 8, 4: 4})
 
 
 def tiles(shape: dict, out_tile: int) -> tuple[int, int]:
@@ -118,56 +122,28 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
     """Launch the Winograd convolution of ``args`` = [x, w, b, y] (conv.cl's CONV_FORWARD
     arguments, with ``shape`` its defines less the tile knobs) as ``knobs`` choose.
     ``role`` names this node's scratch (a node has a forward and an input-gradient conv)."""
-    x, weight, bias, y = args
     out_tile = OUT_TILE[knobs["ALGORITHM"]]
     positions = (out_tile + 2) ** 2
     down, across = tiles(shape, out_tile)
     channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
-    # each kernel gets only the defines it reads, so layers of the same shapes share kernels
-    # (every distinct kernel costs PoCL a compile at its first launch)
-    size = {"OUT_TILE": out_tile, "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
-    transformed = ctx.work_buffer(f"winograd_{role}_filters", positions * channels * filters)
-    tiles_in = ctx.batch_scratch(f"winograd_{role}_tiles", positions * down * across * channels)
-    products = ctx.batch_scratch(f"winograd_{role}_products",
-                                 positions * down * across * filters)
-    widest = FILTER_WIDTH[out_tile]
-    filter_width = widest_dividing(filters, widest)
-    ctx.launch("winograd", "WINOGRAD_FILTER",
-               {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
-                "VECTOR_WIDTH": filter_width},
-               (filters // filter_width, channels), [weight, transformed], site=site,
-               per_params=True)
-    input_width = widest_dividing(channels, TRANSFORM_WIDTH[out_tile])
-    layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
-    ctx.launch("winograd", "WINOGRAD_INPUT",
-               {**size, "IN_CHANNELS": channels, "PAD_TOP": shape["PAD_TOP"],
-                "PAD_LEFT": shape["PAD_LEFT"],
-                **layout_x, "VECTOR_WIDTH": input_width},
-               (channels // input_width, across, down), [x, tiles_in], batch_axis=2,
-               moved=4 * positions * down * across * channels, site=site)
-    # GEMM rows from as many images as fill the knob's tiles per work-item (an 8x8 output
-    # has 4 tiles of 4x4: alone, 4 rows a work-item), then tiles per work-item near the knob,
-    # dividing the group's tiles where one does
-    images = gemm_images(down * across, knobs["TILE_PIXELS"])
-    rows = choose_tile(images * down * across, knobs["TILE_PIXELS"])
-    per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
-    ctx.launch("winograd", "WINOGRAD_GEMM",
-               {**size, "IN_CHANNELS": channels, "K_ALLOC": filters,
-                "VECTOR_WIDTH": knobs["VECTOR_WIDTH"], "TILE_ROWS": rows,
-                "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_STEP": knobs["CHANNEL_STEP"],
-                "IMAGES_PER_GROUP": images},
-               (filters // per_item, -(-images * down * across // rows), positions),
-               [tiles_in, transformed, products, ctx.BATCH], batch_axis=2,
-               batch_divisor=images, flops=flops, site=site)
-    output_width = widest_dividing(filters, TRANSFORM_WIDTH[out_tile])
-    epilogue = {k: shape[k] for k in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
-                                      "GATE_SLOPE", "ACCUMULATE") if k in shape}
-    layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
-    ctx.launch("winograd", "WINOGRAD_OUTPUT",
-               {**size, "K_ALLOC": filters, **layout_y, **epilogue,
-                "VECTOR_WIDTH": output_width},
-               (filters // output_width, across, down), [products, bias, y], batch_axis=2,
-               moved=4 * positions * down * across * filters, site=site)
+
+    def gemm(tiles_in, transformed, products):
+        # GEMM rows from as many images as fill the knob's tiles per work-item (an 8x8 output
+        # has 4 tiles of 4x4: alone, 4 rows a work-item), then tiles per work-item near the
+        # knob, dividing the group's tiles where one does
+        images = gemm_images(down * across, knobs["TILE_PIXELS"])
+        rows = choose_tile(images * down * across, knobs["TILE_PIXELS"])
+        per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
+        ctx.launch("winograd", "WINOGRAD_GEMM",
+                   {**_transform_size(shape, out_tile), "IN_CHANNELS": channels,
+                    "K_ALLOC": filters, "VECTOR_WIDTH": knobs["VECTOR_WIDTH"],
+                    "TILE_ROWS": rows, "FILTER_VECTORS": knobs["FILTER_VECTORS"],
+                    "CHANNEL_STEP": knobs["CHANNEL_STEP"], "IMAGES_PER_GROUP": images},
+                   (filters // per_item, -(-images * down * across // rows), positions),
+                   [tiles_in, transformed, products, ctx.BATCH], batch_axis=2,
+                   batch_divisor=images, flops=flops, site=site)
+
+    lower_with_gemm(ctx, shape, out_tile, args, site, role, gemm, CPU_WIDTHS)
 
 
 def with_weight_algorithms(space: list[dict], default: str) -> list[dict]:
@@ -186,68 +162,41 @@ def lower_weight_gradient(ctx, shape: dict, knobs: dict, x, dy, partial, images:
     each split's tiles per position (POSITIONS GEMMs C x K), transform that back (G^T . G).
     ``shape``: the conv's defines (conv.py's _conv_defines)."""
     out_tile = OUT_TILE[knobs["ALGORITHM"]]
-    positions = (out_tile + 2) ** 2
-    down, across = tiles(shape, out_tile)
     channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
-    size = {"OUT_TILE": out_tile, "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
-    tiles_in = ctx.batch_scratch("winograd_weight_grad_tiles",
-                                 positions * down * across * channels)
-    tiles_grad = ctx.batch_scratch("winograd_weight_grad_dy",
-                                   positions * down * across * filters)
-    summed, _ = ctx.split_scratch("winograd_weight_grad_sums", positions * channels * filters,
-                                  images)
-    widest = FILTER_WIDTH[out_tile]
-    input_width = widest_dividing(channels, TRANSFORM_WIDTH[out_tile])
-    layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
-    ctx.launch("winograd", "WINOGRAD_INPUT",
-               {**size, "IN_CHANNELS": channels, "PAD_TOP": shape["PAD_TOP"],
-                "PAD_LEFT": shape["PAD_LEFT"], **layout_x, "VECTOR_WIDTH": input_width},
-               (channels // input_width, across, down), [x, tiles_in], batch_axis=2,
-               moved=4 * positions * down * across * channels, site=site)
-    grad_width = widest_dividing(filters, TRANSFORM_WIDTH[out_tile])
-    layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
-    ctx.launch("winograd", "WINOGRAD_OUTPUT_GRAD",
-               {**size, "K_ALLOC": filters, **layout_y, "VECTOR_WIDTH": grad_width},
-               (filters // grad_width, across, down), [dy, tiles_grad], batch_axis=2,
-               moved=4 * positions * down * across * filters, site=site)
-    width = shape["VECTOR_WIDTH"]
-    per_item = width * knobs["FILTER_VECTORS"]
-    ctx.launch("winograd", "WINOGRAD_WEIGHT_GEMM",
-               {**size, "IN_CHANNELS": channels, "K_ALLOC": filters, "VECTOR_WIDTH": width,
-                "FILTER_VECTORS": knobs["FILTER_VECTORS"], "CHANNEL_TILE": knobs["CHANNEL_TILE"],
-                "IMAGES_PER_SPLIT": images},
-               (filters // per_item, channels // knobs["CHANNEL_TILE"], positions),
-               [tiles_in, tiles_grad, summed, ctx.BATCH], batch_axis=2, batch_divisor=images,
-               flops=ctx.node.flops, site=site)
-    filter_width = widest_dividing(filters, widest)
-    ctx.launch("winograd", "WINOGRAD_FILTER_GRAD",
-               {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
-                "VECTOR_WIDTH": filter_width},
-               (filters // filter_width, channels, 1), [summed, partial], batch_axis=2,
-               batch_divisor=images, site=site)
+
+    def gemm(tiles_in, tiles_grad, summed):
+        width = shape["VECTOR_WIDTH"]
+        per_item = width * knobs["FILTER_VECTORS"]
+        ctx.launch("winograd", "WINOGRAD_WEIGHT_GEMM",
+                   {**_transform_size(shape, out_tile), "IN_CHANNELS": channels,
+                    "K_ALLOC": filters, "VECTOR_WIDTH": width,
+                    "FILTER_VECTORS": knobs["FILTER_VECTORS"],
+                    "CHANNEL_TILE": knobs["CHANNEL_TILE"], "IMAGES_PER_SPLIT": images},
+                   (filters // per_item, channels // knobs["CHANNEL_TILE"],
+                    (out_tile + 2) ** 2),
+                   [tiles_in, tiles_grad, summed, ctx.BATCH], batch_axis=2,
+                   batch_divisor=images, flops=ctx.node.flops, site=site)
+
+    lower_weight_gradient_with_gemm(ctx, shape, out_tile, x, dy, partial, images, site, gemm,
+                                    CPU_WIDTHS)
 
 
-# ---------------------------------------------------------------- the GPU profile's Winograd
-# The tiled GPU family (ops/conv_gemm.py) runs the same transforms around its own local-memory
-# GEMM, batched over the positions: these take that GEMM as ``gemm``, a function that launches
-# it. (They launch kernels/winograd.cl's transforms as ``lower`` and ``lower_weight_gradient``
-# do, with the same defines, so the two paths share those kernels.)
-
-def transform_widths(out_tile: int) -> int:
-    """The widest vector a transform work-item holds IN_TILE^2 of in registers (36 x float16
-    would spill)."""
-    return 8 if out_tile == 2 else 4
-
+# ---------------------------------------------------------------- transforms around a GEMM
+# ``lower`` and ``lower_weight_gradient`` above (the CPU family's GEMMs) and the tiled GPU
+# family (ops/conv_gemm.py: its local-memory GEMM, batched over the positions) run the same
+# transforms around their own GEMM: these take that GEMM as ``gemm``, a function that launches
+# it, and the transforms' vector widths (CPU_WIDTHS or GPU_WIDTHS).
 
 def _transform_size(shape: dict, out_tile: int) -> dict:
     return {"OUT_TILE": out_tile, "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
 
 
-def _launch_input_transform(ctx, shape: dict, out_tile: int, x, tiles_in, site: str) -> None:
+def _launch_input_transform(ctx, shape: dict, out_tile: int, x, tiles_in, site: str,
+                            widest: int) -> None:
     """B^T d B of every tile of x into ``tiles_in`` (N, POSITIONS, TILES, IN_CHANNELS)."""
     channels, positions = shape["IN_CHANNELS"], (out_tile + 2) ** 2
     down, across = tiles(shape, out_tile)
-    width = widest_dividing(channels, transform_widths(out_tile))
+    width = widest_dividing(channels, widest)
     layout_x = {k: v for k, v in shape.items() if k.startswith("X_")}
     ctx.launch("winograd", "WINOGRAD_INPUT",
                {**_transform_size(shape, out_tile), "IN_CHANNELS": channels,
@@ -258,14 +207,14 @@ def _launch_input_transform(ctx, shape: dict, out_tile: int, x, tiles_in, site: 
 
 
 def lower_with_gemm(ctx, shape: dict, out_tile: int, args: list, site: str, role: str,
-                    gemm) -> None:
+                    gemm, widths: tuple = GPU_WIDTHS) -> None:
     """``lower``'s Winograd convolution of ``args`` = [x, w, b, y] with the POSITIONS GEMMs
     launched by ``gemm(tiles_in, transformed, products)`` (v, u and m of winograd.cl)."""
     x, weight, bias, y = args
     positions = (out_tile + 2) ** 2
     down, across = tiles(shape, out_tile)
     channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
-    widest = transform_widths(out_tile)
+    tile_width, widest = widths[0][out_tile], widths[1][out_tile]
     transformed = ctx.work_buffer(f"winograd_{role}_filters", positions * channels * filters)
     tiles_in = ctx.batch_scratch(f"winograd_{role}_tiles", positions * down * across * channels)
     products = ctx.batch_scratch(f"winograd_{role}_products",
@@ -276,9 +225,9 @@ def lower_with_gemm(ctx, shape: dict, out_tile: int, args: list, site: str, role
                 "VECTOR_WIDTH": filter_width},
                (filters // filter_width, channels), [weight, transformed], site=site,
                per_params=True)
-    _launch_input_transform(ctx, shape, out_tile, x, tiles_in, site)
+    _launch_input_transform(ctx, shape, out_tile, x, tiles_in, site, tile_width)
     gemm(tiles_in, transformed, products)
-    output_width = widest_dividing(filters, widest)
+    output_width = widest_dividing(filters, tile_width)
     epilogue = {k: shape[k] for k in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
                                       "GATE_SLOPE", "ACCUMULATE") if k in shape}
     layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
@@ -290,22 +239,23 @@ def lower_with_gemm(ctx, shape: dict, out_tile: int, args: list, site: str, role
 
 
 def lower_weight_gradient_with_gemm(ctx, shape: dict, out_tile: int, x, dy, partial,
-                                    images: int, site: str, gemm) -> None:
+                                    images: int, site: str, gemm,
+                                    widths: tuple = GPU_WIDTHS) -> None:
     """``lower_weight_gradient``'s Winograd weight gradient into ``partial`` (per split of
     ``images`` images) with the POSITIONS GEMMs per split launched by ``gemm(tiles_in,
     tiles_grad, summed)`` (v, dm and du of winograd.cl)."""
     positions = (out_tile + 2) ** 2
     down, across = tiles(shape, out_tile)
     channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
-    widest = transform_widths(out_tile)
+    tile_width, widest = widths[0][out_tile], widths[1][out_tile]
     tiles_in = ctx.batch_scratch("winograd_weight_grad_tiles",
                                  positions * down * across * channels)
     tiles_grad = ctx.batch_scratch("winograd_weight_grad_dy",
                                    positions * down * across * filters)
     summed, _ = ctx.split_scratch("winograd_weight_grad_sums", positions * channels * filters,
                                   images)
-    _launch_input_transform(ctx, shape, out_tile, x, tiles_in, site)
-    grad_width = widest_dividing(filters, widest)
+    _launch_input_transform(ctx, shape, out_tile, x, tiles_in, site, tile_width)
+    grad_width = widest_dividing(filters, tile_width)
     layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
     ctx.launch("winograd", "WINOGRAD_OUTPUT_GRAD",
                {**_transform_size(shape, out_tile), "K_ALLOC": filters, **layout_y,
