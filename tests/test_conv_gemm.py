@@ -269,8 +269,8 @@ def test_whole_models_with_the_tiled_winograd_forced(monkeypatch, name, variant)
 
 @pytest.mark.slow
 def test_the_tuner_reaches_the_tiled_winograd(monkeypatch, tmp_path):
-    """The tuner's search on the GPU profile (`convgraph tune`'s, site by site, 60 s each)
-    steps from the implicit GEMM's default to both tiled Winograd algorithms on the forward
+    """The tuner's one-knob search (`convgraph tune --search descent`, 60 s a site) on the GPU
+    profile steps from the implicit GEMM's default to both tiled Winograd algorithms on the forward
     and weight-gradient sites (one knob, ALGORITHM) and times them."""
     import convgraph.runtime.tune as tune_module
 
@@ -290,7 +290,7 @@ def test_the_tuner_reaches_the_tiled_winograd(monkeypatch, tmp_path):
     tuner = tune_module._Tuner(graph, None, 4, 1)
     for site in tuner.sites(("train",)):
         if site.selector in ("CONV_FORWARD", "CONV_GEMM_WEIGHTS"):
-            result = tuner.tune_site(site, time.perf_counter() + 60)
+            result = tuner.descend(site, time.perf_counter() + 60)
             assert result.best in site.space and result.tried > 1
             assert {(site.selector, name) for name in conv_gemm.WINOGRAD} <= set(timed), timed
 
