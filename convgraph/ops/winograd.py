@@ -68,9 +68,9 @@ def gemm_first(space: list[dict]) -> list[dict]:
 
 
 def with_algorithms(space: list[dict], default: str, channels: int) -> list[dict]:
-    """The direct space once per algorithm, ``default``'s first: every tile setting of the
-    direct kernel is also a GEMM tile setting, so the tuner reaches each algorithm from any
-    (a Winograd algorithm's first, its default, is the GEMMs' own: GEMM_TILE).
+    """The direct space once per algorithm, ``default``'s first: every one-row tile setting of
+    the direct kernel is also a GEMM tile setting, so the tuner reaches each algorithm from
+    any of those (a Winograd algorithm's first, its default, is the GEMMs' own: GEMM_TILE).
     ``channels``: summed per output (F(4x4) only up to F4_MAX_CHANNELS)."""
     allowed = [a for a in ALGORITHMS if a != "winograd4" or channels <= F4_MAX_CHANNELS]
     default = default if default in allowed else "direct"
