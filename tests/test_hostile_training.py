@@ -534,7 +534,9 @@ def _signalled(command, ready, delay: float, signum: int, wait: float = 120.0):
 
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+# SIGHUP (convgraph/signals.py's one handler, as for the other two) in the slow tier: CI's time
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM,
+                                    pytest.param(signal.SIGHUP, marks=pytest.mark.slow)])
 def test_a_signal_at_any_moment_gives_one_line_and_its_status(tmp_path, signum):
     """The signal lands during the imports (numpy, networkx: the first ~0.3 s), the compile, the
     data loading, the training, an evaluation or a save: one line on stderr, the signal's

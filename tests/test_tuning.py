@@ -43,7 +43,11 @@ CASES = {
     "mixed": {"input": "9x6x8", "pattern": "[INPUT-CONV(32, 1)-RELU-CONV(16, 5, pad=2, groups=2)"
                                            "-CONV(24, 3, dilation=2, pad=2)-FC(4)]"},
 }
-SPREAD = 4  # variants per case in CI
+SPREAD = 4  # variants per case
+# the default tier checks the spread's first and last variants (plain and mixed settings on
+# the other family), the slow tier the two between: CI's time
+SPREAD_INDICES = [index if index in (0, SPREAD - 1) else pytest.param(index, marks=pytest.mark.slow)
+                  for index in range(SPREAD)]
 
 pytestmark = pytest.mark.device
 
@@ -107,13 +111,13 @@ def _largest_space(name: str, profile=None) -> int:
     return max(len(site.space) for site in _sites(analyse(CASES[name]), profile)[1].values())
 
 
-@pytest.mark.parametrize("index", range(SPREAD))
+@pytest.mark.parametrize("index", SPREAD_INDICES)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_tuning_choices_compute_what_numpy_does(tuning_cache, name, index):
     _check_variant(name, index, SPREAD)
 
 
-@pytest.mark.parametrize("index", range(SPREAD))
+@pytest.mark.parametrize("index", SPREAD_INDICES)
 def test_the_other_familys_tuning_choices_compute_what_numpy_does(tuning_cache, index,
                                                                   monkeypatch):
     """A CPU checks the settings a GPU may be tuned to (work-group shapes included), and the
