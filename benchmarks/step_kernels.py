@@ -21,13 +21,11 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import convgraph  # noqa: E402
 from convgraph.pipeline import analyse  # noqa: E402
-from convgraph.runtime.inspect import _peak, _phased  # noqa: E402
+from convgraph.runtime.inspect import _peak, _phased, step_runners  # noqa: E402
 from convgraph.train.session import TrainingSession  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,25 +49,12 @@ def kernel_class(phase: str, family: str, selector: str) -> str:
 
 def step_samples(session, repeats: int) -> list[dict]:
     """Per launch of one training step: phase, node, kernel, its median milliseconds."""
-    plan, executor, batch = session.plan, session.executor, session.batch
-    volume = session.graph.nodes[next(iter(session.graph.nodes))]["output"]
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
-    labels = rng.integers(0, plan.classes, batch)
-    session.check_every = 0
-    session.step(x, labels, 0.0)
-    session.queue.finish()
+    plan, batch = session.plan, session.batch
+    one_step, _ = step_runners(session)
     phased = _phased(plan)
     times: list[list[float]] = [[] for _ in phased]
     for _ in range(repeats):
-        events: list = []
-        count = session._write_batch(x, labels)
-        scalars = session._scalars(0.0)
-        executor.enqueue(count, events, group="train", scalars=scalars)
-        session._read_metrics(count)
-        executor.enqueue(count, events, group="step", scalars=scalars)
-        session.queue.finish()
-        for slot, event in zip(times, events):
+        for slot, event in zip(times, one_step()):
             slot.append((event.profile.end - event.profile.start) * 1e-6)
     rows = []
     for (phase, launch), samples in zip(phased, times):

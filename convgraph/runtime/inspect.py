@@ -181,6 +181,24 @@ def profile_training(session, model, repeats: int = 10) -> Profile:
     the wall time is that of ``step`` itself, measured apart, so the two can be compared."""
     graph, plan, executor = session.graph, session.plan, session.executor
     batch = session.batch
+    one_step, whole_step = step_runners(session)
+    samples = _samples(one_step, _phased(plan), repeats)
+
+    walls = [_wall_ms(whole_step) for _ in range(repeats)]
+    peak_flops, peak_bytes = _peak(model)
+    trainable = {node for node, _ in plan.trainable}
+    timings = _timings(graph, samples, executor, batch, peak_flops, peak_bytes, trainable)
+    return Profile(graph.graph["name"], session.info.label, "training", batch, repeats,
+                   timings, peak_flops, peak_bytes, statistics.median(walls))
+
+
+def step_runners(session):
+    """(one_step, whole_step) on one random batch of ``session``, warmed up: ``one_step``
+    enqueues a training step's launches as ``TrainingSession.step`` does and returns their
+    events; ``whole_step`` runs ``step`` itself (for the wall time). The parameters move at
+    learning rate 0."""
+    graph, plan, executor = session.graph, session.plan, session.executor
+    batch = session.batch
     volume = graph.nodes[ordered(graph)[0]]["output"]
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, volume.depth, volume.height, volume.width)).astype(np.float32)
@@ -202,18 +220,11 @@ def profile_training(session, model, repeats: int = 10) -> Profile:
         session.queue.finish()
         return events
 
-    samples = _samples(one_step, _phased(plan), repeats)
-
     def whole_step() -> None:
         session.step(x, labels, 0.0)
         session.queue.finish()
 
-    walls = [_wall_ms(whole_step) for _ in range(repeats)]
-    peak_flops, peak_bytes = _peak(model)
-    trainable = {node for node, _ in plan.trainable}
-    timings = _timings(graph, samples, executor, batch, peak_flops, peak_bytes, trainable)
-    return Profile(graph.graph["name"], session.info.label, "training", batch, repeats,
-                   timings, peak_flops, peak_bytes, statistics.median(walls))
+    return one_step, whole_step
 
 
 LOSS_ROW = "loss"  # the row of the loss kernel (it reads the labels), in the forward phase
