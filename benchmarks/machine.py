@@ -14,6 +14,7 @@ beside them, each in a process of its own:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -114,3 +115,21 @@ def references(device: str | None, quick: bool = False) -> dict:
             "sgemm_as_set_gflops": sgemm_gflops(n, clean=False),
             "openblas_pins": {key: os.environ.get(key) for key in OPENBLAS_PINS},
             "load_average": load_average()}
+
+
+def timing_parser(doc: str, batch: int = 64, rounds: int = 5,
+                  repeats: int = 5) -> argparse.ArgumentParser:
+    """The command line of a benchmark that times kernel sites in alternating rounds (the first
+    line of ``doc`` describes it): --batch, --rounds, --repeats and --json, to which it adds its
+    own arguments.
+
+    >>> timing_parser("Times.").parse_args(["--rounds", "3"]).rounds
+    3
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--rounds", type=int, default=rounds,
+                        help="alternating rounds (the tables give their median and spread)")
+    parser.add_argument("--repeats", type=int, default=repeats, help="runs per round (median)")
+    parser.add_argument("--json", help="write the figures here")
+    return parser

@@ -20,7 +20,6 @@ same run with kernels/peak.cl. The CPU model is printed with the table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -285,12 +284,8 @@ def errors_table(started: str) -> tuple[str, list]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=5, help="runs per round (median)")
+    parser = machine.timing_parser(__doc__)
     parser.add_argument("--resnet18", action="store_true", help="add ResNet-18's 224 layers")
-    parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--passes", default=",".join(PASSES),
                         help="which sites to time (comma-separated: " + ", ".join(PASSES) + ")")
     parser.add_argument("--before", action="store_true",
@@ -298,7 +293,7 @@ def main(argv=None) -> int:
                         "image, filters transformed every pass)")
     parser.add_argument("--breakdown", action="store_true",
                         help="per-kernel times of each Winograd site instead: transforms "
-                        "against the GEMM, and the GEMM's own % of the peak")
+                        "against the GEMM, and the GEMM's own %% of the peak")
     parser.add_argument("--errors", action="store_true",
                         help="measure the numerical guard instead (worst errors per variant)")
     parser.add_argument("--only", help="only the layers whose 'network layer' name contains "
