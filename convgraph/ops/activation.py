@@ -22,12 +22,22 @@ class Elementwise(Op):
     # pool folded into the conv before takes the max first and activates once; silu, gelu and
     # hardswish dip below 0, so there the conv activates every pixel before the max
     never_decreasing = False
+    # its settings in the order the kernels take them, each (param, ONNX attribute, ONNX's
+    # default): one reaches the kernels as a float, two as SETTING_A and SETTING_B of one
+    # float2 (common.cl); from_onnx, onnx_attributes and epilogue_args read them from here
+    settings: tuple[tuple[str, str, float], ...] = ()
 
     def commutes_with_max(self, node) -> bool:
         return self.never_decreasing
 
+    def epilogue_args(self, node):
+        values = [float(node.attrs[param]) for param, _, _ in self.settings]
+        if len(values) == 2:
+            return self.activation_code, _settings(*values)
+        return self.activation_code, values[0] if values else 0.0
+
     def onnx_attributes(self, node) -> dict:
-        return {}
+        return {attribute: float(node.attrs[param]) for param, attribute, _ in self.settings}
 
     def onnx_export(self, node, onnx):
         if self.onnx_op is None:
@@ -39,7 +49,8 @@ class Elementwise(Op):
         return node.input_volumes[0], {}
 
     def from_onnx(self, node):
-        return OnnxLayer({})
+        return OnnxLayer({param: float(node.attr(attribute, default))
+                          for param, attribute, default in self.settings})
 
     def flops(self, node):
         return self.flops_per_element * node.output.elements
@@ -91,25 +102,43 @@ def _settings(a: float, b: float) -> str:
     return f"(float2)({float(a)!r}f, {float(b)!r}f)"
 
 
-@register
-class Relu(Elementwise):
-    name = "relu"
-    onnx_types = ("Relu",)
-    cases = (  # test cases (ops/cases.py), read by every harness through the registry
-        Case("8x6x5", "RELU", output="8x6x5", params=0, macs=0),
-        Case("4x3x2", "RELU", grad=True, kinks=True),
-        Case("13x9x17", "RELU", batch=7),
-    )
-    summary = "max(0, x)."
-    activation_code = "ACT_RELU"
-    never_decreasing = True
-    onnx_op = "Relu"
+def _plain(class_name: str, summary: str, flops_per_element: int, function, derivative,
+           cases: tuple[Case, ...]) -> type[Elementwise]:
+    """The registered op class of an activation with no settings that never decreases, is
+    differentiated from its output and is the ONNX operator of its class's name: its op name,
+    ACT_* code and ONNX type follow from that name. ``function(x)``: the numpy forward;
+    ``derivative(y)``: the slope from the output, as the kernels compute it."""
+    name = class_name.lower()
+    return register(type(class_name, (Elementwise,), {
+        "__module__": __name__, "__qualname__": class_name, "__doc__": summary,
+        "name": name, "summary": summary, "flops_per_element": flops_per_element,
+        "activation_code": f"ACT_{name.upper()}", "never_decreasing": True,
+        "onnx_op": class_name, "onnx_types": (class_name,), "cases": cases,
+        "function": lambda self, x: function(x),
+        "derivative": lambda self, y: derivative(y),
+    }))
 
-    def function(self, x):
-        return np.maximum(x, 0.0)
 
-    def derivative(self, y):  # from the output, as the kernels compute it
-        return (y > 0).astype(np.float64)
+# relu, sigmoid and tanh differ only in these constants: one row each of _plain's arguments
+# (cases: ops/cases.py, read by every harness through the registry)
+Relu, Sigmoid, Tanh = (_plain(*row) for row in (
+    ("Relu", "max(0, x).", 1, lambda x: np.maximum(x, 0.0),
+     lambda y: (y > 0).astype(np.float64),
+     (Case("8x6x5", "RELU", output="8x6x5", params=0, macs=0),
+      Case("4x3x2", "RELU", grad=True, kinks=True),
+      Case("13x9x17", "RELU", batch=7))),
+    ("Sigmoid", "1 / (1 + exp(-x)).", 4, lambda x: 1.0 / (1.0 + np.exp(-x)),
+     lambda y: y * (1.0 - y),
+     (Case("8x6x5", "SIGMOID", output="8x6x5", params=0, macs=0),
+      Case("4x3x2", "SIGMOID", grad=True),
+      Case("7x3x20", "SIGMOID", batch=7))),
+    ("Tanh", "tanh(x).", 4, np.tanh,
+     lambda y: 1.0 - y * y,
+     (Case("8x6x5", "TANH", output="8x6x5", params=0, macs=0),
+      Case("4x3x2", "TANH", grad=True),
+      Case("6x6x5", "TANH", batch=1),
+      Case("9x4x1", "TANH", batch=7, other_profile=True))),
+))
 
 
 @register
@@ -126,74 +155,21 @@ class LeakyRelu(Elementwise):
     positional = ("slope",)
     onnx_types = ("LeakyRelu",)
     onnx_notes = "alpha from 0 to 1 becomes the slope"
-
-    def from_onnx(self, node):
-        return OnnxLayer({"slope": float(node.attr("alpha", 0.01))})
     params = {"slope": Param(v.number(0.0, 1.0), default=0.01, doc="slope for x < 0")}
+    settings = (("slope", "alpha", 0.01),)
     flops_per_element = 2
     activation_code = "ACT_LEAKY_RELU"
     never_decreasing = True
     onnx_op = "LeakyRelu"
 
-    def epilogue_args(self, node):
-        return self.activation_code, float(node.attrs["slope"])
-
     def commutes_with_max(self, node) -> bool:
         return node.attrs["slope"] >= 0  # (the schema allows 0 to 1 today)
-
-    def onnx_attributes(self, node):
-        return {"alpha": float(node.attrs["slope"])}
 
     def function(self, x, slope):
         return np.where(x > 0, x, x * slope)
 
     def derivative(self, y, slope):
         return np.where(y > 0, 1.0, slope)
-
-
-@register
-class Sigmoid(Elementwise):
-    name = "sigmoid"
-    onnx_types = ("Sigmoid",)
-    cases = (  # test cases (ops/cases.py), read by every harness through the registry
-        Case("8x6x5", "SIGMOID", output="8x6x5", params=0, macs=0),
-        Case("4x3x2", "SIGMOID", grad=True),
-        Case("7x3x20", "SIGMOID", batch=7),
-    )
-    summary = "1 / (1 + exp(-x))."
-    flops_per_element = 4
-    activation_code = "ACT_SIGMOID"
-    never_decreasing = True
-    onnx_op = "Sigmoid"
-
-    def function(self, x):
-        return 1.0 / (1.0 + np.exp(-x))
-
-    def derivative(self, y):
-        return y * (1.0 - y)
-
-
-@register
-class Tanh(Elementwise):
-    name = "tanh"
-    onnx_types = ("Tanh",)
-    cases = (  # test cases (ops/cases.py), read by every harness through the registry
-        Case("8x6x5", "TANH", output="8x6x5", params=0, macs=0),
-        Case("4x3x2", "TANH", grad=True),
-        Case("6x6x5", "TANH", batch=1),
-        Case("9x4x1", "TANH", batch=7, other_profile=True),
-    )
-    summary = "tanh(x)."
-    flops_per_element = 4
-    activation_code = "ACT_TANH"
-    never_decreasing = True
-    onnx_op = "Tanh"
-
-    def function(self, x):
-        return np.tanh(x)
-
-    def derivative(self, y):
-        return 1.0 - y * y
 
 
 @register
@@ -302,6 +278,7 @@ class HardSigmoid(Elementwise):
                        doc="the slope (ONNX's default: 0.2)"),
         "beta": Param(v.number(-1e30, 1e30), default=0.5, doc="the offset"),
     }
+    settings = (("alpha", "alpha", 0.2), ("beta", "beta", 0.5))
     flops_per_element = 3
     activation_code = "ACT_HARDSIGMOID"
     never_decreasing = True
@@ -309,19 +286,9 @@ class HardSigmoid(Elementwise):
     onnx_types = ("HardSigmoid",)
     onnx_notes = "alpha (ONNX's default 0.2) and beta kept"
 
-    def from_onnx(self, node):
-        return OnnxLayer({"alpha": float(node.attr("alpha", 0.2)),
-                          "beta": float(node.attr("beta", 0.5))})
-
-    def onnx_attributes(self, node):
-        return {"alpha": float(node.attrs["alpha"]), "beta": float(node.attrs["beta"])}
-
     def kinks(self, node):
         alpha, beta = node.attrs["alpha"], node.attrs["beta"]
         return (-beta / alpha, (1.0 - beta) / alpha)
-
-    def epilogue_args(self, node):
-        return self.activation_code, _settings(node.attrs["alpha"], node.attrs["beta"])
 
     def function(self, x, alpha, beta):
         return np.clip(alpha * x + beta, 0.0, 1.0)
@@ -480,6 +447,7 @@ class Elu(Elementwise):
     positional = ("alpha",)
     params = {"alpha": Param(v.number(0.0, 1e30, exclusive_min=True), default=1.0,
                              doc="the value approached as x -> -inf is -alpha")}
+    settings = (("alpha", "alpha", 1.0),)
     flops_per_element = 4
     activation_code = "ACT_ELU"
     never_decreasing = True
@@ -488,16 +456,11 @@ class Elu(Elementwise):
     onnx_notes = "alpha above 0"
 
     def from_onnx(self, node):
-        alpha = float(node.attr("alpha", 1.0))
-        if alpha <= 0:
-            raise OnnxUnsupported(f"alpha {alpha:g}: convgraph's elu needs alpha above 0")
-        return OnnxLayer({"alpha": alpha})
-
-    def onnx_attributes(self, node):
-        return {"alpha": float(node.attrs["alpha"])}
-
-    def epilogue_args(self, node):
-        return self.activation_code, float(node.attrs["alpha"])
+        layer = super().from_onnx(node)
+        if layer.attrs["alpha"] <= 0:
+            raise OnnxUnsupported(f"alpha {layer.attrs['alpha']:g}: convgraph's elu needs "
+                                  "alpha above 0")
+        return layer
 
     def function(self, x, alpha):
         return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
