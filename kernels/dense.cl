@@ -20,7 +20,7 @@
  *   VECTOR_WIDTH units, summing over the batch.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME dense_forward
 #define DENSE_FORWARD 1
 #define INPUT_TILE 4

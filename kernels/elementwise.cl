@@ -16,7 +16,7 @@
  *   batch: sample_offset images precede this shard's), recomputed backward.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME activation_forward
 #define ACTIVATION_FORWARD 1
 #define ACCUMULATE 0

@@ -10,7 +10,7 @@
  *   two work-items write one place and ties pass the gradient once. ACCUMULATE adds to dx.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME global_max_forward
 #define GLOBAL_MAX_FORWARD 1
 #define ACCUMULATE 0

@@ -16,7 +16,7 @@
  *   dx = 1/std * (g - mean_c g - xhat * mean_c (g * xhat)); ACCUMULATE adds it to dx.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME layernorm_forward
 #define LAYERNORM_FORWARD 1
 #define ACCUMULATE 0

@@ -9,7 +9,7 @@
  *   adding to x with ACCUMULATE.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME concat_copy
 #define CONCAT_COPY 1
 #define ACCUMULATE 0

@@ -12,7 +12,7 @@
  *   each s_c recomputed (windows are small; nothing is saved); ACCUMULATE adds to dx.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME lrn_forward
 #define LRN_FORWARD 1
 #define ACCUMULATE 0

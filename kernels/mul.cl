@@ -13,7 +13,7 @@
  *   dy * b (b the full-size other input): a broadcast's gradient is the sum of its copies'.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME mul_forward
 #define MUL_FORWARD 1
 #define ACCUMULATE 0

@@ -19,7 +19,7 @@
  *   M = batch * height * width, xhat recomputed from x and the saved statistics.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME batchnorm_forward
 #define BATCHNORM_INFERENCE 1
 #define MOMENTUM 0.1f

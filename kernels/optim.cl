@@ -10,7 +10,7 @@
  *            the bias corrections 1 - beta^t come from the host as arguments.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME sgd_step
 #define SGD_STEP 1
 #define MOMENTUM 0.9f

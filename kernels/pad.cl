@@ -10,7 +10,7 @@
  *   pixel went (the padding's gradient is dropped); ACCUMULATE adds to dx.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME pad_forward
 #define PAD_FORWARD 1
 #define ACCUMULATE 0

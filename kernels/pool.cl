@@ -21,7 +21,7 @@
  * GLOBAL_AVG_BACKWARD: work-item (ct, w, n * IN_H + h) spreads dy / (IN_H * IN_W).
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME pool_forward
 #define POOL_FORWARD 1
 #define ACCUMULATE 0

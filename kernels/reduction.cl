@@ -23,7 +23,7 @@
  *   that a kernel split over the batch wrote, ELEMENTS apart.
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME softmax_forward
 #define SOFTMAX_FORWARD 1
 #define SMOOTHING 0.0f

@@ -10,7 +10,7 @@
  *   images into its split's partial sums, ELEMENTS apart (then reduction.cl's SUM_SPLITS).
  */
 
-#ifndef KERNEL_NAME
+#ifndef KERNEL_NAME /* defaults, so that this file compiles on its own */
 #define KERNEL_NAME scale_forward
 #define SCALE_FORWARD 1
 #define ACCUMULATE 0
