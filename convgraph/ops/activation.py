@@ -504,49 +504,25 @@ class Softmax(Elementwise):
         return OnnxLayer({})
 
     def lower(self, ctx) -> None:
+        self._pixel_launch(ctx, "SOFTMAX_FORWARD", [ctx.input_tensor(), ctx.output_tensor], {},
+                           flops=ctx.node.flops, moved=8 * ctx.node.output.elements)
+
+    def _pixel_launch(self, ctx, selector: str, args: list, defines: dict, **options) -> None:
+        """A reduction.cl SOFTMAX_* kernel: a work-item per pixel, over its channels."""
         x, y = ctx.input_layout(), ctx.output_layout
         volume = x.volume
-        ctx.launch(
-            "reduction",
-            "SOFTMAX_FORWARD",
-            {
-                "HEIGHT": volume.height,
-                "WIDTH": volume.width,
-                "CHANNELS": volume.depth,
-                **x.defines("X"),
-                **y.defines("Y"),
-            },
-            (volume.width, volume.height),
-            [ctx.input_tensor(), ctx.output_tensor],
-            batch_axis=1,
-            flops=ctx.node.flops,
-            moved=8 * volume.elements,
-        )
+        shape = {"HEIGHT": volume.height, "WIDTH": volume.width, "CHANNELS": volume.depth}
+        ctx.launch("reduction", selector, {**shape, **defines, **x.defines("X"), **y.defines("Y")},
+                   (volume.width, volume.height), args, batch_axis=1, **options)
 
     def function(self, x):
         shifted = np.exp(x - x.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
 
     def lower_backward(self, ctx) -> None:
-        x, y = ctx.input_layout(), ctx.output_layout
         grad, accumulate = ctx.input_grad()
-        volume = x.volume
-        ctx.launch(
-            "reduction",
-            "SOFTMAX_BACKWARD",
-            {
-                "HEIGHT": volume.height,
-                "WIDTH": volume.width,
-                "CHANNELS": volume.depth,
-                "ACCUMULATE": accumulate,
-                **x.defines("X"),
-                **y.defines("Y"),
-            },
-            (volume.width, volume.height),
-            [ctx.output_tensor, ctx.output_grad, grad],
-            batch_axis=1,
-        )
-
+        self._pixel_launch(ctx, "SOFTMAX_BACKWARD", [ctx.output_tensor, ctx.output_grad, grad],
+                           {"ACCUMULATE": accumulate})
 
     def reference_backward(self, node, inputs, output, grad, params, seed):
         return [output * (grad - (grad * output).sum(axis=1, keepdims=True))], {}
