@@ -517,20 +517,28 @@ needs_oclgrind = pytest.mark.skipif(
     reason="oclgrind is not installed (apt-get install oclgrind)")
 
 
+def assert_clean_under_oclgrind(tmp_path, networks: list, variants: list[str],
+                                extra_env: dict | None = None) -> str:
+    """Each of ``variants`` forced on each of ``networks``, forward and backward kernels
+    against numpy under Oclgrind's data-race, uninitialised-value and bounds checks: every
+    pair checked, every check passed, nothing reported. Returns the child's output."""
+    from tests.test_oclgrind import run_under_oclgrind
+
+    done, reports = run_under_oclgrind(
+        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(networks),
+                   json.dumps(variants), "clean"], extra_env=extra_env, timeout=3600)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert done.stdout.count("kernel checks") == len(variants) * len(networks), done.stdout
+    assert reports == [], done.stderr[:4000]
+    return done.stdout
+
+
 @pytest.mark.slow
 @needs_oclgrind
 def test_the_tiled_kernels_are_clean_under_oclgrind(tmp_path):
-    """Every forced setting's forward and backward kernels against numpy under Oclgrind's
-    data-race, uninitialised-value and bounds checks: nothing reported."""
-    from tests.test_oclgrind import run_under_oclgrind
-
-    variants = ["default", "no-local-memory", "prefetch", "prefetch-small", "small", "vector-1"]
-    done, reports = run_under_oclgrind(
-        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_NETWORKS),
-                   json.dumps(variants), "clean"], timeout=3600)
-    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    assert done.stdout.count("kernel checks") == len(variants) * len(OCLGRIND_NETWORKS)
-    assert reports == [], done.stderr[:4000]
+    """Every forced setting's forward and backward kernels: nothing reported."""
+    assert_clean_under_oclgrind(tmp_path, OCLGRIND_NETWORKS, [
+        "default", "no-local-memory", "prefetch", "prefetch-small", "small", "vector-1"])
 
 
 @pytest.mark.slow
@@ -539,17 +547,10 @@ def test_a_small_device_gets_settings_it_holds(tmp_path):
     """Oclgrind simulating a device of 64 work-items and 8 KiB of local memory a work-group:
     the profile takes its limits, every tiled setting the plans choose fits them, and the
     kernels are clean and right there."""
-    from tests.test_oclgrind import run_under_oclgrind
-
-    done, reports = run_under_oclgrind(
-        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_NETWORKS[:1]),
-                   json.dumps(["default", "large"]), "clean"],
-        extra_env={"OCLGRIND_MAX_WGSIZE": "64", "OCLGRIND_LOCAL_MEM_SIZE": "8192"},
-        timeout=3600)
-    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    assert done.stdout.count("kernel checks") == 2, done.stdout
-    assert "limits 64 8192" in done.stdout, done.stdout
-    assert reports == [], done.stderr[:4000]
+    output = assert_clean_under_oclgrind(
+        tmp_path, OCLGRIND_NETWORKS[:1], ["default", "large"],
+        extra_env={"OCLGRIND_MAX_WGSIZE": "64", "OCLGRIND_LOCAL_MEM_SIZE": "8192"})
+    assert "limits 64 8192" in output, output
 
 
 @pytest.mark.slow
@@ -584,17 +585,8 @@ OCLGRIND_WINOGRAD_NETWORKS = [
 @needs_oclgrind
 def test_the_tiled_winograd_is_clean_under_oclgrind(tmp_path):
     """Both Winograd GEMMs (forward, so the input gradients, and the weight gradient's), with
-    winograd.cl's transforms around them, against numpy under Oclgrind's data-race,
-    uninitialised-value and bounds checks: nothing reported."""
-    from tests.test_oclgrind import run_under_oclgrind
-
-    variants = ["winograd2", "winograd4"]
-    done, reports = run_under_oclgrind(
-        tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_WINOGRAD_NETWORKS),
-                   json.dumps(variants), "clean"], timeout=3600)
-    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    assert done.stdout.count("kernel checks") == len(variants) * len(OCLGRIND_WINOGRAD_NETWORKS)
-    assert reports == [], done.stderr[:4000]
+    winograd.cl's transforms around them: nothing reported."""
+    assert_clean_under_oclgrind(tmp_path, OCLGRIND_WINOGRAD_NETWORKS, ["winograd2", "winograd4"])
 
 
 @pytest.mark.slow
