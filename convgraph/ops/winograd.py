@@ -68,8 +68,8 @@ GEMM_TILE = {"FILTER_VECTORS": 2, "CHANNEL_STEP": 4}
 # 2 channels a load (16 accumulators, 8 filter vectors), then the GEMMs' own where the filters
 # are fewer than 4 vectors. Each vector of u, streamed from L2 there, serves the 4 tiles, and
 # 4 vectors of filters a work-item transform each tile once for 64 filters (VGG-CIFAR conv4,
-# ResNet-8 res3, forward and input gradient, batch 64, alternating under load: 1.1-1.7x the
-# fused kernel at the GEMMs' tile)
+# ResNet-8 res3, VGG-CIFAR conv5, forward and input gradient, batch 64, alternating under load
+# 9-10: 0.99-1.7x the fused kernel at the GEMMs' tile, 8 tiles x 2 vectors x 4 channels)
 FUSED_TILES = ({"FILTER_VECTORS": 4, "CHANNEL_STEP": 2, "TILE_PIXELS": 4},
                {"FILTER_VECTORS": 4, "CHANNEL_STEP": 2}, GEMM_TILE)
 
@@ -91,8 +91,9 @@ def gemm_first(space: list[dict], preferred: tuple = (GEMM_TILE,)) -> list[dict]
 # Each fused work-item reads every position's transformed filters for its block of filters
 # (the three-kernel GEMM keeps one position's in L1 across the batch), so the fused algorithms
 # are offered where all of them, POSITIONS x channels x filters floats, fit the L2 (F(4x4): 1.2
-# MiB at 64 -> 128 channels); at 128 -> 128 (2.4 MiB) they streamed from memory and the fused
-# form ran 1.8x slower than the three kernels (VGG-CIFAR conv6, batch 64)
+# MiB at 64 -> 128 channels); at 128 -> 128 (2.4 MiB) they streamed from L3 and the fused
+# form ran 0.3-0.6x the three kernels' speed (VGG-CIFAR conv6, batch 64, with 160-640 KiB
+# scratches and with the filter blocks outermost)
 FUSED_MAX_FILTER_BYTES = 5 * 1024 * 1024 // 4
 # its scratch's bytes at most (tiles a work-item, by the channels), and images a work-item
 FUSED_SCRATCH_BYTES = 160 * 1024
