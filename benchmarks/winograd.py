@@ -7,8 +7,9 @@
 For each 3x3 stride-1 layer shape of VGG-CIFAR and ResNet-8 (and, with --resnet18, ResNet-18
 at 224x224) this times the conv's forward site, its input-gradient site (the stride-1 input
 gradient is itself a 3x3 conv) and its weight-gradient site (with the sum of its batch splits)
-with each algorithm of the site's ALGORITHM knob, direct, winograd2 = F(2x2, 3x3) and
-winograd4 = F(4x4, 3x3), at the profile's default tiles, through the tuner's own runner
+with each algorithm of the site's ALGORITHM knob, direct, winograd2 = F(2x2, 3x3),
+winograd4 = F(4x4, 3x3) and their fused forms (one kernel from x to y; forward sites only, and
+only where the site offers them), at the profile's default tiles, through the tuner's own runner
 (runtime/tune.py: the site's launches alone, OpenCL event times, median of several runs;
 Winograd's times include its transforms: filter, input and output for a forward site; input,
 output gradient and the inverse filter transform for a weight gradient). The algorithms
@@ -44,7 +45,9 @@ from convgraph.runtime.devices import select_device  # noqa: E402
 from convgraph.runtime.inspect import _peak  # noqa: E402
 from convgraph.runtime.tune import _Tuner  # noqa: E402
 
-ALGORITHMS = ("direct", "winograd2", "winograd4")
+ALGORITHMS = winograd.ALGORITHMS  # direct, F(2x2), F(4x4), and the two fused
+LABELS = {"direct": "direct", "winograd2": "F(2x2)", "winograd4": "F(4x4)",
+          "winograd2_fused": "F(2x2) fused", "winograd4_fused": "F(4x4) fused"}
 PASSES = ("forward", "input grad", "weight grad")
 # (network, layer, width = height, input channels, filters): every 3x3 stride-1 shape once
 LAYERS = [
@@ -180,7 +183,7 @@ def breakdown(layers, args, peak: float, bandwidth: float) -> list[str]:
     for network, layer, size, channels, filters in layers:
         tuner = _Tuner(layer_graph(size, channels, filters), None, args.batch, args.repeats)
         for role, site in layer_sites(tuner, "conv2", args.passes.split(",")).items():
-            for algorithm in ALGORITHMS[1:]:
+            for algorithm in ("winograd2", "winograd4"):  # (a fused form is one kernel)
                 times = kernel_times(tuner, site, winograd.first_of(site.space, algorithm),
                                      args.rounds)
                 gemm = sum(ms for selector, ms in times.items() if selector in gemms)
@@ -200,17 +203,20 @@ def breakdown(layers, args, peak: float, bandwidth: float) -> list[str]:
     return lines
 
 
-def measure(tuner: _Tuner, site, rounds: int, before: bool) -> dict:
+def measure(tuner: _Tuner, site, rounds: int, before: bool,
+            algorithms: tuple = ALGORITHMS) -> dict:
     """Per algorithm (and with ``before``, per Winograd algorithm as of session 6, marked
     'winograd2 s6'): the per-round medians of the site's launches (ms), alternating."""
-    runs = {a: tuner.runner(site, winograd.first_of(site.space, a)) for a in ALGORITHMS}
+    offered = {knobs.get("ALGORITHM") for knobs in site.space}
+    runs = {a: tuner.runner(site, winograd.first_of(site.space, a)) for a in algorithms
+            if a in offered}
     if before and site.selector == "CONV_FORWARD":
-        for algorithm in ALGORITHMS[1:]:
+        for algorithm in ("winograd2", "winograd4"):
             runs[f"{algorithm} s6"] = session6_runner(tuner, site,
                                                       {**site.default, "ALGORITHM": algorithm})
     samples = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
+    for index in range(rounds):  # ABBA: the order reversed every other round
+        for name, run in (list(runs.items())[::-1] if index % 2 else runs.items()):
             samples[name].append(run())
     return samples
 
@@ -266,11 +272,13 @@ def layer_errors(size: int, channels: int, filters: int, batch: int, algorithm: 
                                           expected_params["conv2.weight"])}
 
 
-def errors_table(started: str) -> tuple[str, list]:
+def errors_table(started: str, algorithms: tuple = ALGORITHMS) -> tuple[str, list]:
     """The numerical guard: every layer of ERROR_LAYERS with each algorithm."""
     rows = []
     for size, channels, filters, batch in ERROR_LAYERS:
-        for algorithm in ALGORITHMS:
+        for algorithm in algorithms:
+            if not winograd.offered(algorithm, channels, filters):
+                continue  # (a fused form where its filters do not fit the cache)
             errors = layer_errors(size, channels, filters, batch, algorithm)
             rows.append({"shape": f"{size}x{size} {channels}->{filters}", "batch": batch,
                          "algorithm": algorithm, **errors})
@@ -296,6 +304,9 @@ def main(argv=None) -> int:
                         "against the GEMM, and the GEMM's own %% of the peak")
     parser.add_argument("--errors", action="store_true",
                         help="measure the numerical guard instead (worst errors per variant)")
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
+                        help="which algorithms to time (comma-separated, of "
+                        + ", ".join(ALGORITHMS) + ")")
     parser.add_argument("--only", help="only the layers whose 'network layer' name contains "
                         "one of these (comma-separated), e.g. 'conv6,res3'")
     args = parser.parse_args(argv)
@@ -315,7 +326,8 @@ def main(argv=None) -> int:
         print("\n".join(breakdown(layers, args, peak, bandwidth)))
         return 0
     if args.errors:
-        text, rows = errors_table(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        text, rows = errors_table(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                  tuple(args.algorithms.split(",")))
         print(text)
         if args.json:
             Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "rows": rows}, indent=1))
@@ -330,7 +342,8 @@ def main(argv=None) -> int:
         tuner = _Tuner(graph, None, args.batch, args.repeats)
         flops = 2 * size * size * channels * filters * 9 * args.batch
         for role, site in layer_sites(tuner, "conv2", args.passes.split(",")).items():
-            samples = measure(tuner, site, args.rounds, args.before)
+            samples = measure(tuner, site, args.rounds, args.before,
+                              tuple(args.algorithms.split(",")))
             row = {"network": network, "layer": layer, "shape": f"{size}x{size} {channels}->"
                    f"{filters}", "pass": role, "gflop": flops / 1e9}
             for algorithm, times in samples.items():
@@ -352,7 +365,8 @@ def main(argv=None) -> int:
 
 def _line(row: dict, peak: float) -> str:
     return f"{row['network']} {row['layer']} {row['pass']}: " + ", ".join(
-        f"{a} {row[a]['ms']:.2f} ms" for a in (*ALGORITHMS, *BEFORE) if a in row)
+        f"{a} {row[a]['ms']:.2f} ms (min {row[a]['min']:.2f})" for a in (*ALGORITHMS, *BEFORE)
+        if a in row)
 
 
 BEFORE = ("winograd2 s6", "winograd4 s6")  # as of session 6 (--before)
@@ -360,6 +374,7 @@ BEFORE = ("winograd2 s6", "winograd4 s6")  # as of session 6 (--before)
 
 def table(rows: list[dict], peak: float, args, started: str) -> str:
     before = any(name in row for row in rows for name in BEFORE)
+    shown = [a for a in ALGORITHMS if any(a in row for row in rows)]
     lines = [f"CPU: {cpu_model()}; fp32 FMA peak {peak:.0f} GFLOP/s (kernels/peak.cl, "
              f"same run); batch {args.batch}; {started}; median of {args.rounds} alternating "
              f"rounds (each the median of {args.repeats} runs), spread min-max",
@@ -367,23 +382,25 @@ def table(rows: list[dict], peak: float, args, started: str) -> str:
              + ("; s6 = Winograd as of session 6 (GEMM rows per image, filters transformed "
                 "every pass), same run" if before else ""),
              "",
-             "| layer | shape | pass | direct ms | F(2x2) ms | F(4x4) ms | direct GFLOP/s (%) "
-             "| F(2x2) GFLOP/s* (%) | F(4x4) GFLOP/s* (%) |"
+             "| layer | shape | pass | " + " | ".join(f"{LABELS[a]} ms" for a in shown)
+             + " | " + " | ".join(f"{LABELS[a]} GFLOP/s{'*' if a != 'direct' else ''} (%)"
+                                  for a in shown) + " |"
              + (" F(2x2) s6 GFLOP/s* | F(4x4) s6 GFLOP/s* |" if before else "") + " best |",
-             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if before else "") + "---|"]
+             "|---|---|---|" + "---|---|" * len(shown) + ("---|---|" if before else "")
+             + "---|"]
     for row in rows:
         cells = []
-        for algorithm in ALGORITHMS:
-            r = row[algorithm]
-            cells.append(f"{r['ms']:.2f} ({r['min']:.2f}-{r['max']:.2f})")
+        for algorithm in shown:
+            r = row.get(algorithm)
+            cells.append(f"{r['ms']:.2f} ({r['min']:.2f}-{r['max']:.2f})" if r else "-")
         rates = []
-        for algorithm in ALGORITHMS + (BEFORE if before else ()):
+        for algorithm in shown + (list(BEFORE) if before else []):
             if algorithm not in row:
                 rates.append("-")
                 continue
             gflops = row["gflop"] / (row[algorithm]["ms"] / 1e3)
             rates.append(f"{gflops:.0f} ({100 * gflops / peak:.0f}%)")
-        best = min(ALGORITHMS, key=lambda a: row[a]["ms"])
+        best = LABELS[min((a for a in shown if a in row), key=lambda a: row[a]["ms"])]
         lines.append(f"| {row['network']} {row['layer']} | {row['shape']} | {row['pass']} | "
                      + " | ".join(cells) + " | " + " | ".join(rates) + f" | {best} |")
     return "\n".join(lines)

@@ -31,6 +31,17 @@
  *   VECTOR_WIDTH filters, adds the bias, applies EPILOGUE (or GATE: dL/dz = f'(b) dL/dy, as
  *   conv.cl does for a stride-1 input gradient), adds to y with ACCUMULATE, and stores the pixels
  *   inside OUT_H x OUT_W.
+ * WINOGRAD_FUSED: the input transform, the GEMMs and the output transform (with its epilogue)
+ *   in one kernel, with no v or m in global memory. Work-item (kt, rg, g) takes ITEM_TILES
+ *   tiles from rg * ITEM_TILES of each of ITEM_IMAGES images from g * ITEM_IMAGES (ITEM_IMAGES
+ *   > 1 only where ITEM_TILES is all of an image's tiles; the batch is an argument) and
+ *   FILTER_VECTORS vectors of VECTOR_WIDTH filters from kt * that: it transforms its tiles'
+ *   channels (INPUT_WIDTH at a time) into a private scratch (POSITIONS, its tiles,
+ *   SCRATCH_ROW), multiplies them per position with u[t] in register tiles of ROW_TILES tiles
+ *   (its products replace that position's channels in the scratch), then transforms them back
+ *   and stores y as WINOGRAD_OUTPUT does. The scratch (FUSED_SCRATCH_BYTES at most, chosen by
+ *   ops/winograd.py) stays in L1/L2; every work-item reads u[t] of all positions for its
+ *   filters, so the fused form is offered where u fits the L2 (ops/winograd.py).
  *
  * The weight gradient (Winograd's transpose: dL/dg = sum over images and tiles of
  * G^T [ (B^T d B) . (A dY A^T) ] G), with WINOGRAD_INPUT's v and
@@ -82,6 +93,10 @@
 #define CHANNEL_TILE 4
 #define IMAGES_PER_SPLIT 2
 #define IMAGES_PER_GROUP 1
+#define INPUT_WIDTH 8
+#define ROW_TILES 4
+#define ITEM_TILES 16
+#define ITEM_IMAGES 1
 #endif
 
 /* derived values */
@@ -431,6 +446,161 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
         }
     }
 }
+#endif
+
+#if defined(WINOGRAD_FUSED)
+/* The three per-pass steps in one kernel, through a private scratch: the work-item's stack,
+ * which stays in L1/L2 and is never written back to memory as v and m are */
+#define ITEM_ROWS (ITEM_IMAGES * ITEM_TILES) /* tiles a work-item transforms */
+#define FILTERS_PER_ITEM (VECTOR_WIDTH * FILTER_VECTORS)
+/* one row of the scratch: a tile's channels at one position, then its products there (the
+ * products of position t overwrite its channels once the GEMM of t has read them all) */
+#define SCRATCH_ROW (IN_CHANNELS > FILTERS_PER_ITEM ? IN_CHANNELS : FILTERS_PER_ITEM)
+#define SCRATCH_AT(t, q) (((t) * ITEM_ROWS + (q)) * SCRATCH_ROW)
+#define realI CONCAT(float, INPUT_WIDTH)
+__kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict u,
+                          __global const float *restrict b, __global float *restrict y,
+                          const int batch)
+{
+    const int kt = get_global_id(0);
+    const int rg = get_global_id(1);
+    const int first_image = get_global_id(2) * ITEM_IMAGES;
+    if (kt >= K_ALLOC / FILTERS_PER_ITEM || rg >= (TILES + ITEM_TILES - 1) / ITEM_TILES) return;
+    const int k0 = kt * FILTERS_PER_ITEM;
+    float scratch[POSITIONS * ITEM_ROWS * SCRATCH_ROW] __attribute__((aligned(64)));
+
+    /* the input transform of the work-item's tiles, B^T d B, INPUT_WIDTH channels at a time;
+     * rows past the image's tiles or the batch transform the last one and store nothing */
+    for (int q = 0; q < ITEM_ROWS; ++q) {
+        const int n = min(first_image + q / ITEM_TILES, batch - 1);
+        const int tile = min(rg * ITEM_TILES + q % ITEM_TILES, TILES - 1);
+        const int top = tile / TILES_W * OUT_TILE - PAD_TOP;
+        const int left = tile % TILES_W * OUT_TILE - PAD_LEFT;
+        for (int c = 0; c < IN_CHANNELS; c += INPUT_WIDTH) {
+            realI part[IN_TILE][IN_TILE];
+            UNROLL_PASSES
+            for (int j = 0; j < IN_TILE; ++j) {
+                const int wc = left + j + X_HALO_LEFT;
+                realI d[IN_TILE];
+#pragma unroll
+                for (int i = 0; i < IN_TILE; ++i) {
+                    const int h = top + i + X_HALO_TOP; /* row inside the allocated image */
+                    const int inside = h >= 0 && h < X_ALLOC_H && wc >= 0 && wc < X_ALLOC_W;
+                    d[i] = inside ? VLOAD(INPUT_WIDTH)(0, x + AT(X, n, top + i, left + j, c))
+                                  : (realI)(0.0f);
+                }
+                realI o[IN_TILE];
+                APPLY(INPUT_1D, VECTOR_ITEMS(d), VECTOR_ITEMS(o));
+#pragma unroll
+                for (int i = 0; i < IN_TILE; ++i) part[i][j] = o[i];
+            }
+            UNROLL_PASSES
+            for (int i = 0; i < IN_TILE; ++i) {
+                realI o[IN_TILE];
+                APPLY(INPUT_1D, ROW(part, i), VECTOR_ITEMS(o));
+#pragma unroll
+                for (int j = 0; j < IN_TILE; ++j)
+                    VSTORE(INPUT_WIDTH)(o[j], 0, scratch + SCRATCH_AT(i * IN_TILE + j, q) + c);
+            }
+        }
+    }
+
+    /* per position, the GEMM of the tiles' channels with the transformed filters u[t] in
+     * register tiles of ROW_TILES tiles (u[t] stays in L1 across them), each channel broadcast
+     * from the scratch (see WINOGRAD_GEMM), the products kept in place */
+    for (int t = 0; t < POSITIONS; ++t) {
+        __global const float *ut = u + t * IN_CHANNELS * K_ALLOC + k0;
+        for (int q0 = 0; q0 < ITEM_ROWS; q0 += ROW_TILES) {
+            float *vt = scratch + SCRATCH_AT(t, q0);
+            realV acc[ROW_TILES][FILTER_VECTORS];
+#pragma unroll
+            for (int p = 0; p < ROW_TILES; ++p)
+#pragma unroll
+                for (int f = 0; f < FILTER_VECTORS; ++f) acc[p][f] = (realV)(0.0f);
+            for (int c = 0; c < IN_CHANNELS; c += CHANNEL_STEP) {
+                realV uv[CHANNEL_STEP][FILTER_VECTORS];
+#pragma unroll
+                for (int j = 0; j < CHANNEL_STEP; ++j)
+#pragma unroll
+                    for (int f = 0; f < FILTER_VECTORS; ++f)
+                        uv[j][f] = LOADV(0, ut + (c + j) * K_ALLOC + f * VECTOR_WIDTH);
+#pragma unroll
+                for (int p = 0; p < ROW_TILES; ++p) {
+#pragma unroll
+                    for (int j = 0; j < CHANNEL_STEP; ++j) {
+                        const realV vb = (realV)(vt[p * SCRATCH_ROW + c + j]);
+#pragma unroll
+                        for (int f = 0; f < FILTER_VECTORS; ++f)
+                            acc[p][f] = fma(vb, uv[j][f], acc[p][f]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int p = 0; p < ROW_TILES; ++p)
+#pragma unroll
+                for (int f = 0; f < FILTER_VECTORS; ++f)
+                    STOREV(acc[p][f], 0, vt + p * SCRATCH_ROW + f * VECTOR_WIDTH);
+        }
+    }
+
+    /* the output transform A^T m A of each tile's products, with WINOGRAD_OUTPUT's epilogue:
+     * bias, activation or gate, accumulation */
+    for (int q = 0; q < ITEM_ROWS; ++q) {
+        const int n = first_image + q / ITEM_TILES;
+        const int tile = rg * ITEM_TILES + q % ITEM_TILES;
+        if (n >= batch || tile >= TILES) continue;
+        const int th = tile / TILES_W, tw = tile % TILES_W;
+        /* a loop, not unrolled: FILTER_VECTORS copies of the transform and its epilogue took
+         * PoCL longer to build than the rest of the kernel (VGG-CIFAR's cold build 12.9-13.3 ->
+         * 8.9 s of CPU) for 0-10% of the speed */
+#pragma unroll 1
+        for (int f = 0; f < FILTER_VECTORS; ++f) {
+            const int k = k0 + f * VECTOR_WIDTH;
+            realV part[OUT_TILE][IN_TILE];
+#pragma unroll
+            for (int j = 0; j < IN_TILE; ++j) {
+                realV s[IN_TILE], o[OUT_TILE];
+#pragma unroll
+                for (int i = 0; i < IN_TILE; ++i)
+                    s[i] = LOADV(0, scratch + SCRATCH_AT(i * IN_TILE + j, q) + f * VECTOR_WIDTH);
+                APPLY(OUTPUT_1D, VECTOR_ITEMS(s), OUT_ITEMS(o));
+#pragma unroll
+                for (int i = 0; i < OUT_TILE; ++i) part[i][j] = o[i];
+            }
+#if HAS_BIAS
+            const realV bias = LOADV(0, b + k);
+#else
+            const realV bias = (realV)(0.0f);
+#endif
+#pragma unroll
+            for (int i = 0; i < OUT_TILE; ++i) {
+                realV out[OUT_TILE];
+                APPLY(OUTPUT_1D, ROW(part, i), OUT_ITEMS(out));
+                const int oh = th * OUT_TILE + i;
+#pragma unroll
+                for (int j = 0; j < OUT_TILE; ++j) {
+                    const int ow = tw * OUT_TILE + j;
+                    if (oh < OUT_H && ow < OUT_W) {
+                        const int at = AT(Y, n, oh, ow, k);
+                        realV value = ACTIVATE(out[j] + bias, EPILOGUE, EPILOGUE_SLOPE);
+#if defined(GATE) && GATE != ACT_NONE
+                        value = ACTIVATE_BACKWARD(LOADV(0, b + at), value, GATE, GATE_SLOPE);
+#endif
+#if ACCUMULATE
+                        value += LOADV(0, y + at);
+#endif
+                        STOREV(value, 0, y + at);
+                    }
+                }
+            }
+        }
+    }
+}
+#undef ITEM_ROWS
+#undef FILTERS_PER_ITEM
+#undef SCRATCH_ROW
+#undef SCRATCH_AT
+#undef realI
 #endif
 
 #if defined(WINOGRAD_OUTPUT_GRAD)

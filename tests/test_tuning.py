@@ -210,10 +210,13 @@ def test_tune_measures_saves_and_compile_uses_it(tuning_cache, cli, write_spec):
     assert model.profile.tuning.source == "tuned on this device"
     conv = next(s for s in report["sites"] if s["kernel"] == "CONV_FORWARD"
                 and s["key"] in model.plan.sites)
-    # a Winograd choice runs its GEMM with the tiles (TILE_PIXELS: tiles per work-item)
-    winograd = conv["knobs"].get("ALGORITHM", "direct") != "direct"
-    kernel = next(k for k in model.plan.kernels.values()
-                  if k.selector == ("WINOGRAD_GEMM" if winograd else "CONV_FORWARD"))
+    # a Winograd choice runs its GEMM with the tiles (TILE_PIXELS: tiles per work-item; a
+    # fused form's GEMMs are in its one kernel)
+    algorithm = conv["knobs"].get("ALGORITHM", "direct")
+    winograd = algorithm != "direct"
+    selector = ("CONV_FORWARD" if not winograd else
+                "WINOGRAD_FUSED" if algorithm.endswith("_fused") else "WINOGRAD_GEMM")
+    kernel = next(k for k in model.plan.kernels.values() if k.selector == selector)
     for knob, value in conv["knobs"].items():
         if knob not in ("LOCAL", "ALGORITHM"):
             if not (winograd and knob == "TILE_PIXELS"):  # as TILE_ROWS: near it

@@ -50,8 +50,8 @@ IDS = [f"{i}-{c[0]}" for i, c in enumerate(CASES)]
 
 
 def forced(graph, algorithm: str, base=None):
-    """The untuned profile with every Winograd-capable forward site set to ``algorithm``
-    (the default tiles), as a tuning table would set it."""
+    """The untuned profile with every site offering ``algorithm`` set to it (the default
+    tiles), as a tuning table would set it."""
     base = base or profile_for(select_device()[0], tuned=False)
     sites = dict(plan_forward(graph, base).sites)
     try:
@@ -60,11 +60,17 @@ def forced(graph, algorithm: str, base=None):
         pass
     entries = {}
     for key, site in sites.items():
-        if "ALGORITHM" in site.default:
+        # (weight-gradient sites have no fused form: they keep their defaults)
+        if any(knobs.get("ALGORITHM") == algorithm for knobs in site.space):
             knobs = winograd.first_of(site.space, algorithm)  # the algorithm's default tile
             entries[key] = {"knobs": knobs}
     assert entries, "no Winograd site"
     return replace(base, tuning=Tuning(entries, "tuned on this device"))
+
+
+def gemm_of(algorithm: str) -> str:
+    """The kernel that holds an algorithm's GEMMs: the fused kernel holds all three steps."""
+    return "WINOGRAD_FUSED" if algorithm in winograd.FUSED else "WINOGRAD_GEMM"
 
 
 def run_case(monkeypatch, spec: dict, batch: int, algorithm: str, seed: int = 0) -> tuple:
@@ -75,7 +81,7 @@ def run_case(monkeypatch, spec: dict, batch: int, algorithm: str, seed: int = 0)
     monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
     model = convgraph.compile(spec, batch=batch, share_buffers=False)
     selectors = {spec_.selector for spec_ in model.plan.kernels.values()}
-    assert "WINOGRAD_GEMM" in selectors
+    assert gemm_of(algorithm) in selectors
     params = random_params(model, seed)
     model.set_params(params)
     poison(model)
@@ -85,7 +91,7 @@ def run_case(monkeypatch, spec: dict, batch: int, algorithm: str, seed: int = 0)
     forward_error = relative_error(out, reference_forward(graph, params, x).reshape(out.shape))
 
     session = TrainingSession(graph, batch=batch)
-    assert "WINOGRAD_GEMM" in {k.selector for k in session.plan.kernels.values()}
+    assert gemm_of(algorithm) in {k.selector for k in session.plan.kernels.values()}
     session.set_params(params)
     y = np.random.default_rng(seed).integers(0, session.plan.classes, batch)
     grads, param_grads = session.gradients(x, y)
@@ -97,7 +103,7 @@ def run_case(monkeypatch, spec: dict, batch: int, algorithm: str, seed: int = 0)
 
 
 @pytest.mark.slow  # 7-11 s each; the default tier meets both algorithms in tests/test_tuning.py
-@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4", *winograd.FUSED])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_winograd_computes_what_numpy_does(monkeypatch, case, algorithm):
     volume, pattern, batch = case
@@ -105,6 +111,64 @@ def test_winograd_computes_what_numpy_does(monkeypatch, case, algorithm):
                                              batch, algorithm)
     assert forward_error <= TOLERANCE
     assert backward_error <= TOLERANCE
+
+
+# a fused layer with its relu: partial tiles of both sizes (9x7), 17 channels (one channel a
+# vector), a partial group of images (3 of up to 8 a work-item) and batch 1
+FUSED_FORWARD = {"input": "9x7x17", "pattern": "[INPUT-CONV(20, 3, pad=1)-RELU]"}
+
+
+@pytest.mark.parametrize("algorithm", ["winograd4_fused",
+                                       pytest.param("winograd2_fused", marks=pytest.mark.slow)])
+def test_the_fused_kernel_computes_what_numpy_does(monkeypatch, algorithm):
+    """The fused kernel's inference forward against numpy at batch 3 and 1 (its gradients, a
+    training compile each, in the slow tier's test above; F(2x2) there too: ~4 s cold)."""
+    graph = analyse(FUSED_FORWARD)
+    profile = forced(graph, algorithm)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: profile)
+    model = convgraph.compile(FUSED_FORWARD, batch=3, share_buffers=False)
+    launched = [model.plan.kernels[launch.kernel].selector for launch in model.plan.launches]
+    assert launched.count("WINOGRAD_FUSED") == 1 and "WINOGRAD_GEMM" not in launched
+    params = random_params(model, 0)
+    model.set_params(params)
+    for batch in (3, 1):
+        poison(model)
+        check_forward(model, params, input_batch(model, batch, batch),
+                      what=f"{algorithm} batch {batch}")
+
+
+def test_a_fused_work_item_holds_whole_register_tiles_within_its_scratch():
+    """The fused kernel's tiles per work-item: whole images where they fit the scratch (then
+    several), a divisor of an image's tiles where they do not, rows of the register tile
+    dividing them."""
+    knobs = {"TILE_PIXELS": 8, "VECTOR_WIDTH": 16, "FILTER_VECTORS": 2}
+    for size, channels in ((8, 64), (16, 64), (32, 32), (8, 128), (11, 5), (56, 64)):
+        shape = {"OUT_H": size, "OUT_W": size, "IN_CHANNELS": channels}
+        for out_tile in (2, 4):
+            item = winograd.fused_rows(shape, out_tile, knobs)
+            rows = item["ITEM_IMAGES"] * item["ITEM_TILES"]
+            assert rows % item["ROW_TILES"] == 0 and item["ROW_TILES"] <= 8
+            image_tiles = (-(-size // out_tile)) ** 2
+            assert image_tiles % item["ITEM_TILES"] == 0
+            assert item["ITEM_IMAGES"] == 1 or item["ITEM_TILES"] == image_tiles
+            scratch = 4 * (out_tile + 2) ** 2 * rows * max(channels, 32)
+            assert scratch <= winograd.FUSED_SCRATCH_BYTES or rows == 1
+
+
+def test_the_fused_forms_are_offered_where_their_filters_fit_the_cache():
+    """Each fused work-item reads all of a block's transformed filters: offered up to
+    FUSED_MAX_FILTER_BYTES of them, and a fused default falls back to its three-kernel form
+    where they do not fit (weight gradients have no fused form)."""
+    space = [{"TILE_PIXELS": 8}]
+    small = winograd.with_algorithms(space, "winograd4_fused", 64, 64)
+    assert [k["ALGORITHM"] for k in small] == ["winograd4_fused", "direct", "winograd2",
+                                               "winograd4", "winograd2_fused"]
+    large = winograd.with_algorithms(space, "winograd4_fused", 128, 128)
+    assert [k["ALGORITHM"] for k in large] == ["winograd4", "direct", "winograd2",
+                                               "winograd2_fused"]
+    assert 36 * 128 * 128 * 4 > winograd.FUSED_MAX_FILTER_BYTES >= 16 * 128 * 128 * 4
+    weights = winograd.with_weight_algorithms(space, "winograd4")
+    assert [k["ALGORITHM"] for k in weights] == ["winograd4", "direct", "winograd2"]
 
 
 def test_only_3x3_stride_1_ungrouped_sites_offer_winograd():
@@ -135,15 +199,15 @@ import convgraph
 import convgraph.runtime.target as target
 from convgraph.pipeline import analyse
 from convgraph.verify import verify_model, verify_training
-from tests.test_winograd import forced
+from tests.test_winograd import forced, gemm_of
 failed = 0
 for spec in json.loads(sys.argv[1]):
-    for algorithm in ("winograd2", "winograd4"):
+    for algorithm in ("winograd2", "winograd4", "winograd2_fused", "winograd4_fused"):
         profile = forced(analyse(spec), algorithm)
         target.profile_for = lambda info, profile=profile: profile
         model = convgraph.compile(spec, batch=2, share_buffers=False)
         assert "Oclgrind" in model.info.platform, model.info.label
-        assert "WINOGRAD_GEMM" in {k.selector for k in model.plan.kernels.values()}
+        assert gemm_of(algorithm) in {k.selector for k in model.plan.kernels.values()}
         checks = verify_model(model) + verify_training(model.graph, batch=2)
         failed += sum(not check.passed for check in checks)
         print(algorithm, len(checks), "kernel checks", flush=True)
@@ -167,24 +231,26 @@ OCLGRIND_NETWORKS = [
 @pytest.mark.skipif(not Path("/usr/lib/oclgrind/liboclgrind-rt-icd.so").exists(),
                     reason="oclgrind is not installed (apt-get install oclgrind)")
 def test_winograd_kernels_are_clean_under_oclgrind(tmp_path):
-    """Both algorithms' forward and backward kernels checked against numpy under Oclgrind
-    (out-of-bounds accesses, uninitialised reads, races): nothing reported."""
+    """Both algorithms' forward and backward kernels, three-kernel and fused, checked against
+    numpy under Oclgrind (out-of-bounds accesses, uninitialised reads, races): nothing
+    reported."""
     from tests.test_oclgrind import run_under_oclgrind
 
     done, reports = run_under_oclgrind(
         tmp_path, [sys.executable, "-c", OCLGRIND_CHILD, json.dumps(OCLGRIND_NETWORKS)],
         timeout=1800)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    assert done.stdout.count("kernel checks") == 2 * len(OCLGRIND_NETWORKS), done.stdout
+    assert done.stdout.count("kernel checks") == 4 * len(OCLGRIND_NETWORKS), done.stdout
     assert reports == [], done.stderr[:4000]
 
 
 def test_f4_is_offered_only_within_its_numerical_guard():
     space = [{"TILE_PIXELS": 8}]
-    wide = winograd.with_algorithms(space, "winograd4", winograd.F4_MAX_CHANNELS + 1)
-    assert [k["ALGORITHM"] for k in wide] == ["direct", "winograd2"]
-    within = winograd.with_algorithms(space, "winograd4", winograd.F4_MAX_CHANNELS)
-    assert [k["ALGORITHM"] for k in within] == ["winograd4", "direct", "winograd2"]
+    wide = winograd.with_algorithms(space, "winograd4", winograd.F4_MAX_CHANNELS + 1, 16)
+    assert [k["ALGORITHM"] for k in wide] == ["direct", "winograd2", "winograd2_fused"]
+    within = winograd.with_algorithms(space, "winograd4", winograd.F4_MAX_CHANNELS, 16)
+    assert [k["ALGORITHM"] for k in within] == ["winograd4", "direct", "winograd2",
+                                                "winograd2_fused", "winograd4_fused"]
 
 
 # The weight gradient by Winograd: a conv reading the network's input (so no input-gradient
@@ -392,7 +458,7 @@ def test_weight_gradient_sites_default_as_the_profile_says():
         for site in sites:
             if site.selector == "CONV_BACKWARD_WEIGHTS":
                 found[site.node] = site.default["ALGORITHM"]
-                assert {k["ALGORITHM"] for k in site.space} == set(winograd.ALGORITHMS)
+                assert {k["ALGORITHM"] for k in site.space} == set(winograd.WEIGHT_ALGORITHMS)
         return found
 
     assert defaults(profiles.CPU) == {"conv1": "direct", "conv2": "winograd4"}

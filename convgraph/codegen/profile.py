@@ -86,7 +86,13 @@ class DeviceProfile:
 # Direct below 64 channels (32->64 at 16x16 won in one run, lost in the other) and on larger
 # outputs (ResNet-18 layer1, 56x56: even; layer2, 28x28 x 128, F(4x4) 1.6x, but every wide
 # layer's transformed tiles would cost training its scratch: left to `convgraph tune`)
-CPU_WINOGRAD = ((64, 8, 16, "winograd4"), (64, 1, 7, "winograd2"))
+# Since the fused F(4x4) (one kernel, no batch-sized tiles in memory; 2026-12-02 00:29, batch
+# 64, load 9, alternating: 1.1-2.4x the three kernels on every layer it is offered to, and ahead
+# of direct from 32 channels: VGG-CIFAR conv2 1.2x forward, 2.4x input gradient, conv3 1.9x /
+# 3.5x, ResNet-8 res2 1.5x / 1.4x), it comes first from 32 channels up to 32x32 outputs where
+# it is offered (ops/winograd.py: where the transformed filters fit the L2); the three-kernel
+# F(4x4) keeps the wider layers of 8x8 to 16x16 (VGG-CIFAR conv6, ResNet-18 layer3)
+CPU_WINOGRAD = ((32, 8, 32, "winograd4_fused"), (64, 8, 16, "winograd4"), (64, 1, 7, "winograd2"))
 # Weight gradients by F(4x4) where benchmarks/winograd.py measured it ahead in both of two runs
 # (2026-12-01 21:31 and 21:40, batch 64, load 12-13, after the GEMMs' memory broadcasts and
 # position-major groups): every 8x8 and 16x16 layer of at least 32 channels, VGG-CIFAR

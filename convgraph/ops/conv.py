@@ -553,7 +553,7 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
     elif winograd.applies(shape):
         space = winograd.with_algorithms(
             space, winograd.default_algorithm(ctx.profile, channels, filters, out_width,
-                                              shape["OUT_H"]), channels)
+                                              shape["OUT_H"]), channels, filters)
     if conv_gemm.offered(ctx.profile, shape):  # the GPU family first, where the profile asks
         space = conv_gemm.with_family(ctx.profile, space, shape)
     site, knobs = ctx.tuned("CONV_FORWARD", shape, space)

@@ -6,7 +6,9 @@ kernels/winograd.cl's four kernels: the filter transform (into a work buffer, on
 per training step, or per inference pass), the input-tile transform, POSITIONS batched
 register-tiled GEMMs over channels, and the output transform with the bias, the fused epilogue
 and (as an input gradient) the gate and accumulation. The GEMM reuses the direct kernel's
-tile knobs: TILE_PIXELS is (near) its tiles per work-item.
+tile knobs: TILE_PIXELS is (near) its tiles per work-item. "winograd2_fused" and
+"winograd4_fused" run the last three as one kernel (WINOGRAD_FUSED), each work-item's tiles
+and products in a private scratch rather than in batch-sized buffers.
 
 Grouped and depthwise layers stay direct: their per-group GEMMs are too thin to pay for the
 transforms (a depthwise layer has one channel per group).
@@ -16,8 +18,14 @@ from __future__ import annotations
 
 from convgraph.ops.spatial import choose_tile, widest_dividing
 
-ALGORITHMS = ("direct", "winograd2", "winograd4")
-OUT_TILE = {"winograd2": 2, "winograd4": 4}
+ALGORITHMS = ("direct", "winograd2", "winograd4", "winograd2_fused", "winograd4_fused")
+OUT_TILE = {"winograd2": 2, "winograd4": 4, "winograd2_fused": 2, "winograd4_fused": 4}
+# the fused algorithms (WINOGRAD_FUSED): one kernel from x to y per pass, the tiles and their
+# products in each work-item's private scratch instead of the batch-sized v and m, which the
+# three-kernel form writes and reads back from memory (2.25x the activations each for F(4x4))
+FUSED = ("winograd2_fused", "winograd4_fused")
+# a weight gradient's (no fused form: its GEMMs sum over the batch, not over channels)
+WEIGHT_ALGORITHMS = ("direct", "winograd2", "winograd4")
 
 
 def applies(shape: dict) -> bool:
@@ -32,9 +40,10 @@ def default_algorithm(profile, channels: int, filters: int, out_width: int, out_
     """The device profile's algorithm for an untuned 3x3 stride-1 site: that of the first of
     its ``rules`` (``profile.winograd_rules`` for forward sites, ``winograd_weight_rules`` for
     weight gradients: least channels, least and most output size, algorithm) that the site
-    fits, else direct."""
+    fits and that is offered there (a fused algorithm only where its filters fit the cache:
+    ``offered``), else direct."""
     for least, smallest, largest, algorithm in getattr(profile, rules, ()):
-        if (min(channels, filters) >= least
+        if (offered(algorithm, channels, filters) and min(channels, filters) >= least
                 and smallest <= min(out_width, out_height)
                 and max(out_width, out_height) <= largest):
             return algorithm
@@ -55,29 +64,73 @@ F4_MAX_CHANNELS = 512
 GEMM_TILE = {"FILTER_VECTORS": 2, "CHANNEL_STEP": 4}
 
 
-def gemm_first(space: list[dict]) -> list[dict]:
-    """``space`` with its first setting of GEMM_TILE (at the default's rows, vector width and
-    work-group) moved to the front: a Winograd algorithm's default tile."""
+# The fused kernel's (benchmarks/winograd.py, README "Winograd"): 4 tiles x 4 vectors of filters,
+# 2 channels a load (16 accumulators, 8 filter vectors), then the GEMMs' own where the filters
+# are fewer than 4 vectors. Each vector of u, streamed from L2 there, serves the 4 tiles, and
+# 4 vectors of filters a work-item transform each tile once for 64 filters (VGG-CIFAR conv4,
+# ResNet-8 res3, VGG-CIFAR conv5, forward and input gradient, batch 64, alternating under load
+# 9-10: 0.99-1.7x the fused kernel at the GEMMs' tile, 8 tiles x 2 vectors x 4 channels)
+FUSED_TILES = ({"FILTER_VECTORS": 4, "CHANNEL_STEP": 2, "TILE_PIXELS": 4},
+               {"FILTER_VECTORS": 4, "CHANNEL_STEP": 2}, GEMM_TILE)
+
+
+def gemm_first(space: list[dict], preferred: tuple = (GEMM_TILE,)) -> list[dict]:
+    """``space`` with the first setting of the first of the ``preferred`` tiles it holds (the
+    knobs they leave out as the default's: rows, vector width, work-group) moved to the
+    front: a Winograd algorithm's default tile."""
     head = space[0]
-    for index, knobs in enumerate(space):
-        if all(knobs.get(key) == value for key, value in GEMM_TILE.items()) and all(
-                knobs.get(key) == head.get(key) for key in ("TILE_PIXELS", "VECTOR_WIDTH",
-                                                            "LOCAL")):
-            return [knobs] + space[:index] + space[index + 1:]
+    for tile in preferred:
+        same = [key for key in ("TILE_PIXELS", "VECTOR_WIDTH", "LOCAL") if key not in tile]
+        for index, knobs in enumerate(space):
+            if all(knobs.get(key) == value for key, value in tile.items()) and all(
+                    knobs.get(key) == head.get(key) for key in same):
+                return [knobs] + space[:index] + space[index + 1:]
     return space
 
 
-def with_algorithms(space: list[dict], default: str, channels: int) -> list[dict]:
+# Each fused work-item reads every position's transformed filters for its block of filters
+# (the three-kernel GEMM keeps one position's in L1 across the batch), so the fused algorithms
+# are offered where all of them, POSITIONS x channels x filters floats, fit the L2 (F(4x4): 1.2
+# MiB at 64 -> 128 channels); at 128 -> 128 (2.4 MiB) they streamed from L3 and the fused
+# form ran 0.3-0.6x the three kernels' speed (VGG-CIFAR conv6, batch 64, with 160-640 KiB
+# scratches and with the filter blocks outermost)
+FUSED_MAX_FILTER_BYTES = 5 * 1024 * 1024 // 4
+# its scratch's bytes at most (tiles a work-item, by the channels), and images a work-item
+FUSED_SCRATCH_BYTES = 160 * 1024
+FUSED_MAX_IMAGES = 8
+
+
+def offered(algorithm: str, channels: int, filters: int) -> bool:
+    """Whether ``algorithm`` is offered to a site of ``channels`` summed per output and
+    ``filters``."""
+    if algorithm in FUSED and (OUT_TILE[algorithm] + 2) ** 2 * channels * filters * 4 > (
+            FUSED_MAX_FILTER_BYTES):
+        return False
+    return OUT_TILE.get(algorithm) != 4 or channels <= F4_MAX_CHANNELS
+
+
+def unfused(algorithm: str) -> str:
+    """The three-kernel form of a fused algorithm (itself for the others)."""
+    return algorithm.removesuffix("_fused")
+
+
+def with_algorithms(space: list[dict], default: str, channels: int, filters: int
+                    ) -> list[dict]:
     """The direct space once per algorithm, ``default``'s first: every one-row tile setting of
     the direct kernel is also a GEMM tile setting, so the tuner reaches each algorithm from
     any of those (a Winograd algorithm's first, its default, is the GEMMs' own: GEMM_TILE).
-    ``channels``: summed per output (F(4x4) only up to F4_MAX_CHANNELS)."""
-    allowed = [a for a in ALGORITHMS if a != "winograd4" or channels <= F4_MAX_CHANNELS]
+    ``channels``: summed per output (F(4x4) only up to F4_MAX_CHANNELS); ``filters``: with
+    them, where the fused forms are offered (a fused default not offered falls back to its
+    three-kernel form)."""
+    allowed = [a for a in ALGORITHMS if offered(a, channels, filters)]
+    default = default if default in allowed else unfused(default)
     default = default if default in allowed else "direct"
     order = [default] + [a for a in allowed if a != default]
     one_row = [knobs for knobs in space if knobs.get("TILE_ROWS", 1) == 1]  # GEMMs have no rows
     return [{**knobs, "ALGORITHM": algorithm} for algorithm in order
-            for knobs in (space if algorithm == "direct" else gemm_first(one_row))]
+            for knobs in (space if algorithm == "direct" else
+                          gemm_first(one_row, FUSED_TILES if algorithm in FUSED else
+                                     (GEMM_TILE,)))]
 
 
 def first_of(space: list[dict], algorithm: str) -> dict:
@@ -123,6 +176,11 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
     arguments, with ``shape`` its defines less the tile knobs) as ``knobs`` choose.
     ``role`` names this node's scratch (a node has a forward and an input-gradient conv)."""
     out_tile = OUT_TILE[knobs["ALGORITHM"]]
+    # (a launch with more than [x, w, b, y], an epilogue the fused kernel does not have, runs
+    # the three kernels)
+    if knobs["ALGORITHM"] in FUSED and len(args) == 4:
+        lower_fused(ctx, shape, out_tile, knobs, args, site, flops, role)
+        return
     positions = (out_tile + 2) ** 2
     down, across = tiles(shape, out_tile)
     channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
@@ -146,11 +204,66 @@ def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role
     lower_with_gemm(ctx, shape, out_tile, args, site, role, gemm, CPU_WIDTHS)
 
 
+def _largest_divisor(extent: int, most: int) -> int:
+    return max(d for d in range(1, max(1, min(extent, most)) + 1) if extent % d == 0)
+
+
+def fused_rows(shape: dict, out_tile: int, knobs: dict) -> dict:
+    """A fused work-item's tiles: ITEM_TILES of one image's tiles (all of them, and then
+    ITEM_IMAGES images, where they fit) as many as FUSED_SCRATCH_BYTES holds, multiplied in
+    register tiles of ROW_TILES tiles (a divisor of them near the knob's pixels)."""
+    down, across = tiles(shape, out_tile)
+    image_tiles = down * across
+    row_floats = max(shape["IN_CHANNELS"], knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"])
+    most = max(1, FUSED_SCRATCH_BYTES // (4 * (out_tile + 2) ** 2 * row_floats))
+    if image_tiles <= most:
+        images = 1
+        while 2 * images * image_tiles <= most and 2 * images <= FUSED_MAX_IMAGES:
+            images *= 2
+        item_tiles = image_tiles
+    else:
+        images, item_tiles = 1, _largest_divisor(image_tiles, most)
+    rows = _largest_divisor(images * item_tiles, knobs["TILE_PIXELS"])
+    return {"ITEM_TILES": item_tiles, "ITEM_IMAGES": images, "ROW_TILES": rows}
+
+
+def lower_fused(ctx, shape: dict, out_tile: int, knobs: dict, args: list, site: str,
+                flops: int, role: str) -> None:
+    """The fused Winograd convolution of ``args`` = [x, w, b, y]: the filter transform (once
+    per weights in inference) and WINOGRAD_FUSED, whose work-item (filter block, tile group,
+    image group) transforms its tiles, runs every position's GEMM and transforms the products
+    back through a private scratch, with the output transform's epilogue."""
+    x, weight, bias, y = args
+    channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
+    down, across = tiles(shape, out_tile)
+    transformed = _launch_filter_transform(ctx, out_tile, channels, filters, weight, site, role,
+                                           CPU_WIDTHS[1][out_tile])
+    item = fused_rows(shape, out_tile, knobs)
+    per_item = knobs["VECTOR_WIDTH"] * knobs["FILTER_VECTORS"]
+    layout = {k: v for k, v in shape.items() if k.startswith(("X_", "Y_"))}
+    epilogue = {k: shape[k] for k in ("HAS_BIAS", "EPILOGUE", "EPILOGUE_SLOPE", "GATE",
+                                      "GATE_SLOPE", "ACCUMULATE") if k in shape}
+    pixels_in = shape["X_ALLOC_H"] * shape["X_ALLOC_W"] * channels
+    # work-groups of one work-item: PoCL gives each work-item of a group its own copy of the
+    # scratch (a group of 4 took 4 x 74 KiB of stack and ran 2x slower)
+    ctx.launch("winograd", "WINOGRAD_FUSED",
+               {**_transform_size(shape, out_tile), "IN_CHANNELS": channels, "K_ALLOC": filters,
+                "PAD_TOP": shape["PAD_TOP"], "PAD_LEFT": shape["PAD_LEFT"], **layout,
+                **epilogue, "VECTOR_WIDTH": knobs["VECTOR_WIDTH"],
+                "INPUT_WIDTH": widest_dividing(channels, TRANSFORM_WIDTH[2]), **item,
+                "FILTER_VECTORS": knobs["FILTER_VECTORS"],
+                "CHANNEL_STEP": knobs["CHANNEL_STEP"]},
+               (filters // per_item, -(-down * across // item["ITEM_TILES"]), 1),
+               [x, transformed, bias, y, ctx.BATCH], batch_axis=2,
+               batch_divisor=item["ITEM_IMAGES"], local_size=(1, 1, 1), flops=flops,
+               moved=4 * (pixels_in + shape["OUT_H"] * shape["OUT_W"] * filters), site=site)
+
+
 def with_weight_algorithms(space: list[dict], default: str) -> list[dict]:
     """A weight-gradient site's direct space once per algorithm, ``default``'s first: the
     Winograd GEMM (channels x filters over the tiles of a batch split) takes the same knobs,
     CHANNEL_TILE x FILTER_VECTORS registers and IMAGES_PER_SPLIT."""
-    order = [default] + [a for a in ALGORITHMS if a != default]
+    order = [default] + [a for a in WEIGHT_ALGORITHMS if a != default]
     return [{**knobs, "ALGORITHM": algorithm} for algorithm in order for knobs in space]
 
 
@@ -191,6 +304,21 @@ def _transform_size(shape: dict, out_tile: int) -> dict:
     return {"OUT_TILE": out_tile, "OUT_H": shape["OUT_H"], "OUT_W": shape["OUT_W"]}
 
 
+def _launch_filter_transform(ctx, out_tile: int, channels: int, filters: int, weight,
+                             site: str, role: str, widest: int):
+    """G g G^T of every filter into a work buffer (POSITIONS, IN_CHANNELS, K_ALLOC), once per
+    upload of the parameters in inference; returns it."""
+    positions = (out_tile + 2) ** 2
+    transformed = ctx.work_buffer(f"winograd_{role}_filters", positions * channels * filters)
+    filter_width = widest_dividing(filters, widest)
+    ctx.launch("winograd", "WINOGRAD_FILTER",
+               {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
+                "VECTOR_WIDTH": filter_width},
+               (filters // filter_width, channels), [weight, transformed], site=site,
+               per_params=True)
+    return transformed
+
+
 def _launch_input_transform(ctx, shape: dict, out_tile: int, x, tiles_in, site: str,
                             widest: int) -> None:
     """B^T d B of every tile of x into ``tiles_in`` (N, POSITIONS, TILES, IN_CHANNELS)."""
@@ -215,16 +343,11 @@ def lower_with_gemm(ctx, shape: dict, out_tile: int, args: list, site: str, role
     down, across = tiles(shape, out_tile)
     channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
     tile_width, widest = widths[0][out_tile], widths[1][out_tile]
-    transformed = ctx.work_buffer(f"winograd_{role}_filters", positions * channels * filters)
+    transformed = _launch_filter_transform(ctx, out_tile, channels, filters, weight, site, role,
+                                           widest)
     tiles_in = ctx.batch_scratch(f"winograd_{role}_tiles", positions * down * across * channels)
     products = ctx.batch_scratch(f"winograd_{role}_products",
                                  positions * down * across * filters)
-    filter_width = widest_dividing(filters, widest)
-    ctx.launch("winograd", "WINOGRAD_FILTER",
-               {"OUT_TILE": out_tile, "IN_CHANNELS": channels, "K_ALLOC": filters,
-                "VECTOR_WIDTH": filter_width},
-               (filters // filter_width, channels), [weight, transformed], site=site,
-               per_params=True)
     _launch_input_transform(ctx, shape, out_tile, x, tiles_in, site, tile_width)
     gemm(tiles_in, transformed, products)
     output_width = widest_dividing(filters, tile_width)
