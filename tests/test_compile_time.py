@@ -252,3 +252,31 @@ def test_run_time_layouts_address_what_pack_places(halo):
     np.testing.assert_array_equal(packed[offset + n * image + h * row + w * pixel + c], x)
     assert Ints.grid(layout, 4).values == (2, 3, 5, 0)
     assert np.count_nonzero(packed) == x.size  # the rest is halo and padding, zero
+
+
+# a fresh interpreter: which modules `import convgraph` and a spec's analysis leave loaded
+IMPORTS = """
+import json, sys
+import convgraph
+light = sorted(name for name in ("numpy", "networkx", "pyopencl", "yaml", "rich")
+               if name in sys.modules)
+convgraph.analyse(sys.argv[1])
+import convgraph.model  # noqa: F401  (the compiler, as compile() loads it)
+print(json.dumps({"light": light, "loaded": sorted(sys.modules)}))
+"""
+
+
+def test_import_convgraph_is_light_and_compiling_loads_no_data_loaders():
+    """``import convgraph`` loads no numpy, networkx, pyopencl, YAML or rich (the CLI's signal
+    handlers come first; a spec check needs no device); analysing a spec and loading the
+    compiler loads none of the data loaders (the dataset names are data/kinds.py's) and no
+    subprocess (only a cold build that starts workers needs it)."""
+    done = subprocess.run([sys.executable, "-c", IMPORTS, str(ROOT / "specs" / "seed.yaml")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["light"] == []
+    loaded = set(found["loaded"])
+    assert {"networkx", "yaml", "convgraph.model", "convgraph.data.kinds"} <= loaded  # it ran
+    assert not loaded & {"convgraph.data.load", "convgraph.data.idx", "convgraph.data.cifar",
+                         "convgraph.data.npz", "convgraph.data.folder", "subprocess"}
