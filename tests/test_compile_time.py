@@ -240,6 +240,27 @@ def test_pixelwise_kernels_of_every_shape_are_one_compiled_kernel():
             key for identity in kernels[selector] for key, _ in identity[2]}, selector
 
 
+@pytest.mark.parametrize("spec, family, shapes", [("convnext_tiny", "scale", 4),
+                                                   ("efficientnet_b0", "mul", 10)])
+def test_layer_scales_and_gates_of_every_shape_are_one_compiled_kernel(spec, family, shapes):
+    """ConvNeXt-Tiny's layer scales (4 stage shapes) and EfficientNet-B0's squeeze-and-excitation
+    products (10 shapes), forward and backward: one kernel per selector, no shape defines."""
+    graph = convgraph.analyse(ROOT / "specs" / f"{spec}.yaml")
+    kernels, launched = defaultdict(set), defaultdict(set)
+    for plan in (plan_forward(graph, CPU), plan_training(graph, CPU)):
+        for launch in (launch for group in plan.launch_groups().values() for launch in group):
+            kernel = plan.kernels[launch.kernel]
+            if kernel.family == family:
+                kernels[kernel.selector].add(kernel.identity())
+                launched[kernel.selector].add(
+                    tuple(arg for arg in launch.args if isinstance(arg, Ints)))
+    assert len(kernels) == 3  # forward, input gradient, weight (or gate) gradient
+    for selector, identities in kernels.items():
+        assert len(launched[selector]) == shapes and len(identities) == 1, selector
+        assert not {"HEIGHT", "WIDTH", "CHANNEL_VECTORS", "X_ALLOC_W", "Y_STRIDE_C"} & {
+            key for identity in identities for key, _ in identity[2]}, selector
+
+
 @pytest.mark.parametrize("halo", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 3, 1)])
 def test_run_time_layouts_address_what_pack_places(halo):
     """common.cl's AT_RUN(layout, n, h, w, c) with Ints.layout's four values finds element
