@@ -13,6 +13,15 @@ tuning table). Three clocks, all ending when that first batch's output is on the
   loads networkx, pyopencl and its compiler lazily, so those imports are inside);
 - **in-process**: from after those modules are loaded (a second model in a running process).
 
+Each child also records the CPU seconds of every stage (interpreter, numpy, convgraph,
+pyopencl, networkx, convgraph's compiler modules, device open, parse, plan + build, first
+batch; ``time.process_time``, all threads), printed as a table with the floor every such
+process pays (interpreter + numpy + pyopencl + device open): on a loaded machine the wall
+clock of a stage holds other processes' time, its CPU seconds do not. Cold runs also count the
+(kernel, work-group shape) pairs PoCL compiled (the ``.so`` files in its cache), and each run
+says whether convgraph's modules came from bytecode (PYTHONDONTWRITEBYTECODE=1 with an
+editable install leaves none: 0.11 CPU s of compiling them from source in every process).
+
 Cold: empty convgraph and PoCL caches (``CONVGRAPH_CACHE``, ``POCL_CACHE_DIR`` pointed at new
 empty folders); warm: the next process on the same caches. "before" is
 ``CONVGRAPH_BUILD_WORKERS=0`` (every kernel compiled at its first launch, one after another, as
