@@ -13,6 +13,15 @@ tuning table). Three clocks, all ending when that first batch's output is on the
   loads networkx, pyopencl and its compiler lazily, so those imports are inside);
 - **in-process**: from after those modules are loaded (a second model in a running process).
 
+Each child also records the CPU seconds of every stage (interpreter, numpy, convgraph,
+pyopencl, networkx, convgraph's compiler modules, device open, parse, plan + build, first
+batch; ``time.process_time``, all threads), printed as a table with the floor every such
+process pays (interpreter + numpy + pyopencl + device open): on a loaded machine the wall
+clock of a stage holds other processes' time, its CPU seconds do not. Cold runs also count the
+(kernel, work-group shape) pairs PoCL compiled (the ``.so`` files in its cache), and each run
+says whether convgraph's modules came from bytecode (PYTHONDONTWRITEBYTECODE=1 with an
+editable install leaves none: 0.11 CPU s of compiling them from source in every process).
+
 Cold: empty convgraph and PoCL caches (``CONVGRAPH_CACHE``, ``POCL_CACHE_DIR`` pointed at new
 empty folders); warm: the next process on the same caches. "before" is
 ``CONVGRAPH_BUILD_WORKERS=0`` (every kernel compiled at its first launch, one after another, as
@@ -51,21 +60,39 @@ MODES = {"before": "0", "after": str(max(1, len(os.sched_getaffinity(0)) - 1))}
 CHILD = r"""
 import time
 START, T0 = time.time(), time.perf_counter()
+CPU = {"interpreter": time.process_time()}  # CPU seconds of each stage (all threads)
+
+
+def mark(stage, began=[time.process_time()]):
+    CPU[stage] = time.process_time() - began[0]
+    began[0] = time.process_time()
+
+
 import json, sys
 import numpy as np
+mark("numpy")
 import convgraph
 T1 = time.perf_counter()
-from convgraph.model import Model  # noqa: F401  (what compile() loads: networkx, pyopencl...)
+mark("convgraph")
+import pyopencl  # noqa: F401  (what compile() loads, each timed on its own)
+mark("pyopencl")
+import networkx  # noqa: F401
+mark("networkx")
+from convgraph.model import Model  # noqa: F401  (the rest: convgraph's compiler)
 T2 = time.perf_counter()
+mark("convgraph modules")
 spec, device, per_kernel = sys.argv[1], sys.argv[2] or None, sys.argv[3] == "1"
 train = sys.argv[4] == "1"
 target = convgraph.Target.open(device)
 target.queue
 T3 = time.perf_counter()
+mark("device open")
 graph = convgraph.analyse(spec)
 T4 = time.perf_counter()
+mark("parse + shapes")
 model = convgraph.compile(graph, device=target, batch=64)
 T5 = time.perf_counter()
+mark("plan + build")
 volume = model.plan.layouts[model.plan.input].volume
 kernels = {}
 if per_kernel:  # each distinct kernel's first launch alone, timed (serial builds only)
@@ -96,7 +123,12 @@ else:
     model.forward(np.zeros((1, volume.depth, volume.height, volume.width), np.float32))
     T6 = time.perf_counter()
     built = model.build
-import resource
+mark("buffers + first batch")
+import importlib.util, os, resource
+# whether convgraph's modules came from bytecode: with PYTHONDONTWRITEBYTECODE=1 and an
+# editable install there is none, and each process compiles them from source
+source = sys.modules["convgraph.model"].__file__
+bytecode = os.path.exists(importlib.util.cache_from_source(source))
 own, workers = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
                                                    resource.RUSAGE_CHILDREN))
 print(json.dumps({
@@ -108,7 +140,8 @@ print(json.dumps({
     "cache_hit": built.cache_hit, "prebuilt": built.prebuilt,
     "kernels": len(built.plan.kernels),
     "launches": sum(len(group) for group in built.plan.launch_groups().values()),
-    "per_kernel": kernels}))
+    "per_kernel": kernels, "cpu_stages": CPU, "bytecode": bytecode,
+    "dont_write_bytecode": sys.flags.dont_write_bytecode}))
 """
 
 
@@ -147,8 +180,15 @@ def cold_and_warm(spec: Path, device: str | None, workers: str, tree: Path | Non
                   train: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="compile-time-") as folder:
         cold = run_child(spec, device, Path(folder), workers, tree=tree, train=train)
+        cold["pocl_compiles"] = pocl_compiles(Path(folder) / "pocl")
         warm = run_child(spec, device, Path(folder), workers, tree=tree, train=train)
     return {"cold": cold, "warm": warm}
+
+
+def pocl_compiles(cache: Path) -> int:
+    """What PoCL compiled into its cache: one shared object per (kernel, work-group shape) it
+    generated code for (the program's own build leaves none)."""
+    return sum(1 for _ in cache.rglob("*.so")) if cache.is_dir() else 0
 
 
 def median_run(runs: list[dict], clock: str = "from_start") -> dict:
@@ -172,9 +212,42 @@ def breakdown(run: dict) -> dict:
             "first batch (+ first-launch compiles)": run["first_batch"]}
 
 
+FLOOR = ("interpreter", "numpy", "pyopencl", "device open")  # what any such process pays
+
+
+def print_cpu_stages(records: dict) -> None:
+    """CPU seconds of each stage, warm and cold, 'after' (medians over rounds): under load the
+    wall clock of a stage also holds other processes' time, its CPU seconds do not. The floor
+    is what a process pays before convgraph does anything: the interpreter, numpy, pyopencl
+    and opening the device (PoCL's platform, a context and a queue)."""
+    for kind in ("warm", "cold"):
+        runs = {model: [run["after"][kind] for run in record["runs"]
+                        if "cpu_stages" in run["after"][kind]]
+                for model, record in records["models"].items()}
+        runs = {model: found for model, found in runs.items() if found}
+        if not runs:
+            return  # a baseline child of an older benchmark: no stage clocks
+        stages = list(next(iter(runs.values()))[0]["cpu_stages"])
+        print(f"\nCPU seconds by stage, {kind}, 'after' (median over rounds):")
+        print("| stage | " + " | ".join(runs) + " |")
+        print("|---|" + "---|" * len(runs))
+        for stage in stages:
+            print(f"| {stage} | " + " | ".join(
+                f"{statistics.median(run['cpu_stages'][stage] for run in found):.3f}"
+                for found in runs.values()) + " |")
+        for label, names in (("floor (" + " + ".join(FLOOR) + ")", FLOOR),
+                             ("whole process", stages)):
+            totals = [statistics.median(sum(run["cpu_stages"][name] for name in names)
+                                        for run in found) for found in runs.values()]
+            print(f"| **{label}** | " + " | ".join(f"{total:.3f}" for total in totals) + " |")
+        first = next(iter(runs.values()))[0]
+        print(f"(convgraph's modules from bytecode: {first['bytecode']}; "
+              f"PYTHONDONTWRITEBYTECODE: {bool(first['dont_write_bytecode'])})")
+
+
 def print_tables(records: dict) -> None:
-    print("\n| model | kernels / launches | cold before | cold after | warm before | warm after "
-          "| warm after, after import | warm after, in-process |")
+    print("\n| model | kernels / launches / PoCL compiles | cold before | cold after | warm before "
+          "| warm after | warm after, after import | warm after, in-process |")
     print("|---|---|---|---|---|---|---|---|")
     for model, record in records["models"].items():
         runs = record["runs"]
@@ -183,7 +256,8 @@ def print_tables(records: dict) -> None:
             return spread([run[mode][kind][clock] for run in runs])
 
         first = runs[0]["after"]["cold"]
-        print(f"| {model} | {first['kernels']} / {first['launches']} | "
+        print(f"| {model} | {first['kernels']} / {first['launches']} / "
+              f"{first.get('pocl_compiles', '?')} | "
               f"{figures('before', 'cold')} | {figures('after', 'cold')} | "
               f"{figures('before', 'warm')} | {figures('after', 'warm')} | "
               f"{figures('after', 'warm', 'after_import')} | "
@@ -201,6 +275,7 @@ def print_tables(records: dict) -> None:
             print(f"  {model}: {before['cpu_main']:.2f} -> {after['cpu_main']:.2f} "
                   f"(+ {after['cpu_workers']:.2f} in {(after['prebuilt'] or {}).get('workers', 0)}"
                   " workers)")
+    print_cpu_stages(records)
     for kind in ("cold", "warm"):
         print(f"\nBreakdown, {kind}, 'after' (the median run, seconds):")
         names = list(breakdown(next(iter(records["models"].values()))["runs"][0]["after"][kind]))

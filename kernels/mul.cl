@@ -1,13 +1,16 @@
 /* mul.cl -- the elementwise product of two volumes, one of them optionally a 1x1xD gate
  * broadcast over width and height (squeeze-and-excitation); forward and backward.
  *
- * Data layout: every tensor (N, *_ALLOC_H, *_ALLOC_W, *_STRIDE_C) with its own halo (see
- * common.cl); a broadcast (1x1xD) tensor is read at pixel (0, 0) for every pixel. VECTOR_WIDTH
- * divides every channel stride, so padding channels are multiplied too (they stay zero).
+ * Data layout: every tensor (N, alloc height, alloc width, channel stride) with its own halo
+ * (see common.cl); a broadcast (1x1xD) tensor is read at pixel (0, 0) for every pixel.
+ * VECTOR_WIDTH divides every channel stride, so padding channels are multiplied too (they stay
+ * zero). The shapes arrive at run time, after the other arguments (common.cl's PIXEL_OF and
+ * AT_RUN: the grid over y, then the layouts in the order of each kernel's int4 arguments), so
+ * one compiled kernel serves every layer.
  *
- * MUL_FORWARD: work-item (ct, w, n * HEIGHT + h) writes y = a * b for VECTOR_WIDTH channels of
+ * MUL_FORWARD: work-item (ct, w, n * height + h) writes y = a * b for VECTOR_WIDTH channels of
  *   one pixel; A_BROADCAST / B_BROADCAST say which input is a gate.
- * MUL_BACKWARD: work-item (ct, w, n * HEIGHT + h) writes dx = dy * b for the full-size input x,
+ * MUL_BACKWARD: work-item (ct, w, n * height + h) writes dx = dy * b for the full-size input x,
  *   b being the other input (OTHER_BROADCAST: the gate); ACCUMULATE adds to dx.
  * MUL_BACKWARD_GATE: work-item (ct, n) writes the gate's gradient, the sum over the pixels of
  *   dy * b (b the full-size other input): a broadcast's gradient is the sum of its copies'.
@@ -20,30 +23,7 @@
 #define A_BROADCAST 0
 #define B_BROADCAST 1
 #define OTHER_BROADCAST 0
-#define HEIGHT 4
-#define WIDTH 4
-#define CHANNEL_VECTORS 1
 #define VECTOR_WIDTH 16
-#define A_ALLOC_H 4
-#define A_ALLOC_W 4
-#define A_HALO_TOP 0
-#define A_HALO_LEFT 0
-#define A_STRIDE_C 16
-#define B_ALLOC_H 1
-#define B_ALLOC_W 1
-#define B_HALO_TOP 0
-#define B_HALO_LEFT 0
-#define B_STRIDE_C 16
-#define X_ALLOC_H 4
-#define X_ALLOC_W 4
-#define X_HALO_TOP 0
-#define X_HALO_LEFT 0
-#define X_STRIDE_C 16
-#define Y_ALLOC_H 4
-#define Y_ALLOC_W 4
-#define Y_HALO_TOP 0
-#define Y_HALO_LEFT 0
-#define Y_STRIDE_C 16
 #endif
 
 #define realV CONCAT(float, VECTOR_WIDTH)
@@ -53,46 +33,49 @@
 #if defined(MUL_FORWARD)
 /* a and b may be one tensor (x * x), so no restrict on them */
 __kernel void KERNEL_NAME(__global const float *a, __global const float *b,
-                          __global float *restrict y)
+                          __global float *restrict y, const int4 grid, const int4 y_at,
+                          const int4 a_at, const int4 b_at)
 {
-    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
-    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
-    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
-    const realV va = LOADV(0, a + (A_BROADCAST ? AT(A, n, 0, 0, c0) : AT(A, n, h, w, c0)));
-    const realV vb = LOADV(0, b + (B_BROADCAST ? AT(B, n, 0, 0, c0) : AT(B, n, h, w, c0)));
-    STOREV(va * vb, 0, y + AT(Y, n, h, w, c0));
+    PIXEL_OF(grid);
+    const realV va = LOADV(0, a + (A_BROADCAST ? AT_RUN(a_at, n, 0, 0, c0)
+                                               : AT_RUN(a_at, n, h, w, c0)));
+    const realV vb = LOADV(0, b + (B_BROADCAST ? AT_RUN(b_at, n, 0, 0, c0)
+                                               : AT_RUN(b_at, n, h, w, c0)));
+    STOREV(va * vb, 0, y + AT_RUN(y_at, n, h, w, c0));
 }
 #endif
 
 #if defined(MUL_BACKWARD)
 /* dy: dL/dy; b: the other input; dx: dL/dx of this input */
-__kernel void KERNEL_NAME(__global const float *dy, __global const float *b, __global float *dx)
+__kernel void KERNEL_NAME(__global const float *dy, __global const float *b, __global float *dx,
+                          const int4 grid, const int4 y_at, const int4 b_at, const int4 x_at)
 {
-    const int ct = get_global_id(0), w = get_global_id(1), row = get_global_id(2);
-    if (ct >= CHANNEL_VECTORS || w >= WIDTH) return;
-    const int n = row / HEIGHT, h = row % HEIGHT, c0 = ct * VECTOR_WIDTH;
-    const realV other = LOADV(0, b + (OTHER_BROADCAST ? AT(B, n, 0, 0, c0) : AT(B, n, h, w, c0)));
-    realV grad = LOADV(0, dy + AT(Y, n, h, w, c0)) * other;
+    PIXEL_OF(grid);
+    const realV other = LOADV(0, b + (OTHER_BROADCAST ? AT_RUN(b_at, n, 0, 0, c0)
+                                                      : AT_RUN(b_at, n, h, w, c0)));
+    realV grad = LOADV(0, dy + AT_RUN(y_at, n, h, w, c0)) * other;
 #if ACCUMULATE
-    grad += LOADV(0, dx + AT(X, n, h, w, c0));
+    grad += LOADV(0, dx + AT_RUN(x_at, n, h, w, c0));
 #endif
-    STOREV(grad, 0, dx + AT(X, n, h, w, c0));
+    STOREV(grad, 0, dx + AT_RUN(x_at, n, h, w, c0));
 }
 #endif
 
 #if defined(MUL_BACKWARD_GATE)
-__kernel void KERNEL_NAME(__global const float *dy, __global const float *b, __global float *dx)
+__kernel void KERNEL_NAME(__global const float *dy, __global const float *b, __global float *dx,
+                          const int4 grid, const int4 y_at, const int4 b_at, const int4 x_at)
 {
     const int ct = get_global_id(0), n = get_global_id(1);
-    if (ct >= CHANNEL_VECTORS) return;
-    const int c0 = ct * VECTOR_WIDTH;
+    if (ct >= grid.s0) return;
+    const int c0 = ct * VECTOR_WIDTH, height = grid.s2, width = grid.s1;
     realV total = (realV)(0.0f);
-    for (int h = 0; h < HEIGHT; ++h)
-        for (int w = 0; w < WIDTH; ++w)
-            total += LOADV(0, dy + AT(Y, n, h, w, c0)) * LOADV(0, b + AT(B, n, h, w, c0));
+    for (int h = 0; h < height; ++h)
+        for (int w = 0; w < width; ++w)
+            total += LOADV(0, dy + AT_RUN(y_at, n, h, w, c0))
+                     * LOADV(0, b + AT_RUN(b_at, n, h, w, c0));
 #if ACCUMULATE
-    total += LOADV(0, dx + AT(X, n, 0, 0, c0));
+    total += LOADV(0, dx + AT_RUN(x_at, n, 0, 0, c0));
 #endif
-    STOREV(total, 0, dx + AT(X, n, 0, 0, c0));
+    STOREV(total, 0, dx + AT_RUN(x_at, n, 0, 0, c0));
 }
 #endif

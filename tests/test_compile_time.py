@@ -240,6 +240,27 @@ def test_pixelwise_kernels_of_every_shape_are_one_compiled_kernel():
             key for identity in kernels[selector] for key, _ in identity[2]}, selector
 
 
+@pytest.mark.parametrize("spec, family, shapes", [("convnext_tiny", "scale", 4),
+                                                   ("efficientnet_b0", "mul", 10)])
+def test_layer_scales_and_gates_of_every_shape_are_one_compiled_kernel(spec, family, shapes):
+    """ConvNeXt-Tiny's layer scales (4 stage shapes) and EfficientNet-B0's squeeze-and-excitation
+    products (10 shapes), forward and backward: one kernel per selector, no shape defines."""
+    graph = convgraph.analyse(ROOT / "specs" / f"{spec}.yaml")
+    kernels, launched = defaultdict(set), defaultdict(set)
+    for plan in (plan_forward(graph, CPU), plan_training(graph, CPU)):
+        for launch in (launch for group in plan.launch_groups().values() for launch in group):
+            kernel = plan.kernels[launch.kernel]
+            if kernel.family == family:
+                kernels[kernel.selector].add(kernel.identity())
+                launched[kernel.selector].add(
+                    tuple(arg for arg in launch.args if isinstance(arg, Ints)))
+    assert len(kernels) == 3  # forward, input gradient, weight (or gate) gradient
+    for selector, identities in kernels.items():
+        assert len(launched[selector]) == shapes and len(identities) == 1, selector
+        assert not {"HEIGHT", "WIDTH", "CHANNEL_VECTORS", "X_ALLOC_W", "Y_STRIDE_C"} & {
+            key for identity in identities for key, _ in identity[2]}, selector
+
+
 @pytest.mark.parametrize("halo", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 3, 1)])
 def test_run_time_layouts_address_what_pack_places(halo):
     """common.cl's AT_RUN(layout, n, h, w, c) with Ints.layout's four values finds element
@@ -252,3 +273,31 @@ def test_run_time_layouts_address_what_pack_places(halo):
     np.testing.assert_array_equal(packed[offset + n * image + h * row + w * pixel + c], x)
     assert Ints.grid(layout, 4).values == (2, 3, 5, 0)
     assert np.count_nonzero(packed) == x.size  # the rest is halo and padding, zero
+
+
+# a fresh interpreter: which modules `import convgraph` and a spec's analysis leave loaded
+IMPORTS = """
+import json, sys
+import convgraph
+light = sorted(name for name in ("numpy", "networkx", "pyopencl", "yaml", "rich")
+               if name in sys.modules)
+convgraph.analyse(sys.argv[1])
+import convgraph.model  # noqa: F401  (the compiler, as compile() loads it)
+print(json.dumps({"light": light, "loaded": sorted(sys.modules)}))
+"""
+
+
+def test_import_convgraph_is_light_and_compiling_loads_no_data_loaders():
+    """``import convgraph`` loads no numpy, networkx, pyopencl, YAML or rich (the CLI's signal
+    handlers come first; a spec check needs no device); analysing a spec and loading the
+    compiler loads none of the data loaders (the dataset names are data/kinds.py's) and no
+    subprocess (only a cold build that starts workers needs it)."""
+    done = subprocess.run([sys.executable, "-c", IMPORTS, str(ROOT / "specs" / "seed.yaml")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["light"] == []
+    loaded = set(found["loaded"])
+    assert {"networkx", "yaml", "convgraph.model", "convgraph.data.kinds"} <= loaded  # it ran
+    assert not loaded & {"convgraph.data.load", "convgraph.data.idx", "convgraph.data.cifar",
+                         "convgraph.data.npz", "convgraph.data.folder", "subprocess"}

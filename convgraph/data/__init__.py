@@ -10,7 +10,17 @@ order.
 
 from .batches import as_unit, batch_count, batches, channel_stats, input_normalization
 from .dataset import Dataset
-from .load import KINDS, load_dataset
+from .kinds import KINDS
 
 __all__ = ["Dataset", "load_dataset", "batches", "channel_stats", "batch_count", "as_unit",
            "input_normalization", "KINDS"]
+
+
+def __getattr__(name: str):
+    """``load_dataset`` on first use: it imports every loader (IDX, CIFAR, npz, folders...),
+    which compiling a spec never needs (it reads only the names, kinds.py)."""
+    if name == "load_dataset":
+        from .load import load_dataset
+
+        return load_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,13 +10,11 @@ from .dataset import Dataset, check_fits
 from .embedded import load_embedded
 from .folder import load_folder
 from .idx import load_idx_dataset
+from .kinds import KINDS
 from .masks import check_targets
 from .npz import load_npz
 from .shapes import load_shapes
 
-# Every data set convgraph reads, as the spec's train.dataset names it: the one list (the spec's
-# schema takes its choices from here), each kind loaded in load_dataset below.
-KINDS = ("embedded", "shapes", "fashion-mnist", "mnist", "cifar10", "npz", "folder")
 SPLITS = ("train", "test")
 
 

@@ -138,7 +138,7 @@ class Mul(Op):
             [ctx.input_tensor(0), ctx.input_tensor(1), ctx.output_tensor],
             {"A_BROADCAST": self._broadcast(a.volume, out),
              "B_BROADCAST": self._broadcast(b.volume, out)},
-            ctx.node.flops,
+            ctx.node.flops, shapes_at_run_time=True,
         )
 
     def reference(self, node, inputs, params):
@@ -162,16 +162,16 @@ class Mul(Op):
                 self._gate_backward(ctx, theirs, mine, args, defines)
                 continue
             ctx.pixel_launch("mul", "MUL_BACKWARD",
-                             {"Y": ctx.output_layout, "B": theirs, "X": mine}, args, defines)
+                             {"Y": ctx.output_layout, "B": theirs, "X": mine}, args, defines,
+                             shapes_at_run_time=True)
 
     def _gate_backward(self, ctx, other, gate, args, defines) -> None:
         """MUL_BACKWARD_GATE: work-item (channel vector, image) sums dy * other over the pixels."""
         y = ctx.output_layout
         width = ctx.vector_width(y, other, gate)
-        ctx.launch("mul", "MUL_BACKWARD_GATE",
-                   {**defines, "HEIGHT": y.volume.height, "WIDTH": y.volume.width,
-                    "CHANNEL_VECTORS": y.stride_c // width, "VECTOR_WIDTH": width,
-                    **y.defines("Y"), **other.defines("B"), **gate.defines("X")},
+        # the grid over y and the three layouts as run-time arguments, as pixel_launch passes
+        every, args = ctx.pixel_shapes({"Y": y, "B": other, "X": gate}, width, args, True)
+        ctx.launch("mul", "MUL_BACKWARD_GATE", {**defines, **every},
                    (y.stride_c // width, 1), args, batch_axis=1)
 
     def reference_backward(self, node, inputs, output, grad, params, seed):

@@ -68,7 +68,7 @@ class Scale(Op):
         layouts = {"X": ctx.input_layout(), "Y": ctx.output_layout}
         ctx.pixel_launch("scale", "SCALE_FORWARD", layouts,
                          [ctx.input_tensor(), ctx.param("weight"), ctx.output_tensor], None,
-                         ctx.node.flops)
+                         ctx.node.flops, shapes_at_run_time=True)
 
     def reference(self, node, inputs, params):
         factors = np.asarray(params["weight"], np.float64)[None, :, None, None]
@@ -82,15 +82,16 @@ class Scale(Op):
     def lower_backward(self, ctx) -> None:
         x, y = ctx.input_layout(), ctx.output_layout
         partial, images = ctx.split_sum("weight")  # dL/dweight = sum of dy * x per channel
+        # the partial sums lie y's channel stride apart: the weight's elements (device_params)
         ctx.channel_split_launch("scale", "SCALE_BACKWARD_WEIGHT", {"X": x, "Y": y},
                                  [ctx.input_tensor(), ctx.output_grad, partial, ctx.BATCH],
-                                 images, {"ELEMENTS": ctx.param_elements("weight")})
+                                 images, shapes_at_run_time=True)
         ctx.sum_splits("weight")
         if ctx.needs_grad():
             grad, accumulate = ctx.input_grad()
             ctx.pixel_launch("scale", "SCALE_BACKWARD_DATA", {"X": x, "Y": y},
                              [ctx.output_grad, ctx.param("weight"), grad],
-                             {"ACCUMULATE": accumulate})
+                             {"ACCUMULATE": accumulate}, shapes_at_run_time=True)
 
     def reference_backward(self, node, inputs, output, grad, params, seed):
         x = np.asarray(inputs[0], np.float64)

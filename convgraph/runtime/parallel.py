@@ -23,15 +23,16 @@ most 7; none under MPI).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from convgraph.codegen.launches import Ints
+
+if TYPE_CHECKING:
+    import subprocess
 
 # A PoCL build that takes less than this found the program in PoCL's own cache, and then its
 # kernels too (cold builds measured 0.55-0.85 s here, warm ones 0.02-0.15 s, under load 13
@@ -118,6 +119,9 @@ def prebuild(plan, target, program, source: str, options: list[str]) -> dict:
     worker processes at once, so that its first launches find them compiled. Returns what it
     did (workers, kernels, compiled here, seconds): ``Built.prebuilt``, which
     benchmarks/compile_time.py reports. A worker that cannot be started is one fewer."""
+    import json  # here, not at the top: only a cold build of 8+ kernels starts workers
+    import tempfile
+
     start = time.perf_counter()
     # decided on the kernel count first: a plan with a few kernels may be no network's (the
     # profiler's peak kernels have no buffers to size), and it is never worth a worker
@@ -146,6 +150,8 @@ def prebuild(plan, target, program, source: str, options: list[str]) -> dict:
 
 def _start_worker(path: Path) -> subprocess.Popen | None:
     """A worker on the recipe at ``path``; None when the system refuses another process."""
+    import subprocess
+
     try:  # stdout/stderr dropped: a worker is an optimisation, never a message to the user
         return subprocess.Popen([sys.executable, "-m", "convgraph.runtime.parallel", str(path)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -155,6 +161,8 @@ def _start_worker(path: Path) -> subprocess.Popen | None:
 
 
 def _finish(child: subprocess.Popen, start: float, needed: bool) -> None:
+    import subprocess
+
     if not needed:
         child.terminate()  # our own child, by its handle
     try:
@@ -226,6 +234,8 @@ def _compile_share(work: dict, claims: Path, context, queue, program, from_end: 
 
 def _work(path: str) -> int:
     """A worker: open the recipe's device, build its source, compile kernels from the end."""
+    import json
+
     import pyopencl as cl
 
     work = json.loads(Path(path).read_text())

@@ -6,7 +6,7 @@ the command line (``--set lr=0.05`` or the dedicated flags of ``convgraph run``)
 
 from __future__ import annotations
 
-from convgraph.data.load import KINDS as DATASETS  # the data layer owns the list
+from convgraph.data.kinds import KINDS as DATASETS  # the data layer owns the list
 from convgraph.errors import ErrorCollector, Location, SpecError, suggest
 from convgraph.ops import values as v
 from convgraph.ops.base import Param
