@@ -53,6 +53,8 @@ EXTRA_LAYERS = [  # direct layers of >= 16 channels that benchmarks/layers.py do
     ("vgg_cifar", "conv3", "16x16x32", "CONV(64, 3, pad=1)", False, False),
     ("resnet8", "res1/conv1", "32x32x16", "CONV(16, 3, pad=1, bias=false)", False, False),
     ("resnet8", "res2/conv2", "16x16x32", "CONV(32, 3, pad=1, bias=false)", False, False),
+    ("resnet8", "res3/conv2", "8x8x64", "CONV(64, 3, pad=1, bias=false)", False, False),
+    ("vgg16", "conv3_2", "56x56x256", "CONV(256, 3, pad=1)", False, False),
 ]
 CONV_TEXT = {"": None}  # git revision -> kernels/conv.cl at it (None: the working tree's)
 ACTIVE = [""]  # the revision whose conv.cl the next build reads
