@@ -13,10 +13,10 @@ training step (not an input gradient's weight transpose, which is no part of the
 zero-filled buffers of the planned sizes, timed by OpenCL events. The variants alternate within
 each round (ABBA), and the table gives the median over rounds with the spread (min-max), the
 speed-up over the first variant paired round by round (median of the per-round ratios), GFLOP/s
-and % of the fp32 FMA peak (kernels/peak.cl, measured in the same run; "best": the fastest
-round's, which the other sessions on a shared machine disturb least), the CPU model and the
-load. A variant whose knobs are not a setting of the site is refused (the plan would run the
-site's default in its place).
+and % of the fp32 FMA peak (kernels/peak.cl, measured after every round, its best taken;
+"best": the fastest round's, which the other sessions on a shared machine disturb least), the
+CPU model and the load. A variant whose knobs are not a setting of the site is refused (the
+plan would run the site's default in its place).
 ``--objdump`` instead builds each variant in a fresh process with PoCL's temporary files kept
 and counts, in the code PoCL generated for the site's conv kernel, the vector fmas, the
 shuffles that compete with them for port 5 (vpermps, vbroadcastss from a register, vextract,
@@ -202,13 +202,16 @@ def main(argv=None) -> int:
     if args.build_only:
         return 0
     probe = convgraph.compile({"input": "8x8x8", "pattern": "[INPUT-CONV(8, 3, pad=1)]"})
-    peak, copy = _peak(probe)
+    # the peak and copy bandwidth before every round and after the last, their best taken: the
+    # other sessions slow a measurement down, never up, so the best is the machine's own
+    references = [_peak(probe)]
     samples = {label: [] for label in timers}
     order = list(timers)
     for round_ in range(args.rounds):
         for label in order if round_ % 2 == 0 else order[::-1]:
             samples[label].append(timers[label].run())
-    peak, copy = (max(pair) for pair in zip((peak, copy), _peak(probe)))
+        references.append(_peak(probe))
+    peak, copy = (max(values) for values in zip(*references))
     print(f"CPU: {cpu_model()}; FMA peak {peak:.0f} GFLOP/s, copy {copy:.1f} GB/s (same run); "
           f"load {load:.1f} -> "
           f"{os.getloadavg()[0]:.1f}; batch {args.batch}; {entry[0]} {entry[1]} {entry[2]} "

@@ -507,16 +507,29 @@ def _forward_space(profile, width: int, channels: int, filters: int, out_width: 
         return space
     sweeps = _row_sweeps(space, out_width, kernel_w)
     space = [{**knobs, "ROW_SWEEP": 0} for knobs in space]
-    default = space[0]
-    if (profile.conv_sweep_pixels and stride_w == 1 and channels >= 4 and width == 16
-            and default["FILTER_VECTORS"] == 1 and default["TILE_ROWS"] == 1):
-        # one vector of filters: each input broadcast served one fma, the loop load-bound; swept,
-        # KERNEL_W (ResNet-8 res1, README "Weak spots")
-        wanted = {**default, "ROW_SWEEP": 1,
-                  "TILE_PIXELS": choose_tile(out_width, profile.conv_sweep_pixels)}
-        if wanted in sweeps:
-            return [wanted] + space + [knobs for knobs in sweeps if knobs != wanted]
+    wanted = _default_sweep(profile, space[0], sweeps, channels, out_width, stride_w)
+    if wanted:
+        return [wanted] + space + [knobs for knobs in sweeps if knobs != wanted]
     return space + sweeps
+
+
+def _default_sweep(profile, default: dict, sweeps: list[dict], channels: int, out_width: int,
+                   stride_w: int) -> dict | None:
+    """The row sweep that replaces ``default`` as a CPU site's default, if any: on stride-1
+    inner layers (at least 4 channels) at full vectors, the default's vectors of filters over
+    profile.conv_sweep_pixels / those vectors pixels, at the widest channel step up to the
+    default's that fits the registers. With one vector of filters each input broadcast served
+    one fma and the loop was load-bound; swept, KERNEL_W (README "Weak spots")."""
+    if not (profile.conv_sweep_pixels and stride_w == 1 and channels >= 4
+            and default["VECTOR_WIDTH"] == 16 and default["TILE_ROWS"] == 1):
+        return None
+    pixels = choose_tile(out_width, max(1, profile.conv_sweep_pixels
+                                        // default["FILTER_VECTORS"]))
+    for step in (4, 2, 1):
+        wanted = {**default, "ROW_SWEEP": 1, "TILE_PIXELS": pixels, "CHANNEL_STEP": step}
+        if step <= default["CHANNEL_STEP"] and wanted in sweeps:
+            return wanted
+    return None
 
 
 # ROW_SWEEP: vector registers a sweep's tile may hold, its accumulators and the weight vectors
