@@ -21,14 +21,14 @@ from tests.test_kernels import check_forward, input_batch, poison, random_params
 from tests.test_tuning import _sites
 
 # 12 wide (whole tiles of 6 and 12 pixels), 5 high (an odd last row tile); 16 and 32 filters (1
-# and 2 vectors); stride 2 (6x3), dilation 2, a 5x3 kernel; conv-relu-pool folds its pool in
+# and 2 vectors); stride 2 (6x3), dilation 2, a 5x3 kernel of 32 filters whose pool folds in
 # inference (a pooled row of 3 windows). SMALL: a sweep, a pooled sweep and a stride-1 input
 # gradient (the forward kernel, gated by the relu before it). Both in the slow tier: the default
 # tier checks the default sweep through Conv's harness case 12x5x16 CONV(16, 3, pad=1)
 WIDE = {"input": "12x5x16",
         "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(32, 3, pad=1)"
                    "-CONV(16, 3, stride=2, pad=same)-CONV(16, 3, dilation=2, pad=2)"
-                   "-CONV(16, 5x3, pad=2x1)-RELU-POOL(2, rounding=floor)-FC(4)]"}
+                   "-CONV(32, 5x3, pad=2x1)-RELU-POOL(2, rounding=floor)-FC(4)]"}
 SMALL = {"input": "12x5x16",
          "pattern": "[INPUT-CONV(16, 3, pad=1)-RELU-CONV(16, 3, pad=1)-RELU"
                     "-POOL(2, rounding=floor)-FC(4)]"}
