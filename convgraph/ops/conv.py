@@ -520,7 +520,7 @@ def _default_sweep(profile, default: dict, sweeps: list[dict], channels: int, ou
     profile.conv_sweep_pixels / those vectors pixels, at the widest channel step up to the
     default's that fits the registers. With one vector of filters each input broadcast served
     one fma and the loop was load-bound; swept, each serves KERNEL_W (1.1-1.4x); with two, the
-    same fmas take fewer loads and one pointer a row (0.9-1.5x, median 1.02-1.12x; README
+    same fmas take fewer loads and one pointer a row (0.9-1.55x, medians 1.02-1.24x; README
     "Weak spots")."""
     if not (profile.conv_sweep_pixels and stride_w == 1 and channels >= 4
             and default["VECTOR_WIDTH"] == 16 and default["TILE_ROWS"] == 1):
