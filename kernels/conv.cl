@@ -137,6 +137,30 @@
 #if POOL_MAX && TILE_ROWS != 1
 #error "a pooled forward computes one row of 2x2 windows per work-item: TILE_ROWS 1"
 #endif
+#ifndef ROW_SWEEP
+#define ROW_SWEEP 0
+#endif
+/* ROW_SWEEP: the tile's pixels as SWEEP_ROWS rows of SWEEP_PIXELS consecutive columns, whose
+ * windows overlap: a kernel row of the tile reads SWEEP_COLUMNS columns of x, each broadcast
+ * once for the KERNEL_W taps that use it (KERNEL_W fmas at stride 1, not one), and SWEEP_ACC
+ * is the accumulator of row u's pixel q. Whole tiles only: no column is clamped. */
+#if POOL_MAX /* pixel p of a tile of 2x2 windows: row (p % 4) / 2, column 2 (p / 4) + p % 2 */
+#define SWEEP_ROWS 2
+#define SWEEP_PIXELS (TILE_PIXELS / 2)
+#define SWEEP_ROW(u) ((u) * STRIDE_H * X_ALLOC_W * X_STRIDE_C)
+#define SWEEP_ACC(u, q) acc[0][4 * ((q) / 2) + 2 * (u) + (q) % 2]
+#define SWEEP_WHOLE (POOL_OUT_W % POOL_WINDOWS == 0)
+#else
+#define SWEEP_ROWS TILE_ROWS
+#define SWEEP_PIXELS TILE_PIXELS
+#define SWEEP_ROW(u) row_offset[u]
+#define SWEEP_ACC(u, q) acc[u][q]
+#define SWEEP_WHOLE (OUT_W % TILE_PIXELS == 0)
+#endif
+#define SWEEP_COLUMNS ((SWEEP_PIXELS - 1) * STRIDE_W + (KERNEL_W - 1) * DILATION_W + 1)
+#if ROW_SWEEP && !SWEEP_WHOLE
+#error "ROW_SWEEP reads whole tiles: TILE_PIXELS (pooled: its windows) must divide the row"
+#endif
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict w,
                           __global const float *restrict b, __global float *restrict y)
 {
@@ -176,6 +200,44 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #pragma unroll
             for (int f = 0; f < FILTER_VECTORS; ++f) acc[t][p][f] = (realV)(0.0f);
 
+#if ROW_SWEEP /* each input of a kernel row's window, broadcast once, serves every column */
+    for (int r = 0; r < KERNEL_H; ++r) {
+        __global const float *wr = filters + r * KERNEL_W * C_PER_GROUP * K_PER_GROUP;
+        /* one pointer a row of the tile, every column and channel of it a constant offset */
+        __global const float *xr = x + window[0] + r * DILATION_H * X_ALLOC_W * X_STRIDE_C;
+        for (int c = 0; c < C_PER_GROUP; c += CHANNEL_STEP) {
+#pragma unroll
+            for (int j = 0; j < CHANNEL_STEP; ++j) {
+                realV wv[KERNEL_W][FILTER_VECTORS]; /* the row's taps of channel c + j */
+#pragma unroll
+                for (int s = 0; s < KERNEL_W; ++s)
+#pragma unroll
+                    for (int f = 0; f < FILTER_VECTORS; ++f)
+                        wv[s][f] = LOADV(0, wr + (s * C_PER_GROUP + c + j) * K_PER_GROUP
+                                                + f * VECTOR_WIDTH);
+#pragma unroll
+                for (int u = 0; u < SWEEP_ROWS; ++u) {
+#pragma unroll
+                    for (int i = 0; i < SWEEP_COLUMNS; ++i) {
+                        /* column i of the row's windows: pixel q's tap s where
+                         * i = q * STRIDE_W + s * DILATION_W (constants once unrolled) */
+                        const realV xb = (realV)(xr[SWEEP_ROW(u) + i * X_STRIDE_C + c + j]);
+#pragma unroll
+                        for (int s = 0; s < KERNEL_W; ++s) {
+                            const int q = i - s * DILATION_W;
+                            if (q >= 0 && q % STRIDE_W == 0 && q / STRIDE_W < SWEEP_PIXELS) {
+#pragma unroll
+                                for (int f = 0; f < FILTER_VECTORS; ++f)
+                                    SWEEP_ACC(u, q / STRIDE_W)[f] =
+                                        fma(xb, wv[s][f], SWEEP_ACC(u, q / STRIDE_W)[f]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+#else
     for (int r = 0; r < KERNEL_H; ++r) {
         for (int s = 0; s < KERNEL_W; ++s) {
             const int tap = (r * DILATION_H * X_ALLOC_W + s * DILATION_W) * X_STRIDE_C;
@@ -206,6 +268,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
             }
         }
     }
+#endif
 
 #if POOL_MAX /* y: the pool's output; window q is pixels 4q .. 4q + 3 */
 #pragma unroll

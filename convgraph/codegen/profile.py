@@ -32,6 +32,10 @@ class DeviceProfile:
     # output rows per work-item of a first layer (under 4 channels) whose filters fit one or two
     # vectors, its pixels conv_tile_pixels / vectors of filters (kernels/conv.cl TILE_ROWS)
     conv_first_tile_rows: int = 1
+    # pixels x vectors of filters per work-item of the direct forward's row sweep
+    # (kernels/conv.cl ROW_SWEEP: each input broadcast once for a kernel row's columns), the
+    # default of stride-1 inner layers; 0: the sweep is the tuner's alone
+    conv_sweep_pixels: int = 0
     images_per_split: int = 2  # batch split of gradient sums (each split: partial sums)
     # weight gradients: images per split as many as fit this many bytes (inputs + gradients;
     # None: images_per_split), and vectors of filters per work-item
@@ -105,9 +109,15 @@ CPU_WINOGRAD_WEIGHTS = ((32, 8, 8, "winograd4"), (32, 16, 16, "winograd4"))
 # weight vectors, one broadcast: 25 of the 32 zmm registers), each input broadcast straight
 # from memory (kernels/conv.cl). benchmarks/conv_tiles.py, batch 64, alternating, against
 # 8 x 1 x 8 with the same kernel: VGG-CIFAR conv2 1.2x, conv3 1.2x, ResNet-8 res2/conv2 1.6x;
-# 4 channels a step also where one vector of filters is all there is (README "Weak spots")
+# 4 channels a step also where one vector of filters is all there is (README "Weak spots").
+# Row sweeps on stride-1 inner layers (each input broadcast serves the 3 columns of a 3x3
+# kernel): 16 pixels x 1 vector x 4 channels, ResNet-8 res1/conv1 1.15-1.3x forward and
+# 1.11-1.14x input gradient; 8 x 2 x 2 channels (4 spilled), ResNet-8 res2/conv2 0.91-1.12x
+# (median 1.04x), VGG-CIFAR conv2 0.93-1.38x (1.03x), conv3 0.94-1.5x, VGG-16 conv3_2 1.5x;
+# benchmarks/conv_tiles.py, batch 16 and 64, alternating, load 2-10
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_filter_vectors=2, conv_channel_step=4, conv_first_tile_rows=2,
+                    conv_sweep_pixels=16,
                     conv_local=None, pixel_local=None, batch_free_local=True,
                     split_cache_bytes=1024 * 1024, grad_filter_vectors=2, grad_tap_columns=True,
                     dense_channel_step=8, dense_grad_unit_vectors=4, dense_grad_rows=8,

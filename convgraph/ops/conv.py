@@ -139,6 +139,9 @@ class Conv(Op):
         # a first layer's 2 rows per work-item (16 filters: 2 x 8 pixels), an odd height: the
         # last row tile clamps its reads and skips its stores
         Case("11x9x3", "CONV(16, 3, pad=1)", batch=2),
+        # an inner layer of one vector of filters: the forward's row sweep of a whole row (12
+        # pixels, ROW_SWEEP), and the stride-1 input gradient's (16 channels: one vector too)
+        Case("12x5x16", "CONV(16, 3, pad=1)", batch=1),
     )
     aliases = ("convolution", "conv2d")
     summary = "2-D convolution (CONV): filters slide over the input volume with shared weights."
@@ -457,11 +460,12 @@ def _conv_defines(ctx):
 
 
 def _forward_space(profile, width: int, channels: int, filters: int, out_width: int,
-                   row_tiles: bool = True) -> list[dict]:
+                   row_tiles: bool = True, kernel_w: int = 1, stride_w: int = 1) -> list[dict]:
     """Every setting of a direct forward site, the profile's default first: pixels and rows
     per work-item (rows only with ``row_tiles``: not where a max pool is folded in), vectors of
-    filters per work-item, channels per step, vector width, and on a GPU the work-group shape.
-    ``channels``/``filters``: per group, as stored."""
+    filters per work-item, channels per step, vector width, on a CPU whether a kernel row's
+    inputs are swept once for all its ``kernel_w`` columns (ROW_SWEEP), and on a GPU the
+    work-group shape. ``channels``/``filters``: per group, as stored."""
     # channels per step: the profile's, or the widest below it that divides the channels (8
     # won on VGG-CIFAR when the kernel loaded them as one vector; broadcast one by one from
     # memory, 4 leaves registers for 2 vectors of filters)
@@ -499,7 +503,60 @@ def _forward_space(profile, width: int, channels: int, filters: int, out_width: 
                                       "VECTOR_WIDTH": vector, "LOCAL": local})
     if row_tiles and channels < 4 and profile.conv_first_tile_rows > 1:
         space = _first_layer_rows_first(space, profile, out_width)
-    return space
+    if gpu:  # (the sweep is measured on PoCL only: a GPU's space keeps its knobs)
+        return space
+    sweeps = _row_sweeps(space, out_width, kernel_w)
+    space = [{**knobs, "ROW_SWEEP": 0} for knobs in space]
+    wanted = _default_sweep(profile, space[0], sweeps, channels, out_width, stride_w)
+    if wanted:
+        return [wanted] + space + [knobs for knobs in sweeps if knobs != wanted]
+    return space + sweeps
+
+
+def _default_sweep(profile, default: dict, sweeps: list[dict], channels: int, out_width: int,
+                   stride_w: int) -> dict | None:
+    """The row sweep that replaces ``default`` as a CPU site's default, if any: on stride-1
+    inner layers (at least 4 channels) at full vectors, the default's vectors of filters over
+    profile.conv_sweep_pixels / those vectors pixels, at the widest channel step up to the
+    default's that fits the registers. With one vector of filters each input broadcast served
+    one fma and the loop was load-bound; swept, each serves KERNEL_W (1.1-1.4x); with two, the
+    same fmas take fewer loads and one pointer a row (0.9-1.55x, medians 1.02-1.24x; README
+    "Weak spots")."""
+    if not (profile.conv_sweep_pixels and stride_w == 1 and channels >= 4
+            and default["VECTOR_WIDTH"] == 16 and default["TILE_ROWS"] == 1):
+        return None
+    pixels = choose_tile(out_width, max(1, profile.conv_sweep_pixels
+                                        // default["FILTER_VECTORS"]))
+    for step in (4, 2, 1):
+        wanted = {**default, "ROW_SWEEP": 1, "TILE_PIXELS": pixels, "CHANNEL_STEP": step}
+        if step <= default["CHANNEL_STEP"] and wanted in sweeps:
+            return wanted
+    return None
+
+
+# ROW_SWEEP: vector registers a sweep's tile may hold, its accumulators and the weight vectors
+# of a step (of 32 on AVX-512; the broadcast and the loop's spare take the rest). LLVM loads a
+# step's weights up front: res2/conv2's 8 x 2 vectors x 4 channels (16 + 24) spilled, 305 stack
+# accesses against 44 at 2 channels (16 + 12)
+SWEEP_REGISTERS = 28
+
+
+def _row_sweeps(space: list[dict], out_width: int, kernel_w: int) -> list[dict]:
+    """The settings of ``space`` that may sweep a kernel row (kernels/conv.cl ROW_SWEEP), at its
+    channel step or at 2 or 1, in its order: whole tiles (no column is clamped), a kernel wider
+    than one column (else the sweep is the tap loop), TILE_ROWS x TILE_PIXELS x FILTER_VECTORS
+    accumulators and CHANNEL_STEP x KERNEL_W x FILTER_VECTORS weight vectors within
+    SWEEP_REGISTERS."""
+    if kernel_w < 2:
+        return []
+    steps = [{**knobs, "CHANNEL_STEP": step, "ROW_SWEEP": 1} for knobs in space
+             for step in dict.fromkeys((knobs["CHANNEL_STEP"], 2, 1))
+             if step <= knobs["CHANNEL_STEP"]]
+    sweeps = [knobs for knobs in steps if out_width % knobs["TILE_PIXELS"] == 0
+              and knobs["FILTER_VECTORS"] * (knobs["TILE_ROWS"] * knobs["TILE_PIXELS"]
+                                             + knobs["CHANNEL_STEP"] * kernel_w)
+              <= SWEEP_REGISTERS]
+    return [dict(items) for items in dict.fromkeys(tuple(k.items()) for k in sweeps)]
 
 
 def _first_layer_rows_first(space: list[dict], profile, out_width: int) -> list[dict]:
@@ -520,7 +577,8 @@ def _first_layer_rows_first(space: list[dict], profile, out_width: int) -> list[
 def _tuned_forward(ctx, shape: dict, width: int, channels: int, filters: int, out_width: int):
     """The direct forward kernel's knobs for one site (its defines, grid, work-group and site
     key). ``channels``/``filters``: per group, as stored."""
-    space = _forward_space(ctx.profile, width, channels, filters, out_width)
+    space = _forward_space(ctx.profile, width, channels, filters, out_width,
+                           kernel_w=shape["KERNEL_W"], stride_w=shape["STRIDE_W"])
     shape = {key: value for key, value in shape.items() if key != "VECTOR_WIDTH"}
     site, knobs = ctx.tuned("CONV_FORWARD", shape, space)
     return (*_direct_forward(shape, knobs, out_width), site)
@@ -546,14 +604,14 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
     [x, w, b, y]: direct, or on 3x3 stride-1 ungrouped sites Winograd, as the site's ALGORITHM
     knob chooses (ops/winograd.py); the tuner times every algorithm with every tile setting."""
     pooled = bool(shape.get("POOL_MAX"))
-    space = _forward_space(ctx.profile, width, channels, filters, out_width, not pooled)
+    space = _forward_space(ctx.profile, width, channels, filters, out_width, not pooled,
+                           shape["KERNEL_W"], shape["STRIDE_W"])
     shape = {key: value for key, value in shape.items() if key != "VECTOR_WIDTH"}
     if pooled:  # direct only, each work-item's pixels whole 2x2 windows
         space = _pooled_space(space, shape["POOL_OUT_W"])
     elif winograd.applies(shape):
-        space = winograd.with_algorithms(
-            space, winograd.default_algorithm(ctx.profile, channels, filters, out_width,
-                                              shape["OUT_H"]), channels, filters)
+        space = _with_winograd(space, winograd.default_algorithm(
+            ctx.profile, channels, filters, out_width, shape["OUT_H"]), channels, filters)
     if conv_gemm.offered(ctx.profile, shape):  # the GPU family first, where the profile asks
         space = conv_gemm.with_family(ctx.profile, space, shape)
     site, knobs = ctx.tuned("CONV_FORWARD", shape, space)
@@ -568,6 +626,21 @@ def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, o
                flops=ctx.node.flops, moved=moved, site=site)
 
 
+def _with_winograd(space: list[dict], default: str, channels: int, filters: int
+                   ) -> list[dict]:
+    """A 3x3 stride-1 site's direct ``space`` with the Winograd algorithms (ops/winograd.py),
+    ``default``'s first. The GEMMs take the tile settings that do not sweep (ROW_SWEEP is the
+    direct kernel's alone), so their defaults are those without the sweep; the sweeps join the
+    direct settings, first where the direct default sweeps."""
+    sweep_first = bool(space[0].get("ROW_SWEEP"))
+    sweeps = [{**knobs, "ALGORITHM": "direct"} for knobs in space if knobs.get("ROW_SWEEP")]
+    space = winograd.with_algorithms([knobs for knobs in space if not knobs.get("ROW_SWEEP")],
+                                     default, channels, filters)
+    if sweep_first and space[0]["ALGORITHM"] == "direct":
+        return sweeps[:1] + space + sweeps[1:]
+    return space + sweeps
+
+
 def _pooled_space(space: list[dict], pooled_width: int) -> list[dict]:
     """A forward space whose pixel tiles are whole 2x2 windows: TILE_PIXELS = 4 x the windows
     per work-item, the setting's own pixel count rounded to them (a 7-pixel tile, a divisor
@@ -579,6 +652,8 @@ def _pooled_space(space: list[dict], pooled_width: int) -> list[dict]:
         per_window = 4 * knobs["FILTER_VECTORS"] * knobs["VECTOR_WIDTH"]  # accumulators
         windows = min(pooled_width, max(1, (knobs["TILE_PIXELS"] + 2) // 4),
                       max(1, 256 // per_window))
+        if knobs.get("ROW_SWEEP") and pooled_width % windows:
+            continue  # a sweep reads whole tiles
         pooled.append({**knobs, "TILE_PIXELS": 4 * windows})
     return [dict(items) for items in dict.fromkeys(tuple(k.items()) for k in pooled)]
 
