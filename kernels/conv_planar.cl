@@ -87,6 +87,52 @@
     ((((n) * IN_CHANNELS + (c)) * X_ALLOC_H + (h) + X_HALO_TOP) * X_ALLOC_W + (w) + X_HALO_LEFT)
 
 #if defined(CONV_PLANAR_FORWARD)
+#ifndef STORE_TRANSPOSED /* the NHWC store: 1 transposes blocks of VECTOR_WIDTH filters in
+                          * registers, 0 goes through a private tile, pixel by pixel */
+#define STORE_TRANSPOSED 0
+#endif
+/* One butterfly stage of a VECTOR_WIDTH x VECTOR_WIDTH transpose in registers: rows i and
+ * i + S (i & S == 0) exchange their lanes j & S == S and j & S == 0 (S = 1, 2, 4 ... half the
+ * width); after every stage m[p] holds lane p of every input row. Each is one two-source
+ * permute (vpermt2ps, or a 128/256-bit lane move for the widest stages). */
+#define TRANSPOSE_STAGE(m, S, LO, HI)                                                          \
+    for (int i = 0; i < VECTOR_WIDTH; ++i) {                                                   \
+        if (i & (S)) continue;                                                                 \
+        const realV a = m[i], b = m[i + (S)];                                                  \
+        m[i] = shuffle2(a, b, LO);                                                             \
+        m[i + (S)] = shuffle2(a, b, HI);                                                       \
+    }
+#if VECTOR_WIDTH == 16
+#define uintV uint16
+__attribute__((always_inline)) inline void transpose_block(realV *m)
+{
+#pragma unroll
+    TRANSPOSE_STAGE(m, 1, ((uint16)(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30)),
+                    ((uint16)(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31)))
+#pragma unroll
+    TRANSPOSE_STAGE(m, 2, ((uint16)(0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)),
+                    ((uint16)(2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31)))
+#pragma unroll
+    TRANSPOSE_STAGE(m, 4, ((uint16)(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27)),
+                    ((uint16)(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31)))
+#pragma unroll
+    TRANSPOSE_STAGE(m, 8, ((uint16)(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)),
+                    ((uint16)(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31)))
+}
+#elif VECTOR_WIDTH == 8
+__attribute__((always_inline)) inline void transpose_block(realV *m)
+{
+#pragma unroll
+    TRANSPOSE_STAGE(m, 1, ((uint8)(0, 8, 2, 10, 4, 12, 6, 14)), ((uint8)(1, 9, 3, 11, 5, 13, 7, 15)))
+#pragma unroll
+    TRANSPOSE_STAGE(m, 2, ((uint8)(0, 1, 8, 9, 4, 5, 12, 13)), ((uint8)(2, 3, 10, 11, 6, 7, 14, 15)))
+#pragma unroll
+    TRANSPOSE_STAGE(m, 4, ((uint8)(0, 1, 2, 3, 8, 9, 10, 11)), ((uint8)(4, 5, 6, 7, 12, 13, 14, 15)))
+}
+#elif STORE_TRANSPOSED
+#error "the transposed store takes vectors of 8 or 16 pixels"
+#endif
+#define BLOCKS ((FILTERS_PER_ITEM + VECTOR_WIDTH - 1) / VECTOR_WIDTH) /* transposed blocks */
 #define ROW_VECTORS ((OUT_W + VECTOR_WIDTH - 1) / VECTOR_WIDTH) /* vectors of a row */
 #define PIXEL_TILES ((ROW_VECTORS + TILE_VECTORS - 1) / TILE_VECTORS)
 #define LAST_VECTOR ((ROW_VECTORS - 1) * VECTOR_WIDTH) /* where a row's last vector starts */
@@ -165,6 +211,85 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
      * writes them (its zero weights and bias, activated) */
     const float padding = ACTIVATE(0.0f, EPILOGUE, EPILOGUE_SLOPE);
     const int last_group = kt == FILTER_GROUPS - 1;
+#if STORE_TRANSPOSED
+    /* blocks of VECTOR_WIDTH filters (rows past FILTERS_PER_ITEM zero, as a padding filter's
+     * sums are) transposed in registers: then row p is pixel p's filters, one vector store; the
+     * lowering offers this where a block never reaches past the group's channels (or the
+     * padding, for the last group) */
+#if POOL_MAX
+    const int rows_out = 1;
+#else
+    const int rows_out = TILE_ROWS;
+#endif
+#pragma unroll
+    for (int t = 0; t < rows_out; ++t) {
+#pragma unroll
+        for (int v = 0; v < TILE_VECTORS; ++v) {
+            const int first_pixel = (pt * TILE_VECTORS + v) * VECTOR_WIDTH;
+#pragma unroll
+            for (int block = 0; block < BLOCKS; ++block) {
+                realV m[VECTOR_WIDTH];
+#pragma unroll
+                for (int i = 0; i < VECTOR_WIDTH; ++i) {
+                    const int f = block * VECTOR_WIDTH + i;
+                    if (f >= FILTERS_PER_ITEM) {
+                        m[i] = (realV)(0.0f);
+                        continue;
+                    }
+#if HAS_BIAS
+                    const realV bias = (realV)(b[min(k0 + f, K_ALLOC - 1)]);
+#else
+                    const realV bias = (realV)(0.0f);
+#endif
+#if POOL_MAX /* the rows' max (the activation first where it may decrease) */
+                    const realV top = acc[0][v][f] + bias, bottom = acc[1][v][f] + bias;
+                    m[i] = POOL_FIRST ? fmax(top, bottom)
+                                      : fmax(ACTIVATE(top, EPILOGUE, EPILOGUE_SLOPE),
+                                             ACTIVATE(bottom, EPILOGUE, EPILOGUE_SLOPE));
+#else
+                    m[i] = ACTIVATE(acc[t][v][f] + bias, EPILOGUE, EPILOGUE_SLOPE);
+#endif
+                }
+#if !POOL_MAX
+#pragma unroll
+                for (int i = FILTERS_PER_ITEM - block * VECTOR_WIDTH; i < VECTOR_WIDTH; ++i)
+                    m[i] = (realV)(padding); /* (past FILTERS_PER_ITEM: none if not positive) */
+#endif
+                transpose_block(m);
+#if POOL_MAX /* pooled column pw from conv columns 2 pw, 2 pw + 1 (first_pixel is even) */
+#pragma unroll
+                for (int q = 0; q < VECTOR_WIDTH / 2; ++q) {
+                    const int pw = first_pixel / 2 + q;
+                    if (first_pixel < OUT_W && pw < POOL_OUT_W) {
+                        const realV pooled = fmax(m[2 * q], m[2 * q + 1]);
+                        STOREV(POOL_FIRST ? ACTIVATE(pooled, EPILOGUE, EPILOGUE_SLOPE) : pooled,
+                               0, y + AT(Y, n, first_row / 2, pw, k0 + block * VECTOR_WIDTH));
+                    }
+                }
+#else
+                if (first_row + t < OUT_H) {
+#pragma unroll
+                    for (int p = 0; p < VECTOR_WIDTH; ++p)
+                        if (first_pixel + p < OUT_W)
+                            STOREV(m[p], 0, y + AT(Y, n, first_row + t, first_pixel + p,
+                                                   k0 + block * VECTOR_WIDTH));
+                }
+#endif
+            }
+            /* padding channels past the blocks (the last group, where the blocks stop short) */
+            if (last_group && k0 + BLOCKS * VECTOR_WIDTH < Y_STRIDE_C && first_pixel < OUT_W
+                && (POOL_MAX || first_row + t < OUT_H)) {
+                for (int p = 0; p < (POOL_MAX ? VECTOR_WIDTH / 2 : VECTOR_WIDTH); ++p) {
+                    const int column = (POOL_MAX ? first_pixel / 2 : first_pixel) + p;
+                    if (column >= (POOL_MAX ? POOL_OUT_W : OUT_W)) break;
+                    __global float *out = y + AT(Y, n, POOL_MAX ? first_row / 2 : first_row + t,
+                                                 column, 0);
+                    for (int k = k0 + BLOCKS * VECTOR_WIDTH; k < Y_STRIDE_C; ++k) out[k] = padding;
+                }
+            }
+        }
+    }
+#else /* through a private tile, pixel by pixel */
     float stage[FILTERS_PER_ITEM][VECTOR_WIDTH]; /* one vector's filters, pixel by pixel */
 #if POOL_MAX
 #pragma unroll
@@ -230,6 +355,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
         }
     }
 #endif
+#endif /* STORE_TRANSPOSED */
 }
 #endif
 

@@ -5,11 +5,11 @@ not a transpose.
 
 Checked against the float64 numpy reference on NaN-poisoned buffers (forward, folded 2x2 max
 pool, the weight gradient of a network whose first conv reads the input planar), at odd widths
-that are not a multiple of 16, batch 1, pad 0-2, 1-4 channels and 1-33 filters; a training
-step against the same network's NHWC plan (the profile's ``conv_planar_input`` off); the plan's
-choice (only the sole reader, only on the CPU profile); the layout's pack/unpack and the
-compiled artifact's record; every setting of the site's tuning space (slow tier) and Oclgrind
-(slow tier).
+that are not a multiple of 16, batch 1, pad 0-2, 1-4 channels and 1-23 filters (16 and 33 stay
+NHWC: the plan test); a training step against the same network's NHWC plan (the profile's
+``conv_planar_input`` off); the plan's choice (only the sole reader, only on the CPU profile);
+the layout's pack/unpack and the compiled artifact's record; every setting of the site's tuning
+space, both bodies (slow tier), and Oclgrind (slow tier).
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ def test_pack_is_a_copy_into_the_halo_and_unpack_inverts_it():
 
 @pytest.mark.parametrize(("volume", "layers", "planar"), [
     ("32x32x3", "CONV(12, 3, pad=1)-RELU-POOL(2)-FC(10)", True),  # M1
-    ("13x9x4", "CONV(33, 5, pad=2)", True),
+    ("13x9x4", "CONV(20, 5, pad=2)", True),
     ("13x9x1", "CONV(1, 3)", True),
+    ("13x9x3", "CONV(16, 3, pad=1)", False),  # whole vectors of filters: NHWC measured faster
+    ("13x9x3", "CONV(33, 3, pad=1)", False),  # more than a work-item's filters
     ("13x9x5", "CONV(8, 3, pad=1)", False),  # 5 channels: NHWC
     ("13x9x3", "CONV(8, 3, stride=2, pad=1)", False),  # stride 2: the direct kernel
     ("13x9x4", "CONV(8, 3, pad=1, groups=2)", False),
@@ -107,7 +109,7 @@ def test_the_space_holds_every_filter_tile_and_fits_the_registers():
 
     space = _planar_forward_space(CPU, 12, 16, 32, pooled=False)
     assert space[0] == {"VECTOR_WIDTH": 16, "TILE_VECTORS": 2, "TILE_ROWS": 1,
-                        "FILTERS_PER_ITEM": 12}  # M1: every filter, the whole row
+                        "FILTERS_PER_ITEM": 12, "STORE_TRANSPOSED": 1}  # M1: the whole row
     assert {k["FILTERS_PER_ITEM"] for k in space} == {12, 6, 4, 3, 2, 1}
     for knobs in space:
         pixels = knobs["TILE_ROWS"] * knobs["TILE_VECTORS"]
@@ -119,18 +121,18 @@ def test_the_space_holds_every_filter_tile_and_fits_the_registers():
 
 # ------------------------------------------------------------------- the kernels against numpy
 
-FORWARD = [  # (input, layers, batch): odd widths, pads 0-2, 1-4 channels, 1-33 filters
+FORWARD = [  # (input, layers, batch): odd widths, pads 0-2, 1-4 channels, 1-23 filters
     ("13x9x3", "CONV(12, 3, pad=1)-RELU", 3),  # a partial vector
     ("37x5x1", "CONV(1, 3, pad=2)", 1),  # 3 vectors, one filter
-    ("9x7x4", "CONV(33, 5, pad=2)-SIGMOID", 2),  # 3 filter groups; padding channels ACT(0)
+    ("9x7x4", "CONV(23, 5, pad=2)-SIGMOID", 2),  # padding channels ACT(0)
     ("20x11x2", "CONV(5, 3x2, dilation=2)-LEAKYRELU(0.2)", 1),  # pad 0, dilation, odd height
 ]
 SLOW_FORWARD = [
     ("32x32x3", "CONV(12, 3, pad=1)-RELU", 2),
-    ("33x3x3", "CONV(16, 3, pad=1, bias=false)", 1),
-    ("17x17x3", "CONV(32, 3, pad=1)-TANH", 2),
-    ("16x6x2", "CONV(24, 7, pad=3)", 1),
-    ("5x5x4", "CONV(20, 1)", 3),
+    ("33x3x3", "CONV(15, 3, pad=1, bias=false)", 1),
+    ("17x17x3", "CONV(10, 3, pad=1)-TANH", 2),
+    ("16x6x2", "CONV(20, 7, pad=3)", 1),
+    ("5x5x4", "CONV(3, 1)", 3),
 ]
 
 
@@ -161,8 +163,8 @@ def test_the_planar_forward_writes_a_folded_pool(cl_device, volume, layers, batc
 
 GRADIENTS = [  # the network's first conv reads the input planar: its weight gradient
     ("14x10x3", "CONV(12, 3, pad=1)-RELU-POOL(2)-FC(4)", 3),
-    pytest.param("19x5x4", "CONV(33, 3, pad=2)-FC(3)", 1, marks=pytest.mark.slow),
-    pytest.param("11x7x1", "CONV(16, 5)-FC(3)", 2, marks=pytest.mark.slow),
+    pytest.param("19x5x4", "CONV(21, 3, pad=2)-FC(3)", 1, marks=pytest.mark.slow),
+    pytest.param("11x7x1", "CONV(6, 5)-FC(3)", 2, marks=pytest.mark.slow),
 ]
 
 

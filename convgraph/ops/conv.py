@@ -820,10 +820,13 @@ VECTOR_REGISTERS = 32  # AVX-512: accumulators + input vectors + one broadcast
 
 def _reads_planar(node: Node, profile) -> bool:
     """Whether this conv reads the network input planar on ``profile`` (if it is its only
-    reader: codegen/layout.py planar_input decides that)."""
+    reader: codegen/layout.py planar_input decides that): where the row-vector body is the
+    site's default (``_planar_pixels_first``); a first layer of 16 or 32 filters measured
+    faster on NHWC (the direct kernel's filter vectors are whole there)."""
     return (profile.conv_planar_input and node.derived["groups"] == 1
             and node.input_volumes[0].depth <= PLANAR_MOST_CHANNELS
-            and node.attrs["stride"] == (1, 1))
+            and node.attrs["stride"] == (1, 1)
+            and _planar_pixels_first(node.attrs["filters"], profile.max_vector))
 
 
 def _planar_halo(node: Node, vector: int) -> tuple[int, int, int, int]:
@@ -848,42 +851,88 @@ def _planar_filter_tiles(filters: int, k_alloc: int) -> list[int]:
     return tiles
 
 
+def _transposes(filters: int, tile: int, vector: int, k_alloc: int) -> bool:
+    """Whether the planar forward may store by transposing blocks of ``vector`` filters in
+    registers (STORE_TRANSPOSED): a block's vector store then never reaches another filter
+    group's channels, nor past the pixel's (``k_alloc``: its channel stride)."""
+    if vector not in (8, 16):
+        return False
+    return tile % vector == 0 or (tile >= filters and -(-tile // vector) * vector <= k_alloc)
+
+
 def _planar_forward_space(profile, filters: int, k_alloc: int, out_width: int,
                           pooled: bool) -> list[dict]:
     """Every setting of a planar forward site, the default first: vector width (output pixels
     a vector), vectors along the row and rows per work-item, filters per work-item, within the
-    vector registers. The default holds the most accumulators, with fewer vector loads than
-    fmas counting an unaligned input load as two (it crosses a cache line), the most filters
-    among those (each filter group reads the input again)."""
+    vector registers, and the store (transposed in registers, or through a private tile). The
+    default stores transposed where it can, holds the most accumulators, with fewer vector
+    loads than fmas counting an unaligned input load as two (it crosses a cache line), the most
+    filters among those (each filter group reads the input again)."""
     space = []
     for vector in dict.fromkeys((profile.max_vector, 8)):
         row_vectors = -(-out_width // vector)
         for tile in _planar_filter_tiles(filters, k_alloc):
+            stores = (1, 0) if _transposes(filters, tile, vector, k_alloc) else (0,)
             for rows in ((2,) if pooled else (1, 2)):
                 for vectors in (1, 2, 3, 4):
                     pixels = rows * vectors  # pixel vectors per work-item
                     if vectors > row_vectors or pixels * (tile + 1) + 1 > VECTOR_REGISTERS:
                         continue
-                    space.append({"VECTOR_WIDTH": vector, "TILE_VECTORS": vectors,
-                                  "TILE_ROWS": rows, "FILTERS_PER_ITEM": tile})
+                    space += [{"VECTOR_WIDTH": vector, "TILE_VECTORS": vectors,
+                               "TILE_ROWS": rows, "FILTERS_PER_ITEM": tile,
+                               "STORE_TRANSPOSED": store} for store in stores]
 
     def merit(knobs):
         pixels, tile = knobs["TILE_ROWS"] * knobs["TILE_VECTORS"], knobs["FILTERS_PER_ITEM"]
         fma_bound = 2 * pixels + tile <= pixels * tile
-        return (knobs["VECTOR_WIDTH"] == profile.max_vector, fma_bound, pixels * tile, tile,
-                knobs["TILE_VECTORS"])
+        return (knobs["VECTOR_WIDTH"] == profile.max_vector, knobs["STORE_TRANSPOSED"],
+                fma_bound, pixels * tile, tile, knobs["TILE_VECTORS"])
 
     return sorted(space, key=merit, reverse=True)
 
 
+def _planar_pixels_first(filters: int, vector: int) -> bool:
+    """Whether a planar site's default is the row-vector body (BODY "pixels") rather than the
+    direct kernel reading the planar input (BODY "filters"): where the filters leave padding
+    lanes (or narrow vectors) in the direct kernel's vectors of filters and fit one
+    work-item. Measured alone at batch 64 against the direct kernel on NHWC
+    (benchmarks/planar.py --tiles, README "Weak spots"): M1's conv1 (12 filters, pool folded)
+    1.27-1.28x; 16 filters (ResNet-8) 0.87-0.96x, 32 (VGG-CIFAR) 0.70x, where the direct
+    kernel reading the planar input measured 0.81x and 0.90x."""
+    return filters % vector != 0 and filters <= PLANAR_MOST_FILTERS
+
+
+def _planar_space(ctx, shape: dict, width: int, pooled: bool) -> list[dict]:
+    """A planar site's settings, the default first: the row-vector body's
+    (``_planar_forward_space``) and the direct kernel's (``_forward_space``, direct only: a
+    Winograd transform reads NHWC), each marked with its BODY."""
+    filters, k_alloc, out_width = ctx.attrs["filters"], shape["K_ALLOC"], ctx.node.output.width
+    pixels = [{"BODY": "pixels", **knobs} for knobs in
+              _planar_forward_space(ctx.profile, filters, k_alloc, out_width, pooled)]
+    direct = _forward_space(ctx.profile, width, ctx.input_layout().volume.depth, k_alloc,
+                            out_width, not pooled)
+    if pooled:
+        direct = _pooled_space(direct, shape["POOL_OUT_W"])
+    direct = [{"BODY": "filters", **knobs} for knobs in direct]
+    return pixels + direct if _planar_pixels_first(filters, ctx.profile.max_vector) \
+        else direct + pixels
+
+
 def _lower_planar_forward(ctx, defines: dict, args: list, moved: int) -> None:
-    """The forward pass of a conv reading the network input planar (conv_planar.cl's
-    CONV_PLANAR_FORWARD), its bias, activation and any folded 2x2 max pool in the epilogue."""
+    """The forward pass of a conv reading the network input planar, its bias, activation and
+    any folded 2x2 max pool in the epilogue: conv_planar.cl's CONV_PLANAR_FORWARD (BODY
+    "pixels"), or conv.cl's CONV_FORWARD stepping through the planar input (BODY "filters")."""
     shape = {key: value for key, value in defines.items() if key != "VECTOR_WIDTH"}
     pooled = bool(shape.get("POOL_MAX"))
-    filters, k_alloc = ctx.attrs["filters"], shape["K_ALLOC"]
-    space = _planar_forward_space(ctx.profile, filters, k_alloc, ctx.node.output.width, pooled)
+    space = _planar_space(ctx, shape, defines["VECTOR_WIDTH"], pooled)
     site, knobs = ctx.tuned("CONV_PLANAR_FORWARD", shape, space)
+    knobs = {key: value for key, value in knobs.items() if key != "BODY"}
+    if "FILTERS_PER_ITEM" not in knobs:  # the direct kernel
+        direct, grid, local = _direct_forward(shape, knobs, ctx.node.output.width)
+        ctx.launch("conv", "CONV_FORWARD", direct, grid, args, batch_axis=2, local_size=local,
+                   flops=ctx.node.flops, moved=moved, site=site)
+        return
+    filters = ctx.attrs["filters"]
     row_vectors = -(-ctx.node.output.width // knobs["VECTOR_WIDTH"])
     rows = 1 if pooled else knobs["TILE_ROWS"]  # a pooled work-item: one row of windows
     grid = (-(-filters // knobs["FILTERS_PER_ITEM"]), -(-row_vectors // knobs["TILE_VECTORS"]),
