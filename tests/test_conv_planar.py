@@ -121,13 +121,16 @@ def test_the_space_holds_every_filter_tile_and_fits_the_registers():
 
 # ------------------------------------------------------------------- the kernels against numpy
 
-FORWARD = [  # (input, layers, batch): odd widths, pads 0-2, 1-4 channels, 1-23 filters
-    ("13x9x3", "CONV(12, 3, pad=1)-RELU", 3),  # a partial vector
-    ("37x5x1", "CONV(1, 3, pad=2)", 1),  # 3 vectors, one filter
-    ("9x7x4", "CONV(23, 5, pad=2)-SIGMOID", 2),  # padding channels ACT(0)
-    ("20x11x2", "CONV(5, 3x2, dilation=2)-LEAKYRELU(0.2)", 1),  # pad 0, dilation, odd height
+# (input, layers, batch): odd widths, pads 0-2, 1-4 channels, 1-23 filters. The default tier
+# runs one (test_kernels.py's conv cases of first layers, 3-12 filters, run the planar kernels
+# there too); the slow tier the rest
+FORWARD = [
+    ("9x7x4", "CONV(23, 5, pad=2)-SIGMOID", 2),  # two transposed blocks; padding ACT(0)
 ]
 SLOW_FORWARD = [
+    ("13x9x3", "CONV(12, 3, pad=1)-RELU", 3),  # a partial vector
+    ("37x5x1", "CONV(1, 3, pad=2)", 1),  # 3 vectors, one filter
+    ("20x11x2", "CONV(5, 3x2, dilation=2)-LEAKYRELU(0.2)", 1),  # pad 0, dilation, odd height
     ("32x32x3", "CONV(12, 3, pad=1)-RELU", 2),
     ("33x3x3", "CONV(15, 3, pad=1, bias=false)", 1),
     ("17x17x3", "CONV(10, 3, pad=1)-TANH", 2),
@@ -146,8 +149,10 @@ def test_the_planar_forward_matches_float64(cl_device, volume, layers, batch):
     check_forward(model, params, input_batch(model, batch, 7), what=f"{volume} {layers}")
 
 
-POOLED = [  # a folded 2x2 max pool: odd sizes floor, an activation that may decrease
-    ("13x9x3", "CONV(12, 3, pad=1)-RELU-POOL(2, rounding=floor)-FC(10)", 3),
+POOLED = [  # a folded 2x2 max pool (test_folding.py's default tier folds M1-like ones too):
+    # odd sizes floor, an activation that may decrease
+    pytest.param("13x9x3", "CONV(12, 3, pad=1)-RELU-POOL(2, rounding=floor)-FC(10)", 3,
+                 marks=pytest.mark.slow),
     pytest.param("34x6x2", "CONV(7, 3, pad=1)-SILU-POOL(2)", 1, marks=pytest.mark.slow),
 ]
 
@@ -181,6 +186,7 @@ def test_the_planar_weight_gradient_matches_float64(cl_device, volume, layers, b
     assert "d conv1.weight" in errors, sorted(errors)
 
 
+@pytest.mark.slow  # (two training programs: 25 s cold at load 9)
 @on_devices
 def test_a_training_step_equals_the_nhwc_plans(cl_device, monkeypatch):
     """Two SGD steps of a small network, planar first layer against the same network planned
