@@ -869,7 +869,7 @@ def _planar_forward_space(profile, filters: int, k_alloc: int, out_width: int,
     loads than fmas counting an unaligned input load as two (it crosses a cache line), the most
     filters among those (each filter group reads the input again)."""
     space = []
-    for vector in dict.fromkeys((profile.max_vector, 8)):
+    for vector in dict.fromkeys((profile.max_vector, min(8, profile.max_vector))):
         row_vectors = -(-out_width // vector)
         for tile in _planar_filter_tiles(filters, k_alloc):
             stores = (1, 0) if _transposes(filters, tile, vector, k_alloc) else (0,)
