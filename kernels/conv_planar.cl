@@ -20,12 +20,14 @@
  *   on an Intel core. The last vector of a row starts at the row's last whole vector (it
  *   computes some pixels twice and stores them once); the last row tile of an odd height
  *   clamps its reads and skips its stores. Lanes are pixels and y is NHWC, so the store is a
- *   transpose: each vector, biased and activated, goes through a private tile and every
- *   pixel's filters are written as a run (with the padding channels, ACTIVATE(0) as the direct
- *   kernel writes them, by the last filter group). With POOL_MAX (inference: a 2x2 stride-2
- *   max pool folded in, TILE_ROWS 2), y is the pool's output: the two rows' max is taken in
- *   vectors, the two columns' in the private tile, then the activation (POOL_FIRST) or each
- *   pixel's activation first.
+ *   transpose: with STORE_TRANSPOSED, blocks of VECTOR_WIDTH filters, biased and activated,
+ *   are transposed in registers (4 butterfly stages of two-source permutes) and each pixel's
+ *   block is one vector store; else each vector goes through a private tile and every pixel's
+ *   filters are written as a run. The padding channels get ACTIVATE(0), as the direct kernel
+ *   writes them, from the last filter group. With POOL_MAX (inference: a 2x2 stride-2 max pool
+ *   folded in, TILE_ROWS 2), y is the pool's output: the two rows' max is taken in vectors,
+ *   the two columns' after the transpose (or in the private tile), then the activation
+ *   (POOL_FIRST) or each pixel's activation first.
  * CONV_PLANAR_BACKWARD_WEIGHTS: dw = sum over images and output pixels of x (window) * dy, as
  *   conv.cl's CONV_BACKWARD_WEIGHTS_TAPS, from the planar input: work-item (kt, c * ROW_GROUPS +
  *   rg, split) computes TAP_ROWS kernel rows (all their taps) of input channel c times
