@@ -167,7 +167,7 @@ def test_the_planar_forward_writes_a_folded_pool(cl_device, volume, layers, batc
 
 
 GRADIENTS = [  # the network's first conv reads the input planar: its weight gradient
-    ("14x10x3", "CONV(12, 3, pad=1)-RELU-POOL(2)-FC(4)", 3),
+    ("14x10x3", "CONV(12, 3, pad=1)-FC(4)", 3),
     pytest.param("19x5x4", "CONV(21, 3, pad=2)-FC(3)", 1, marks=pytest.mark.slow),
     pytest.param("11x7x1", "CONV(6, 5)-FC(3)", 2, marks=pytest.mark.slow),
 ]
