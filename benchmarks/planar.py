@@ -1,7 +1,7 @@
 """The planar first layer against the NHWC one, whole networks in one process, alternating.
 
     .venv/bin/python benchmarks/planar.py [--specs seed,vgg_cifar,resnet8] [--batch 64]
-        [--rounds 7] [--repeats 10] [--train]
+        [--rounds 7] [--repeats 10] [--train] [--tiles N]
 
 For each spec two models are compiled on the same device: "planar" (the CPU profile as it is:
 the first conv reads the input planar, kernels/conv_planar.cl) and "nhwc" (the same profile with
@@ -9,10 +9,11 @@ the first conv reads the input planar, kernels/conv_planar.cl) and "nhwc" (the s
 both (runtime/inspect.py's profile_inference: OpenCL event times per layer, and the median wall
 time of ``model.forward``), in ABBA order across rounds; the table gives the median over rounds
 and the spread (min-max) of the first layer's kernel time (its folded pool included), of all
-kernels, and of the wall time, with the planar / nhwc ratio paired round by round (median of the
+kernels and of the wall time, with the planar / nhwc ratio paired round by round (median of the
 per-round ratios), the first layer's GFLOP/s and % of the FMA peak measured beside it. With
-``--train`` the same for one training step's first-layer kernels (its forward and weight
-gradient, runtime/inspect.py's profile_training) and the step's wall time.
+``--train`` the same for one training step (runtime/inspect.py's profile_training): the first
+layer's kernels, its backward kernels alone (weight gradient, split sums, bias gradient), all
+kernels and the step's wall time.
 
 ``--tiles N`` instead times the first layer's site alone in the inference plan (the tuner's
 probe: its launches on zero-filled buffers, OpenCL event times), the first N settings of each
@@ -134,7 +135,9 @@ def measure(model, session, batch: int, repeats: int) -> dict:
     kernels = sum(t.milliseconds for t in profile.timings)
     first = sum(t.milliseconds for t in rows)
     flops = sum(t.gflops * t.milliseconds for t in rows) * 1e-3  # GFLOP of those rows
-    return {"first": first, "kernels": kernels, "wall": profile.wall_ms,
+    backward = sum(t.milliseconds for t in rows if t.phase == "backward")
+    return {"first": first, "first backward": backward, "kernels": kernels,
+            "wall": profile.wall_ms,
             "gflops": flops / (first * 1e-3) if first else 0.0, "peak": profile.peak_flops}
 
 
@@ -177,7 +180,7 @@ def main() -> None:
             order = ARMS if round_ % 2 == 0 else ARMS[::-1]  # ABBA
             for arm in order:
                 results[arm].append(measure(*built[arm], args.batch, args.repeats))
-        for what in ("first", "kernels", "wall"):
+        for what in ("first", *(("first backward",) if args.train else ()), "kernels", "wall"):
             planar = [r[what] for r in results["planar"]]
             nhwc = [r[what] for r in results["nhwc"]]
             ratio = statistics.median(n / p for p, n in zip(planar, nhwc))
