@@ -40,7 +40,7 @@ import networkx as nx
 
 from convgraph import signals
 from convgraph.codegen.launches import Buffer, Ints, KernelSpec, Launch, Scalar
-from convgraph.codegen.layout import Layout
+from convgraph.codegen.layout import Layout, PlanarLayout
 from convgraph.codegen.plan import Plan
 from convgraph.codegen.tuning import Site
 from convgraph.core import DeviceInfo, Volume
@@ -87,7 +87,9 @@ def _arg_from(record: dict):
 
 
 def _layout_record(layout: Layout) -> dict:
-    return {"volume": list(layout.volume), "stride_c": layout.stride_c, "halo": list(layout.halo)}
+    planar = {"planar": True} if isinstance(layout, PlanarLayout) else {}  # the network input
+    return {"volume": list(layout.volume), "stride_c": layout.stride_c, "halo": list(layout.halo),
+            **planar}
 
 
 def plan_record(plan: Plan) -> dict:
@@ -123,8 +125,8 @@ def plan_from_record(record: dict, graph: nx.DiGraph, where: str) -> Plan:
     """The Plan ``plan_record`` wrote, for ``graph``; DataError naming ``where`` when the record
     is not one (or does not fit the graph)."""
     try:
-        layouts = {name: Layout(Volume(*item["volume"]), int(item["stride_c"]),
-                                tuple(item["halo"]))
+        layouts = {name: (PlanarLayout if item.get("planar") else Layout)(
+                       Volume(*item["volume"]), int(item["stride_c"]), tuple(item["halo"]))
                    for name, item in record["layouts"].items()}
         kernels = {item["name"]: KernelSpec(item["name"], item["family"], item["selector"],
                                             dict(item["defines"]), list(item["layers"]))

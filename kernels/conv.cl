@@ -129,6 +129,19 @@
 #define TILE_ROWS 1
 #endif
 #define ROW_BLOCKS ((Y_ROWS + TILE_ROWS - 1) / TILE_ROWS)
+/* How CONV_FORWARD steps through x: NHWC, or the network input planar, (N, C, H, W) with its
+ * halo (X_PLANAR: codegen/layout.py PlanarLayout, a first layer's, kernels/conv_planar.cl) */
+#if defined(X_PLANAR) && X_PLANAR
+#define X_AT(n, h, w, c)                                                                       \
+    ((((n) * IN_CHANNELS + (c)) * X_ALLOC_H + (h) + X_HALO_TOP) * X_ALLOC_W + (w) + X_HALO_LEFT)
+#define X_PIXEL 1
+#define X_CHANNEL (X_ALLOC_H * X_ALLOC_W)
+#else
+#define X_AT(n, h, w, c) AT(X, n, h, w, c)
+#define X_PIXEL X_STRIDE_C
+#define X_CHANNEL 1
+#endif
+#define X_ROW (X_ALLOC_W * X_PIXEL)
 
 #if defined(CONV_FORWARD)
 /* FILTER_VECTORS vectors of filters per work-item: TILE_ROWS x TILE_PIXELS x FILTER_VECTORS
@@ -147,7 +160,7 @@
 #if POOL_MAX /* pixel p of a tile of 2x2 windows: row (p % 4) / 2, column 2 (p / 4) + p % 2 */
 #define SWEEP_ROWS 2
 #define SWEEP_PIXELS (TILE_PIXELS / 2)
-#define SWEEP_ROW(u) ((u) * STRIDE_H * X_ALLOC_W * X_STRIDE_C)
+#define SWEEP_ROW(u) ((u) * STRIDE_H * X_ROW)
 #define SWEEP_ACC(u, q) acc[0][4 * ((q) / 2) + 2 * (u) + (q) % 2]
 #define SWEEP_WHOLE (POOL_OUT_W % POOL_WINDOWS == 0)
 #else
@@ -181,14 +194,13 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     int window[TILE_PIXELS];
 #pragma unroll
     for (int p = 0; p < TILE_PIXELS; ++p) {
-        window[p] = AT(X, n, PIXEL_ROW(first_row, p) * STRIDE_H - PAD_TOP,
-                       PIXEL_COLUMN(pt, p) * STRIDE_W - PAD_LEFT, group * C_PER_GROUP);
+        window[p] = X_AT(n, PIXEL_ROW(first_row, p) * STRIDE_H - PAD_TOP,
+                         PIXEL_COLUMN(pt, p) * STRIDE_W - PAD_LEFT, group * C_PER_GROUP);
     }
     int row_offset[TILE_ROWS];
 #pragma unroll
     for (int t = 0; t < TILE_ROWS; ++t)
-        row_offset[t] = (min(first_row + t, Y_ROWS - 1) - first_row) * STRIDE_H * X_ALLOC_W
-                        * X_STRIDE_C;
+        row_offset[t] = (min(first_row + t, Y_ROWS - 1) - first_row) * STRIDE_H * X_ROW;
     __global const float *filters = w + group * (KERNEL_H * KERNEL_W * C_PER_GROUP * K_PER_GROUP)
                                     + (k0 - group * K_PER_GROUP);
 
@@ -204,7 +216,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
     for (int r = 0; r < KERNEL_H; ++r) {
         __global const float *wr = filters + r * KERNEL_W * C_PER_GROUP * K_PER_GROUP;
         /* one pointer a row of the tile, every column and channel of it a constant offset */
-        __global const float *xr = x + window[0] + r * DILATION_H * X_ALLOC_W * X_STRIDE_C;
+        __global const float *xr = x + window[0] + r * DILATION_H * X_ROW;
         for (int c = 0; c < C_PER_GROUP; c += CHANNEL_STEP) {
 #pragma unroll
             for (int j = 0; j < CHANNEL_STEP; ++j) {
@@ -221,7 +233,8 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
                     for (int i = 0; i < SWEEP_COLUMNS; ++i) {
                         /* column i of the row's windows: pixel q's tap s where
                          * i = q * STRIDE_W + s * DILATION_W (constants once unrolled) */
-                        const realV xb = (realV)(xr[SWEEP_ROW(u) + i * X_STRIDE_C + c + j]);
+                        const realV xb =
+                            (realV)(xr[SWEEP_ROW(u) + i * X_PIXEL + (c + j) * X_CHANNEL]);
 #pragma unroll
                         for (int s = 0; s < KERNEL_W; ++s) {
                             const int q = i - s * DILATION_W;
@@ -240,7 +253,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #else
     for (int r = 0; r < KERNEL_H; ++r) {
         for (int s = 0; s < KERNEL_W; ++s) {
-            const int tap = (r * DILATION_H * X_ALLOC_W + s * DILATION_W) * X_STRIDE_C;
+            const int tap = r * DILATION_H * X_ROW + s * DILATION_W * X_PIXEL;
             __global const float *wrs = filters + (r * KERNEL_W + s) * C_PER_GROUP * K_PER_GROUP;
             /* CHANNEL_STEP channels at a time: one vector load per pixel serves that many fmas */
             for (int c = 0; c < C_PER_GROUP; c += CHANNEL_STEP) {
@@ -255,10 +268,12 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
                 for (int t = 0; t < TILE_ROWS; ++t) {
 #pragma unroll
                     for (int p = 0; p < TILE_PIXELS; ++p) {
-                        __global const float *xp = x + window[p] + row_offset[t] + tap + c;
+                        __global const float *xp =
+                            x + window[p] + row_offset[t] + tap + c * X_CHANNEL;
 #pragma unroll
                         for (int j = 0; j < CHANNEL_STEP; ++j) {
-                            const realV xb = (realV)(xp[j]); /* a broadcast load (see the top) */
+                            /* a broadcast load (see the top) */
+                            const realV xb = (realV)(xp[j * X_CHANNEL]);
 #pragma unroll
                             for (int f = 0; f < FILTER_VECTORS; ++f)
                                 acc[t][p][f] = fma(xb, wv[j][f], acc[t][p][f]);

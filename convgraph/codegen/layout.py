@@ -8,10 +8,12 @@ never check bounds), and channels padded to a multiple of the vector width the k
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from convgraph.core import Volume
+from convgraph.ops.base import REGISTRY
 from convgraph.ops.spatial import widest_dividing
 
 MAX_VECTOR = 16
@@ -37,6 +39,7 @@ class Layout:
     volume: Volume
     stride_c: int
     halo: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+    planar: ClassVar[bool] = False  # (N, D, H, W) rather than NHWC: PlanarLayout
 
     @property
     def alloc_h(self) -> int:
@@ -87,3 +90,60 @@ class Layout:
         top, _, left, _ = self.halo
         h, w, d = self.volume.height, self.volume.width, self.volume.depth
         return np.ascontiguousarray(data[:, top:top + h, left:left + w, :d].transpose(0, 3, 1, 2))
+
+
+@dataclass(frozen=True)
+class PlanarLayout(Layout):
+    """The network input stored planar, as the user's (N, D, H, W) array already is: (N, D,
+    alloc_h, alloc_w), each channel plane surrounded by the zero halo (its right side wide
+    enough that a reader's whole vectors of output pixels stay in the row), no padding channels
+    (``stride_c`` is the depth). Only for an input whose one reader declares it reads it so
+    (ops' ``planar_input_halo``: a first conv of 1-4 channels, kernels/conv_planar.cl), so
+    packing a batch is a copy into the halo, not a transpose to NHWC. Kernels see the usual
+    ``X_*`` macros and ``X_PLANAR`` 1."""
+
+    planar: ClassVar[bool] = True
+
+    def defines(self, prefix: str) -> dict:
+        return {**super().defines(prefix), f"{prefix}_PLANAR": 1}
+
+    def with_halo(self, need: tuple[int, int, int, int]) -> PlanarLayout:
+        widest = tuple(max(a, b) for a, b in zip(self.halo, need))
+        return PlanarLayout(self.volume, self.stride_c, widest)
+
+    def pack(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(N, D, H, W) array -> (N, D, alloc_h, alloc_w) float32, a copy into the halo; ``out``
+        as in Layout.pack (its halo is still zero)."""
+        shape = (x.shape[0], self.stride_c, self.alloc_h, self.alloc_w)
+        if out is None or out.shape != shape:
+            out = np.zeros(shape, np.float32)
+        top, _, left, _ = self.halo
+        h, w = self.volume.height, self.volume.width
+        out[:, :, top:top + h, left:left + w] = x
+        return out
+
+    def unpack(self, data: np.ndarray, batch: int) -> np.ndarray:
+        """(N, D, alloc_h, alloc_w) -> (N, D, H, W) float32."""
+        data = data[: batch * self.image_elements].reshape(
+            batch, self.stride_c, self.alloc_h, self.alloc_w)
+        top, _, left, _ = self.halo
+        h, w = self.volume.height, self.volume.width
+        return np.ascontiguousarray(data[:, :, top:top + h, left:left + w])
+
+
+def planar_input(graph, layouts: dict, storage_of: dict, storage: str, skipped,
+                 profile) -> None:
+    """Lay the network input's tensor ``storage`` out planar where its sole reader's op
+    declares a planar halo on this ``profile`` (``planar_input_halo``); the NHWC layout stays
+    otherwise (several readers, or an op that reads NHWC). ``storage_of``: node -> the tensor
+    it reads/writes; ``skipped``: whether a node does no work in this plan (it shares its
+    input's tensor)."""
+    readers = [name for name in graph if not skipped(name)
+               and any(storage_of[i] == storage for i in graph.nodes[name].inputs)]
+    if len(readers) != 1:
+        return
+    node = graph.nodes[readers[0]]
+    halo = REGISTRY[node.op].planar_input_halo(node, profile)
+    if halo is not None:
+        volume = layouts[storage].volume
+        layouts[storage] = PlanarLayout(volume, volume.depth, halo)

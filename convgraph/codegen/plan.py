@@ -36,7 +36,7 @@ from convgraph.codegen.launches import (
     tensor,
     work,
 )
-from convgraph.codegen.layout import Layout, channel_stride, vector_width
+from convgraph.codegen.layout import Layout, channel_stride, planar_input, vector_width
 from convgraph.codegen.profile import DeviceProfile
 from convgraph.codegen.tuning import Site, site_key
 from convgraph.core import Volume
@@ -423,6 +423,8 @@ def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool 
         if need is not None:
             source = planner.storage_of[node.inputs[0]]
             planner.layouts[source] = planner.layouts[source].with_halo(need)
+    planar_input(graph, planner.layouts, planner.storage_of, planner.storage_of[names[0]],
+                 lambda name: passes_through(graph, name, folds), profile)
     for name in names:
         if passes_through(graph, name, folds):
             continue

@@ -36,6 +36,10 @@ class DeviceProfile:
     # (kernels/conv.cl ROW_SWEEP: each input broadcast once for a kernel row's columns), the
     # default of stride-1 inner layers; 0: the sweep is the tuner's alone
     conv_sweep_pixels: int = 0
+    # a first conv (1-4 channels, stride 1), the network input's only reader, reads it planar
+    # (kernels/conv_planar.cl: vectors along the output row, every filter per work-item), so
+    # packing a batch is a copy, not a transpose to NHWC
+    conv_planar_input: bool = False
     images_per_split: int = 2  # batch split of gradient sums (each split: partial sums)
     # weight gradients: images per split as many as fit this many bytes (inputs + gradients;
     # None: images_per_split), and vectors of filters per work-item
@@ -118,6 +122,7 @@ CPU_WINOGRAD_WEIGHTS = ((32, 8, 8, "winograd4"), (32, 16, 16, "winograd4"))
 CPU = DeviceProfile("cpu", conv_tile_pixels=8, dense_tile_rows=16, max_vector=16,
                     conv_filter_vectors=2, conv_channel_step=4, conv_first_tile_rows=2,
                     conv_sweep_pixels=16,
+                    conv_planar_input=True,
                     conv_local=None, pixel_local=None, batch_free_local=True,
                     split_cache_bytes=1024 * 1024, grad_filter_vectors=2, grad_tap_columns=True,
                     dense_channel_step=8, dense_grad_unit_vectors=4, dense_grad_rows=8,

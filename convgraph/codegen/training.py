@@ -37,7 +37,7 @@ from convgraph.codegen.launches import (
     tensor,
     work,
 )
-from convgraph.codegen.layout import Layout, channel_stride
+from convgraph.codegen.layout import Layout, channel_stride, planar_input
 from convgraph.codegen.plan import Lowering, _Planner, lower_forward, param_sizes
 from convgraph.codegen.profile import DeviceProfile
 from convgraph.graph import loss_input, ordered
@@ -270,6 +270,8 @@ def plan_training(graph: nx.DiGraph, profile: DeviceProfile, optimizer: str = "s
         need = op.output_grad_halo(node)  # the gradient shares the layout
         if need is not None:
             planner.layouts[name] = planner.layouts[name].with_halo(need)
+    planar_input(graph, planner.layouts, planner.storage_of, planner.storage_of[names[0]],
+                 lambda name: bool(fused_in_training(graph, name)), profile)
     planner.param_sizes = param_sizes(
         graph, lambda n: planner.layouts[planner.storage_of[n]])
     planner.input_storage = planner.storage_of[names[0]]

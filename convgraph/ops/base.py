@@ -421,6 +421,12 @@ class Op:
         """The zero halo (top, bottom, left, right) this node reads around its first input."""
         return None
 
+    def planar_input_halo(self, node: Node, profile) -> tuple[int, int, int, int] | None:
+        """Where this node is the network input's only reader and its kernels read that input
+        planar, (N, D, H, W) with a zero halo, on a device with ``profile``: the halo (top,
+        bottom, left, right) they read (codegen/layout.py's PlanarLayout); None: it reads NHWC."""
+        return None
+
     def output_grad_halo(self, node: Node) -> tuple[int, int, int, int] | None:
         """The zero halo this node's backward pass reads around the gradient of its output."""
         return None

@@ -148,7 +148,8 @@ class Conv(Op):
     positional = ("filters", "size", "stride", "pad")
     # reduction: SUM_SPLITS and CHANNEL_SUM of the gradients; winograd: 3x3 stride-1 layers;
     # conv_gemm: the GPU family (ops/conv_gemm.py)
-    kernels = ("conv", "reduction", "winograd", "conv_gemm")
+    # conv_planar: a first layer reading the network input planar
+    kernels = ("conv", "reduction", "winograd", "conv_gemm", "conv_planar")
     takes_epilogue = True
     takes_affine = True  # inference: a batchnorm after it folds into its weights
     colour = "#cfe2ff"
@@ -264,6 +265,11 @@ class Conv(Op):
     def input_halo(self, node):
         return _conv_input_halo(node, node.input_volumes[0])
 
+    def planar_input_halo(self, node, profile):
+        if not _reads_planar(node, profile):
+            return None
+        return _planar_halo(node, profile.max_vector)
+
     def output_grad_halo(self, node):
         if node.attrs["stride"] != (1, 1):
             return None
@@ -276,6 +282,9 @@ class Conv(Op):
         args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor]
         # y: the conv's output, or the pool's that it writes
         moved = 4 * (ctx.input_layout().volume.elements + y.volume.elements)
+        if ctx.input_layout().planar:  # a first layer reading the network input planar
+            _lower_planar_forward(ctx, defines, args, moved)
+            return
         groups = ctx.derived["groups"]
         _launch_forward(ctx, defines, width, ctx.input_layout().volume.depth // groups,
                         _filters_allocated(ctx.node, y) // groups, ctx.node.output.width, args,
@@ -293,8 +302,10 @@ class Conv(Op):
         (kw, kh) = ctx.attrs["size"]
         defines.update({"CHANNEL_TILE": tile, "IN_H": x.volume.height, "IN_W": x.volume.width})
         # few input channels (a first layer): one work-item covers every tap of a channel
-        all_taps = wide < 4
+        planar = x.planar  # (conv_planar.cl's all-taps kernel, from the planar input)
+        all_taps = wide < 4 or planar
         selector = "CONV_BACKWARD_WEIGHTS_TAPS" if all_taps else "CONV_BACKWARD_WEIGHTS"
+        selector = "CONV_PLANAR_BACKWARD_WEIGHTS" if planar else selector
         algorithm = "direct"
         if not all_taps and winograd.applies(defines):  # (3 channels: Winograd does not pay)
             algorithm = winograd.default_algorithm(
@@ -312,7 +323,7 @@ class Conv(Op):
                                            ctx.output_grad, partial, images, site)
         else:
             _launch_weight_gradient(ctx, selector, defines, knobs, width, all_taps, partial,
-                                    images, site)
+                                    images, site, "conv_planar" if planar else "conv")
         ctx.sum_splits("weight", site)
         if ctx.attrs["bias"]:
             ctx.channel_sum(ctx.output_grad, ctx.output_layout, "bias")
@@ -795,9 +806,11 @@ def _lower_strided_input_grad(ctx, defines: dict) -> None:
 
 
 def _launch_weight_gradient(ctx, selector: str, defines: dict, knobs: dict, width: int,
-                            all_taps: bool, partial, images: int, site: str) -> None:
-    """The direct weight-gradient kernel (conv.cl's CONV_BACKWARD_WEIGHTS[_TAPS]) into the
-    per-split ``partial`` sums."""
+                            all_taps: bool, partial, images: int, site: str,
+                            family: str = "conv") -> None:
+    """The direct weight-gradient kernel (conv.cl's CONV_BACKWARD_WEIGHTS[_TAPS], or from a
+    planar input conv_planar.cl's CONV_PLANAR_BACKWARD_WEIGHTS) into the per-split
+    ``partial`` sums."""
     x = ctx.input_layout()
     (kw, kh) = ctx.attrs["size"]
     knobs = {k: v for k, v in knobs.items() if k != "ALGORITHM"}
@@ -807,7 +820,7 @@ def _launch_weight_gradient(ctx, selector: str, defines: dict, knobs: dict, widt
     rows = kh if kh * kw <= 9 else 1
     columns = knobs.get("TAP_COLUMNS", 1)  # (CONV_BACKWARD_WEIGHTS only)
     ctx.launch(
-        "conv",
+        family,
         selector,
         {**defines, **knobs, "TAP_ROWS": rows},
         (defines["K_ALLOC"] // width // knobs["FILTER_VECTORS"],
@@ -868,3 +881,136 @@ def _conv_input_halo(node: Node, volume: Volume) -> tuple[int, int, int, int]:
     bottom = (out.height - 1) * sh + dh * (kh - 1) + 1 - volume.height - derived["pad_top"]
     right = (out.width - 1) * sw + dw * (kw - 1) + 1 - volume.width - derived["pad_left"]
     return (derived["pad_top"], max(bottom, 0), derived["pad_left"], max(right, 0))
+
+
+# ---------------------------------------------------------------- the planar first layer
+# A first conv of 1-4 channels (stride 1, ungrouped), the network input's only reader, reads
+# the input planar (kernels/conv_planar.cl): vectors of output pixels along a row, every filter
+# (up to PLANAR_MOST_FILTERS) per work-item, so no lane computes a padding channel or a padding
+# filter and each input vector loaded serves that many fmas; packing a batch is then a copy.
+PLANAR_MOST_CHANNELS = 4
+PLANAR_MOST_FILTERS = 24
+VECTOR_REGISTERS = 32  # AVX-512: accumulators + input vectors + one broadcast
+
+
+def _reads_planar(node: Node, profile) -> bool:
+    """Whether this conv reads the network input planar on ``profile`` (if it is its only
+    reader: codegen/layout.py planar_input decides that): where the row-vector body is the
+    site's default (``_planar_pixels_first``); a first layer of 16 or 32 filters measured
+    faster on NHWC (the direct kernel's filter vectors are whole there)."""
+    return (profile.conv_planar_input and node.derived["groups"] == 1
+            and node.input_volumes[0].depth <= PLANAR_MOST_CHANNELS
+            and node.attrs["stride"] == (1, 1)
+            and _planar_pixels_first(node.attrs["filters"], profile.max_vector))
+
+
+def _planar_halo(node: Node, vector: int) -> tuple[int, int, int, int]:
+    """The conv's input halo, its right side widened so that every whole vector of ``vector``
+    output pixels (the widest the profile allows; a narrower one needs less) reads inside the
+    row: the kernel loads whole vectors and stores only the pixels of the row."""
+    x = node.input_volumes[0]
+    top, bottom, left, right = _conv_input_halo(node, x)
+    (kw, _), (dw, _) = node.attrs["size"], node.attrs["dilation"]
+    whole = -(-node.output.width // vector) * vector
+    return top, bottom, left, max(right, whole + (kw - 1) * dw - node.derived["pad_left"] - x.width)
+
+
+def _planar_filter_tiles(filters: int, k_alloc: int) -> list[int]:
+    """Filters per work-item, most first: ceil(filters / groups) for 1, 2, 3... groups, at most
+    PLANAR_MOST_FILTERS, the groups' filters within the allocated (zero-padded) ones."""
+    tiles = []
+    for groups in range(1, filters + 1):
+        tile = -(-filters // groups)
+        if tile <= PLANAR_MOST_FILTERS and groups * tile <= k_alloc and tile not in tiles:
+            tiles.append(tile)
+    return tiles
+
+
+def _transposes(filters: int, tile: int, vector: int, k_alloc: int) -> bool:
+    """Whether the planar forward may store by transposing blocks of ``vector`` filters in
+    registers (STORE_TRANSPOSED): a block's vector store then never reaches another filter
+    group's channels, nor past the pixel's (``k_alloc``: its channel stride)."""
+    if vector not in (8, 16):
+        return False
+    return tile % vector == 0 or (tile >= filters and -(-tile // vector) * vector <= k_alloc)
+
+
+def _planar_forward_space(profile, filters: int, k_alloc: int, out_width: int,
+                          pooled: bool) -> list[dict]:
+    """Every setting of a planar forward site, the default first: vector width (output pixels
+    a vector), vectors along the row and rows per work-item, filters per work-item, within the
+    vector registers, and the store (transposed in registers, or through a private tile). The
+    default stores transposed where it can, holds the most accumulators, with fewer vector
+    loads than fmas counting an unaligned input load as two (it crosses a cache line), the most
+    filters among those (each filter group reads the input again)."""
+    space = []
+    for vector in dict.fromkeys((profile.max_vector, min(8, profile.max_vector))):
+        row_vectors = -(-out_width // vector)
+        for tile in _planar_filter_tiles(filters, k_alloc):
+            stores = (1, 0) if _transposes(filters, tile, vector, k_alloc) else (0,)
+            for rows in ((2,) if pooled else (1, 2)):
+                for vectors in (1, 2, 3, 4):
+                    pixels = rows * vectors  # pixel vectors per work-item
+                    if vectors > row_vectors or pixels * (tile + 1) + 1 > VECTOR_REGISTERS:
+                        continue
+                    space += [{"VECTOR_WIDTH": vector, "TILE_VECTORS": vectors,
+                               "TILE_ROWS": rows, "FILTERS_PER_ITEM": tile,
+                               "STORE_TRANSPOSED": store} for store in stores]
+
+    def merit(knobs):
+        pixels, tile = knobs["TILE_ROWS"] * knobs["TILE_VECTORS"], knobs["FILTERS_PER_ITEM"]
+        fma_bound = 2 * pixels + tile <= pixels * tile
+        return (knobs["VECTOR_WIDTH"] == profile.max_vector, knobs["STORE_TRANSPOSED"],
+                fma_bound, pixels * tile, tile, knobs["TILE_VECTORS"])
+
+    return sorted(space, key=merit, reverse=True)
+
+
+def _planar_pixels_first(filters: int, vector: int) -> bool:
+    """Whether a planar site's default is the row-vector body (BODY "pixels") rather than the
+    direct kernel reading the planar input (BODY "filters"): where the filters leave padding
+    lanes (or narrow vectors) in the direct kernel's vectors of filters and fit one
+    work-item. Measured alone at batch 64 against the direct kernel on NHWC
+    (benchmarks/planar.py --tiles, README "Weak spots"): M1's conv1 (12 filters, pool folded)
+    1.27-1.28x; 16 filters (ResNet-8) 0.87-0.96x, 32 (VGG-CIFAR) 0.70x, where the direct
+    kernel reading the planar input measured 0.81x and 0.90x."""
+    return filters % vector != 0 and filters <= PLANAR_MOST_FILTERS
+
+
+def _planar_space(ctx, shape: dict, width: int, pooled: bool) -> list[dict]:
+    """A planar site's settings, the default first: the row-vector body's
+    (``_planar_forward_space``) and the direct kernel's (``_forward_space``, direct only: a
+    Winograd transform reads NHWC), each marked with its BODY."""
+    filters, k_alloc, out_width = ctx.attrs["filters"], shape["K_ALLOC"], ctx.node.output.width
+    pixels = [{"BODY": "pixels", **knobs} for knobs in
+              _planar_forward_space(ctx.profile, filters, k_alloc, out_width, pooled)]
+    direct = _forward_space(ctx.profile, width, ctx.input_layout().volume.depth, k_alloc,
+                            out_width, not pooled)
+    if pooled:
+        direct = _pooled_space(direct, shape["POOL_OUT_W"])
+    direct = [{"BODY": "filters", **knobs} for knobs in direct]
+    return pixels + direct if _planar_pixels_first(filters, ctx.profile.max_vector) \
+        else direct + pixels
+
+
+def _lower_planar_forward(ctx, defines: dict, args: list, moved: int) -> None:
+    """The forward pass of a conv reading the network input planar, its bias, activation and
+    any folded 2x2 max pool in the epilogue: conv_planar.cl's CONV_PLANAR_FORWARD (BODY
+    "pixels"), or conv.cl's CONV_FORWARD stepping through the planar input (BODY "filters")."""
+    shape = {key: value for key, value in defines.items() if key != "VECTOR_WIDTH"}
+    pooled = bool(shape.get("POOL_MAX"))
+    space = _planar_space(ctx, shape, defines["VECTOR_WIDTH"], pooled)
+    site, knobs = ctx.tuned("CONV_PLANAR_FORWARD", shape, space)
+    knobs = {key: value for key, value in knobs.items() if key != "BODY"}
+    if "FILTERS_PER_ITEM" not in knobs:  # the direct kernel
+        direct, grid, local = _direct_forward(shape, knobs, ctx.node.output.width)
+        ctx.launch("conv", "CONV_FORWARD", direct, grid, args, batch_axis=2, local_size=local,
+                   flops=ctx.node.flops, moved=moved, site=site)
+        return
+    filters = ctx.attrs["filters"]
+    row_vectors = -(-ctx.node.output.width // knobs["VECTOR_WIDTH"])
+    rows = 1 if pooled else knobs["TILE_ROWS"]  # a pooled work-item: one row of windows
+    grid = (-(-filters // knobs["FILTERS_PER_ITEM"]), -(-row_vectors // knobs["TILE_VECTORS"]),
+            -(-(shape["POOL_OUT_H"] if pooled else shape["OUT_H"]) // rows))
+    ctx.launch("conv_planar", "CONV_PLANAR_FORWARD", {**shape, **knobs}, grid, args,
+               batch_axis=2, flops=ctx.node.flops, moved=moved, site=site)
