@@ -53,7 +53,7 @@ RESIDUAL = {"name": "residual", "input": "9x7x8", "nodes": {
     "join": {"op": "add", "inputs": ["c_bn", "c"]},
     "d": {"op": "conv", "filters": 6, "size": 3, "pad": 1}, "d_relu": "relu",
     "d_pool": {"op": "pool", "size": 2, "rounding": "floor"}}}
-RESIDUAL_FOLDS = {"a_bn": "a", "b_bn": "b", "d_pool": "d"}
+RESIDUAL_FOLDS = {"a_bn": "a", "b_bn": "b", "sum": "b", "sum_relu": "b", "d_pool": "d"}
 
 
 def launch_counts(spec) -> tuple[int, int, dict]:
