@@ -201,6 +201,20 @@ def test_the_switch_and_training_plans_do_not_fold(monkeypatch):
         assert {"a_sum", "b_sum", "c_sum"} <= {launch.node for launch in groups[name]}, name
 
 
+def test_the_switch_names_kinds_of_fold(monkeypatch, cli, write_spec):
+    """CONVGRAPH_FOLD=affine,pool_window makes the batchnorm and pool folds alone (the benchmark's
+    reference for the sums' own gain); a kind it does not know is a usage error (status 2)."""
+    graph = analyse(BLOCKS)
+    batchnorms = {name: conv for name, conv in BLOCKS_FOLDS.items() if name.endswith("_bn")}
+    monkeypatch.setenv("CONVGRAPH_FOLD", "affine,pool_window")
+    assert folded_layers(plan_forward(graph, CPU)) == batchnorms
+    monkeypatch.setenv("CONVGRAPH_FOLD", "residual_sum")  # no batchnorm folds: c1 + c2 alone
+    assert folded_layers(plan_forward(graph, CPU)) == {"c_sum": "c2"}
+    monkeypatch.setenv("CONVGRAPH_FOLD", "affine,sums")
+    status, _, err = cli("compile", write_spec(json.dumps(BLOCKS)))
+    assert status == 2 and "names sums, which is no kind of fold" in err, err
+
+
 @pytest.mark.parametrize("input_, pattern", [
     ("9x9x3", "BN-CONV(4, 3, pad=1)"),  # batchnorm before the conv
     ("9x9x3", "CONV(4, 3, pad=1)-RELU-BN"),  # an activation between

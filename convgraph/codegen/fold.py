@@ -25,8 +25,9 @@ Two folds, each chosen from the ops' declarations (ops/base.py), never from op n
 
 Training plans never fold: their batchnorm normalises with batch statistics, and the backward
 pass needs the conv's own output. ``CONVGRAPH_FOLD=0`` turns folding off (a debugging aid, and
-the benchmark's reference); ``convgraph run --verify`` plans without folding, since it reads
-every layer's own tensor.
+the benchmark's reference), ``CONVGRAPH_FOLD=affine,pool_window`` (a list of FOLD_KINDS) makes
+only those folds; ``convgraph run --verify`` plans without folding, since it reads every
+layer's own tensor.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from convgraph.errors import UsageError
 from convgraph.graph import ordered
 from convgraph.ops.base import REGISTRY
 from convgraph.reference import node_params
@@ -79,26 +81,46 @@ class Folds:
         return next((pool for pool, conv in self.pool.items() if conv == writer), None)
 
 
+FOLD_KINDS = ("affine", "pool_window", "residual_sum")  # what CONVGRAPH_FOLD may list
+
+
 def folding_enabled() -> bool:
     """False when the environment says ``CONVGRAPH_FOLD=0`` (a debugging aid)."""
     return os.environ.get("CONVGRAPH_FOLD", "1").strip() not in ("0", "off", "no", "false")
 
 
+def chosen_kinds() -> set[str]:
+    """The folds an inference plan makes: those ``CONVGRAPH_FOLD`` lists
+    (``affine,pool_window``: the benchmark's reference for what the sums add), else every kind
+    (``0`` is ``folding_enabled``'s)."""
+    setting = os.environ.get("CONVGRAPH_FOLD", "").strip().lower()
+    kinds = {kind.strip() for kind in setting.split(",") if kind.strip()}
+    if not kinds or kinds <= {"0", "1", "on", "off", "yes", "no", "true", "false"}:
+        return set(FOLD_KINDS)
+    unknown = sorted(kinds - set(FOLD_KINDS))
+    if unknown:
+        raise UsageError(f"CONVGRAPH_FOLD={setting!r} names {', '.join(unknown)}, which is no "
+                         f"kind of fold; the kinds are {', '.join(FOLD_KINDS)}.",
+                         hint="set CONVGRAPH_FOLD to 1 (every fold), 0 (none) or a list such "
+                              "as affine,pool_window.")
+    return kinds
+
+
 def inference_folds(graph: nx.DiGraph, profile) -> Folds:
     """The folds of ``graph``'s inference plan on a device with ``profile`` (after
-    mark_fusions; nothing is changed)."""
-    folds = Folds()
-    for name in ordered(graph):
+    mark_fusions; nothing is changed), of the kinds ``chosen_kinds`` names."""
+    folds, kinds = Folds(), chosen_kinds()
+    for name in ordered(graph) if "affine" in kinds else ():
         producer = _affine_producer(graph, name)
         if producer is not None:
             folds.affine[name] = producer
             folds.epilogue[producer] = graph.nodes[name].epilogue
-    for name in ordered(graph):
+    for name in ordered(graph) if "pool_window" in kinds else ():
         writer = _pool_writer(graph, name, folds, profile)
         if writer is not None:
             folds.pool[name] = writer
     position = {name: index for index, name in enumerate(ordered(graph))}
-    for name in ordered(graph):
+    for name in ordered(graph) if "residual_sum" in kinds else ():
         found = _residual_writer(graph, name, folds, position)
         if found is None:
             continue
