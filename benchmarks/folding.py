@@ -18,6 +18,12 @@ model), the load average, and per row the median images/s of the rounds with the
 ratio of each arm's median to the last arm's, and the launches per pass of each arm. Every arm
 runs untuned (an empty convgraph cache of its own, kept between rounds, so only the first
 round compiles cold), so the ratio is the folding's and not a tuning table's.
+
+``--interleaved`` instead compiles every arm in one process per (model, batch) and alternates
+them pass by pass (``--rounds`` rounds, the arms' order reversed every other round: ABBA), each
+turn one runtime/inspect.py profile of 3 passes: the kernels' event times and the wall time of
+``forward``. Load that moves within seconds then falls on every arm alike, which separate
+processes a minute apart do not get.
 """
 
 from __future__ import annotations
@@ -83,6 +89,30 @@ def child(model_name: str, batch: int, device: str | None, kernels: bool) -> Non
     print(json.dumps(result))
 
 
+def interleaved(model_name: str, batch: int, arms: list[str], rounds: int,
+                device: str | None) -> dict:
+    """Every arm compiled in this process, then profiled in turns: {arm: {"kernel_ms": [...],
+    "wall_ms": [...], "launches": n}}."""
+    import convgraph
+    from convgraph.runtime.inspect import profile_inference
+    from convgraph.verify import random_params
+
+    spec, overrides = spec_and_overrides(model_name)
+    models = {}
+    for arm in arms:
+        os.environ["CONVGRAPH_FOLD"] = arm_setting(arm)  # read when the plan is made
+        models[arm] = convgraph.compile(spec, device=device, batch=batch, overrides=overrides)
+        models[arm].set_params(random_params(models[arm], 0))
+    found = {arm: {"kernel_ms": [], "wall_ms": [], "launches": len(models[arm].plan.launches)}
+             for arm in arms}
+    for round_ in range(rounds):
+        for arm in arms if round_ % 2 == 0 else arms[::-1]:
+            profile = profile_inference(models[arm], batch, repeats=3)
+            found[arm]["kernel_ms"].append(profile.total_ms)
+            found[arm]["wall_ms"].append(profile.wall_ms)
+    return found
+
+
 def arm_setting(arm: str) -> str:
     return ARMS.get(arm, arm.replace("+", ","))
 
@@ -136,6 +166,8 @@ def main() -> None:
                              "joined by + (affine+pool_window)")
     parser.add_argument("--kernels", action="store_true",
                         help="also sum the kernels' OpenCL event times per pass")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="all arms in one process per row, alternating pass by pass")
     parser.add_argument("--device")
     parser.add_argument("--child")
     parser.add_argument("--batch", type=int)
@@ -146,6 +178,9 @@ def main() -> None:
     rows = [(model, int(batch)) for model in args.models.split(",")
             for batch in args.batches.split(",")]
     arms = args.arms.split(",")
+    if args.interleaved:
+        main_interleaved(rows, arms, args.rounds, args.device)
+        return
     results = {(row, arm): [] for row in rows for arm in arms}
     launches = {}
     print(f"CPU: {cpu_model()}; load average at start {os.getloadavg()[0]:.1f}")
@@ -165,6 +200,28 @@ def main() -> None:
     if args.kernels:
         print_table(rows, arms, results, launches, "kernel_ms",
                     "kernel time per pass, ms (sum of OpenCL event times)", digits=2)
+
+
+def main_interleaved(rows, arms: list[str], rounds: int, device: str | None) -> None:
+    print(f"CPU: {cpu_model()}; load average at start {os.getloadavg()[0]:.1f}; arms "
+          f"interleaved in one process per row, {rounds} rounds of 3 passes each")
+    results, launches = {}, {}
+    with tempfile.TemporaryDirectory(prefix="convgraph-fold-bench-") as cache:
+        os.environ["CONVGRAPH_CACHE"] = cache
+        for row in rows:
+            found = interleaved(*row, arms, rounds, device)
+            for arm in arms:
+                # one entry a round, as the separate-process table's
+                results[(row, arm)] = [{"kernel_ms": k, "rate": row[1] * 1000 / w}
+                                       for k, w in zip(found[arm]["kernel_ms"],
+                                                       found[arm]["wall_ms"])]
+                launches[(row, arm)] = found[arm]["launches"]
+            print(f"  {row[0]} batch {row[1]} done, load {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"load average at end {os.getloadavg()[0]:.1f}; medians of {rounds} rounds (range)")
+    print_table(rows, arms, results, launches, "rate",
+                "images/s (median wall time of 3 forward passes a round)")
+    print_table(rows, arms, results, launches, "kernel_ms",
+                "kernel time per pass, ms (sum of OpenCL event times)", digits=2)
 
 
 if __name__ == "__main__":

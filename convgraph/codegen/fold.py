@@ -1,6 +1,6 @@
 """Folding in inference: work that an inference plan does inside the conv (or fc) before it.
 
-Two folds, each chosen from the ops' declarations (ops/base.py), never from op names:
+Three folds, each chosen from the ops' declarations (ops/base.py), never from op names:
 
 - **affine**: a node that is a per-channel affine in inference (``affine_in_inference``: a
   batchnorm with its running statistics) reading only a node whose weights can take it
