@@ -2,7 +2,7 @@
 
     python benchmarks/folding.py [--models vgg_cifar,fashion_convnet_bn,resnet8,resnet18@32x32x3]
                                  [--batches 64,256] [--rounds 5] [--arms all,none]
-                                 [--kernels] [--device D]
+                                 [--kernels] [--interleaved [--blocks]] [--device D]
 
 A model is a spec in specs/, optionally with another input volume after an ``@`` (``--set
 input=...``: ``resnet18@32x32x3`` is ResNet-18 on CIFAR-sized images). An arm is a
@@ -23,7 +23,9 @@ round compiles cold), so the ratio is the folding's and not a tuning table's.
 them pass by pass (``--rounds`` rounds, the arms' order reversed every other round: ABBA), each
 turn one runtime/inspect.py profile of 3 passes: the kernels' event times and the wall time of
 ``forward``. Load that moves within seconds then falls on every arm alike, which separate
-processes a minute apart do not get.
+processes a minute apart do not get. ``--blocks`` adds, per block of the spec (a layer name's
+part before its first ``/``: ``res2``), each arm's kernel time a pass, median and minimum of
+the rounds: where a fold's gain is, whatever the rest of the pass does.
 """
 
 from __future__ import annotations
@@ -103,14 +105,32 @@ def interleaved(model_name: str, batch: int, arms: list[str], rounds: int,
         os.environ["CONVGRAPH_FOLD"] = arm_setting(arm)  # read when the plan is made
         models[arm] = convgraph.compile(spec, device=device, batch=batch, overrides=overrides)
         models[arm].set_params(random_params(models[arm], 0))
-    found = {arm: {"kernel_ms": [], "wall_ms": [], "launches": len(models[arm].plan.launches)}
-             for arm in arms}
+    found = {arm: {"kernel_ms": [], "wall_ms": [], "blocks": [],
+                   "launches": len(models[arm].plan.launches)} for arm in arms}
     for round_ in range(rounds):
         for arm in arms if round_ % 2 == 0 else arms[::-1]:
             profile = profile_inference(models[arm], batch, repeats=3)
             found[arm]["kernel_ms"].append(profile.total_ms)
             found[arm]["wall_ms"].append(profile.wall_ms)
+            blocks: dict[str, float] = {}
+            for timing in profile.timings:
+                block = timing.node.split("/")[0]
+                blocks[block] = blocks.get(block, 0.0) + timing.milliseconds
+            found[arm]["blocks"].append(blocks)
     return found
+
+
+def print_blocks(row, arms: list[str], found: dict) -> None:
+    """Each block's kernel ms a pass per arm: median / minimum of the rounds."""
+    print(f"\n{row[0]} batch {row[1]}, kernel ms a pass by block (median / min of the rounds)")
+    print("| block | " + " | ".join(arms) + " |")
+    print("|---|" + "---|" * len(arms))
+    for block in found[arms[0]]["blocks"][0]:
+        cells = []
+        for arm in arms:
+            values = [blocks.get(block, 0.0) for blocks in found[arm]["blocks"]]
+            cells.append(f"{statistics.median(values):.3f} / {min(values):.3f}")
+        print(f"| {block} | " + " | ".join(cells) + " |")
 
 
 def arm_setting(arm: str) -> str:
@@ -168,6 +188,8 @@ def main() -> None:
                         help="also sum the kernels' OpenCL event times per pass")
     parser.add_argument("--interleaved", action="store_true",
                         help="all arms in one process per row, alternating pass by pass")
+    parser.add_argument("--blocks", action="store_true",
+                        help="with --interleaved: each block's kernel time per arm")
     parser.add_argument("--device")
     parser.add_argument("--child")
     parser.add_argument("--batch", type=int)
@@ -179,7 +201,7 @@ def main() -> None:
             for batch in args.batches.split(",")]
     arms = args.arms.split(",")
     if args.interleaved:
-        main_interleaved(rows, arms, args.rounds, args.device)
+        main_interleaved(rows, arms, args.rounds, args.device, args.blocks)
         return
     results = {(row, arm): [] for row in rows for arm in arms}
     launches = {}
@@ -202,7 +224,8 @@ def main() -> None:
                     "kernel time per pass, ms (sum of OpenCL event times)", digits=2)
 
 
-def main_interleaved(rows, arms: list[str], rounds: int, device: str | None) -> None:
+def main_interleaved(rows, arms: list[str], rounds: int, device: str | None,
+                     blocks: bool = False) -> None:
     print(f"CPU: {cpu_model()}; load average at start {os.getloadavg()[0]:.1f}; arms "
           f"interleaved in one process per row, {rounds} rounds of 3 passes each")
     results, launches = {}, {}
@@ -210,6 +233,8 @@ def main_interleaved(rows, arms: list[str], rounds: int, device: str | None) -> 
         os.environ["CONVGRAPH_CACHE"] = cache
         for row in rows:
             found = interleaved(*row, arms, rounds, device)
+            if blocks:
+                print_blocks(row, arms, found)
             for arm in arms:
                 # one entry a round, as the separate-process table's
                 results[(row, arm)] = [{"kernel_ms": k, "rate": row[1] * 1000 / w}
