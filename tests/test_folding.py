@@ -490,8 +490,11 @@ from convgraph.codegen.fold import folded_layers
 from convgraph.verify import random_params, relative_error
 from convgraph.reference import reference_forward
 from tests.test_kernels import poison, input_batch, expected_shape
-if len(sys.argv) > 2:  # every 3x3 stride-1 conv as this algorithm, by the profile's rule
-    own = target.profile_for
+own = target.profile_for
+if len(sys.argv) > 2 and sys.argv[2] == "gpu":  # the GPU profile's tiled family
+    from convgraph.codegen.profile import GPU
+    target.profile_for = lambda info: replace(GPU, build_options=own(info).build_options)
+elif len(sys.argv) > 2:  # every 3x3 stride-1 conv as this algorithm, by the profile's rule
     target.profile_for = lambda info: replace(own(info), winograd_rules=((1, 1, 10 ** 6,
                                                                           sys.argv[2]),))
 for spec in json.loads(sys.argv[1]):
@@ -524,16 +527,19 @@ def test_folded_kernels_under_oclgrind(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not ICD.exists(), reason="oclgrind is not installed")
-@pytest.mark.parametrize("algorithm", [None, "winograd2"], ids=["direct", "winograd2"])
+@pytest.mark.parametrize("algorithm", [None, "winograd2", "gpu"],
+                         ids=["direct", "winograd2", "gpu-family"])
 def test_folded_sums_under_oclgrind(tmp_path, algorithm):
     """Convs adding a folded sum (direct: partial pixel tiles, r and y with different halos;
-    Winograd F(2x2)'s output transform, a sum as the network's output) on Oclgrind's small
-    device: right, and nothing reported."""
+    Winograd F(2x2)'s output transform, a sum as the network's output; the GPU profile's
+    implicit GEMM, whose epilogue follows its local-memory stages) on Oclgrind's small device:
+    right, and nothing reported."""
     argv = [sys.executable, "-c", CHILD, json.dumps([BLOCKS, SUM_OUT])]
     done, reports = run_under_oclgrind(tmp_path, argv + ([algorithm] if algorithm else []),
                                        {"OCLGRIND_MAX_WGSIZE": "64"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert not reports, [report["text"] for report in reports][:3]
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
-    assert lines["blocks"].endswith("CONV_FORWARD" if algorithm is None
-                                    else "CONV_FORWARD WINOGRAD_OUTPUT"), lines
+    expected = {None: "CONV_FORWARD", "winograd2": "CONV_FORWARD WINOGRAD_OUTPUT",
+                "gpu": "CONV_GEMM_FORWARD"}[algorithm]
+    assert lines["blocks"].endswith(expected), lines
