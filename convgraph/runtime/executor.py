@@ -233,6 +233,7 @@ class Executor:
         self.fixed: dict[str, object] = {}  # parameters, optimizer state: any batch
         self.kernels: dict[str, list] = {}
         self.local_sizes: dict[int, tuple | None] = {}
+        self._read_array = np.empty(0, np.float32)  # what read_tensor reads into
         # whether launches that read only parameters (Launch.per_params) must run on the next
         # pass: after any upload, and after allocating (their work buffers are per batch)
         self.params_changed = True
@@ -302,11 +303,13 @@ class Executor:
         with device_errors(self.info, f"copying to buffer '{name}'"):
             self.cl.enqueue_copy(self.queue, self.buffer(name), host, is_blocking=False)
 
-    def read(self, name: str, host: np.ndarray) -> np.ndarray:
+    def read(self, name: str, host: np.ndarray, blocking: bool = True) -> np.ndarray:
         """Copy the buffer ``name`` into ``host``, after every launch before it; returns host.
-        Errors of earlier launches that the device reports only now surface here."""
+        Errors of earlier launches that the device reports only now surface here. With
+        ``blocking`` False the copy is only queued: ``host`` holds it after the next blocking
+        call (a later blocking read waits for it too, the queue being in order)."""
         with device_errors(self.info, f"reading buffer '{name}'"):
-            self.cl.enqueue_copy(self.queue, host, self.buffer(name), is_blocking=True)
+            self.cl.enqueue_copy(self.queue, host, self.buffer(name), is_blocking=blocking)
         return host
 
     @property
@@ -340,17 +343,31 @@ class Executor:
             self.kernels[group] = bound
 
     def _prepared(self, group: str, batch: int) -> list:
-        """(launch, kernel, scalar slots, global size) of each launch of ``group`` at ``batch``,
-        worked out once: the seed network's step spent a fifth of its time enqueueing."""
+        """[launch, kernel, scalar slots, global size, padded global size, work-group] of each
+        launch of ``group`` at ``batch``, worked out once: the seed network's step spent a
+        fifth of its time enqueueing, and ResNet-8's 20 launches still cost 180 us of Python a
+        pass when the sizes were worked out at every launch (4 us of it is the driver's)."""
         key = (group, batch)
         if key not in self._prepared_launches:
-            self._prepared_launches[key] = [
-                (launch, kernel,
-                 [(slot, arg.name) for slot, arg in enumerate(launch.args)
-                  if isinstance(arg, Scalar)],
-                 launch.sizes(batch)[0])
-                for launch, kernel in zip(self.plan.launch_groups()[group], self.kernels[group])]
+            prepared = []
+            for launch, kernel in zip(self.plan.launch_groups()[group], self.kernels[group]):
+                global_size = launch.sizes(batch)[0]
+                local = self._local_of(launch)
+                prepared.append([launch, kernel,
+                                 [(slot, arg.name) for slot, arg in enumerate(launch.args)
+                                  if isinstance(arg, Scalar)],
+                                 global_size, padded_global(global_size, local), local])
+            self._prepared_launches[key] = prepared
         return self._prepared_launches[key]
+
+    def _local_of(self, launch: Launch):
+        """The work-group a launch runs with: the plan's, clipped to the device, or the
+        smaller one a refused launch fell back to."""
+        key = id(launch)
+        local = self.local_sizes.get(key, False)
+        if local is False:
+            local = self.local_sizes[key] = self.legal_local(launch)
+        return local
 
     def legal_local(self, launch: Launch):
         """The plan's work-group shape clipped to this device's limits (None: the driver's); a
@@ -378,41 +395,48 @@ class Executor:
         """Enqueue the launches of ``group`` for ``batch`` images (at most the allocated batch).
 
         ``scalars`` gives the run-time arguments other than the batch (seed, lr, ...)."""
-        cl = self.cl
+        enqueue_kernel, queue = self.cl.enqueue_nd_range_kernel, self.queue
         values = {"batch": np.int32(batch), "sample_offset": np.uint32(0), **(scalars or {})}
         run_per_params, self.params_changed = self.params_changed, False
-        for launch, kernel, slots, global_size in self._prepared(group, batch):
+        scalar_set = self._scalar_set
+        for prepared in self._prepared(group, batch):
+            launch, kernel, slots, _, padded, local = prepared
             if launch.per_params and not run_per_params:
                 continue  # its work buffer still holds what it computed from these parameters
             for slot, name in slots:  # only changed scalars: set_arg costs a step's time
                 value = values[name]
-                if self._scalar_set.get((id(kernel), slot)) != value:
+                if scalar_set.get((id(kernel), slot)) != value:
                     kernel.set_arg(slot, value)
-                    self._scalar_set[(id(kernel), slot)] = value
-            key = id(launch)
-            local = self.local_sizes.get(key, False)
-            if local is False:
-                local = self.local_sizes[key] = self.legal_local(launch)
-            while True:
-                padded = padded_global(global_size, local)
-                try:
-                    event = cl.enqueue_nd_range_kernel(self.queue, kernel, padded, local)
-                    break
-                except cl.Error as exc:  # too big a work-group here: halve it and retry
-                    exact = launch.exact_local
-                    if (local is None or exact
-                            or not any(code in str(exc) for code in INVALID_LOCAL)):
-                        raise DeviceError(
-                            f"launching kernel {launch.kernel} (layer '{launch.node}') for "
-                            f"batch {batch} on {self.info.label} failed: {exc}"
-                            + (f" (it runs only with work-groups of exactly {local})"
-                               if exact else "") + ".",
-                            hint=EXACT_LOCAL_HINT if exact else ALLOCATION_HINT) from None
-                    local = None if math.prod(local) <= 1 else tuple(
-                        max(1, size // 2) for size in local)
-                    self.local_sizes[key] = local
+                    scalar_set[(id(kernel), slot)] = value
+            try:
+                event = enqueue_kernel(queue, kernel, padded, local)
+            except self.cl.Error as exc:
+                event = self._launch_smaller(prepared, batch, exc)
             if events is not None:
                 events.append(event)
+
+    def _launch_smaller(self, prepared: list, batch: int, exc):
+        """Launch again with halved work-groups after the driver refused ``prepared``'s (too
+        big a work-group here); DeviceError when it was refused for another reason, or the
+        launch needs exactly its own work-group. The shape that runs is kept."""
+        cl = self.cl
+        launch, kernel, _, global_size, _, local = prepared
+        while True:
+            exact = launch.exact_local
+            if local is None or exact or not any(code in str(exc) for code in INVALID_LOCAL):
+                raise DeviceError(
+                    f"launching kernel {launch.kernel} (layer '{launch.node}') for "
+                    f"batch {batch} on {self.info.label} failed: {exc}"
+                    + (f" (it runs only with work-groups of exactly {local})"
+                       if exact else "") + ".",
+                    hint=EXACT_LOCAL_HINT if exact else ALLOCATION_HINT) from None
+            local = None if math.prod(local) <= 1 else tuple(max(1, size // 2) for size in local)
+            self.local_sizes[id(launch)] = local
+            prepared[4:] = [padded_global(global_size, local), local]
+            try:
+                return cl.enqueue_nd_range_kernel(self.queue, kernel, prepared[4], local)
+            except cl.Error as error:
+                exc = error
 
     def write_input(self, packed: np.ndarray) -> None:
         self.write(self.plan.buffer_name(tensor(self.plan.input)), packed)
@@ -420,6 +444,14 @@ class Executor:
     def read_tensor(self, storage: str, batch: int, kind: str = "tensor") -> np.ndarray:
         """The activation (``kind`` 'tensor') or its gradient ('grad') of ``storage``."""
         layout = self.plan.layouts[storage]
-        host = np.empty(batch * layout.image_elements, np.float32)
+        host = self._read_back(batch * layout.image_elements)
         buffer = grad(storage) if kind == "grad" else tensor(storage)
         return layout.unpack(self.read(self.plan.buffer_name(buffer), host), batch)
+
+    def _read_back(self, elements: int) -> np.ndarray:
+        """``elements`` floats of one host array that every read_tensor reads into (unpack
+        copies out of it at once), kept from one read to the next: a segmentation network's
+        output is megabytes, whose fresh pages the copy would fault in at every pass."""
+        if self._read_array.size < elements:
+            self._read_array = np.empty(elements, np.float32)
+        return self._read_array[:elements]
