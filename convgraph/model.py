@@ -334,13 +334,7 @@ class Model:
     def _forward_batch(self, program: _Program, x: np.ndarray) -> np.ndarray:
         executor, plan = program.executor, program.built.plan
         executor.allocate(self.batch)
-        layout = plan.layouts[plan.input]
-        staging = getattr(self, "_staging", None)
-        if staging is None or staging[0] != layout:  # one array for the planned batch
-            staging = self._staging = (layout, np.zeros(
-                (self.batch, layout.alloc_h, layout.alloc_w, layout.stride_c), np.float32))
-        # the last pass's copy from it has finished: every pass ends with a blocking read
-        executor.write_input(layout.pack(x, staging[1]))
+        executor.write_images(x)
         executor.enqueue(x.shape[0])
         return executor.read_tensor(plan.output, x.shape[0])
 

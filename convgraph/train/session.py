@@ -86,12 +86,9 @@ class _Session:
         count = x.shape[0]
         if count > self.batch:
             raise DataError(f"a batch of {count} images is larger than the planned {self.batch}.")
-        layout = self.plan.layouts[self.plan.input]
-        if getattr(self, "_staging", None) is None:  # one array for the planned batch
-            self._staging = np.zeros((self.batch, layout.alloc_h, layout.alloc_w,
-                                      layout.stride_c), np.float32)
-        # the last batch's copy has finished (every step ends with a blocking read)
-        self.executor.write(buffers.tensor(self.plan.input).name, layout.pack(x, self._staging))
+        # packed straight into the device's input buffer where it is mapped; the last batch's
+        # copy has finished where it is not (every step ends with a blocking read)
+        self.executor.write_images(x)
         if labels is not None:
             labels = self._checked_labels(np.asarray(labels), count)
             self._labels = np.ascontiguousarray(labels, np.int32)
