@@ -234,3 +234,40 @@ def test_a_training_session_steps_and_reads_the_loss_of_batches_of_every_size(mo
     after = session.evaluate_batch(images(4, seed=10), labels)
     np.testing.assert_allclose(after.loss, softmax_cross_entropy(
         reference(model, images(4, seed=10)), labels)[0].sum(), rtol=1e-4)
+
+
+UNDER_OCLGRIND = """
+import numpy as np, convgraph
+from convgraph.reference import reference_forward
+from convgraph.train.session import TrainingSession
+spec = {"input": "5x4x3", "pattern": "[INPUT-CONV(2, 3, pad=1)-RELU-FC(3)]",
+        "train": {"batch": 2, "seed": 1}}
+model = convgraph.compile(spec, batch=2)
+model.executor.maps_input = True  # Oclgrind does not say it shares the host's memory
+for count in (2, 1, 3):
+    x = np.random.default_rng(count).normal(size=(count, 3, 4, 5)).astype(np.float32)
+    expected = reference_forward(model.graph, model.params, x).reshape(count, -1)
+    assert np.abs(model.forward(x) - expected).max() < 1e-4
+session = TrainingSession(model.graph, model.target, 2, params=model.params)
+session.executor.maps_input = True
+for count in (2, 1):
+    x = np.random.default_rng(count).normal(size=(count, 3, 4, 5)).astype(np.float32)
+    assert np.isfinite(session.step(x, np.arange(count), 0.01).loss)
+    assert np.isfinite(session.evaluate_batch(x, np.arange(count)).loss)
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_the_mapped_input_runs_clean_under_oclgrind(tmp_path):
+    """Mapping, packing into, unmapping and re-mapping the input buffer around the launches, as
+    on PoCL's CPU device, forced on Oclgrind's: no race, no uninitialised read."""
+    import sys
+
+    from tests.test_oclgrind import ICD, run_under_oclgrind
+
+    if not ICD.exists():
+        pytest.skip("oclgrind is not installed (apt-get install oclgrind)")
+    done, reports = run_under_oclgrind(tmp_path, [sys.executable, "-c", UNDER_OCLGRIND])
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]
+    assert not reports, reports

@@ -1,7 +1,8 @@
 """Running a plan on a device: buffers allocated once per batch size, kernels enqueued back to back.
 
-The host touches the device only at batch boundaries: one copy in (the packed input batch), the
-launches with no synchronisation between layers, one copy out.
+The host touches the device only at batch boundaries: the input batch packed in (straight into
+the mapped input buffer on a device that works in the host's memory, else one copy), the launches
+with no synchronisation between layers, one copy out (the pass's one wait for the device).
 """
 
 from __future__ import annotations
