@@ -2,6 +2,7 @@
 
     python benchmarks/host_overhead.py [--models seed,lenet5,resnet8] [--rounds 4]
                                        [--baseline DIR] [--calls 40] [--device D] [--json FILE]
+    python benchmarks/host_overhead.py --report FILE.json [FILE.json ...]
 
 Cases: inference at batch 64 and 256 (``model.forward(x)``, float32 images, no normalisation,
 as benchmarks/peers.py runs it) and a training step at batch 64 (``TrainingSession.step``).
@@ -175,7 +176,12 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, metavar=("SPEC", "MODE", "BATCH"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
+                        help="print the table of earlier --json files' rounds together")
     args = parser.parse_args()
+    if args.report:
+        report(args.report)
+        return
     if args.child:
         spec, mode, batch = args.child
         print(json.dumps(child(spec, mode, int(batch), args.calls, args.device)))
@@ -201,6 +207,19 @@ def main() -> None:
         print(f"round {round_index + 1}/{args.rounds} done, load {machine.load_average()}",
               flush=True)
     floors = spawn(ROOT, ["--floor"])
+    print_table(results)
+    print("\nfloor (us, median of 300):", json.dumps(floors))
+    print("load at the end", machine.load_average())
+    if args.json:
+        args.json.write_text(json.dumps({
+            "cpu": machine.cpu_model()["line"], "floor": floors,
+            "results": [{"model": m, "mode": mode, "batch": b, "side": side, "rows": rows}
+                        for (m, mode, b), sides in results.items()
+                        for side, rows in sides.items()]}, indent=1))
+
+
+def print_table(results: dict) -> None:
+    """{(model, mode, batch): {side: [each process's medians]}} as a markdown table."""
     print("\nms per call, median of the rounds (min-max); host = wall - kernels")
     print("| model | mode | batch | side | wall | kernels | host | before first kernel "
           "| gaps between kernels | after last kernel | calling thread CPU | images/s |")
@@ -212,14 +231,16 @@ def main() -> None:
             rate = _spread([row["images_per_s"] for row in rows], 0)
             print(f"| {model} | {mode} | {batch} | {side} | " + " | ".join(cells)
                   + f" | {rate} |")
-    print("\nfloor (us, median of 300):", json.dumps(floors))
-    print("load at the end", machine.load_average())
-    if args.json:
-        args.json.write_text(json.dumps({
-            "cpu": machine.cpu_model()["line"], "floor": floors,
-            "results": [{"model": m, "mode": mode, "batch": b, "side": side, "rows": rows}
-                        for (m, mode, b), sides in results.items()
-                        for side, rows in sides.items()]}, indent=1))
+
+
+def report(paths: list[Path]) -> None:
+    """The table of the rounds of one or more ``--json`` files taken together."""
+    results: dict = {}
+    for path in paths:
+        for record in json.loads(path.read_text())["results"]:
+            key = (record["model"], record["mode"], record["batch"])
+            results.setdefault(key, {}).setdefault(record["side"], []).extend(record["rows"])
+    print_table(results)
 
 
 if __name__ == "__main__":

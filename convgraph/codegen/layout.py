@@ -83,7 +83,7 @@ class Layout:
         # A whole transposed assignment walks the D channels innermost (3 for RGB): numpy's
         # loop then copies 3 floats at a time. A channel at a time copies rows of W floats,
         # over a few images at once so that what is written stays in the cache: 3x faster for
-        # 64 CIFAR images (213 -> 73 us), 2x for 256 (938 -> 437 us; 2026-12-02).
+        # 64 CIFAR images (213 -> 75 us), 2x for 256 (938 -> 430-460 us; 2026-12-02).
         images = max(1, (1 << 19) // (4 * self.image_elements))  # 512 KiB of output a part
         for start in range(0, n, images):
             part, source = interior[start:start + images], x[start:start + images]
