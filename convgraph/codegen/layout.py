@@ -70,26 +70,46 @@ class Layout:
         widest = tuple(max(a, b) for a, b in zip(self.halo, need))
         return Layout(self.volume, self.stride_c, widest)
 
+    def host_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """A batch of this layout as a host array: (N, alloc_h, alloc_w, stride_c)."""
+        return (batch, self.alloc_h, self.alloc_w, self.stride_c)
+
     def pack(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(N, D, H, W) array -> the device layout (N, alloc_h, alloc_w, stride_c), float32.
-        ``out``, an earlier result of the same shape, is reused: its halo and padding channels
-        are still zero (a training step saves an allocation and a fill)."""
+        ``out``, an earlier result for at least N images, is reused: only its first N images'
+        interiors are written (their halo and padding channels are still zero: a pass saves
+        an allocation and a fill) and that part of it is returned."""
         n = x.shape[0]
-        shape = (n, self.alloc_h, self.alloc_w, self.stride_c)
-        if out is None or out.shape != shape:
+        shape = self.host_shape(n)
+        if out is None or out.shape[1:] != shape[1:] or out.shape[0] < n:
             out = np.zeros(shape, np.float32)
+        out = out[:n]
         top, _, left, _ = self.halo
         h, w, d = self.volume.height, self.volume.width, self.volume.depth
-        out[:, top:top + h, left:left + w, :d] = x.transpose(0, 2, 3, 1)
+        interior = out[:, top:top + h, left:left + w]
+        # A whole transposed assignment walks the D channels innermost (3 for RGB): numpy's
+        # loop then copies 3 floats at a time. A channel at a time copies rows of W floats,
+        # over a few images at once so that what is written stays in the cache: 3x faster for
+        # 64 CIFAR images (213 -> 75 us), 2x for 256 (938 -> 430-460 us; 2026-12-02).
+        images = max(1, (1 << 19) // (4 * self.image_elements))  # 512 KiB of output a part
+        for start in range(0, n, images):
+            part, source = interior[start:start + images], x[start:start + images]
+            if d > 4:  # wide enough that numpy's own order copies runs of channels
+                part[..., :d] = source.transpose(0, 2, 3, 1)
+                continue
+            for channel in range(d):
+                part[..., channel] = source[:, channel]
         return out
 
     def unpack(self, data: np.ndarray, batch: int) -> np.ndarray:
-        """The device layout -> (N, D, H, W) float32."""
+        """The device layout -> (N, D, H, W) float32, always a new array (``data`` may be
+        reused by the next read: what is returned must not change with it)."""
         data = data[: batch * self.image_elements].reshape(
             batch, self.alloc_h, self.alloc_w, self.stride_c)
         top, _, left, _ = self.halo
         h, w, d = self.volume.height, self.volume.width, self.volume.depth
-        return np.ascontiguousarray(data[:, top:top + h, left:left + w, :d].transpose(0, 3, 1, 2))
+        return np.array(data[:, top:top + h, left:left + w, :d].transpose(0, 3, 1, 2),
+                        np.float32, order="C", copy=True)
 
 
 @dataclass(frozen=True)
@@ -111,12 +131,18 @@ class PlanarLayout(Layout):
         widest = tuple(max(a, b) for a, b in zip(self.halo, need))
         return PlanarLayout(self.volume, self.stride_c, widest)
 
+    def host_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """A batch of this layout as a host array: (N, D, alloc_h, alloc_w)."""
+        return (batch, self.stride_c, self.alloc_h, self.alloc_w)
+
     def pack(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(N, D, H, W) array -> (N, D, alloc_h, alloc_w) float32, a copy into the halo; ``out``
-        as in Layout.pack (its halo is still zero)."""
-        shape = (x.shape[0], self.stride_c, self.alloc_h, self.alloc_w)
-        if out is None or out.shape != shape:
+        as in Layout.pack (at least N images, its halo still zero: its first N are returned)."""
+        n = x.shape[0]
+        shape = self.host_shape(n)
+        if out is None or out.shape[1:] != shape[1:] or out.shape[0] < n:
             out = np.zeros(shape, np.float32)
+        out = out[:n]
         top, _, left, _ = self.halo
         h, w = self.volume.height, self.volume.width
         out[:, :, top:top + h, left:left + w] = x

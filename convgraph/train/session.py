@@ -86,9 +86,9 @@ class _Session:
         count = x.shape[0]
         if count > self.batch:
             raise DataError(f"a batch of {count} images is larger than the planned {self.batch}.")
-        # the last batch's copy has finished (every step ends with a blocking read)
-        self._staging = self.plan.layouts[self.plan.input].pack(x, getattr(self, "_staging", None))
-        self.executor.write(buffers.tensor(self.plan.input).name, self._staging)
+        # packed straight into the device's input buffer where it is mapped; the last batch's
+        # copy has finished where it is not (every step ends with a blocking read)
+        self.executor.write_images(x)
         if labels is not None:
             labels = self._checked_labels(np.asarray(labels), count)
             self._labels = np.ascontiguousarray(labels, np.int32)
@@ -122,8 +122,14 @@ class _Session:
         return labels
 
     def _read_metrics(self, count: int) -> StepResult:
-        losses = self.executor.read(buffers.LOSSES.name, np.empty(self.batch, np.float32))
-        correct = self.executor.read(buffers.CORRECT.name, np.empty(self.batch, np.float32))
+        """The batch's summed loss and correct count, read back with one wait for the device
+        (the losses' copy is queued without waiting; the correct counts' read, after it in the
+        queue, waits for both): each wait costs the host a wake-up of PoCL's threads."""
+        if getattr(self, "_metrics", None) is None:
+            self._metrics = (np.empty(self.batch, np.float32), np.empty(self.batch, np.float32))
+        losses, correct = self._metrics
+        self.executor.read(buffers.LOSSES.name, losses, blocking=False)
+        self.executor.read(buffers.CORRECT.name, correct)
         return StepResult(float(losses[:count].sum(dtype=np.float64)),
                           float(correct[:count].sum()), count, self._units)
 
