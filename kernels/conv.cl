@@ -28,6 +28,10 @@
  *   POOL_FIRST (an activation that never decreases) max first then one activation, else each
  *   pixel activated first. The pixels differ only in where their windows start, so the
  *   reduction is the same code.
+ * With RESIDUAL (inference: a sum after the layer folded into it, the add of a residual block)
+ *   the kernel takes r (N, R_ALLOC_H, R_ALLOC_W, R_STRIDE_C), the sum's other input (its own
+ *   halo), and adds it at each output pixel before the activation (then the one after the
+ *   sum): y = f(conv + b + r).
  *
  * For stride 1, dx is itself a convolution of dy (zero halo as wide as the kernel less the
  *   padding) with the weights flipped in space and filters and channels swapped: CONV_FORWARD
@@ -97,6 +101,9 @@
 #define GATE ACT_NONE
 #define GATE_SLOPE 0.0f
 #endif
+#ifndef RESIDUAL /* no sum folded in (else r, laid out by R_ALLOC_H ... R_STRIDE_C, is added) */
+#define RESIDUAL 0
+#endif
 #ifndef POOL_MAX /* no pool folded in; the pooled sizes of OUT_H x OUT_W if one were */
 #define POOL_MAX 0
 #define POOL_OUT_H 4
@@ -137,8 +144,15 @@
 #if POOL_MAX && TILE_ROWS != 1
 #error "a pooled forward computes one row of 2x2 windows per work-item: TILE_ROWS 1"
 #endif
+#if POOL_MAX && RESIDUAL
+#error "a sum and a pool are never folded into one conv"
+#endif
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict w,
-                          __global const float *restrict b, __global float *restrict y)
+                          __global const float *restrict b, __global float *restrict y
+#if RESIDUAL
+                          , __global const float *restrict r
+#endif
+                          )
 {
     const int kt = get_global_id(0);
     const int pt = get_global_id(1);
@@ -241,7 +255,13 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
         for (int p = 0; p < TILE_PIXELS; ++p) {
             if (first_row + t < OUT_H && first_pixel + p < OUT_W) {
                 const int at = AT(Y, n, first_row + t, first_pixel + p, k0 + f * VECTOR_WIDTH);
+#if RESIDUAL /* the sum's other input, at the same pixel */
+                realV v = ACTIVATE(acc[t][p][f] + bias + LOADV(0, r + AT(R, n, first_row + t,
+                                   first_pixel + p, k0 + f * VECTOR_WIDTH)),
+                                   EPILOGUE, EPILOGUE_SLOPE);
+#else
                 realV v = ACTIVATE(acc[t][p][f] + bias, EPILOGUE, EPILOGUE_SLOPE);
+#endif
 #if defined(GATE) && GATE != ACT_NONE /* b: the layer before's activation output */
                 v = ACTIVATE_BACKWARD(LOADV(0, b + at), v, GATE, GATE_SLOPE);
 #endif

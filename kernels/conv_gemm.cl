@@ -9,7 +9,9 @@
  *                      depth = KERNEL_H * KERNEL_W * IN_CHANNELS (tap-major, channel-minor, as w's
  *                      rows are). The fused epilogue is conv.cl's: bias, activation, and as a
  *                      stride-1 input gradient (a conv of dy with transposed weights) the gate
- *                      (b holds the layer before's activation output) and ACCUMULATE.
+ *                      (b holds the layer before's activation output) and ACCUMULATE; with
+ *                      RESIDUAL (inference: a sum folded in) r, the sum's other input (layout
+ *                      R_ALLOC_H ... R_STRIDE_C), added before the activation.
  *   CONV_GEMM_DATA     dx of a strided conv: rows = the IN_H * IN_W input pixels of image n,
  *                      columns = TRANSPOSED_ALLOC channels, depth = KERNEL_H * KERNEL_W * FILTERS;
  *                      A is dy at the output pixel a tap lands on (zero where it falls between
@@ -153,8 +155,17 @@
 #define ROWS (OUT_H * OUT_W)
 #define COLUMNS K_ALLOC
 #define DEPTH (KERNEL_H * KERNEL_W * IN_CHANNELS)
+#ifndef RESIDUAL /* no sum folded in */
+#define RESIDUAL 0
+#endif
+#if RESIDUAL
+#define RESIDUAL_ARGUMENT , __global const float *restrict r
+#else
+#define RESIDUAL_ARGUMENT
+#endif
 #define KERNEL_ARGUMENTS __global const float *restrict x, __global const float *restrict w, \
-                         __global const float *restrict b, __global float *restrict y
+                         __global const float *restrict b, __global float *restrict y       \
+                         RESIDUAL_ARGUMENT
 /* the input under tap (k / IN_CHANNELS) of output pixel ``row``, channel k % IN_CHANNELS: reads
  * stay inside the halo */
 #define TAP_R(k) ((k) / IN_CHANNELS / KERNEL_W)
@@ -394,7 +405,13 @@ __kernel void KERNEL_NAME(KERNEL_ARGUMENTS)
             if (row >= ROWS) continue;
 #if defined(CONV_GEMM_FORWARD)
             const int at = AT(Y, item, row / OUT_W, row % OUT_W, column);
+#if RESIDUAL /* the sum's other input, at the same pixel */
+            realV v = ACTIVATE(acc[i][f] + bias
+                               + LOADV(0, r + AT(R, item, row / OUT_W, row % OUT_W, column)),
+                               EPILOGUE, EPILOGUE_SLOPE);
+#else
             realV v = ACTIVATE(acc[i][f] + bias, EPILOGUE, EPILOGUE_SLOPE);
+#endif
 #if GATE != ACT_NONE /* b: the layer before's activation output */
             v = ACTIVATE_BACKWARD(LOADV(0, b + at), v, GATE, GATE_SLOPE);
 #endif

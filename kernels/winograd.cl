@@ -30,7 +30,9 @@
  * WINOGRAD_OUTPUT: work-item (kv, tw, n * TILES_H + th) transforms tile (th, tw) back for
  *   VECTOR_WIDTH filters, adds the bias, applies EPILOGUE (or GATE: dL/dz = f'(b) dL/dy, as
  *   conv.cl does for a stride-1 input gradient), adds to y with ACCUMULATE, and stores the pixels
- *   inside OUT_H x OUT_W.
+ *   inside OUT_H x OUT_W. With RESIDUAL (inference: a sum folded into the conv, conv.cl's) it
+ *   takes r, the sum's other input (layout R_ALLOC_H ... R_STRIDE_C), and adds it at each pixel
+ *   before the activation.
  * WINOGRAD_FUSED: the input transform, the GEMMs and the output transform (with its epilogue)
  *   in one kernel, with no v or m in global memory. Work-item (kt, rg, g) takes ITEM_TILES
  *   tiles from rg * ITEM_TILES of each of ITEM_IMAGES images from g * ITEM_IMAGES (ITEM_IMAGES
@@ -396,8 +398,15 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
 #endif
 
 #if defined(WINOGRAD_OUTPUT)
+#ifndef RESIDUAL /* no sum folded in */
+#define RESIDUAL 0
+#endif
 __kernel void KERNEL_NAME(__global const float *restrict m, __global const float *restrict b,
-                          __global float *restrict y)
+                          __global float *restrict y
+#if RESIDUAL
+                          , __global const float *restrict r
+#endif
+                          )
 {
     const int kv = get_global_id(0);
     const int tw = get_global_id(1);
@@ -434,7 +443,12 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
             const int ow = tw * OUT_TILE + j;
             if (oh < OUT_H && ow < OUT_W) {
                 const int at = AT(Y, n, oh, ow, k);
+#if RESIDUAL /* the sum's other input, at the same pixel */
+                realV value = ACTIVATE(out[j] + bias + LOADV(0, r + AT(R, n, oh, ow, k)),
+                                       EPILOGUE, EPILOGUE_SLOPE);
+#else
                 realV value = ACTIVATE(out[j] + bias, EPILOGUE, EPILOGUE_SLOPE);
+#endif
 #if defined(GATE) && GATE != ACT_NONE
                 value = ACTIVATE_BACKWARD(LOADV(0, b + at), value, GATE, GATE_SLOPE);
 #endif

@@ -53,7 +53,35 @@ RESIDUAL = {"name": "residual", "input": "9x7x8", "nodes": {
     "join": {"op": "add", "inputs": ["c_bn", "c"]},
     "d": {"op": "conv", "filters": 6, "size": 3, "pad": 1}, "d_relu": "relu",
     "d_pool": {"op": "pool", "size": 2, "rounding": "floor"}}}
-RESIDUAL_FOLDS = {"a_bn": "a", "b_bn": "b", "d_pool": "d"}
+RESIDUAL_FOLDS = {"a_bn": "a", "b_bn": "b", "sum": "b", "sum_relu": "b", "d_pool": "d"}
+
+
+# ResNet's basic blocks at odd sizes, every residual fold: an identity shortcut (r, the block's
+# input, has a halo of 1; the sum none); a projection shortcut with stride 2, its 1x1 conv
+# launched after the block's second conv, so it takes the sum (its tensor gets a halo of 1
+# from the conv after it, r none) and the silu after it; two convs summed without batchnorms,
+# the sum read twice: it folds, its relu stays a kernel, and the second add (of a relu and a
+# sum) folds into nothing
+BLOCKS = {"name": "blocks", "input": "9x7x8", "nodes": {
+    "a1": {"op": "conv", "filters": 8, "size": 3, "pad": 1, "bias": False, "inputs": ["input"]},
+    "a1_bn": "batchnorm", "a1_relu": "relu",
+    "a2": {"op": "conv", "filters": 8, "size": 3, "pad": 1, "bias": False}, "a2_bn": "batchnorm",
+    "a_sum": {"op": "add", "inputs": ["a2_bn", "input"]}, "a_relu": "relu",
+    "b1": {"op": "conv", "filters": 16, "size": 3, "stride": 2, "pad": 1, "bias": False},
+    "b1_bn": "batchnorm", "b1_relu": "relu",
+    "b2": {"op": "conv", "filters": 16, "size": 3, "pad": 1, "bias": False}, "b2_bn": "batchnorm",
+    "b_proj": {"op": "conv", "filters": 16, "size": 1, "stride": 2, "bias": False,
+               "inputs": ["a_relu"]},
+    "b_proj_bn": "batchnorm",
+    "b_sum": {"op": "add", "inputs": ["b2_bn", "b_proj_bn"]}, "b_silu": "silu",
+    "c1": {"op": "conv", "filters": 12, "size": 3, "pad": 1, "inputs": ["b_silu"]},
+    "c2": {"op": "conv", "filters": 12, "size": 1, "inputs": ["b_silu"]},
+    "c_sum": {"op": "add", "inputs": ["c1", "c2"]}, "c_relu": {"op": "relu", "inputs": ["c_sum"]},
+    "c_twice": {"op": "add", "inputs": ["c_relu", "c_sum"]},
+    "d": {"op": "conv", "filters": 6, "size": 3, "pad": 1}}}
+BLOCKS_FOLDS = {"a1_bn": "a1", "a2_bn": "a2", "b1_bn": "b1", "b2_bn": "b2",
+                "b_proj_bn": "b_proj", "a_sum": "a2", "a_relu": "a2", "b_sum": "b_proj",
+                "b_silu": "b_proj", "c_sum": "c2"}
 
 
 def launch_counts(spec) -> tuple[int, int, dict]:
@@ -64,12 +92,91 @@ def launch_counts(spec) -> tuple[int, int, dict]:
         folded_layers(folded)
 
 
-@pytest.mark.parametrize("spec, folds", [(MIXED, MIXED_FOLDS), (RESIDUAL, RESIDUAL_FOLDS)],
-                         ids=["mixed", "residual"])
+@pytest.mark.parametrize("spec, folds", [(MIXED, MIXED_FOLDS), (RESIDUAL, RESIDUAL_FOLDS),
+                                         (BLOCKS, BLOCKS_FOLDS)],
+                         ids=["mixed", "residual", "blocks"])
 def test_one_launch_fewer_per_folded_layer(spec, folds):
     unfolded, folded, layers = launch_counts(spec)
     assert layers == folds
     assert folded == unfolded - len(folds)
+
+
+def _residual_launches(plan) -> list[tuple[int, object]]:
+    """(index, launch) of every launch whose kernel adds a folded sum (RESIDUAL)."""
+    return [(index, launch) for index, launch in enumerate(plan.launches)
+            if plan.kernels[launch.kernel].defines.get("RESIDUAL")]
+
+
+@pytest.mark.parametrize("profile", [CPU, GPU, OCLGRIND], ids=lambda p: p.family)
+@pytest.mark.parametrize("spec", [BLOCKS, "specs/resnet8.yaml", "specs/resnet18.yaml"],
+                         ids=["blocks", "resnet8", "resnet18"])
+def test_a_folded_sum_reads_a_tensor_written_before_it(spec, profile):
+    """The conv that takes a sum reads its other input as its last argument, written by an
+    earlier launch (or the network's input), through that tensor's own layout (prefix R);
+    every ResNet block's add and relu launch nothing."""
+    graph = analyse(spec)
+    plan = plan_forward(graph, profile)
+    residual = _residual_launches(plan)
+    assert residual
+    for index, launch in residual:
+        r = plan.buffer_name(launch.args[-1])
+        storage = launch.args[-1].node
+        written = {plan.buffer_name(arg) for earlier in plan.launches[:index]
+                   for arg in earlier.args}
+        assert r in written or storage == plan.input, (launch.node, r)
+        defines = plan.kernels[launch.kernel].defines
+        assert {k[2:]: v for k, v in defines.items() if k.startswith("R_")} == {
+            k[2:]: v for k, v in plan.layouts[storage].defines("R").items()}
+    launched = {launch.node for launch in plan.launches}
+    sums = [name for name in graph if graph.nodes[name].op == "add"]
+    assert sums and launched & set(sums) == ({"c_twice"} if spec == BLOCKS else set())
+    if spec != BLOCKS:  # ResNet: one per block, into the block's last conv in the plan
+        assert len(residual) == len(sums)
+        for name in sums:
+            (after,) = graph.successors(name)
+            assert after not in launched and folded_layers(plan)[after] in {
+                launch.node for _, launch in residual}
+
+
+def test_of_two_convs_the_one_launched_last_takes_the_sum():
+    """Whichever of a block's second conv and its projection the spec writes first, the
+    other takes the sum: its input is then written before it."""
+    block = {"name": "t", "input": "8x8x4", "nodes": {
+        "main": {"op": "conv", "filters": 8, "size": 3, "pad": 1, "inputs": ["input"]},
+        "proj": {"op": "conv", "filters": 8, "size": 1, "inputs": ["input"]},
+        "sum": {"op": "add", "inputs": ["main", "proj"]}, "out": "relu"}}
+    assert launch_counts(block)[2] == {"sum": "proj", "out": "proj"}
+    nodes = dict(block["nodes"])
+    reordered = {"proj": nodes.pop("proj"), **nodes}
+    assert launch_counts({**block, "nodes": reordered})[2] == {"sum": "main", "out": "main"}
+
+
+@pytest.mark.parametrize("nodes", [
+    {"c": {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["input"]},  # 3 inputs
+     "s": {"op": "add", "inputs": ["c", "input", "input"]}},
+    {"c": {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["input"]},  # c + c
+     "s": {"op": "add", "inputs": ["c", "c"]}},
+    {"c": {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["input"]},  # read twice
+     "s": {"op": "add", "inputs": ["c", "input"]}, "t": {"op": "add", "inputs": ["s", "c"]}},
+    {"c": {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["input"]},  # an activation
+     "r": "relu", "s": {"op": "add", "inputs": ["r", "input"]}},
+    {"c": {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["input"]},  # a pool
+     "r": "relu", "p": {"op": "pool", "size": 2}, "q": {"op": "pool", "size": 2,
+                                                      "inputs": ["input"]},
+     "s": {"op": "add", "inputs": ["p", "q"]}},
+    {"c": {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["input"]},  # bn read twice
+     "b": "batchnorm", "d": {"op": "conv", "filters": 4, "size": 1},
+     "s": {"op": "add", "inputs": ["b", "input"]}, "j": {"op": "concat", "inputs": ["s", "d"]}},
+    {"c": {"op": "conv", "filters": 4, "size": 3, "pad": 1, "inputs": ["input"]},  # a sum of sums
+     "s0": {"op": "add", "inputs": ["c", "input"]}, "s": {"op": "add", "inputs": ["s0", "input"]}},
+], ids=["three-inputs", "same-twice", "read-twice", "activation-between", "pooled",
+        "bn-read-twice", "sum-of-sums"])
+def test_no_sum_folds_where_it_cannot(nodes):
+    """Sums of three, of one conv twice, of a conv (or its folded batchnorm) that something
+    else reads too, of an activated or pooled conv, of another sum: the add keeps its launch
+    (an earlier sum may fold)."""
+    layers = launch_counts({"name": "t", "input": "8x8x4", "nodes": nodes})[2]
+    assert "s" not in layers, layers
 
 
 def test_the_switch_and_training_plans_do_not_fold(monkeypatch):
@@ -87,6 +194,25 @@ def test_the_switch_and_training_plans_do_not_fold(monkeypatch):
     groups = plan_training(graph, CPU, train["optimizer"], train).launch_groups()
     for name in ("train", "evaluate"):
         assert {"batchnorm1", "pool1"} <= {launch.node for launch in groups[name]}, name
+    blocks = analyse(BLOCKS)
+    assert folded_layers(plan_forward(blocks, CPU, share_buffers=False)) == {}
+    groups = plan_training(blocks, CPU, "sgd", {}).launch_groups()
+    for name in ("train", "evaluate"):
+        assert {"a_sum", "b_sum", "c_sum"} <= {launch.node for launch in groups[name]}, name
+
+
+def test_the_switch_names_kinds_of_fold(monkeypatch, cli, write_spec):
+    """CONVGRAPH_FOLD=affine,pool_window makes the batchnorm and pool folds alone (the benchmark's
+    reference for the sums' own gain); a kind it does not know is a usage error (status 2)."""
+    graph = analyse(BLOCKS)
+    batchnorms = {name: conv for name, conv in BLOCKS_FOLDS.items() if name.endswith("_bn")}
+    monkeypatch.setenv("CONVGRAPH_FOLD", "affine,pool_window")
+    assert folded_layers(plan_forward(graph, CPU)) == batchnorms
+    monkeypatch.setenv("CONVGRAPH_FOLD", "residual_sum")  # no batchnorm folds: c1 + c2 alone
+    assert folded_layers(plan_forward(graph, CPU)) == {"c_sum": "c2"}
+    monkeypatch.setenv("CONVGRAPH_FOLD", "affine,sums")
+    status, _, err = cli("compile", write_spec(json.dumps(BLOCKS)))
+    assert status == 2 and "names sums, which is no kind of fold" in err, err
 
 
 @pytest.mark.parametrize("input_, pattern", [
@@ -237,11 +363,103 @@ def test_pooled_site_settings_match_float64(cl_device, monkeypatch, index):
     _check_pooled_settings(cl_device, monkeypatch, index, 8)
 
 
+@pytest.mark.slow  # (BLOCKS, in the default tier, covers its identity shortcut)
 @on_devices
 def test_folded_residual_block_matches_float64(cl_device):
     model, params = prepared(RESIDUAL, cl_device, 2, share_buffers=True)
     assert folded_layers(model.plan) == RESIDUAL_FOLDS
     check_forward(model, params, input_batch(model, 2, seed=2), what="residual")
+
+
+# a sum as the network's output, its conv's input read again after the conv (3x3 stride 1:
+# Winograd where forced)
+SUM_OUT = {"name": "sum_out", "input": "11x9x8", "nodes": {
+    "a": {"op": "conv", "filters": 8, "size": 3, "pad": 1, "inputs": ["input"]},
+    "a_relu": "relu", "b": {"op": "conv", "filters": 8, "size": 3, "pad": 1},
+    "sum": {"op": "add", "inputs": ["a_relu", "b"]}}}
+
+
+def _with_profile(cl_device, monkeypatch, change) -> object:
+    """Compile with this device's profile as ``change(profile)`` makes it."""
+    import convgraph.runtime.target
+    from convgraph.runtime.devices import select_device
+
+    own = convgraph.runtime.target.profile_for(select_device(cl_device)[0])
+    changed = change(own)
+    monkeypatch.setattr(convgraph.runtime.target, "profile_for", lambda info: changed)
+    return changed
+
+
+def _check_folded_sums(cl_device, specs, expected_selectors: set, what: str) -> None:
+    """Each spec folded (its sums in the kernels of ``expected_selectors``) against float64 on
+    poisoned activations, at batch 3 and 1."""
+    selectors = set()
+    for spec in specs:
+        model, params = prepared(spec, cl_device, 3, share_buffers=True)
+        selectors |= {kernel.selector for kernel in model.plan.kernels.values()
+                      if kernel.defines.get("RESIDUAL")}
+        x = input_batch(model, 3, seed=7)
+        check_forward(model, params, x, what=f"{spec['name']}, {what}")
+        check_forward(model, params, x[:1], what=f"{spec['name']}, {what}, batch 1")
+    assert selectors == expected_selectors
+
+
+@on_devices
+def test_folded_residual_blocks_match_float64(cl_device):
+    """Identity and projection shortcuts, two convs summed, a sum read twice (BLOCKS)."""
+    model, _ = prepared(BLOCKS, cl_device, 1, share_buffers=True)
+    assert folded_layers(model.plan) == BLOCKS_FOLDS
+    _check_folded_sums(cl_device, [BLOCKS], {"CONV_FORWARD"}, "direct")
+
+
+def _all_winograd(algorithm: str):
+    """Every 3x3 stride-1 conv as ``algorithm`` by the profile's own rule (none by tuning)."""
+    return lambda profile: replace(profile, winograd_rules=((1, 1, 10 ** 6, algorithm),),
+                                   conv_family="direct")
+
+
+@on_devices
+def test_a_sum_folded_into_winograd_matches_float64(cl_device, monkeypatch):
+    """F(2x2)'s output transform adds the sum, here the network's output (BLOCKS' in the slow
+    tier)."""
+    _with_profile(cl_device, monkeypatch, _all_winograd("winograd2"))
+    _check_folded_sums(cl_device, [SUM_OUT], {"WINOGRAD_OUTPUT"}, "Winograd F(2x2)")
+
+
+@pytest.mark.slow
+@on_devices
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+def test_sums_folded_into_winograd_match_float64(cl_device, monkeypatch, algorithm):
+    """BLOCKS' a2, b2 and c1 as Winograd (b_proj and c2 direct), and SUM_OUT."""
+    _with_profile(cl_device, monkeypatch, _all_winograd(algorithm))
+    _check_folded_sums(cl_device, [BLOCKS, SUM_OUT], {"WINOGRAD_OUTPUT", "CONV_FORWARD"},
+                       algorithm)
+
+
+@pytest.mark.slow
+@on_devices
+@pytest.mark.parametrize("algorithm, selectors", [
+    ("gemm", {"CONV_GEMM_FORWARD"}),
+    ("winograd2_gemm", {"WINOGRAD_OUTPUT", "CONV_GEMM_FORWARD"}),  # (b_proj, c2: 1x1)
+])
+def test_a_sum_folded_with_the_gpu_family_matches_float64(cl_device, monkeypatch, algorithm,
+                                                          selectors):
+    """The GPU profile's tiled family (its 4-wide vectors and work-groups, on this device):
+    the implicit GEMM's epilogue and the tiled Winograd's output transform add the sum."""
+    from convgraph.codegen.tuning import Tuning
+
+    def gpu(own):
+        plan = plan_forward(analyse(BLOCKS), GPU)
+        chosen = {}
+        for key, site in plan.sites.items():
+            if site.selector == "CONV_FORWARD":
+                offered = [k for k in site.space if k.get("ALGORITHM") == algorithm]
+                chosen[key] = {"knobs": (offered or [site.space[0]])[0]}
+        return replace(GPU, build_options=own.build_options,
+                       tuning=Tuning(chosen, "tuned on this device"))
+
+    _with_profile(cl_device, monkeypatch, gpu)
+    _check_folded_sums(cl_device, [BLOCKS], selectors, f"GPU profile, {algorithm}")
 
 
 def test_compile_names_the_folded_layers(cli, write_spec):
@@ -253,14 +471,29 @@ def test_compile_names_the_folded_layers(cli, write_spec):
     assert "5 layers folded into the kernel before them" in out
 
 
+def test_compile_counts_the_folded_sums(cli, write_spec):
+    """BLOCKS: 10 launches a pass, against 20 unfolded."""
+    unfolded, folded, layers = launch_counts(BLOCKS)
+    assert (unfolded, folded, len(layers)) == (20, 10, 10)
+    status, out, err = cli("compile", write_spec(json.dumps(BLOCKS)))
+    assert status == 0, err
+    assert "10 launches per pass (10 layers folded into the kernel before them)" in out
+
+
 CHILD = """
 import sys, json
+from dataclasses import replace
 import numpy as np
 import convgraph
+import convgraph.runtime.target as target
 from convgraph.codegen.fold import folded_layers
 from convgraph.verify import random_params, relative_error
 from convgraph.reference import reference_forward
 from tests.test_kernels import poison, input_batch, expected_shape
+if len(sys.argv) > 2:  # every 3x3 stride-1 conv as this algorithm, by the profile's rule
+    own = target.profile_for
+    target.profile_for = lambda info: replace(own(info), winograd_rules=((1, 1, 10 ** 6,
+                                                                          sys.argv[2]),))
 for spec in json.loads(sys.argv[1]):
     model = convgraph.compile(spec, batch=2)
     assert "Oclgrind" in model.info.platform and folded_layers(model.plan), model.info.label
@@ -271,7 +504,8 @@ for spec in json.loads(sys.argv[1]):
     out = model.forward(x)
     error = relative_error(out, reference_forward(model.graph, params, x).reshape(
         expected_shape(model, 2)))
-    print(spec["name"], error)
+    summed = sorted({k.selector for k in model.plan.kernels.values() if k.defines.get("RESIDUAL")})
+    print(spec["name"], error, *summed)
     assert error <= 1e-4
 """
 
@@ -286,3 +520,20 @@ def test_folded_kernels_under_oclgrind(tmp_path):
         {"OCLGRIND_MAX_WGSIZE": "64"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert not reports, [report["text"] for report in reports][:3]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ICD.exists(), reason="oclgrind is not installed")
+@pytest.mark.parametrize("algorithm", [None, "winograd2"], ids=["direct", "winograd2"])
+def test_folded_sums_under_oclgrind(tmp_path, algorithm):
+    """Convs adding a folded sum (direct: partial pixel tiles, r and y with different halos;
+    Winograd F(2x2)'s output transform, a sum as the network's output) on Oclgrind's small
+    device: right, and nothing reported."""
+    argv = [sys.executable, "-c", CHILD, json.dumps([BLOCKS, SUM_OUT])]
+    done, reports = run_under_oclgrind(tmp_path, argv + ([algorithm] if algorithm else []),
+                                       {"OCLGRIND_MAX_WGSIZE": "64"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not reports, [report["text"] for report in reports][:3]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines["blocks"].endswith("CONV_FORWARD" if algorithm is None
+                                    else "CONV_FORWARD WINOGRAD_OUTPUT"), lines

@@ -194,6 +194,18 @@ class Lowering:
         return {"POOL_MAX": 1, "POOL_OUT_H": out.height, "POOL_OUT_W": out.width,
                 "POOL_FIRST": int(first)}
 
+    def residual_epilogue(self) -> tuple[dict, list[Arg]]:
+        """(defines, args) of the sum folded into this node's forward kernel (inference,
+        codegen/fold.py), or ({}, []): RESIDUAL and the layout (prefix R) of the sum's other
+        input, which the kernel takes as its last argument and adds at the output index
+        before the activation."""
+        other = self.planner.folds.residual_of(self.name, self.planner.graph)
+        if other is None:
+            return {}, []
+        storage = self.planner.storage_of[other]
+        return ({"RESIDUAL": 1, **self.planner.layouts[storage].defines("R")},
+                [tensor(storage)])
+
     def tuned(self, selector: str, shape: dict, space: list[dict]) -> tuple[str, dict]:
         """(site key, knobs) for a kernel specialised by ``shape``: the device's tuned choice
         among ``space`` (every setting the kernel supports here, the default first)."""
@@ -409,7 +421,7 @@ def plan_forward(graph: nx.DiGraph, profile: DeviceProfile, share_buffers: bool 
         data = graph.nodes[name]
         pool = folds.pool_of(name)
         if passes_through(graph, name, folds):
-            planner.storage_of[name] = planner.storage_of[data["inputs"][0]]
+            planner.storage_of[name] = planner.storage_of[folds.shared_input(graph, name)]
         else:  # a conv writing a folded pool writes the pool's tensor
             planner.storage_of[name] = name if pool is None else pool
             volume = graph.nodes[pool]["output"] if pool else data["output"]

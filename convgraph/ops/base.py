@@ -320,6 +320,12 @@ class Op:
     affine_in_inference: bool = False
     # its weights and bias can take a per-output-channel affine after it (``fold_affine``)
     takes_affine: bool = False
+    # an elementwise sum of two inputs that the producer of one (an op that ``takes_residual``)
+    # can add in its epilogue, reading the other at the output index (a residual add)
+    folds_into_producer: bool = False
+    # its forward kernels can add a second tensor of its output's shape before the activation
+    # (``RESIDUAL``: a sum folded into it), on every device profile and algorithm
+    takes_residual: bool = False
     # --- ONNX import (convgraph/onnx/importer.py) ---
     onnx_types: tuple[str, ...] = ()  # the ONNX op types this op reads, through from_onnx
     onnx_notes: str = ""  # what of those types it covers, for the README's coverage table
@@ -481,6 +487,14 @@ class Op:
             onnx.same_as_input()
             return
         raise NotExportable(f"op '{self.name}' has no ONNX mapping")
+
+
+def residual_defines(shape: dict) -> dict:
+    """The defines of a sum folded into a conv (``RESIDUAL`` and its other input's layout,
+    prefix ``R``) among a site's ``shape``: what every kernel storing the conv's output (the
+    direct one, Winograd's output transform, the tiled GEMM) is specialised with as well."""
+    return {key: value for key, value in shape.items()
+            if key == "RESIDUAL" or key.startswith("R_")}
 
 
 def fold_output_affine(params: dict, scale, shift) -> dict:

@@ -148,6 +148,7 @@ class Conv(Op):
     kernels = ("conv", "reduction", "winograd", "conv_gemm")
     takes_epilogue = True
     takes_affine = True  # inference: a batchnorm after it folds into its weights
+    takes_residual = True  # inference: a residual add after it runs in its epilogue
     colour = "#cfe2ff"
     params = {
         "filters": Param(v.integer(1), doc="number of filters = output depth (depthwise: "
@@ -269,10 +270,14 @@ class Conv(Op):
     def lower(self, ctx) -> None:
         defines, _, width = _conv_defines(ctx)
         defines.update(ctx.max_pool_epilogue())  # a 2x2 max pool it writes (inference)
+        residual, residual_args = ctx.residual_epilogue()  # a sum folded in (inference): r
+        defines.update(residual)
         y = ctx.output_layout
-        args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor]
-        # y: the conv's output, or the pool's that it writes
-        moved = 4 * (ctx.input_layout().volume.elements + y.volume.elements)
+        args = [ctx.input_tensor(), ctx.param("weight"), ctx.param("bias"), ctx.output_tensor,
+                *residual_args]
+        # y: the conv's output, or the pool's that it writes; r: the sum's other input
+        moved = 4 * (ctx.input_layout().volume.elements + (1 + len(residual_args))
+                     * y.volume.elements)
         groups = ctx.derived["groups"]
         _launch_forward(ctx, defines, width, ctx.input_layout().volume.depth // groups,
                         _filters_allocated(ctx.node, y) // groups, ctx.node.output.width, args,
@@ -543,7 +548,8 @@ def _direct_forward(shape: dict, knobs: dict, out_width: int):
 def _launch_forward(ctx, shape: dict, width: int, channels: int, filters: int, out_width: int,
                     args: list, moved: int, role: str) -> None:
     """A conv forward pass (or a stride-1 input gradient, ``role`` "input_grad") of ``args`` =
-    [x, w, b, y]: direct, or on 3x3 stride-1 ungrouped sites Winograd, as the site's ALGORITHM
+    [x, w, b, y] (then r, the other input of a sum folded in: RESIDUAL in ``shape``): direct,
+    or on 3x3 stride-1 ungrouped sites Winograd, as the site's ALGORITHM
     knob chooses (ops/winograd.py); the tuner times every algorithm with every tile setting."""
     pooled = bool(shape.get("POOL_MAX"))
     space = _forward_space(ctx.profile, width, channels, filters, out_width, not pooled)

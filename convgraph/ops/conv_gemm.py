@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from convgraph.ops import winograd
+from convgraph.ops.base import residual_defines
 from convgraph.ops.spatial import widest_dividing
 
 # the ALGORITHM knob's values for this family's implicit GEMM: local memory, local memory with
@@ -278,6 +279,7 @@ def lower_forward(ctx, shape: dict, knobs: dict, args: list, site: str, flops: i
                                             "GATE_SLOPE", "ACCUMULATE") if key in shape}
     epilogue.setdefault("GATE", "ACT_NONE")
     epilogue.setdefault("ACCUMULATE", 0)
+    epilogue.update(residual_defines(shape))  # a sum folded in: r after y in ``args``
     _launch(ctx, "CONV_GEMM_FORWARD", {**_conv_shape(shape), **epilogue}, knobs,
             shape["OUT_H"] * shape["OUT_W"], shape["K_ALLOC"], args, site, flops=flops,
             moved=moved)

@@ -49,6 +49,10 @@ class Add(Op):
     min_inputs, max_inputs = 2, None
     kernels = ("elementwise",)
     colour = "#f8d7da"
+    # inference: a sum of two whose one input is a conv read by nothing else runs in that
+    # conv's epilogue (codegen/fold.py), with the activation after it: a ResNet block's add
+    # and relu launch nothing
+    folds_into_producer = True
 
     def infer(self, node):
         inputs = node.input_volumes

@@ -16,6 +16,7 @@ transforms (a depthwise layer has one channel per group).
 
 from __future__ import annotations
 
+from convgraph.ops.base import residual_defines
 from convgraph.ops.spatial import choose_tile, widest_dividing
 
 ALGORITHMS = ("direct", "winograd2", "winograd4", "winograd2_fused", "winograd4_fused")
@@ -337,8 +338,10 @@ def _launch_input_transform(ctx, shape: dict, out_tile: int, x, tiles_in, site: 
 def lower_with_gemm(ctx, shape: dict, out_tile: int, args: list, site: str, role: str,
                     gemm, widths: tuple = GPU_WIDTHS) -> None:
     """``lower``'s Winograd convolution of ``args`` = [x, w, b, y] with the POSITIONS GEMMs
-    launched by ``gemm(tiles_in, transformed, products)`` (v, u and m of winograd.cl)."""
-    x, weight, bias, y = args
+    launched by ``gemm(tiles_in, transformed, products)`` (v, u and m of winograd.cl); a sum
+    folded into the conv (RESIDUAL, its tensor r after y in ``args``) is the output
+    transform's."""
+    x, weight, bias, y, *residual = args
     positions = (out_tile + 2) ** 2
     down, across = tiles(shape, out_tile)
     channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
@@ -356,8 +359,9 @@ def lower_with_gemm(ctx, shape: dict, out_tile: int, args: list, site: str, role
     layout_y = {k: v for k, v in shape.items() if k.startswith("Y_")}
     ctx.launch("winograd", "WINOGRAD_OUTPUT",
                {**_transform_size(shape, out_tile), "K_ALLOC": filters, **layout_y, **epilogue,
-                "VECTOR_WIDTH": output_width},
-               (filters // output_width, across, down), [products, bias, y], batch_axis=2,
+                **residual_defines(shape), "VECTOR_WIDTH": output_width},
+               (filters // output_width, across, down), [products, bias, y, *residual],
+               batch_axis=2,
                moved=4 * positions * down * across * filters, site=site)
 
 
