@@ -41,7 +41,8 @@
  *   channels (INPUT_WIDTH at a time) into a private scratch (POSITIONS, its tiles,
  *   SCRATCH_ROW), multiplies them per position with u[t] in register tiles of ROW_TILES tiles
  *   (its products replace that position's channels in the scratch), then transforms them back
- *   and stores y as WINOGRAD_OUTPUT does. The scratch (FUSED_SCRATCH_BYTES at most, chosen by
+ *   and stores y as WINOGRAD_OUTPUT does (the same epilogue, RESIDUAL's r included: r after y,
+ *   then the batch). The scratch (FUSED_SCRATCH_BYTES at most, chosen by
  *   ops/winograd.py) stays in L1/L2; every work-item reads u[t] of all positions for its
  *   filters, so the fused form is offered where u fits the L2 (ops/winograd.py).
  *
@@ -397,37 +398,28 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
 #undef ROW_TILE
 #endif
 
-#if defined(WINOGRAD_OUTPUT)
+#if defined(WINOGRAD_OUTPUT) || defined(WINOGRAD_FUSED)
+/* The output transform's second pass and epilogue, WINOGRAD_OUTPUT's and WINOGRAD_FUSED's */
 #ifndef RESIDUAL /* no sum folded in */
 #define RESIDUAL 0
 #endif
-__kernel void KERNEL_NAME(__global const float *restrict m, __global const float *restrict b,
-                          __global float *restrict y
-#if RESIDUAL
-                          , __global const float *restrict r
+#if RESIDUAL /* r, the sum's other input (layout R_ALLOC_H ... R_STRIDE_C), after y */
+#define RESIDUAL_ARGUMENT , __global const float *restrict r
+#define RESIDUAL_PASSED , r
+#else
+#define RESIDUAL_ARGUMENT
+#define RESIDUAL_PASSED
 #endif
-                          )
+/* A^T along each row of ``part`` (the tile's columns transformed) for VECTOR_WIDTH filters from
+ * k of tile (th, tw) of image n, then at each pixel inside OUT_H x OUT_W: the bias, the sum's
+ * other input r at the same pixel (RESIDUAL), the activation (or GATE: b holds the layer
+ * before's activation output, laid out as y), the sum with y (ACCUMULATE), stored */
+inline void CONCAT(store_tile_, KERNEL_NAME)(realV part[OUT_TILE][IN_TILE],
+                                             __global const float *restrict b,
+                                             __global float *restrict y RESIDUAL_ARGUMENT,
+                                             const int n, const int th, const int tw,
+                                             const int k)
 {
-    const int kv = get_global_id(0);
-    const int tw = get_global_id(1);
-    const int row = get_global_id(2);
-    if (kv >= K_ALLOC / VECTOR_WIDTH || tw >= TILES_W) return;
-    const int n = row / TILES_H;
-    const int th = row % TILES_H;
-    const int k = kv * VECTOR_WIDTH;
-    __global const float *tile = m + ((n * POSITIONS) * TILES + th * TILES_W + tw) * K_ALLOC + k;
-    /* down each column of the products, then along each row of that, storing; unrolled for
-     * F(4x4) too (as loops it ran 1.5x slower: OUT_TILE^2 results need no large tile) */
-    realV part[OUT_TILE][IN_TILE];
-#pragma unroll
-    for (int j = 0; j < IN_TILE; ++j) {
-        realV s[IN_TILE], o[OUT_TILE];
-#pragma unroll
-        for (int i = 0; i < IN_TILE; ++i) s[i] = LOADV(0, tile + (i * IN_TILE + j) * TILES * K_ALLOC);
-        APPLY(OUTPUT_1D, VECTOR_ITEMS(s), OUT_ITEMS(o));
-#pragma unroll
-        for (int i = 0; i < OUT_TILE; ++i) part[i][j] = o[i];
-    }
 #if HAS_BIAS
     const realV bias = LOADV(0, b + k);
 #else
@@ -460,6 +452,35 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
         }
     }
 }
+#define STORE_TILE CONCAT(store_tile_, KERNEL_NAME)
+#endif
+
+#if defined(WINOGRAD_OUTPUT)
+__kernel void KERNEL_NAME(__global const float *restrict m, __global const float *restrict b,
+                          __global float *restrict y RESIDUAL_ARGUMENT)
+{
+    const int kv = get_global_id(0);
+    const int tw = get_global_id(1);
+    const int row = get_global_id(2);
+    if (kv >= K_ALLOC / VECTOR_WIDTH || tw >= TILES_W) return;
+    const int n = row / TILES_H;
+    const int th = row % TILES_H;
+    const int k = kv * VECTOR_WIDTH;
+    __global const float *tile = m + ((n * POSITIONS) * TILES + th * TILES_W + tw) * K_ALLOC + k;
+    /* down each column of the products, then along each row of that, storing; unrolled for
+     * F(4x4) too (as loops it ran 1.5x slower: OUT_TILE^2 results need no large tile) */
+    realV part[OUT_TILE][IN_TILE];
+#pragma unroll
+    for (int j = 0; j < IN_TILE; ++j) {
+        realV s[IN_TILE], o[OUT_TILE];
+#pragma unroll
+        for (int i = 0; i < IN_TILE; ++i) s[i] = LOADV(0, tile + (i * IN_TILE + j) * TILES * K_ALLOC);
+        APPLY(OUTPUT_1D, VECTOR_ITEMS(s), OUT_ITEMS(o));
+#pragma unroll
+        for (int i = 0; i < OUT_TILE; ++i) part[i][j] = o[i];
+    }
+    STORE_TILE(part, b, y RESIDUAL_PASSED, n, th, tw, k);
+}
 #endif
 
 #if defined(WINOGRAD_FUSED)
@@ -473,8 +494,8 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
 #define SCRATCH_AT(t, q) (((t) * ITEM_ROWS + (q)) * SCRATCH_ROW)
 #define realI CONCAT(float, INPUT_WIDTH)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict u,
-                          __global const float *restrict b, __global float *restrict y,
-                          const int batch)
+                          __global const float *restrict b, __global float *restrict y
+                          RESIDUAL_ARGUMENT, const int batch)
 {
     const int kt = get_global_id(0);
     const int rg = get_global_id(1);
@@ -581,32 +602,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #pragma unroll
                 for (int i = 0; i < OUT_TILE; ++i) part[i][j] = o[i];
             }
-#if HAS_BIAS
-            const realV bias = LOADV(0, b + k);
-#else
-            const realV bias = (realV)(0.0f);
-#endif
-#pragma unroll
-            for (int i = 0; i < OUT_TILE; ++i) {
-                realV out[OUT_TILE];
-                APPLY(OUTPUT_1D, ROW(part, i), OUT_ITEMS(out));
-                const int oh = th * OUT_TILE + i;
-#pragma unroll
-                for (int j = 0; j < OUT_TILE; ++j) {
-                    const int ow = tw * OUT_TILE + j;
-                    if (oh < OUT_H && ow < OUT_W) {
-                        const int at = AT(Y, n, oh, ow, k);
-                        realV value = ACTIVATE(out[j] + bias, EPILOGUE, EPILOGUE_SLOPE);
-#if defined(GATE) && GATE != ACT_NONE
-                        value = ACTIVATE_BACKWARD(LOADV(0, b + at), value, GATE, GATE_SLOPE);
-#endif
-#if ACCUMULATE
-                        value += LOADV(0, y + at);
-#endif
-                        STOREV(value, 0, y + at);
-                    }
-                }
-            }
+            STORE_TILE(part, b, y RESIDUAL_PASSED, n, th, tw, k);
         }
     }
 }
