@@ -41,7 +41,8 @@
  *   channels (INPUT_WIDTH at a time) into a private scratch (POSITIONS, its tiles,
  *   SCRATCH_ROW), multiplies them per position with u[t] in register tiles of ROW_TILES tiles
  *   (its products replace that position's channels in the scratch), then transforms them back
- *   and stores y as WINOGRAD_OUTPUT does. The scratch (FUSED_SCRATCH_BYTES at most, chosen by
+ *   and stores y as WINOGRAD_OUTPUT does (the same epilogue, RESIDUAL's r included: r after y,
+ *   then the batch). The scratch (FUSED_SCRATCH_BYTES at most, chosen by
  *   ops/winograd.py) stays in L1/L2; every work-item reads u[t] of all positions for its
  *   filters, so the fused form is offered where u fits the L2 (ops/winograd.py).
  *
@@ -397,16 +398,65 @@ __kernel void KERNEL_NAME(__global const float *restrict v, __global const float
 #undef ROW_TILE
 #endif
 
-#if defined(WINOGRAD_OUTPUT)
+#if defined(WINOGRAD_OUTPUT) || defined(WINOGRAD_FUSED)
+/* The output transform's second pass and epilogue, WINOGRAD_OUTPUT's and WINOGRAD_FUSED's: a
+ * macro, not a function, so that both kernels compile to what WINOGRAD_OUTPUT's own text did
+ * (PoCL left a function a call, its tile passed through memory; always inlined, it scheduled
+ * the kernel differently) */
 #ifndef RESIDUAL /* no sum folded in */
 #define RESIDUAL 0
 #endif
-__kernel void KERNEL_NAME(__global const float *restrict m, __global const float *restrict b,
-                          __global float *restrict y
-#if RESIDUAL
-                          , __global const float *restrict r
+#if RESIDUAL /* r, the sum's other input (layout R_ALLOC_H ... R_STRIDE_C), after y */
+#define RESIDUAL_ARGUMENT , __global const float *restrict r
+#define PLUS_RESIDUAL(n, oh, ow, k) +LOADV(0, r + AT(R, n, oh, ow, k))
+#else
+#define RESIDUAL_ARGUMENT
+#define PLUS_RESIDUAL(n, oh, ow, k)
 #endif
-                          )
+#if defined(GATE) && GATE != ACT_NONE /* b holds the layer before's activation output, as y */
+#define GATED(value, at) ACTIVATE_BACKWARD(LOADV(0, b + (at)), value, GATE, GATE_SLOPE)
+#else
+#define GATED(value, at) (value)
+#endif
+#if ACCUMULATE
+#define ACCUMULATED(value, at) ((value) + LOADV(0, y + (at)))
+#else
+#define ACCUMULATED(value, at) (value)
+#endif
+/* A^T along each row of ``part`` (realV [OUT_TILE][IN_TILE]: the tile's columns transformed)
+ * for VECTOR_WIDTH filters from k of tile (th, tw) of image n, then at each pixel inside
+ * OUT_H x OUT_W: the bias (b, with HAS_BIAS), the sum's other input r at the same pixel
+ * (RESIDUAL), the activation or GATE, the sum with y (ACCUMULATE), stored into y */
+#if HAS_BIAS
+#define OUTPUT_BIAS(k) LOADV(0, b + (k))
+#else
+#define OUTPUT_BIAS(k) ((realV)(0.0f))
+#endif
+#define STORE_TILE(part, n, th, tw, k)                                                         \
+    do {                                                                                       \
+        const realV bias = OUTPUT_BIAS(k);                                                     \
+        _Pragma("unroll") for (int i = 0; i < OUT_TILE; ++i) {                                 \
+            realV out[OUT_TILE];                                                               \
+            APPLY(OUTPUT_1D, ROW(part, i), OUT_ITEMS(out));                                    \
+            const int oh = th * OUT_TILE + i;                                                  \
+            _Pragma("unroll") for (int j = 0; j < OUT_TILE; ++j) {                             \
+                const int ow = tw * OUT_TILE + j;                                              \
+                if (oh < OUT_H && ow < OUT_W) {                                                \
+                    const int at = AT(Y, n, oh, ow, k);                                        \
+                    realV value = ACTIVATE(out[j] + bias PLUS_RESIDUAL(n, oh, ow, k),          \
+                                           EPILOGUE, EPILOGUE_SLOPE);                          \
+                    value = GATED(value, at);                                                  \
+                    value = ACCUMULATED(value, at);                                            \
+                    STOREV(value, 0, y + at);                                                  \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+#endif
+
+#if defined(WINOGRAD_OUTPUT)
+__kernel void KERNEL_NAME(__global const float *restrict m, __global const float *restrict b,
+                          __global float *restrict y RESIDUAL_ARGUMENT)
 {
     const int kv = get_global_id(0);
     const int tw = get_global_id(1);
@@ -428,37 +478,7 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
 #pragma unroll
         for (int i = 0; i < OUT_TILE; ++i) part[i][j] = o[i];
     }
-#if HAS_BIAS
-    const realV bias = LOADV(0, b + k);
-#else
-    const realV bias = (realV)(0.0f);
-#endif
-#pragma unroll
-    for (int i = 0; i < OUT_TILE; ++i) {
-        realV out[OUT_TILE];
-        APPLY(OUTPUT_1D, ROW(part, i), OUT_ITEMS(out));
-        const int oh = th * OUT_TILE + i;
-#pragma unroll
-        for (int j = 0; j < OUT_TILE; ++j) {
-            const int ow = tw * OUT_TILE + j;
-            if (oh < OUT_H && ow < OUT_W) {
-                const int at = AT(Y, n, oh, ow, k);
-#if RESIDUAL /* the sum's other input, at the same pixel */
-                realV value = ACTIVATE(out[j] + bias + LOADV(0, r + AT(R, n, oh, ow, k)),
-                                       EPILOGUE, EPILOGUE_SLOPE);
-#else
-                realV value = ACTIVATE(out[j] + bias, EPILOGUE, EPILOGUE_SLOPE);
-#endif
-#if defined(GATE) && GATE != ACT_NONE
-                value = ACTIVATE_BACKWARD(LOADV(0, b + at), value, GATE, GATE_SLOPE);
-#endif
-#if ACCUMULATE
-                value += LOADV(0, y + at);
-#endif
-                STOREV(value, 0, y + at);
-            }
-        }
-    }
+    STORE_TILE(part, n, th, tw, k);
 }
 #endif
 
@@ -473,8 +493,8 @@ __kernel void KERNEL_NAME(__global const float *restrict m, __global const float
 #define SCRATCH_AT(t, q) (((t) * ITEM_ROWS + (q)) * SCRATCH_ROW)
 #define realI CONCAT(float, INPUT_WIDTH)
 __kernel void KERNEL_NAME(__global const float *restrict x, __global const float *restrict u,
-                          __global const float *restrict b, __global float *restrict y,
-                          const int batch)
+                          __global const float *restrict b, __global float *restrict y
+                          RESIDUAL_ARGUMENT, const int batch)
 {
     const int kt = get_global_id(0);
     const int rg = get_global_id(1);
@@ -581,32 +601,7 @@ __kernel void KERNEL_NAME(__global const float *restrict x, __global const float
 #pragma unroll
                 for (int i = 0; i < OUT_TILE; ++i) part[i][j] = o[i];
             }
-#if HAS_BIAS
-            const realV bias = LOADV(0, b + k);
-#else
-            const realV bias = (realV)(0.0f);
-#endif
-#pragma unroll
-            for (int i = 0; i < OUT_TILE; ++i) {
-                realV out[OUT_TILE];
-                APPLY(OUTPUT_1D, ROW(part, i), OUT_ITEMS(out));
-                const int oh = th * OUT_TILE + i;
-#pragma unroll
-                for (int j = 0; j < OUT_TILE; ++j) {
-                    const int ow = tw * OUT_TILE + j;
-                    if (oh < OUT_H && ow < OUT_W) {
-                        const int at = AT(Y, n, oh, ow, k);
-                        realV value = ACTIVATE(out[j] + bias, EPILOGUE, EPILOGUE_SLOPE);
-#if defined(GATE) && GATE != ACT_NONE
-                        value = ACTIVATE_BACKWARD(LOADV(0, b + at), value, GATE, GATE_SLOPE);
-#endif
-#if ACCUMULATE
-                        value += LOADV(0, y + at);
-#endif
-                        STOREV(value, 0, y + at);
-                    }
-                }
-            }
+            STORE_TILE(part, n, th, tw, k);
         }
     }
 }

@@ -21,6 +21,7 @@ import pytest
 from convgraph.codegen.fold import fold_params, folded_layers
 from convgraph.codegen.plan import plan_forward
 from convgraph.codegen.profile import CPU, GPU, OCLGRIND
+from convgraph.ops import winograd
 from convgraph.ops.base import REGISTRY
 from convgraph.pipeline import analyse
 from convgraph.reference import node_params, reference_forward
@@ -440,6 +441,32 @@ def test_sums_folded_into_winograd_match_float64(cl_device, monkeypatch, algorit
                        algorithm)
 
 
+# BLOCKS' first block alone: a basic block with an identity shortcut
+IDENTITY_BLOCK = {"name": "identity_block", "input": "9x7x8", "nodes": {
+    name: BLOCKS["nodes"][name]
+    for name in ("a1", "a1_bn", "a1_relu", "a2", "a2_bn", "a_sum", "a_relu")}}
+
+
+@on_devices
+def test_a_residual_block_s_sum_folded_into_fused_winograd_matches_float64(cl_device,
+                                                                          monkeypatch):
+    """The block's second conv adds its sum (r with a halo of 1) in the fused kernel's
+    epilogue, F(4x4) at 9x7: partial tiles, a work-item's 8 images past a batch of 3 or 1
+    (F(2x2), BLOCKS and SUM_OUT in the slow tier)."""
+    _with_profile(cl_device, monkeypatch, _all_winograd("winograd4_fused"))
+    _check_folded_sums(cl_device, [IDENTITY_BLOCK], {"WINOGRAD_FUSED"}, "fused Winograd F(4x4)")
+
+
+@pytest.mark.slow
+@on_devices
+@pytest.mark.parametrize("algorithm", list(winograd.FUSED))
+def test_sums_folded_into_fused_winograd_match_float64(cl_device, monkeypatch, algorithm):
+    """BLOCKS' a2, b2 and c1 and SUM_OUT's b as the fused kernel, each sum in its epilogue."""
+    _with_profile(cl_device, monkeypatch, _all_winograd(algorithm))
+    _check_folded_sums(cl_device, [BLOCKS, SUM_OUT], {"WINOGRAD_FUSED", "CONV_FORWARD"},
+                       algorithm)
+
+
 @pytest.mark.slow
 @on_devices
 @pytest.mark.parametrize("algorithm, selectors", [
@@ -531,13 +558,14 @@ def test_folded_kernels_under_oclgrind(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not ICD.exists(), reason="oclgrind is not installed")
-@pytest.mark.parametrize("algorithm", [None, "winograd2", "gpu"],
-                         ids=["direct", "winograd2", "gpu-family"])
+@pytest.mark.parametrize("algorithm", [None, "winograd2", "winograd4_fused", "gpu"],
+                         ids=["direct", "winograd2", "winograd4_fused", "gpu-family"])
 def test_folded_sums_under_oclgrind(tmp_path, algorithm):
     """Convs adding a folded sum (direct: partial pixel tiles, r and y with different halos;
-    Winograd F(2x2)'s output transform, a sum as the network's output; the GPU profile's
-    implicit GEMM, whose epilogue follows its local-memory stages) on Oclgrind's small device:
-    right, and nothing reported."""
+    Winograd F(2x2)'s output transform, a sum as the network's output; the fused kernel's
+    epilogue, a work-item's images past the batch; the GPU profile's implicit GEMM, whose
+    epilogue follows its local-memory stages) on Oclgrind's small device: right, and nothing
+    reported."""
     argv = [sys.executable, "-c", CHILD, json.dumps([BLOCKS, SUM_OUT])]
     done, reports = run_under_oclgrind(tmp_path, argv + ([algorithm] if algorithm else []),
                                        {"OCLGRIND_MAX_WGSIZE": "64"})
@@ -545,5 +573,6 @@ def test_folded_sums_under_oclgrind(tmp_path, algorithm):
     assert not reports, [report["text"] for report in reports][:3]
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     expected = {None: "CONV_FORWARD", "winograd2": "CONV_FORWARD WINOGRAD_OUTPUT",
+                "winograd4_fused": "CONV_FORWARD WINOGRAD_FUSED",
                 "gpu": "CONV_GEMM_FORWARD"}[algorithm]
     assert lines["blocks"].endswith(expected), lines

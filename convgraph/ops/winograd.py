@@ -174,12 +174,11 @@ def tiles(shape: dict, out_tile: int) -> tuple[int, int]:
 
 def lower(ctx, shape: dict, knobs: dict, args: list, site: str, flops: int, role: str) -> None:
     """Launch the Winograd convolution of ``args`` = [x, w, b, y] (conv.cl's CONV_FORWARD
-    arguments, with ``shape`` its defines less the tile knobs) as ``knobs`` choose.
+    arguments, with ``shape`` its defines less the tile knobs; then r, the other input of a
+    sum folded in: RESIDUAL in ``shape``) as ``knobs`` choose.
     ``role`` names this node's scratch (a node has a forward and an input-gradient conv)."""
     out_tile = OUT_TILE[knobs["ALGORITHM"]]
-    # (a launch with more than [x, w, b, y], an epilogue the fused kernel does not have, runs
-    # the three kernels)
-    if knobs["ALGORITHM"] in FUSED and len(args) == 4:
+    if knobs["ALGORITHM"] in FUSED:
         lower_fused(ctx, shape, out_tile, knobs, args, site, flops, role)
         return
     positions = (out_tile + 2) ** 2
@@ -230,11 +229,12 @@ def fused_rows(shape: dict, out_tile: int, knobs: dict) -> dict:
 
 def lower_fused(ctx, shape: dict, out_tile: int, knobs: dict, args: list, site: str,
                 flops: int, role: str) -> None:
-    """The fused Winograd convolution of ``args`` = [x, w, b, y]: the filter transform (once
-    per weights in inference) and WINOGRAD_FUSED, whose work-item (filter block, tile group,
-    image group) transforms its tiles, runs every position's GEMM and transforms the products
-    back through a private scratch, with the output transform's epilogue."""
-    x, weight, bias, y = args
+    """The fused Winograd convolution of ``args`` = [x, w, b, y] (then r, a sum folded in):
+    the filter transform (once per weights in inference) and WINOGRAD_FUSED, whose work-item
+    (filter block, tile group, image group) transforms its tiles, runs every position's GEMM
+    and transforms the products back through a private scratch, with the output transform's
+    epilogue (WINOGRAD_OUTPUT's, RESIDUAL included)."""
+    x, weight, bias, y, *residual = args
     channels, filters = shape["IN_CHANNELS"], shape["K_ALLOC"]
     down, across = tiles(shape, out_tile)
     transformed = _launch_filter_transform(ctx, out_tile, channels, filters, weight, site, role,
@@ -250,14 +250,15 @@ def lower_fused(ctx, shape: dict, out_tile: int, knobs: dict, args: list, site: 
     ctx.launch("winograd", "WINOGRAD_FUSED",
                {**_transform_size(shape, out_tile), "IN_CHANNELS": channels, "K_ALLOC": filters,
                 "PAD_TOP": shape["PAD_TOP"], "PAD_LEFT": shape["PAD_LEFT"], **layout,
-                **epilogue, "VECTOR_WIDTH": knobs["VECTOR_WIDTH"],
+                **epilogue, **residual_defines(shape), "VECTOR_WIDTH": knobs["VECTOR_WIDTH"],
                 "INPUT_WIDTH": widest_dividing(channels, TRANSFORM_WIDTH[2]), **item,
                 "FILTER_VECTORS": knobs["FILTER_VECTORS"],
                 "CHANNEL_STEP": knobs["CHANNEL_STEP"]},
                (filters // per_item, -(-down * across // item["ITEM_TILES"]), 1),
-               [x, transformed, bias, y, ctx.BATCH], batch_axis=2,
+               [x, transformed, bias, y, *residual, ctx.BATCH], batch_axis=2,
                batch_divisor=item["ITEM_IMAGES"], local_size=(1, 1, 1), flops=flops,
-               moved=4 * (pixels_in + shape["OUT_H"] * shape["OUT_W"] * filters), site=site)
+               moved=4 * (pixels_in + (1 + len(residual)) * shape["OUT_H"] * shape["OUT_W"]
+                          * filters), site=site)
 
 
 def with_weight_algorithms(space: list[dict], default: str) -> list[dict]:
