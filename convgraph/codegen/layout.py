@@ -68,11 +68,19 @@ class Layout:
 
     def with_halo(self, need: tuple[int, int, int, int]) -> Layout:
         widest = tuple(max(a, b) for a, b in zip(self.halo, need))
-        return Layout(self.volume, self.stride_c, widest)
+        return type(self)(self.volume, self.stride_c, widest)
 
     def host_shape(self, batch: int) -> tuple[int, int, int, int]:
         """A batch of this layout as a host array: (N, alloc_h, alloc_w, stride_c)."""
         return (batch, self.alloc_h, self.alloc_w, self.stride_c)
+
+    def host_array(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The first ``n`` images of ``out`` (an earlier pack's array of at least n images of
+        this layout), else a new zero-filled array of n images."""
+        shape = self.host_shape(n)
+        if out is None or out.shape[1:] != shape[1:] or out.shape[0] < n:
+            out = np.zeros(shape, np.float32)
+        return out[:n]
 
     def pack(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(N, D, H, W) array -> the device layout (N, alloc_h, alloc_w, stride_c), float32.
@@ -80,10 +88,7 @@ class Layout:
         interiors are written (their halo and padding channels are still zero: a pass saves
         an allocation and a fill) and that part of it is returned."""
         n = x.shape[0]
-        shape = self.host_shape(n)
-        if out is None or out.shape[1:] != shape[1:] or out.shape[0] < n:
-            out = np.zeros(shape, np.float32)
-        out = out[:n]
+        out = self.host_array(n, out)
         top, _, left, _ = self.halo
         h, w, d = self.volume.height, self.volume.width, self.volume.depth
         interior = out[:, top:top + h, left:left + w]
@@ -127,10 +132,6 @@ class PlanarLayout(Layout):
     def defines(self, prefix: str) -> dict:
         return {**super().defines(prefix), f"{prefix}_PLANAR": 1}
 
-    def with_halo(self, need: tuple[int, int, int, int]) -> PlanarLayout:
-        widest = tuple(max(a, b) for a, b in zip(self.halo, need))
-        return PlanarLayout(self.volume, self.stride_c, widest)
-
     def host_shape(self, batch: int) -> tuple[int, int, int, int]:
         """A batch of this layout as a host array: (N, D, alloc_h, alloc_w)."""
         return (batch, self.stride_c, self.alloc_h, self.alloc_w)
@@ -139,22 +140,18 @@ class PlanarLayout(Layout):
         """(N, D, H, W) array -> (N, D, alloc_h, alloc_w) float32, a copy into the halo; ``out``
         as in Layout.pack (at least N images, its halo still zero: its first N are returned)."""
         n = x.shape[0]
-        shape = self.host_shape(n)
-        if out is None or out.shape[1:] != shape[1:] or out.shape[0] < n:
-            out = np.zeros(shape, np.float32)
-        out = out[:n]
+        out = self.host_array(n, out)
         top, _, left, _ = self.halo
         h, w = self.volume.height, self.volume.width
         out[:, :, top:top + h, left:left + w] = x
         return out
 
     def unpack(self, data: np.ndarray, batch: int) -> np.ndarray:
-        """(N, D, alloc_h, alloc_w) -> (N, D, H, W) float32."""
-        data = data[: batch * self.image_elements].reshape(
-            batch, self.stride_c, self.alloc_h, self.alloc_w)
+        """(N, D, alloc_h, alloc_w) -> (N, D, H, W) float32, a new array (as Layout.unpack)."""
+        data = data[: batch * self.image_elements].reshape(self.host_shape(batch))
         top, _, left, _ = self.halo
         h, w = self.volume.height, self.volume.width
-        return np.ascontiguousarray(data[:, :, top:top + h, left:left + w])
+        return np.array(data[:, :, top:top + h, left:left + w], np.float32, copy=True)
 
 
 def planar_input(graph, layouts: dict, storage_of: dict, storage: str, skipped,
