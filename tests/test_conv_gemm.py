@@ -341,6 +341,25 @@ def test_the_gpu_profile_defaults_to_the_tiled_family_with_the_others_searchable
         assert all(g % w == 0 for g, w in zip(launch.global_size, launch.local_size))
 
 
+def test_the_gpu_spaces_leave_out_the_cpu_familys_fused_winograd():
+    """The fused Winograd keeps a work-item's tiles in a private scratch of up to 160 KiB (a
+    GPU would spill it to global memory): offered on the CPU profile's 3x3 stride-1 sites, not
+    in the GPU family's spaces, which keep the three-kernel forms."""
+    from convgraph.ops import winograd
+
+    graph = analyse({"name": "fused", "input": "16x16x32",
+                     "pattern": "[INPUT-CONV(32, 3, pad=1)-RELU-FC(4)]"})
+
+    def algorithms(profile) -> set:
+        sites = plan_forward(graph, profile).sites.values()
+        return {knobs.get("ALGORITHM") for site in sites if site.selector == "CONV_FORWARD"
+                for knobs in site.space}
+
+    assert set(winograd.FUSED) <= algorithms(profiles.CPU)
+    on_gpu = algorithms(profiles.GPU)
+    assert not on_gpu & set(winograd.FUSED) and {"winograd4", "gemm"} <= on_gpu
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_ungrouped_conv_and_fc_gets_the_tiled_family_by_default(name):
     graph = analyse(spec_of(name))

@@ -158,7 +158,10 @@ def with_family(profile, direct_space: list[dict], shape: dict) -> list[dict]:
     profile's family), then, on 3x3 stride-1 sites, the tiled family's Winograd, then the
     direct (and the CPU family's Winograd) ones, each with its ALGORITHM."""
     tiled = space(profile, *forward_matrix(shape))
-    others = [{"ALGORITHM": "direct", **knobs} for knobs in direct_space]
+    # not the CPU family's fused Winograd: a work-item's tiles in a private scratch of up to
+    # 160 KiB, which a GPU would keep in global memory
+    others = [{"ALGORITHM": "direct", **knobs} for knobs in direct_space
+              if knobs.get("ALGORITHM") not in winograd.FUSED]
     gemms = tiled + (winograd_space(profile, shape, tiled[0]) if tiled else [])
     # the direct forward's row tiles, where it has them, as one row in the GEMMs' settings:
     # one set of knobs across the space, so the tuner steps between families
