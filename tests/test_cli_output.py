@@ -160,6 +160,7 @@ def test_devices_table_in_narrow_terminals_and_pipes():
 
 # ---------------------------------------------------------------------------- run --verify
 
+@pytest.mark.slow  # three whole --verify runs of ResNet-8 (29 s cold): CI's time
 def test_verify_table_in_narrow_terminals_pipes_and_json():
     args = ["run", SPECS / "resnet8.yaml", "--verify", "--batch", "2"]
     record = json.loads(in_pipe([*args, "--json"]))
@@ -243,6 +244,7 @@ def test_profile_of_a_network_ending_in_a_volume_is_its_per_pixel_training_step(
     assert {layer["phase"] for layer in profile["layers"]} >= {"forward", "backward"}
 
 
+@pytest.mark.slow  # CI's time; test_profile_times_forward_backward_and_update stays
 def test_profile_in_narrow_terminals_and_pipes():
     args = ["run", SPECS / "resnet8.yaml", "--profile", "--batch", "2"]
     names = [name for name in analyse(SPECS / "resnet8.yaml").nodes
@@ -352,6 +354,7 @@ def test_eval_confusion_with_fashion_names(fashion):
 
 # ---------------------------------------------------------------------------- tune
 
+@pytest.mark.slow  # a tuning run (12 s cold): CI's time
 def test_tune_table_in_narrow_terminals_and_pipes(tmp_path, write_spec):
     spec = write_spec("""
         name: tune_me
@@ -375,6 +378,7 @@ def test_tune_table_in_narrow_terminals_and_pipes(tmp_path, write_spec):
 
 # ---------------------------------------------------------------------------- training
 
+@pytest.mark.slow  # CI's time
 def test_training_shows_the_compile_as_its_own_phase(tmp_path):
     args = ["run", SPECS / "seed.yaml", "--epochs", "1", "--limit", "256",
             "--metrics", tmp_path / "m.jsonl"]

@@ -436,6 +436,7 @@ def test_a_hung_rank_ends_the_job_after_the_mpi_timeout(tmp_path):
     load_checkpoint(tmp_path / "ck" / "last.npz")
 
 
+@pytest.mark.slow  # CI's time: the two-rank training tests stay
 @needs_mpi
 def test_two_ranks_segment_what_one_process_segments(tmp_path):
     """Per-pixel loss: a shard's gradient is the mean over its counted pixels, so shards weigh

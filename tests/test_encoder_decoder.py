@@ -166,6 +166,7 @@ def convgraph(tmp_path, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
 
+@pytest.mark.slow  # CI's time: the tiny U-Net's training step stays in the default tier
 def test_tiny_unet_verifies_every_kernel_on_the_device(tmp_path):
     spec = tmp_path / "unet.yaml"
     spec.write_text(TINY_UNET)

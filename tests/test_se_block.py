@@ -33,6 +33,7 @@ def test_the_se_block_compiles_with_its_gate_broadcast(cli):
     assert nodes["pool"]["output_shape"] == [1, 1, 8]
 
 
+@pytest.mark.slow  # CI's time: its ops' kernels are in test_kernels' default tier
 @pytest.mark.device
 def test_the_se_block_passes_verify(cli):
     status, out, err = cli("run", SE_BLOCK, "--verify", "--random-weights", "--json")

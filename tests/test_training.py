@@ -173,12 +173,14 @@ def test_a_step_at_a_realistic_batch():
     assert np.isfinite(first.loss) and second.loss < first.loss
 
 
-# LeNet-5 and the plain Fashion convnet in the slow tier (CI's time): their kernel families are
-# the BN convnet's and VGG-CIFAR's, which stay in the default tier
+# LeNet-5, the plain Fashion convnet and VGG-CIFAR in the slow tier (CI's time): their kernel
+# families are the BN convnet's and ResNet-8's (direct, row sweeps, fused Winograd), which stay
+# in the default tier
 @pytest.mark.parametrize("name", [
     "seed", pytest.param("lenet5", marks=pytest.mark.slow),
-    pytest.param("fashion_convnet", marks=pytest.mark.slow), "fashion_convnet_bn", "vgg_cifar",
-    "resnet8", "every_op", "branches", "pools"])
+    pytest.param("fashion_convnet", marks=pytest.mark.slow), "fashion_convnet_bn",
+    pytest.param("vgg_cifar", marks=pytest.mark.slow), "resnet8", "every_op", "branches",
+    "pools"])
 def test_device_gradients_of_the_example_networks(name):
     """Every layer's output gradient and every parameter gradient of one training step."""
     given = {"every_op": EVERY_OP, "branches": BRANCHES, "pools": POOLS}

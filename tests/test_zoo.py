@@ -106,7 +106,8 @@ def test_a_unet_input_that_does_not_halve_four_times_is_refused_with_the_fix():
         convgraph.analyse(SPECS / "unet.yaml", ["input=100x100x3"])
 
 
-@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow)  # CI's time
+                                  if name == "densenet121" else name for name in NETWORKS])
 def test_the_plans_build(name):
     """Inference and the training step (the U-Net's per pixel) on each device family's
     profile."""
