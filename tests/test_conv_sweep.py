@@ -6,7 +6,6 @@ forward and stride-1 input-gradient site set to its sweeps computes what float64
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import convgraph
@@ -14,11 +13,8 @@ from convgraph.codegen import profile as profiles
 from convgraph.codegen.tuning import save_tuning
 from convgraph.ops.conv import SWEEP_REGISTERS, _forward_space, _pooled_space
 from convgraph.pipeline import analyse
-from convgraph.reference import reference_gradients
-from convgraph.train.session import TrainingSession
-from convgraph.verify import relative_error
 from tests.test_kernels import check_forward, input_batch, poison, random_params
-from tests.test_tuning import _sites
+from tests.test_tuning import _sites, assert_step_gradients_match
 
 # 12 wide (whole tiles of 6 and 12 pixels), 5 high (an odd last row tile); 16 and 32 filters (1
 # and 2 vectors); stride 2 (6x3), dilation 2, a 5x3 kernel of 32 filters whose pool folds in
@@ -108,17 +104,7 @@ def test_swept_sites_compute_what_numpy_does(tmp_path, monkeypatch, name, index)
     model.set_params(params)
     poison(model)
     check_forward(model, params, input_batch(model, batch, index), what=f"{name} {index}")
-    session = TrainingSession(graph, batch=batch)
-    session.set_params(params)
-    x = input_batch(model, batch, 50 + index)
-    y = np.random.default_rng(index).integers(0, session.plan.classes, batch)
-    grads, param_grads = session.gradients(x, y)
-    *_, expected, expected_params = reference_gradients(
-        graph, params, x, y, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
-    for node, grad in grads.items():
-        assert relative_error(grad, expected[node]) < 1e-4, (name, index, node)
-    for key, grad in param_grads.items():
-        assert relative_error(grad, expected_params[key]) < 1e-4, (name, index, key)
+    assert_step_gradients_match(graph, params, model, batch, index, name)
 
 
 # Under Oclgrind (slow tier): every conv forward site of the wide network, inference (the pool

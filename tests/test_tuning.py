@@ -93,22 +93,28 @@ def _check_variant(name: str, index: int, count: int, family=None, monkeypatch=N
         check_forward(model, params, input_batch(model, batch, index),
                       what=f"{name} variant {index}/{count} batch {batch}")
 
-        session = TrainingSession(graph, batch=batch)
-        session.set_params(params)
-        rng = np.random.default_rng(index)
-        x = input_batch(model, batch, 50 + index)
-        y = rng.integers(0, session.plan.classes, batch)
-        grads, param_grads = session.gradients(x, y)
-        *_, expected, expected_params = reference_gradients(
-            graph, params, x, y, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
-        for node, grad in grads.items():
-            assert relative_error(grad, expected[node]) < 1e-4, (name, index, node)
-        for key, grad in param_grads.items():
-            assert relative_error(grad, expected_params[key]) < 1e-4, (name, index, key)
+        assert_step_gradients_match(graph, params, model, batch, index, name)
 
 
 def _largest_space(name: str, profile=None) -> int:
     return max(len(site.space) for site in _sites(analyse(CASES[name]), profile)[1].values())
+
+
+def assert_step_gradients_match(graph, params, model, batch: int, index: int, name: str):
+    """A training session's gradients (every tensor and parameter) of a batch drawn from
+    ``index`` within 1e-4 of the float64 reference's."""
+    session = TrainingSession(graph, batch=batch)
+    session.set_params(params)
+    rng = np.random.default_rng(index)
+    x = input_batch(model, batch, 50 + index)
+    y = rng.integers(0, session.plan.classes, batch)
+    grads, param_grads = session.gradients(x, y)
+    *_, expected, expected_params = reference_gradients(
+        graph, params, x, y, session.dropout_seed(), graph.graph["train"]["label_smoothing"])
+    for node, grad in grads.items():
+        assert relative_error(grad, expected[node]) < 1e-4, (name, index, node)
+    for key, grad in param_grads.items():
+        assert relative_error(grad, expected_params[key]) < 1e-4, (name, index, key)
 
 
 @pytest.mark.parametrize("index", SPREAD_INDICES)
