@@ -47,6 +47,7 @@ from convgraph.runtime.tune import _ProbePlan, _Tuner  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from layers import LAYERS, layer_graph  # noqa: E402
+from machine import probe_event_ms  # noqa: E402
 from winograd import cpu_model  # noqa: E402
 
 EXTRA_LAYERS = [  # direct layers of >= 16 channels that benchmarks/layers.py does not list
@@ -122,13 +123,7 @@ class SiteTimer:
         ACTIVE[0] = ""
 
     def run(self) -> float:
-        samples = []
-        for _ in range(self.tuner.repeats):
-            events: list = []
-            self.executor.enqueue(self.tuner.batch, events, group="probe")
-            self.tuner.queue.finish()
-            samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
-        return statistics.median(samples)
+        return probe_event_ms(self.executor, self.tuner)
 
 
 SHUFFLES = re.compile(r"\b(vpermps|vpermt2ps|vpermi2ps|vextractf\w*|vinsertf\w*|vshuf\w*)\b")

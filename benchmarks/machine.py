@@ -133,3 +133,17 @@ def timing_parser(doc: str, batch: int = 64, rounds: int = 5,
     parser.add_argument("--repeats", type=int, default=repeats, help="runs per round (median)")
     parser.add_argument("--json", help="write the figures here")
     return parser
+
+
+def probe_event_ms(executor, tuner) -> float:
+    """Median over ``tuner.repeats`` runs of the kernel event time (ms) of ``executor``'s probe
+    launches at ``tuner.batch`` (a tuning probe's executor: runtime/tune.py)."""
+    import statistics
+
+    samples = []
+    for _ in range(tuner.repeats):
+        events: list = []
+        executor.enqueue(tuner.batch, events, group="probe")
+        tuner.queue.finish()
+        samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
+    return statistics.median(samples)

@@ -42,6 +42,7 @@ from convgraph.runtime.tune import _Tuner  # noqa: E402
 from convgraph.train.session import TrainingSession  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import probe_event_ms  # noqa: E402
 from winograd import cpu_model  # noqa: E402
 
 _profile_for = target_module.profile_for
@@ -80,13 +81,7 @@ class SiteTimer:
         self.flops = sum(launch.flops for launch in launches) * tuner.batch
 
     def run(self) -> float:
-        samples = []
-        for _ in range(self.tuner.repeats):
-            events: list = []
-            self.executor.enqueue(self.tuner.batch, events, group="probe")
-            self.tuner.queue.finish()
-            samples.append(sum(e.profile.end - e.profile.start for e in events) * 1e-6)
-        return statistics.median(samples)
+        return probe_event_ms(self.executor, self.tuner)
 
 
 def tiles(name: str, batch: int, rounds: int, repeats: int, count: int) -> None:
